@@ -1,0 +1,130 @@
+"""The instruction row format shared by HexaInst and users' own datasets (DESIGN §3).
+
+One JSON object per line with the fields id, category, source, origin, instruction, input, output, license.
+Reading validates every line and names the file and line of the first problem, so a broken dataset is
+refused before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sparcom.errors import SparcomError
+
+#: HexaInst's six categories, in the order used by tables and plots.
+CATEGORIES: tuple[str, ...] = ("cls", "code", "qa", "gen", "math", "sum")
+#: Display names for plots and reports.
+CATEGORY_LABELS: dict[str, str] = {c: c.upper() for c in CATEGORIES}
+
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "category", "source", "origin", "instruction", "input", "output", "license")
+SOURCES: tuple[str, ...] = ("ai", "human")
+# Category names become artifact keys ("neuron/{cat}/{layer}"), so they must be safe path segments.
+_CATEGORY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class InstructionRow:
+    """One instruction with its optional input and its reference response."""
+
+    id: str
+    category: str
+    source: str
+    origin: str
+    instruction: str
+    input: str
+    output: str
+    license: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def category_label(category: str) -> str:
+    """The display label of a category (CLS, CODE, …; users' own categories upper-cased)."""
+    return CATEGORY_LABELS.get(category, category.upper())
+
+
+def validate_category(category: object, where: str) -> str:
+    if not isinstance(category, str) or not category.strip():
+        raise SparcomError(f"{where}: empty category; give every row a category such as one of {', '.join(CATEGORIES)}")
+    if not _CATEGORY_PATTERN.match(category):
+        raise SparcomError(
+            f"{where}: category {category!r} is not a lowercase name of letters, digits, '_' or '-'; rename it"
+        )
+    return category
+
+
+def row_from_dict(obj: object, where: str, require_output: bool = False) -> InstructionRow:
+    """Check one decoded JSON object against the schema; ``where`` names the file and line for errors."""
+    if not isinstance(obj, dict):
+        raise SparcomError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [f for f in REQUIRED_FIELDS if f not in obj]
+    if missing:
+        raise SparcomError(f"{where}: missing required field(s) {', '.join(missing)}; every row needs {', '.join(REQUIRED_FIELDS)}")
+    for field in REQUIRED_FIELDS:
+        if not isinstance(obj[field], str):
+            raise SparcomError(f"{where}: field {field!r} must be a string, got {type(obj[field]).__name__}")
+    if not obj["id"].strip():
+        raise SparcomError(f"{where}: empty id; give every row a unique id")
+    validate_category(obj["category"], where)
+    if obj["source"] not in SOURCES:
+        raise SparcomError(f"{where}: source {obj['source']!r} must be one of {', '.join(SOURCES)}")
+    if not obj["instruction"].strip():
+        raise SparcomError(f"{where}: empty instruction")
+    if require_output and not obj["output"].strip():
+        raise SparcomError(f"{where}: empty output; scope 'response' needs a reference output in every row")
+    return InstructionRow(**{f: obj[f] for f in REQUIRED_FIELDS})
+
+
+def read_rows(
+    path: str | Path,
+    categories: Sequence[str] | None = None,
+    require_output: bool = False,
+) -> list[InstructionRow]:
+    """Read and validate a JSON Lines dataset.
+
+    ``categories`` restricts the accepted category names (rows outside it are an error, not silently dropped);
+    ``require_output`` demands a non-empty reference response in every row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SparcomError(f"{path}: dataset file not found; build HexaInst with 'sparcom data build' or pass --data FILE")
+    rows: list[InstructionRow] = []
+    seen: dict[str, int] = {}
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+            row = row_from_dict(obj, where, require_output=require_output)
+            if categories is not None and row.category not in categories:
+                raise SparcomError(
+                    f"{where}: unknown category {row.category!r}; expected one of {', '.join(categories)}"
+                )
+            if row.id in seen:
+                raise SparcomError(f"{where}: duplicate id {row.id!r} (first on line {seen[row.id]}); ids must be unique")
+            seen[row.id] = number
+            rows.append(row)
+    if not rows:
+        raise SparcomError(f"{path}: dataset is empty; it needs at least one instruction row")
+    return rows
+
+
+def write_rows(rows: Iterable[InstructionRow | dict], path: str | Path) -> None:
+    """Write rows as JSON Lines atomically (a partial file never appears under ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            data = row.to_dict() if isinstance(row, InstructionRow) else row
+            handle.write(json.dumps(data, ensure_ascii=False) + "\n")
+    tmp.replace(path)
