@@ -1,0 +1,181 @@
+"""Load a causal LM and its tokenizer from a hub id, a local folder, a GGUF file or a built-in name.
+
+Loading problems become one-line :class:`SparcomError` messages. Identity fingerprints (weights and tokenizer)
+go into the manifest so that runs of different models are never merged or compared by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparcom.errors import SparcomError
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+_EDGE_BYTES = 1 << 20
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for profiling, with what the manifest needs to say about it."""
+
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """Map a --dtype name to a torch dtype and check that the device can compute in it."""
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise SparcomError(f"unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}")
+    dtype = DTYPES[name]
+    if device == "cpu" and dtype == torch.float16:
+        raise SparcomError("dtype float16 is not supported on device cpu (slow and inexact there); "
+                           "use --dtype float32 or bfloat16")
+    if device.startswith("cuda") and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise SparcomError(f"dtype bfloat16 is not supported on {device}; use --dtype float16 or float32")
+    return dtype
+
+
+def check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SparcomError(f"device {device!r} is not available (no CUDA GPU found); use --device cpu")
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise SparcomError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+        return
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise SparcomError("device 'mps' is not available on this machine; use --device cpu")
+        return
+    raise SparcomError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+
+
+def file_fingerprint(paths: list[Path], root: Path) -> str:
+    """Cheap identity of weight files: names, sizes and hashes of their first and last MiB."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root)}:{size}:".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(_EDGE_BYTES))
+            if size > _EDGE_BYTES:
+                handle.seek(max(size - _EDGE_BYTES, _EDGE_BYTES))
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def parameter_fingerprint(model: torch.nn.Module, max_parameters: int = 50_000_000) -> str:
+    """Hash of the parameters themselves for small in-memory models; 'unhashed' for large ones."""
+    if sum(p.numel() for p in model.parameters()) > max_parameters:
+        return "unhashed"
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's full definition and chat template."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    return digest.hexdigest()
+
+
+def _builtin_names() -> set[str]:
+    try:
+        from sparcom.models.builtin import list_builtins
+    except ImportError:
+        return set()
+    return {b.name for b in list_builtins()}
+
+
+def _locate(spec: str) -> tuple[str, Path | None, str | None]:
+    """(kind, folder, gguf file name) for a model spec."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise SparcomError(f"{spec}: a model file must be a .gguf; otherwise pass the model folder")
+        return "gguf", path.parent, path.name
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return "gguf", path, ggufs[0].name
+            raise SparcomError(f"{spec}: folder has no config.json; pass a Hugging Face model folder or a .gguf file")
+        return "folder", path, None
+    if spec in _builtin_names():
+        from sparcom.models.builtin import resolve_builtin
+
+        return "builtin", resolve_builtin(spec), None
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
+    if looks_like_path or "/" not in spec:
+        names = sorted(_builtin_names())
+        hint = f"; built-in models: {', '.join(names)}" if names else ""
+        raise SparcomError(f"model path {spec!r} does not exist; pass a model folder, a .gguf file or a hub id{hint}")
+    return "hub", None, None
+
+
+def load_model(
+    spec: str,
+    dtype: str = "auto",
+    device: str = "cpu",
+    device_map: str | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load model and fast tokenizer for profiling (eval mode, no gradients)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    kind, folder, gguf = _locate(spec)
+    source = str(folder) if folder is not None else spec
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if revision:
+        kwargs["revision"] = revision
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except SparcomError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        offline = " (model hubs may be unreachable: download the model to a folder and pass its path)" if kind == "hub" else ""
+        raise SparcomError(f"cannot load model {spec!r}: {first}{offline}") from None
+    if not device_map:
+        model = model.to(device)
+    model.eval()
+    if folder is not None:
+        weights = [p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                   and (gguf is None or p.name == gguf)]
+        fingerprint = file_fingerprint(weights, folder) if weights else parameter_fingerprint(model)
+    else:
+        fingerprint = f"revision:{getattr(model.config, '_commit_hash', None) or revision or 'unknown'}"
+    info = {
+        "name_or_path": spec,
+        "source": kind,
+        "resolved_path": str(folder) if folder is not None else None,
+        "gguf_file": gguf,
+        "revision": revision or getattr(model.config, "_commit_hash", None),
+        "fingerprint": fingerprint,
+    }
+    return LoadedModel(model, tokenizer, info)

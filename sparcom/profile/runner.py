@@ -1,0 +1,426 @@
+"""The counting forward: encode rows, batch them, run the decoder stack with counting hooks, save the run.
+
+Only the decoder stack runs (no LM head): the counts need the MLP activations, nothing after them. Counters
+live on each layer's device and are updated inside the hooks, so memory does not grow with the dataset.
+Progress is checkpointed atomically every few batches; a resumed run replays the same batch plan from where
+the checkpoint stopped and ends with exactly the counts of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
+from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.errors import SparcomError
+from sparcom.models.adapters import FamilyAdapter, adapter_for, get_path, width_of
+from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
+from sparcom.profile import artifacts
+from sparcom.profile.batching import Batch, collate, plan_batches
+from sparcom.profile.counters import CountStore
+from sparcom.profile.hooks import BatchSelection, CategoryRows, SelectionBoard, count_active
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Everything that decides which tokens are counted and how batches are formed."""
+
+    scope: str = "instruction"
+    template: str = "auto"
+    system_prompt: str | None = None
+    batch_size: int = 8
+    token_budget: int | None = None
+    padding_side: str | None = None  # None: the tokenizer's own
+    per_category: int | None = None
+    categories: tuple[str, ...] | None = None
+    checkpoint_every: int = 20
+    bootstrap: int = 0
+    bootstrap_seed: int = 0
+
+    def check(self) -> None:
+        FormatSettings(self.scope, self.template, self.system_prompt)
+        if self.per_category is not None and self.per_category < 1:
+            raise SparcomError(f"--per-category must be at least 1, got {self.per_category}")
+        if self.batch_size < 1:
+            raise SparcomError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise SparcomError(f"--token-budget must be at least 1, got {self.token_budget}")
+        if self.padding_side not in (None, "left", "right"):
+            raise SparcomError(f"--padding-side must be left or right, got {self.padding_side!r}")
+        if self.checkpoint_every < 1:
+            raise SparcomError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        if self.bootstrap < 0:
+            raise SparcomError(f"--bootstrap must be 0 (off) or a number of replicates, got {self.bootstrap}")
+
+
+@dataclass
+class LayerSite:
+    """One hooked MLP activation: its layer index, module, width and device."""
+
+    layer: int
+    module: torch.nn.Module
+    width: int
+    device: torch.device
+
+
+def mlp_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> list[LayerSite]:
+    """The activation module of every decoder layer, as the adapter names them."""
+    layers = get_path(get_path(model, adapter.backbone), adapter.layers)
+    sites = []
+    for index, layer in enumerate(layers):
+        width = width_of(get_path(layer, adapter.gate_width))
+        if adapter.fused_gate_up:
+            width //= 2
+        device = next(layer.parameters()).device
+        sites.append(LayerSite(index, get_path(layer, adapter.activation), width, device))
+    return sites
+
+
+def select_rows(rows: Sequence[InstructionRow], settings: ProfileSettings) -> tuple[list[InstructionRow], list[str]]:
+    """Keep the first ``per_category`` rows of each category (file order) and list categories in first-seen order."""
+    categories: list[str] = []
+    kept: list[InstructionRow] = []
+    taken: dict[str, int] = {}
+    for row in rows:
+        if row.category not in categories:
+            categories.append(row.category)
+        if settings.per_category is None or taken.get(row.category, 0) < settings.per_category:
+            kept.append(row)
+            taken[row.category] = taken.get(row.category, 0) + 1
+    return kept, categories
+
+
+def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
+    """Poisson(1) bootstrap weights of one instruction, fixed by its id and the seed (so runs merge)."""
+    digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return torch.poisson(torch.ones(replicates), generator=generator)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    import transformers
+
+    from sparcom import __version__
+
+    return {"sparcom": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: list[LayerSite]) -> dict[str, Any]:
+    config = model.config
+    return {
+        "architecture": type(model).__name__,
+        "model_type": config.model_type,
+        "family": adapter.name,
+        "sizes": {
+            "layers": len(sites),
+            "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
+            "mlp_neurons": [site.width for site in sites],
+        },
+    }
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Decide what to do with an existing output directory; True when a checkpoint should be resumed."""
+    if resume and overwrite:
+        raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    if not out.exists():
+        return False
+    if out.is_file():
+        raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
+    if overwrite:
+        return False
+    if resume:
+        return True
+    if any(out.iterdir()):
+        raise SparcomError(f"{out}: output directory exists; pass --resume to continue it or --overwrite to replace it")
+    return False
+
+
+def settings_digest(manifest: dict[str, Any]) -> str:
+    """Identity of everything that fixes the batch plan and the counts (for resume checks)."""
+    keys = ("model", "tokenizer_hash", "dataset", "categories", "instruction_ids", "scope", "template",
+            "system_prompt", "dtype", "batching_plan", "bootstrap")
+    subset = {k: manifest.get(k) for k in keys}
+    subset["model"] = {k: v for k, v in (subset["model"] or {}).items() if k not in ("name_or_path", "resolved_path")}
+    return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
+
+
+class Profiler:
+    """Counts, for one loaded model, active MLP neurons per category on the counted tokens."""
+
+    def __init__(self, loaded: LoadedModel, settings: ProfileSettings) -> None:
+        settings.check()
+        self.loaded = loaded
+        self.settings = settings
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.adapter = adapter_for(getattr(self.model.config, "model_type", "unknown"))
+        check_tokenizer(self.tokenizer)
+        self.template = resolve_template(self.tokenizer, settings.template)
+        self.sites = mlp_sites(self.model, self.adapter)
+        self.backbone = get_path(self.model, self.adapter.backbone)
+        self.store = CountStore()
+        self.board = SelectionBoard()
+
+    def encode(self, rows: Sequence[InstructionRow]):
+        with_response = FormatSettings(self.settings.scope).needs_response
+        examples = [encode_row(row, i, self.tokenizer, self.template, self.settings.system_prompt, with_response)
+                    for i, row in enumerate(rows)]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for example, row in zip(examples, rows, strict=True):
+            if limit and len(example) > limit:
+                raise SparcomError(f"row {row.id}: {len(example)} tokens exceed the model's limit of {limit}; "
+                                   "shorten it or remove it from the dataset")
+        return examples
+
+    def _hooks(self, categories: Sequence[str]) -> list:
+        handles = []
+        for site in self.sites:
+            for category in categories:
+                self.store.zeros(f"neuron/{category}/{site.layer}", (site.width,), site.device)
+            hook = count_active(self.store, self.board, "neuron", site.layer, site.width, self.settings.bootstrap)
+            handles.append(site.module.register_forward_hook(hook))
+        return handles
+
+    def _selection(self, batch: Batch, rows: Sequence[InstructionRow]) -> BatchSelection:
+        counted = batch.counted.reshape(-1)
+        positions = counted.nonzero().squeeze(1)
+        weights = None
+        if self.settings.bootstrap:
+            per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
+                                                         self.settings.bootstrap_seed) for e in batch.examples])
+            example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
+            weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
+        return BatchSelection([CategoryRows(batch.category, positions, weights)])
+
+    def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
+        selection = self._selection(batch, rows)
+        device = self.model.get_input_embeddings().weight.device
+        self.board.current = selection
+        try:
+            with torch.inference_mode():
+                self.backbone(
+                    input_ids=batch.input_ids.to(device),
+                    attention_mask=batch.attention_mask.to(device),
+                    position_ids=batch.position_ids.to(device),
+                    use_cache=False,
+                )
+        finally:
+            self.board.current = None
+        category = batch.category
+        self.store.add(f"tokens/{category}", int(batch.counted.sum()))
+        self.store.add(f"instructions/{category}", len(batch.examples))
+        if self.settings.bootstrap:
+            weights = selection.groups[0].replicate_weights
+            self.store.add(f"bootstrap/tokens/{category}", weights.sum(1).round().to(torch.int64))
+            per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
+                                                         self.settings.bootstrap_seed) for e in batch.examples])
+            self.store.add(f"bootstrap/instructions/{category}", per_example.sum(0).round().to(torch.int64))
+
+    def run(
+        self,
+        data: str | Path,
+        out: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        on_batch_end: Callable[[int], None] | None = None,
+    ) -> artifacts.ProfileRun:
+        """Profile the dataset at ``data`` into the run directory ``out``."""
+        started = time.perf_counter()
+        settings = self.settings
+        data = Path(data)
+        out = Path(out)
+        rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
+        rows, categories = select_rows(rows, settings)
+        do_resume = prepare_output_dir(out, resume, overwrite)
+        examples = self.encode(rows)
+        plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
+        padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        manifest = self._manifest(data, rows, categories, padding_side, plan)
+        digest = settings_digest(manifest)
+
+        for category in categories:
+            self.store.zeros(f"tokens/{category}", ())
+            self.store.zeros(f"instructions/{category}", ())
+            if settings.bootstrap:
+                self.store.zeros(f"bootstrap/tokens/{category}", (settings.bootstrap,))
+                self.store.zeros(f"bootstrap/instructions/{category}", (settings.bootstrap,))
+        handles = self._hooks(categories)
+        start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
+        if do_resume:
+            state = self._load_checkpoint(out, digest)
+            if state is not None:
+                start_batch, elapsed_before, real, padded = state
+            elif (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
+                    (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
+                for handle in handles:
+                    handle.remove()
+                previous = artifacts.load_run(out)
+                if settings_digest(previous.manifest) != digest:
+                    raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
+                return previous
+        if not do_resume and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+
+        total_instructions = len(rows)
+        done_instructions = sum(len(b) for b in plan[:start_batch])
+        bar = _progress_bar(progress, total_instructions)
+        try:
+            with bar:
+                task = bar.add_task("profiling", total=total_instructions, completed=done_instructions, tps="")
+                window_start, window_tokens = time.perf_counter(), 0
+                for index in range(start_batch, len(plan)):
+                    batch = collate(plan[index], settings.scope, pad_id, padding_side)
+                    self._count_batch(batch, rows)
+                    real += batch.real_tokens
+                    padded += batch.padded_tokens
+                    window_tokens += batch.real_tokens
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                    if (index + 1) % settings.checkpoint_every == 0 and index + 1 < len(plan):
+                        self._save_checkpoint(out, digest, index + 1,
+                                              elapsed_before + time.perf_counter() - started, real, padded)
+                    if on_batch_end is not None:
+                        on_batch_end(index + 1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        wall = elapsed_before + time.perf_counter() - started
+        tensors = self.store.state_dict()
+        manifest.update(
+            counted_tokens={c: int(tensors[f"tokens/{c}"]) for c in categories},
+            instructions={c: int(tensors[f"instructions/{c}"]) for c in categories},
+            padding={"real_tokens": real, "padded_tokens": padded,
+                     "waste": round(1 - real / padded, 6) if padded else 0.0},
+            wall_time_seconds=round(wall, 3),
+            tokens_per_second=round(real / wall, 1) if wall else None,
+            complete=True,
+        )
+        artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
+        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
+        for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
+            (out / name).unlink(missing_ok=True)
+        return artifacts.ProfileRun(out, tensors, manifest)
+
+    def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
+        s = self.settings
+        model_info = {**self.loaded.info, **model_description(self.model, self.adapter, self.sites)}
+        return {
+            "format_version": artifacts.FORMAT_VERSION,
+            "complete": False,
+            "model": model_info,
+            "tokenizer_hash": tokenizer_fingerprint(self.tokenizer),
+            "dataset": {"path": str(data), "sha256": file_sha256(data), "rows_used": len(rows)},
+            "categories": categories,
+            "instruction_ids": {c: [r.id for r in rows if r.category == c] for c in categories},
+            "instructions": {c: sum(r.category == c for r in rows) for c in categories},
+            "scope": s.scope,
+            "template_policy": s.template,
+            "template": self.template,
+            "system_prompt": s.system_prompt,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "device": str(next(self.model.parameters()).device),
+            "device_map": bool(getattr(self.model, "hf_device_map", None)),
+            "batching_plan": {"batch_size": s.batch_size, "token_budget": s.token_budget,
+                              "padding_side": padding_side, "per_category": s.per_category, "batches": len(plan)},
+            "bootstrap": {"replicates": s.bootstrap, "seed": s.bootstrap_seed},
+            "software": software_versions(),
+        }
+
+    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int):
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict())
+        artifacts.write_json_atomic(out / artifacts.PROGRESS_FILE, {
+            "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
+            "real_tokens": real, "padded_tokens": padded})
+
+    def _load_checkpoint(self, out: Path, digest: str):
+        progress_path = out / artifacts.PROGRESS_FILE
+        if not progress_path.is_file():
+            return None
+        progress = json.loads(progress_path.read_text(encoding="utf-8"))
+        if progress.get("settings_digest") != digest:
+            raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
+                               "resume with the same arguments or use --overwrite")
+        from safetensors.torch import load_file
+
+        self.store.load_state_dict(load_file(str(out / artifacts.CHECKPOINT_FILE)))
+        return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
+                progress["padded_tokens"])
+
+
+def _progress_bar(enabled: bool, total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("instructions"),
+        TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        disable=not enabled, transient=False,
+    )
+
+
+def profile(
+    model: str | LoadedModel,
+    data: str | Path,
+    out: str | Path,
+    settings: ProfileSettings | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "cpu",
+    device_map: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_batch_end: Callable[[int], None] | None = None,
+) -> artifacts.ProfileRun:
+    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``."""
+    settings = settings or ProfileSettings()
+    settings.check()
+    rows_check = Path(data)
+    read_rows(rows_check, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
+    prepare_output_dir(Path(out), resume, overwrite)
+    if isinstance(model, str):
+        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
+    return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
+                                         on_batch_end=on_batch_end)
+
+
+def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:
+    """Wrap an already loaded model and tokenizer (e.g. in tests or notebooks) for :func:`profile`."""
+    info = {"name_or_path": name, "source": "object", "resolved_path": None, "gguf_file": None,
+            "revision": None, "fingerprint": parameter_fingerprint(model)}
+    return LoadedModel(model.eval(), tokenizer, info)
+
+
+__all__ = ["ProfileSettings", "Profiler", "profile", "wrap_model"]
