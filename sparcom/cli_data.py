@@ -84,7 +84,7 @@ def lengths_table(rows: Sequence[InstructionRow], tokenize: Callable[[str], int]
     if tokenize is not None:
         columns += ["prompt tokens", "output tokens"]
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     groups = [
         (category_label(c), s, [r for r in rows if r.category == c and r.source == s])
         for c in _categories(rows)
