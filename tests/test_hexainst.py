@@ -326,3 +326,29 @@ def test_validate_reports_one_error_line(tmp_path, lines, message):
     assert re.search(message, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def _tiny_tokenizer(folder: Path) -> Path:
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(["translate", "to", "french", "cat", "chat"])}}
+    model = tokenizers.models.WordLevel(vocab=vocab, unk_token="[UNK]")
+    backend = tokenizers.Tokenizer(model)
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
+def test_stats_reports_tokens_with_a_local_tokenizer(tmp_path):
+    path = _write(tmp_path, [_row(), _row(id="r2", category="poetry")])
+    folder = _tiny_tokenizer(tmp_path / "tok")
+    result = runner.invoke(data_app, ["stats", str(path), "--tokenizer", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "tokens" in result.stdout and "TRANSLATION" in result.stdout
+
+
+def test_stats_refuses_a_missing_tokenizer_folder(tmp_path):
+    path = _write(tmp_path, [_row()])
+    result = runner.invoke(data_app, ["stats", str(path), "--tokenizer", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "tokenizer directory not found" in result.stderr and "Traceback" not in result.stderr
