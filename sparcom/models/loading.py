@@ -139,8 +139,13 @@ def load_model(
     revision: str | None = None,
 ) -> LoadedModel:
     """Load model and fast tokenizer for profiling (eval mode, no gradients)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    from sparcom.models.adapters import adapter_for
+
+    hf_logging.disable_progress_bar()  # our own progress bar and one-line errors own the terminal
+    hf_logging.set_verbosity_error()
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     kind, folder, gguf = _locate(spec)
@@ -153,6 +158,8 @@ def load_model(
     if device_map:
         kwargs["device_map"] = device_map
     try:
+        config = AutoConfig.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
+        adapter_for(getattr(config, "model_type", "unknown"))  # refuse unknown families before loading weights
         tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except SparcomError:
