@@ -116,6 +116,7 @@ def fake_converter(fake_model, monkeypatch):
 
 
 def test_build_once_reuse_and_rebuild_when_damaged(fake_converter, tmp_path, capsys):
+    (tmp_path / f".{FAKE.name}.build-killed").mkdir()  # left by a killed build
     path = resolve_builtin(FAKE.name, tmp_path)
     assert path == tmp_path / FAKE.name and len(fake_converter) == 1
     assert "converting" in capsys.readouterr().err

@@ -408,6 +408,8 @@ def resolve_builtin(name: str, cache_dir: str | Path | None = None, verify: Veri
         if not problem:
             return target
         _part_paths(model)  # fail early, before any message, when the package is missing
+        for leftover in target.parent.glob(f".{model.name}.build-*"):  # from a killed build; we hold the lock
+            shutil.rmtree(leftover, ignore_errors=True)
         if problem == "not built":
             print(f"sparcom: converting built-in model {name} from GGUF into {target} (once)", file=sys.stderr)
         else:
