@@ -1,0 +1,209 @@
+"""Activation frequencies of one component kind, flattened over layers (the input of every analysis).
+
+A *kind* is one family of counted components (DESIGN §3): ``neuron`` (dense MLP neurons), ``shared_neuron``
+(neurons of shared experts), ``expert`` (routed experts, ISEs) and ``expert_neuron`` (neurons inside routed
+experts). For one kind, every layer's array is flattened in layer order into a single vector of N components;
+a :class:`Layout` remembers how to go back. Frequencies of all categories are stacked as ``p[K, N]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from sparcom.errors import SparcomError
+
+#: Component kinds in the order tables and plots use.
+KINDS: tuple[str, ...] = ("neuron", "shared_neuron", "expert", "expert_neuron")
+#: Short human names of the kinds.
+KIND_NOUNS: dict[str, str] = {"neuron": "ISNs", "shared_neuron": "shared-expert ISNs", "expert": "ISEs",
+                              "expert_neuron": "expert ISNs"}
+#: What one component of a kind is called in axis labels.
+KIND_UNITS: dict[str, str] = {"neuron": "neurons", "shared_neuron": "shared-expert neurons", "expert": "experts",
+                              "expert_neuron": "expert neurons"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each layer's components sit in the flat vector of a kind."""
+
+    kind: str
+    layers: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.array([int(np.prod(s)) for s in self.shapes], dtype=np.int64)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Start of each layer in the flat vector, plus the total at the end."""
+        return np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+    def layer_slice(self, layer: int) -> slice:
+        position = self.layers.index(layer)
+        return slice(int(self.offsets[position]), int(self.offsets[position + 1]))
+
+    def flatten(self, per_layer: Mapping[int, np.ndarray]) -> np.ndarray:
+        """Concatenate per-layer arrays (shapes must match the layout) into one vector."""
+        parts = []
+        for layer, shape in zip(self.layers, self.shapes, strict=True):
+            array = np.asarray(per_layer[layer])
+            if array.shape != shape:
+                raise SparcomError(f"{self.kind} layer {layer}: shape {array.shape} does not match {shape}")
+            parts.append(array.reshape(-1))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def split(self, flat: np.ndarray) -> dict[int, np.ndarray]:
+        """The inverse of :meth:`flatten` (views into ``flat``)."""
+        return {layer: flat[self.layer_slice(layer)].reshape(shape) for layer, shape in zip(self.layers, self.shapes, strict=True)}
+
+    @property
+    def has_experts(self) -> bool:
+        """True when each layer is [experts, neurons] (``expert_neuron``)."""
+        return all(len(s) == 2 for s in self.shapes) and bool(self.shapes)
+
+    def groups(self, by: str = "layer") -> Iterator[tuple[dict[str, int], slice]]:
+        """Contiguous slices of the flat vector: one per layer, or per (layer, expert) for ``by='expert'``."""
+        if by not in ("layer", "expert"):
+            raise SparcomError(f"unknown grouping {by!r}; use 'layer' or 'expert'")
+        for position, (layer, shape) in enumerate(zip(self.layers, self.shapes, strict=True)):
+            start = int(self.offsets[position])
+            if by == "expert" and len(shape) == 2:
+                width = shape[1]
+                for expert in range(shape[0]):
+                    yield {"layer": layer, "expert": expert}, slice(start + expert * width, start + (expert + 1) * width)
+            else:
+                yield {"layer": layer}, slice(start, start + int(self.sizes[position]))
+
+    def locate(self, flat_index: np.ndarray) -> dict[str, np.ndarray]:
+        """Layer (and expert) and index within layer (or expert) of flat positions."""
+        flat_index = np.asarray(flat_index, dtype=np.int64)
+        position = np.searchsorted(self.offsets, flat_index, side="right") - 1
+        within = flat_index - self.offsets[position]
+        result = {"layer": np.asarray(self.layers, dtype=np.int64)[position]}
+        if self.has_experts:
+            widths = np.array([s[1] for s in self.shapes], dtype=np.int64)[position]
+            result["expert"] = within // widths
+            within = within % widths
+        result["index"] = within
+        return result
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "layers": list(self.layers), "shapes": [list(s) for s in self.shapes]}
+
+
+@dataclass
+class KindFrequencies:
+    """Counts and frequencies of one kind for every category: ``counts``/``p`` are [K, N], ``tokens`` is [K]."""
+
+    kind: str
+    layout: Layout
+    categories: tuple[str, ...]
+    counts: np.ndarray
+    tokens: np.ndarray
+    p: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.tokens = np.asarray(self.tokens, dtype=np.int64)
+        if self.counts.shape != (len(self.categories), self.layout.size):
+            raise SparcomError(f"{self.kind}: counts have shape {self.counts.shape}, expected "
+                               f"({len(self.categories)}, {self.layout.size})")
+        self.p = frequencies_from_counts(self.counts, self.tokens)
+
+    @property
+    def empty_categories(self) -> list[str]:
+        return [c for c, t in zip(self.categories, self.tokens, strict=True) if t == 0]
+
+
+def frequencies_from_counts(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """p = count / tokens along the leading axes (float64); where tokens are 0, p is 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.float64)
+    tokens = tokens.reshape(tokens.shape + (1,) * (counts.ndim - tokens.ndim))
+    return np.where(tokens > 0, counts / np.where(tokens > 0, tokens, 1.0), 0.0)
+
+
+def kinds_in(counts: Mapping[str, object]) -> list[str]:
+    """The component kinds that have counts, in :data:`KINDS` order."""
+    present = {key.split("/", 1)[0] for key in counts}
+    return [k for k in KINDS if k in present]
+
+
+def _layout(counts: Mapping[str, object], kind: str, categories: Sequence[str]) -> Layout:
+    layers = sorted({int(k.rsplit("/", 1)[1]) for k in counts if k.startswith(f"{kind}/")})
+    if not layers:
+        raise SparcomError(f"the run has no {kind} counts; kinds present: {', '.join(kinds_in(counts)) or 'none'}")
+    shapes = []
+    for layer in layers:
+        found = {tuple(counts[f"{kind}/{c}/{layer}"].shape) for c in categories if f"{kind}/{c}/{layer}" in counts}
+        missing = [c for c in categories if f"{kind}/{c}/{layer}" not in counts]
+        if missing:
+            raise SparcomError(f"the run has no {kind} counts for categor{'y' if len(missing) == 1 else 'ies'} "
+                               f"{', '.join(missing)} at layer {layer}; re-profile or merge the missing categories")
+        if len(found) != 1:
+            raise SparcomError(f"{kind} layer {layer} has different shapes across categories: {sorted(found)}")
+        shapes.append(found.pop())
+    return Layout(kind, tuple(layers), tuple(shapes))
+
+
+def _numpy(value) -> np.ndarray:
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def kind_frequencies(counts: Mapping[str, object], categories: Sequence[str], kind: str) -> KindFrequencies:
+    """Gather ``{kind}/{cat}/{layer}`` counts and ``tokens/{cat}`` into a :class:`KindFrequencies`."""
+    if kind not in KINDS:
+        raise SparcomError(f"unknown component kind {kind!r}; choose from {', '.join(KINDS)}")
+    categories = tuple(categories)
+    if not categories:
+        raise SparcomError("the run has no categories")
+    layout = _layout(counts, kind, categories)
+    stacked = np.stack([
+        layout.flatten({j: _numpy(counts[f"{kind}/{c}/{j}"]) for j in layout.layers}) for c in categories
+    ]).astype(np.int64)
+    tokens = np.array([int(_numpy(counts[f"tokens/{c}"])) for c in categories], dtype=np.int64)
+    return KindFrequencies(kind, layout, categories, stacked, tokens)
+
+
+def replicate_count(counts: Mapping[str, object], categories: Sequence[str], kind: str) -> int | None:
+    """Number of bootstrap replicates stored for ``kind`` (None when the run has none for every category)."""
+    sizes = set()
+    for category in categories:
+        tokens_key = f"bootstrap/tokens/{category}"
+        if tokens_key not in counts:
+            return None
+        layer_keys = [k for k in counts if k.startswith(f"bootstrap/{kind}/{category}/")]
+        if not layer_keys:
+            return None
+        sizes.add(int(_numpy(counts[tokens_key]).shape[0]))
+        sizes.update(int(_numpy(counts[k]).shape[0]) for k in layer_keys)
+    if len(sizes) != 1:
+        raise SparcomError(f"bootstrap counters of {kind} disagree on the number of replicates: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def replicate_frequencies(counts: Mapping[str, object], categories: Sequence[str], layout: Layout,
+                          ) -> Iterator[np.ndarray]:
+    """Yield p[K, N] of each bootstrap replicate (count_r / tokens_r), one replicate at a time."""
+    categories = tuple(categories)
+    replicates = replicate_count(counts, categories, layout.kind)
+    if replicates is None:
+        raise SparcomError(f"the run has no bootstrap counters for {layout.kind}; profile with --bootstrap R")
+    for category in categories:
+        for layer in layout.layers:
+            if f"bootstrap/{layout.kind}/{category}/{layer}" not in counts:
+                raise SparcomError(f"bootstrap counters of {layout.kind} miss category {category} layer {layer}")
+    tokens = np.stack([_numpy(counts[f"bootstrap/tokens/{c}"]) for c in categories]).astype(np.int64)  # [K, R]
+    arrays = {(c, j): _numpy(counts[f"bootstrap/{layout.kind}/{c}/{j}"]) for c in categories for j in layout.layers}
+    for r in range(replicates):
+        stacked = np.stack([layout.flatten({j: arrays[c, j][r] for j in layout.layers}) for c in categories])
+        yield frequencies_from_counts(stacked, tokens[:, r])

@@ -1,0 +1,187 @@
+"""Selection rules: which components are instruction-specific for each category (DESIGN §1).
+
+Every rule maps frequencies ``p[K, N]`` (K categories, N components of one kind flattened over layers) to a
+boolean mask of the same shape. A component that never fires on a category (p = 0) is never selected for it,
+whatever the rule: it cannot be specific to instructions it does not respond to.
+
+- ``percentile`` (default): for each category, the global top-ε fraction over all components of the kind
+  across all layers, ties kept: ``p ≥ quantile(p, 1 − ε)`` with NumPy's default (linear, "type 7") quantile.
+- ``threshold``: absolute frequency ``p ≥ ε``.
+- ``layer-percentile``: the percentile rule applied within each layer separately.
+- ``lape``: Language Activation Probability Entropy (Tang et al., 2024), the procedure of the published code
+  (RUCAIBox/Language-Specific-Neurons, ``identify.py``) with categories in place of languages:
+  1. normalise each component's frequencies over categories, q_c = p_c / Σ_c' p_c' (0 where all are 0);
+  2. entropy H = −Σ_c q_c log q_c (natural log, 0·log 0 = 0);
+  3. filter: a component none of whose categories has p above the ``filter_rate`` quantile of all p values
+     (all categories and components pooled; the k-th smallest value, k = round(filter_rate · K·N)) gets H = ∞;
+  4. keep the round(ε · N) components of lowest H (ε is the published ``top_rate``; ties by position);
+  5. assign a kept component to every category whose p exceeds the ``activation_bar_ratio`` quantile (same
+     k-th-smallest definition) — a component may belong to several categories, or to none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparcom.analysis.frequencies import Layout
+from sparcom.errors import SparcomError
+
+RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape")
+#: Default ε of the fraction rules: the top 1% of components per category (see docs/analysis.md).
+DEFAULT_EPSILON = 0.01
+#: The published LAPE code's quantiles for the activation filter and the assignment bar.
+LAPE_FILTER_RATE = 0.95
+LAPE_ACTIVATION_BAR_RATIO = 0.95
+#: ε grids of the sweep: fractions for the fraction rules, absolute frequencies for ``threshold``.
+SWEEP_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+SWEEP_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def _check_fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not (0.0 < value <= 1.0) or np.isnan(value):
+        raise SparcomError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
+def percentile_mask(p: np.ndarray, epsilon: float) -> np.ndarray:
+    """Per row of ``p``: p ≥ quantile(row, 1 − ε) and p > 0 (ties at the cut are all kept)."""
+    p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+    epsilon = _check_fraction("epsilon", epsilon)
+    if p.shape[1] == 0:
+        return np.zeros(p.shape, dtype=bool)
+    cut = np.quantile(p, 1.0 - epsilon, axis=1)
+    return (p >= cut[:, None]) & (p > 0)
+
+
+def threshold_mask(p: np.ndarray, epsilon: float) -> np.ndarray:
+    """p ≥ ε (and p > 0)."""
+    p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+    epsilon = _check_fraction("epsilon", epsilon)
+    return (p >= epsilon) & (p > 0)
+
+
+def layer_percentile_mask(p: np.ndarray, layout: Layout, epsilon: float) -> np.ndarray:
+    """The percentile rule within each layer of ``layout``."""
+    p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+    mask = np.zeros(p.shape, dtype=bool)
+    for _, part in layout.groups("layer"):
+        mask[:, part] = percentile_mask(p[:, part], epsilon)
+    return mask
+
+
+def kth_smallest(values: np.ndarray, k: int) -> float:
+    """The k-th smallest value (1-based, like ``torch.kthvalue``), k clamped to [1, size]."""
+    values = np.asarray(values).reshape(-1)
+    if values.size == 0:
+        return float("inf")
+    k = min(max(int(k), 1), values.size)
+    return float(np.partition(values, k - 1)[k - 1])
+
+
+def lape_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy over categories of the normalised frequencies of each component (column of ``p[K, N]``)."""
+    p = np.asarray(p, dtype=np.float64)
+    total = p.sum(axis=0, keepdims=True)
+    q = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+    log_q = np.log(q, out=np.zeros_like(q), where=q > 0)
+    return -(q * log_q).sum(axis=0)
+
+
+@dataclass
+class LapeResult:
+    """The selection and the intermediate values of the LAPE procedure."""
+
+    mask: np.ndarray  # [K, N] bool
+    entropy: np.ndarray  # [N], before the filter
+    candidates: np.ndarray  # [N] bool: the round(top_rate·N) lowest-entropy components after the filter
+    filter_value: float
+    activation_bar: float
+
+
+def lape(p: np.ndarray, top_rate: float = DEFAULT_EPSILON, filter_rate: float = LAPE_FILTER_RATE,
+         activation_bar_ratio: float = LAPE_ACTIVATION_BAR_RATIO) -> LapeResult:
+    """Run the LAPE procedure (see the module docstring) on ``p[K, N]``."""
+    p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+    top_rate = _check_fraction("epsilon (LAPE top rate)", top_rate)
+    filter_rate = _check_fraction("LAPE filter rate", filter_rate)
+    activation_bar_ratio = _check_fraction("LAPE activation bar ratio", activation_bar_ratio)
+    n = p.shape[1]
+    entropy = lape_entropy(p)
+    pooled = p.reshape(-1)
+    filter_value = kth_smallest(pooled, round(pooled.size * filter_rate))
+    ranked = np.where((p > filter_value).any(axis=0), entropy, np.inf)
+    chosen = np.argsort(ranked, kind="stable")[: round(n * top_rate)]
+    candidates = np.zeros(n, dtype=bool)
+    candidates[chosen] = True
+    activation_bar = kth_smallest(pooled, round(pooled.size * activation_bar_ratio))
+    mask = (p > activation_bar) & candidates[None, :]
+    return LapeResult(mask, entropy, candidates, filter_value, activation_bar)
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """A rule with its parameters; ``epsilon=None`` takes the rule's default."""
+
+    name: str = "percentile"
+    epsilon: float | None = None
+    filter_rate: float = LAPE_FILTER_RATE
+    activation_bar_ratio: float = LAPE_ACTIVATION_BAR_RATIO
+
+    def __post_init__(self) -> None:
+        if self.name not in RULES:
+            raise SparcomError(f"unknown selection rule {self.name!r}; choose from {', '.join(RULES)}")
+        if self.epsilon is None:
+            if self.name == "threshold":
+                raise SparcomError("rule 'threshold' needs --epsilon: an absolute activation frequency in (0, 1], "
+                                   "e.g. 0.9 keeps components active on at least 90% of a category's tokens")
+            object.__setattr__(self, "epsilon", DEFAULT_EPSILON)
+        object.__setattr__(self, "epsilon", _check_fraction("epsilon", self.epsilon))
+        if self.name == "lape":
+            _check_fraction("LAPE filter rate", self.filter_rate)
+            _check_fraction("LAPE activation bar ratio", self.activation_bar_ratio)
+
+    def with_epsilon(self, epsilon: float) -> SelectionRule:
+        return SelectionRule(self.name, epsilon, self.filter_rate, self.activation_bar_ratio)
+
+    @property
+    def parameters(self) -> dict:
+        params: dict = {"rule": self.name, "epsilon": self.epsilon}
+        if self.name == "lape":
+            params.update(top_rate=self.epsilon, filter_rate=self.filter_rate,
+                          activation_bar_ratio=self.activation_bar_ratio)
+        return params
+
+    @property
+    def sweep_grid(self) -> tuple[float, ...]:
+        return SWEEP_THRESHOLDS if self.name == "threshold" else SWEEP_FRACTIONS
+
+    def describe(self) -> str:
+        eps = self.epsilon
+        if self.name == "percentile":
+            return f"top {eps:.3g} of each category's frequencies over all layers (p ≥ quantile(p, {1 - eps:.6g}))"
+        if self.name == "threshold":
+            return f"activation frequency p ≥ {eps:.3g}"
+        if self.name == "layer-percentile":
+            return f"top {eps:.3g} of each category's frequencies within each layer"
+        return (f"LAPE: lowest-entropy {eps:.3g} of components, filter at the {self.filter_rate:.3g} quantile, "
+                f"assigned where p exceeds the {self.activation_bar_ratio:.3g} quantile")
+
+    def short(self) -> str:
+        """A compact label for plot titles."""
+        if self.name == "threshold":
+            return f"p ≥ {self.epsilon:.3g}"
+        label = {"percentile": "top", "layer-percentile": "top per layer", "lape": "LAPE"}[self.name]
+        return f"{label} {self.epsilon * 100:.3g}%"
+
+    def apply(self, p: np.ndarray, layout: Layout) -> np.ndarray:
+        """The selection mask [K, N] for frequencies ``p[K, N]`` laid out by ``layout``."""
+        if self.name == "percentile":
+            return percentile_mask(p, self.epsilon)
+        if self.name == "threshold":
+            return threshold_mask(p, self.epsilon)
+        if self.name == "layer-percentile":
+            return layer_percentile_mask(p, layout, self.epsilon)
+        return lape(p, self.epsilon, self.filter_rate, self.activation_bar_ratio).mask
