@@ -1,0 +1,73 @@
+"""Bootstrap confidence intervals of the set statistics, over instructions.
+
+Profiling with ``--bootstrap R`` accumulates, next to the plain counts, R replicate counters in which every
+instruction carries a Poisson(1) weight (``bootstrap/tokens/{cat}`` [R], ``bootstrap/{kind}/{cat}/{layer}``
+[R, ...]). Each replicate is a resample of the instructions: its frequencies are p_r = count_r / tokens_r, the
+selection rule is applied to them as to the real data, and the statistics are recomputed. The interval is the
+percentile interval of the replicate values (replicates where a statistic is undefined, NaN, are left out and
+counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from sparcom.analysis.frequencies import Layout
+from sparcom.analysis.selection import SelectionRule
+from sparcom.analysis.sets import summary_statistics
+from sparcom.errors import SparcomError
+
+DEFAULT_LEVEL = 0.95
+HOW_TO_ENABLE = ("confidence intervals need bootstrap counters: profile with 'sparcom profile ... --bootstrap 200' "
+                 "(Poisson bootstrap over instructions; merges and resumes like the plain counts)")
+
+
+def tracked_statistics(categories: Sequence[str]) -> list[str]:
+    """The statistics given with confidence intervals."""
+    names = ["general", "general_share", "unique_total", "unique_share", "selected_any"]
+    for category in categories:
+        names += [f"selected_{category}", f"unique_{category}", f"unique_share_{category}",
+                  f"general_share_{category}"]
+    return names
+
+
+def replicate_statistics(replicates: Iterable[np.ndarray], layout: Layout, categories: Sequence[str],
+                         rule: SelectionRule) -> dict[str, np.ndarray]:
+    """Apply ``rule`` to each replicate's p[K, N] and collect every tracked statistic as an array [R]."""
+    names = tracked_statistics(categories)
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for p in replicates:
+        stats = summary_statistics(rule.apply(p, layout), categories)
+        for name in names:
+            values[name].append(float(stats[name]))
+    return {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
+
+
+def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite samples (NaN, NaN when there are none)."""
+    if not 0 < level < 1:
+        raise SparcomError(f"confidence level must be in (0, 1), got {level}")
+    finite = np.asarray(samples, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low, high = np.quantile(finite, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def interval_rows(kind: str, estimates: dict[str, float], samples: dict[str, np.ndarray],
+                  level: float = DEFAULT_LEVEL) -> list[dict]:
+    """One row per statistic: the estimate on all data, the interval, and the replicates' mean and spread."""
+    rows = []
+    for name, values in samples.items():
+        finite = values[np.isfinite(values)]
+        low, high = percentile_interval(values, level)
+        rows.append({"kind": kind, "statistic": name, "estimate": float(estimates[name]), "level": level,
+                     "low": low, "high": high,
+                     "replicate_mean": float(finite.mean()) if finite.size else float("nan"),
+                     "replicate_std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+                     "replicates": int(values.size), "defined_replicates": int(finite.size)})
+    return rows
