@@ -1,0 +1,332 @@
+"""The two analyses end to end, from loaded runs to tables and summaries (no files, no plots, no model).
+
+:func:`identify` selects the components of each kind for each category and describes the sets;
+:func:`compare` does it for a base and a tuned run with the same rule and reports what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparcom.analysis import bootstrap as boot
+from sparcom.analysis import compare as cmp
+from sparcom.analysis import sets
+from sparcom.analysis.frequencies import (
+    KINDS,
+    KindFrequencies,
+    kind_frequencies,
+    kinds_in,
+    replicate_count,
+    replicate_frequencies,
+)
+from sparcom.analysis.selection import SelectionRule, lape
+from sparcom.analysis.selection_file import manifest_fingerprint, masks_by_key
+from sparcom.errors import SparcomError
+from sparcom.profile.artifacts import ProfileRun
+
+
+@dataclass
+class KindAnalysis:
+    """Selection and set statistics of one component kind."""
+
+    freqs: KindFrequencies
+    rule: SelectionRule
+    mask: np.ndarray  # [K, N] bool
+    counts: dict[str, int]
+    activity: dict[str, int]
+    overlap: sets.Overlap
+    per_layer: list[dict]
+    per_expert: list[dict]
+    selected_per_layer: list[dict]
+    sweep: list[dict] = field(default_factory=list)
+    intervals: list[dict] | None = None
+    replicates: int | None = None
+    lape_details: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.freqs.kind
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.freqs.categories
+
+    def summary(self) -> dict[str, Any]:
+        cats = self.categories
+        counts = self.counts
+        result: dict[str, Any] = {
+            "components": counts["components"], "layers": len(self.freqs.layout.layers),
+            "selected": {c: counts[f"selected_{c}"] for c in cats},
+            "selected_any": counts["selected_any"], "general": counts["general"],
+            "shared_by": {str(m): counts[f"shared_by_{m}"] for m in range(2, len(cats))},
+            "unique": {c: counts[f"unique_{c}"] for c in cats}, "unique_total": counts["unique_total"],
+            "never_selected": counts["never_selected"], **self.activity,
+            "shares": sets.shares(counts, cats),
+            "chance_baseline": sets.chance_baseline([counts[f"selected_{c}"] for c in cats], counts["components"]),
+            "overlap": {"categories": list(cats), "jaccard": self.overlap.jaccard.tolist(),
+                        "containment_row_in_column": self.overlap.containment.tolist(),
+                        "intersection": self.overlap.intersection.tolist()},
+        }
+        if self.intervals is None:
+            result["bootstrap"] = {"available": False, "note": boot.HOW_TO_ENABLE}
+        else:
+            result["bootstrap"] = {
+                "available": True, "replicates": self.replicates,
+                "level": self.intervals[0]["level"] if self.intervals else None,
+                "intervals": {row["statistic"]: {"estimate": row["estimate"], "low": row["low"], "high": row["high"]}
+                              for row in self.intervals}}
+        if self.lape_details:
+            result["lape"] = self.lape_details
+        if self.freqs.empty_categories:
+            result["categories_without_tokens"] = self.freqs.empty_categories
+        return result
+
+
+def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list[float] = True,
+                 replicates=None, replicate_total: int | None = None, ci_level: float = boot.DEFAULT_LEVEL,
+                 ) -> KindAnalysis:
+    """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals)."""
+    layout, cats, p = freqs.layout, freqs.categories, freqs.p
+    mask = rule.apply(p, layout)
+    details = None
+    if rule.name == "lape":
+        result = lape(p, rule.epsilon, rule.filter_rate, rule.activation_bar_ratio)
+        details = {"filter_value": result.filter_value, "activation_bar": result.activation_bar,
+                   "candidates": int(result.candidates.sum())}
+    analysis = KindAnalysis(
+        freqs=freqs, rule=rule, mask=mask, counts=sets.set_counts(mask, cats),
+        activity=sets.activity_counts(p, freqs.tokens), overlap=sets.overlap(mask, cats),
+        per_layer=sets.group_table(mask, layout, cats, "layer", p, freqs.tokens),
+        per_expert=sets.group_table(mask, layout, cats, "expert", p, freqs.tokens) if layout.has_experts else [],
+        selected_per_layer=sets.selected_per_group(mask, layout, cats, "layer"),
+        lape_details=details,
+    )
+    if sweep:
+        grid = None if sweep is True else list(sweep)
+        analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid)
+    if replicates is not None:
+        samples = boot.replicate_statistics(replicates, layout, cats, rule)
+        estimates = sets.summary_statistics(mask, cats)
+        analysis.intervals = boot.interval_rows(freqs.kind, estimates, samples, ci_level)
+        analysis.replicates = replicate_total
+    return analysis
+
+
+def _select_kinds(run: ProfileRun, kinds: list[str] | None) -> list[str]:
+    present = kinds_in(run.counts)
+    if not present:
+        raise SparcomError(f"{run.path}: the run has no component counts (no neuron/ or expert/ keys)")
+    if not kinds:
+        return present
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SparcomError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    missing = [k for k in kinds if k not in present]
+    if missing:
+        raise SparcomError(f"{run.path}: the run has no {', '.join(missing)} counts; it has {', '.join(present)}")
+    return [k for k in KINDS if k in kinds]
+
+
+def run_info(run: ProfileRun) -> dict[str, Any]:
+    """What a summary says about its source run."""
+    manifest = run.manifest
+    return {"path": str(run.path), "model": manifest.get("model", {}).get("name_or_path"),
+            "fingerprint": manifest_fingerprint(manifest),
+            "counted_tokens": {c: run.tokens(c) for c in run.categories},
+            "instructions": {c: run.instructions(c) for c in run.categories if f"instructions/{c}" in run.counts}}
+
+
+@dataclass
+class IdentifyResult:
+    """Everything ``sparcom identify`` reports about one run."""
+
+    run: ProfileRun
+    rule: SelectionRule
+    kinds: dict[str, KindAnalysis]
+    ci_level: float
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return next(iter(self.kinds.values())).categories
+
+    def masks(self) -> dict[str, np.ndarray]:
+        result = {}
+        for analysis in self.kinds.values():
+            result.update(masks_by_key(analysis.freqs.layout, analysis.categories, analysis.mask))
+        return result
+
+    def selection_meta(self) -> dict[str, Any]:
+        """The content of selection.json."""
+        return {"rule": self.rule.name, "epsilon": self.rule.epsilon, "parameters": self.rule.parameters,
+                "description": self.rule.describe(), "categories": list(self.categories),
+                "kinds": list(self.kinds), "source_run": str(self.run.path.resolve()),
+                "manifest": manifest_fingerprint(self.run.manifest),
+                "layouts": {k: a.freqs.layout.to_json() for k, a in self.kinds.items()},
+                "selected": {k: {c: a.counts[f"selected_{c}"] for c in a.categories} for k, a in self.kinds.items()}}
+
+    def summary(self) -> dict[str, Any]:
+        notes = []
+        if any(a.intervals is None for a in self.kinds.values()):
+            notes.append(boot.HOW_TO_ENABLE)
+        return {"format": "sparcom-identify", "version": 1, "run": run_info(self.run),
+                "rule": self.rule.parameters, "rule_description": self.rule.describe(),
+                "categories": list(self.categories), "kinds": {k: a.summary() for k, a in self.kinds.items()},
+                "notes": notes}
+
+    def tables(self) -> dict[str, list[dict]]:
+        """CSV tables by file stem, every row tagged with its kind."""
+        tables: dict[str, list[dict]] = {"selected_per_layer": [], "sets_per_layer": [], "sets_per_expert": [],
+                                         "overlap": [], "epsilon_sweep": [], "selected_components": [],
+                                         "bootstrap_intervals": [], "expert_frequency": []}
+        for kind, a in self.kinds.items():
+            tables["selected_per_layer"] += [{"kind": kind, **r} for r in a.selected_per_layer]
+            tables["sets_per_layer"] += [{"kind": kind, **r} for r in a.per_layer]
+            tables["sets_per_expert"] += [{"kind": kind, **r} for r in a.per_expert]
+            tables["overlap"] += [{"kind": kind, **r} for r in a.overlap.rows()]
+            tables["epsilon_sweep"] += [{"kind": kind, **r} for r in a.sweep]
+            tables["selected_components"] += [{"kind": kind, **r} for r in
+                                              sets.selected_components(a.mask, a.freqs.p, a.freqs.layout, a.categories)]
+            tables["bootstrap_intervals"] += a.intervals or []
+            if kind == "expert":
+                tables["expert_frequency"] += expert_frequency_rows(a.freqs)
+        return {name: rows for name, rows in tables.items() if rows}
+
+
+def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
+    """Routed-token count and frequency f_ej(c) of every expert, per category and layer."""
+    rows = []
+    for i, category in enumerate(freqs.categories):
+        for layer, routed in freqs.layout.split(freqs.counts[i]).items():
+            values = freqs.layout.split(freqs.p[i])[layer]
+            rows += [{"category": category, "layer": layer, "expert": e, "routed_tokens": int(routed[e]),
+                      "frequency": float(values[e])} for e in range(routed.shape[0])]
+    return rows
+
+
+def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
+             sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = boot.DEFAULT_LEVEL,
+             ) -> IdentifyResult:
+    """Select and describe the instruction-specific components of every (or the given) kind of ``run``."""
+    rule = rule or SelectionRule()
+    categories = run.categories
+    analyses = {}
+    for kind in _select_kinds(run, kinds):
+        freqs = kind_frequencies(run.counts, categories, kind)
+        total = replicate_count(run.counts, categories, kind) if bootstrap else None
+        replicates = replicate_frequencies(run.counts, categories, freqs.layout) if total else None
+        analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level)
+    return IdentifyResult(run, rule, analyses, ci_level)
+
+
+@dataclass
+class KindComparison:
+    """Base → tuned changes of one kind."""
+
+    base: KindAnalysis
+    tuned: KindAnalysis
+    changes: list[dict]
+    changes_per_layer: list[dict]
+    correlation: list[dict]
+    transitions: np.ndarray
+    structure: list[dict]
+    routing: list[dict]
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "per_category": {r["category"]: {k: v for k, v in r.items() if k != "category"} for r in self.changes},
+            "correlation": {r["category"]: {k: v for k, v in r.items() if k != "category"} for r in self.correlation},
+            "structure": {r["statistic"]: {"base": r["base"], "tuned": r["tuned"], "change": r["change"]}
+                          for r in self.structure},
+            "class_transitions": {"classes": list(sets.CLASSES), "base_rows_tuned_columns": self.transitions.tolist()},
+            "base": self.base.summary(), "tuned": self.tuned.summary(),
+        }
+        if self.routing:
+            values = np.array([r["js_divergence_bits"] for r in self.routing], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            result["routing_shift"] = {"mean_js_divergence_bits": float(finite.mean()) if finite.size else None,
+                                       "max_js_divergence_bits": float(finite.max()) if finite.size else None}
+        return result
+
+
+@dataclass
+class CompareResult:
+    """Everything ``sparcom compare`` reports about a base and a tuned run."""
+
+    base_run: ProfileRun
+    tuned_run: ProfileRun
+    rule: SelectionRule
+    categories: tuple[str, ...]
+    kinds: dict[str, KindComparison]
+    overridden: list[str]
+    notes: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        return {"format": "sparcom-compare", "version": 1, "base": run_info(self.base_run),
+                "tuned": run_info(self.tuned_run), "rule": self.rule.parameters,
+                "rule_description": self.rule.describe(), "categories": list(self.categories),
+                "forced_despite": self.overridden, "notes": self.notes,
+                "kinds": {k: c.summary() for k, c in self.kinds.items()}}
+
+    def tables(self) -> dict[str, list[dict]]:
+        tables: dict[str, list[dict]] = {"compare_sets": [], "compare_per_layer": [], "compare_correlation": [],
+                                         "compare_structure": [], "compare_transitions": [], "routing_shift": []}
+        for kind, c in self.kinds.items():
+            tables["compare_sets"] += [{"kind": kind, **r} for r in c.changes]
+            tables["compare_per_layer"] += [{"kind": kind, **r} for r in c.changes_per_layer]
+            tables["compare_correlation"] += [{"kind": kind, **r} for r in c.correlation]
+            tables["compare_structure"] += [{"kind": kind, **r} for r in c.structure]
+            tables["compare_transitions"] += [{"kind": kind, **r} for r in cmp.transition_rows(c.transitions)]
+            tables["routing_shift"] += c.routing
+        return {name: rows for name, rows in tables.items() if rows}
+
+
+def compare(base_run: ProfileRun, tuned_run: ProfileRun, rule: SelectionRule | None = None,
+            kinds: list[str] | None = None, force: bool = False) -> CompareResult:
+    """Compare the selections and frequencies of a base and a tuned run of the same architecture and settings."""
+    rule = rule or SelectionRule()
+    reasons = cmp.incompatibilities(base_run.manifest, tuned_run.manifest)
+    if reasons and not force:
+        raise SparcomError(f"cannot compare {tuned_run.path} with {base_run.path}: {reasons[0]}"
+                           f"{f' (and {len(reasons) - 1} more)' if len(reasons) > 1 else ''}; "
+                           "pass --force for a deliberate cross-setting comparison")
+    notes = []
+    categories = tuple(c for c in base_run.categories if c in tuned_run.categories)
+    if not categories:
+        raise SparcomError(f"{base_run.path} and {tuned_run.path} have no category in common")
+    dropped = sorted(set(base_run.categories) ^ set(tuned_run.categories))
+    if dropped:
+        notes.append(f"categories in only one run are left out: {', '.join(dropped)}")
+    base_fp = base_run.manifest.get("model", {}).get("fingerprint")
+    if base_fp and base_fp == tuned_run.manifest.get("model", {}).get("fingerprint"):
+        notes.append("both runs have the same model fingerprint: the weights are identical")
+    present = [k for k in kinds_in(base_run.counts) if k in kinds_in(tuned_run.counts)]
+    if kinds:
+        missing = [k for k in kinds if k not in present]
+        if missing:
+            raise SparcomError(f"kind(s) {', '.join(missing)} are not in both runs; both have {', '.join(present) or 'none'}")
+        present = [k for k in KINDS if k in kinds]
+    if not present:
+        raise SparcomError(f"{base_run.path} and {tuned_run.path} have no component kind in common")
+    comparisons = {}
+    for kind in present:
+        fb = kind_frequencies(base_run.counts, categories, kind)
+        ft = kind_frequencies(tuned_run.counts, categories, kind)
+        cmp.check_layouts(fb.layout, ft.layout)
+        a, b = analyse_kind(fb, rule, sweep=False), analyse_kind(ft, rule, sweep=False)
+        comparisons[kind] = KindComparison(
+            base=a, tuned=b,
+            changes=cmp.set_changes(a.mask, b.mask, categories),
+            changes_per_layer=cmp.set_changes_per_group(a.mask, b.mask, fb.layout, categories, "layer"),
+            correlation=cmp.frequency_correlation(fb.p, ft.p, categories),
+            transitions=cmp.class_transitions(a.mask, b.mask),
+            structure=cmp.structure_change(a.mask, b.mask, categories),
+            routing=cmp.routing_shift(fb.p, ft.p, fb.layout, categories) if kind == "expert" else [],
+        )
+    return CompareResult(base_run, tuned_run, rule, categories, comparisons, reasons if force else [], notes)
