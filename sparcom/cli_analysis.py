@@ -1,0 +1,187 @@
+"""``sparcom identify`` and ``sparcom compare``: the analysis commands over profile runs.
+
+Both write into a fresh ``--out`` directory (tables/, plots/, summary.json; identify also the selection masks),
+built under a temporary name and renamed at the end. Every user-facing problem is one ``error:`` line on
+stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparcom.errors import SparcomError
+
+analysis_app = typer.Typer(help="Select instruction-specific neurons and experts, and compare models.",
+                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+RunArgument = Annotated[Path, typer.Argument(help="A profile run directory (from 'sparcom profile').",
+                                             show_default=False)]
+OutOption = Annotated[Path, typer.Option("--out", help="Output directory (must not exist unless --overwrite).")]
+RuleOption = Annotated[str, typer.Option("--rule", help="Selection rule: percentile, threshold, layer-percentile or lape.")]
+EpsilonOption = Annotated[float | None, typer.Option(
+    "--epsilon", help="Fraction selected per category (percentile, layer-percentile; LAPE's top rate) or the "
+                      "absolute frequency (threshold). Default 0.01; threshold needs it.")]
+KindsOption = Annotated[list[str] | None, typer.Option(
+    "--kinds", help="Component kinds to analyse (repeat or comma-separate): neuron, shared_neuron, expert, "
+                    "expert_neuron. Default: all in the run.")]
+FilterOption = Annotated[float, typer.Option("--lape-filter-rate", help="LAPE: quantile of p a component must exceed "
+                                                                      "in some category to be considered.")]
+BarOption = Annotated[float, typer.Option("--lape-activation-bar", help="LAPE: quantile of p a kept component must "
+                                                                      "exceed to be assigned to a category.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out analysis directory.")]
+PlotsOption = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")]
+
+_out = Console()
+
+
+def _fail(exc: SparcomError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _kinds(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _grid(text: str | None) -> list[float] | bool:
+    if text is None:
+        return True
+    if text.strip().lower() in ("", "none", "off"):
+        return False
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SparcomError(f"--sweep must be comma-separated numbers such as 0.005,0.01,0.02, got {text!r}") from None
+
+
+def _rule(rule: str, epsilon: float | None, filter_rate: float, bar: float):
+    from sparcom.analysis.selection import SelectionRule
+
+    return SelectionRule(rule, epsilon, filter_rate, bar)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def _print_identify(result, out: Path) -> None:
+    from sparcom.data.schema import category_label
+    from sparcom.report.plots import KIND_NOUNS
+
+    _out.print(f"[bold]{result.run.path}[/]: {result.rule.describe()}")
+    for kind, a in result.kinds.items():
+        intervals = {row["statistic"]: row for row in a.intervals or []}
+        table = Table(title=f"{KIND_NOUNS[kind]} ({a.counts['components']:,} components)", title_justify="left")
+        for column in ("category", "selected", "unique", "unique share", "general share"):
+            table.add_column(column, justify="left" if column == "category" else "right")
+        for category in a.categories:
+            size = a.counts[f"selected_{category}"]
+            unique = a.counts[f"unique_{category}"]
+            share = unique / size if size else float("nan")
+            cell = _percent(share)
+            ci = intervals.get(f"unique_share_{category}")
+            if ci and not math.isnan(ci["low"]):
+                cell += f" [{ci['low']:.1%}, {ci['high']:.1%}]"
+            table.add_row(category_label(category), f"{size:,}", f"{unique:,}", cell,
+                          _percent(a.counts["general"] / size if size else float("nan")))
+        _out.print(table)
+        union = a.counts["selected_any"]
+        _out.print(f"general (all categories): {a.counts['general']:,} of {union:,} selected "
+                   f"({_percent(a.counts['general'] / union if union else None)}); dead: {a.activity['dead']:,}; "
+                   + ("bootstrap intervals: " + str(a.replicates) + " replicates" if a.intervals is not None
+                      else "no bootstrap counters (CIs unavailable; profile with --bootstrap 200)"))
+    _out.print(f"wrote {out}")
+
+
+@analysis_app.command("identify")
+def identify_command(
+    run: RunArgument,
+    out: OutOption,
+    rule: RuleOption = "percentile",
+    epsilon: EpsilonOption = None,
+    kinds: KindsOption = None,
+    lape_filter_rate: FilterOption = 0.95,
+    lape_activation_bar: BarOption = 0.95,
+    sweep: Annotated[str | None, typer.Option(
+        "--sweep", help="Comma-separated ε values for the ε sweep ('off' to skip). Default: a grid per rule.")] = None,
+    ci_level: Annotated[float, typer.Option("--ci-level", help="Level of the bootstrap intervals.")] = 0.95,
+    plots: PlotsOption = True,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Select the instruction-specific neurons (ISNs) and experts (ISEs) of each category in a profile run."""
+    try:
+        from sparcom.analysis.pipeline import identify
+        from sparcom.profile.artifacts import load_run
+        from sparcom.report.outputs import check_output_dir, write_identify
+
+        selection_rule = _rule(rule, epsilon, lape_filter_rate, lape_activation_bar)
+        grid = _grid(sweep)
+        if not 0 < ci_level < 1:
+            raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
+        check_output_dir(out, overwrite)
+        result = identify(load_run(run), selection_rule, _kinds(kinds), sweep=grid, ci_level=ci_level)
+        write_identify(result, out, overwrite=overwrite, make_plots=plots)
+    except SparcomError as exc:
+        raise _fail(exc) from None
+    _print_identify(result, out)
+
+
+def _print_compare(result, out: Path) -> None:
+    from sparcom.data.schema import category_label
+    from sparcom.report.plots import KIND_NOUNS
+
+    _out.print(f"[bold]{result.base_run.path}[/] → [bold]{result.tuned_run.path}[/]: {result.rule.describe()}")
+    for reason in result.overridden:
+        _out.print(f"[yellow]forced despite: {reason}[/]")
+    for note in result.notes:
+        _out.print(f"note: {note}")
+    for kind, c in result.kinds.items():
+        table = Table(title=KIND_NOUNS[kind], title_justify="left")
+        for column in ("category", "base", "tuned", "retained", "gained", "lost", "Jaccard", "Spearman ρ"):
+            table.add_column(column, justify="left" if column == "category" else "right")
+        correlation = {r["category"]: r for r in c.correlation}
+        for row in c.changes:
+            jac, rho = row["jaccard"], correlation[row["category"]]["spearman"]
+            table.add_row(category_label(row["category"]), *(f"{row[k]:,}" for k in ("base", "tuned", "retained",
+                                                                                        "gained", "lost")),
+                          "-" if math.isnan(jac) else f"{jac:.3f}", "-" if math.isnan(rho) else f"{rho:.3f}")
+        _out.print(table)
+    _out.print(f"wrote {out}")
+
+
+@analysis_app.command("compare")
+def compare_command(
+    base_run: Annotated[Path, typer.Argument(help="Profile run of the base model.", show_default=False)],
+    tuned_run: Annotated[Path, typer.Argument(help="Profile run of the tuned model.", show_default=False)],
+    out: OutOption,
+    rule: RuleOption = "percentile",
+    epsilon: EpsilonOption = None,
+    kinds: KindsOption = None,
+    lape_filter_rate: FilterOption = 0.95,
+    lape_activation_bar: BarOption = 0.95,
+    force: Annotated[bool, typer.Option("--force", help="Compare despite different architecture, sizes, tokenizer, "
+                                                        "scope, template or system prompt.")] = False,
+    plots: PlotsOption = True,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Compare the ISNs/ISEs of a base and a tuned model: retained, gained, lost, correlation, routing shift."""
+    try:
+        from sparcom.analysis.pipeline import compare
+        from sparcom.profile.artifacts import load_run
+        from sparcom.report.outputs import check_output_dir, write_compare
+
+        selection_rule = _rule(rule, epsilon, lape_filter_rate, lape_activation_bar)
+        check_output_dir(out, overwrite)
+        result = compare(load_run(base_run), load_run(tuned_run), selection_rule, _kinds(kinds), force=force)
+        write_compare(result, out, overwrite=overwrite, make_plots=plots)
+    except SparcomError as exc:
+        raise _fail(exc) from None
+    _print_compare(result, out)
