@@ -53,7 +53,7 @@ def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tu
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return float("nan"), float("nan")
-    tail = (1 - level) / 2
+    tail = round((1 - level) / 2, 12)  # 0.05 for level 0.9, not 0.04999…
     low, high = np.quantile(finite, [tail, 1 - tail])
     return float(low), float(high)
 

@@ -96,8 +96,7 @@ def _annotated_heatmap(ax, matrix: np.ndarray, row_labels, col_labels, vmin=0.0,
     shown = np.ma.masked_invalid(np.asarray(matrix, dtype=np.float64))
     from matplotlib import colormaps
 
-    colormap = colormaps[cmap].copy()
-    colormap.set_bad("#EEEEEE")
+    colormap = colormaps[cmap].with_extremes(bad="#EEEEEE")
     image = ax.imshow(shown, cmap=colormap, vmin=None if norm else vmin, vmax=None if norm else vmax, norm=norm,
                       aspect="auto")
     ax.set_xticks(range(len(col_labels)), labels=col_labels)
@@ -224,8 +223,7 @@ def layer_expert_heatmaps(per_category: dict[str, dict[int, np.ndarray]], catego
     image = None
     from matplotlib import colormaps
 
-    colormap = colormaps[cmap].copy()
-    colormap.set_bad("#EEEEEE")
+    colormap = colormaps[cmap].with_extremes(bad="#EEEEEE")
     for index, category in enumerate(categories):
         ax = axes[index // cols, index % cols]
         image = ax.imshow(np.ma.masked_invalid(matrices[category]), aspect="auto", cmap=colormap, norm=norm,
