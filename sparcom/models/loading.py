@@ -98,11 +98,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _builtin_names() -> set[str]:
-    try:
-        from sparcom.models.builtin import list_builtins
-    except ImportError:
-        return set()
-    return {b.name for b in list_builtins()}
+    from sparcom.models.builtin import BUILTINS
+
+    return set(BUILTINS)
 
 
 def _locate(spec: str) -> tuple[str, Path | None, str | None]:
