@@ -92,6 +92,11 @@ def test_kind_frequencies_flattens_layers_in_order():
     assert freqs.layout.split(freqs.p[0])[1].tolist() == [0.5, 0.6]
 
 
+def test_kind_frequencies_missing_token_count_is_an_error():
+    with pytest.raises(SparcomError, match="no token count for category b"):
+        kind_frequencies({"tokens/a": torch.tensor(1), "neuron/a/0": torch.tensor([1])}, ["a", "b"], "neuron")
+
+
 def test_kind_frequencies_missing_category_layer_is_an_error():
     counts = {"tokens/a": torch.tensor(1), "tokens/b": torch.tensor(1), "neuron/a/0": torch.tensor([1])}
     with pytest.raises(SparcomError, match="no neuron counts for category b at layer 0"):

@@ -166,6 +166,10 @@ def kind_frequencies(counts: Mapping[str, object], categories: Sequence[str], ki
     categories = tuple(categories)
     if not categories:
         raise SparcomError("the run has no categories")
+    missing = [c for c in categories if f"tokens/{c}" not in counts]
+    if missing:
+        raise SparcomError(f"the run has no token count for categor{'y' if len(missing) == 1 else 'ies'} "
+                           f"{', '.join(missing)} (tokens/{missing[0]}); its counts file is incomplete, re-profile")
     layout = _layout(counts, kind, categories)
     stacked = np.stack([
         layout.flatten({j: _numpy(counts[f"{kind}/{c}/{j}"]) for j in layout.layers}) for c in categories
