@@ -33,7 +33,7 @@ def synthetic_rows(n: int) -> list[InstructionRow]:
     categories = ("cls", "code", "qa", "gen", "math", "sum")
     rows = []
     for i in range(n):
-        length = 20 + (i * 37) % 160
+        length = 10 + (i * 37) % 60
         text = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(length))
         rows.append(InstructionRow(f"b{i}", categories[i % 6], "ai", "bench", f"Task {i}: {text}", "", "ok",
                                    "CC0-1.0"))
@@ -96,7 +96,7 @@ def report(name: str, result: dict[str, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=48)
+    parser.add_argument("--rows", type=int, default=36)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--real", default="smollm2-135m-instruct", help="built-in model to include when cached")
