@@ -29,7 +29,7 @@ PROGRESS_FILE = "progress.json"
 #: Manifest fields that must agree for two runs to be merged or compared as the same measurement.
 MERGE_KEYS: tuple[str, ...] = ("model.architecture", "model.fingerprint", "model.sizes", "tokenizer_hash",
                                "scope", "template", "system_prompt", "dtype", "bootstrap.replicates",
-                               "bootstrap.seed")
+                               "bootstrap.seed", "moe_counting.expert_neurons")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

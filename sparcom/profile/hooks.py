@@ -3,15 +3,18 @@
 The runner publishes, before each forward pass, which flattened token positions of the batch are counted for
 which category (:class:`BatchSelection`). Each hook compares the activation with zero on those rows only and
 adds the column sums to its layer's counter; the activation tensor is dropped when the hook returns.
+Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from sparcom.errors import SparcomError
 from sparcom.profile.counters import CountStore
 
 
@@ -30,7 +33,10 @@ class BatchSelection:
     """What the hooks count in the current batch; cached per device for models spread over devices."""
 
     groups: list[CategoryRows]
+    #: Rows of the flattened batch (batch × sequence), to check that a module saw the whole batch.
+    tokens: int | None = None
     _per_device: dict[torch.device, list[CategoryRows]] = field(default_factory=dict)
+    _lookups: dict[tuple[torch.device, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
     def on(self, device: torch.device) -> list[CategoryRows]:
         if device not in self._per_device:
@@ -43,6 +49,18 @@ class BatchSelection:
                 for g in self.groups
             ]
         return self._per_device[device]
+
+    def lookup(self, device: torch.device, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per group: a bool mask [n] of counted rows and each row's position in ``rows`` ([n], -1 if not counted)."""
+        key = (device, n)
+        if key not in self._lookups:
+            tables = []
+            for group in self.on(device):
+                position = torch.full((n,), -1, dtype=torch.int64, device=device)
+                position[group.rows] = torch.arange(group.rows.numel(), device=device)
+                tables.append((position >= 0, position))
+            self._lookups[key] = tables
+        return self._lookups[key]
 
 
 class SelectionBoard:
@@ -83,3 +101,278 @@ def count_active(
                 target += (group.replicate_weights @ active.to(torch.float32)).round().to(torch.int64)
 
     return hook
+
+
+# --------------------------------------------------------------------------------------------- Mixture-of-Experts
+
+#: Experts implementations whose activation calls sparcom can map back to (token, expert) pairs.
+CAPTURED_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
+
+
+@dataclass
+class _RoutedForward:
+    """One experts forward being counted, from its pre-hook to its post-hook."""
+
+    x: torch.Tensor  # [n, H] the hidden states the experts received
+    index: torch.Tensor  # [n, K] the expert indices the experts received
+    groups: list[CategoryRows]
+    lookups: list[tuple[torch.Tensor, torch.Tensor]]  # per group: counted mask [n], position in rows [n]
+    implementation: str = ""
+    #: Capture plan: row r of the concatenated activation calls is pair order[r] (pair p = token · K + slot).
+    order: torch.Tensor | None = None
+    sizes: list[int] = field(default_factory=list)  # rows of each activation call, in call order
+    calls: int = 0
+    rows: int = 0
+    failure: str | None = None
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    found: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+class _AttributeHandle:
+    """Removes an instance attribute that shadows a method (the counterpart of a hook handle)."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def remove(self) -> None:
+        self.owner.__dict__.pop(self.name, None)
+
+
+def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Captured gate rows equal the recomputed ones up to the rounding of different matmul kernels."""
+    tolerance = 1e-3 if captured.dtype in (torch.float32, torch.float64) else 5e-2
+    captured, reference = captured.to(torch.float32), reference.to(torch.float32)
+    scale = reference.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return bool(((captured - reference).abs() <= tolerance * scale).all())
+
+
+class ExpertCounter:
+    """Counts one MoE layer from inside its experts module.
+
+    ``expert/{cat}/{layer}`` [E]: a forward pre-hook on the experts module reads the ``top_k_index`` it is called
+    with — the routing actually used, whatever the router did (bias correction, group limits, sparsemixer) — and
+    counts the experts of the counted rows. Nothing is recomputed from router logits.
+
+    ``expert_neuron/{cat}/{layer}`` [E, I]: the activations are captured where the model computes them (a forward
+    hook on the experts' activation module, or around ``_apply_gate`` for families with their own gating rule).
+    Which (token, expert) pair a captured row belongs to follows from the implementation that runs: the family's
+    eager loop (one call per expert hit, in expert order, rows in (slot, token) order), ``batched_mm`` (one call,
+    rows in (token, slot) order) or ``grouped_mm`` (one call, rows sorted by expert with the same ``torch.sort``
+    the implementation runs). Every forward is verified — each call's row count must match the plan, and sampled
+    rows' captured gate values must equal the gate recomputed from the expert weights — and its counts are
+    committed only when all of it checked out. Otherwise (an unknown kernel, expert parallelism, a changed
+    implementation) the layer switches, with a warning, to recomputing A = f(gate_e(x)) from the weights for the
+    counted (token, expert) pairs: exact for any implementation, at the cost of the gate half of the expert
+    compute. ``neurons="recompute"`` selects that path from the start; ``"off"`` counts experts only.
+    """
+
+    def __init__(self, store: CountStore, board: SelectionBoard, layer: int, experts: nn.Module, layout,
+                 replicates: int = 0, neurons: str = "auto") -> None:
+        self.store, self.board, self.layer = store, board, layer
+        self.experts, self.layout = experts, layout
+        self.replicates = replicates
+        self.neurons = neurons
+        self.recompute = neurons == "recompute"
+        self.fallback_reason: str | None = None
+        self.captured_from: set[str] = set()
+        self._pending: _RoutedForward | None = None
+
+    @property
+    def source(self) -> str | None:
+        """How this layer's expert-neuron activations were obtained (for the manifest)."""
+        if self.neurons == "off":
+            return None
+        parts = [f"captured ({', '.join(sorted(self.captured_from))})"] if self.captured_from else []
+        if self.recompute:
+            parts.append("recomputed from the expert weights"
+                         + (f" after: {self.fallback_reason}" if self.fallback_reason else ""))
+        return "; ".join(parts) or "nothing counted yet"
+
+    def attach(self) -> list:
+        handles = [self.experts.register_forward_pre_hook(self._pre, with_kwargs=True),
+                   self.experts.register_forward_hook(self._post)]
+        if self.neurons == "auto":
+            capture = self._capture_point()
+            if capture is None:
+                self.recompute = True
+                self.fallback_reason = f"{type(self.experts).__name__} has no activation module or _apply_gate"
+            else:
+                handles.append(capture)
+        return handles
+
+    def _capture_point(self):
+        experts, layout = self.experts, self.layout
+        if layout.activation == "act_fn" and isinstance(getattr(experts, "act_fn", None), nn.Module):
+            return experts.act_fn.register_forward_hook(lambda module, args, output: self._captured(args[0], output))
+        original = getattr(experts, "_apply_gate", None)
+        if original is None:
+            return None
+        from sparcom.models.moe import activate
+
+        def apply_gate(gate_up: torch.Tensor) -> torch.Tensor:
+            output = original(gate_up)
+            if self._pending is not None and self._pending.order is not None:
+                gate = gate_up[..., 0::2] if layout.interleaved else gate_up[..., : layout.width]
+                self._captured(gate, activate(experts, layout, gate))
+            return output
+
+        experts._apply_gate = apply_gate
+        return _AttributeHandle(experts, "_apply_gate")
+
+    def _counter(self, kind: str, category: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        counter = self.store.zeros(f"{kind}/{category}/{self.layer}", shape, device)
+        if counter.device != device:  # created earlier on another device (resume, device map)
+            counter.data = counter.data.to(device)
+        return counter
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._pending = None
+        selection = self.board.current
+        if selection is None:
+            return
+        x = args[0] if args else kwargs["hidden_states"]
+        if len(args) > 1:
+            index = args[1]
+        else:
+            index = next(kwargs[k] for k in ("top_k_index", "router_indices", "selected_experts") if k in kwargs)
+        x = x.reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        index = index.reshape(n, -1).to(torch.int64)
+        if selection.tokens is not None and n != selection.tokens:
+            raise SparcomError(f"layer {self.layer}: the experts received {n} token rows but the batch has "
+                               f"{selection.tokens}; this family does not route every position, which sparcom "
+                               "cannot map to counted tokens")
+        device = x.device
+        groups = selection.on(device)
+        num_experts = self.layout.num_experts
+        for group in groups:
+            routed = index.index_select(0, group.rows)
+            valid = (routed >= 0) & (routed < num_experts)
+            self._counter("expert", group.category, (num_experts,), device).add_(
+                torch.bincount(routed[valid], minlength=num_experts))
+            if self.replicates:
+                hits = torch.zeros(routed.shape[0], num_experts, device=device).scatter_add_(
+                    1, routed.clamp(0, num_experts - 1), valid.to(torch.float32))
+                boot = self._counter("bootstrap/expert", group.category, (self.replicates, num_experts), device)
+                boot += (group.replicate_weights @ hits).round().to(torch.int64)
+        if self.neurons == "off":
+            return
+        pending = _RoutedForward(x, index, groups, selection.lookup(device, n))
+        if not self.recompute:
+            self._plan(module, pending)
+        self._pending = pending
+
+    def _plan(self, module: nn.Module, pending: _RoutedForward) -> None:
+        """Which pair each row of the activation calls will be, for the implementation about to run."""
+        implementation = getattr(getattr(module, "config", None), "_experts_implementation", None) or "eager"
+        pending.implementation = implementation
+        if implementation not in CAPTURED_IMPLEMENTATIONS or getattr(module, "_is_expert_parallel", False):
+            pending.failure = f"experts implementation {implementation!r} cannot be observed"
+            return
+        flat = pending.index.reshape(-1)
+        pairs = flat.numel()
+        n, k = pending.index.shape
+        if implementation == "grouped_mm":
+            pending.order = torch.sort(flat)[1]  # the very call grouped_mm_experts_forward makes
+            pending.sizes = [pairs]
+        elif implementation == "batched_mm":
+            pending.order = torch.arange(pairs, device=flat.device)
+            pending.sizes = [pairs]
+        else:  # the eager loop: experts in ascending order, rows from torch.where over [slot, token]
+            pair = torch.arange(pairs, device=flat.device)
+            pending.order = torch.sort(flat * pairs + (pair % k) * n + pair // k)[1]
+            valid = flat[(flat >= 0) & (flat < self.layout.num_experts)]
+            sizes = torch.bincount(valid, minlength=self.layout.num_experts)
+            pending.sizes = sizes[sizes > 0].tolist()
+
+    def _captured(self, gate: torch.Tensor, activation: torch.Tensor) -> None:
+        pending = self._pending
+        if pending is None or pending.order is None or pending.failure is not None:
+            return
+        width = self.layout.width
+        if gate.shape[-1] != width or activation.shape != gate.shape:
+            pending.failure = f"an activation call had shape {tuple(activation.shape)}, not [rows, {width}]"
+            return
+        gate, activation = gate.reshape(-1, width), activation.reshape(-1, width)
+        rows = gate.shape[0]
+        if pending.calls >= len(pending.sizes) or rows != pending.sizes[pending.calls]:
+            pending.failure = f"activation call {pending.calls + 1} had {rows} rows, not as planned"
+            return
+        pairs = pending.order[pending.rows : pending.rows + rows]
+        tokens = pairs // pending.index.shape[1]
+        experts = pending.index.reshape(-1)[pairs]
+        sample = torch.linspace(0, rows - 1, min(rows, 2 if len(pending.sizes) > 1 else 8), device=gate.device)
+        sample = sample.round().to(torch.int64)
+        pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
+        for index, (mask, _) in enumerate(pending.lookups):
+            keep = mask[tokens].nonzero().squeeze(1)
+            if keep.numel():
+                pending.found.append((index, experts[keep], activation.index_select(0, keep) > 0, tokens[keep]))
+        pending.calls += 1
+        pending.rows += rows
+
+    def _post(self, module: nn.Module, args: tuple, output) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if not self.recompute:
+            reason = pending.failure or self._verify(pending)
+            if reason is None:
+                self.captured_from.add(pending.implementation)
+                for index, experts, active, tokens in pending.found:
+                    self._add(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
+                return
+            self.recompute = True
+            self.fallback_reason = reason
+            warnings.warn(f"layer {self.layer}: counting expert neurons by recomputing the expert gates ({reason})",
+                          stacklevel=2)
+        self._recount(pending)
+
+    def _verify(self, pending: _RoutedForward) -> str | None:
+        from sparcom.models.moe import gate_of_pairs
+
+        if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
+            return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
+        captured = torch.cat([s[0] for s in pending.samples])
+        tokens = torch.cat([s[1] for s in pending.samples])
+        experts = torch.cat([s[2] for s in pending.samples]).tolist()
+        reference = gate_of_pairs(self.experts, self.layout, pending.x.index_select(0, tokens), experts)
+        if not _agrees(captured, reference):
+            return "captured gate values differ from the gates recomputed from the expert weights"
+        return None
+
+    def _add(self, group: CategoryRows, positions: torch.Tensor, experts: torch.Tensor, active: torch.Tensor) -> None:
+        layout = self.layout
+        device = active.device
+        counter = self._counter("expert_neuron", group.category, (layout.num_experts, layout.width), device)
+        counter.index_add_(0, experts, active.to(torch.int64))
+        if self.replicates:
+            boot = self._counter("bootstrap/expert_neuron", group.category,
+                                 (self.replicates, layout.num_experts, layout.width), device)
+            weights = group.replicate_weights.index_select(1, positions)  # [R, k]
+            for expert in torch.unique(experts).tolist():
+                chosen = experts == expert
+                # Exact: float32 sums of small integers.
+                boot[:, expert] += (weights[:, chosen] @ active[chosen].to(torch.float32)).round().to(torch.int64)
+
+    def _recount(self, pending: _RoutedForward) -> None:
+        """Count the counted rows' (token, expert) pairs by recomputing A = f(gate_e(x)) from the weights."""
+        from sparcom.models.moe import expert_activation
+
+        k = pending.index.shape[1]
+        num_experts = self.layout.num_experts
+        for group, (_, position) in zip(pending.groups, pending.lookups, strict=True):
+            routed = pending.index.index_select(0, group.rows).reshape(-1)
+            tokens = group.rows.repeat_interleave(k)
+            valid = (routed >= 0) & (routed < num_experts)
+            routed, tokens = routed[valid], tokens[valid]
+            order = torch.argsort(routed, stable=True)
+            routed, tokens = routed[order], tokens[order]
+            start = 0
+            for expert, size in enumerate(torch.bincount(routed, minlength=num_experts).tolist()):
+                if not size:
+                    continue
+                rows = tokens[start : start + size]
+                start += size
+                active = expert_activation(self.experts, self.layout, pending.x.index_select(0, rows), expert) > 0
+                self._add(group, position[rows], routed[start - size : start], active)

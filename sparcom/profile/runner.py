@@ -2,6 +2,8 @@
 
 Only the decoder stack runs (no LM head): the counts need the MLP activations, nothing after them. Counters
 live on each layer's device and are updated inside the hooks, so memory does not grow with the dataset.
+In Mixture-of-Experts models each layer is dense (``neuron`` counts) or MoE (``expert`` and ``expert_neuron``
+counts from inside the routed experts module, plus ``shared_neuron`` for a shared expert).
 Progress is checkpointed atomically every few batches; a resumed run replays the same batch plan from where
 the checkpoint stopped and ends with exactly the counts of an uninterrupted run.
 """
@@ -23,12 +25,17 @@ import torch
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.adapters import FamilyAdapter, adapter_for, get_path, width_of
+from sparcom.models.adapters import FamilyAdapter, adapter_for, find_path, get_path, width_of
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
+from sparcom.models.moe import ExpertsLayout, experts_layout
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import BatchSelection, CategoryRows, SelectionBoard, count_active
+from sparcom.profile.hooks import BatchSelection, CategoryRows, ExpertCounter, SelectionBoard, count_active
+
+#: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
+#: always recompute them from the expert weights, or count routed experts only.
+EXPERT_NEURON_MODES = ("auto", "recompute", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class ProfileSettings:
     checkpoint_every: int = 20
     bootstrap: int = 0
     bootstrap_seed: int = 0
+    expert_neurons: str = "auto"
 
     def check(self) -> None:
         FormatSettings(self.scope, self.template, self.system_prompt)
@@ -61,6 +69,9 @@ class ProfileSettings:
             raise SparcomError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.bootstrap < 0:
             raise SparcomError(f"--bootstrap must be 0 (off) or a number of replicates, got {self.bootstrap}")
+        if self.expert_neurons not in EXPERT_NEURON_MODES:
+            raise SparcomError(f"--expert-neurons must be one of {', '.join(EXPERT_NEURON_MODES)}, "
+                               f"got {self.expert_neurons!r}")
 
 
 @dataclass
@@ -73,17 +84,56 @@ class LayerSite:
     device: torch.device
 
 
-def mlp_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> list[LayerSite]:
-    """The activation module of every decoder layer, as the adapter names them."""
+@dataclass
+class ExpertSite:
+    """One MoE layer's routed experts module and its layout."""
+
+    layer: int
+    module: torch.nn.Module
+    layout: ExpertsLayout
+    device: torch.device
+
+
+@dataclass
+class ModelSites:
+    """Where a model is counted: dense MLP activations, shared-expert activations and routed experts modules."""
+
+    layers: int
+    dense: list[LayerSite]
+    shared: list[LayerSite]
+    experts: list[ExpertSite]
+
+
+def model_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> ModelSites:
+    """Classify every decoder layer as dense or MoE (it holds the adapter's experts module) and find its sites."""
     layers = get_path(get_path(model, adapter.backbone), adapter.layers)
-    sites = []
+    sites = ModelSites(len(layers), [], [], [])
     for index, layer in enumerate(layers):
+        device = next(layer.parameters()).device
+        experts = find_path(layer, adapter.experts)
+        if experts is not None:
+            layout = experts_layout(experts, adapter.expert_activation)
+            sites.experts.append(ExpertSite(index, experts, layout, next(experts.parameters()).device))
+            shared = find_path(layer, adapter.shared_activation)
+            if shared is not None:
+                width = width_of(get_path(layer, adapter.shared_width))
+                if adapter.shared_fused_gate_up:
+                    width //= 2
+                sites.shared.append(LayerSite(index, shared, width, device))
+            continue
+        if adapter.is_moe and find_path(layer, adapter.activation) is None:
+            raise SparcomError(f"layer {index} of this {adapter.name} model has neither routed experts at "
+                               f"{adapter.experts!r} nor a dense MLP activation at {adapter.activation!r}")
         width = width_of(get_path(layer, adapter.gate_width))
         if adapter.fused_gate_up:
             width //= 2
-        device = next(layer.parameters()).device
-        sites.append(LayerSite(index, get_path(layer, adapter.activation), width, device))
+        sites.dense.append(LayerSite(index, get_path(layer, adapter.activation), width, device))
     return sites
+
+
+def mlp_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> list[LayerSite]:
+    """The dense MLP activation module of every dense decoder layer, as the adapter names them."""
+    return model_sites(model, adapter).dense
 
 
 def select_rows(rows: Sequence[InstructionRow], settings: ProfileSettings) -> tuple[list[InstructionRow], list[str]]:
@@ -124,17 +174,32 @@ def software_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: list[LayerSite]) -> dict[str, Any]:
+def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: ModelSites) -> dict[str, Any]:
     config = model.config
+    dense = {site.layer: site.width for site in sites.dense}
+    sizes: dict[str, Any] = {
+        "layers": sites.layers,
+        "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
+        "mlp_neurons": [dense.get(j) for j in range(sites.layers)],
+    }
+    if sites.experts:
+        experts = {site.layer: site.layout for site in sites.experts}
+        shared = {site.layer: site.width for site in sites.shared}
+        counts = sorted({layout.num_experts for layout in experts.values()})
+        sizes["moe"] = {
+            "num_experts": counts[0] if len(counts) == 1 else [experts[j].num_experts if j in experts else None
+                                                                for j in range(sites.layers)],
+            "top_k": getattr(config, adapter.top_k, None),
+            "moe_layers": sorted(experts),
+            "dense_layers": sorted(dense),
+            "expert_neurons": [experts[j].width if j in experts else None for j in range(sites.layers)],
+            "shared_neurons": [shared.get(j) for j in range(sites.layers)] if shared else None,
+        }
     return {
         "architecture": type(model).__name__,
         "model_type": config.model_type,
         "family": adapter.name,
-        "sizes": {
-            "layers": len(sites),
-            "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
-            "mlp_neurons": [site.width for site in sites],
-        },
+        "sizes": sizes,
     }
 
 
@@ -160,6 +225,8 @@ def settings_digest(manifest: dict[str, Any]) -> str:
     keys = ("model", "tokenizer_hash", "dataset", "categories", "instruction_ids", "scope", "template",
             "system_prompt", "dtype", "batching_plan", "bootstrap")
     subset = {k: manifest.get(k) for k in keys}
+    if manifest.get("moe_counting") is not None:
+        subset["moe_counting"] = manifest["moe_counting"]
     subset["model"] = {k: v for k, v in (subset["model"] or {}).items() if k not in ("name_or_path", "resolved_path")}
     return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
@@ -176,7 +243,11 @@ class Profiler:
         self.adapter = adapter_for(getattr(self.model.config, "model_type", "unknown"))
         check_tokenizer(self.tokenizer)
         self.template = resolve_template(self.tokenizer, settings.template)
-        self.sites = mlp_sites(self.model, self.adapter)
+        self.layer_sites = model_sites(self.model, self.adapter)
+        self.sites = self.layer_sites.dense
+        self.shared_sites = self.layer_sites.shared
+        self.expert_sites = self.layer_sites.experts
+        self.expert_counters: list[ExpertCounter] = []
         self.backbone = get_path(self.model, self.adapter.backbone)
         self.store = CountStore()
         self.board = SelectionBoard()
@@ -199,6 +270,29 @@ class Profiler:
                 self.store.zeros(f"neuron/{category}/{site.layer}", (site.width,), site.device)
             hook = count_active(self.store, self.board, "neuron", site.layer, site.width, self.settings.bootstrap)
             handles.append(site.module.register_forward_hook(hook))
+        replicates = self.settings.bootstrap
+        for site in self.shared_sites:
+            for category in categories:
+                self.store.zeros(f"shared_neuron/{category}/{site.layer}", (site.width,), site.device)
+            hook = count_active(self.store, self.board, "shared_neuron", site.layer, site.width, replicates)
+            handles.append(site.module.register_forward_hook(hook))
+        self.expert_counters = []
+        for site in self.expert_sites:
+            experts, width = site.layout.num_experts, site.layout.width
+            neurons = self.settings.expert_neurons != "off"
+            for category in categories:
+                self.store.zeros(f"expert/{category}/{site.layer}", (experts,), site.device)
+                if neurons:
+                    self.store.zeros(f"expert_neuron/{category}/{site.layer}", (experts, width), site.device)
+                if replicates:
+                    self.store.zeros(f"bootstrap/expert/{category}/{site.layer}", (replicates, experts), site.device)
+                    if neurons:
+                        self.store.zeros(f"bootstrap/expert_neuron/{category}/{site.layer}",
+                                         (replicates, experts, width), site.device)
+            counter = ExpertCounter(self.store, self.board, site.layer, site.module, site.layout, replicates,
+                                    self.settings.expert_neurons)
+            self.expert_counters.append(counter)
+            handles.extend(counter.attach())
         return handles
 
     def _selection(self, batch: Batch, rows: Sequence[InstructionRow]) -> BatchSelection:
@@ -210,7 +304,7 @@ class Profiler:
                                                          self.settings.bootstrap_seed) for e in batch.examples])
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
             weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
-        return BatchSelection([CategoryRows(batch.category, positions, weights)])
+        return BatchSelection([CategoryRows(batch.category, positions, weights)], tokens=counted.numel())
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
         selection = self._selection(batch, rows)
@@ -321,6 +415,8 @@ class Profiler:
             tokens_per_second=round(real / wall, 1) if wall else None,
             complete=True,
         )
+        if self.expert_counters and settings.expert_neurons != "off":
+            manifest["expert_neuron_sources"] = {str(c.layer): c.source for c in self.expert_counters}
         artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
         artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
         for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
@@ -329,8 +425,11 @@ class Profiler:
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
-        model_info = {**self.loaded.info, **model_description(self.model, self.adapter, self.sites)}
+        model_info = {**self.loaded.info, **model_description(self.model, self.adapter, self.layer_sites)}
+        moe = {"moe_counting": {"expert_neurons": s.expert_neurons != "off",
+                                "expert_neuron_method": s.expert_neurons}} if self.expert_sites else {}
         return {
+            **moe,
             "format_version": artifacts.FORMAT_VERSION,
             "complete": False,
             "model": model_info,
