@@ -18,3 +18,13 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def smol_cache(tmp_path_factory) -> Path:
+    """A session cache dir holding SmolLM2-135M-Instruct converted once from its GGUF (about 20-40 s)."""
+    from sparcom.models.builtin import resolve_builtin
+
+    cache = tmp_path_factory.mktemp("sparcom-cache")
+    resolve_builtin("smollm2-135m-instruct", cache)
+    return cache

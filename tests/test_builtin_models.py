@@ -184,14 +184,6 @@ gemma_absent = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def smol_cache(tmp_path_factory) -> Path:
-    """A session cache dir holding SmolLM2 converted once (about 20-40 s)."""
-    cache = tmp_path_factory.mktemp("sparcom-cache")
-    resolve_builtin(SMOL.name, cache)
-    return cache
-
-
 @pytest.mark.smoke
 @smol_absent
 def test_smollm2_converted_folder_is_a_verified_hf_folder(smol_cache):

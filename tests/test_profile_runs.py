@@ -210,3 +210,21 @@ def test_bootstrap_replicates_are_weighted_counts(loaded, dataset, tmp_path):
         assert diff <= max(1, int(value.sum()) // 10_000), key
     for cat, value in expected_tokens.items():
         assert torch.equal(run.counts[f"bootstrap/tokens/{cat}"], value), cat
+
+
+def test_device_map_auto_through_the_loader(tmp_path, dataset):
+    """With accelerate's device map the counters follow each layer's device and equal a plain run."""
+    from sparcom.models.loading import load_model
+
+    folder = tmp_path / "model"
+    tiny_model("qwen2", seed=5).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    mapped = load_model(str(folder), device_map="auto")
+    plain = load_model(str(folder))
+    settings = ProfileSettings(batch_size=1)
+    run_mapped = profile(mapped, dataset, tmp_path / "mapped", settings, progress=False)
+    run_plain = profile(plain, dataset, tmp_path / "plain", settings, progress=False)
+    assert run_mapped.manifest["device_map"] == "auto"
+    assert run_mapped.manifest["layer_devices"] == ["cpu"]
+    for key, value in run_plain.counts.items():
+        assert torch.equal(run_mapped.counts[key], value), key

@@ -182,5 +182,6 @@ def load_model(
         "gguf_file": gguf,
         "revision": revision or getattr(model.config, "_commit_hash", None),
         "fingerprint": fingerprint,
+        "device_map": device_map,
     }
     return LoadedModel(model, tokenizer, info)
