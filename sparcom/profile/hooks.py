@@ -70,6 +70,15 @@ class SelectionBoard:
         self.current: BatchSelection | None = None
 
 
+def column_counts(active: torch.Tensor) -> torch.Tensor:
+    """Per-column number of True values of a bool [n, width] tensor.
+
+    Summing the bytes into int32 is several times faster on CPU than PyTorch's bool → int64 reduction and exact
+    for any batch (n < 2^31).
+    """
+    return active.view(torch.uint8).sum(0, dtype=torch.int32)
+
+
 def count_active(
     store: CountStore, board: SelectionBoard, key_prefix: str, layer: int, width: int, replicates: int
 ):
@@ -89,8 +98,9 @@ def count_active(
                 if counter.device != flat.device:  # created earlier on another device (resume, device map)
                     counter.data = counter.data.to(flat.device)
                 counters[group.category] = counter
-            active = flat.index_select(0, group.rows) > 0
-            counter += active.sum(0)
+            rows = flat if group.rows.numel() == flat.shape[0] else flat.index_select(0, group.rows)
+            active = rows > 0
+            counter += column_counts(active)
             if replicates:
                 key = f"bootstrap/{key_prefix}/{group.category}/{layer}"
                 target = boot.get(group.category)
