@@ -1,0 +1,100 @@
+"""Tiny models, masks and selection directories for the causal-check tests (built offline from configs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_tokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from sparcom.analysis.selection_file import write_selection
+from sparcom.models.loading import tokenizer_fingerprint
+
+
+def tiny_moe(model_type: str, seed: int = 0, implementation: str | None = None) -> torch.nn.Module:
+    """A tiny random Mixtral (2 MoE layers) or Qwen2-MoE (MoE, dense, MoE; shared expert), 8 experts, top-2."""
+    common = dict(vocab_size=len(tiny_tokenizer()), max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2, tie_word_embeddings=False, hidden_size=32, num_attention_heads=4,
+                  num_key_value_heads=2, num_experts_per_tok=2)
+    configs = {
+        "mixtral": dict(common, num_hidden_layers=2, intermediate_size=24, num_local_experts=8),
+        "qwen2_moe": dict(common, num_hidden_layers=3, intermediate_size=40, moe_intermediate_size=16,
+                          shared_expert_intermediate_size=24, num_experts=8, mlp_only_layers=[1]),
+        "phimoe": dict(common, num_hidden_layers=2, intermediate_size=16, num_local_experts=8),
+    }
+    config = AutoConfig.for_model(model_type, **configs[model_type])
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(10.0)
+    if implementation is not None:
+        model.set_experts_implementation(implementation)
+    return model.eval()
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def assert_same_state(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), name
+        assert after[name].view(torch.uint8).equal(tensor.view(torch.uint8)), name  # bit for bit (also -0.0, NaN)
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def shadowed_forwards(model: torch.nn.Module) -> int:
+    return sum("forward" in m.__dict__ for m in model.modules())
+
+
+def random_masks(sites, categories, seed: int = 0, fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Masks keyed like the counts for every kind the model has, about ``fraction`` selected, at least 1 each."""
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for category in categories:
+        for kind, layers in (("neuron", sites.dense), ("shared_neuron", sites.shared), ("expert", sites.moe),
+                             ("expert_neuron", sites.moe)):
+            for layer in layers:
+                shape = sites.shape(kind, layer)
+                mask = rng.random(shape) < fraction
+                mask.reshape(-1)[rng.integers(mask.size)] = True
+                if kind == "expert":
+                    mask[:] = False
+                    mask[rng.choice(shape[0], 2, replace=False)] = True
+                masks[f"{kind}/{category}/{layer}"] = mask
+    return masks
+
+
+def write_selection_dir(path: Path, masks, loaded, categories, template: str = "chat", **manifest) -> Path:
+    """A hand-made selection directory for ``loaded`` (a LoadedModel), as 'sparcom identify' writes it."""
+    path.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"model.name_or_path": loaded.info.get("name_or_path"),
+                   "model.architecture": type(loaded.model).__name__,
+                   "model.fingerprint": loaded.info.get("fingerprint"),
+                   "tokenizer_hash": tokenizer_fingerprint(loaded.tokenizer), "scope": "instruction",
+                   "template": template, "template_policy": "auto", "system_prompt": None, "dtype": "float32",
+                   **manifest}
+    kinds = sorted({k.split("/")[0] for k in masks})
+    write_selection(path, masks, {"rule": "percentile", "epsilon": 0.1, "parameters": {}, "description": "hand-made",
+                                  "categories": list(categories), "kinds": kinds, "source_run": str(path / "run"),
+                                  "manifest": fingerprint})
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and immune to a busy machine's thread contention)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
