@@ -42,6 +42,13 @@ def _mount_subcommands() -> None:
     else:
         for command in analysis_app.registered_commands:
             app.registered_commands.append(command)
+    try:
+        from sparcom.cli_causal import causal_app
+    except ImportError:
+        pass
+    else:
+        for command in causal_app.registered_commands:
+            app.registered_commands.append(command)
 
 
 @app.command("profile")

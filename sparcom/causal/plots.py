@@ -1,0 +1,131 @@
+"""Figures of the causal check (matplotlib object API on the Agg canvas: no pyplot, no global state).
+
+The ΔNLL heatmap has two panels: the measured ΔNLL of each (ablated set, evaluated category) cell, annotated
+with its value and z-score, and the excess over the random sets' mean, annotated with the empirical p-value.
+Both use a diverging colour map (PuOr, readable with colour-vision deficiencies) centred at 0, so damage (NLL
+up) and help (NLL down) are told apart at a glance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sparcom.data.schema import category_label
+
+DPI = 160
+CMAP = "PuOr_r"  # orange: NLL goes up (damage); purple: NLL goes down
+
+
+def _figure(width: float, height: float, cols: int = 1):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return figure, figure.subplots(1, cols, squeeze=False)[0]
+
+
+def _short_name(name: object) -> str:
+    parts = Path(str(name or "model")).parts
+    return "/".join(parts[-2:]) if len(parts) > 2 else str(name)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def _heatmap(ax, figure, values: np.ndarray, notes: list[list[str]], rows: list[str], cols: list[str],
+             title: str, colorbar: str) -> None:
+    from matplotlib.colors import TwoSlopeNorm
+
+    finite = values[np.isfinite(values)]
+    limit = float(np.max(np.abs(finite))) if finite.size else 1.0
+    limit = limit if limit > 0 else 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    image = ax.imshow(np.where(np.isfinite(values), values, 0.0), cmap=CMAP, norm=norm, aspect="auto")
+    ax.set_xticks(range(len(cols)), [category_label(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [category_label(c) for c in rows])
+    ax.set_xlabel("evaluated category (reference responses scored)")
+    ax.set_ylabel("category whose set is deactivated")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(length=0)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            value = values[i, j]
+            strong = np.isfinite(value) and abs(value) > 0.55 * limit
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7.5,
+                    color="white" if strong else "#111111")
+            if rows[i] == cols[j]:
+                ax.add_patch(_diagonal_box(i, j))
+    bar = figure.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label(colorbar)
+
+
+def _diagonal_box(i: int, j: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#222222", linewidth=1.4)
+
+
+def delta_nll_heatmap(result, target, path: str | Path) -> Path:
+    """ΔNLL matrix of one target and its excess over the random baseline, annotated; one PNG."""
+    sig = target.significance()
+    rows, cols = target.ablated, target.evaluated
+    seeds = target.random_delta.shape[1]
+    sizes = target.sizes()
+    width = 2 * (3.0 + 0.95 * len(cols))
+    height = 2.0 + 0.8 * len(rows)
+    figure, axes = _figure(width, height, cols=2)
+    left = [[_fmt(target.delta[i, j]) + ("" if not np.isfinite(sig["z"][i, j]) else f"\nz={sig['z'][i, j]:.1f}")
+             for j in range(len(cols))] for i in range(len(rows))]
+    right = [[_fmt(sig["excess"][i, j]) + ("" if not np.isfinite(sig["p"][i, j]) else
+                                            f"\np={sig['p'][i, j]:.2g}{'*' if sig['p'][i, j] <= 0.05 else ''}")
+              for j in range(len(cols))] for i in range(len(rows))]
+    _heatmap(axes[0], figure, target.delta, left, rows, cols,
+             "ΔNLL = NLL with the set deactivated − NLL unablated", "ΔNLL (nats per response token)")
+    _heatmap(axes[1], figure, sig["excess"], right, rows, cols,
+             f"ΔNLL − mean ΔNLL of {seeds} random sets of the same shape" if seeds else "no random baseline (--seeds 0)",
+             "excess ΔNLL over random (nats per token)")
+    axes[0].set_yticks(range(len(rows)), [f"{category_label(c)}\n({sizes[c]:,})" for c in rows])
+    removal = result.settings.expert_removal if "expert" in target.kinds else None
+    kinds = ", ".join(target.kinds)
+    figure.suptitle(f"Causal check: {target.name} ({kinds}) of {_short_name(result.model.get('name_or_path'))}"
+                    + (f" · expert removal: {removal}" if removal else "")
+                    + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
+                    fontsize=10.5)
+    figure.savefig(path, dpi=DPI, facecolor="white")
+    return Path(path)
+
+
+def accuracy_heatmap(result, path: str | Path) -> Path:
+    """Change of greedy exact-match accuracy after deactivating each set, per target; random sets' mean beside it."""
+    rows = result.accuracy
+    checkable = [c for c in result.evaluated if any(r["evaluated"] == c for r in rows)]
+    base = {r["evaluated"]: r for r in rows if r["condition"] == "unablated"}
+    targets = [t for t in result.targets.values() if any(r["target"] == t.name for r in rows)]
+    height = 2.2 + 0.8 * max((len(t.ablated) for t in targets), default=1)
+    figure, axes = _figure(max(6.5, len(targets) * (3.2 + 1.1 * len(checkable))), height, cols=max(1, len(targets)))
+    for ax, target in zip(axes, targets, strict=False):
+        values = np.full((len(target.ablated), len(checkable)), np.nan)
+        notes = [["" for _ in checkable] for _ in target.ablated]
+        for i, ablated in enumerate(target.ablated):
+            for j, category in enumerate(checkable):
+                hits = [r for r in rows if r["target"] == target.name and r["ablated"] == ablated
+                        and r["evaluated"] == category]
+                chosen = [r["accuracy"] for r in hits if r["condition"] == "selected"]
+                random = [r["accuracy"] for r in hits if r["condition"] == "random"]
+                if not chosen or category not in base:
+                    notes[i][j] = "–"
+                    continue
+                values[i, j] = chosen[0] - base[category]["accuracy"]
+                notes[i][j] = f"{chosen[0]:.2f}" + (f"\nrand {np.mean(random):.2f}" if random else "")
+        _heatmap(ax, figure, values, notes, target.ablated, checkable,
+                 f"{target.name}: accuracy after deactivation (cell text), colour = change", "Δ exact-match accuracy")
+        ax.set_xticks(range(len(checkable)), [f"{category_label(c)}\n(unablated {base[c]['accuracy']:.2f}, "
+                                              f"n={base[c]['total']})" for c in checkable], fontsize=8)
+        ax.set_xlabel("evaluated category (greedy exact match)")
+    figure.suptitle(f"Exact match before and after deactivating each category's set · "
+                    f"{_short_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
+                    fontsize=10.5)
+    figure.savefig(path, dpi=DPI, facecolor="white")
+    return Path(path)

@@ -1,0 +1,125 @@
+"""``sparcom ablate``: deactivate each category's instruction-specific components and measure the damage.
+
+Writes a fresh ``--out`` directory (summary.json, tables/, plots/, generations.jsonl with --generate), built
+under a temporary name and renamed at the end. Every user-facing problem is one ``error:`` line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparcom.errors import SparcomError
+
+causal_app = typer.Typer(help="Causal check of instruction-specific neurons and experts.", no_args_is_help=True,
+                         add_completion=False, pretty_exceptions_enable=False)
+_out = Console()
+
+
+@causal_app.callback()
+def _group() -> None:
+    """Causal check of instruction-specific neurons and experts."""  # keeps 'ablate' a named subcommand
+
+
+def _targets(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+def _cell(delta: float, mean: float, std: float, p: float) -> str:
+    if not math.isfinite(mean):
+        return f"{delta:+.3f}"
+    star = "*" if math.isfinite(p) and p <= 0.05 else ""
+    spread = f"±{std:.3f}" if math.isfinite(std) else ""
+    return f"[bold]{delta:+.3f}[/]{star}\n{mean:+.3f}{spread}\np={p:.2g}"
+
+
+def _print(result, out: Path) -> None:
+    from sparcom.data.schema import category_label
+
+    s = result.settings
+    _out.print(f"[bold]{result.model.get('name_or_path')}[/] · selection {result.selection['path']} "
+               f"({result.selection.get('description') or result.selection.get('rule')}) · {s.seeds} random sets · "
+               f"expert removal {s.expert_removal}")
+    for reason in result.overridden:
+        _out.print(f"[yellow]forced despite: {reason}[/]")
+    baseline = "  ".join(f"{category_label(c)} {result.baseline[c]['nll']:.3f}" for c in result.evaluated)
+    _out.print(f"unablated mean NLL (nats/token): {baseline}")
+    for name, target in result.targets.items():
+        sig = target.significance()
+        table = Table(title=f"ΔNLL, {name} ({', '.join(target.kinds)}): observed / random mean ± std / p "
+                            "(* p ≤ 0.05)", title_justify="left")
+        table.add_column("deactivated set")
+        for c in target.evaluated:
+            table.add_column(category_label(c), justify="right")
+        sizes = target.sizes()
+        for a, c in enumerate(target.ablated):
+            table.add_row(f"{category_label(c)} ({sizes[c]:,})",
+                          *(_cell(target.delta[a, j], sig["mean"][a, j], sig["std"][a, j], sig["p"][a, j])
+                            for j in range(len(target.evaluated))))
+        _out.print(table)
+    if result.accuracy:
+        base = {r["evaluated"]: r for r in result.accuracy if r["condition"] == "unablated"}
+        _out.print("exact match unablated: " + "  ".join(
+            f"{category_label(c)} {r['correct']}/{r['total']}" for c, r in base.items()))
+    for note in result.notes:
+        _out.print(f"note: {note}")
+    _out.print(f"wrote {out}")
+
+
+@causal_app.command("ablate")
+def ablate_command(
+    model: Annotated[str, typer.Argument(help="The model the selection was made on: hub id, folder, .gguf or "
+                                              "built-in name.", show_default=False)],
+    selection: Annotated[Path, typer.Option("--selection", help="A 'sparcom identify' output directory.")],
+    data: Annotated[Path, typer.Option("--data", help="Instruction rows with reference outputs (JSON Lines).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (must not exist unless --overwrite).")],
+    seeds: Annotated[int, typer.Option("--seeds", help="Random control sets per category (0: none).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="First seed of the random sets (seeds seed … seed+N−1).")] = 0,
+    per_category: Annotated[int | None, typer.Option("--per-category", help="Evaluate only the first N rows of "
+                                                                            "each category.")] = None,
+    targets: Annotated[list[str] | None, typer.Option(
+        "--targets", help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert "
+                          "neurons), experts, or a single kind. Default: every target the selection has.")] = None,
+    generate: Annotated[bool, typer.Option("--generate", help="Also measure greedy exact-match accuracy on cls, "
+                                                              "math and short qa answers.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation bound per answer.")] = 64,
+    generate_seeds: Annotated[int, typer.Option("--generate-seeds", help="Random sets also scored by generation "
+                                                                         "(the first N of --seeds).")] = 3,
+    expert_removal: Annotated[str, typer.Option(
+        "--expert-removal", help="renormalize (drop the expert, rescale the token's other weights) or next-best "
+                                 "(route to the best remaining experts).")] = "renormalize",
+    exclude_profiled: Annotated[bool, typer.Option("--exclude-profiled", help="Skip rows the selection's profile "
+                                                                              "run counted (held-out check).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per forward pass.")] = 8,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    device_map: Annotated[str | None, typer.Option("--device-map", help="'auto' spreads a large model over "
+                                                                        "devices.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Ablate even if the selection was made on other weights "
+                                                        "or another tokenizer.")] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out causal directory.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Deactivate each category's selected neurons/experts; ΔNLL per category against random sets of equal shape."""
+    try:
+        from sparcom.causal.run import CausalSettings, run_ablate
+
+        settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
+                                  expert_removal=expert_removal, targets=_targets(targets), generate=generate,
+                                  max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
+                                  exclude_profiled=exclude_profiled, force=force)
+        result = run_ablate(model, selection, data, out, settings, dtype=dtype, device=device, device_map=device_map,
+                            overwrite=overwrite, plots=plots, progress=not quiet)
+    except SparcomError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    _print(result, out)
