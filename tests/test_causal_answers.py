@@ -34,6 +34,7 @@ def test_cls_label(generation, correct):
 def test_cls_yes_no_without_a_label_set():
     check = make_check(row("cls", "no", "Is this message spam? Answer yes or no."))
     assert is_correct(check, "No, it is a normal message.")
+    assert is_correct(check, "The answer is no.")
     assert not is_correct(check, "Yes.")
 
 
@@ -57,6 +58,8 @@ def test_math_thousands_and_gsm8k_marker():
 @pytest.mark.parametrize(("generation", "correct"), [
     ("Jane Austen.", True), ("jane austen", True), ("Jane Austen. She wrote it in 1813.", True),
     ("Charlotte Brontë.", False), ("\n\nJane Austen\nmore text", True),
+    ("The novel was written by Jane Austen in 1813.", True), ("Austen.", False),
+    ("Charlotte Brontë. Jane Austen did not write it.", False),
 ])
 def test_short_qa(generation, correct):
     check = make_check(row("qa", "Jane Austen."))
@@ -70,3 +73,4 @@ def test_long_qa_answers_and_other_categories_are_not_checked():
     assert make_check(row("sum", "A summary.")) is None
     yes = make_check(row("qa", "Yes."))
     assert is_correct(yes, "Yes, the passage says so.") and predicted(yes, "no") == "no"
+    assert is_correct(yes, "The answer is yes.") and not is_correct(yes, "No. But yes in a way.")

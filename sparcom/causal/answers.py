@@ -2,14 +2,17 @@
 
 - ``cls`` (label): the reference ``output`` is the gold label. When the instruction states its label set
   (``one of: a, b, c``), the predicted label is the label mentioned first in the generation (the longest one
-  when several start at the same place); otherwise it is the generation's first non-empty line. Compared after
-  normalisation (lower case, punctuation and articles removed, whitespace collapsed — the SQuAD rule).
+  when several start at the same place); for yes/no labels it is the first "yes" or "no" of the first
+  sentence; otherwise it is the generation's first non-empty line. Compared after normalisation (lower case,
+  punctuation and articles removed, whitespace collapsed — the SQuAD rule).
 - ``math`` (number): the reference's final number follows ``Answer:`` or ``####``. The prediction is the number
   after the generation's last ``Answer:`` / ``####`` marker, or else its last number; numbers are compared as
   values (``1,200`` = ``1200.0``).
 - ``qa`` (short answer): only rows whose reference has at most :data:`SHORT_ANSWER_WORDS` words after
   normalisation are checked. The prediction is the first sentence of the generation's first non-empty line;
-  yes/no references compare the first word. Exact match after normalisation.
+  it is correct when the normalised reference occurs in it as whole words (instruction-tuned models answer in
+  sentences: "The capital of Australia is Canberra."). Yes/no references compare the first "yes" or "no" of
+  that sentence.
 
 Rows of other categories, and rows whose reference has no checkable answer, are not scored.
 """
@@ -32,6 +35,7 @@ from sparcom.errors import SparcomError
 #: Category → kind of check.
 CHECKS: dict[str, str] = {"cls": "label", "math": "number", "qa": "short"}
 SHORT_ANSWER_WORDS = 5
+YES_NO: tuple[str, ...] = ("yes", "no")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "“”‘’…–—")
@@ -112,30 +116,36 @@ def make_check(row: InstructionRow) -> Check | None:
     return None
 
 
+def _first_of(text: str, options: Sequence[str]) -> str:
+    """The option mentioned first in normalised ``text`` as whole words (the longest when several start together)."""
+    best: tuple[int, int, str] | None = None
+    for option in options:
+        match = re.search(rf"\b{re.escape(option)}\b", text)
+        if match and (best is None or (match.start(), -len(option)) < best[:2]):
+            best = (match.start(), -len(option), option)
+    return best[2] if best else ""
+
+
+def _first_sentence(generation: str) -> str:
+    line = first_line(generation)
+    end = _SENTENCE_END.search(line)
+    return normalize(line[: end.start() + 1] if end else line)
+
+
 def predicted(check: Check, generation: str) -> str:
     """The answer extracted from a generation, normalised like the reference."""
     if check.kind == "label":
-        text = normalize(generation)
         if check.labels:
-            best: tuple[int, int, str] | None = None
-            for label in check.labels:
-                match = re.search(rf"\b{re.escape(label)}\b", text)
-                if match and (best is None or (match.start(), -len(label)) < (best[0], best[1])):
-                    best = (match.start(), -len(label), label)
-            return best[2] if best else ""
-        line = normalize(first_line(generation))
-        if check.reference in ("yes", "no"):
-            return line.split()[0] if line else ""
-        return line
+            return _first_of(normalize(generation), check.labels)
+        if check.reference in YES_NO:
+            return _first_of(_first_sentence(generation), YES_NO)
+        return normalize(first_line(generation))
     if check.kind == "number":
         number = final_number(generation, fallback_last=True)
         return "" if number is None else str(number)
-    line = first_line(generation)
-    if check.reference in ("yes", "no"):
-        words = normalize(line).split()
-        return words[0] if words else ""
-    end = _SENTENCE_END.search(line)
-    return normalize(line[: end.start() + 1] if end else line)
+    if check.reference in YES_NO:
+        return _first_of(_first_sentence(generation), YES_NO)
+    return _first_sentence(generation)
 
 
 def is_correct(check: Check, generation: str) -> bool:
@@ -143,6 +153,8 @@ def is_correct(check: Check, generation: str) -> bool:
     if check.kind == "number":
         got, want = parse_number(answer), parse_number(check.reference)
         return got is not None and want is not None and abs(got - want) <= Decimal("1e-6") * max(Decimal(1), abs(want))
+    if check.kind == "short" and check.reference not in YES_NO:
+        return bool(answer) and re.search(rf"\b{re.escape(check.reference)}\b", answer) is not None
     return answer == check.reference
 
 
