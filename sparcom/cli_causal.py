@@ -46,7 +46,8 @@ def _print(result, out: Path) -> None:
 
     s = result.settings
     _out.print(f"[bold]{result.model.get('name_or_path')}[/] · selection {result.selection['path']} "
-               f"({result.selection.get('description') or result.selection.get('rule')}) · {s.seeds} random sets · "
+               f"({result.selection.get('description') or result.selection.get('rule')}) · "
+               f"{'unique sets · ' if s.unique else ''}{s.seeds} random sets · "
                f"expert removal {s.expert_removal}")
     for reason in result.overridden:
         _out.print(f"[yellow]forced despite: {reason}[/]")
@@ -96,6 +97,8 @@ def ablate_command(
     expert_removal: Annotated[str, typer.Option(
         "--expert-removal", help="renormalize (drop the expert, rescale the token's other weights) or next-best "
                                  "(route to the best remaining experts).")] = "renormalize",
+    unique: Annotated[bool, typer.Option("--unique", help="Deactivate only the components unique to each category "
+                                                          "(selected for it and for no other category).")] = False,
     exclude_profiled: Annotated[bool, typer.Option("--exclude-profiled", help="Skip rows the selection's profile "
                                                                               "run counted (held-out check).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per forward pass.")] = 8,
@@ -116,7 +119,7 @@ def ablate_command(
         settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
                                   expert_removal=expert_removal, targets=_targets(targets), generate=generate,
                                   max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
-                                  exclude_profiled=exclude_profiled, force=force)
+                                  exclude_profiled=exclude_profiled, force=force, unique=unique)
         result = run_ablate(model, selection, data, out, settings, dtype=dtype, device=device, device_map=device_map,
                             overwrite=overwrite, plots=plots, progress=not quiet)
     except SparcomError as exc:

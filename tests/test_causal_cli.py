@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll
-from sparcom.causal.run import CausalSettings, causal_check
+from sparcom.causal.run import CausalSettings, causal_check, unique_masks
 from sparcom.causal.sites import find_sites
 from sparcom.cli_causal import causal_app
 from sparcom.data.schema import read_rows
@@ -245,3 +245,18 @@ def test_exclude_profiled_rows(setup, tmp_path):
     (selection / "selection.json").write_text(json.dumps(meta))
     with pytest.raises(SparcomError, match="exclude-profiled"):
         causal_check(setup["loaded"], selection, setup["data"], CausalSettings(exclude_profiled=True), progress=False)
+
+
+def test_unique_sets(setup):
+    masks = {"neuron/cls/0": np.array([1, 1, 0, 0], dtype=bool), "neuron/qa/0": np.array([0, 1, 1, 0], dtype=bool),
+             "neuron/math/0": np.array([0, 1, 0, 1], dtype=bool)}
+    unique = unique_masks(masks, ["cls", "qa", "math"])
+    assert unique["neuron/cls/0"].tolist() == [True, False, False, False]
+    assert unique["neuron/qa/0"].tolist() == [False, False, True, False]
+    assert unique["neuron/math/0"].tolist() == [False, False, False, True]
+    result = causal_check(setup["loaded"], setup["selection"], setup["data"],
+                          CausalSettings(seeds=1, per_category=1, unique=True), progress=False)
+    expected = unique_masks(setup["masks"], CATEGORIES)
+    for category, size in result.targets["neurons"].sizes().items():
+        assert size == sum(int(expected[f"neuron/{category}/{layer}"].sum()) for layer in (0, 1))
+    assert result.summary()["settings"]["unique"] is True

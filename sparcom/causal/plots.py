@@ -89,7 +89,8 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     axes[0].set_yticks(range(len(rows)), [f"{category_label(c)}\n({sizes[c]:,})" for c in rows])
     removal = result.settings.expert_removal if "expert" in target.kinds else None
     kinds = ", ".join(target.kinds)
-    figure.suptitle(f"Causal check: {target.name} ({kinds}) of {_short_name(result.model.get('name_or_path'))}"
+    sets = "unique sets" if result.settings.unique else "selected sets"
+    figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {_short_name(result.model.get('name_or_path'))}"
                     + (f" · expert removal: {removal}" if removal else "")
                     + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
                     fontsize=10.5)

@@ -70,6 +70,8 @@ class CausalSettings:
     generate_seeds: int = 3
     exclude_profiled: bool = False
     force: bool = False
+    #: Deactivate only the components unique to each category (in its set and in no other category's set).
+    unique: bool = False
 
     def check(self) -> None:
         if self.seeds < 0:
@@ -94,7 +96,7 @@ class CausalSettings:
                 "batch_size": self.batch_size, "expert_removal": self.expert_removal,
                 "targets": list(self.targets) if self.targets else None, "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "generate_seeds": self.generate_seeds,
-                "exclude_profiled": self.exclude_profiled, "force": self.force}
+                "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique}
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -298,6 +300,16 @@ def resolve_targets(selection, requested: Sequence[str] | None) -> dict[str, lis
     return targets
 
 
+def unique_masks(masks: dict[str, np.ndarray], categories: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each category's mask minus every other category's (the components selected for that category only)."""
+    result = {}
+    for key, mask in masks.items():
+        kind, category, layer = key.split("/")
+        others = [masks[f"{kind}/{c}/{layer}"] for c in categories if c != category and f"{kind}/{c}/{layer}" in masks]
+        result[key] = mask & ~np.logical_or.reduce(others) if others else mask.copy()
+    return result
+
+
 def _fingerprint_field(meta: dict, dotted: str):
     return (meta.get("manifest") or {}).get(dotted)
 
@@ -461,7 +473,8 @@ def causal_check(
     overridden, notes = check_compatibility(selection, model, settings.force)
     sites = find_sites(model.model)
     categories = selection.categories
-    ablations = {name: {c: Ablation.from_masks(selection.masks, c, kinds, label=f"{name}/{c}") for c in categories}
+    masks = unique_masks(selection.masks, categories) if settings.unique else selection.masks
+    ablations = {name: {c: Ablation.from_masks(masks, c, kinds, label=f"{name}/{c}") for c in categories}
                  for name, kinds in targets.items()}
     for per_category in ablations.values():
         for ablation in per_category.values():
