@@ -75,6 +75,7 @@ class Steps:
 def run_demo(config: DemoConfig | None = None) -> Path:
     """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
     from sparcom.analysis.pipeline import compare, identify
+    from sparcom.analysis.selection import SelectionRule
     from sparcom.data.hexainst import build_hexainst
     from sparcom.models.builtin import resolve_builtin
     from sparcom.models.loading import load_model
@@ -95,39 +96,40 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
     steps.run("01-hexainst", build_data)
     paths = steps.run("02-models", lambda: {name: str(resolve_builtin(name)) for name in (INSTRUCT_MODEL, BASE_MODEL)})
-    tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
-    steps.run("03-tuned-model", lambda: materialise_tuned(paths[BASE_MODEL], config.adapter, tuned_dir))
-
-    models = {"smollm2-135m-instruct": paths[INSTRUCT_MODEL], "gemma-3-270m-base": paths[BASE_MODEL],
-              "gemma-3-270m-tuned": str(tuned_dir)}
     settings = ProfileSettings(per_category=config.per_category, batch_size=config.batch_size)
-    for index, (name, path) in enumerate(models.items(), start=4):
-        def profile_one(name=name, path=path) -> dict:
-            run = profile(load_model(path), config.data, out / "runs" / name, settings, resume=True)
-            return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
-                    "tokens_per_second": run.manifest["tokens_per_second"]}
-
-        steps.run(f"{index:02d}-profile-{name}", profile_one)
-
-    from sparcom.analysis.selection import SelectionRule
-
     rule = SelectionRule(name="percentile", epsilon=config.epsilon)
-    for name in models:
-        def identify_one(name=name) -> dict:
-            result = identify(load_run(out / "runs" / name), rule)
-            write_identify(result, out / "identify" / name, overwrite=True)
-            return result.summary()["kinds"]["neuron"]["selected"]
 
-        steps.run(f"07-identify-{name}", identify_one)
+    def profile_one(name: str, path: str) -> dict:
+        run = profile(load_model(path), config.data, out / "runs" / name, settings, resume=True)
+        return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
+                "tokens_per_second": run.manifest["tokens_per_second"]}
+
+    def identify_one(name: str) -> dict:
+        result = identify(load_run(out / "runs" / name), rule)
+        write_identify(result, out / "identify" / name, overwrite=True)
+        return result.summary()["kinds"]["neuron"]["selected"]
+
+    # The instruct model: ISNs and the causal check.
+    instruct = "smollm2-135m-instruct"
+    steps.run(f"03-profile-{instruct}", lambda: profile_one(instruct, paths[INSTRUCT_MODEL]))
+    steps.run(f"04-identify-{instruct}", lambda: identify_one(instruct))
+    steps.run(f"05-ablate-{instruct}", lambda: run_ablation(paths[INSTRUCT_MODEL], out, config))
+
+    # The base → tuned pair.
+    tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
+    steps.run("06-tuned-model", lambda: materialise_tuned(paths[BASE_MODEL], config.adapter, tuned_dir))
+    pair = {"gemma-3-270m-base": paths[BASE_MODEL], "gemma-3-270m-tuned": str(tuned_dir)}
+    for name, path in pair.items():
+        steps.run(f"07-profile-{name}", lambda name=name, path=path: profile_one(name, path))
+        steps.run(f"08-identify-{name}", lambda name=name: identify_one(name))
 
     def compare_gemma() -> dict:
         result = compare(load_run(out / "runs" / "gemma-3-270m-base"), load_run(out / "runs" / "gemma-3-270m-tuned"),
                          rule)
         write_compare(result, out / "compare" / "gemma-3-270m", overwrite=True)
-        return result.summary()["kinds"]["neuron"]
+        return result.summary()["kinds"]["neuron"]["per_category"]
 
-    steps.run("08-compare-gemma", compare_gemma)
-    steps.run("09-ablate-smollm2", lambda: run_ablation(paths[INSTRUCT_MODEL], out, config))
+    steps.run("09-compare-gemma", compare_gemma)
     summary = write_summary(out, steps.timings, config)
     console.print(f"[bold green]demo finished[/]: {summary}")
     return summary
