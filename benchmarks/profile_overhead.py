@@ -5,7 +5,9 @@ Usage: python benchmarks/profile_overhead.py [--rows N] [--repeats K] [--real NA
 For each model, the same length-bucketed batches run (a) through the decoder stack alone and (b) through the
 decoder stack with sparcom's counting hooks, interleaved so that machine noise hits both alike. Reported:
 tokens/s of each and their ratio (target ≥ 0.97 for dense models). A real built-in model is included when its
-package is installed and converted (``sparcom models``).
+package is installed and converted (``sparcom models``). A small Mixtral-shaped model (8 experts, top-2) is
+measured with expert-neuron counting off (experts only), ``auto`` (activations captured from the experts'
+own computation) and ``recompute`` (gates recomputed from the expert weights); target ≥ 0.90 (``--no-moe`` skips).
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def llama_shaped(vocab: int):
     return LlamaForCausalLM(config).eval()
 
 
+def mixtral_shaped(vocab: int):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=vocab, hidden_size=256, intermediate_size=896, num_hidden_layers=4,
+                           num_attention_heads=8, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+                           max_position_embeddings=2048)
+    torch.manual_seed(0)
+    return MixtralForCausalLM(config).eval()
+
+
 def measure(profiler: Profiler, rows: list[InstructionRow], batch_size: int, repeats: int) -> dict[str, float]:
     settings = profiler.settings
     examples = profiler.encode(rows)
@@ -90,7 +102,7 @@ def measure(profiler: Profiler, rows: list[InstructionRow], batch_size: int, rep
 
 
 def report(name: str, result: dict[str, float]) -> None:
-    print(f"{name:<34} tokens {result['tokens']:>7,}  bare {result['bare_tps']:>8,.0f} tok/s  "
+    print(f"{name:<58} tokens {result['tokens']:>7,}  bare {result['bare_tps']:>8,.0f} tok/s  "
           f"profiling {result['profile_tps']:>8,.0f} tok/s  ratio {result['ratio']:.3f}", flush=True)
 
 
@@ -101,6 +113,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--real", default="smollm2-135m-instruct", help="built-in model to include when cached")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-moe", action="store_true", help="skip the Mixtral-shaped MoE model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +126,15 @@ def main() -> None:
         FormatSettings(scope)
         profiler = Profiler(wrap_model(llama_shaped(len(tokenizer)), tokenizer), settings)
         report(f"llama-shaped 12x576/1536 [{scope}]", measure(profiler, rows, args.batch_size, args.repeats))
+    if not args.no_moe:
+        moe = mixtral_shaped(len(tokenizer))
+        for scope in ("instruction", "all"):
+            for neurons in ("off", "auto", "recompute"):
+                settings = ProfileSettings(scope=scope, template="raw", batch_size=args.batch_size,
+                                           expert_neurons=neurons)
+                profiler = Profiler(wrap_model(moe, tokenizer), settings)
+                report(f"mixtral-shaped 4x256 8e top-2 [{scope}, expert neurons {neurons}]",
+                       measure(profiler, rows, args.batch_size, args.repeats))
     real = cached_builtin(args.real)
     if real is None:
         print(f"{args.real}: not installed/cached; run 'sparcom models' to see how to add it")

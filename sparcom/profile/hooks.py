@@ -135,7 +135,9 @@ class _RoutedForward:
     rows: int = 0
     failure: str | None = None
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    found: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    #: Per activation call and group: (group index, counts [E, I] as float32, rows for bootstrap or None).
+    found: list[tuple[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]] = field(
+        default_factory=list)
 
 
 class _AttributeHandle:
@@ -185,6 +187,7 @@ class ExpertCounter:
         self.recompute = neurons == "recompute"
         self.fallback_reason: str | None = None
         self.captured_from: set[str] = set()
+        self._verified: set[str] = set()  # implementations whose first forward passed the full check
         self._pending: _RoutedForward | None = None
 
     @property
@@ -311,13 +314,25 @@ class ExpertCounter:
         pairs = pending.order[pending.rows : pending.rows + rows]
         tokens = pairs // pending.index.shape[1]
         experts = pending.index.reshape(-1)[pairs]
-        sample = torch.linspace(0, rows - 1, min(rows, 2 if len(pending.sizes) > 1 else 8), device=gate.device)
-        sample = sample.round().to(torch.int64)
+        # Spot checks: 8 rows per forward until an implementation has passed once, then 2 (1 per eager call).
+        first = pending.implementation not in self._verified
+        per_call = (2 if first else 1) if len(pending.sizes) > 1 else (8 if first else 2)
+        sample = torch.linspace(0, rows - 1, min(rows, per_call), device=gate.device).round().to(torch.int64)
         pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
+        # 1.0 where A > 0, else 0 (sign + clamp is several times faster on CPU than a bool compare and a cast);
+        # a NaN would make the counts non-finite, which verification rejects.
+        active = (activation if activation.dtype == torch.float32 else activation.to(torch.float32)).sign()
+        active.clamp_(min=0)
+        one_hot = experts.unsqueeze(0) == torch.arange(self.layout.num_experts, device=experts.device).unsqueeze(1)
         for index, (mask, _) in enumerate(pending.lookups):
-            keep = mask[tokens].nonzero().squeeze(1)
-            if keep.numel():
-                pending.found.append((index, experts[keep], activation.index_select(0, keep) > 0, tokens[keep]))
+            counted = mask[tokens]
+            # [E, rows] @ [rows, I]: per-expert sums of the counted rows (exact: integers far below 2^24).
+            counts = (one_hot & counted.unsqueeze(0)).to(torch.float32) @ active
+            rows_kept = None
+            if self.replicates:
+                keep = counted.nonzero().squeeze(1)
+                rows_kept = (tokens[keep], experts[keep], active.index_select(0, keep) > 0.5)
+            pending.found.append((index, counts, rows_kept))
         pending.calls += 1
         pending.rows += rows
 
@@ -329,8 +344,16 @@ class ExpertCounter:
             reason = pending.failure or self._verify(pending)
             if reason is None:
                 self.captured_from.add(pending.implementation)
-                for index, experts, active, tokens in pending.found:
-                    self._add(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
+                self._verified.add(pending.implementation)
+                layout = self.layout
+                for index, counts, rows_kept in pending.found:
+                    group = pending.groups[index]
+                    counter = self._counter("expert_neuron", group.category, (layout.num_experts, layout.width),
+                                            counts.device)
+                    counter += counts.round().to(torch.int64)
+                    if rows_kept is not None:
+                        tokens, experts, active = rows_kept
+                        self._add_bootstrap(group, pending.lookups[index][1][tokens], experts, active)
                 return
             self.recompute = True
             self.fallback_reason = reason
@@ -343,6 +366,8 @@ class ExpertCounter:
 
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
+        if not all(bool(counts.isfinite().all()) for _, counts, _ in pending.found):
+            return "captured activations are not finite"
         captured = torch.cat([s[0] for s in pending.samples])
         tokens = torch.cat([s[1] for s in pending.samples])
         experts = torch.cat([s[2] for s in pending.samples]).tolist()
@@ -351,19 +376,17 @@ class ExpertCounter:
             return "captured gate values differ from the gates recomputed from the expert weights"
         return None
 
-    def _add(self, group: CategoryRows, positions: torch.Tensor, experts: torch.Tensor, active: torch.Tensor) -> None:
+    def _add_bootstrap(self, group: CategoryRows, positions: torch.Tensor, experts: torch.Tensor,
+                       active: torch.Tensor) -> None:
+        """Poisson-weighted expert-neuron counts of rows (their positions in ``group.rows``, experts, A > 0)."""
         layout = self.layout
-        device = active.device
-        counter = self._counter("expert_neuron", group.category, (layout.num_experts, layout.width), device)
-        counter.index_add_(0, experts, active.to(torch.int64))
-        if self.replicates:
-            boot = self._counter("bootstrap/expert_neuron", group.category,
-                                 (self.replicates, layout.num_experts, layout.width), device)
-            weights = group.replicate_weights.index_select(1, positions)  # [R, k]
-            for expert in torch.unique(experts).tolist():
-                chosen = experts == expert
-                # Exact: float32 sums of small integers.
-                boot[:, expert] += (weights[:, chosen] @ active[chosen].to(torch.float32)).round().to(torch.int64)
+        boot = self._counter("bootstrap/expert_neuron", group.category,
+                             (self.replicates, layout.num_experts, layout.width), active.device)
+        weights = group.replicate_weights.index_select(1, positions)  # [R, k]
+        for expert in torch.unique(experts).tolist():
+            chosen = experts == expert
+            # Exact: float32 sums of small integers.
+            boot[:, expert] += (weights[:, chosen] @ active[chosen].to(torch.float32)).round().to(torch.int64)
 
     def _recount(self, pending: _RoutedForward) -> None:
         """Count the counted rows' (token, expert) pairs by recomputing A = f(gate_e(x)) from the weights."""
@@ -385,4 +408,8 @@ class ExpertCounter:
                 rows = tokens[start : start + size]
                 start += size
                 active = expert_activation(self.experts, self.layout, pending.x.index_select(0, rows), expert) > 0
-                self._add(group, position[rows], routed[start - size : start], active)
+                counter = self._counter("expert_neuron", group.category, (num_experts, self.layout.width),
+                                        active.device)
+                counter[expert] += active.sum(0)
+                if self.replicates:
+                    self._add_bootstrap(group, position[rows], routed[start - size : start], active)
