@@ -131,13 +131,15 @@ class _RoutedForward:
     #: Capture plan: row r of the concatenated activation calls is pair order[r] (pair p = token · K + slot).
     order: torch.Tensor | None = None
     sizes: list[int] = field(default_factory=list)  # rows of each activation call, in call order
+    call_experts: list[int] | None = None  # the expert of each call (the eager loop), None when calls mix experts
     calls: int = 0
     rows: int = 0
     failure: str | None = None
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    #: Per activation call and group: (group index, counts [E, I] as float32, rows for bootstrap or None).
-    found: list[tuple[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]] = field(
-        default_factory=list)
+    #: Per group: counts [E, I] of this forward as float32 (exact: integers far below 2^24), committed if verified.
+    deltas: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: Rows for the bootstrap replicates: (group index, tokens, experts, A > 0).
+    boot_rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 class _AttributeHandle:
@@ -296,7 +298,8 @@ class ExpertCounter:
             pending.order = torch.sort(flat * pairs + (pair % k) * n + pair // k)[1]
             valid = flat[(flat >= 0) & (flat < self.layout.num_experts)]
             sizes = torch.bincount(valid, minlength=self.layout.num_experts)
-            pending.sizes = sizes[sizes > 0].tolist()
+            hit = sizes.nonzero().squeeze(1)
+            pending.call_experts, pending.sizes = torch.stack([hit, sizes[hit]]).tolist()
 
     def _captured(self, gate: torch.Tensor, activation: torch.Tensor) -> None:
         pending = self._pending
@@ -314,25 +317,36 @@ class ExpertCounter:
         pairs = pending.order[pending.rows : pending.rows + rows]
         tokens = pairs // pending.index.shape[1]
         experts = pending.index.reshape(-1)[pairs]
-        # Spot checks: 8 rows per forward until an implementation has passed once, then 2 (1 per eager call).
+        # Spot checks: 8 rows per forward until an implementation has passed once, then 2; in the eager loop
+        # 2 rows of every call at first, then 1 row of the first and of the last call.
         first = pending.implementation not in self._verified
-        per_call = (2 if first else 1) if len(pending.sizes) > 1 else (8 if first else 2)
-        sample = torch.linspace(0, rows - 1, min(rows, per_call), device=gate.device).round().to(torch.int64)
-        pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
+        if pending.call_experts is None:
+            per_call = 8 if first else 2
+        else:
+            per_call = 2 if first else int(pending.calls in (0, len(pending.sizes) - 1))
+        if per_call:
+            sample = torch.linspace(0, rows - 1, min(rows, per_call), device=gate.device).round().to(torch.int64)
+            pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
         # 1.0 where A > 0, else 0 (sign + clamp is several times faster on CPU than a bool compare and a cast);
         # a NaN would make the counts non-finite, which verification rejects.
         active = (activation if activation.dtype == torch.float32 else activation.to(torch.float32)).sign()
         active.clamp_(min=0)
-        one_hot = experts.unsqueeze(0) == torch.arange(self.layout.num_experts, device=experts.device).unsqueeze(1)
+        num_experts = self.layout.num_experts
+        one_hot = None
         for index, (mask, _) in enumerate(pending.lookups):
             counted = mask[tokens]
-            # [E, rows] @ [rows, I]: per-expert sums of the counted rows (exact: integers far below 2^24).
-            counts = (one_hot & counted.unsqueeze(0)).to(torch.float32) @ active
-            rows_kept = None
+            delta = pending.deltas.get(index)
+            if delta is None:
+                delta = pending.deltas[index] = torch.zeros(num_experts, width, device=active.device)
+            if pending.call_experts is not None:  # one expert per call: a vector-matrix product
+                delta[pending.call_experts[pending.calls]] += counted.to(torch.float32) @ active
+            else:  # [E, rows] @ [rows, I]: per-expert sums of the counted rows
+                if one_hot is None:
+                    one_hot = experts.unsqueeze(0) == torch.arange(num_experts, device=experts.device).unsqueeze(1)
+                delta += (one_hot & counted.unsqueeze(0)).to(torch.float32) @ active
             if self.replicates:
                 keep = counted.nonzero().squeeze(1)
-                rows_kept = (tokens[keep], experts[keep], active.index_select(0, keep) > 0.5)
-            pending.found.append((index, counts, rows_kept))
+                pending.boot_rows.append((index, tokens[keep], experts[keep], active.index_select(0, keep) > 0.5))
         pending.calls += 1
         pending.rows += rows
 
@@ -346,14 +360,13 @@ class ExpertCounter:
                 self.captured_from.add(pending.implementation)
                 self._verified.add(pending.implementation)
                 layout = self.layout
-                for index, counts, rows_kept in pending.found:
+                for index, delta in pending.deltas.items():
                     group = pending.groups[index]
                     counter = self._counter("expert_neuron", group.category, (layout.num_experts, layout.width),
-                                            counts.device)
-                    counter += counts.round().to(torch.int64)
-                    if rows_kept is not None:
-                        tokens, experts, active = rows_kept
-                        self._add_bootstrap(group, pending.lookups[index][1][tokens], experts, active)
+                                            delta.device)
+                    counter += delta.round().to(torch.int64)
+                for index, tokens, experts, active in pending.boot_rows:
+                    self._add_bootstrap(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
                 return
             self.recompute = True
             self.fallback_reason = reason
@@ -366,8 +379,10 @@ class ExpertCounter:
 
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
-        if not all(bool(counts.isfinite().all()) for _, counts, _ in pending.found):
+        if not all(bool(delta.sum().isfinite()) for delta in pending.deltas.values()):  # counts are ≥ 0
             return "captured activations are not finite"
+        if not pending.samples:
+            return "no activation rows could be checked"
         captured = torch.cat([s[0] for s in pending.samples])
         tokens = torch.cat([s[1] for s in pending.samples])
         experts = torch.cat([s[2] for s in pending.samples]).tolist()
