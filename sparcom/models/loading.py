@@ -146,6 +146,10 @@ def load_model(
     hf_logging.set_verbosity_error()
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    from sparcom.tune.adapters import is_adapter_folder, load_adapter_folder
+
+    if is_adapter_folder(spec) and not Path(spec, "config.json").exists():
+        return load_adapter_folder(spec, dtype=dtype, device=device)  # base + LoRA from 'sparcom tune --no-merge'
     kind, folder, gguf = _locate(spec)
     source = str(folder) if folder is not None else spec
     kwargs: dict[str, Any] = {"dtype": torch_dtype}

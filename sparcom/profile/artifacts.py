@@ -40,7 +40,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def write_counts_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata or {"format": "sparcom-counts", "version": str(FORMAT_VERSION)})
+    # One metadata key: safetensors writes a multi-key metadata dict in no fixed order, which would make two
+    # identical runs differ in bytes.
+    save_file(tensors, str(tmp), metadata=metadata or {"format": f"sparcom-counts/{FORMAT_VERSION}"})
     os.replace(tmp, path)
 
 
