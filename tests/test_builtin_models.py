@@ -269,7 +269,7 @@ def test_smollm2_corrupted_cache_is_detected_and_rebuilt(smol_cache, tmp_path, c
     cache = tmp_path / "cache"
     shutil.copytree(smol_cache / SMOL.name, cache / SMOL.name)  # leave the session cache intact
     weights = cache / SMOL.name / "model.safetensors"
-    original = builtin._sha256(weights)
+    original = builtin.file_sha256(weights)
     with weights.open("r+b") as handle:  # flip bytes in the tensor data, keeping the size
         handle.seek(weights.stat().st_size // 2)
         chunk = handle.read(64)
@@ -281,7 +281,7 @@ def test_smollm2_corrupted_cache_is_detected_and_rebuilt(smol_cache, tmp_path, c
     assert resolve_builtin(SMOL.name, cache) == cache / SMOL.name
     assert "rebuilding" in capsys.readouterr().err
     assert check_cache(SMOL.name, cache / SMOL.name, "full") == ""
-    assert builtin._sha256(weights) == original  # conversion is deterministic
+    assert builtin.file_sha256(weights) == original  # conversion is deterministic
 
 
 @pytest.mark.smoke

@@ -15,9 +15,7 @@ after each ablation, and after the first few random sets.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.provenance import file_sha256, software_versions
 
 FORMAT = "sparcom-causal"
 VERSION = 1
@@ -363,22 +362,6 @@ def profiled_ids(selection) -> set[str]:
     return {i for ids in listed.values() for i in ids}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _software() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from sparcom import __version__
-
-    return {"sparcom": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
 
 
 def _progress(enabled: bool):
@@ -583,13 +566,13 @@ def causal_check(
                       "epsilon": meta.get("epsilon"), "description": meta.get("description"),
                       "source_run": meta.get("source_run"), "categories": list(categories),
                       "kinds": selection.kinds, "made_on": manifest.get("model.name_or_path")}
-    data_info = {"path": str(data), "sha256": _file_sha256(data),
+    data_info = {"path": str(data), "sha256": file_sha256(data),
                  "instructions": {c: baseline[c]["instructions"] for c in evaluated},
                  "instruction_ids": {c: [r.id for r in rows if r.category == c] for c in evaluated},
                  "excluded_profiled": len(exclude)}
     return CausalResult(settings, info, selection_info, data_info, template, system_prompt, examples, evaluated,
                         baseline, base_sums, counts, results, per_example, accuracy, generations,
-                        _dedupe(notes), overridden, time.perf_counter() - started, _software())
+                        _dedupe(notes), overridden, time.perf_counter() - started, software_versions())
 
 
 def _dedupe(items: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from sparcom.errors import SparcomError
+from sparcom.provenance import file_sha256
 
 #: File inside every cached model folder that records where it came from and what was written.
 MANIFEST = "sparcom-cache.json"
@@ -228,13 +229,6 @@ def _write_gguf(model: BuiltinModel, dest: Path) -> Path:
 # Cache manifest and checks
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        for block in iter(lambda: src.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def check_cache(name: str, folder: str | Path, verify: Verify = "full") -> str:
     """Why ``folder`` is not a valid converted cache of built-in ``name`` ("" when it is).
@@ -264,7 +258,7 @@ def check_cache(name: str, folder: str | Path, verify: Verify = "full") -> str:
             return f"{rel} has size {path.stat().st_size}, recorded {info.get('size')}"
     if verify == "full":
         for rel, info in manifest["files"].items():
-            if _sha256(folder / rel) != info.get("sha256"):
+            if file_sha256(folder / rel) != info.get("sha256"):
                 return f"{rel} does not match its recorded sha256"
     return ""
 
@@ -346,7 +340,7 @@ def _build(model: BuiltinModel, target: Path) -> None:
         gguf = _write_gguf(model, src)
         details = _convert(model, gguf, out)
         files = {
-            path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(out.rglob("*"))
             if path.is_file()
         }

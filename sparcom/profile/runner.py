@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import BatchSelection, CategoryRows, ExpertCounter, SelectionBoard, count_active
+from sparcom.provenance import file_sha256, software_versions
 
 #: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
 #: always recompute them from the expert weights, or count routed experts only.
@@ -157,21 +157,6 @@ def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(replicates), generator=generator)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def software_versions() -> dict[str, str]:
-    import transformers
-
-    from sparcom import __version__
-
-    return {"sparcom": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
 
 
 def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: ModelSites) -> dict[str, Any]:

@@ -20,12 +20,12 @@ import torch
 
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, file_fingerprint, load_model, tokenizer_fingerprint
+from sparcom.provenance import file_sha256
 from sparcom.tune.output import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     atomic_folder,
     read_record,
-    sha256_file,
     write_record,
 )
 
@@ -77,7 +77,7 @@ def save_adapter(peft_model, folder: Path, base_ref: str) -> str:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return sha256_file(folder / ADAPTER_WEIGHTS)
+    return file_sha256(folder / ADAPTER_WEIGHTS)
 
 
 def is_adapter_folder(path: str | Path) -> bool:
@@ -94,7 +94,7 @@ def check_adapter_folder(folder: Path) -> dict[str, Any]:
         raise SparcomError(f"--from-adapter {folder}: not a LoRA adapter folder (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
     record = read_record(folder) or {}
     expected = record.get("adapter", {}).get("sha256")
-    if expected and sha256_file(folder / ADAPTER_WEIGHTS) != expected:
+    if expected and file_sha256(folder / ADAPTER_WEIGHTS) != expected:
         raise SparcomError(f"{folder / ADAPTER_WEIGHTS} does not match the sha256 in its record; "
                            "the adapter is damaged or was replaced")
     return record
@@ -148,7 +148,7 @@ def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cp
         "source": "adapter",
         "resolved_path": str(folder),
         "base": base.info,
-        "adapter_sha256": sha256_file(folder / ADAPTER_WEIGHTS),
+        "adapter_sha256": file_sha256(folder / ADAPTER_WEIGHTS),
         "fingerprint": file_fingerprint([folder / ADAPTER_WEIGHTS], folder) + ":" + base.info["fingerprint"],
     }
     if record:
@@ -209,7 +209,7 @@ def materialise_adapter(
         **record,
         "materialised": {
             "from_adapter": str(folder),
-            "adapter_sha256": sha256_file(folder / ADAPTER_WEIGHTS),
+            "adapter_sha256": file_sha256(folder / ADAPTER_WEIGHTS),
             "base": base,
             "base_fingerprint": loaded.info["fingerprint"],
             "command": command,

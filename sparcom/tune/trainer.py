@@ -9,11 +9,8 @@ its micro-batches (``--grad-accum`` of them), so a step's weight does not depend
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.metadata
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +24,7 @@ from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.provenance import software_versions
 from sparcom.tune.examples import (
     Batch,
     TrainExample,
@@ -160,13 +158,6 @@ def _schedule(total_steps: int) -> Callable[[int], float]:
 
     return factor
 
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "peft", "sparcom"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    return versions
 
 
 def base_reference(spec: str, info: dict[str, Any]) -> str:
@@ -388,7 +379,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
                      "threads": torch.get_num_threads()},
         "parameters": {"trainable": trainable, "total": total_params, "lora_targets": targets},
         "results": results,
-        "versions": _versions(),
+        "versions": software_versions("peft"),
     }
 
     with atomic_folder(out, overwrite) as work:
