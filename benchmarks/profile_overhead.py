@@ -153,7 +153,7 @@ def cached_builtin(name: str):
         return None
     for status in list_builtins():
         if status.name == name and status.cached:
-            return status.cache_path
+            return status.path
     return None
 
 
