@@ -40,6 +40,7 @@ from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
 
 FORMAT = "sparcom-causal"
@@ -364,20 +365,6 @@ def profiled_ids(selection) -> set[str]:
 
 
 
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("batches"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
-
 
 # ------------------------------------------------------------------------------------------- the check
 
@@ -489,7 +476,7 @@ def causal_check(
     gen_batches = -(-len(prompts) // settings.batch_size) if prompts else 0
     gen_runs = (1 + sum(1 + generate_seeds for per in ablations.values() for a in per.values() if not a.is_empty())
                 if gen_batches else 0)
-    bar = _progress(progress)
+    bar = progress_bar("batches", enabled=progress, description_width=28)
     with bar:
         task = bar.add_task("baseline", total=passes * len(plan) + gen_runs * gen_batches)
         evaluator = _Evaluator(model, sites, examples, plan, settings, bar, task)

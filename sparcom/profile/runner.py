@@ -31,6 +31,7 @@ from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import BatchSelection, CategoryRows, ExpertCounter, SelectionBoard, count_active
+from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
 
 #: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
@@ -368,7 +369,7 @@ class Profiler:
 
         total_instructions = len(rows)
         done_instructions = sum(len(b) for b in plan[:start_batch])
-        bar = _progress_bar(progress, total_instructions)
+        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
         try:
             with bar:
                 task = bar.add_task("profiling", total=total_instructions, completed=done_instructions, tps="")
@@ -457,22 +458,6 @@ class Profiler:
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])
 
-
-def _progress_bar(enabled: bool, total: int):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("instructions"),
-        TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        disable=not enabled, transient=False,
-    )
 
 
 def profile(

@@ -24,6 +24,7 @@ from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.progress import progress_bar
 from sparcom.provenance import software_versions
 from sparcom.tune.examples import (
     Batch,
@@ -175,21 +176,10 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        self.bar = Progress(
-            TextColumn("[bold]tune[/bold]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
-        )
-        self.task = self.bar.add_task("steps", total=total, loss="…", speed="…")
+        self.bar = progress_bar("steps", "loss {task.fields[loss]}", "{task.fields[speed]} tok/s",
+                                console=Console(stderr=True))
+        self.task = self.bar.add_task("tune", total=total, loss="…", speed="…")
         self.bar.start()
 
     def update(self, loss: float, speed: float) -> None:
