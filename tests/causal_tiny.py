@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM
+from tiny import build_scaled, tiny_tokenizer
+from transformers import AutoConfig
 
 from sparcom.analysis.selection_file import write_selection
 from sparcom.models.loading import tokenizer_fingerprint
@@ -25,16 +25,7 @@ def tiny_moe(model_type: str, seed: int = 0, implementation: str | None = None) 
                           shared_expert_intermediate_size=24, num_experts=8, mlp_only_layers=[1]),
         "phimoe": dict(common, num_hidden_layers=2, intermediate_size=16, num_local_experts=8),
     }
-    config = AutoConfig.for_model(model_type, **configs[model_type])
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.mul_(10.0)
-    if implementation is not None:
-        model.set_experts_implementation(implementation)
-    return model.eval()
+    return build_scaled(AutoConfig.for_model(model_type, **configs[model_type]), seed, implementation)
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

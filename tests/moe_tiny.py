@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-from tiny import tiny_tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM
+from tiny import build_scaled, tiny_tokenizer
+from transformers import AutoConfig
 
 _ROUTED = dict(num_experts_per_tok=2)
 _DEEPSEEK = dict(intermediate_size=40, moe_intermediate_size=16, n_routed_experts=8, n_shared_experts=1,
@@ -63,12 +62,4 @@ def tiny_moe_model(model_type: str, seed: int = 0, experts_implementation: str |
     """A randomly initialised tiny MoE model in float32 eval mode (weights scaled as in tests/tiny.py)."""
     kwargs = {**moe_family_configs(len(tiny_tokenizer()))[model_type], **overrides}
     config = AutoConfig.for_model(**{"model_type": model_type, **kwargs})
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.mul_(10.0)
-    if experts_implementation is not None:
-        model.set_experts_implementation(experts_implementation)
-    return model.eval()
+    return build_scaled(config, seed, experts_implementation)

@@ -85,14 +85,22 @@ def tiny_model(model_type: str, seed: int = 0, vocab: int | None = None, **overr
 
     vocab = vocab or len(tiny_tokenizer())
     kwargs = {**family_configs(vocab)[model_type], **overrides}
-    config = AutoConfig.for_model(**kwargs)
+    return build_scaled(AutoConfig.for_model(**kwargs), seed)
+
+
+def build_scaled(config, seed: int = 0, experts_implementation: str | None = None) -> torch.nn.Module:
+    """Build ``config`` with random weights from ``seed``, in float32 eval mode.
+
+    Random init leaves activations tiny; the weights are scaled so signs are decided well away from rounding.
+    """
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # Random init leaves activations tiny; scale weights so signs are decided well away from rounding.
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() >= 2:
                 param.mul_(10.0)
+    if experts_implementation is not None:
+        model.set_experts_implementation(experts_implementation)
     return model.eval()
 
 
