@@ -281,19 +281,22 @@ class Profiler:
             handles.extend(counter.attach())
         return handles
 
-    def _selection(self, batch: Batch, rows: Sequence[InstructionRow]) -> BatchSelection:
+    def _selection(self, batch: Batch, per_example: torch.Tensor | None) -> BatchSelection:
+        """The counted rows of the batch and, with bootstrap, each row's replicate weights [R, n]."""
         counted = batch.counted.reshape(-1)
         positions = counted.nonzero().squeeze(1)
         weights = None
-        if self.settings.bootstrap:
-            per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
-                                                         self.settings.bootstrap_seed) for e in batch.examples])
+        if per_example is not None:
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
             weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
         return BatchSelection([CategoryRows(batch.category, positions, weights)], tokens=counted.numel())
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
-        selection = self._selection(batch, rows)
+        per_example = None
+        if self.settings.bootstrap:  # Poisson weights of each instruction [B, R], fixed by its id
+            per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
+                                                         self.settings.bootstrap_seed) for e in batch.examples])
+        selection = self._selection(batch, per_example)
         device = self.model.get_input_embeddings().weight.device
         self.board.current = selection
         try:
@@ -309,11 +312,9 @@ class Profiler:
         category = batch.category
         self.store.add(f"tokens/{category}", int(batch.counted.sum()))
         self.store.add(f"instructions/{category}", len(batch.examples))
-        if self.settings.bootstrap:
+        if per_example is not None:
             weights = selection.groups[0].replicate_weights
             self.store.add(f"bootstrap/tokens/{category}", weights.sum(1).round().to(torch.int64))
-            per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
-                                                         self.settings.bootstrap_seed) for e in batch.examples])
             self.store.add(f"bootstrap/instructions/{category}", per_example.sum(0).round().to(torch.int64))
 
     def run(
