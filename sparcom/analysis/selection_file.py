@@ -94,8 +94,8 @@ def write_selection(directory: str | Path, masks: Mapping[str, np.ndarray], meta
 
     directory = Path(directory)
     tensors = {key: np.ascontiguousarray(np.asarray(masks[key], dtype=bool).astype(np.uint8)) for key in sorted(masks)}
-    save_file(tensors, str(directory / SELECTION_FILE),
-              metadata={"format": SELECTION_FORMAT, "version": str(SELECTION_VERSION)})
+    # One metadata key: safetensors writes a multi-key metadata dict in no fixed order (unstable file bytes).
+    save_file(tensors, str(directory / SELECTION_FILE), metadata={"format": f"{SELECTION_FORMAT}/{SELECTION_VERSION}"})
     document = {"format": SELECTION_FORMAT, "version": SELECTION_VERSION, **meta}
     (directory / SELECTION_META_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
                                                   + "\n", encoding="utf-8")
