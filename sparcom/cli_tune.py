@@ -61,7 +61,7 @@ def tune_command(
             if not merge:
                 raise SparcomError("--from-adapter writes the merged model; drop --no-merge (the adapter folder "
                                    "itself is the unmerged form)")
-            from sparcom.tune.adapters import materialise_adapter
+            from sparcom.tune.lora import materialise_adapter
 
             if threads is not None:
                 import torch

@@ -137,7 +137,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
 def materialise_tuned(base_path: str, adapter: Path, out: Path) -> dict:
     """Merge the committed demo adapter into the base model (the folder ``sparcom tune`` would have written)."""
-    from sparcom.tune.adapters import materialise_adapter
+    from sparcom.tune.lora import materialise_adapter
 
     if not adapter.is_dir():
         raise SparcomError(f"{adapter}: demo adapter not found; retrain it with 'make demo-full' or 'sparcom tune'")

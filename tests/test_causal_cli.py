@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll
 from sparcom.causal.run import CausalSettings, causal_check, unique_masks
-from sparcom.causal.sites import find_sites
 from sparcom.cli_causal import causal_app
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_model
+from sparcom.models.sites import model_sites
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     tiny_model("llama", seed=1).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     loaded = load_model(str(folder), dtype="float32")
-    sites = find_sites(loaded.model)
+    sites = model_sites(loaded.model)
     masks = random_masks(sites, CATEGORIES, seed=2)
     selection = write_selection_dir(root / "selection", masks, loaded, CATEGORIES)
     other = tiny_model("llama", seed=5)
@@ -205,7 +205,7 @@ def test_main_cli_mounts_ablate(capsys):
 def test_moe_model_through_the_api(tmp_path, removal):
     model = tiny_moe("qwen2_moe")
     loaded = wrap_model(model, tiny_tokenizer())
-    sites = find_sites(model)
+    sites = model_sites(model)
     masks = random_masks(sites, CATEGORIES, seed=4)
     selection = write_selection_dir(tmp_path / "selection", masks, loaded, CATEGORIES)
     data = write_dataset(tmp_path / "rows.jsonl")

@@ -10,9 +10,9 @@ from tiny import ROWS, tiny_model, tiny_tokenizer
 
 from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll
-from sparcom.causal.sites import find_sites
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.models.sites import model_sites
 
 
 def rows() -> list[InstructionRow]:
@@ -68,7 +68,7 @@ def test_nll_under_ablation(model):
     examples = encode_scored(rows(), tiny_tokenizer(), "chat")
     plan = batch_plan([len(e) for e in examples], 4)
     clean, _ = example_nll(model, examples, plan, pad_id=0)
-    sites = find_sites(model)
+    sites = model_sites(model)
     with ablate(model, Ablation({}, {})):
         same, _ = example_nll(model, examples, plan, pad_id=0)
     assert np.array_equal(same, clean)  # identical batches: bit-identical

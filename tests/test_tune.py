@@ -17,8 +17,8 @@ from sparcom.cli_tune import tune_app
 from sparcom.data.formatting import ROLE_RESPONSE, encode_row
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.loading import load_model
-from sparcom.tune import TuneSettings, load_adapter_folder, materialise_adapter, tune
+from sparcom.models.loading import load_adapter_folder, load_model
+from sparcom.tune import TuneSettings, materialise_adapter, tune
 from sparcom.tune.examples import batch_plan, collate, encode_examples, response_loss
 
 pytest.importorskip("peft")

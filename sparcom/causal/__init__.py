@@ -4,7 +4,6 @@ reference responses, random control sets and the ``sparcom ablate`` pipeline (se
 from sparcom.causal.baseline import random_like, random_sets
 from sparcom.causal.interventions import EXPERT_REMOVAL, Ablation, AblationStats, ablate
 from sparcom.causal.run import CausalResult, CausalSettings, causal_check, run_ablate, significance, write_causal
-from sparcom.causal.sites import CausalSites, find_sites
 
 __all__ = [
     "EXPERT_REMOVAL",
@@ -12,10 +11,8 @@ __all__ = [
     "AblationStats",
     "CausalResult",
     "CausalSettings",
-    "CausalSites",
     "ablate",
     "causal_check",
-    "find_sites",
     "random_like",
     "random_sets",
     "run_ablate",

@@ -35,11 +35,12 @@ from sparcom.causal.nll import (
     example_nll,
     pad_id_of,
 )
-from sparcom.causal.sites import CausalSites, find_sites
 from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, read_rows
 from sparcom.errors import SparcomError
+from sparcom.kinds import KINDS
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.sites import ModelSites, model_sites
 from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
 
@@ -50,7 +51,6 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
     "experts": ("expert",),
 }
-ALL_KINDS = ("neuron", "shared_neuron", "expert_neuron", "expert")
 DEFAULT_SEEDS = 20
 SIGNIFICANCE_LEVEL = 0.05
 
@@ -88,8 +88,8 @@ class CausalSettings:
         if self.generate_seeds < 0:
             raise SparcomError(f"--generate-seeds must be 0 or more, got {self.generate_seeds}")
         for target in self.targets or ():
-            if target not in TARGETS and target not in ALL_KINDS:
-                raise SparcomError(f"unknown target {target!r}; choose from {', '.join([*TARGETS, *ALL_KINDS])}")
+            if target not in TARGETS and target not in KINDS:
+                raise SparcomError(f"unknown target {target!r}; choose from {', '.join([*TARGETS, *KINDS])}")
 
     def to_json(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "seed": self.seed, "per_category": self.per_category,
@@ -372,7 +372,7 @@ def profiled_ids(selection) -> set[str]:
 class _Evaluator:
     """Runs NLL passes and generations of one model under ablations, with one progress bar."""
 
-    def __init__(self, loaded: LoadedModel, sites: CausalSites, examples, plan, settings: CausalSettings, bar, task):
+    def __init__(self, loaded: LoadedModel, sites: ModelSites, examples, plan, settings: CausalSettings, bar, task):
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.sites, self.examples, self.plan, self.settings = sites, examples, plan, settings
         self.pad_id = pad_id_of(loaded.tokenizer)
@@ -441,7 +441,7 @@ def causal_check(
     if isinstance(model, str):
         model = load_model(model, dtype=dtype, device=device, device_map=device_map)
     overridden, notes = check_compatibility(selection, model, settings.force)
-    sites = find_sites(model.model)
+    sites = model_sites(model.model)
     categories = selection.categories
     masks = unique_masks(selection.masks, categories) if settings.unique else selection.masks
     ablations = {name: {c: Ablation.from_masks(masks, c, kinds, label=f"{name}/{c}") for c in categories}
@@ -546,7 +546,7 @@ def causal_check(
 
     info = dict(model.info)
     info.update(architecture=type(model.model).__name__, model_type=model.model.config.model_type,
-                family=sites.family, layers=sites.layers, dtype=model_dtype,
+                family=sites.family.name, layers=sites.layers, dtype=model_dtype,
                 device=str(next(model.model.parameters()).device))
     meta = selection.meta
     selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),

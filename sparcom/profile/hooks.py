@@ -1,9 +1,10 @@
 """Forward hooks that turn activations into counts inside the hook call.
 
 The runner publishes, before each forward pass, which flattened token positions of the batch are counted for
-which category (:class:`BatchSelection`). Each hook compares the activation with zero on those rows only and
+which category (:class:`CountedBatch`, on the :class:`CurrentBatch` slot every hook reads). Each hook compares the activation with zero on those rows only and
 adds the column sums to its layer's counter; the activation tensor is dropped when the hook returns.
-Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module.
+Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module. The modules
+hooked are those of the model's one site map (:mod:`sparcom.models.sites`), the same the causal check intervenes on.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import torch
 from torch import nn
 
 from sparcom.errors import SparcomError
+from sparcom.kinds import bootstrap_key, count_key
+from sparcom.models.moe import activate, expert_activation, gate_of_pairs
+from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
 
 
 @dataclass
-class CategoryRows:
+class CountedRows:
     """The counted rows of one category in the flattened [batch × sequence] activations."""
 
     category: str
@@ -29,26 +33,23 @@ class CategoryRows:
 
 
 @dataclass
-class BatchSelection:
+class CountedBatch:
     """What the hooks count in the current batch; cached per device for models spread over devices."""
 
-    groups: list[CategoryRows]
+    groups: list[CountedRows]
     #: Rows of the flattened batch (batch × sequence), to check that a module saw the whole batch.
     tokens: int | None = None
-    _per_device: dict[torch.device, list[CategoryRows]] = field(default_factory=dict)
+    _per_device: PerDevice[list[CountedRows]] = field(init=False)
     _lookups: dict[tuple[torch.device, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
-    def on(self, device: torch.device) -> list[CategoryRows]:
-        if device not in self._per_device:
-            self._per_device[device] = [
-                CategoryRows(
-                    g.category,
-                    g.rows.to(device, non_blocking=True),
-                    None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True),
-                )
-                for g in self.groups
-            ]
-        return self._per_device[device]
+    def __post_init__(self) -> None:
+        self._per_device = PerDevice(lambda device: [
+            CountedRows(g.category, g.rows.to(device, non_blocking=True),
+                        None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True))
+            for g in self.groups])
+
+    def on(self, device: torch.device) -> list[CountedRows]:
+        return self._per_device.on(device)
 
     def lookup(self, device: torch.device, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per group: a bool mask [n] of counted rows and each row's position in ``rows`` ([n], -1 if not counted)."""
@@ -63,11 +64,11 @@ class BatchSelection:
         return self._lookups[key]
 
 
-class SelectionBoard:
-    """Shared slot the runner writes the current batch's selection into and every hook reads."""
+class CurrentBatch:
+    """Shared slot the runner writes the current batch's counted rows into and every hook reads."""
 
     def __init__(self) -> None:
-        self.current: BatchSelection | None = None
+        self.current: CountedBatch | None = None
 
 
 def column_counts(active: torch.Tensor) -> torch.Tensor:
@@ -79,10 +80,8 @@ def column_counts(active: torch.Tensor) -> torch.Tensor:
     return active.view(torch.uint8).sum(0, dtype=torch.int32)
 
 
-def count_active(
-    store: CountStore, board: SelectionBoard, key_prefix: str, layer: int, width: int, replicates: int
-):
-    """Build a forward hook that counts rows with activation > 0 into ``{key_prefix}/{cat}/{layer}``."""
+def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: int, width: int, replicates: int):
+    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}``."""
     counters: dict[str, torch.Tensor] = {}
     boot: dict[str, torch.Tensor] = {}
 
@@ -94,7 +93,7 @@ def count_active(
         for group in selection.on(flat.device):
             counter = counters.get(group.category)
             if counter is None or counter.device != flat.device:
-                counter = store.zeros(f"{key_prefix}/{group.category}/{layer}", (width,), flat.device)
+                counter = store.zeros(count_key(kind, group.category, layer), (width,), flat.device)
                 if counter.device != flat.device:  # created earlier on another device (resume, device map)
                     counter.data = counter.data.to(flat.device)
                 counters[group.category] = counter
@@ -102,7 +101,7 @@ def count_active(
             active = rows > 0
             counter += column_counts(active)
             if replicates:
-                key = f"bootstrap/{key_prefix}/{group.category}/{layer}"
+                key = bootstrap_key(count_key(kind, group.category, layer))
                 target = boot.get(group.category)
                 if target is None:
                     target = store.zeros(key, (replicates, width), flat.device)
@@ -125,7 +124,7 @@ class _RoutedForward:
 
     x: torch.Tensor  # [n, H] the hidden states the experts received
     index: torch.Tensor  # [n, K] the expert indices the experts received
-    groups: list[CategoryRows]
+    groups: list[CountedRows]
     lookups: list[tuple[torch.Tensor, torch.Tensor]]  # per group: counted mask [n], position in rows [n]
     implementation: str = ""
     #: Capture plan: row r of the concatenated activation calls is pair order[r] (pair p = token · K + slot).
@@ -140,16 +139,6 @@ class _RoutedForward:
     deltas: dict[int, torch.Tensor] = field(default_factory=dict)
     #: Rows for the bootstrap replicates: (group index, tokens, experts, A > 0).
     boot_rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-
-class _AttributeHandle:
-    """Removes an instance attribute that shadows a method (the counterpart of a hook handle)."""
-
-    def __init__(self, owner: object, name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def remove(self) -> None:
-        self.owner.__dict__.pop(self.name, None)
 
 
 def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
@@ -180,10 +169,10 @@ class ExpertCounter:
     compute. ``neurons="recompute"`` selects that path from the start; ``"off"`` counts experts only.
     """
 
-    def __init__(self, store: CountStore, board: SelectionBoard, layer: int, experts: nn.Module, layout,
-                 replicates: int = 0, neurons: str = "auto") -> None:
-        self.store, self.board, self.layer = store, board, layer
-        self.experts, self.layout = experts, layout
+    def __init__(self, store: CountStore, board: CurrentBatch, site: MoeSite, replicates: int = 0,
+                 neurons: str = "auto") -> None:
+        self.store, self.board, self.layer = store, board, site.layer
+        self.experts, self.layout = site.experts, site.layout
         self.replicates = replicates
         self.neurons = neurons
         self.recompute = neurons == "recompute"
@@ -222,7 +211,6 @@ class ExpertCounter:
         original = getattr(experts, "_apply_gate", None)
         if original is None:
             return None
-        from sparcom.models.moe import activate
 
         def apply_gate(gate_up: torch.Tensor) -> torch.Tensor:
             output = original(gate_up)
@@ -231,11 +219,12 @@ class ExpertCounter:
                 self._captured(gate, activate(experts, layout, gate))
             return output
 
-        experts._apply_gate = apply_gate
-        return _AttributeHandle(experts, "_apply_gate")
+        return ShadowAttribute(experts, "_apply_gate", apply_gate)
 
-    def _counter(self, kind: str, category: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        counter = self.store.zeros(f"{kind}/{category}/{self.layer}", shape, device)
+    def _counter(self, kind: str, category: str, shape: tuple[int, ...], device: torch.device,
+                 bootstrap: bool = False) -> torch.Tensor:
+        key = count_key(kind, category, self.layer)
+        counter = self.store.zeros(bootstrap_key(key) if bootstrap else key, shape, device)
         if counter.device != device:  # created earlier on another device (resume, device map)
             counter.data = counter.data.to(device)
         return counter
@@ -245,11 +234,8 @@ class ExpertCounter:
         selection = self.board.current
         if selection is None:
             return
-        x = args[0] if args else kwargs["hidden_states"]
-        if len(args) > 1:
-            index = args[1]
-        else:
-            index = next(kwargs[k] for k in ("top_k_index", "router_indices", "selected_experts") if k in kwargs)
+        call = ExpertsCall.parse(args, kwargs)
+        x, index = call.hidden_states, call.top_k_index
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         index = index.reshape(n, -1).to(torch.int64)
@@ -268,7 +254,7 @@ class ExpertCounter:
             if self.replicates:
                 hits = torch.zeros(routed.shape[0], num_experts, device=device).scatter_add_(
                     1, routed.clamp(0, num_experts - 1), valid.to(torch.float32))
-                boot = self._counter("bootstrap/expert", group.category, (self.replicates, num_experts), device)
+                boot = self._counter("expert", group.category, (self.replicates, num_experts), device, bootstrap=True)
                 boot += (group.replicate_weights @ hits).round().to(torch.int64)
         if self.neurons == "off":
             return
@@ -375,8 +361,6 @@ class ExpertCounter:
         self._recount(pending)
 
     def _verify(self, pending: _RoutedForward) -> str | None:
-        from sparcom.models.moe import gate_of_pairs
-
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
         if not all(bool(delta.sum().isfinite()) for delta in pending.deltas.values()):  # counts are ≥ 0
@@ -391,12 +375,12 @@ class ExpertCounter:
             return "captured gate values differ from the gates recomputed from the expert weights"
         return None
 
-    def _add_bootstrap(self, group: CategoryRows, positions: torch.Tensor, experts: torch.Tensor,
+    def _add_bootstrap(self, group: CountedRows, positions: torch.Tensor, experts: torch.Tensor,
                        active: torch.Tensor) -> None:
         """Poisson-weighted expert-neuron counts of rows (their positions in ``group.rows``, experts, A > 0)."""
         layout = self.layout
-        boot = self._counter("bootstrap/expert_neuron", group.category,
-                             (self.replicates, layout.num_experts, layout.width), active.device)
+        boot = self._counter("expert_neuron", group.category, (self.replicates, layout.num_experts, layout.width),
+                             active.device, bootstrap=True)
         weights = group.replicate_weights.index_select(1, positions)  # [R, k]
         for expert in torch.unique(experts).tolist():
             chosen = experts == expert
@@ -405,8 +389,6 @@ class ExpertCounter:
 
     def _recount(self, pending: _RoutedForward) -> None:
         """Count the counted rows' (token, expert) pairs by recomputing A = f(gate_e(x)) from the weights."""
-        from sparcom.models.moe import expert_activation
-
         k = pending.index.shape[1]
         num_experts = self.layout.num_experts
         for group, (_, position) in zip(pending.groups, pending.lookups, strict=True):

@@ -24,13 +24,13 @@ import torch
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.adapters import FamilyAdapter, adapter_for, find_path, get_path, width_of
+from sparcom.kinds import bootstrap_key, count_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
-from sparcom.models.moe import ExpertsLayout, experts_layout
+from sparcom.models.sites import model_sites
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import BatchSelection, CategoryRows, ExpertCounter, SelectionBoard, count_active
+from sparcom.profile.hooks import CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
 from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
 
@@ -75,69 +75,8 @@ class ProfileSettings:
                                f"got {self.expert_neurons!r}")
 
 
-@dataclass
-class LayerSite:
-    """One hooked MLP activation: its layer index, module, width and device."""
-
-    layer: int
-    module: torch.nn.Module
-    width: int
-    device: torch.device
-
-
-@dataclass
-class ExpertSite:
-    """One MoE layer's routed experts module and its layout."""
-
-    layer: int
-    module: torch.nn.Module
-    layout: ExpertsLayout
-    device: torch.device
-
-
-@dataclass
-class ModelSites:
-    """Where a model is counted: dense MLP activations, shared-expert activations and routed experts modules."""
-
-    layers: int
-    dense: list[LayerSite]
-    shared: list[LayerSite]
-    experts: list[ExpertSite]
-
-
-def model_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> ModelSites:
-    """Classify every decoder layer as dense or MoE (it holds the adapter's experts module) and find its sites."""
-    layers = get_path(get_path(model, adapter.backbone), adapter.layers)
-    sites = ModelSites(len(layers), [], [], [])
-    for index, layer in enumerate(layers):
-        device = next(layer.parameters()).device
-        experts = find_path(layer, adapter.experts)
-        if experts is not None:
-            layout = experts_layout(experts, adapter.expert_activation)
-            sites.experts.append(ExpertSite(index, experts, layout, next(experts.parameters()).device))
-            shared = find_path(layer, adapter.shared_activation)
-            if shared is not None:
-                width = width_of(get_path(layer, adapter.shared_width))
-                if adapter.shared_fused_gate_up:
-                    width //= 2
-                sites.shared.append(LayerSite(index, shared, width, device))
-            continue
-        if adapter.is_moe and find_path(layer, adapter.activation) is None:
-            raise SparcomError(f"layer {index} of this {adapter.name} model has neither routed experts at "
-                               f"{adapter.experts!r} nor a dense MLP activation at {adapter.activation!r}")
-        width = width_of(get_path(layer, adapter.gate_width))
-        if adapter.fused_gate_up:
-            width //= 2
-        sites.dense.append(LayerSite(index, get_path(layer, adapter.activation), width, device))
-    return sites
-
-
-def mlp_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> list[LayerSite]:
-    """The dense MLP activation module of every dense decoder layer, as the adapter names them."""
-    return model_sites(model, adapter).dense
-
-
-def select_rows(rows: Sequence[InstructionRow], settings: ProfileSettings) -> tuple[list[InstructionRow], list[str]]:
+def first_rows_per_category(rows: Sequence[InstructionRow], settings: ProfileSettings,
+                            ) -> tuple[list[InstructionRow], list[str]]:
     """Keep the first ``per_category`` rows of each category (file order) and list categories in first-seen order."""
     categories: list[str] = []
     kept: list[InstructionRow] = []
@@ -158,35 +97,6 @@ def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(replicates), generator=generator)
 
 
-
-
-def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: ModelSites) -> dict[str, Any]:
-    config = model.config
-    dense = {site.layer: site.width for site in sites.dense}
-    sizes: dict[str, Any] = {
-        "layers": sites.layers,
-        "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
-        "mlp_neurons": [dense.get(j) for j in range(sites.layers)],
-    }
-    if sites.experts:
-        experts = {site.layer: site.layout for site in sites.experts}
-        shared = {site.layer: site.width for site in sites.shared}
-        counts = sorted({layout.num_experts for layout in experts.values()})
-        sizes["moe"] = {
-            "num_experts": counts[0] if len(counts) == 1 else [experts[j].num_experts if j in experts else None
-                                                                for j in range(sites.layers)],
-            "top_k": getattr(config, adapter.top_k, None),
-            "moe_layers": sorted(experts),
-            "dense_layers": sorted(dense),
-            "expert_neurons": [experts[j].width if j in experts else None for j in range(sites.layers)],
-            "shared_neurons": [shared.get(j) for j in range(sites.layers)] if shared else None,
-        }
-    return {
-        "architecture": type(model).__name__,
-        "model_type": config.model_type,
-        "family": adapter.name,
-        "sizes": sizes,
-    }
 
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -226,17 +136,12 @@ class Profiler:
         self.settings = settings
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
-        self.adapter = adapter_for(getattr(self.model.config, "model_type", "unknown"))
         check_tokenizer(self.tokenizer)
         self.template = resolve_template(self.tokenizer, settings.template)
-        self.layer_sites = model_sites(self.model, self.adapter)
-        self.sites = self.layer_sites.dense
-        self.shared_sites = self.layer_sites.shared
-        self.expert_sites = self.layer_sites.experts
+        self.sites = model_sites(self.model)
         self.expert_counters: list[ExpertCounter] = []
-        self.backbone = get_path(self.model, self.adapter.backbone)
         self.store = CountStore()
-        self.board = SelectionBoard()
+        self.board = CurrentBatch()
 
     def encode(self, rows: Sequence[InstructionRow]):
         with_response = FormatSettings(self.settings.scope).needs_response
@@ -250,38 +155,31 @@ class Profiler:
         return examples
 
     def _hooks(self, categories: Sequence[str]) -> list:
+        """Create every counter (so each key exists even for a category with no tokens there) and attach hooks."""
         handles = []
-        for site in self.sites:
-            for category in categories:
-                self.store.zeros(f"neuron/{category}/{site.layer}", (site.width,), site.device)
-            hook = count_active(self.store, self.board, "neuron", site.layer, site.width, self.settings.bootstrap)
-            handles.append(site.module.register_forward_hook(hook))
         replicates = self.settings.bootstrap
-        for site in self.shared_sites:
-            for category in categories:
-                self.store.zeros(f"shared_neuron/{category}/{site.layer}", (site.width,), site.device)
-            hook = count_active(self.store, self.board, "shared_neuron", site.layer, site.width, replicates)
-            handles.append(site.module.register_forward_hook(hook))
+        for kind, sites in (("neuron", self.sites.dense), ("shared_neuron", self.sites.shared)):
+            for site in sites.values():
+                for category in categories:
+                    self.store.zeros(count_key(kind, category, site.layer), (site.width,), site.device)
+                hook = make_count_hook(self.store, self.board, kind, site.layer, site.width, replicates)
+                handles.append(site.module.register_forward_hook(hook))
         self.expert_counters = []
-        for site in self.expert_sites:
-            experts, width = site.layout.num_experts, site.layout.width
-            neurons = self.settings.expert_neurons != "off"
+        kinds = ("expert", "expert_neuron") if self.settings.expert_neurons != "off" else ("expert",)
+        for site in self.sites.moe.values():
             for category in categories:
-                self.store.zeros(f"expert/{category}/{site.layer}", (experts,), site.device)
-                if neurons:
-                    self.store.zeros(f"expert_neuron/{category}/{site.layer}", (experts, width), site.device)
-                if replicates:
-                    self.store.zeros(f"bootstrap/expert/{category}/{site.layer}", (replicates, experts), site.device)
-                    if neurons:
-                        self.store.zeros(f"bootstrap/expert_neuron/{category}/{site.layer}",
-                                         (replicates, experts, width), site.device)
-            counter = ExpertCounter(self.store, self.board, site.layer, site.module, site.layout, replicates,
-                                    self.settings.expert_neurons)
+                for kind in kinds:
+                    shape = self.sites.shape(kind, site.layer)
+                    key = count_key(kind, category, site.layer)
+                    self.store.zeros(key, shape, site.device)
+                    if replicates:
+                        self.store.zeros(bootstrap_key(key), (replicates, *shape), site.device)
+            counter = ExpertCounter(self.store, self.board, site, replicates, self.settings.expert_neurons)
             self.expert_counters.append(counter)
             handles.extend(counter.attach())
         return handles
 
-    def _selection(self, batch: Batch, per_example: torch.Tensor | None) -> BatchSelection:
+    def _counted(self, batch: Batch, per_example: torch.Tensor | None) -> CountedBatch:
         """The counted rows of the batch and, with bootstrap, each row's replicate weights [R, n]."""
         counted = batch.counted.reshape(-1)
         positions = counted.nonzero().squeeze(1)
@@ -289,19 +187,19 @@ class Profiler:
         if per_example is not None:
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
             weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
-        return BatchSelection([CategoryRows(batch.category, positions, weights)], tokens=counted.numel())
+        return CountedBatch([CountedRows(batch.category, positions, weights)], tokens=counted.numel())
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
         per_example = None
         if self.settings.bootstrap:  # Poisson weights of each instruction [B, R], fixed by its id
             per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
                                                          self.settings.bootstrap_seed) for e in batch.examples])
-        selection = self._selection(batch, per_example)
+        counted = self._counted(batch, per_example)
         device = self.model.get_input_embeddings().weight.device
-        self.board.current = selection
+        self.board.current = counted
         try:
             with torch.inference_mode():
-                self.backbone(
+                self.sites.backbone(
                     input_ids=batch.input_ids.to(device),
                     attention_mask=batch.attention_mask.to(device),
                     position_ids=batch.position_ids.to(device),
@@ -310,12 +208,12 @@ class Profiler:
         finally:
             self.board.current = None
         category = batch.category
-        self.store.add(f"tokens/{category}", int(batch.counted.sum()))
-        self.store.add(f"instructions/{category}", len(batch.examples))
+        self.store.add(tokens_key(category), int(batch.counted.sum()))
+        self.store.add(instructions_key(category), len(batch.examples))
         if per_example is not None:
-            weights = selection.groups[0].replicate_weights
-            self.store.add(f"bootstrap/tokens/{category}", weights.sum(1).round().to(torch.int64))
-            self.store.add(f"bootstrap/instructions/{category}", per_example.sum(0).round().to(torch.int64))
+            weights = counted.groups[0].replicate_weights
+            self.store.add(bootstrap_key(tokens_key(category)), weights.sum(1).round().to(torch.int64))
+            self.store.add(bootstrap_key(instructions_key(category)), per_example.sum(0).round().to(torch.int64))
 
     def run(
         self,
@@ -332,7 +230,7 @@ class Profiler:
         data = Path(data)
         out = Path(out)
         rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = select_rows(rows, settings)
+        rows, categories = first_rows_per_category(rows, settings)
         do_resume = prepare_output_dir(out, resume, overwrite)
         examples = self.encode(rows)
         plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
@@ -344,11 +242,10 @@ class Profiler:
         digest = settings_digest(manifest)
 
         for category in categories:
-            self.store.zeros(f"tokens/{category}", ())
-            self.store.zeros(f"instructions/{category}", ())
-            if settings.bootstrap:
-                self.store.zeros(f"bootstrap/tokens/{category}", (settings.bootstrap,))
-                self.store.zeros(f"bootstrap/instructions/{category}", (settings.bootstrap,))
+            for key in (tokens_key(category), instructions_key(category)):
+                self.store.zeros(key, ())
+                if settings.bootstrap:
+                    self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
         handles = self._hooks(categories)
         start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
         if do_resume:
@@ -394,8 +291,8 @@ class Profiler:
         wall = elapsed_before + time.perf_counter() - started
         tensors = self.store.state_dict()
         manifest.update(
-            counted_tokens={c: int(tensors[f"tokens/{c}"]) for c in categories},
-            instructions={c: int(tensors[f"instructions/{c}"]) for c in categories},
+            counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
+            instructions={c: int(tensors[instructions_key(c)]) for c in categories},
             padding={"real_tokens": real, "padded_tokens": padded,
                      "waste": round(1 - real / padded, 6) if padded else 0.0},
             wall_time_seconds=round(wall, 3),
@@ -412,9 +309,9 @@ class Profiler:
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
-        model_info = {**self.loaded.info, **model_description(self.model, self.adapter, self.layer_sites)}
+        model_info = {**self.loaded.info, **self.sites.description(self.model)}
         moe = {"moe_counting": {"expert_neurons": s.expert_neurons != "off",
-                                "expert_neuron_method": s.expert_neurons}} if self.expert_sites else {}
+                                "expert_neuron_method": s.expert_neurons}} if self.sites.moe else {}
         return {
             **moe,
             "format_version": artifacts.FORMAT_VERSION,
@@ -432,7 +329,7 @@ class Profiler:
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(next(self.model.parameters()).device),
             "device_map": self.loaded.info.get("device_map"),
-            "layer_devices": sorted({str(site.device) for site in self.sites}),
+            "layer_devices": sorted({str(site.device) for site in self.sites.dense.values()}),
             "batching_plan": {"batch_size": s.batch_size, "token_budget": s.token_budget,
                               "padding_side": padding_side, "per_category": s.per_category, "batches": len(plan)},
             "bootstrap": {"replicates": s.bootstrap, "seed": s.bootstrap_seed},

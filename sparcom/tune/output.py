@@ -11,14 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from sparcom.errors import SparcomError
+from sparcom.models.lora import RECORD
 
-#: The record ``sparcom tune`` writes into every folder it makes.
-RECORD = "sparcom-tune.json"
 #: Sub-folder of a merged LoRA run that keeps the adapter itself (what ``--from-adapter`` takes).
 ADAPTER_SUBDIR = "adapter"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -62,13 +58,3 @@ def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:
     (folder / RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_record(folder: Path) -> dict[str, Any] | None:
-    path = folder / RECORD
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise SparcomError(f"{path} is not valid JSON; restore it from the adapter's source") from None

@@ -24,6 +24,7 @@ from sparcom.data.formatting import check_tokenizer, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.lora import ADAPTER_WEIGHTS
 from sparcom.progress import progress_bar
 from sparcom.provenance import software_versions
 from sparcom.tune.examples import (
@@ -34,7 +35,7 @@ from sparcom.tune.examples import (
     encode_examples,
     iterate_steps,
 )
-from sparcom.tune.output import ADAPTER_SUBDIR, ADAPTER_WEIGHTS, atomic_folder, check_out, write_record
+from sparcom.tune.output import ADAPTER_SUBDIR, atomic_folder, check_out, write_record
 
 METHODS = ("lora", "full")
 TEMPLATES = ("auto", "chat", "raw")
@@ -315,7 +316,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     else:
         loaded, spec = load_model(base, dtype=dtype, device=device), base
     if loaded.info.get("gguf_file"):
-        from sparcom.tune.adapters import strip_gguf_marks
+        from sparcom.tune.lora import strip_gguf_marks
 
         strip_gguf_marks(loaded.model)
     if settings.method == "lora" and not settings.merge and loaded.info.get("source") not in ("builtin", "folder", "hub"):
@@ -336,7 +337,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
         param.requires_grad_(settings.method == "full")
     targets: list[str] = []
     if settings.method == "lora":
-        from sparcom.tune.adapters import lora_model, target_names
+        from sparcom.tune.lora import lora_model, target_names
 
         model = lora_model(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
                            settings.target_modules, settings.seed)
@@ -373,7 +374,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     }
 
     with atomic_folder(out, overwrite) as work:
-        from sparcom.tune.adapters import save_adapter, save_model_folder
+        from sparcom.tune.lora import save_adapter, save_model_folder
 
         if settings.method == "lora":
             adapter_dir = work / ADAPTER_SUBDIR if settings.merge else work
