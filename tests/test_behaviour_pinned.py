@@ -16,11 +16,8 @@ import torch
 from causal_tiny import one_thread, tiny_moe  # noqa: F401
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
-from sparcom import ProfileSettings, profile, wrap_model
-from sparcom.analysis.pipeline import identify
-from sparcom.analysis.selection import SelectionRule
-from sparcom.causal.run import CausalSettings, causal_check
-from sparcom.report.outputs import write_identify
+from sparcom import ProfileSettings, SelectionRule, identify, profile, wrap_model
+from sparcom.causal import CausalSettings, causal_check
 
 DENSE_COUNTS = "aea1f6c2d03130add678f18e689380c32dc8944a4f82c22d4dc42d702299739d"
 MOE_COUNTS = "770c7c7fcba71863bbf9139894e03b9908936178aca4b636f9410b7091766f66"
@@ -50,7 +47,7 @@ def study(tmp_path_factory):
     rule = SelectionRule("percentile", 0.05)
     selections = {}
     for name, run in runs.items():
-        write_identify(identify(run, rule, sweep=False), root / f"{name}-selection", make_plots=False)
+        identify(run, rule, sweep=False, out=root / f"{name}-selection", plots=False)
         selections[name] = root / f"{name}-selection"
     return {"root": root, "data": data, "models": {"dense": dense, "moe": moe}, "runs": runs,
             "selections": selections}

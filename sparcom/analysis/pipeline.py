@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,18 +15,14 @@ import numpy as np
 from sparcom.analysis import bootstrap as boot
 from sparcom.analysis import compare as cmp
 from sparcom.analysis import sets
-from sparcom.analysis.frequencies import (
-    KINDS,
-    KindFrequencies,
-    kind_frequencies,
-    kinds_in,
-    replicate_count,
-    replicate_frequencies,
-)
+from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
 from sparcom.analysis.selection import SelectionRule, lape
-from sparcom.analysis.selection_file import manifest_fingerprint, masks_by_key
+from sparcom.analysis.selection_file import masks_by_key, write_selection
 from sparcom.errors import SparcomError
+from sparcom.kinds import KINDS, instructions_key, kinds_in
 from sparcom.profile.artifacts import ProfileRun
+from sparcom.provenance import measurement
+from sparcom.results import Tabular
 
 
 @dataclass
@@ -134,13 +131,13 @@ def run_info(run: ProfileRun) -> dict[str, Any]:
     """What a summary says about its source run."""
     manifest = run.manifest
     return {"path": str(run.path), "model": manifest.get("model", {}).get("name_or_path"),
-            "fingerprint": manifest_fingerprint(manifest),
+            "fingerprint": measurement(manifest),
             "counted_tokens": {c: run.tokens(c) for c in run.categories},
-            "instructions": {c: run.instructions(c) for c in run.categories if f"instructions/{c}" in run.counts}}
+            "instructions": {c: run.instructions(c) for c in run.categories if instructions_key(c) in run.counts}}
 
 
 @dataclass
-class IdentifyResult:
+class IdentifyResult(Tabular):
     """Everything ``sparcom identify`` reports about one run."""
 
     run: ProfileRun
@@ -158,12 +155,16 @@ class IdentifyResult:
             result.update(masks_by_key(analysis.freqs.layout, analysis.categories, analysis.mask))
         return result
 
+    def write_selection(self, directory: Path) -> None:
+        """Write the selection artifact (masks + selection.json) that the causal check and the report read."""
+        write_selection(directory, self.masks(), self.selection_meta())
+
     def selection_meta(self) -> dict[str, Any]:
         """The content of selection.json."""
         return {"rule": self.rule.name, "epsilon": self.rule.epsilon, "parameters": self.rule.parameters,
                 "description": self.rule.describe(), "categories": list(self.categories),
                 "kinds": list(self.kinds), "source_run": str(self.run.path.resolve()),
-                "manifest": manifest_fingerprint(self.run.manifest),
+                "manifest": measurement(self.run.manifest),
                 "layouts": {k: a.freqs.layout.to_json() for k, a in self.kinds.items()},
                 "selected": {k: {c: a.counts[f"selected_{c}"] for c in a.categories} for k, a in self.kinds.items()}}
 
@@ -256,7 +257,7 @@ class KindComparison:
 
 
 @dataclass
-class CompareResult:
+class CompareResult(Tabular):
     """Everything ``sparcom compare`` reports about a base and a tuned run."""
 
     base_run: ProfileRun

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparcom.data.formatting import ROLE_RESPONSE, encode_row
+from sparcom.data.formatting import encode_row
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.models.logits import logits_at
 
 #: Rows of logits turned into float32 log-probabilities at once (bounds memory for large vocabularies).
 LOGIT_CHUNK = 1024
@@ -56,8 +57,7 @@ def encode_scored(
     examples = []
     for index, row in enumerate(rows):
         encoded = encode_row(row, index, tokenizer, template, system_prompt, with_response=True)
-        scored = tuple(bool(role & ROLE_RESPONSE) for role in encoded.roles)
-        example = ScoredExample(row.id, row.category, encoded.input_ids, scored)
+        example = ScoredExample(row.id, row.category, encoded.input_ids, encoded.scope_mask("response"))
         if not example.tokens:
             raise SparcomError(f"row {row.id}: the reference output has no tokens to score; give it a non-empty output")
         if max_length and len(example) > max_length:
@@ -65,41 +65,6 @@ def encode_scored(
                                f"limit of {max_length}; shorten it or remove it from the dataset")
         examples.append(example)
     return examples
-
-
-def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Example indices grouped into batches of similar length (longest first; stable for equal lengths)."""
-    if batch_size < 1:
-        raise SparcomError(f"--batch-size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_id_of(tokenizer) -> int:
-    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def input_device(model: nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def _batch_logits(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Logits [n_keep, V] at the ``keep`` positions, in row-major order."""
-    try:
-        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep, use_cache=False).logits
-    except TypeError:  # a model without logits_to_keep
-        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-    if logits.dim() == 3 and logits.shape[:2] == keep.shape:
-        logits = logits[keep]
-    elif logits.dim() == 3 and logits.shape[0] == 1:
-        logits = logits[0]
-    if logits.shape[0] != int(keep.sum()):
-        raise SparcomError(f"{type(model).__name__} returned logits of shape {tuple(logits.shape)} for "
-                           f"{int(keep.sum())} scored positions")
-    return logits
 
 
 def example_nll(
@@ -112,7 +77,6 @@ def example_nll(
     """Per example: the summed NLL of its scored tokens (float64) and their number."""
     sums = np.zeros(len(examples), dtype=np.float64)
     counts = np.zeros(len(examples), dtype=np.int64)
-    device = input_device(model)
     with torch.no_grad():
         for batch in plan:
             width = max(len(examples[i]) for i in batch)
@@ -129,7 +93,7 @@ def example_nll(
             keep[:, :-1] = scored[:, 1:]  # position t - 1 predicts token t
             targets = ids[:, 1:][scored[:, 1:]]
             owner = torch.arange(len(batch))[:, None].expand_as(scored)[:, 1:][scored[:, 1:]]
-            logits = _batch_logits(model, ids.to(device), attention.to(device), keep.to(device))
+            logits = logits_at(model, ids, attention, keep)
             losses = torch.empty(targets.shape[0], dtype=torch.float64)
             for start in range(0, targets.shape[0], LOGIT_CHUNK):
                 chunk = logits[start:start + LOGIT_CHUNK].to(torch.float32)

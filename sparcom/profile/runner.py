@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 
-from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
-from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
+from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.errors import SparcomError
 from sparcom.kinds import bootstrap_key, count_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import model_sites
+from sparcom.outputs import check_parent
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
 from sparcom.progress import progress_bar
-from sparcom.provenance import file_sha256, software_versions
+from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
 #: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
 #: always recompute them from the expert weights, or count routed experts only.
@@ -75,21 +76,6 @@ class ProfileSettings:
                                f"got {self.expert_neurons!r}")
 
 
-def first_rows_per_category(rows: Sequence[InstructionRow], settings: ProfileSettings,
-                            ) -> tuple[list[InstructionRow], list[str]]:
-    """Keep the first ``per_category`` rows of each category (file order) and list categories in first-seen order."""
-    categories: list[str] = []
-    kept: list[InstructionRow] = []
-    taken: dict[str, int] = {}
-    for row in rows:
-        if row.category not in categories:
-            categories.append(row.category)
-        if settings.per_category is None or taken.get(row.category, 0) < settings.per_category:
-            kept.append(row)
-            taken[row.category] = taken.get(row.category, 0) + 1
-    return kept, categories
-
-
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
     """Poisson(1) bootstrap weights of one instruction, fixed by its id and the seed (so runs merge)."""
     digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
@@ -103,6 +89,7 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     """Decide what to do with an existing output directory; True when a checkpoint should be resumed."""
     if resume and overwrite:
         raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    check_parent(out)
     if not out.exists():
         return False
     if out.is_file():
@@ -116,14 +103,15 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
+#: Beyond the measurement (:data:`sparcom.provenance.MEASUREMENT`), what fixes a run's batch plan and counts.
+RUN_PLAN_FIELDS: tuple[str, ...] = ("dataset", "categories", "instruction_ids", "batching_plan", "bootstrap",
+                                    "moe_counting")
+
+
 def settings_digest(manifest: dict[str, Any]) -> str:
-    """Identity of everything that fixes the batch plan and the counts (for resume checks)."""
-    keys = ("model", "tokenizer_hash", "dataset", "categories", "instruction_ids", "scope", "template",
-            "system_prompt", "dtype", "batching_plan", "bootstrap")
-    subset = {k: manifest.get(k) for k in keys}
-    if manifest.get("moe_counting") is not None:
-        subset["moe_counting"] = manifest["moe_counting"]
-    subset["model"] = {k: v for k, v in (subset["model"] or {}).items() if k not in ("name_or_path", "resolved_path")}
+    """Identity of everything that fixes the batch plan and the counts (a checkpoint resumes only under it)."""
+    subset = {dotted: get_field(manifest, dotted) for dotted in MEASUREMENT}
+    subset.update({name: manifest.get(name) for name in RUN_PLAN_FIELDS})
     return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
 
@@ -230,14 +218,12 @@ class Profiler:
         data = Path(data)
         out = Path(out)
         rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = first_rows_per_category(rows, settings)
+        rows, categories = first_rows_per_category(rows, settings.per_category)
         do_resume = prepare_output_dir(out, resume, overwrite)
         examples = self.encode(rows)
         plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
         padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad_id = pad_token_id(self.tokenizer)
         manifest = self._manifest(data, rows, categories, padding_side, plan)
         digest = settings_digest(manifest)
 
@@ -305,7 +291,7 @@ class Profiler:
         artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
         for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
             (out / name).unlink(missing_ok=True)
-        return artifacts.ProfileRun(out, tensors, manifest)
+        return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
@@ -350,9 +336,8 @@ class Profiler:
         if progress.get("settings_digest") != digest:
             raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
                                "resume with the same arguments or use --overwrite")
-        from safetensors.torch import load_file
-
-        self.store.load_state_dict(load_file(str(out / artifacts.CHECKPOINT_FILE)))
+        checkpoint = artifacts.load_counts(out / artifacts.CHECKPOINT_FILE)
+        self.store.load_state_dict({key: torch.from_numpy(value) for key, value in checkpoint.items()})
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sparcom.data.formatting import check_tokenizer, resolve_template
+from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
@@ -197,10 +197,9 @@ def train(
     examples: Sequence[TrainExample],
     pad_id: int,
     settings: TuneSettings,
-    device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on ``examples``; returns the loss curve and throughput."""
+    """Train ``model`` in place (on whatever device it sits) on ``examples``; returns the loss curve and throughput."""
     n_batches = math.ceil(len(examples) / settings.batch_size)
     steps_per_epoch = math.ceil(n_batches / settings.grad_accum)
     total_steps = settings.max_steps if settings.max_steps is not None else steps_per_epoch * settings.epochs
@@ -220,7 +219,7 @@ def train(
             denominator = sum(b.loss_tokens for b in batches)
             step_loss = 0.0
             for batch in batches:
-                loss = batch_loss_sum(model, batch, device) / denominator
+                loss = batch_loss_sum(model, batch) / denominator
                 loss.backward()
                 step_loss += float(loss.detach())
                 tokens += batch.tokens
@@ -331,7 +330,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     if dropped:
         log(f"sparcom: {len(dropped)} of {len(rows)} rows are longer than --max-tokens {settings.max_tokens} "
             "and are left out (never cut)")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
 
     for param in model.parameters():
         param.requires_grad_(settings.method == "full")
@@ -345,7 +344,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in model.parameters())
     torch.manual_seed(settings.seed)
-    results = train(model, examples, pad_id, settings, device=device, progress=progress)
+    results = train(model, examples, pad_id, settings, progress=progress)
 
     ref = base_reference(spec, loaded.info)
     record: dict[str, Any] = {

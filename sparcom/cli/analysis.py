@@ -1,8 +1,7 @@
-"""``sparcom identify`` and ``sparcom compare``: the analysis commands over profile runs.
+"""``sparcom identify`` and ``sparcom compare``: the analysis commands over profile runs (:mod:`sparcom.api`).
 
 Both write into a fresh ``--out`` directory (tables/, plots/, summary.json; identify also the selection masks),
-built under a temporary name and renamed at the end. Every user-facing problem is one ``error:`` line on
-stderr and exit code 2.
+built under a temporary name and renamed at the end.
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sparcom.cli.app import app, stdout_console
 from sparcom.errors import SparcomError
-
-analysis_app = typer.Typer(help="Select instruction-specific neurons and experts, and compare models.",
-                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 RunArgument = Annotated[Path, typer.Argument(help="A profile run directory (from 'sparcom profile').",
                                              show_default=False)]
@@ -36,14 +32,6 @@ BarOption = Annotated[float, typer.Option("--lape-activation-bar", help="LAPE: q
                                                                       "exceed to be assigned to a category.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out analysis directory.")]
 PlotsOption = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")]
-
-_out = Console()
-
-
-def _fail(exc: SparcomError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(exc.exit_code)
-
 
 def _kinds(values: list[str] | None) -> list[str] | None:
     if not values:
@@ -72,11 +60,12 @@ def _percent(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
 
 
-def _print_identify(result, out: Path) -> None:
+def _print_identify(result, folder: Path) -> None:
     from sparcom.data.schema import category_label
-    from sparcom.report.plots import KIND_NOUNS
+    from sparcom.kinds import KIND_NOUNS
 
-    _out.print(f"[bold]{result.run.path}[/]: {result.rule.describe()}")
+    out = stdout_console()
+    out.print(f"[bold]{result.run.path}[/]: {result.rule.describe()}")
     for kind, a in result.kinds.items():
         intervals = {row["statistic"]: row for row in a.intervals or []}
         table = Table(title=f"{KIND_NOUNS[kind]} ({a.counts['components']:,} components)", title_justify="left")
@@ -92,16 +81,16 @@ def _print_identify(result, out: Path) -> None:
                 cell += f" [{ci['low']:.1%}, {ci['high']:.1%}]"
             table.add_row(category_label(category), f"{size:,}", f"{unique:,}", cell,
                           _percent(a.counts["general"] / size if size else float("nan")))
-        _out.print(table)
+        out.print(table)
         union = a.counts["selected_any"]
-        _out.print(f"general (all categories): {a.counts['general']:,} of {union:,} selected "
+        out.print(f"general (all categories): {a.counts['general']:,} of {union:,} selected "
                    f"({_percent(a.counts['general'] / union if union else None)}); dead: {a.activity['dead']:,}; "
                    + ("bootstrap intervals: " + str(a.replicates) + " replicates" if a.intervals is not None
                       else "no bootstrap counters (CIs unavailable; profile with --bootstrap 200)"))
-    _out.print(f"wrote {out}")
+    out.print(f"wrote {folder}")
 
 
-@analysis_app.command("identify")
+@app.command("identify")
 def identify_command(
     run: RunArgument,
     out: OutOption,
@@ -117,32 +106,23 @@ def identify_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Select the instruction-specific neurons (ISNs) and experts (ISEs) of each category in a profile run."""
-    try:
-        from sparcom.analysis.pipeline import identify
-        from sparcom.profile.artifacts import load_run
-        from sparcom.report.outputs import check_output_dir, write_identify
+    from sparcom.api import identify
 
-        selection_rule = _rule(rule, epsilon, lape_filter_rate, lape_activation_bar)
-        grid = _grid(sweep)
-        if not 0 < ci_level < 1:
-            raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
-        check_output_dir(out, overwrite)
-        result = identify(load_run(run), selection_rule, _kinds(kinds), sweep=grid, ci_level=ci_level)
-        write_identify(result, out, overwrite=overwrite, make_plots=plots)
-    except SparcomError as exc:
-        raise _fail(exc) from None
+    result = identify(run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar), kinds=_kinds(kinds),
+                      sweep=_grid(sweep), ci_level=ci_level, out=out, overwrite=overwrite, plots=plots)
     _print_identify(result, out)
 
 
-def _print_compare(result, out: Path) -> None:
+def _print_compare(result, folder: Path) -> None:
     from sparcom.data.schema import category_label
-    from sparcom.report.plots import KIND_NOUNS
+    from sparcom.kinds import KIND_NOUNS
 
-    _out.print(f"[bold]{result.base_run.path}[/] → [bold]{result.tuned_run.path}[/]: {result.rule.describe()}")
+    out = stdout_console()
+    out.print(f"[bold]{result.base_run.path}[/] → [bold]{result.tuned_run.path}[/]: {result.rule.describe()}")
     for reason in result.overridden:
-        _out.print(f"[yellow]forced despite: {reason}[/]")
+        out.print(f"[yellow]forced despite: {reason}[/]")
     for note in result.notes:
-        _out.print(f"note: {note}")
+        out.print(f"note: {note}")
     for kind, c in result.kinds.items():
         table = Table(title=KIND_NOUNS[kind], title_justify="left")
         for column in ("category", "base", "tuned", "retained", "gained", "lost", "Jaccard", "Spearman ρ"):
@@ -153,11 +133,11 @@ def _print_compare(result, out: Path) -> None:
             table.add_row(category_label(row["category"]), *(f"{row[k]:,}" for k in ("base", "tuned", "retained",
                                                                                         "gained", "lost")),
                           "-" if math.isnan(jac) else f"{jac:.3f}", "-" if math.isnan(rho) else f"{rho:.3f}")
-        _out.print(table)
-    _out.print(f"wrote {out}")
+        out.print(table)
+    out.print(f"wrote {folder}")
 
 
-@analysis_app.command("compare")
+@app.command("compare")
 def compare_command(
     base_run: Annotated[Path, typer.Argument(help="Profile run of the base model.", show_default=False)],
     tuned_run: Annotated[Path, typer.Argument(help="Profile run of the tuned model.", show_default=False)],
@@ -173,15 +153,8 @@ def compare_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Compare the ISNs/ISEs of a base and a tuned model: retained, gained, lost, correlation, routing shift."""
-    try:
-        from sparcom.analysis.pipeline import compare
-        from sparcom.profile.artifacts import load_run
-        from sparcom.report.outputs import check_output_dir, write_compare
+    from sparcom.api import compare
 
-        selection_rule = _rule(rule, epsilon, lape_filter_rate, lape_activation_bar)
-        check_output_dir(out, overwrite)
-        result = compare(load_run(base_run), load_run(tuned_run), selection_rule, _kinds(kinds), force=force)
-        write_compare(result, out, overwrite=overwrite, make_plots=plots)
-    except SparcomError as exc:
-        raise _fail(exc) from None
+    result = compare(base_run, tuned_run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar),
+                     kinds=_kinds(kinds), force=force, out=out, overwrite=overwrite, plots=plots)
     _print_compare(result, out)

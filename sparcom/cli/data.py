@@ -9,26 +9,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sparcom.cli.app import command_group, stdout_console
 from sparcom.data.schema import CATEGORIES, SOURCES, InstructionRow, category_label, read_rows, write_rows
 from sparcom.errors import SparcomError
 
-data_app = typer.Typer(help="Build HexaInst and check instruction datasets.", no_args_is_help=True)
-
-_console = Console()
+data_app = command_group("Build HexaInst and check instruction datasets.")
 
 PathArgument = Annotated[Path, typer.Argument(help="A JSON Lines dataset file.")]
 TokenizerOption = Annotated[
     Path | None,
     typer.Option("--tokenizer", help="A local model or tokenizer folder, to report lengths in tokens too."),
 ]
-
-
-def _fail(exc: SparcomError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(exc.exit_code)
 
 
 def _categories(rows: Sequence[InstructionRow]) -> list[str]:
@@ -123,9 +116,10 @@ def load_tokenizer(model_dir: Path) -> Callable[[str], int]:
 
 
 def _print_stats(rows: Sequence[InstructionRow], tokenize: Callable[[str], int] | None) -> None:
-    _console.print(counts_table(rows))
-    _console.print(origins_table(rows))
-    _console.print(lengths_table(rows, tokenize))
+    console = stdout_console()
+    console.print(counts_table(rows))
+    console.print(origins_table(rows))
+    console.print(lengths_table(rows, tokenize))
 
 
 @data_app.command()
@@ -142,25 +136,19 @@ def build(
     """Build HexaInst (the packaged AI half + the human half from installed data packages)."""
     from sparcom.data.hexainst import assemble_hexainst
 
-    try:
-        tokenize = load_tokenizer(tokenizer) if tokenizer is not None else None  # fail before writing
-        rows, problems = assemble_hexainst(allow_unbalanced=allow_unbalanced)
-        write_rows(rows, out)
-        _print_stats(rows, tokenize)
-    except SparcomError as exc:
-        raise _fail(exc) from None
+    tokenize = load_tokenizer(tokenizer) if tokenizer is not None else None  # fail before writing
+    rows, problems = assemble_hexainst(allow_unbalanced=allow_unbalanced)
+    write_rows(rows, out)
+    _print_stats(rows, tokenize)
     for problem in problems:
         typer.echo(f"warning: unbalanced: {problem}", err=True)
-    _console.print(f"wrote {len(rows)} rows to {out}" + (" (UNBALANCED)" if problems else ""))
+    stdout_console().print(f"wrote {len(rows)} rows to {out}" + (" (UNBALANCED)" if problems else ""))
 
 
 @data_app.command()
 def validate(path: PathArgument) -> None:
     """Check every row of a dataset file; print OK and the counts, or the first problem."""
-    try:
-        rows = read_rows(path)
-    except SparcomError as exc:
-        raise _fail(exc) from None
+    rows = read_rows(path)
     counts = Counter(row.category for row in rows)
     per_category = ", ".join(f"{c} {counts[c]}" for c in _categories(rows))
     typer.echo(f"OK: {path}: {len(rows)} rows ({per_category})")
@@ -172,9 +160,6 @@ def stats(
     tokenizer: TokenizerOption = None,
 ) -> None:
     """Counts per category × source and length statistics of a dataset file."""
-    try:
-        tokenize = load_tokenizer(tokenizer) if tokenizer is not None else None
-        rows = read_rows(path)
-        _print_stats(rows, tokenize)
-    except SparcomError as exc:
-        raise _fail(exc) from None
+    tokenize = load_tokenizer(tokenizer) if tokenizer is not None else None
+    rows = read_rows(path)
+    _print_stats(rows, tokenize)

@@ -9,17 +9,11 @@ from typing import Annotated
 
 import typer
 
+from sparcom.cli.app import app
 from sparcom.errors import SparcomError
 
-tune_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-
-def _fail(error: SparcomError) -> typer.Exit:
-    print(f"error: {error}", file=sys.stderr)
-    return typer.Exit(error.exit_code)
-
-
-@tune_app.command("tune")
+@app.command("tune")
 def tune_command(
     base: Annotated[str, typer.Argument(help="Base model: a built-in name, a model folder, a .gguf file or a hub id.")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (refused if it exists, unless --overwrite).")],
@@ -54,39 +48,36 @@ def tune_command(
     """Fine-tune BASE on instruction rows (loss on the response tokens only) into a folder sparcom profile loads."""
     args = sys.argv[1:]
     command = "sparcom " + " ".join(shlex.quote(a) for a in (args if args[:1] == ["tune"] else ["tune", *args]))
-    try:
-        if from_adapter is not None:
-            if data is not None:
-                raise SparcomError("--from-adapter merges an adapter that is already trained; drop --data")
-            if not merge:
-                raise SparcomError("--from-adapter writes the merged model; drop --no-merge (the adapter folder "
-                                   "itself is the unmerged form)")
-            from sparcom.tune.lora import materialise_adapter
+    if from_adapter is not None:
+        if data is not None:
+            raise SparcomError("--from-adapter merges an adapter that is already trained; drop --data")
+        if not merge:
+            raise SparcomError("--from-adapter writes the merged model; drop --no-merge (the adapter folder "
+                               "itself is the unmerged form)")
+        from sparcom.tune.lora import materialise_adapter
 
-            if threads is not None:
-                import torch
+        if threads is not None:
+            import torch
 
-                torch.set_num_threads(threads)
-            record = materialise_adapter(base, from_adapter, out, overwrite=overwrite, dtype=dtype, device=device,
-                                         command=command)
-            print(f"wrote {out} (merged adapter {record['materialised']['adapter_sha256'][:12]}… into {base})",
-                  file=sys.stderr)
-            return
-        if data is None:
-            raise SparcomError("--data is required: a JSON Lines file of instruction rows or 'sparcom-sft' "
-                               "(or pass --from-adapter DIR to merge a trained adapter)")
-        from sparcom.tune.trainer import TuneSettings, tune
+            torch.set_num_threads(threads)
+        record = materialise_adapter(base, from_adapter, out, overwrite=overwrite, dtype=dtype, device=device,
+                                     command=command)
+        print(f"wrote {out} (merged adapter {record['materialised']['adapter_sha256'][:12]}… into {base})",
+              file=sys.stderr)
+        return
+    if data is None:
+        raise SparcomError("--data is required: a JSON Lines file of instruction rows or 'sparcom-sft' "
+                           "(or pass --from-adapter DIR to merge a trained adapter)")
+    from sparcom.tune.trainer import TuneSettings, tune
 
-        settings = TuneSettings(
-            method=method, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-            lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            target_modules=tuple(t.strip() for t in target_modules.split(",")), max_tokens=max_tokens, seed=seed,
-            template=template, merge=merge, threads=threads,
-        )
-        result = tune(base, data, out, settings, overwrite=overwrite, dtype=dtype, device=device,
-                      progress=not quiet, allow_hexainst=allow_hexainst, command=command)
-    except SparcomError as error:
-        raise _fail(error) from None
+    settings = TuneSettings(
+        method=method, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        target_modules=tuple(t.strip() for t in target_modules.split(",")), max_tokens=max_tokens, seed=seed,
+        template=template, merge=merge, threads=threads,
+    )
+    result = tune(base, data, out, settings, overwrite=overwrite, dtype=dtype, device=device,
+                  progress=not quiet, allow_hexainst=allow_hexainst, command=command)
     res = result.record["results"]
     adapter = result.record.get("adapter")
     print(

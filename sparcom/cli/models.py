@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sparcom.cli.app import command_group, stdout_console
 from sparcom.errors import SparcomError
 
-models_app = typer.Typer(help="Built-in models installed from PyPI as GGUF files and converted once.")
+models_app = command_group("Built-in models installed from PyPI as GGUF files and converted once.")
 
 CacheOption = Annotated[
     Path | None,
@@ -23,20 +22,14 @@ CacheOption = Annotated[
 ]
 
 
-def _fail(error: SparcomError) -> typer.Exit:
-    print(f"error: {error}", file=sys.stderr)
-    return typer.Exit(error.exit_code)
-
-
 @models_app.command("list")
 def list_command(cache_dir: CacheOption = None) -> None:
     """List the built-in models: package, installed, cached, cache path, and the pip command when missing."""
     from sparcom.models.builtin import list_builtins
 
-    try:
-        statuses = list_builtins(cache_dir)
-    except SparcomError as error:
-        raise _fail(error) from None
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise SparcomError(f"--cache-dir {cache_dir}: exists and is not a folder; pass a folder for the converted models")
+    statuses = list_builtins(cache_dir)
     table = Table(title="sparcom built-in models")
     table.add_column("name", no_wrap=True)
     for column in ("role", "package", "installed", "cached", "path"):
@@ -50,7 +43,7 @@ def list_command(cache_dir: CacheOption = None) -> None:
             "yes" if status.cached else "no",
             str(status.path),
         )
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for status in statuses:
         if status.detail:
@@ -69,11 +62,8 @@ def prepare_command(
     """Convert built-in models into the cache now (about 20-60 s each, once) and print their folders."""
     from sparcom.models.builtin import list_builtins, resolve_builtin
 
-    try:
-        chosen = names or [status.name for status in list_builtins(cache_dir) if status.installed or status.cached]
-        if not chosen:
-            raise SparcomError("no built-in model is installed; `sparcom models list` shows the pip commands")
-        for name in chosen:
-            print(resolve_builtin(name, cache_dir))
-    except SparcomError as error:
-        raise _fail(error) from None
+    chosen = names or [status.name for status in list_builtins(cache_dir) if status.installed or status.cached]
+    if not chosen:
+        raise SparcomError("no built-in model is installed; `sparcom models list` shows the pip commands")
+    for name in chosen:
+        print(resolve_builtin(name, cache_dir))

@@ -1,4 +1,4 @@
-"""Figures of the causal check (matplotlib object API on the Agg canvas: no pyplot, no global state).
+"""The causal check's output folder: summary.json, tables (CSV, long and wide), generations.jsonl, and figures.
 
 The ΔNLL heatmap has two panels: the measured ΔNLL of each (ablated set, evaluated category) cell, annotated
 with its value and z-score, and the excess over the random sets' mean, annotated with the empirical p-value.
@@ -8,21 +8,42 @@ up) and help (NLL down) are told apart at a glance.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from sparcom.causal.result import CausalResult
 from sparcom.data.schema import category_label
+from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, to_json, write_csv
+from sparcom.report.plots import figure_row, save_figure
 
-DPI = 160
+
+def causal_plot(target: str) -> str:
+    """Where a causal folder keeps the ΔNLL heatmap of a target, relative to the folder."""
+    return f"{PLOTS_DIR}/delta_nll_{target}.png"
+
+
+def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path:
+    """Write tables/*.csv, generations.jsonl (with --generate), plots/*.png and summary.json into ``folder``
+    (an existing, staged output folder)."""
+    (folder / TABLES_DIR).mkdir()
+    for name, rows in {**result.tables(), **result.matrices()}.items():
+        write_csv(folder / TABLES_DIR / f"{name}.csv", rows)
+    if result.generations:
+        with (folder / "generations.jsonl").open("w", encoding="utf-8") as handle:
+            for record in result.generations:
+                handle.write(json.dumps(to_json(record), ensure_ascii=False) + "\n")
+    if plots:
+        (folder / PLOTS_DIR).mkdir()
+        for name, target in result.targets.items():
+            delta_nll_heatmap(result, target, folder / causal_plot(name))
+        if result.accuracy:
+            accuracy_heatmap(result, folder / PLOTS_DIR / "accuracy.png")
+    return finish_folder(folder, result.summary())
+
+
 CMAP = "PuOr_r"  # orange: NLL goes up (damage); purple: NLL goes down
-
-
-def _figure(width: float, height: float, cols: int = 1):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    return figure, figure.subplots(1, cols, squeeze=False)[0]
 
 
 def _short_name(name: object) -> str:
@@ -75,7 +96,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     sizes = target.sizes()
     width = 2 * (3.0 + 0.95 * len(cols))
     height = 2.0 + 0.8 * len(rows)
-    figure, axes = _figure(width, height, cols=2)
+    figure, axes = figure_row(width, height, cols=2)
     left = [[_fmt(target.delta[i, j]) + ("" if not np.isfinite(sig["z"][i, j]) else f"\nz={sig['z'][i, j]:.1f}")
              for j in range(len(cols))] for i in range(len(rows))]
     right = [[_fmt(sig["excess"][i, j]) + ("" if not np.isfinite(sig["p"][i, j]) else
@@ -94,8 +115,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
                     + (f" · expert removal: {removal}" if removal else "")
                     + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
                     fontsize=10.5)
-    figure.savefig(path, dpi=DPI, facecolor="white")
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def accuracy_heatmap(result, path: str | Path) -> Path:
@@ -105,7 +125,8 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
     base = {r["evaluated"]: r for r in rows if r["condition"] == "unablated"}
     targets = [t for t in result.targets.values() if any(r["target"] == t.name for r in rows)]
     height = 2.2 + 0.8 * max((len(t.ablated) for t in targets), default=1)
-    figure, axes = _figure(max(6.5, len(targets) * (3.2 + 1.1 * len(checkable))), height, cols=max(1, len(targets)))
+    figure, axes = figure_row(max(6.5, len(targets) * (3.2 + 1.1 * len(checkable))), height,
+                              cols=max(1, len(targets)))
     for ax, target in zip(axes, targets, strict=False):
         values = np.full((len(target.ablated), len(checkable)), np.nan)
         notes = [["" for _ in checkable] for _ in target.ablated]
@@ -128,5 +149,4 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
     figure.suptitle(f"Exact match before and after deactivating each category's set · "
                     f"{_short_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
-    figure.savefig(path, dpi=DPI, facecolor="white")
-    return Path(path)
+    return save_figure(figure, path)

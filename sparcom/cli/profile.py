@@ -1,42 +1,14 @@
-"""The ``sparcom`` command line: a thin layer over the public Python API.
-
-Every user-facing problem is a :class:`SparcomError`, printed as one ``error:`` line on stderr with a non-zero
-exit code and no traceback.
-"""
+"""``sparcom profile``, ``merge`` and ``show``: count activations into run directories, add runs, summarise one."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sparcom.errors import SparcomError
-
-app = typer.Typer(
-    help="Find, compare and causally test the instruction-specific neurons and experts of language models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console(stderr=True)
-
-
-def _mount_subcommands() -> None:
-    """Attach the command groups that live in their own modules (imported lazily to keep start-up fast)."""
-    from sparcom.cli_analysis import analysis_app
-    from sparcom.cli_causal import causal_app
-    from sparcom.cli_data import data_app
-    from sparcom.cli_models import models_app
-    from sparcom.cli_tune import tune_app
-
-    app.add_typer(data_app, name="data", help="Build HexaInst and check instruction datasets.")
-    app.add_typer(models_app, name="models", help="Built-in real models: list, install state, cache.")
-    for sub_app in (analysis_app, causal_app, tune_app):
-        app.registered_commands.extend(sub_app.registered_commands)
+from sparcom.cli.app import app, stdout_console
 
 
 @app.command("profile")
@@ -100,32 +72,13 @@ def show_command(run: Annotated[Path, typer.Argument(help="A profile run directo
     print_run_summary(load_run(run, require_complete=False))
 
 
-@app.command("demo")
-def demo_command(
-    out: Annotated[Path, typer.Option(help="Where results go.")] = Path("results/demo"),
-    data: Annotated[Path, typer.Option(help="HexaInst file (built when missing).")] = Path("data/hexainst.jsonl"),
-    full: Annotated[bool, typer.Option("--full", help="All 1,200 instructions and a larger causal check.")] = False,
-    per_category: Annotated[int | None, typer.Option(help="Rows per category to profile (default 24).")] = None,
-    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder for the tuned Gemma.")] = None,
-) -> None:
-    """Run the whole pipeline on the built-in real models; finished steps are reused on a second run."""
-    from sparcom.demo import DemoConfig, run_demo
-
-    changes = {"out": out, "data": data}
-    if per_category is not None:
-        changes["per_category"] = per_category
-    if adapter is not None:
-        changes["adapter"] = adapter
-    run_demo(DemoConfig.full(**changes) if full else DemoConfig(**changes))
-
-
 def print_run_summary(run) -> None:
     """A short table of what a run counted."""
     from sparcom.data.schema import category_label
 
     manifest = run.manifest
     model = manifest.get("model", {})
-    out = Console()
+    out = stdout_console()
     out.print(f"[bold]{run.path}[/]  model {model.get('name_or_path')} ({model.get('architecture')}, "
               f"{model.get('sizes', {}).get('layers')} layers)  scope {manifest.get('scope')}  "
               f"template {manifest.get('template')}  dtype {manifest.get('dtype')}")
@@ -134,47 +87,13 @@ def print_run_summary(run) -> None:
         table.add_column(column, justify="left" if column == "category" else "right")
     layers = run.layers("neuron")
     for category in run.categories:
-        tokens = int(run.counts[f"tokens/{category}"])
-        total = sum(int(run.counts[f"neuron/{category}/{j}"].sum()) for j in layers)
-        width = sum(int(run.counts[f"neuron/{category}/{j}"].numel()) for j in layers)
+        tokens = run.tokens(category)
+        total = sum(int(run.count("neuron", category, j).sum()) for j in layers)
+        width = sum(int(run.count("neuron", category, j).size) for j in layers)
         mean = f"{total / (tokens * width):.4f}" if tokens and width else "-"
-        table.add_row(category_label(category), str(int(run.counts[f"instructions/{category}"])), f"{tokens:,}", mean)
+        table.add_row(category_label(category), str(run.instructions(category)), f"{tokens:,}", mean)
     out.print(table)
     padding = manifest.get("padding")
     if padding:
         out.print(f"padding waste {padding['waste']:.1%}; wall time {manifest.get('wall_time_seconds', 0):.1f} s; "
                   f"{manifest.get('tokens_per_second') or 0:,.0f} tokens/s")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn SparcomError into one line and exit code 2."""
-    _mount_subcommands()
-    try:
-        app(args=argv, standalone_mode=False)
-    except SparcomError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; a profile run continues from its last checkpoint with --resume", file=sys.stderr)
-        return 130
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    run()

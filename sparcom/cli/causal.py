@@ -1,8 +1,7 @@
 """``sparcom ablate``: deactivate each category's instruction-specific components and measure the damage.
 
 Writes a fresh ``--out`` directory (summary.json, tables/, plots/, generations.jsonl with --generate), built
-under a temporary name and renamed at the end. Every user-facing problem is one ``error:`` line on stderr and
-exit code 2.
+under a temporary name and renamed at the end (:func:`sparcom.api.ablate`).
 """
 
 from __future__ import annotations
@@ -12,19 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sparcom.errors import SparcomError
-
-causal_app = typer.Typer(help="Causal check of instruction-specific neurons and experts.", no_args_is_help=True,
-                         add_completion=False, pretty_exceptions_enable=False)
-_out = Console()
-
-
-@causal_app.callback()
-def _group() -> None:
-    """Causal check of instruction-specific neurons and experts."""  # keeps 'ablate' a named subcommand
+from sparcom.cli.app import app, stdout_console
 
 
 def _targets(values: list[str] | None) -> tuple[str, ...] | None:
@@ -33,49 +22,51 @@ def _targets(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
-def _cell(delta: float, mean: float, std: float, p: float) -> str:
+def _cell(delta: float, mean: float, std: float, p: float, level: float) -> str:
     if not math.isfinite(mean):
         return f"{delta:+.3f}"
-    star = "*" if math.isfinite(p) and p <= 0.05 else ""
+    star = "*" if math.isfinite(p) and p <= level else ""
     spread = f"±{std:.3f}" if math.isfinite(std) else ""
     return f"[bold]{delta:+.3f}[/]{star}\n{mean:+.3f}{spread}\np={p:.2g}"
 
 
-def _print(result, out: Path) -> None:
+def _print(result, folder: Path) -> None:
+    from sparcom.causal.settings import SIGNIFICANCE_LEVEL as level
     from sparcom.data.schema import category_label
 
+    out = stdout_console()
     s = result.settings
-    _out.print(f"[bold]{result.model.get('name_or_path')}[/] · selection {result.selection['path']} "
-               f"({result.selection.get('description') or result.selection.get('rule')}) · "
-               f"{'unique sets · ' if s.unique else ''}{s.seeds} random sets · "
-               f"expert removal {s.expert_removal}")
+    out.print(f"[bold]{result.model.get('name_or_path')}[/] · selection {result.selection['path']} "
+              f"({result.selection.get('description') or result.selection.get('rule')}) · "
+              f"{'unique sets · ' if s.unique else ''}{s.seeds} random sets · "
+              f"expert removal {s.expert_removal}")
     for reason in result.overridden:
-        _out.print(f"[yellow]forced despite: {reason}[/]")
+        out.print(f"[yellow]forced despite: {reason}[/]")
     baseline = "  ".join(f"{category_label(c)} {result.baseline[c]['nll']:.3f}" for c in result.evaluated)
-    _out.print(f"unablated mean NLL (nats/token): {baseline}")
+    out.print(f"unablated mean NLL (nats/token): {baseline}")
     for name, target in result.targets.items():
         sig = target.significance()
         table = Table(title=f"ΔNLL, {name} ({', '.join(target.kinds)}): observed / random mean ± std / p "
-                            "(* p ≤ 0.05)", title_justify="left")
+                            f"(* p ≤ {level})", title_justify="left")
         table.add_column("deactivated set")
         for c in target.evaluated:
             table.add_column(category_label(c), justify="right")
         sizes = target.sizes()
         for a, c in enumerate(target.ablated):
             table.add_row(f"{category_label(c)} ({sizes[c]:,})",
-                          *(_cell(target.delta[a, j], sig["mean"][a, j], sig["std"][a, j], sig["p"][a, j])
+                          *(_cell(target.delta[a, j], sig["mean"][a, j], sig["std"][a, j], sig["p"][a, j], level)
                             for j in range(len(target.evaluated))))
-        _out.print(table)
+        out.print(table)
     if result.accuracy:
         base = {r["evaluated"]: r for r in result.accuracy if r["condition"] == "unablated"}
-        _out.print("exact match unablated: " + "  ".join(
+        out.print("exact match unablated: " + "  ".join(
             f"{category_label(c)} {r['correct']}/{r['total']}" for c, r in base.items()))
     for note in result.notes:
-        _out.print(f"note: {note}")
-    _out.print(f"wrote {out}")
+        out.print(f"note: {note}")
+    out.print(f"wrote {folder}")
 
 
-@causal_app.command("ablate")
+@app.command("ablate")
 def ablate_command(
     model: Annotated[str, typer.Argument(help="The model the selection was made on: hub id, folder, .gguf or "
                                               "built-in name.", show_default=False)],
@@ -113,16 +104,13 @@ def ablate_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Deactivate each category's selected neurons/experts; ΔNLL per category against random sets of equal shape."""
-    try:
-        from sparcom.causal.run import CausalSettings, run_ablate
+    from sparcom.api import ablate
+    from sparcom.causal.settings import CausalSettings
 
-        settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
-                                  expert_removal=expert_removal, targets=_targets(targets), generate=generate,
-                                  max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
-                                  exclude_profiled=exclude_profiled, force=force, unique=unique)
-        result = run_ablate(model, selection, data, out, settings, dtype=dtype, device=device, device_map=device_map,
-                            overwrite=overwrite, plots=plots, progress=not quiet)
-    except SparcomError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+    settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
+                              expert_removal=expert_removal, targets=_targets(targets), generate=generate,
+                              max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
+                              exclude_profiled=exclude_profiled, force=force, unique=unique)
+    result = ablate(model, selection, data, settings, out=out, dtype=dtype, device=device, device_map=device_map,
+                    overwrite=overwrite, plots=plots, progress=not quiet)
     _print(result, out)
