@@ -329,10 +329,22 @@ def test_null_sets_are_not_called_specific():
     for seed in range(30):
         base, selected, random, tokens, labels = synthetic(100 + seed, 119, lambda a, c: 0.05, per=10)
         res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=20, seed=seed)
-        hits += any(t["damage_p_holm"] <= 0.05 or t["specificity_p_holm"] <= 0.05 for t in res.tests)
+        hit = any(t["damage_p_holm"] <= 0.05 or t["specificity_p_holm"] <= 0.05 for t in res.tests)
+        hits += hit
+        if not hit:
+            assert all(t["verdict"].startswith("no effect beyond random") for t in res.tests)
         spec_p += [t["specificity_p"] for t in res.tests]
     assert hits <= 4  # expected ≤ 2 × 0.05 × 30 = 3 (two families), binomial slack
     assert 0.35 < np.mean(spec_p) < 0.65
+
+
+def test_selective_but_not_critical():
+    """A set that hurts its own category no more than random sets do but helps the others."""
+    base, selected, random, tokens, labels = synthetic(6, 150, lambda a, c: 0.05 if a == c else -0.5)
+    res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
+    for test in res.tests:
+        assert test["verdict"].startswith("selective but not critical"), test["verdict"]
+        assert test["damage_p_holm"] > 0.05 and test["specificity_p_holm"] <= 0.05
 
 
 def test_too_few_random_sets_says_so():
