@@ -326,6 +326,14 @@ def test_summary_is_json_ready_and_tables_list_selected_components_with_scores()
         assert row["contrast_mean"] == pytest.approx(p[c, flat] - sum(others) / 3)
         assert row["effect"] >= 0.05 and row["q_value"] <= 0.05
     assert len(tables["validity_confusion"]) == 3 * 16
+    for c, category in enumerate(result.categories):
+        chosen = np.flatnonzero(result.mask[c])
+        own = summary["set_specificity"][category]
+        assert own["size"] == len(chosen)
+        assert own["mean_contrast"] == pytest.approx(sum(p[c, n] - max(p[o, n] for o in range(4) if o != c)
+                                                         for n in chosen) / len(chosen))
+        assert own["top_category_share"] == pytest.approx(sum(int(np.argmax(p[:, n]) == c) for n in chosen)
+                                                          / len(chosen))
 
 
 def test_validity_needs_enough_groups_per_category():

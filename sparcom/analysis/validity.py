@@ -275,6 +275,24 @@ def specificity_rows(mask: np.ndarray, p: np.ndarray, layout: Layout, scores: Sp
     return rows
 
 
+def set_specificity(mask: np.ndarray, p: np.ndarray, scores: Specificity) -> dict[str, dict[str, float]]:
+    """Per category: mean contrast and entropy specificity of its set, and the share of the set whose most
+    frequent category is c itself (NaN for an empty set); ``all_components`` gives the same means over every
+    component that fires at all, as the reference."""
+    top = np.argmax(p, axis=0)
+    result = {}
+    for c, category in enumerate(scores.categories):
+        chosen = np.flatnonzero(mask[c])
+        result[category] = {"size": int(chosen.size), "mean_contrast": _nan_mean(scores.contrast_max[c, chosen]),
+                            "mean_entropy_specificity": _nan_mean(scores.entropy[chosen]),
+                            "top_category_share": sets.ratio(int((top[chosen] == c).sum()), chosen.size)}
+    active = p.sum(axis=0) > 0
+    result["all_components"] = {"size": int(active.sum()), "mean_contrast": _nan_mean(scores.contrast_max[:, active]),
+                                "mean_entropy_specificity": _nan_mean(scores.entropy[active]),
+                                "top_category_share": sets.ratio(1, len(scores.categories))}
+    return result
+
+
 @dataclass
 class ValidityResult:
     """All validity evidence for one rule on one component kind."""
@@ -300,6 +318,7 @@ class ValidityResult:
                 "categories": list(self.categories), "components": counts["components"],
                 "selected": {c: counts[f"selected_{c}"] for c in self.categories},
                 "shares": sets.shares(counts, self.categories),
+                "set_specificity": set_specificity(self.mask, self.freqs.p, self.scores),
                 "held_out_decoding": self.decoding.summary(), "stability": self.stability.summary(),
                 "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.summary(),
                 "cross_source": None if self.cross_source is None else self.cross_source.summary(),
