@@ -42,6 +42,16 @@ def test_category_order_is_first_seen():
     assert g.category_index.tolist() == [0, 1, 0, 1, 2]
 
 
+def test_ordered_sorts_groups_to_a_given_category_order():
+    g = small_groups()
+    again = g.ordered(("c", "a", "b"))
+    assert again.category_order == ("c", "a", "b")
+    assert again.labels == ("i5", "i2", "i4", "i1", "i3")
+    assert np.array_equal(pool(again).counts, pool(g, categories=("c", "a", "b")).counts)
+    with pytest.raises(SparcomError, match="not a, b"):
+        g.ordered(("a", "b"))
+
+
 def test_pool_is_the_exact_sum_of_the_chosen_groups():
     g = small_groups()
     freqs = pool(g)

@@ -90,6 +90,19 @@ class GroupCounts:
                            tuple(self.categories[i] for i in index), tuple(self.sources[i] for i in index),
                            self.counts[index], self.tokens[index])
 
+    def ordered(self, categories: Sequence[str]) -> GroupCounts:
+        """The same groups, stably sorted so that :attr:`category_order` is ``categories`` (e.g. a run's order).
+
+        Category-level arrays built elsewhere (a run's ``p[K, N]``) and these groups' pools and moments then have
+        their rows in the same order, which the ``test`` rule relies on.
+        """
+        categories = tuple(categories)
+        if sorted(categories) != sorted(self.category_order):
+            raise SparcomError(f"the groups have categories {', '.join(self.category_order)}, not "
+                               f"{', '.join(categories)}")
+        rank = {c: i for i, c in enumerate(categories)}
+        return self.subset(np.array(sorted(range(self.size), key=lambda i: rank[self.categories[i]]), dtype=np.int64))
+
     @cached_property
     def moments(self) -> GroupMoments:
         """Per-category sums of the groups' frequencies and of their squares (see :class:`GroupMoments`)."""

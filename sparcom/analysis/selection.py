@@ -231,8 +231,9 @@ class SelectionRule:
     def apply(self, p: np.ndarray, layout: Layout, groups: GroupCounts | GroupMoments | None = None) -> np.ndarray:
         """The selection mask [K, N] for frequencies ``p[K, N]`` laid out by ``layout``.
 
-        ``groups`` are the groups pooled into ``p`` (or their :class:`GroupMoments`), rows in the same category
-        order; only the ``test`` rule uses them, and it cannot work without them.
+        ``groups`` are the groups pooled into ``p`` (or their :class:`GroupMoments`); only the ``test`` rule uses
+        them, and it cannot work without them. The rows of ``p`` must follow ``groups.category_order`` (true for
+        ``pool(groups).p``; for a run's own p use ``groups.ordered(run_categories)``).
         """
         if self.name == "percentile":
             return percentile_mask(p, self.epsilon)
