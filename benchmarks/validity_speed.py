@@ -7,13 +7,15 @@ Builds HexaInst-shaped groups (6 categories × AI/human × 100 instructions; 30 
 with a few truly category-specific neurons per layer, then times, per rule: the whole ``validity`` call (cross-
 source agreement, k-fold held-out decoding with both decoders against R random sets per fold, fold stability,
 specificity scores). Reported in seconds with the machine's load average, plus the time of one plain pass over
-the counts (pooling all groups) as a yardstick, so the ratio is comparable across machines and loads.
+the counts (pooling all groups) as a yardstick, so the ratio is comparable across machines and loads, and the
+peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,9 @@ def main() -> None:
                               {"percentile": [0.005, 0.02], "contrast": [0.005, 0.02]},
                               folds=args.folds, random_sets=args.random_sets)
         print(f"sweep of {len(rows)} (rule, ε) rows: {time.perf_counter() - start:.1f} s")
+    counts_mb = groups.counts.nbytes / 2**20
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    print(f"peak resident memory {peak_mb:.0f} MiB (the int64 counts alone: {counts_mb:.0f} MiB)")
 
 
 if __name__ == "__main__":
