@@ -56,8 +56,8 @@ DEFAULT_FDR = 0.05
 DEFAULT_MIN_EFFECT = 0.05
 #: ε grid of the ``test`` rule: minimum effects (at fixed FDR, which moves set sizes much less at N ≫ 1,000).
 SWEEP_EFFECTS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-GROUPS_NEEDED = ("rule 'test' needs per-instruction counts: profile with 'sparcom profile ... --group-by instruction' "
-                 "and pass the groups")
+GROUPS_NEEDED = ("rule 'test' needs per-instruction counts, which were not given: profile with "
+                 "'sparcom profile ... --group-by instruction'")
 
 
 def _check_fraction(name: str, value: float) -> float:
