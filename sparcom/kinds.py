@@ -84,6 +84,11 @@ def group_key(kind: str, layer: int) -> str:
 GROUP_TOKENS_KEY = f"{GROUPS}{TOKENS}"
 
 
+def is_group_counts(key: str) -> bool:
+    """A ``groups/{kind}/{layer}`` key (counts below the category; not the groups' token counts)."""
+    return key.startswith(GROUPS) and key != GROUP_TOKENS_KEY
+
+
 def component_keys(keys: Iterable[str]) -> list[CountKey]:
     """The component keys among ``keys`` (parsed; totals, bootstrap and group keys left out)."""
     return [parsed for parsed in map(CountKey.parse, keys) if parsed is not None]

@@ -45,6 +45,7 @@ MEASUREMENT: dict[str, str] = {
     "template": "tokens",
     "system_prompt": "tokens",
     "dtype": "numerics",
+    "group_by": "groups",
     "bootstrap.replicates": "counters",
     "bootstrap.seed": "counters",
     "moe_counting.expert_neurons": "counters",
@@ -52,11 +53,13 @@ MEASUREMENT: dict[str, str] = {
 #: Which aspects must agree, per check: merged runs must be the same measurement in every respect; a base → tuned
 #: comparison differs in weights by design (and may differ in bootstrap counters); a causal check needs the model
 #: the selection was made on.
-MERGE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer", "tokens", "numerics", "counters")
-COMPARE_ASPECTS: tuple[str, ...] = ("model", "tokenizer", "tokens", "numerics")
+MERGE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer", "tokens", "numerics", "counters", "groups")
+COMPARE_ASPECTS: tuple[str, ...] = ("model", "tokenizer", "tokens", "numerics", "groups")
 ABLATE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer")
 #: Fields a selection records beside the measurement, for people (not compared).
 DISPLAY_FIELDS: tuple[str, ...] = ("model.name_or_path", "template_policy")
+#: The value of a field that artifacts written before it existed did not record.
+ADDED_LATER: dict[str, Any] = {"group_by": "category"}
 
 
 def get_field(record: Mapping[str, Any], dotted: str) -> Any:
@@ -68,7 +71,7 @@ def get_field(record: Mapping[str, Any], dotted: str) -> Any:
         if not isinstance(value, Mapping):
             return None
         value = value.get(part)
-    return value
+    return ADDED_LATER.get(dotted) if value is None else value
 
 
 def measurement(manifest: Mapping[str, Any]) -> dict[str, Any]:

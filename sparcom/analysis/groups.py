@@ -17,7 +17,7 @@ Conventions used by every function here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from sparcom.analysis.frequencies import KindFrequencies, Layout
 from sparcom.errors import SparcomError
+from sparcom.kinds import GROUP_TOKENS_KEY, group_key, kinds_in, layers_of
 from sparcom.seeding import stream_seed
 
 #: The two halves of every HexaInst category.
@@ -280,3 +281,28 @@ def partition_sums(groups: GroupCounts, part: np.ndarray, parts: int, weights: n
     moments = [GroupMoments(groups.category_order, n[p], total.reshape(parts, k, -1)[p],
                             squares.reshape(parts, k, -1)[p]) for p in range(parts)]
     return PartitionSums(groups.category_order, pooled.reshape(parts, k, n_components), pooled_tokens, moments)
+
+
+def load_groups(counts: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]] | None, kind: str,
+                categories: Sequence[str] | None = None) -> GroupCounts | None:
+    """The groups of one kind of a run (its counts and the manifest's ``groups``); None when it keeps none.
+
+    The layout is the run's category-level layout of ``kind``; with ``categories`` the groups are ordered like
+    them (:meth:`GroupCounts.ordered`).
+    """
+    if not groups:
+        return None
+    layers = layers_of(counts, kind)
+    if not layers:
+        raise SparcomError(f"the run has no {kind} counts; kinds present: {', '.join(kinds_in(counts)) or 'none'}")
+    missing = [j for j in layers if group_key(kind, j) not in counts]
+    if GROUP_TOKENS_KEY not in counts or missing:
+        raise SparcomError(f"the run lists groups but has no group counts of {kind}"
+                           f"{f' at layer {missing[0]}' if missing else ''}; its counts file is incomplete, re-profile")
+    arrays = {j: counts[group_key(kind, j)] for j in layers}
+    size = len(groups["labels"])
+    layout = Layout(kind, tuple(layers), tuple(tuple(a.shape[1:]) for a in arrays.values()))
+    stacked = np.concatenate([arrays[j].reshape(size, -1) for j in layers], axis=1)
+    result = GroupCounts(kind, layout, tuple(groups["labels"]), tuple(groups["categories"]),
+                         tuple(groups["sources"]), stacked, counts[GROUP_TOKENS_KEY])
+    return result.ordered(categories) if categories is not None else result

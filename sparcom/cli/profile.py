@@ -31,6 +31,9 @@ def profile_command(
     expert_neurons: Annotated[str, typer.Option(
         help="MoE expert neurons: auto (captured, verified), recompute (from the weights) or off (experts only).",
     )] = "auto",
+    group_by: Annotated[str, typer.Option(
+        help="Also keep counts below the category: per source half (source) or per instruction (instruction).",
+    )] = "category",
     bootstrap: Annotated[int, typer.Option(help="Poisson bootstrap replicates for confidence intervals (0: off).")] = 0,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap weights.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
@@ -45,7 +48,7 @@ def profile_command(
         token_budget=token_budget, padding_side=padding_side, per_category=per_category,
         categories=tuple(c.strip() for c in categories.split(",")) if categories else None,
         checkpoint_every=checkpoint_every, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
-        expert_neurons=expert_neurons,
+        expert_neurons=expert_neurons, group_by=group_by,
     )
     run = profile(model, data, out, settings, dtype=dtype, device=device, device_map=device_map,
                   resume=resume, overwrite=overwrite, progress=not quiet)

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from sparcom.errors import SparcomError
-from sparcom.kinds import categories_with_tokens, count_key, instructions_key, layers_of, tokens_key
+from sparcom.kinds import (
+    GROUPS,
+    categories_with_tokens,
+    count_key,
+    instructions_key,
+    is_group_counts,
+    layers_of,
+    tokens_key,
+)
 from sparcom.outputs import check_output_dir, lock, os_problem, staged_directory, write_json_atomic
 from sparcom.provenance import MERGE_ASPECTS, mismatches
 
@@ -28,14 +36,30 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 PROGRESS_FILE = "progress.json"
 
+def compact_dtype(array: np.ndarray) -> np.dtype:
+    """The smallest unsigned integer type that holds every value of a non-negative count array."""
+    top = int(array.max()) if array.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 def write_counts_atomic(path: Path, arrays: Mapping[str, Any]) -> None:
-    """Write int64 counters (numpy arrays or torch tensors) as safetensors, sorted by key, atomically."""
+    """Write counters (numpy arrays or torch tensors) as safetensors, sorted by key, atomically.
+
+    Counters are int64, except counts below the category (``groups/{kind}/{layer}``), which are stored in the
+    smallest unsigned type that holds them: one row per instruction makes them the bulk of a run's bytes, and no
+    count exceeds its group's tokens.
+    """
     from safetensors.numpy import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    # np.require keeps scalars 0-d (np.ascontiguousarray would make them [1]).
-    numpy_arrays = {key: np.require(value.numpy() if hasattr(value, "numpy") else value, np.int64, "C")
-                    for key, value in sorted(arrays.items())}
+    numpy_arrays = {}
+    for key, value in sorted(arrays.items()):
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        dtype = compact_dtype(array) if is_group_counts(key) else np.int64
+        numpy_arrays[key] = np.require(array, dtype, "C")  # np.require keeps scalars 0-d
     try:
         # One metadata key: safetensors writes a multi-key metadata dict in no fixed order, which would make two
         # identical runs differ in bytes.
@@ -56,7 +80,8 @@ def load_counts(path: Path) -> dict[str, np.ndarray]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise SparcomError(f"{path}: unreadable counts file ({str(exc).splitlines()[0] if str(exc) else exc}); "
                            "re-run 'sparcom profile' for this run") from None
-    wrong = [key for key, value in counts.items() if value.dtype != np.int64]
+    wrong = [key for key, value in counts.items()
+             if value.dtype != np.int64 and not (is_group_counts(key) and value.dtype.kind == "u")]
     if wrong:
         raise SparcomError(f"{path}: counter {wrong[0]!r} is {counts[wrong[0]].dtype}, not int64; the file is not a "
                            "sparcom counts file")
@@ -150,17 +175,56 @@ def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False
         if reasons:
             raise SparcomError(f"cannot merge {run.path} with {first.path}: {reasons[0]}")
         for key, value in run.counts.items():  # runs may hold different categories
+            if key.startswith(GROUPS):
+                continue
             if key in merged and merged[key].shape != value.shape:
                 raise SparcomError(f"cannot merge {run.path} with {first.path}: count {key!r} has shape "
                                    f"{tuple(value.shape)} in one run and {tuple(merged[key].shape)} in the other")
             merged[key] = merged[key] + value if key in merged else value.astype(np.int64, copy=True)
+    groups = merged_groups(runs)
+    if groups is not None:
+        merged.update(groups[1])
     manifest = merged_manifest([r.manifest for r in runs], [str(r.path) for r in runs])
+    if groups is not None:
+        manifest["groups"] = groups[0]
     manifest["counted_tokens"] = {c: int(merged[tokens_key(c)]) for c in manifest["categories"]}
     manifest["instructions"] = {c: int(merged[instructions_key(c)]) for c in manifest["categories"]}
     with lock(out), staged_directory(out, overwrite, marker=MANIFEST_FILE, kind="profile run") as staging:
         write_counts_atomic(staging / COUNTS_FILE, merged)
         write_json_atomic(staging / MANIFEST_FILE, manifest)
     return load_run(out)
+
+
+def merged_groups(runs: list[ProfileRun]) -> tuple[dict[str, list[str]], dict[str, np.ndarray]] | None:
+    """Counts below the category of merged runs: groups with the same label add (the two halves of a category
+    profiled in two shards), new labels are appended in run order. None when the runs keep no groups."""
+    if not any(run.manifest.get("groups") for run in runs):
+        return None
+    labels: list[str] = []
+    meta: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        groups = run.manifest.get("groups") or {}
+        for label, category, source in zip(groups.get("labels", []), groups.get("categories", []),
+                                           groups.get("sources", []), strict=True):
+            if label not in meta:
+                labels.append(label)
+                meta[label] = (category, source)
+    position = {label: i for i, label in enumerate(labels)}
+    arrays: dict[str, np.ndarray] = {}
+    for run in runs:
+        rows = np.array([position[label] for label in run.manifest["groups"]["labels"]], dtype=np.int64)
+        for key, value in run.counts.items():
+            if not key.startswith(GROUPS):
+                continue
+            if key not in arrays:
+                arrays[key] = np.zeros((len(labels), *value.shape[1:]), dtype=np.int64)
+            if arrays[key].shape[1:] != value.shape[1:]:
+                raise SparcomError(f"cannot merge {run.path}: group counts {key!r} have shape {tuple(value.shape)} "
+                                   f"here and {tuple(arrays[key].shape)} elsewhere")
+            np.add.at(arrays[key], rows, value.astype(np.int64))
+    manifest = {"labels": labels, "categories": [meta[label][0] for label in labels],
+                "sources": [meta[label][1] for label in labels]}
+    return manifest, arrays
 
 
 def merged_manifest(manifests: list[dict], sources: list[str]) -> dict:

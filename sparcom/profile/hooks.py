@@ -1,7 +1,8 @@
 """Forward hooks that turn activations into counts inside the hook call.
 
 The runner publishes, before each forward pass, which flattened token positions of the batch are counted for
-which category (:class:`CountedBatch`, on the :class:`CurrentBatch` slot every hook reads). Each hook compares the activation with zero on those rows only and
+which category (:class:`CountedBatch`, on the :class:`CurrentBatch` slot every hook reads) and, when the run keeps
+counts below the category (``--group-by``), which group each counted row belongs to (:class:`BatchGroups`). Each hook compares the activation with zero on those rows only and
 adds the column sums to its layer's counter; the activation tensor is dropped when the hook returns.
 Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module. The modules
 hooked are those of the model's one site map (:mod:`sparcom.models.sites`), the same the causal check intervenes on.
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from sparcom.errors import SparcomError
-from sparcom.kinds import bootstrap_key, count_key
+from sparcom.kinds import bootstrap_key, count_key, group_key
 from sparcom.models.moe import activate, expert_activation, gate_of_pairs
 from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
@@ -33,13 +34,34 @@ class CountedRows:
 
 
 @dataclass
+class BatchGroups:
+    """Which group (an instruction, or one source half of a category) each row of the batch counts for.
+
+    ``slots`` [batch × sequence]: the row's slot in this batch (0 … S−1), −1 for rows that are not counted;
+    ``groups`` [S]: each slot's index in the run's group list. Per-group counts of a batch are one
+    ``index_add`` (or a [S, rows] × [rows, width] product) into the run's ``groups/{kind}/{layer}`` counters.
+    """
+
+    slots: torch.Tensor
+    groups: torch.Tensor
+    total: int  # groups in the whole run (the counters' first axis)
+
+    def to(self, device: torch.device) -> BatchGroups:
+        return BatchGroups(self.slots.to(device, non_blocking=True), self.groups.to(device, non_blocking=True),
+                           self.total)
+
+
+@dataclass
 class CountedBatch:
     """What the hooks count in the current batch; cached per device for models spread over devices."""
 
     groups: list[CountedRows]
     #: Rows of the flattened batch (batch × sequence), to check that a module saw the whole batch.
     tokens: int | None = None
+    #: Counts below the category (``--group-by source|instruction``), or None.
+    below: BatchGroups | None = None
     _per_device: PerDevice[list[CountedRows]] = field(init=False)
+    _below: PerDevice[BatchGroups | None] = field(init=False)
     _lookups: dict[tuple[torch.device, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,9 +69,13 @@ class CountedBatch:
             CountedRows(g.category, g.rows.to(device, non_blocking=True),
                         None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True))
             for g in self.groups])
+        self._below = PerDevice(lambda device: None if self.below is None else self.below.to(device))
 
     def on(self, device: torch.device) -> list[CountedRows]:
         return self._per_device.on(device)
+
+    def below_on(self, device: torch.device) -> BatchGroups | None:
+        return self._below.on(device)
 
     def lookup(self, device: torch.device, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per group: a bool mask [n] of counted rows and each row's position in ``rows`` ([n], -1 if not counted)."""
@@ -80,8 +106,32 @@ def column_counts(active: torch.Tensor) -> torch.Tensor:
     return active.view(torch.uint8).sum(0, dtype=torch.int32)
 
 
+def group_counter(store: CountStore, kind: str, layer: int, shape: tuple[int, ...], device: torch.device,
+                  ) -> torch.Tensor:
+    """The int32 [groups, ...] counter of one kind and layer (int32: a group's count never exceeds its tokens)."""
+    counter = store.zeros(group_key(kind, layer), shape, device, dtype=torch.int32)
+    if counter.device != device:  # created earlier on another device (resume, device map)
+        counter.data = counter.data.to(device)
+    return counter
+
+
+def slot_sums(below: BatchGroups, values: torch.Tensor) -> torch.Tensor:
+    """Per-slot sums [S, ...] of the counted rows of ``values`` [n, ...] (0/1 values: exact in float32)."""
+    slots = below.slots
+    keep = (slots >= 0).nonzero().squeeze(1)
+    out = torch.zeros((below.groups.numel(), *values.shape[1:]), dtype=torch.float32, device=values.device)
+    return out.index_add_(0, slots.index_select(0, keep), values.index_select(0, keep).to(torch.float32))
+
+
+def add_group_counts(store: CountStore, kind: str, layer: int, below: BatchGroups, sums: torch.Tensor) -> None:
+    """Add per-slot sums [S, ...] to the run's group counters at the slots' group indices."""
+    counter = group_counter(store, kind, layer, (below.total, *sums.shape[1:]), sums.device)
+    counter.index_add_(0, below.groups, sums.round().to(torch.int32))
+
+
 def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: int, width: int, replicates: int):
-    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}``."""
+    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}`` (and, with groups
+    below the category, into ``groups/{kind}/{layer}``)."""
     counters: dict[str, torch.Tensor] = {}
     boot: dict[str, torch.Tensor] = {}
 
@@ -90,6 +140,9 @@ def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: in
         if selection is None:
             return
         flat = output.reshape(-1, width)
+        below = selection.below_on(flat.device)
+        if below is not None:
+            add_group_counts(store, kind, layer, below, slot_sums(below, flat > 0))
         for group in selection.on(flat.device):
             counter = counters.get(group.category)
             if counter is None or counter.device != flat.device:
@@ -139,6 +192,9 @@ class _RoutedForward:
     deltas: dict[int, torch.Tensor] = field(default_factory=dict)
     #: Rows for the bootstrap replicates: (group index, tokens, experts, A > 0).
     boot_rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    #: Counts below the category: the batch's slots and this forward's per-slot counts [S, E, I] (float32).
+    below: BatchGroups | None = None
+    below_delta: torch.Tensor | None = None
 
 
 def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
@@ -256,9 +312,17 @@ class ExpertCounter:
                     1, routed.clamp(0, num_experts - 1), valid.to(torch.float32))
                 boot = self._counter("expert", group.category, (self.replicates, num_experts), device, bootstrap=True)
                 boot += (group.replicate_weights @ hits).round().to(torch.int64)
+        below = selection.below_on(device)
+        if below is not None:  # routed-expert hits of every row, summed per group slot
+            valid = (index >= 0) & (index < num_experts)
+            hits = torch.zeros(n, num_experts, device=device).scatter_add_(
+                1, index.clamp(0, num_experts - 1), valid.to(torch.float32))
+            add_group_counts(self.store, "expert", self.layer, below, slot_sums(below, hits))
         if self.neurons == "off":
             return
-        pending = _RoutedForward(x, index, groups, selection.lookup(device, n))
+        pending = _RoutedForward(x, index, groups, selection.lookup(device, n), below=below)
+        if below is not None:
+            pending.below_delta = torch.zeros(below.groups.numel(), num_experts, self.layout.width, device=device)
         if not self.recompute:
             self._plan(module, pending)
         self._pending = pending
@@ -333,6 +397,11 @@ class ExpertCounter:
             if self.replicates:
                 keep = counted.nonzero().squeeze(1)
                 pending.boot_rows.append((index, tokens[keep], experts[keep], active.index_select(0, keep) > 0.5))
+        if pending.below is not None:  # per (group slot, expert) sums of the counted rows
+            slot = pending.below.slots.index_select(0, tokens)
+            keep = (slot >= 0).nonzero().squeeze(1)
+            pending.below_delta.view(-1, width).index_add_(
+                0, (slot * num_experts + experts).index_select(0, keep), active.index_select(0, keep))
         pending.calls += 1
         pending.rows += rows
 
@@ -353,6 +422,8 @@ class ExpertCounter:
                     counter += delta.round().to(torch.int64)
                 for index, tokens, experts, active in pending.boot_rows:
                     self._add_bootstrap(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
+                if pending.below is not None:
+                    add_group_counts(self.store, "expert_neuron", self.layer, pending.below, pending.below_delta)
                 return
             self.recompute = True
             self.fallback_reason = reason
@@ -363,7 +434,8 @@ class ExpertCounter:
     def _verify(self, pending: _RoutedForward) -> str | None:
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
-        if not all(bool(delta.sum().isfinite()) for delta in pending.deltas.values()):  # counts are ≥ 0
+        deltas = [*pending.deltas.values(), *([pending.below_delta] if pending.below_delta is not None else [])]
+        if not all(bool(delta.sum().isfinite()) for delta in deltas):  # counts are ≥ 0
             return "captured activations are not finite"
         if not pending.samples:
             return "no activation rows could be checked"
@@ -410,3 +482,9 @@ class ExpertCounter:
                 counter[expert] += active.sum(0)
                 if self.replicates:
                     self._add_bootstrap(group, position[rows], routed[start - size : start], active)
+                if pending.below is not None:
+                    below = pending.below
+                    counts = group_counter(self.store, "expert_neuron", self.layer,
+                                           (below.total, num_experts, self.layout.width), active.device)
+                    counts[:, expert].index_add_(0, below.groups.index_select(0, below.slots.index_select(0, rows)),
+                                                 active.to(torch.int32))

@@ -24,20 +24,22 @@ import torch
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.errors import SparcomError
-from sparcom.kinds import bootstrap_key, count_key, instructions_key, tokens_key
+from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import model_sites
 from sparcom.outputs import check_parent
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
+from sparcom.profile.hooks import BatchGroups, CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
 #: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
 #: always recompute them from the expert weights, or count routed experts only.
 EXPERT_NEURON_MODES = ("auto", "recompute", "off")
+#: --group-by: counts per category only, or also per source half of each category, or per instruction.
+GROUP_BY = ("category", "source", "instruction")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ProfileSettings:
     bootstrap: int = 0
     bootstrap_seed: int = 0
     expert_neurons: str = "auto"
+    group_by: str = "category"
 
     def check(self) -> None:
         FormatSettings(self.scope, self.template, self.system_prompt)
@@ -74,6 +77,8 @@ class ProfileSettings:
         if self.expert_neurons not in EXPERT_NEURON_MODES:
             raise SparcomError(f"--expert-neurons must be one of {', '.join(EXPERT_NEURON_MODES)}, "
                                f"got {self.expert_neurons!r}")
+        if self.group_by not in GROUP_BY:
+            raise SparcomError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
 
 
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
@@ -83,6 +88,43 @@ def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(replicates), generator=generator)
 
 
+@dataclass(frozen=True)
+class GroupPlan:
+    """The groups below the category of a run: one per instruction, or one per (category, source) half."""
+
+    by: str
+    labels: tuple[str, ...]
+    categories: tuple[str, ...]
+    sources: tuple[str, ...]
+    of_row: tuple[int, ...]  # each selected row's group index
+
+    @classmethod
+    def of(cls, rows: Sequence[InstructionRow], by: str) -> GroupPlan | None:
+        """Groups in first-seen row order; None for ``category`` (no counts below the category)."""
+        if by == "category":
+            return None
+        index: dict[str, int] = {}
+        labels, categories, sources, of_row = [], [], [], []
+        for row in rows:
+            label = row.id if by == "instruction" else f"{row.category}/{row.source}"
+            if label not in index:
+                index[label] = len(labels)
+                labels.append(label)
+                categories.append(row.category)
+                sources.append(row.source)
+            of_row.append(index[label])
+        return cls(by, tuple(labels), tuple(categories), tuple(sources), tuple(of_row))
+
+    def manifest(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "categories": list(self.categories), "sources": list(self.sources)}
+
+    def batch(self, batch: Batch) -> BatchGroups:
+        """Each counted row's slot among the batch's groups, and the slots' group indices."""
+        of_example = [self.of_row[e.row_index] for e in batch.examples]
+        distinct = list(dict.fromkeys(of_example))
+        slot = torch.tensor([distinct.index(g) for g in of_example], dtype=torch.int64)
+        slots = torch.where(batch.counted, slot[:, None], torch.full_like(batch.counted, -1, dtype=torch.int64))
+        return BatchGroups(slots.reshape(-1), torch.tensor(distinct, dtype=torch.int64), len(self.labels))
 
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -105,7 +147,7 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
 
 #: Beyond the measurement (:data:`sparcom.provenance.MEASUREMENT`), what fixes a run's batch plan and counts.
 RUN_PLAN_FIELDS: tuple[str, ...] = ("dataset", "categories", "instruction_ids", "batching_plan", "bootstrap",
-                                    "moe_counting")
+                                    "moe_counting", "groups")
 
 
 def settings_digest(manifest: dict[str, Any]) -> str:
@@ -130,6 +172,7 @@ class Profiler:
         self.expert_counters: list[ExpertCounter] = []
         self.store = CountStore()
         self.board = CurrentBatch()
+        self.groups: GroupPlan | None = None
 
     def encode(self, rows: Sequence[InstructionRow]):
         with_response = FormatSettings(self.settings.scope).needs_response
@@ -146,6 +189,15 @@ class Profiler:
         """Create every counter (so each key exists even for a category with no tokens there) and attach hooks."""
         handles = []
         replicates = self.settings.bootstrap
+        counted_kinds = ["neuron", "shared_neuron", "expert"] + (["expert_neuron"] if self.settings.expert_neurons
+                                                                 != "off" else [])
+        if self.groups is not None:
+            self.store.zeros(GROUP_TOKENS_KEY, (len(self.groups.labels),))
+            for kind, layers in self.sites.shapes(tuple(counted_kinds)).items():
+                for layer, shape in layers.items():
+                    site = self.sites.moe.get(layer) or self.sites.dense.get(layer) or self.sites.shared[layer]
+                    self.store.zeros(group_key(kind, layer), (len(self.groups.labels), *shape), site.device,
+                                     dtype=torch.int32)
         for kind, sites in (("neuron", self.sites.dense), ("shared_neuron", self.sites.shared)):
             for site in sites.values():
                 for category in categories:
@@ -175,7 +227,8 @@ class Profiler:
         if per_example is not None:
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
             weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
-        return CountedBatch([CountedRows(batch.category, positions, weights)], tokens=counted.numel())
+        below = self.groups.batch(batch) if self.groups is not None else None
+        return CountedBatch([CountedRows(batch.category, positions, weights)], tokens=counted.numel(), below=below)
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
         per_example = None
@@ -198,6 +251,11 @@ class Profiler:
         category = batch.category
         self.store.add(tokens_key(category), int(batch.counted.sum()))
         self.store.add(instructions_key(category), len(batch.examples))
+        if counted.below is not None:
+            below = counted.below
+            per_slot = torch.zeros(below.groups.numel(), dtype=torch.int64).index_add_(
+                0, below.slots[below.slots >= 0], torch.ones(int((below.slots >= 0).sum()), dtype=torch.int64))
+            self.store[GROUP_TOKENS_KEY].index_add_(0, below.groups, per_slot)
         if per_example is not None:
             weights = counted.groups[0].replicate_weights
             self.store.add(bootstrap_key(tokens_key(category)), weights.sum(1).round().to(torch.int64))
@@ -219,6 +277,7 @@ class Profiler:
         out = Path(out)
         rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
         rows, categories = first_rows_per_category(rows, settings.per_category)
+        self.groups = GroupPlan.of(rows, settings.group_by)
         do_resume = prepare_output_dir(out, resume, overwrite)
         examples = self.encode(rows)
         plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
@@ -319,6 +378,8 @@ class Profiler:
             "batching_plan": {"batch_size": s.batch_size, "token_budget": s.token_budget,
                               "padding_side": padding_side, "per_category": s.per_category, "batches": len(plan)},
             "bootstrap": {"replicates": s.bootstrap, "seed": s.bootstrap_seed},
+            "group_by": s.group_by,
+            "groups": self.groups.manifest() if self.groups is not None else None,
             "software": software_versions(),
         }
 
