@@ -22,7 +22,7 @@ def neuron_disagreement(counts, reference) -> tuple[int, int]:
     """(differing counted events, total counted events) of the engine's neuron counts against the reference."""
     keys = sorted(k for k in reference if k.startswith("neuron/"))
     assert keys and {k for k in counts if k.startswith("neuron/")} == set(keys)
-    diff = sum(int(abs(counts[k].numpy() - reference[k]).sum()) for k in keys)
+    diff = sum(int(abs(counts[k] - reference[k]).sum()) for k in keys)
     total = sum(int(reference[k].sum()) for k in keys)
     return diff, total
 

@@ -27,7 +27,7 @@ gemma_absent = pytest.mark.skipif(bool(builtin._missing(GEMMA)),
 
 def neuron_disagreement(counts, reference) -> tuple[int, int]:
     keys = [k for k in reference if k.startswith("neuron/")]
-    diff = sum(int(np.abs(counts[k].numpy() - reference[k]).sum()) for k in keys)
+    diff = sum(int(np.abs(counts[k] - reference[k]).sum()) for k in keys)
     return diff, sum(int(reference[k].sum()) for k in keys)
 
 
@@ -93,7 +93,7 @@ def test_gemma_base_and_tuned_counts_equal_the_reference(gemma_references, gemma
     assert exact.manifest["template"] == "raw"  # Gemma-3 base ships no chat template, nor does its tuned twin
     assert set(exact.counts) == set(reference)
     for key, value in reference.items():
-        np.testing.assert_array_equal(exact.counts[key].numpy(), value, err_msg=key)
+        np.testing.assert_array_equal(exact.counts[key], value, err_msg=key)
     batched = profile(loaded, gemma_rows, tmp_path / "eight", ProfileSettings(batch_size=8, padding_side="left"),
                       progress=False)
     assert batched.manifest["padding"]["waste"] > 0
@@ -101,7 +101,7 @@ def test_gemma_base_and_tuned_counts_equal_the_reference(gemma_references, gemma
         assert int(batched.counts[f"tokens/{cat}"]) == int(reference[f"tokens/{cat}"])
     diff, total = neuron_disagreement(batched.counts, reference)
     assert diff / total < 1e-4, (diff, total)  # padded batches: at most a rounding-level sign flip
-    p = exact.counts["neuron/code/9"].numpy() / int(exact.counts["tokens/code"])
+    p = exact.counts["neuron/code/9"] / int(exact.counts["tokens/code"])
     assert 0.01 < p.mean() < 0.99  # a real model's neurons are neither all dead nor all on
 
 
