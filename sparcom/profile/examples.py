@@ -1,0 +1,432 @@
+"""Where chosen components fire most: a second, small forward pass that records only those components.
+
+For each component (a dense or shared-expert neuron, an expert, or an expert neuron) it keeps the ``top_k``
+instructions with the highest value on a counted token, the position of that token, and the component's values
+on a window of tokens around it (with the token strings), so a reader sees the token highlighted in context.
+Nothing else is stored: no full activations.
+
+Values: a neuron's value is its activation A = f(gate(x)) (DESIGN §1, the quantity whose sign is counted); an
+expert's value is its routing weight on tokens routed to it (no value where it was not chosen); an expert
+neuron's value is A of that neuron of that expert on the tokens routed to the expert, recomputed from the
+expert's weights. Only counted tokens (the selection's scope) compete for the top; the window shows the values of
+every counted token in it and no value for the others (template tokens, padding).
+
+:func:`record_examples` computes; :func:`write_examples` writes ``examples.json`` into a directory;
+:func:`load_examples` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_components, flat_position
+from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
+from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.errors import SparcomError
+from sparcom.models.loading import LoadedModel, load_model
+from sparcom.profile.batching import collate, plan_batches
+from sparcom.progress import progress_bar
+from sparcom.provenance import file_sha256, software_versions
+
+FORMAT = "sparcom-examples"
+VERSION = 1
+EXAMPLES_FILE = "examples.json"
+DEFAULT_TOP_K = 5
+DEFAULT_WINDOW = 12
+#: Components per category and ranking chosen by default (from the selection's source run).
+DEFAULT_PER_CATEGORY = 6
+
+
+@dataclass
+class _Site:
+    """Where the components of one (kind, layer) are read."""
+
+    kind: str
+    layer: int
+    module: torch.nn.Module
+    components: list[int]  # positions in the global component list, in the order of ``columns``
+    columns: list[int]  # neuron or expert index per component
+    experts: list[int] | None = None  # expert of each component (expert_neuron)
+    layout: Any = None  # ExpertsLayout for MoE sites
+
+
+def find_sites(model: torch.nn.Module):
+    """The backbone and the counting sites of ``model``. The one place that knows where sites come from
+    (:func:`sparcom.profile.runner.model_sites` today; ``sparcom.models.sites`` after the redesign)."""
+    from sparcom.models.adapters import adapter_for, get_path
+    from sparcom.profile.runner import model_sites
+
+    adapter = adapter_for(getattr(model.config, "model_type", "unknown"))
+    return get_path(model, adapter.backbone), model_sites(model, adapter)
+
+
+def _resolve_sites(model: torch.nn.Module, components: Sequence[Component]) -> tuple[torch.nn.Module, list[_Site]]:
+    backbone, sites = find_sites(model)
+    by_layer = {
+        "neuron": {s.layer: s for s in sites.dense},
+        "shared_neuron": {s.layer: s for s in sites.shared},
+        "expert": {s.layer: s for s in sites.experts},
+        "expert_neuron": {s.layer: s for s in sites.experts},
+    }
+    grouped: dict[tuple[str, int], _Site] = {}
+    for position, c in enumerate(components):
+        if c.kind not in by_layer:
+            raise SparcomError(f"component {c.key}: unknown kind {c.kind!r}")
+        site = by_layer[c.kind].get(c.layer)
+        if site is None:
+            raise SparcomError(f"component {c.key}: this model has no {c.kind} site at layer {c.layer}")
+        if c.kind in ("neuron", "shared_neuron"):
+            limit = site.width
+        elif c.kind == "expert":
+            limit = site.layout.num_experts
+        else:
+            limit = site.layout.width
+            if c.expert is None or not 0 <= c.expert < site.layout.num_experts:
+                raise SparcomError(f"component {c.key}: expert {c.expert} is not in layer {c.layer}")
+        if not 0 <= c.index < limit:
+            raise SparcomError(f"component {c.key}: index {c.index} is outside 0..{limit - 1}")
+        entry = grouped.setdefault((c.kind, c.layer), _Site(c.kind, c.layer, site.module, [], [],
+                                                             [] if c.kind == "expert_neuron" else None,
+                                                             getattr(site, "layout", None)))
+        entry.components.append(position)
+        entry.columns.append(c.index)
+        if entry.experts is not None:
+            entry.experts.append(int(c.expert))
+    return backbone, list(grouped.values())
+
+
+class _Recorder:
+    """Hooks that write each site's component values of the current batch into ``values`` [B·T, M]."""
+
+    def __init__(self, sites: list[_Site], total: int) -> None:
+        self.sites, self.total = sites, total
+        self.values: torch.Tensor | None = None
+
+    def _store(self, site: _Site, flat: torch.Tensor) -> None:
+        if self.values is None:
+            return
+        self.values[:, site.components] = flat.to(self.values.device, torch.float32)
+
+    def attach(self) -> list:
+        handles = []
+        for site in self.sites:
+            if site.kind in ("neuron", "shared_neuron"):
+                columns = torch.tensor(site.columns, dtype=torch.long)
+
+                def hook(module, args, output, site=site, columns=columns):
+                    width = output.shape[-1]
+                    self._store(site, output.reshape(-1, width).index_select(1, columns.to(output.device)))
+
+                handles.append(site.module.register_forward_hook(hook))
+            else:
+                handles.append(site.module.register_forward_pre_hook(
+                    lambda module, args, kwargs, site=site: self._routed(site, module, args, kwargs),
+                    with_kwargs=True))
+        return handles
+
+    def _routed(self, site: _Site, module, args: tuple, kwargs: dict) -> None:
+        if self.values is None:
+            return
+        x = args[0] if args else kwargs["hidden_states"]
+        index = args[1] if len(args) > 1 else next(
+            kwargs[k] for k in ("top_k_index", "router_indices", "selected_experts") if k in kwargs)
+        x = x.reshape(-1, x.shape[-1])
+        index = index.reshape(x.shape[0], -1).to(torch.int64)
+        result = torch.full((x.shape[0], len(site.columns)), float("nan"), device=x.device)
+        if site.kind == "expert":
+            weights = args[2] if len(args) > 2 else next(
+                (kwargs[k] for k in ("top_k_weights", "routing_weights") if k in kwargs), None)
+            for column, expert in enumerate(site.columns):
+                hit = index == expert
+                routed = hit.any(dim=1)
+                if weights is None:
+                    value = routed.to(torch.float32)
+                else:
+                    value = (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
+                result[routed, column] = value[routed]
+        else:
+            from sparcom.models.moe import expert_activation
+
+            for expert in sorted(set(site.experts)):
+                rows = (index == expert).any(dim=1).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    continue
+                wanted = [k for k, e in enumerate(site.experts) if e == expert]
+                columns = torch.tensor([site.columns[k] for k in wanted], dtype=torch.long, device=x.device)
+                activation = expert_activation(module, site.layout, x.index_select(0, rows), expert)
+                result[rows.unsqueeze(1), torch.tensor(wanted, device=x.device)] = \
+                    activation.index_select(1, columns).to(torch.float32)
+        self._store(site, result)
+
+
+@dataclass
+class ExamplesResult:
+    """The top instructions of each component, with token windows, and how they were recorded."""
+
+    components: list[Component]
+    #: Per component, up to top_k events: row id, position, value, window start, tokens and values.
+    events: list[list[dict[str, Any]]]
+    rows: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+    model: dict[str, Any]
+    selection: dict[str, Any]
+    data: dict[str, Any]
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_time_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        components = []
+        for c, events in zip(self.components, self.events, strict=True):
+            entry = {"key": c.key, "kind": c.kind, "layer": c.layer, "index": c.index, "expert": c.expert,
+                     **self.extra.get(c.key, {}), "events": events}
+            components.append(entry)
+        return {"format": FORMAT, "version": VERSION, "model": self.model, "selection": self.selection,
+                "data": self.data, "settings": self.settings, "rows": self.rows, "components": components,
+                "wall_time_seconds": round(self.wall_time_seconds, 3), "software": software_versions()}
+
+
+def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATEGORY,
+                       kinds: Sequence[str] | None = None) -> tuple[list[Component], dict[str, dict[str, Any]]]:
+    """The top ``per_category`` members of each category's set by frequency and by the margin score, per kind,
+    with each one's frequencies across categories (from the selection's source run, or ``run``)."""
+    from sparcom.analysis.frequencies import kind_frequencies
+    from sparcom.profile.artifacts import ProfileRun, load_run
+
+    if run is None:
+        source = selection.meta.get("source_run")
+        if not source or not Path(source).is_dir():
+            raise SparcomError(f"{selection.path}: its source run {source!r} is not readable here; pass the run "
+                               "(run=...) or list the components to record")
+        run = source
+    if not isinstance(run, ProfileRun):
+        run = load_run(run)
+    categories = selection.categories
+    chosen: list[Component] = []
+    extra: dict[str, dict[str, Any]] = {}
+    for kind in kinds or selection.kinds:
+        freqs = kind_frequencies(run.counts, categories, kind)
+        mask = np.stack([freqs.layout.flatten({j: selection.mask(kind, c, j) for j in freqs.layout.layers})
+                         for c in categories])
+        picked = card_components(freqs.p, mask, freqs.layout, categories, per_category)
+        for c in picked:
+            flat = flat_position(freqs.layout, c)
+            extra[c.key] = {"p": {cat: float(freqs.p[i, flat]) for i, cat in enumerate(categories)},
+                            "selected_for": [cat for i, cat in enumerate(categories) if mask[i, flat]]}
+        chosen += picked
+    return chosen, extra
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def record_examples(
+    model: str | LoadedModel,
+    selection,
+    data: str | Path,
+    components: Sequence[Component | str] | None = None,
+    *,
+    run=None,
+    top_k: int = DEFAULT_TOP_K,
+    window: int = DEFAULT_WINDOW,
+    per_category: int = DEFAULT_PER_CATEGORY,
+    rows_per_category: int | None = None,
+    categories: Sequence[str] | None = None,
+    batch_size: int = 8,
+    dtype: str = "auto",
+    device: str = "cpu",
+    progress: bool = False,
+) -> ExamplesResult:
+    """Record, for each component, the ``top_k`` instructions of ``data`` where it fires most.
+
+    ``selection`` (a directory or a loaded Selection) gives the scope, template and system prompt the counts were
+    made with, and — when ``components`` is None — the components: the top ``per_category`` members of each
+    category's set by frequency and by specificity margin (needs its source run, or ``run``).
+    """
+    from sparcom.analysis.selection_file import Selection, load_selection
+
+    started = time.perf_counter()
+    if top_k < 1:
+        raise SparcomError(f"--top-k must be at least 1, got {top_k}")
+    if window < 0:
+        raise SparcomError(f"--window must be 0 or more, got {window}")
+    if batch_size < 1:
+        raise SparcomError(f"--batch-size must be at least 1, got {batch_size}")
+    if not isinstance(selection, Selection):
+        selection = load_selection(selection)
+    extra: dict[str, dict[str, Any]] = {}
+    if components is None:
+        chosen, extra = default_components(selection, run, per_category)
+    else:
+        chosen = [c if isinstance(c, Component) else Component.from_key(c) for c in components]
+    chosen = list(dict.fromkeys(chosen))
+    if not chosen:
+        raise SparcomError("no components to record: the selection's sets are empty")
+    manifest = selection.meta.get("manifest") or {}
+    fmt = FormatSettings(manifest.get("scope") or "instruction", manifest.get("template_policy") or "auto",
+                         manifest.get("system_prompt"))
+    data = Path(data)
+    rows = read_rows(data, categories=categories, require_output=fmt.needs_response)
+    rows = _first_rows(rows, rows_per_category)
+    if isinstance(model, str):
+        model = load_model(model, dtype=dtype, device=device)
+    tokenizer, net = model.tokenizer, model.model
+    check_tokenizer(tokenizer)
+    template = resolve_template(tokenizer, manifest.get("template") or fmt.template)
+    examples = [encode_row(row, i, tokenizer, template, fmt.system_prompt, fmt.needs_response)
+                for i, row in enumerate(rows)]
+    order = list(dict.fromkeys(r.category for r in rows))
+    plan = plan_batches(examples, order, batch_size)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    backbone, sites = _resolve_sites(net, chosen)
+    recorder = _Recorder(sites, len(chosen))
+    m, span = len(chosen), 2 * window + 1
+    best_value = torch.full((m, top_k), float("-inf"))
+    best_row = torch.full((m, top_k), -1, dtype=torch.long)
+    best_pos = torch.zeros((m, top_k), dtype=torch.long)
+    best_window = torch.full((m, top_k, span), float("nan"))
+    device_in = net.get_input_embeddings().weight.device
+    handles = recorder.attach()
+    bar = progress_bar("instructions", enabled=progress)
+    try:
+        with bar, torch.inference_mode():
+            task = bar.add_task("recording", total=len(rows))
+            for planned in plan:
+                batch = collate(planned, fmt.scope, pad_id, "right")
+                b, t = batch.input_ids.shape
+                recorder.values = torch.full((b * t, m), float("nan"))
+                backbone(input_ids=batch.input_ids.to(device_in), attention_mask=batch.attention_mask.to(device_in),
+                         position_ids=batch.position_ids.to(device_in), use_cache=False)
+                values = recorder.values.reshape(b, t, m)
+                recorder.values = None
+                values[~batch.counted] = float("nan")
+                ranked = torch.where(torch.isnan(values), float("-inf"), values)
+                top, where = ranked.max(dim=1)  # [B, M]
+                padded = torch.nn.functional.pad(values.permute(0, 2, 1), (window, window), value=float("nan"))
+                take = where.unsqueeze(-1) + torch.arange(span)  # [B, M, span] in padded coordinates
+                windows = padded.gather(2, take).permute(1, 0, 2)  # [M, B, span]
+                row_ids = torch.tensor([e.row_index for e in batch.examples], dtype=torch.long)
+                all_value = torch.cat([best_value, top.T], dim=1)
+                all_row = torch.cat([best_row, row_ids.expand(m, b)], dim=1)
+                all_pos = torch.cat([best_pos, where.T], dim=1)
+                all_window = torch.cat([best_window, windows], dim=1)
+                keep = all_value.topk(top_k, dim=1).indices
+                best_value, best_row = all_value.gather(1, keep), all_row.gather(1, keep)
+                best_pos = all_pos.gather(1, keep)
+                best_window = all_window.gather(1, keep.unsqueeze(-1).expand(-1, -1, span))
+                bar.advance(task, len(batch.examples))
+    finally:
+        for handle in handles:
+            handle.remove()
+        recorder.values = None
+
+    events: list[list[dict[str, Any]]] = []
+    used: dict[str, dict[str, Any]] = {}
+    for i in range(m):
+        per_component = []
+        for k in range(top_k):
+            value = float(best_value[i, k])
+            if not np.isfinite(value):
+                continue
+            row_index, position = int(best_row[i, k]), int(best_pos[i, k])
+            example, row = examples[row_index], rows[row_index]
+            start = max(0, position - window)
+            stop = min(len(example), position + window + 1)
+            offset = start - (position - window)
+            vals = best_window[i, k, offset : offset + stop - start].tolist()
+            per_component.append({
+                "row": row.id, "position": position, "value": value, "start": start,
+                "tokens": [_token_text(tokenizer, tid) for tid in example.input_ids[start:stop]],
+                "values": [None if v != v else round(v, 4) for v in vals]})
+            used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
+        events.append(per_component)
+    meta = selection.meta
+    settings = {"top_k": top_k, "window": window, "scope": fmt.scope, "template": template,
+                "system_prompt": fmt.system_prompt, "rows_per_category": rows_per_category,
+                "batch_size": batch_size, "per_category": per_category if components is None else None,
+                "scores": SCORE_DESCRIPTIONS if components is None else None,
+                "values": {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
+                           "expert": "routing weight (tokens routed to the expert only)",
+                           "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}}
+    info = {**model.info, "architecture": type(net).__name__,
+            "dtype": str(next(net.parameters()).dtype).replace("torch.", "")}
+    selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
+                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
+                      "categories": selection.categories, "manifest": manifest}
+    data_info = {"path": str(data), "sha256": file_sha256(data), "rows": len(rows),
+                 "instructions": {c: sum(r.category == c for r in rows) for c in order}}
+    return ExamplesResult(chosen, events, used, settings, info, selection_info, data_info, extra,
+                          time.perf_counter() - started)
+
+
+def _first_rows(rows: list[InstructionRow], per_category: int | None) -> list[InstructionRow]:
+    if per_category is None:
+        return rows
+    if per_category < 1:
+        raise SparcomError(f"--rows-per-category must be at least 1, got {per_category}")
+    taken: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        if taken.get(row.category, 0) < per_category:
+            kept.append(row)
+            taken[row.category] = taken.get(row.category, 0) + 1
+    return kept
+
+
+def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``examples.json`` into the directory ``out`` (built under a temporary name, then renamed)."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
+        if any(out.iterdir()) and not overwrite:
+            raise SparcomError(f"{out}: output directory exists; choose another --out or pass --overwrite")
+        if any(out.iterdir()) and not (out / EXAMPLES_FILE).is_file():
+            raise SparcomError(f"{out}: exists and is not a sparcom examples output; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        (staging / EXAMPLES_FILE).write_text(json.dumps(result.to_json(), ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        out.rename(retired)
+        staging.rename(out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(out)
+    return out
+
+
+def load_examples(directory: str | Path) -> dict[str, Any]:
+    """Read ``examples.json`` from a directory written by :func:`write_examples` (or the file itself)."""
+    path = Path(directory)
+    if path.is_dir():
+        path = path / EXAMPLES_FILE
+    if not path.is_file():
+        raise SparcomError(f"{path}: not found; record examples with sparcom.profile.examples.record_examples")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SparcomError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); record the examples again") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
+        raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
+    return document
+
+
+__all__ = ["Component", "ExamplesResult", "default_components", "load_examples", "record_examples",
+           "write_examples"]
