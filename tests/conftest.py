@@ -28,3 +28,11 @@ def smol_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("sparcom-cache")
     resolve_builtin("smollm2-135m-instruct", cache)
     return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> dict[str, Path]:
+    """Every output of a small study (profile, identify, compare, ablate, examples) for the report tests."""
+    from report_study import build_study
+
+    return build_study(tmp_path_factory.mktemp("study"))

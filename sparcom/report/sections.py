@@ -392,7 +392,7 @@ def compare_sets(ctx: Context, output: Output, kind: str, k: dict) -> list[Secti
     tab = table(rows, [("category", "category"), ("base", "base"), ("tuned", "tuned"), ("retained", "retained"),
                        ("gained", "gained"), ("lost", "lost"), ("jaccard", "Jaccard"),
                        ("spearman", "Spearman ρ of p"), ("mean_abs_change", "mean |Δp|")],
-                row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, kind, "changes"))
+                row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, kind, "changes-table"))
     structure = [{"statistic": name, **v} for name, v in (k.get("structure") or {}).items()]
     struct = details("every set statistic, base → tuned", table(structure, [("statistic", "statistic"),
                                                                              ("base", "base"), ("tuned", "tuned"),
@@ -543,7 +543,7 @@ def causal_specificity(ctx: Context, output: Output, name: str, t: dict) -> list
                          ("own_excess_over_random", "own excess over random"), ("own_p_value", "p (own)")],
                  formats={k: fmt_signed for k in ("own_delta_nll", "mean_other_delta_nll", "specificity",
                                                   "own_excess_over_random")},
-                 row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, name, "specificity"))
+                 row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, name, "specificity-table"))
     return [Section(_sid(output, name, "specificity"), "Own-category damage", body, 4)]
 
 
@@ -569,7 +569,7 @@ def causal_baseline(ctx: Context, output: Output) -> list[Section]:
     rows = [{"category": Markup(ctx.badge(c)), "_cat": c, **v} for c, v in baseline.items()]
     body = table(rows, [("category", "category"), ("instructions", "instructions"), ("tokens", "response tokens"),
                         ("nll", "NLL, unablated")], row_attrs=lambda r: {"data-cat": r["_cat"]},
-                 table_id=_sid(output, "baseline"))
+                 table_id=_sid(output, "baseline-table"))
     return [Section(_sid(output, "baseline"), "Unablated NLL (the baseline of every ΔNLL)", body, 3)]
 
 

@@ -75,10 +75,10 @@ def scale_colour(t: float, anchors: Sequence[str] = VIRIDIS) -> str:
     """The colour at ``t`` in [0, 1] along ``anchors``."""
     t = min(max(t, 0.0), 1.0) * (len(anchors) - 1)
     i = min(int(t), len(anchors) - 2)
-    a, b = _hex(anchors[i]), _hex(anchors[i + 1])
+    start, end = _hex(anchors[i]), _hex(anchors[i + 1])
     f = t - i
-    r, g, b = (round(x + (y - x) * f) for x, y in zip(a, b, strict=True))
-    return f"#{r:02x}{g:02x}{b:02x}"
+    red, green, blue = (round(x + (y - x) * f) for x, y in zip(start, end, strict=True))
+    return f"#{red:02x}{green:02x}{blue:02x}"
 
 
 def text_colour(background: str) -> str:
