@@ -32,8 +32,8 @@ def build_study(root: Path, moe: bool = False) -> dict[str, Path]:
         run = profile(loaded, data, root / "run-base", settings, progress=False)
         run_tuned = profile(wrap_model(tuned, tiny_tokenizer(), "tiny-tuned"), data, root / "run-tuned", settings,
                             progress=False)
-        write_identify(identify(run), root / "identify-base", make_plots=moe)
-        write_compare(compare(run, run_tuned), root / "compare", make_plots=moe)
+        write_identify(identify(run), root / "identify-base", make_plots=False)
+        write_compare(compare(run, run_tuned), root / "compare", make_plots=False)
         paths = {"data": data, "run": root / "run-base", "run_tuned": root / "run-tuned",
                  "identify": root / "identify-base", "compare": root / "compare"}
         if not moe:

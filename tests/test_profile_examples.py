@@ -77,6 +77,14 @@ def test_neuron_top_k_matches_oracle(llama, batch_size):
         expected = oracle_top(per_row, 4)
         assert [(e["row"], e["position"]) for e in events] == [(r, p) for _, r, p in expected]
         np.testing.assert_allclose([e["value"] for e in events], [v for v, _, _ in expected], rtol=1e-4, atol=1e-5)
+        rows = {json.loads(line)["id"]: json.loads(line)["category"] for line in llama["data"].read_text().splitlines()}
+        stats = result.extra[component.key]["per_category"]
+        for category in set(rows.values()):
+            chosen = [v[c] for r, v, c, _ in per_row if rows[r] == category]
+            flat = np.concatenate(chosen) if chosen else np.zeros(0)
+            assert stats[category]["tokens"] == flat.size
+            assert stats[category]["positive"] == int((flat > 0).sum())
+            assert stats[category]["mean"] == pytest.approx(float(flat.mean()), rel=1e-5, abs=1e-6)
         by_id = {r: (v, c, ids) for r, v, c, ids in per_row}
         for event in events:
             values, counted, ids = by_id[event["row"]]

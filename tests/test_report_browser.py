@@ -31,7 +31,7 @@ def browser():
 @pytest.fixture(scope="module")
 def loaded(browser, tiny_study):
     out = tiny_study["run"].parent / "report.html"
-    render_report([tiny_study["run"].parent], out)
+    render_report([tiny_study["run"].parent], out, overwrite=True)
     milliseconds = browser.open(out)
     return {"browser": browser, "page": out, "load_ms": milliseconds, **tiny_study}
 
@@ -107,12 +107,12 @@ def test_sorting_changes_the_order(loaded):
 
 def test_ranking_toggle_and_hover(loaded):
     b = loaded["browser"]
-    assert visible(b, ".card-group[data-score=frequency]") > 0
-    assert visible(b, ".card-group[data-score=margin]") == 0
-    b.evaluate("document.querySelector('button[data-score-button=margin]').click()")
-    assert visible(b, ".card-group[data-score=frequency]") == 0
     assert visible(b, ".card-group[data-score=margin]") > 0
+    assert visible(b, ".card-group[data-score=frequency]") == 0
     b.evaluate("document.querySelector('button[data-score-button=frequency]').click()")
+    assert visible(b, ".card-group[data-score=margin]") == 0
+    assert visible(b, ".card-group[data-score=frequency]") > 0
+    b.evaluate("document.querySelector('button[data-score-button=margin]').click()")
     tip = b.evaluate("(() => { const td = document.querySelector('#ablate-ablate-neurons-delta td[data-tip]');"
                      " td.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));"
                      " const t = document.querySelector('.tip');"
@@ -123,6 +123,7 @@ def test_ranking_toggle_and_hover(loaded):
 def test_screenshots(loaded, tmp_path):
     b = loaded["browser"]
     SCREENSHOTS.mkdir(exist_ok=True)
+    b.evaluate("document.body.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))")  # hide the hover text
     shots = []
     for name, anchor in (("top", None), ("cards", "identify-identify-base-neuron-cards"),
                          ("causal", "ablate-ablate-neurons-matrix")):

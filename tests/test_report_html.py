@@ -26,7 +26,7 @@ def study(tiny_study) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def page(study) -> str:
     out = study["run"].parent / "report.html"
-    render_report([study["run"].parent], out)
+    render_report([study["run"].parent], out, overwrite=True)
     return out.read_text(encoding="utf-8")
 
 
@@ -217,7 +217,10 @@ def test_bad_inputs_are_one_line_errors(study, tmp_path):
 def test_atomic_replace(study, tmp_path):
     out = tmp_path / "report.html"
     out.write_text("old")
-    render_report([study["identify"]], out)
+    with pytest.raises(SparcomError, match="exists; choose another --out or pass --overwrite"):
+        render_report([study["identify"]], out)
+    assert out.read_text() == "old"
+    render_report([study["identify"]], out, overwrite=True)
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     with pytest.raises(SparcomError, match="is a folder"):
@@ -251,7 +254,16 @@ def test_colour_scale_direct():
 
 
 def test_moe_study_renders(tmp_path):
+    from sparcom.analysis.frequencies import kind_frequencies
+    from sparcom.profile.artifacts import load_run
+    from sparcom.report import plots
+
     paths = build_study(tmp_path, moe=True)
+    run = load_run(paths["run"])
+    freqs = kind_frequencies(run.counts, run.categories, "expert")
+    (paths["identify"] / "plots").mkdir(exist_ok=True)
+    plots.layer_expert_heatmaps({c: freqs.layout.split(freqs.p[i]) for i, c in enumerate(run.categories)},
+                                run.categories, "expert frequency", "f", paths["identify"] / "plots" / "expert_frequency.png")
     page = render_html([tmp_path])
     for kind in ("neuron", "expert", "expert_neuron", "shared_neuron"):
         assert f"identify-identify-base-{kind}-sets" in page, kind

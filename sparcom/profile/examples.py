@@ -3,7 +3,9 @@
 For each component (a dense or shared-expert neuron, an expert, or an expert neuron) it keeps the ``top_k``
 instructions with the highest value on a counted token, the position of that token, and the component's values
 on a window of tokens around it (with the token strings), so a reader sees the token highlighted in context.
-Nothing else is stored: no full activations.
+It also keeps, per category, the component's mean value over the counted tokens where it has one and how many
+of them are > 0 (for a neuron on the profiled rows, that share is its frequency p). Nothing else is stored: no
+full activations.
 
 Values: a neuron's value is its activation A = f(gate(x)) (DESIGN §1, the quantity whose sign is counted); an
 expert's value is its routing weight on tokens routed to it (no value where it was not chosen); an expert
@@ -296,6 +298,8 @@ def record_examples(
     best_row = torch.full((m, top_k), -1, dtype=torch.long)
     best_pos = torch.zeros((m, top_k), dtype=torch.long)
     best_window = torch.full((m, top_k, span), float("nan"))
+    # Per category: sum of the values, tokens with a value, tokens with a value > 0 (counted tokens only).
+    totals: dict[str, torch.Tensor] = {c: torch.zeros((3, m), dtype=torch.float64) for c in order}
     device_in = net.get_input_embeddings().weight.device
     handles = recorder.attach()
     bar = progress_bar("instructions", enabled=progress)
@@ -311,6 +315,11 @@ def record_examples(
                 values = recorder.values.reshape(b, t, m)
                 recorder.values = None
                 values[~batch.counted] = float("nan")
+                defined = ~torch.isnan(values)
+                total = totals[batch.category]
+                total[0] += torch.where(defined, values, 0.0).sum(dim=(0, 1), dtype=torch.float64)
+                total[1] += defined.sum(dim=(0, 1))
+                total[2] += (values > 0).sum(dim=(0, 1))
                 ranked = torch.where(torch.isnan(values), float("-inf"), values)
                 top, where = ranked.max(dim=1)  # [B, M]
                 padded = torch.nn.functional.pad(values.permute(0, 2, 1), (window, window), value=float("nan"))
@@ -351,6 +360,12 @@ def record_examples(
                 "values": [None if v != v else round(v, 4) for v in vals]})
             used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
         events.append(per_component)
+        stats = {}
+        for category, total in totals.items():
+            tokens = int(total[1, i])
+            stats[category] = {"mean": float(total[0, i] / tokens) if tokens else None, "tokens": tokens,
+                               "positive": int(total[2, i])}
+        extra.setdefault(chosen[i].key, {})["per_category"] = stats
     meta = selection.meta
     settings = {"top_k": top_k, "window": window, "scope": fmt.scope, "template": template,
                 "system_prompt": fmt.system_prompt, "rows_per_category": rows_per_category,

@@ -56,7 +56,8 @@ def render_cards(ctx, output: Output, kind: str) -> str:
     freqs = kind_frequencies(run_output.run.counts, categories, kind)
     layout = freqs.layout
     mask = np.stack([layout.flatten({j: selection.mask(kind, c, j) for j in layout.layers}) for c in categories])
-    scores: dict[str, Any] = {"frequency": "frequency", "margin": "margin"}
+    # Specificity first: the most frequent members of a set tend to fire on nearly every token of every category.
+    scores: dict[str, Any] = {"margin": "margin", "frequency": "frequency"}
     for name, source in ctx.score_sources.items():
         values = source(output, kind, freqs.p)
         if values is not None:
@@ -84,7 +85,9 @@ def render_cards(ctx, output: Output, kind: str) -> str:
     described = "; ".join(f"<b>{escape(s)}</b>: {escape(SCORE_DESCRIPTIONS.get(s, 'score from the selection'))}"
                           for s in scores)
     intro = note(f"Members of each category's set, ranked {described}. Bars: p on every category (the card's "
-                 "category outlined).")
+                 "category outlined; faded where the component is not in that category's set) and, when the "
+                 "examples pass recorded it, the mean value on the category's counted tokens. Long instructions "
+                 "offer more tokens, so they are over-represented among the top examples.")
     if not _has_halves(run_output):
         intro += not_computed("AI / human halves", "The run has no per-source counts, so the cards show each "
                                                    "category's frequency only.")
@@ -115,16 +118,29 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
     flat = flat_position(layout, component)
     own = categories.index(category)
     members = int(membership[flat])
-    bars = []
+    entry = examples.get(component.key) or {}
+    means = {c: (v or {}).get("mean") for c, v in (entry.get("per_category") or {}).items()}
+    peak = max((abs(v) for v in means.values() if v is not None), default=0.0) or 1.0
+    bars = [f'<div class="pbar head{" with-mean" if means else ""}"><span></span><span class="ph">p</span><span></span>'
+            + ('<span class="ph">mean value</span><span></span>' if means else "") + "</div>"]
     for i, c in enumerate(categories):
         value = float(p[i, flat])
         colour = category_color(c, categories)
         chosen = " own" if i == own else ""
         selected = " sel" if mask[i, flat] else ""
-        bars.append(f'<div class="pbar{chosen}{selected}" data-tip="{escape(category_label(c))}: p = {value:.4f}'
-                    f'{" (in its set)" if mask[i, flat] else ""}"><span class="pl">{escape(category_label(c))}</span>'
+        mean = means.get(c)
+        mean_html = ""
+        tip = f"{category_label(c)}: p = {value:.4f}{' (in its set)' if mask[i, flat] else ' (not in its set)'}"
+        if means:
+            shown = "–" if mean is None else f"{mean:.3f}"
+            width = 0 if mean is None else 100 * max(mean, 0.0) / peak
+            mean_html = (f'<span class="pt"><span style="width:{width:.1f}%;background:{colour}"></span></span>'
+                         f'<span class="pv">{shown}</span>')
+            tip += f"; mean value {shown} on its counted tokens"
+        bars.append(f'<div class="pbar{chosen}{selected}{" with-mean" if means else ""}" data-tip="{escape(tip)}">'
+                    f'<span class="pl">{escape(category_label(c))}</span>'
                     f'<span class="pt"><span style="width:{100 * value:.1f}%;background:{colour}"></span></span>'
-                    f'<span class="pv">{value:.3f}</span></div>')
+                    f'<span class="pv">{value:.3f}</span>{mean_html}</div>')
     halves = source_halves(run_output, kind, component)
     halves_html = "" if halves is None else _halves(halves, categories)
     head = (f'<div class="card-head"><span class="cid">{escape(component.key)}</span>'

@@ -114,16 +114,19 @@ def render_html(study_dirs: Sequence[str | Path], *, title: str | None = None,
 
 
 def render_report(study_dirs: Sequence[str | Path], out_html: str | Path, *, title: str | None = None,
-                  cards_per_category: int = DEFAULT_CARDS, score_sources=None) -> Path:
+                  cards_per_category: int = DEFAULT_CARDS, score_sources=None, overwrite: bool = False) -> Path:
     """Write one self-contained HTML report of the outputs in ``study_dirs`` to ``out_html``.
 
     ``study_dirs`` are sparcom output folders (identify, compare, ablate, profile runs, examples) or folders that
     hold them. ``cards_per_category`` is the number of cards per category and ranking; ``score_sources`` adds
-    rankings (name → function(identify output, kind, p[K, N]) → [K, N] score or None).
+    rankings (name → function(identify output, kind, p[K, N]) → [K, N] score or None). An existing file is
+    replaced only with ``overwrite``.
     """
     out_html = Path(out_html)
     if out_html.is_dir():
         raise SparcomError(f"{out_html}: is a folder; --out must be an .html file path")
+    if out_html.exists() and not overwrite:
+        raise SparcomError(f"{out_html}: exists; choose another --out or pass --overwrite")
     page = render_html(study_dirs, title=title, cards_per_category=cards_per_category, score_sources=score_sources)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{out_html.name}.", suffix=".partial", dir=out_html.parent)

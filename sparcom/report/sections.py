@@ -509,7 +509,7 @@ def causal_matrix(ctx: Context, output: Output, name: str, t: dict) -> list[Sect
         marks.append(mark)
     sizes = t.get("set_sizes") or {}
     rows = [f"{category_label(c)} ({fmt_int(sizes.get(c))})" for c in ablated]
-    common = dict(row_title="ablated set (size)", col_title="evaluated on", diverging=True,
+    common = dict(row_title="ablated (size)", col_title="evaluated", diverging=True,
                   row_attrs=_cat_attrs(ablated), col_attrs=_cat_attrs(evaluated))
     body = ('<div class="two"><div><h5>ΔNLL (nats per response token)</h5>'
             + heatmap(t["delta_nll"], rows, _labels(evaluated), fmt=fmt_signed, tips=tips, marks=marks,
