@@ -271,3 +271,16 @@ def test_moe_study_renders(tmp_path):
     assert re.search(r'data-component="expert/\d+/\d+"', page)
     assert 'data:image/png;base64,' in page  # the layer × expert figures, inline
     assert paths["compare"].is_dir()
+
+
+def test_partial_studies(study, tmp_path):
+    """A run alone, or two identify outputs with the same folder name, still make a page with unique anchors."""
+    page = render_html([study["run"]])
+    assert "Selection (ISNs / ISEs): not computed." in page
+    for side in ("a", "b"):
+        shutil.copytree(study["identify"], tmp_path / side / "identify")
+    page = render_html([tmp_path / "a" / "identify", tmp_path / "b" / "identify"])
+    ids = re.findall(r'<section id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    assert "identify-a-identify-neuron-sets" in ids and "identify-b-identify-neuron-sets" in ids
+    assert "Base → tuned comparison: not computed." in page

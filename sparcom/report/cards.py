@@ -147,9 +147,10 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
             f'<span class="cls {_class_label(members, len(categories)).split()[0]}">'
             f'{escape(_class_label(members, len(categories)))}</span></div>'
             f'<div class="card-sub">{escape(KIND_NOUNS.get(kind, kind)[:-1] if kind != "expert" else "ISE")} · '
-            f'{escape(component.describe())} · #{rank} {escape(SCORE_TITLES.get(score_name, score_name))} '
-            f'({escape(score_name)} {fmt_num(score)})</div>')
-    body = f'<div class="pbars">{"".join(bars)}</div>{halves_html}{_examples(examples.get(component.key), rows, categories)}'
+            f'{escape(component.describe())} · #{rank} by {escape(score_name)} ({fmt_num(score)})</div>')
+    recorded = _examples(entry, rows, categories) if entry else (
+        '<p class="missing small">Not in the examples pass (record it with components=[...]).</p>' if examples else "")
+    body = f'<div class="pbars">{"".join(bars)}</div>{halves_html}{recorded}'
     return (f'<article class="card" data-cat="{escape(category)}" data-layer="{component.layer}" '
             f'data-component="{escape(component.key)}">{head}{body}</article>')
 

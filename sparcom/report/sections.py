@@ -3,7 +3,7 @@
 A section function takes the :class:`Context` (and the output it describes) and returns a list of
 :class:`~sparcom.report.widgets.Section` — empty when it has nothing to show, or a "not computed" line where a
 reader would expect the result. To add a section, write a function and add it to one of the lists at the end
-(:data:`IDENTIFY_SECTIONS`, :data:`COMPARE_SECTIONS`, :data:`ABLATE_SECTIONS`, :data:`PAGE`). Results that other
+(:data:`IDENTIFY_SECTIONS`, :data:`COMPARE_SECTIONS`, :data:`CAUSAL_SECTIONS`, :data:`PAGE`). Results that other
 work adds to the summaries (validity measures, new causal statistics) are shown by the generic renderers
 (:func:`generic_value`) until they get a section of their own.
 """
@@ -23,14 +23,8 @@ from sparcom.analysis.frequencies import KIND_NOUNS, KIND_UNITS
 from sparcom.data.schema import category_label
 from sparcom.errors import SparcomError
 from sparcom.report import svg
-from sparcom.report.plots import (
-    GAINED_COLOR,
-    GENERAL_COLOR,
-    LOST_COLOR,
-    RETAINED_COLOR,
-    SHARED_COLOR,
-    category_color,
-)
+from sparcom.report.cards import render_cards
+from sparcom.report.plots import GAINED_COLOR, GENERAL_COLOR, LOST_COLOR, RETAINED_COLOR, SHARED_COLOR
 from sparcom.report.studies import Output, Study
 from sparcom.report.widgets import (
     Markup,
@@ -349,8 +343,6 @@ def expert_figures(ctx: Context, output: Output, kind: str, k: dict) -> list[Sec
 
 def cards(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
     """Cards for the top members of each category's set, by frequency and by specificity."""
-    from sparcom.report.cards import render_cards
-
     return [Section(_sid(output, kind, "cards"), f"{KIND_NOUNS.get(kind, kind)}: cards",
                     render_cards(ctx, output, kind), 4)]
 
@@ -673,7 +665,5 @@ def build_sections(ctx: Context) -> list[Section]:
     return sections
 
 
-__all__ = ["ABLATE_SECTIONS", "COMPARE_SECTIONS", "IDENTIFY_SECTIONS", "PAGE", "Context", "build_sections",
-           "category_color", "generic_value"]
-
-ABLATE_SECTIONS = CAUSAL_SECTIONS
+__all__ = ["CAUSAL_SECTIONS", "COMPARE_SECTIONS", "IDENTIFY_SECTIONS", "PAGE", "Context", "build_sections",
+           "generic_value"]

@@ -62,10 +62,12 @@ class Output:
     path: Path
     document: dict[str, Any]
     _tables: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict, repr=False)
+    #: A name unique within the study (the folder name, with its parent's when two folders share a name).
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
     def table(self, name: str) -> list[dict[str, Any]] | None:
         """Rows of ``tables/{name}.csv`` with numbers parsed (None when the table is absent)."""
@@ -192,4 +194,8 @@ def load_study(paths: list[str | Path]) -> Study:
                 seen.add(key)
                 outputs.append(output)
     outputs.sort(key=lambda o: KIND_ORDER.index(o.kind))
+    names = [o.path.name for o in outputs]
+    for output in outputs:
+        if names.count(output.path.name) > 1:
+            output.label = f"{output.path.parent.name}-{output.path.name}"
     return Study(outputs)

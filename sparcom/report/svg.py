@@ -45,7 +45,7 @@ def stacked_bars(labels: Sequence[int | str], series: Sequence[tuple[str, str, S
     n = max(len(labels), 1)
     slot = plot_w / n
     bar = max(slot * 0.8, 1)
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" '
              f'aria-label="{escape(y_title)} per {escape(x_title)}">']
     for tick in _ticks(y_max):
         y = top + plot_h - plot_h * tick / y_max
@@ -108,7 +108,7 @@ def line_chart(x: Sequence[float], series: Sequence[tuple[str, str, Sequence[flo
     def py(value: float) -> float:
         return top + plot_h - plot_h * value / top_value
 
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" '
              f'aria-label="{escape(y_title)} against {escape(x_title)}">']
     for tick in _ticks(top_value):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" class="grid"/>'
