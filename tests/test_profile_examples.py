@@ -85,6 +85,10 @@ def test_neuron_top_k_matches_oracle(llama, batch_size):
             assert stats[category]["tokens"] == flat.size
             assert stats[category]["positive"] == int((flat > 0).sum())
             assert stats[category]["mean"] == pytest.approx(float(flat.mean()), rel=1e-5, abs=1e-6)
+        for category in set(rows.values()):
+            own = [item for item in per_row if rows[item[0]] == category]
+            shown = result.extra[component.key]["events_by_category"][category]
+            assert [(e["row"], e["position"]) for e in shown] == [(r, q) for _, r, q in oracle_top(own, 4)]
         by_id = {r: (v, c, ids) for r, v, c, ids in per_row}
         for event in events:
             values, counted, ids = by_id[event["row"]]
@@ -105,7 +109,11 @@ def test_write_and_load(llama, tmp_path):
     document = load_examples(out)
     assert document["components"][0]["key"] == "neuron/0/1"
     assert len(document["components"][0]["events"]) == 2
-    assert set(document["rows"]) == {e["row"] for e in document["components"][0]["events"]}
+    entry = document["components"][0]
+    shown = entry["events"] + [e for events in entry["events_by_category"].values() for e in events]
+    assert set(document["rows"]) == {e["row"] for e in shown}
+    assert {e["row"] for e in entry["events"]} <= {e["row"] for events in entry["events_by_category"].values()
+                                                   for e in events}
     with pytest.raises(SparcomError, match="output directory exists"):
         write_examples(result, out)
     (out / "examples.json").write_text("{broken")

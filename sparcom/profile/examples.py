@@ -1,8 +1,9 @@
 """Where chosen components fire most: a second, small forward pass that records only those components.
 
 For each component (a dense or shared-expert neuron, an expert, or an expert neuron) it keeps the ``top_k``
-instructions with the highest value on a counted token, the position of that token, and the component's values
-on a window of tokens around it (with the token strings), so a reader sees the token highlighted in context.
+instructions with the highest value on a counted token — over all rows and within each category — the position of
+that token, and the component's values on a window of tokens around it (with the token strings), so a reader sees
+the token highlighted in context.
 It also keeps, per category, the component's mean value over the counted tokens where it has one and how many
 of them are > 0 (for a neuron on the profiled rows, that share is its frequency p). Nothing else is stored: no
 full activations.
@@ -106,6 +107,27 @@ def _resolve_sites(model: torch.nn.Module, components: Sequence[Component]) -> t
         if entry.experts is not None:
             entry.experts.append(int(c.expert))
     return backbone, list(grouped.values())
+
+
+class _TopK:
+    """The ``k`` largest values per component [M, k], with their row, position and value window."""
+
+    def __init__(self, m: int, k: int, span: int) -> None:
+        self.k = k
+        self.value = torch.full((m, k), float("-inf"))
+        self.row = torch.full((m, k), -1, dtype=torch.long)
+        self.position = torch.zeros((m, k), dtype=torch.long)
+        self.window = torch.full((m, k, span), float("nan"))
+
+    def add(self, value: torch.Tensor, row: torch.Tensor, position: torch.Tensor, window: torch.Tensor) -> None:
+        """Merge candidates [M, n] (window [M, n, span]) and keep the top ``k`` of each component."""
+        values = torch.cat([self.value, value], dim=1)
+        keep = values.topk(self.k, dim=1).indices
+        self.value = values.gather(1, keep)
+        self.row = torch.cat([self.row, row], dim=1).gather(1, keep)
+        self.position = torch.cat([self.position, position], dim=1).gather(1, keep)
+        windows = torch.cat([self.window, window], dim=1)
+        self.window = windows.gather(1, keep.unsqueeze(-1).expand(-1, -1, windows.shape[-1]))
 
 
 class _Recorder:
@@ -294,10 +316,7 @@ def record_examples(
     backbone, sites = _resolve_sites(net, chosen)
     recorder = _Recorder(sites, len(chosen))
     m, span = len(chosen), 2 * window + 1
-    best_value = torch.full((m, top_k), float("-inf"))
-    best_row = torch.full((m, top_k), -1, dtype=torch.long)
-    best_pos = torch.zeros((m, top_k), dtype=torch.long)
-    best_window = torch.full((m, top_k, span), float("nan"))
+    best = {c: _TopK(m, top_k, span) for c in order}  # per category; the overall top is merged from them
     # Per category: sum of the values, tokens with a value, tokens with a value > 0 (counted tokens only).
     totals: dict[str, torch.Tensor] = {c: torch.zeros((3, m), dtype=torch.float64) for c in order}
     device_in = net.get_input_embeddings().weight.device
@@ -326,40 +345,41 @@ def record_examples(
                 take = where.unsqueeze(-1) + torch.arange(span)  # [B, M, span] in padded coordinates
                 windows = padded.gather(2, take).permute(1, 0, 2)  # [M, B, span]
                 row_ids = torch.tensor([e.row_index for e in batch.examples], dtype=torch.long)
-                all_value = torch.cat([best_value, top.T], dim=1)
-                all_row = torch.cat([best_row, row_ids.expand(m, b)], dim=1)
-                all_pos = torch.cat([best_pos, where.T], dim=1)
-                all_window = torch.cat([best_window, windows], dim=1)
-                keep = all_value.topk(top_k, dim=1).indices
-                best_value, best_row = all_value.gather(1, keep), all_row.gather(1, keep)
-                best_pos = all_pos.gather(1, keep)
-                best_window = all_window.gather(1, keep.unsqueeze(-1).expand(-1, -1, span))
+                best[batch.category].add(top.T, row_ids.expand(m, b), where.T, windows)
                 bar.advance(task, len(batch.examples))
     finally:
         for handle in handles:
             handle.remove()
         recorder.values = None
 
-    events: list[list[dict[str, Any]]] = []
+    overall = _TopK(m, top_k, span)
+    for kept in best.values():
+        overall.add(kept.value, kept.row, kept.position, kept.window)
     used: dict[str, dict[str, Any]] = {}
-    for i in range(m):
-        per_component = []
+
+    def describe(kept: _TopK, i: int) -> list[dict[str, Any]]:
+        found = []
         for k in range(top_k):
-            value = float(best_value[i, k])
+            value = float(kept.value[i, k])
             if not np.isfinite(value):
                 continue
-            row_index, position = int(best_row[i, k]), int(best_pos[i, k])
+            row_index, position = int(kept.row[i, k]), int(kept.position[i, k])
             example, row = examples[row_index], rows[row_index]
             start = max(0, position - window)
             stop = min(len(example), position + window + 1)
             offset = start - (position - window)
-            vals = best_window[i, k, offset : offset + stop - start].tolist()
-            per_component.append({
+            vals = kept.window[i, k, offset : offset + stop - start].tolist()
+            found.append({
                 "row": row.id, "position": position, "value": value, "start": start,
                 "tokens": [_token_text(tokenizer, tid) for tid in example.input_ids[start:stop]],
                 "values": [None if v != v else round(v, 4) for v in vals]})
             used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
-        events.append(per_component)
+        return found
+
+    events: list[list[dict[str, Any]]] = []
+    for i in range(m):
+        events.append(describe(overall, i))
+        extra.setdefault(chosen[i].key, {})["events_by_category"] = {c: describe(kept, i) for c, kept in best.items()}
         stats = {}
         for category, total in totals.items():
             tokens = int(total[1, i])

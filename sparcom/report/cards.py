@@ -148,8 +148,12 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
             f'{escape(_class_label(members, len(categories)))}</span></div>'
             f'<div class="card-sub">{escape(KIND_NOUNS.get(kind, kind)[:-1] if kind != "expert" else "ISE")} · '
             f'{escape(component.describe())} · #{rank} by {escape(score_name)} ({fmt_num(score)})</div>')
-    recorded = _examples(entry, rows, categories) if entry else (
+    recorded = _examples(entry.get("events"), rows, categories) if entry else (
         '<p class="missing small">Not in the examples pass (record it with components=[...]).</p>' if examples else "")
+    own_events = (entry.get("events_by_category") or {}).get(category)
+    if own_events is not None:
+        recorded += (f'<details class="own"><summary>top {len(own_events)} within '
+                     f'{escape(category_label(category))}</summary>{_examples(own_events, rows, categories)}</details>')
     body = f'<div class="pbars">{"".join(bars)}</div>{halves_html}{recorded}'
     return (f'<article class="card" data-cat="{escape(category)}" data-layer="{component.layer}" '
             f'data-component="{escape(component.key)}">{head}{body}</article>')
@@ -161,10 +165,7 @@ def _halves(halves: dict[str, dict[str, float]], categories) -> str:
     return f'<p class="small">{cells}</p>'
 
 
-def _examples(entry: dict | None, rows: dict, categories) -> str:
-    if entry is None:
-        return ""
-    events = entry.get("events") or []
+def _examples(events: list[dict] | None, rows: dict, categories) -> str:
     if not events:
         return '<p class="missing small">No counted token of the recorded data activated it.</p>'
     peak = max((abs(v) for e in events for v in e.get("values", []) if v is not None), default=1.0) or 1.0
