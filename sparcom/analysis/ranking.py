@@ -90,6 +90,9 @@ def flat_position(layout: Layout, component: Component) -> int:
         raise SparcomError(f"component {component.key} is not in the {layout.kind} layout")
     part = layout.layer_slice(component.layer)
     shape = layout.shapes[layout.layers.index(component.layer)]
+    if len(shape) == 2 and (component.expert is None or not 0 <= component.expert < shape[0]
+                            or not 0 <= component.index < shape[1]):
+        raise SparcomError(f"component {component.key} is outside layer {component.layer} (shape {shape})")
     within = component.index if component.expert is None else component.expert * shape[1] + component.index
     if not 0 <= within < part.stop - part.start:
         raise SparcomError(f"component {component.key} is outside layer {component.layer} (shape {shape})")
