@@ -122,6 +122,21 @@ def test_write_and_load(llama, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_run_examples_checks_out_before_recording(llama, tmp_path):
+    from sparcom.profile.examples import run_examples
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(SparcomError, match="output directory exists"):
+        run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "taken", ["neuron/5/0"])
+    with pytest.raises(SparcomError, match="not a sparcom examples output"):
+        run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "taken", ["neuron/0/0"],
+                     overwrite=True)
+    result = run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "ex", ["neuron/0/0"],
+                          top_k=1)
+    assert load_examples(tmp_path / "ex")["components"][0]["events"][0]["value"] == result.events[0][0]["value"]
+
+
 def test_bad_components(llama):
     with pytest.raises(SparcomError, match="outside"):
         record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/0/48"])

@@ -419,8 +419,8 @@ def _first_rows(rows: list[InstructionRow], per_category: int | None) -> list[In
     return kept
 
 
-def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``examples.json`` into the directory ``out`` (built under a temporary name, then renamed)."""
+def check_examples_out(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and even then anything but an earlier examples output."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
@@ -429,6 +429,12 @@ def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = Fa
             raise SparcomError(f"{out}: output directory exists; choose another --out or pass --overwrite")
         if any(out.iterdir()) and not (out / EXAMPLES_FILE).is_file():
             raise SparcomError(f"{out}: exists and is not a sparcom examples output; choose another --out")
+
+
+def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``examples.json`` into the directory ``out`` (built under a temporary name, then renamed)."""
+    out = Path(out)
+    check_examples_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -445,6 +451,16 @@ def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = Fa
     else:
         staging.rename(out)
     return out
+
+
+def run_examples(model: str | LoadedModel, selection, data: str | Path, out: str | Path,
+                 components: Sequence[Component | str] | None = None, *, overwrite: bool = False,
+                 **options) -> ExamplesResult:
+    """The planned ``sparcom examples``: check ``out`` first, run :func:`record_examples`, write ``out``."""
+    check_examples_out(out, overwrite)
+    result = record_examples(model, selection, data, components, **options)
+    write_examples(result, out, overwrite=overwrite)
+    return result
 
 
 def load_examples(directory: str | Path) -> dict[str, Any]:
@@ -464,4 +480,4 @@ def load_examples(directory: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["Component", "ExamplesResult", "default_components", "load_examples", "record_examples",
-           "write_examples"]
+           "run_examples", "write_examples"]
