@@ -109,15 +109,31 @@ def test_ranking_toggle_and_hover(loaded):
     b = loaded["browser"]
     assert visible(b, ".card-group[data-score=margin]") > 0
     assert visible(b, ".card-group[data-score=frequency]") == 0
+    b.evaluate("document.querySelector('input[data-filter-cat=code]').click()")
     b.evaluate("document.querySelector('button[data-score-button=frequency]').click()")
     assert visible(b, ".card-group[data-score=margin]") == 0
     assert visible(b, ".card-group[data-score=frequency]") > 0
+    assert visible(b, ".card-group[data-score=frequency] article.card") > 0
+    assert visible(b, "article.card[data-cat=code]") == 0  # cards shown later obey the filters too
+    b.evaluate("document.querySelector('input[data-filter-cat=code]').click()")
+    assert visible(b, "article.card[data-cat=code]") > 0
     b.evaluate("document.querySelector('button[data-score-button=margin]').click()")
     tip = b.evaluate("(() => { const td = document.querySelector('#ablate-ablate-neurons-delta td[data-tip]');"
                      " td.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));"
                      " const t = document.querySelector('.tip');"
                      " return [t.style.display, t.textContent, td.getAttribute('data-tip')]; })()")
     assert tip[0] == "block" and tip[1] == tip[2] and "ΔNLL" in tip[1]
+
+
+def test_own_category_examples_open_on_demand(loaded):
+    b = loaded["browser"]
+    selector = "article.card details.own"
+    assert b.evaluate(f"document.querySelectorAll('{selector} template').length") > 0
+    rows = b.evaluate(f"(() => {{ const d = document.querySelector('{selector}'); d.open = true;"
+                      " return new Promise(r => setTimeout(() => r([d.querySelectorAll('ol.examples li').length,"
+                      " d.querySelectorAll('template').length]), 50)); })()")
+    assert rows[0] > 0 and rows[1] == 0
+    assert b.errors == []
 
 
 def test_screenshots(loaded, tmp_path):

@@ -69,7 +69,7 @@ def render_cards(ctx, output: Output, kind: str) -> str:
     membership = mask.sum(axis=0)
 
     groups = []
-    for score_name, score in scores.items():
+    for order, (score_name, score) in enumerate(scores.items()):
         ranked = top_components(freqs.p, mask, layout, categories, n, score)
         for category in categories:
             cards = [_card(ctx, categories, freqs.p, mask, membership, layout, component, category, rank + 1,
@@ -77,9 +77,12 @@ def render_cards(ctx, output: Output, kind: str) -> str:
                      for rank, (component, value) in enumerate(ranked[category])]
             if not cards:
                 cards = [f'<p class="missing">The {escape(category_label(category))} set is empty.</p>']
+            inner = f'<div class="cards">{"".join(cards)}</div>'
+            if order:  # the other rankings stay inert until their button is pressed (a lighter page to load)
+                inner = f"<template>{inner}</template>"
             groups.append(f'<div class="card-group" data-cat="{escape(category)}" data-score="{escape(score_name)}">'
                           f'<h5>{ctx.badge(category)} top {n} {escape(SCORE_TITLES.get(score_name, "by " + score_name))}'
-                          f'</h5><div class="cards">{"".join(cards)}</div></div>')
+                          f'</h5>{inner}</div>')
     buttons = "".join(f'<button type="button" data-score-button="{escape(s)}"{" class=on" if i == 0 else ""}>'
                       f'{escape(SCORE_TITLES.get(s, "by " + s))}</button>' for i, s in enumerate(scores))
     described = "; ".join(f"<b>{escape(s)}</b>: {escape(SCORE_DESCRIPTIONS.get(s, 'score from the selection'))}"
@@ -152,8 +155,10 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
         '<p class="missing small">Not in the examples pass (record it with components=[...]).</p>' if examples else "")
     own_events = (entry.get("events_by_category") or {}).get(category)
     if own_events is not None:
+        # Inert until opened (the script instantiates the template), so the page stays light to load.
         recorded += (f'<details class="own"><summary>top {len(own_events)} within '
-                     f'{escape(category_label(category))}</summary>{_examples(own_events, rows, categories)}</details>')
+                     f'{escape(category_label(category))}</summary><template>'
+                     f'{_examples(own_events, rows, categories)}</template></details>')
     body = f'<div class="pbars">{"".join(bars)}</div>{halves_html}{recorded}'
     return (f'<article class="card" data-cat="{escape(category)}" data-layer="{component.layer}" '
             f'data-component="{escape(component.key)}">{head}{body}</article>')

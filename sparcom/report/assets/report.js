@@ -93,14 +93,32 @@
     function show(score) {
       Array.prototype.forEach.call(buttons, function (b) { b.classList.toggle("on", b.getAttribute("data-score-button") === score); });
       Array.prototype.forEach.call(block.querySelectorAll(".card-group"), function (group) {
-        group.classList.toggle("hidden-score", group.getAttribute("data-score") !== score);
+        var shown = group.getAttribute("data-score") === score;
+        var template = group.querySelector(":scope > template");
+        if (shown && template) {
+          group.appendChild(template.content.cloneNode(true));
+          template.remove();
+        }
+        group.classList.toggle("hidden-score", !shown);
       });
+      applyFilters();
     }
     Array.prototype.forEach.call(buttons, function (b) {
       b.addEventListener("click", function () { show(b.getAttribute("data-score-button")); });
     });
     if (buttons.length) show(buttons[0].getAttribute("data-score-button"));
   });
+
+  // Lazy blocks: a <details> holding a <template> fills itself the first time it is opened.
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.open || !details.querySelector) return;
+    var template = details.querySelector(":scope > template");
+    if (template) {
+      details.appendChild(template.content.cloneNode(true));
+      template.remove();
+    }
+  }, true);
 
   // Contents: mark the section in view.
   var links = {};
