@@ -69,6 +69,11 @@ def _model_name(value: Any) -> str:
     return parts[-1] if len(parts) > 2 else str(value)
 
 
+def _mean(values: Sequence[Any]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
 def _sid(output: Output, *parts: str) -> str:
     base = "-".join([output.kind, output.name, *parts])
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base)
@@ -113,14 +118,22 @@ def overview(ctx: Context) -> list[Section]:
                              f"{escape(_model_name(d.get('tuned', {}).get('model')))}</b> — {escape(KIND_NOUNS.get(kind, kind))}: "
                              f"mean Jaccard of the base and tuned sets {fmt_num(mean)}.</li>")
         elif output.kind == "ablate":
+            level = (d.get("significance") or {}).get("level", 0.05)
             for name, t in (d.get("targets") or {}).items():
                 rows = t.get("specificity") or []
-                below = sum(1 for r in rows if r.get("own_p_value") is not None
-                            and r["own_p_value"] <= (d.get("significance") or {}).get("level", 0.05))
-                items.append(f"<li><b>causal check ({escape(name)})</b> on {escape(_model_name(d.get('model', {}).get('name_or_path')))}"
-                             f" — own-category damage beyond the random sets (p ≤ "
-                             f"{fmt_num((d.get('significance') or {}).get('level', 0.05))}) for {below} of {len(rows)} "
-                             f"categories, with {fmt_int((t.get('random') or {}).get('seeds'))} random sets each.</li>")
+                seeds = (t.get("random") or {}).get("seeds") or 0
+                below = sum(1 for r in rows if r.get("own_p_value") is not None and r["own_p_value"] <= level)
+                own = _mean([r.get("own_delta_nll") for r in rows])
+                other = _mean([r.get("mean_other_delta_nll") for r in rows])
+                excess = _mean([r.get("own_excess_over_random") for r in rows])
+                floor = f"; with {seeds} random sets the smallest possible p is {fmt_num(1 / (1 + seeds))}" \
+                    if seeds and 1 / (1 + seeds) > level else ""
+                items.append(f"<li><b>causal check ({escape(name)})</b> on "
+                             f"{escape(_model_name(d.get('model', {}).get('name_or_path')))} — deactivating a "
+                             f"category's set raises its own NLL by {fmt_signed(own)} nats/token on average, the "
+                             f"other categories' by {fmt_signed(other)}; {fmt_signed(excess)} beyond random sets of "
+                             f"the same per-layer shape. p ≤ {fmt_num(level)} for {below} of {len(rows)} "
+                             f"categories{floor}.</li>")
         elif output.kind == "examples":
             items.append(f"<li><b>token examples</b> for {len(d.get('components', []))} components, top "
                          f"{fmt_int((d.get('settings') or {}).get('top_k'))} instructions each.</li>")
