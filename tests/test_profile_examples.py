@@ -20,11 +20,11 @@ from sparcom.profile.runner import wrap_model
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
 
 
-def oracle_values(model, tokenizer, data: Path, layer: int, index: int, scope="instruction"):
+def oracle_values(model, tokenizer, data: Path, layer: int, index: int, scope="instruction", module=None):
     """Per row: the activations of one neuron on every token and which tokens are counted (full activations)."""
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     stored = []
-    module = activation_modules(model)[layer]
+    module = module if module is not None else activation_modules(model)[layer]
     handle = module.register_forward_hook(lambda m, a, out: stored.append(out.detach().clone()))
     result = []
     try:
@@ -221,3 +221,18 @@ def test_moe_components_match_oracle(tmp_path, dataset):
         best.sort(key=lambda item: -item[0])
         assert [e["row"] for e in events] == [r for _, r, _ in best[:3]], component.key
         np.testing.assert_allclose([e["value"] for e in events], [v for v, _, _ in best[:3]], rtol=1e-4, atol=1e-5)
+
+
+def test_shared_expert_neurons_match_oracle(tmp_path, dataset):
+    model = tiny_moe("qwen2_moe", seed=3)
+    loaded = wrap_model(model, tiny_tokenizer(), "tiny-qwen2-moe")
+    masks = {f"expert/{c}/{j}": np.zeros(8, dtype=bool) for c in CATEGORIES for j in (0, 2)}
+    selection = write_selection_dir(tmp_path / "sel", masks, loaded, CATEGORIES)
+    components = [Component("shared_neuron", 0, 5), Component("neuron", 1, 11)]
+    result = record_examples(loaded, selection, dataset, components, top_k=3, window=2, batch_size=4)
+    modules = [model.model.layers[0].mlp.shared_expert.act_fn, model.model.layers[1].mlp.act_fn]
+    for component, events, module in zip(result.components, result.events, modules, strict=True):
+        per_row = oracle_values(model, tiny_tokenizer(), dataset, component.layer, component.index, module=module)
+        expected = oracle_top(per_row, 3)
+        assert [(e["row"], e["position"]) for e in events] == [(r, q) for _, r, q in expected], component.key
+        np.testing.assert_allclose([e["value"] for e in events], [v for v, _, _ in expected], rtol=1e-4, atol=1e-5)
