@@ -83,7 +83,11 @@ class Browser:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        for _ in range(20):  # helper processes may still write into the profile for a moment after exit
+            shutil.rmtree(self.profile, ignore_errors=True)
+            if not self.profile.exists():
+                break
+            time.sleep(0.1)
 
     def _event(self, message: dict) -> None:
         method, params = message.get("method"), message.get("params", {})
