@@ -6,6 +6,7 @@ The public API (every ``sparcom`` command wraps one of these):
 - ``frequencies(run, kind)`` → p[K, N] with its layout;
 - ``identify(run, rule, epsilon, out=...)`` → :class:`IdentifyResult`; ``compare(base, tuned, ...)``;
 - ``ablate(model, selection, data, seeds=..., out=...)`` → :class:`CausalResult`;
+- ``report(study_dirs, out_html)``, ``record_examples(model, selection, data)``;
 - ``tune(base, data, out, settings)``; ``load_model``, ``wrap_model``, ``load_selection``.
 
 Names are imported on first use, so ``import sparcom`` (and the CLI) starts fast and light modules such as
@@ -40,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "identify": "sparcom.api",
     "compare": "sparcom.api",
     "ablate": "sparcom.api",
+    "report": "sparcom.api",
+    "record_examples": "sparcom.profile.examples",
     "IdentifyResult": "sparcom.analysis.pipeline",
     "CompareResult": "sparcom.analysis.pipeline",
     "SelectionRule": "sparcom.analysis.selection",

@@ -141,3 +141,12 @@ def ablate(
         with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
             write_causal(result, folder, plots=plots)
     return result
+
+
+def report(study_dirs, out_html: str | Path, *, title: str | None = None, cards_per_category: int = 6,
+           overwrite: bool = False) -> Path:
+    """One self-contained HTML page of a study's outputs (identify, compare, ablate, examples, runs)."""
+    from sparcom.report.html import render_report
+
+    return render_report([Path(p) for p in study_dirs], out_html, title=title, cards_per_category=cards_per_category,
+                         overwrite=overwrite)

@@ -89,6 +89,21 @@ def is_group_counts(key: str) -> bool:
     return key.startswith(GROUPS) and key != GROUP_TOKENS_KEY
 
 
+def component_id(kind: str, layer: int, index: int, expert: int | None = None) -> str:
+    """One component's id in files and reports: ``kind/layer/index``, or ``expert_neuron/layer/expert/index``."""
+    return f"{kind}/{layer}/{index}" if expert is None else f"{kind}/{layer}/{expert}/{index}"
+
+
+def parse_component_id(text: str) -> tuple[str, int, int, int | None]:
+    """(kind, layer, index, expert) of a component id; a one-line error for anything else."""
+    parts = text.split("/")
+    if parts[0] in KINDS and len(parts) in (3, 4) and all(p.isdigit() for p in parts[1:]):
+        if len(parts) == 3:
+            return parts[0], int(parts[1]), int(parts[2]), None
+        return parts[0], int(parts[1]), int(parts[3]), int(parts[2])
+    raise SparcomError(f"component {text!r} is not kind/layer/index or expert_neuron/layer/expert/index")
+
+
 def component_keys(keys: Iterable[str]) -> list[CountKey]:
     """The component keys among ``keys`` (parsed; totals, bootstrap and group keys left out)."""
     return [parsed for parsed in map(CountKey.parse, keys) if parsed is not None]

@@ -124,8 +124,20 @@ def lock(target: str | Path, wait: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Text written to a temporary file beside ``path`` and renamed, so a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SparcomError(f"cannot write {path}: {os_problem(exc)}; nothing was written") from None
+    return path
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON written to a temporary file and renamed, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

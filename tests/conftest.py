@@ -48,3 +48,11 @@ def gemma_tuned(gemma_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gemma-tuned") / "gemma-3-270m-sparcom-sft"
     materialise_tuned(str(gemma_cache / "gemma-3-270m"), DEMO_ADAPTER, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> dict[str, Path]:
+    """Every output of a small study (profile, identify, compare, ablate, examples) for the report tests."""
+    from report_study import build_study
+
+    return build_study(tmp_path_factory.mktemp("study"))

@@ -74,6 +74,9 @@ def test_the_script_is_the_installed_entry_point():
     ("models-prepare", ["models", "prepare", "no-such-model", "--cache-dir", "{root}/cache"],
      ["unknown built-in model"]),
     ("demo", ["demo", "--out", "{out}", "--adapter", "{root}/nope"], ["not a LoRA adapter folder"]),
+    ("report", ["report", "{root}/nope", "--out", "{out}/r.html"], ["nope"]),
+    ("examples", ["examples", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
+     ["selection directory not found"]),
 ])
 def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, name, args, fragments):
     good = {"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?", "input": "",

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sparcom.cli import analysis, causal, data, demo, models, profile, tune  # noqa: F401  (registers the commands)
+from sparcom.cli import analysis, causal, data, demo, models, profile, report, tune  # noqa: F401  (registers the commands)
 from sparcom.cli.app import app
 
 app.add_typer(data.data_app, name="data")

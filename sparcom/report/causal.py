@@ -15,7 +15,7 @@ import numpy as np
 
 from sparcom.causal.result import CausalResult
 from sparcom.data.schema import category_label
-from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, to_json, write_csv
+from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, to_json, write_csv
 from sparcom.report.plots import figure_row, save_figure
 
 
@@ -44,11 +44,6 @@ def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path
 
 
 CMAP = "PuOr_r"  # orange: NLL goes up (damage); purple: NLL goes down
-
-
-def _short_name(name: object) -> str:
-    parts = Path(str(name or "model")).parts
-    return "/".join(parts[-2:]) if len(parts) > 2 else str(name)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -111,7 +106,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     removal = result.settings.expert_removal if "expert" in target.kinds else None
     kinds = ", ".join(target.kinds)
     sets = "unique sets" if result.settings.unique else "selected sets"
-    figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {_short_name(result.model.get('name_or_path'))}"
+    figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {short_model_name(result.model.get('name_or_path'))}"
                     + (f" · expert removal: {removal}" if removal else "")
                     + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
                     fontsize=10.5)
@@ -147,6 +142,6 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
                                               f"n={base[c]['total']})" for c in checkable], fontsize=8)
         ax.set_xlabel("evaluated category (greedy exact match)")
     figure.suptitle(f"Exact match before and after deactivating each category's set · "
-                    f"{_short_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
+                    f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
     return save_figure(figure, path)

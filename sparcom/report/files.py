@@ -69,3 +69,9 @@ def finish_folder(folder: Path, summary: dict[str, Any]) -> Path:
     """Write ``summary.json`` into an output folder, listing every file the folder holds (itself included)."""
     files = sorted({SUMMARY_FILE, *(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())})
     return write_json(folder / SUMMARY_FILE, {**summary, "files": files})
+
+
+def short_model_name(name: object) -> str:
+    """A model as titles and pages show it: a hub id as it is (``org/name``), a local path by its last two parts."""
+    parts = Path(str(name or "model")).parts
+    return "/".join(parts[-2:]) if len(parts) > 2 else str(name or "model")

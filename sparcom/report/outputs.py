@@ -16,7 +16,7 @@ from sparcom.analysis.pipeline import CompareResult, IdentifyResult
 from sparcom.analysis.sets import CLASSES
 from sparcom.kinds import KIND_UNITS
 from sparcom.report import plots
-from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, write_csv
+from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, write_csv
 
 
 def identify_plot(kind: str, figure: str) -> str:
@@ -32,9 +32,7 @@ def compare_plot(kind: str, figure: str) -> str:
 
 
 def _model_name(manifest: dict) -> str:
-    name = str(manifest.get("model", {}).get("name_or_path") or "model")
-    parts = Path(name).parts
-    return "/".join(parts[-2:]) if len(parts) > 2 else name
+    return short_model_name(manifest.get("model", {}).get("name_or_path"))
 
 
 def _write_tables(directory: Path, tables: dict[str, list[dict]]) -> list[Path]:
