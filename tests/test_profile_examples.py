@@ -148,7 +148,7 @@ def test_bad_components(llama):
 
 def test_default_components_from_source_run(tmp_path, dataset):
     """Without a component list, the cards' components come from the selection and its source run."""
-    from sparcom import identify
+    from sparcom import frequencies, identify
     from sparcom.profile.runner import ProfileSettings, profile
 
     loaded = wrap_model(tiny_model("llama", seed=4), tiny_tokenizer(), "tiny")
@@ -157,11 +157,11 @@ def test_default_components_from_source_run(tmp_path, dataset):
     result = record_examples(loaded, tmp_path / "identify", dataset, top_k=2, per_category=2)
     keys = [c.key for c in result.components]
     assert keys and len(keys) == len(set(keys))
-    p = run.frequencies("neuron")
+    p = frequencies(run, "neuron")
     for c in result.components:
         extra = result.extra[c.key]
         for category, value in extra["p"].items():
-            assert value == pytest.approx(p[category][c.layer][c.index])
+            assert value == pytest.approx(p.per_layer(category)[c.layer][c.index])
         assert extra["selected_for"]
 
 

@@ -126,8 +126,8 @@ def render_report(study_dirs: Sequence[str | Path], out_html: str | Path, *, tit
         raise SparcomError(f"{out_html}: is a folder; --out must be an .html file path")
     if out_html.exists() and not overwrite:
         raise SparcomError(f"{out_html}: exists; choose another --out or pass --overwrite")
-    check_parent(out_html)
     page = render_html(study_dirs, title=title, cards_per_category=cards_per_category, score_sources=score_sources)
+    check_parent(out_html)  # only now: a bad study folder must not leave an empty --out folder behind
     return write_text_atomic(out_html, page)
 
 
