@@ -8,6 +8,9 @@ one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas
     >>> run = sparcom.profile("smollm2-135m-instruct", "data/hexainst.jsonl", "runs/smol")
     >>> ids = sparcom.identify(run, out="analysis/smol")
     >>> ids.table("selected_per_layer").head()
+    >>> ids.validity["neuron"].summary()["held_out_decoding"]      # runs profiled with --group-by instruction
+    >>> sparcom.evaluate("analysis/smol", "runs/other-instructions").headline()
+    >>> sparcom.sweep(run, out="analysis/smol-study")              # the rule / ε study
     >>> check = sparcom.ablate("smollm2-135m-instruct", "analysis/smol", "data/hexainst.jsonl", seeds=20)
 """
 
@@ -51,12 +54,24 @@ def identify(
     sweep: bool | list[float] = True,
     bootstrap: bool = True,
     ci_level: float = 0.95,
+    validity: bool = True,
+    folds: int = 5,
+    random_sets: int = 100,
+    validity_seed: int = 0,
+    resamples: int = 0,
     out: str | Path | None = None,
     overwrite: bool = False,
     plots: bool = True,
 ) -> IdentifyResult:
     """Select each category's instruction-specific components and describe the sets; with ``out``, write the
-    selection artifact (what ``ablate`` reads) and the report folder."""
+    selection artifact (what ``ablate`` reads) and the report folder.
+
+    On a run profiled with ``--group-by instruction`` the result also carries the selection's validity
+    (``result.validity[kind]``: held-out decoding with ``folds`` folds against ``random_sets`` random sets of the
+    same per-layer shape, stability, cross-source agreement; specificity columns in ``selected_components``);
+    ``validity=False`` skips it. ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the
+    instructions (needed for rule ``test``)."""
+    from sparcom.analysis.evidence import ValiditySettings
     from sparcom.analysis.pipeline import identify as select
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
@@ -65,13 +80,82 @@ def identify(
     rule = _rule(rule, epsilon)
     if not 0 < ci_level < 1:
         raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
+    settings = ValiditySettings(validity, folds, random_sets, validity_seed).check()
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level)
+    result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level, validity=settings,
+                    resamples=resamples)
     if out is not None:
         with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
             result.write_selection(folder)
             write_identify(result, folder, make_plots=plots)
+    return result
+
+
+def evaluate(
+    selection,
+    run: RunLike,
+    *,
+    kinds: list[str] | None = None,
+    folds: int = 5,
+    random_sets: int = 100,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    plots: bool = True,
+):
+    """Decode the categories of OTHER instructions (``run``, profiled with ``--group-by instruction`` on the same
+    model and settings) with the fixed sets of ``selection`` (an identify folder or a loaded
+    :class:`~sparcom.analysis.selection_file.Selection`), against random sets of the same per-layer shape, all
+    components and chance; nothing is re-selected. With ``out``, write the output folder."""
+    from sparcom.analysis.evaluation import evaluate as decode
+    from sparcom.analysis.evidence import ValiditySettings
+    from sparcom.analysis.selection_file import Selection, load_selection
+    from sparcom.outputs import check_output_dir, staged_directory
+    from sparcom.report.validity import write_evaluate
+
+    settings = ValiditySettings(True, folds, random_sets, seed).check()
+    selection = selection if isinstance(selection, Selection) else load_selection(selection)
+    if out is not None:
+        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    result = decode(selection, _run(run), kinds, settings)
+    if out is not None:
+        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+            write_evaluate(result, folder, make_plots=plots)
+    return result
+
+
+def sweep(
+    run: RunLike,
+    rules: list[SelectionRule | str] | None = None,
+    *,
+    kinds: list[str] | None = None,
+    epsilons: dict[str, list[float]] | None = None,
+    folds: int = 5,
+    random_sets: int = 100,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    plots: bool = True,
+):
+    """The rule / ε study on a run profiled with ``--group-by instruction``: for every rule variant and ε of its
+    grid, set sizes, general/unique shares, held-out decoding against random sets, stability and cross-source
+    agreement (:mod:`sparcom.analysis.rule_study`). ``rules``: SelectionRules or names (``contrast-mean`` is the
+    contrast against the mean of the others); default: every rule. With ``out``, write the output folder."""
+    from sparcom.analysis.evidence import ValiditySettings
+    from sparcom.analysis.rule_study import rule_study, study_rules
+    from sparcom.outputs import check_output_dir, staged_directory
+    from sparcom.report.validity import write_sweep
+
+    settings = ValiditySettings(True, folds, random_sets, seed).check()
+    if rules is not None:
+        rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in rules]
+    if out is not None:
+        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    result = rule_study(_run(run), rules, kinds, epsilons, settings)
+    if out is not None:
+        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+            write_sweep(result, folder, make_plots=plots)
     return result
 
 

@@ -7,7 +7,17 @@ import sys
 
 import typer
 
-from sparcom.cli import analysis, causal, data, demo, models, profile, report, tune  # noqa: F401  (registers the commands)
+from sparcom.cli import (  # noqa: F401  (registers the commands)
+    analysis,
+    causal,
+    data,
+    demo,
+    models,
+    profile,
+    report,
+    tune,
+    validity,
+)
 from sparcom.cli.app import app
 
 app.add_typer(data.data_app, name="data")
