@@ -67,15 +67,7 @@ class EvaluateResult(Tabular):
 
     def headline(self) -> dict[str, dict[str, Any]]:
         """Per kind, the numbers a reader wants first (accuracy, CI, random mean and p per decoder; all; chance)."""
-        result = {}
-        for kind, k in self.kinds.items():
-            d = k.decoding.summary()
-            row: dict[str, Any] = {"instructions": k.decoding.decoders["set_score"].evaluated, "chance": d["chance"],
-                                   "all_components": d["all_components"]["accuracy"]}
-            for name, decoder in d["decoders"].items():
-                row[name] = {key: decoder[key] for key in ("accuracy", "ci_low", "ci_high", "random_mean", "p_value")}
-            result[kind] = row
-        return result
+        return {kind: k.decoding.headline() for kind, k in self.kinds.items()}
 
     def summary(self) -> dict[str, Any]:
         meta = self.selection.meta

@@ -225,6 +225,17 @@ class HeldOutDecoding:
                 "all_components": {"decoder": "centroid", "accuracy": self.all_components.accuracy,
                                    "ci_low": all_low, "ci_high": all_high}}
 
+    def headline(self) -> dict[str, Any]:
+        """The numbers a reader wants first: per decoder accuracy, CI, random-set mean and p; all; chance."""
+        result: dict[str, Any] = {"instructions": self.all_components.evaluated}
+        for name, d in self.decoders.items():
+            low, high = d.interval
+            random = d.random_accuracy
+            result[name] = {"accuracy": d.accuracy, "ci_low": low, "ci_high": high,
+                            "random_mean": _nan_mean(random), "p_value": d.p_value}
+        result.update(all_components=self.all_components.accuracy, chance=self.chance)
+        return result
+
     def rows(self) -> list[dict]:
         result = []
         for name, d in [*self.decoders.items(), ("centroid_all_components", self.all_components)]:
@@ -319,9 +330,18 @@ class ValidityResult:
     def categories(self) -> tuple[str, ...]:
         return self.freqs.categories
 
+    def headline(self) -> dict[str, Any]:
+        """Held-out decoding (:meth:`HeldOutDecoding.headline`), fold stability and cross-source within/across."""
+        cross = self.cross_source
+        return {**self.decoding.headline(), "stability": self.stability.mean,
+                "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.mean,
+                "cross_source_within": cross.within_mean if cross else float("nan"),
+                "cross_source_across": cross.across_mean if cross else float("nan")}
+
     def summary(self) -> dict[str, Any]:
         counts = sets.set_counts(self.mask, self.categories)
         return {"kind": self.kind, "rule": self.rule.parameters, "rule_description": self.rule.describe(),
+                "headline": self.headline(),
                 "categories": list(self.categories), "components": counts["components"],
                 "selected": {c: counts[f"selected_{c}"] for c in self.categories},
                 "shares": sets.shares(counts, self.categories),

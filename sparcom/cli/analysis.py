@@ -173,7 +173,7 @@ def print_decoding(decoding: dict, noun: str, title: str) -> None:
 
 def print_validity(result) -> None:
     """The validity evidence of an identify result, or the note saying how to get it."""
-    from sparcom.kinds import KIND_UNITS
+    from sparcom.kinds import KIND_NOUNS, KIND_UNITS
 
     out = stdout_console()
     if not result.validity:
@@ -185,7 +185,7 @@ def print_validity(result) -> None:
     for kind, v in result.validity.items():
         s = v.summary()
         decoding = s["held_out_decoding"]
-        print_decoding(decoding, KIND_UNITS[kind], f"validity of the {KIND_UNITS[kind]} sets: {settings.folds}-fold "
+        print_decoding(decoding, KIND_UNITS[kind], f"validity of the {KIND_NOUNS[kind]}: {settings.folds}-fold "
                                                    f"held-out decoding, {settings.random_sets} random sets per fold")
         stability = s["stability"]
         out.print(f"stability: mean Jaccard of each category's set across the {stability['replicates']} training "
@@ -198,6 +198,8 @@ def print_validity(result) -> None:
             out.print(f"cross-source (sets selected on the AI vs the human half): Jaccard within a category "
                       f"{cross['within_mean']:.3f}, across categories {cross['across_mean']:.3f}; within > every "
                       f"across for {wins} of {len(cross['within'])} categories")
+        for note in v.notes:
+            out.print(f"[yellow]note:[/] {note}")
     for note in result.notes:
         if "validity" in note:
             out.print(f"[yellow]note:[/] {note}")
