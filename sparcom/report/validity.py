@@ -149,8 +149,14 @@ def sweep_figure(rows: Sequence[dict], kind: str, subtitle: str, path: str | Pat
         axes[1, 0].plot(x, [r["stability"] for r in mine], marker="o", markersize=3.5, color=color, label=variant)
         axes[1, 1].plot(x, [r["cross_source_within"] - r["cross_source_across"] for r in mine], marker="o",
                         markersize=3.5, color=color, label=variant)
-    for ax, _, title in panels:
-        ax.axhline(chance, color="#222222", linestyle=":", linewidth=1)
+    for ax, name, title in panels:
+        shown = [v for r in rows for v in (r[f"{name}_accuracy"], r[f"{name}_random_mean"]) if np.isfinite(v)]
+        bottom = min([*shown, everything if name == "centroid" else 1.0]) if shown else 0.0
+        ax.set_ylim(max(0.0, bottom - 0.05), 1.01)
+        if chance >= bottom - 0.05:
+            ax.axhline(chance, color="#222222", linestyle=":", linewidth=1)
+        else:
+            title += f" (chance {chance:.1%}, below the axis)"
         ax.set_title(title + "\nopen circle: p ≤ 0.05 against the random sets", fontsize=9.5)
         ax.set_ylabel("held-out accuracy")
         ax.yaxis.set_major_formatter(_percent_formatter())
