@@ -171,3 +171,23 @@ def test_compare_with_the_test_rule_uses_each_runs_groups(tmp_path):
         groups = loaded_groups(run)
         expected = SelectionRule("test", 0.02).apply(analysis.freqs.p, analysis.freqs.layout, groups)
         np.testing.assert_array_equal(analysis.mask, expected)
+
+
+@pytest.mark.parametrize("m", [5, 60])  # below and above N / DENSE_SHARE: the gather and the product paths
+def test_decoders_match_loops_on_small_and_large_sets(m):
+    from sparcom.analysis import decoding as dec
+
+    rng = np.random.default_rng(m)
+    n, g, k, r = 200, 9, 3, 4
+    z = np.asfortranarray(rng.standard_normal((g, n)))
+    centroids = rng.standard_normal((k, n))
+    sets = [np.sort(np.stack([rng.choice(n, m + c, replace=False) for _ in range(r)]), axis=1) for c in range(k)]
+    assert {len(s[0]) * dec.DENSE_SHARE > n for s in sets} == {m > 20}  # one path per parameter
+    predicted = dec.set_score_predict(z, sets)
+    nearest = dec.centroid_predict(z, centroids, sets[1])
+    for i in range(g):
+        for j in range(r):
+            scores = [sum(z[i, q] for q in s[j]) / len(s[j]) for s in sets]
+            assert predicted[i, j] == scores.index(max(scores))
+            distances = [sum((z[i, q] - centroids[c, q]) ** 2 for q in sets[1][j]) for c in range(k)]
+            assert nearest[i, j] == distances.index(min(distances))
