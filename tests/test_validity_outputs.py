@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from grouped_runs import write_grouped_run
+from grouped_runs import by_halves, write_grouped_run
 from test_analysis_support import synthetic_counts, write_run
 from typer.testing import CliRunner
 from validity_data import synthetic_groups
@@ -191,3 +191,30 @@ def test_decoders_match_loops_on_small_and_large_sets(m):
             assert predicted[i, j] == scores.index(max(scores))
             distances = [sum((z[i, q] - centroids[c, q]) ** 2 for q in sets[1][j]) for c in range(k)]
             assert nearest[i, j] == distances.index(min(distances))
+
+
+def test_a_run_grouped_by_source_gets_cross_source_agreement_only(tmp_path):
+    groups, _ = synthetic_groups(CATEGORIES, layers=2, width=30, per_source=6, seed=5)
+    run = write_grouped_run(tmp_path / "halves", by_halves(groups), group_by="source")
+    rule = SelectionRule("percentile", 0.1)
+    result = sparcom.identify(run, rule, out=tmp_path / "out", sweep=False)
+    evidence = result.validity["neuron"]
+    assert evidence.decoding is None and evidence.stability is None
+    masks = {}
+    for source in ("ai", "human"):  # select on each half's pooled counts, written out
+        rows = [i for i, s in enumerate(groups.sources) if s == source]
+        counts = np.stack([groups.counts[[i for i in rows if groups.categories[i] == c]].sum(axis=0)
+                           for c in CATEGORIES])
+        tokens = np.array([groups.tokens[[i for i in rows if groups.categories[i] == c]].sum() for c in CATEGORIES])
+        masks[source] = rule.apply(counts / tokens[:, None], evidence.freqs.layout)
+    for a in range(len(CATEGORIES)):
+        for h in range(len(CATEGORIES)):
+            both = (masks["ai"][a] & masks["human"][h]).sum()
+            either = (masks["ai"][a] | masks["human"][h]).sum()
+            assert evidence.cross_source.jaccard[a, h] == pytest.approx(both / either)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["validity"]["neuron"]
+    assert summary["held_out_decoding"] is None and "--group-by instruction" in " ".join(summary["notes"])
+    assert (tmp_path / "out" / "plots" / "neuron_cross_source.png").is_file()
+    assert not (tmp_path / "out" / "plots" / "neuron_validity_random.png").exists()
+    with pytest.raises(sparcom.SparcomError, match="per-instruction counts"):
+        sparcom.identify(run, "test", sweep=False)

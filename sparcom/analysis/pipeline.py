@@ -28,7 +28,7 @@ from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, repl
 from sparcom.analysis.groups import GroupCounts
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.selection_file import masks_by_key, write_selection
-from sparcom.analysis.validity import Specificity, Stability, ValidityResult, specificity
+from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS, instructions_key, kinds_in
@@ -269,10 +269,11 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     if resamples < 0 or resamples == 1:
         raise SparcomError(f"--resamples must be 0 (off) or at least 2, got {resamples}")
     grouped = has_groups(run)
-    if rule.needs_groups and not grouped:
+    per_instruction = grouped and run.manifest.get("group_by") == "instruction"
+    if rule.needs_groups and not per_instruction:
         raise SparcomError(f"{run.path}: {GROUPS_NEEDED}")
-    if resamples and not grouped:
-        raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts below the category; "
+    if resamples and not per_instruction:
+        raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts per instruction; "
                            "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
     analyses, evidence, scores, notes = {}, {}, {}, []
@@ -286,8 +287,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                                       masks if bootstrap else None)
         if groups is not None and settings.enabled:
             try:
-                evidence[kind] = validity_of(groups, rule, settings.folds, settings.seed, settings.random_sets,
-                                             settings.level)
+                evidence[kind] = (validity_of(groups, rule, settings.folds, settings.seed, settings.random_sets,
+                                              settings.level) if per_instruction else source_agreement(groups, rule))
             except SparcomError as exc:
                 notes.append(f"validity of the {kind} selection left out: {exc}")
             else:
@@ -295,7 +296,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                     evidence[kind].bootstrap = Stability(groups.category_order, "bootstrap", masks)
                 scores[kind] = evidence[kind].scores
         if kind not in scores:
-            scores[kind] = specificity(freqs.p, categories, groups.moments if groups is not None else None)
+            moments = groups.moments if groups is not None and per_instruction else None
+            scores[kind] = specificity(freqs.p, categories, moments)
     if not grouped:
         notes.append(NO_GROUPS_NOTE)
     elif not settings.enabled:

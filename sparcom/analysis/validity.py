@@ -320,8 +320,8 @@ class ValidityResult:
     freqs: KindFrequencies  # category level, pooled from all groups
     mask: np.ndarray  # [K, N] selection on all groups
     scores: Specificity
-    decoding: HeldOutDecoding
-    stability: Stability
+    decoding: HeldOutDecoding | None  # None: groups by source half only (no instructions to hold out)
+    stability: Stability | None
     cross_source: CrossSource | None = None
     bootstrap: Stability | None = None
     notes: list[str] = field(default_factory=list)
@@ -333,7 +333,8 @@ class ValidityResult:
     def headline(self) -> dict[str, Any]:
         """Held-out decoding (:meth:`HeldOutDecoding.headline`), fold stability and cross-source within/across."""
         cross = self.cross_source
-        return {**self.decoding.headline(), "stability": self.stability.mean,
+        return {**(self.decoding.headline() if self.decoding else {}),
+                "stability": self.stability.mean if self.stability else float("nan"),
                 "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.mean,
                 "cross_source_within": cross.within_mean if cross else float("nan"),
                 "cross_source_across": cross.across_mean if cross else float("nan")}
@@ -346,7 +347,8 @@ class ValidityResult:
                 "selected": {c: counts[f"selected_{c}"] for c in self.categories},
                 "shares": sets.shares(counts, self.categories),
                 "set_specificity": set_specificity(self.mask, self.freqs.p, self.scores),
-                "held_out_decoding": self.decoding.summary(), "stability": self.stability.summary(),
+                "held_out_decoding": self.decoding.summary() if self.decoding else None,
+                "stability": self.stability.summary() if self.stability else None,
                 "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.summary(),
                 "cross_source": None if self.cross_source is None else self.cross_source.summary(),
                 "notes": self.notes}
@@ -354,10 +356,10 @@ class ValidityResult:
     def tables(self) -> dict[str, list[dict]]:
         tag = {"kind": self.kind, "rule": self.rule.name, "epsilon": self.rule.epsilon}
         tables = {
-            "validity_decoding": [{**tag, **r} for r in self.decoding.rows()],
-            "validity_confusion": [{**tag, **r} for r in self.decoding.confusion_rows()],
-            "validity_stability": [{**tag, **r} for r in self.stability.rows() + (self.bootstrap.rows()
-                                                                                 if self.bootstrap else [])],
+            "validity_decoding": [{**tag, **r} for r in self.decoding.rows()] if self.decoding else [],
+            "validity_confusion": [{**tag, **r} for r in self.decoding.confusion_rows()] if self.decoding else [],
+            "validity_stability": [{**tag, **r} for r in (self.stability.rows() if self.stability else [])
+                                   + (self.bootstrap.rows() if self.bootstrap else [])],
             "validity_cross_source": [{**tag, **r} for r in self.cross_source.rows()] if self.cross_source else [],
             "specificity": [{"kind": self.kind, **r} for r in
                             specificity_rows(self.mask, self.freqs.p, self.freqs.layout, self.scores)],
@@ -398,9 +400,10 @@ class _Context:
 
 
 def _context(groups: GroupCounts, folds: int, seed: int) -> _Context:
-    assignment = stratified_folds(groups, folds, seed)
+    """Folds (``folds`` = 1: none, every group in one part) and the per-fold and per-source sums."""
+    assignment = stratified_folds(groups, folds, seed) if folds > 1 else np.zeros(groups.size, dtype=np.int64)
     k = len(groups.category_order)
-    for f in range(folds):
+    for f in range(folds if folds > 1 else 0):
         present = np.bincount(groups.category_index[assignment != f], minlength=k)
         if (present == 0).any():
             missing = groups.category_order[int(np.argmin(present))]
@@ -525,6 +528,21 @@ def validity(groups: GroupCounts, rule: SelectionRule, folds: int = DEFAULT_FOLD
     """Cross-source agreement, held-out decoding, stability and specificity scores of ``rule`` on ``groups``."""
     check_settings(folds, random_sets, level)
     return _evaluate(_context(groups, folds, seed), rule, random_sets, level, bootstrap)
+
+
+def source_agreement(groups: GroupCounts, rule: SelectionRule) -> ValidityResult:
+    """Cross-source agreement and specificity scores only: what a run grouped by source half supports.
+
+    With one group per (category, source) there are no instructions to hold out, so there is no decoding and no
+    fold stability (``decoding`` and ``stability`` are None) and no per-instruction test (no Welch columns).
+    """
+    ctx = _context(groups, 1, 0)
+    freqs, moments = ctx.everything()
+    note = ("held-out decoding and stability need one group per instruction; the run keeps one per source half "
+            "(profile with --group-by instruction)")
+    return ValidityResult(kind=groups.kind, rule=rule, freqs=freqs, mask=_select(rule, freqs, moments),
+                          scores=specificity(freqs.p, ctx.categories), decoding=None, stability=None,
+                          cross_source=_cross_source(ctx, rule), notes=[*ctx.notes, note])
 
 
 def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_FOLDS, seed: int = 0,

@@ -185,13 +185,15 @@ def print_validity(result) -> None:
     for kind, v in result.validity.items():
         s = v.summary()
         decoding = s["held_out_decoding"]
-        print_decoding(decoding, KIND_UNITS[kind], f"validity of the {KIND_NOUNS[kind]}: {settings.folds}-fold "
-                                                   f"held-out decoding, {settings.random_sets} random sets per fold")
+        if decoding:
+            print_decoding(decoding, KIND_UNITS[kind], f"validity of the {KIND_NOUNS[kind]}: {settings.folds}-fold "
+                                                       f"held-out decoding, {settings.random_sets} random sets per fold")
         stability = s["stability"]
-        out.print(f"stability: mean Jaccard of each category's set across the {stability['replicates']} training "
-                  f"folds {stability['mean_jaccard']:.3f}"
-                  + (f"; across {s['bootstrap_stability']['replicates']} resamples "
-                     f"{s['bootstrap_stability']['mean_jaccard']:.3f}" if s["bootstrap_stability"] else ""))
+        if stability:
+            out.print(f"stability: mean Jaccard of each category's set across the {stability['replicates']} "
+                      f"training folds {stability['mean_jaccard']:.3f}"
+                      + (f"; across {s['bootstrap_stability']['replicates']} resamples "
+                         f"{s['bootstrap_stability']['mean_jaccard']:.3f}" if s["bootstrap_stability"] else ""))
         cross = s["cross_source"]
         if cross:
             wins = sum(cross["within_exceeds_across"].values())

@@ -97,7 +97,8 @@ def _percent_formatter():
     return PercentFormatter(1.0, decimals=0)
 
 
-def cross_source_figure(cross: CrossSource, stability: Stability, kind: str, subtitle: str, path: str | Path) -> Path:
+def cross_source_figure(cross: CrossSource, stability: Stability | None, kind: str, subtitle: str,
+                        path: str | Path) -> Path:
     """Heatmap of J[AI set of c, human set of c'] and, per category, within vs largest across J and stability."""
     labels = [category_label(c) for c in cross.categories]
     figure, axes = plots.figure_row(12, 4.8, 2)
@@ -115,8 +116,9 @@ def cross_source_figure(cross: CrossSource, stability: Stability, kind: str, sub
     width = 0.27
     bars.bar(x - width, np.nan_to_num(cross.within), width, color="#0072B2", label="within: AI vs human set of c")
     bars.bar(x, np.nan_to_num(across), width, color="#AAAAAA", label="largest across: c vs another category")
-    bars.bar(x + width, np.nan_to_num(stability.jaccard), width, color="#009E73",
-             label=f"stability over {stability.replicates} {stability.method}")
+    if stability is not None:
+        bars.bar(x + width, np.nan_to_num(stability.jaccard), width, color="#009E73",
+                 label=f"stability over {stability.replicates} {stability.method}")
     plots._style(bars)
     bars.set_xticks(x, labels=labels)
     bars.set_ylim(0, 1.05)
@@ -184,10 +186,14 @@ def identify_validity_plots(result, directory: Path) -> list[Path]:
     written = []
     for kind, v in result.validity.items():
         subtitle = f"{model} · {result.rule.short()}"
-        written.append(confusion_matrices(v.decoding, kind, subtitle, directory / f"{kind}_validity_confusion.png"))
-        written.append(random_distribution(v.decoding, kind, subtitle, directory / f"{kind}_validity_random.png"))
-        if v.cross_source is not None:
+        if v.decoding is not None:
+            written.append(confusion_matrices(v.decoding, kind, subtitle, directory / f"{kind}_validity_confusion.png"))
+            written.append(random_distribution(v.decoding, kind, subtitle, directory / f"{kind}_validity_random.png"))
+        if v.cross_source is not None and v.stability is not None:
             written.append(cross_source_figure(v.cross_source, v.stability, kind, subtitle,
+                                               directory / f"{kind}_cross_source.png"))
+        elif v.cross_source is not None:
+            written.append(cross_source_figure(v.cross_source, None, kind, subtitle,
                                                directory / f"{kind}_cross_source.png"))
     return written
 
