@@ -458,6 +458,17 @@ def verdict(test: dict[str, Any], alpha: float, min_p: float, needed: int | None
     return f"no effect beyond random (damage p_holm = {pd}; specificity p_holm = {ps})"
 
 
+#: The verdicts' leading words (:func:`verdict_label` returns the one a verdict line starts with).
+VERDICTS: tuple[str, ...] = ("specific", "critical but not specific", "selective but not critical",
+                             "no effect beyond random", "not enough random sets", "not testable")
+
+
+def verdict_label(text: str) -> str:
+    """The short verdict of a verdict line ("specific (caution)" when it carries the proportion caution)."""
+    label = next((v for v in sorted(VERDICTS, key=len, reverse=True) if text.startswith(v)), text)
+    return f"{label} (caution)" if label == "specific" and "caution" in text else label
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.3g}" if np.isfinite(p) else "n/a"
 
@@ -670,6 +681,7 @@ def _z(observed: float, random: np.ndarray) -> float:
 
 
 __all__ = ["ALPHA", "LEVEL", "NORMALITY_LEVEL", "PARAMETRIC_MIN_SETS", "REPLICATES", "TESTS", "TEST_RULE",
-           "VERDICT_RULE", "CausalStatistics", "causal_statistics", "choose_test", "contrasts", "empirical_p", "holm",
+           "VERDICTS", "VERDICT_RULE", "CausalStatistics", "causal_statistics", "choose_test", "contrasts", "empirical_p", "holm",
            "min_holm_p", "normality_p", "percentile_intervals", "pooled_cells", "random_sets_needed",
-           "resample_indices", "resample_weights", "significance", "significant", "t_tail_p", "verdict"]
+           "resample_indices", "resample_weights", "significance", "significant", "t_tail_p", "verdict",
+           "verdict_label"]

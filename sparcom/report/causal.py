@@ -24,6 +24,11 @@ def causal_plot(target: str) -> str:
     return f"{PLOTS_DIR}/delta_nll_{target}.png"
 
 
+def normalised_plot(target: str) -> str:
+    """Where a causal folder keeps the normalised matrix and the specificity tests of a target."""
+    return f"{PLOTS_DIR}/delta_nll_normalised_{target}.png"
+
+
 def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path:
     """Write tables/*.csv, generations.jsonl (with --generate), plots/*.png and summary.json into ``folder``
     (an existing, staged output folder)."""
@@ -38,6 +43,8 @@ def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path
         (folder / PLOTS_DIR).mkdir()
         for name, target in result.targets.items():
             delta_nll_heatmap(result, target, folder / causal_plot(name))
+            if target.statistics is not None and target.random_delta.shape[1] > 1:
+                normalised_heatmap(result, target, folder / normalised_plot(name))
         if result.accuracy:
             accuracy_heatmap(result, folder / PLOTS_DIR / "accuracy.png")
     return finish_folder(folder, result.summary())
@@ -111,6 +118,58 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
                     + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
                     fontsize=10.5)
     return save_figure(figure, path)
+
+
+def normalised_heatmap(result, target, path: str | Path) -> Path:
+    """Left: each cell's z against the random sets of that cell (the diagonal reads at a glance); right: each
+    category's specificity (own ΔNLL − mean on the others) with its bootstrap interval against its random sets."""
+    stats = target.statistics
+    sig = stats.cell_significance
+    rows, cols = target.ablated, target.evaluated
+    z = sig["z"]
+    width = 2 * (3.0 + 0.95 * len(cols))
+    height = 2.2 + 0.8 * len(rows)
+    figure, axes = figure_row(width, height, cols=2)
+    notes = [[("–" if not np.isfinite(z[i, j]) else f"{z[i, j]:+.1f}") + f"\n{_fmt(target.delta[i, j], 2)}"
+              for j in range(len(cols))] for i in range(len(rows))]
+    _heatmap(axes[0], figure, z, notes, rows, cols,
+             "z = (ΔNLL − random mean) / random sd, per cell (cell text: z, ΔNLL)", "z (random sets of the same shape)")
+    ax = axes[1]
+    tests = [t for t in stats.tests if not t["reason"]]
+    for y, test in enumerate(tests):
+        a = target.ablated.index(test["ablated"])
+        values = _random_specificity(target, a)
+        ax.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=8, color="#999999",
+                   zorder=2, label="random sets" if y == 0 else None)
+        low, high = test["specificity_low"], test["specificity_high"]
+        ax.plot([low, high], [y, y], color="#B35806", linewidth=2.2, zorder=3)
+        ax.scatter([test["specificity"]], [y], s=40, color="#B35806", zorder=4,
+                   label="selected set (95% bootstrap interval)" if y == 0 else None)
+        mark = "*" if test["specificity_p_holm"] <= stats.alpha * (1 + 1e-9) else ""
+        ax.annotate(f"p_holm={test['specificity_p_holm']:.2g}{mark} ({test['specificity_test']})", (0.99, y),
+                    xycoords=("axes fraction", "data"), xytext=(0, -7), textcoords="offset points", va="top",
+                    ha="right", fontsize=7.5, color="#333333")
+    ax.axvline(0, color="#444444", linewidth=0.8)
+    ax.set_yticks(range(len(tests)), [category_label(t["ablated"]) for t in tests])
+    ax.invert_yaxis()
+    ax.set_xlabel("specificity = own ΔNLL − mean ΔNLL on the other categories (nats per token)")
+    ax.set_title(f"specificity of each set against {stats.random_sets} random sets of its shape", fontsize=10)
+    if tests:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7.5, frameon=False, ncols=2)
+    sets = "unique sets" if result.settings.unique else "selected sets"
+    figure.suptitle(f"Causal check normalised: {target.name} ({sets}) of "
+                    f"{short_model_name(result.model.get('name_or_path'))}"
+                    f"\n* specificity significant after Holm at α = {stats.alpha}; test per category in brackets",
+                    fontsize=10.5)
+    return save_figure(figure, path)
+
+
+def _random_specificity(target, a: int) -> np.ndarray:
+    """Each random set's own ΔNLL minus its mean ΔNLL on the other categories (unweighted), for ablated row a."""
+    own = target.evaluated.index(target.ablated[a])
+    values = target.random_delta[a]  # [R, C]
+    others = (values.sum(axis=1) - values[:, own]) / max(len(target.evaluated) - 1, 1)
+    return values[:, own] - others
 
 
 def accuracy_heatmap(result, path: str | Path) -> Path:
