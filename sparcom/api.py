@@ -135,7 +135,7 @@ def ablate(
     from sparcom.causal.checkpoint import checkpoint_dir
     from sparcom.causal.settings import CausalSettings
     from sparcom.errors import SparcomError
-    from sparcom.outputs import check_output_dir, lock, staged_directory
+    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
 
     if settings is not None and setting_values:
@@ -157,11 +157,10 @@ def ablate(
     if out is None:
         return causal_check(model, selection, data, **check)
     check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    with lock(out):
-        result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_causal(result, folder, plots=plots)
-        shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
+    with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+        write_causal(result, folder, plots=plots)
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     return result
 
 

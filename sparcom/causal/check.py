@@ -517,15 +517,19 @@ def causal_check(
     prompts = ans.encode_prompts([inputs.rows[i] for i in checked], model.tokenizer, inputs.template,
                                  inputs.system_prompt)
     bar = progress_bar("batches", enabled=progress, description_width=28)
-    with bar:
-        task = bar.add_task("baseline", total=_planned_batches(inputs, settings, prompts))
-        evaluator = _Evaluator(inputs, settings, bar, task, store)
-        base_sums = baseline_sums(inputs, evaluator)
-        counts = inputs.counts
-        per_example = {"none": base_sums}
-        results = nll_targets(inputs, settings, evaluator, base_sums, counts, per_example)
-        accuracy, generations = (accuracy_runs(inputs, settings, evaluator, [checks[i] for i in checked], prompts)
-                                 if prompts else ([], []))
+    try:
+        with bar:
+            task = bar.add_task("baseline", total=_planned_batches(inputs, settings, prompts))
+            evaluator = _Evaluator(inputs, settings, bar, task, store)
+            base_sums = baseline_sums(inputs, evaluator)
+            counts = inputs.counts
+            per_example = {"none": base_sums}
+            results = nll_targets(inputs, settings, evaluator, base_sums, counts, per_example)
+            accuracy, generations = (accuracy_runs(inputs, settings, evaluator, [checks[i] for i in checked], prompts)
+                                     if prompts else ([], []))
+    finally:
+        if store is not None:
+            store.release()
     if store is not None and store.resumed:
         inputs.notes.append(f"resumed: {store.resumed} finished conditions were read from the checkpoint")
     baseline = category_means(inputs.examples, base_sums, counts, inputs.evaluated)

@@ -57,13 +57,40 @@ def _file(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+LOCK_FILE = ".lock"
+
+
 @dataclass
 class ConditionStore:
-    """The finished conditions of one check (per-row sums and ablation counters; generations as text)."""
+    """The finished conditions of one check (per-row sums and ablation counters; generations as text).
+
+    While open it holds an advisory lock on the folder, so two processes never compute into one checkpoint.
+    """
 
     folder: Path
     digest: str
     resumed: int = 0
+    _handle: Any = None
+
+    def acquire(self) -> ConditionStore:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        handle = open(self.folder / LOCK_FILE, "w")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SparcomError(f"{self.folder}: another sparcom process is running this check now; wait for it "
+                               "or choose another --out") from None
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def has(self, key: str) -> bool:
         return (self.folder / f"{_file(key)}.npz").is_file()
@@ -108,6 +135,7 @@ class ConditionStore:
         write_json_atomic(self.folder / f"{_file(key)}.json", {"key": key, "texts": texts})
 
     def remove(self) -> None:
+        self.release()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -119,7 +147,8 @@ def open_store(out: str | Path, digest: str, resume: bool, overwrite: bool) -> C
         raise SparcomError(f"{folder}: exists and is not a checkpoint folder; remove it")
     if folder.is_dir():
         progress = _progress(folder)
-        done = sum(1 for p in folder.iterdir() if p.suffix in (".npz", ".json") and p.name != PROGRESS_FILE)
+        done = sum(1 for p in folder.iterdir() if p.suffix in (".npz", ".json") and not p.name.startswith(".")
+                   and p.name != PROGRESS_FILE)
         if overwrite:
             shutil.rmtree(folder)
         elif not resume:
@@ -129,13 +158,14 @@ def open_store(out: str | Path, digest: str, resume: bool, overwrite: bool) -> C
             raise SparcomError(f"{folder}: the checkpoint was made with other settings, model, data or selection; "
                                "resume with the same arguments or start over with --overwrite")
         else:
-            return ConditionStore(folder, digest)
+            return ConditionStore(folder, digest).acquire()
     try:
         folder.mkdir(parents=True)
     except OSError as exc:
         raise SparcomError(f"cannot create the checkpoint {folder}: {os_problem(exc)}") from None
+    store = ConditionStore(folder, digest).acquire()
     write_json_atomic(folder / PROGRESS_FILE, {"format": FORMAT, "settings_digest": digest, "out": str(out)})
-    return ConditionStore(folder, digest)
+    return store
 
 
 def _progress(folder: Path) -> dict[str, Any]:
