@@ -132,7 +132,7 @@ def ablate(
     import shutil
 
     from sparcom.causal.check import causal_check
-    from sparcom.causal.checkpoint import checkpoint_dir
+    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
     from sparcom.causal.settings import CausalSettings
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
@@ -157,6 +157,7 @@ def ablate(
     if out is None:
         return causal_check(model, selection, data, **check)
     check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    check_checkpoint(out, resume, overwrite)
     result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
     with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
         write_causal(result, folder, plots=plots)

@@ -120,6 +120,9 @@ class ConditionStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SparcomError(f"cannot write the checkpoint {path}: {os_problem(exc)}") from None
+        except BaseException:  # interrupted while writing: the condition is simply not finished
+            tmp.unlink(missing_ok=True)
+            raise
 
     def has_texts(self, key: str) -> bool:
         return (self.folder / f"{_file(key)}.json").is_file()
@@ -139,6 +142,16 @@ class ConditionStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def check_checkpoint(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """Before any work: refuse to start over an interrupted check's checkpoint unless told what to do with it."""
+    folder = checkpoint_dir(out)
+    if folder.exists() and not (resume or overwrite):
+        done = sum(1 for p in folder.iterdir() if p.suffix in (".npz", ".json") and not p.name.startswith(".")
+                   and p.name != PROGRESS_FILE) if folder.is_dir() else 0
+        raise SparcomError(f"{out}: an interrupted check left a checkpoint ({done} finished conditions in "
+                           f"{folder}); pass --resume to continue it or --overwrite to start over")
+
+
 def open_store(out: str | Path, digest: str, resume: bool, overwrite: bool) -> ConditionStore:
     """The checkpoint of the check writing ``out``: continued with ``resume`` (same digest only), replaced with
     ``overwrite``, otherwise refused when an interrupted check left one."""
@@ -146,15 +159,11 @@ def open_store(out: str | Path, digest: str, resume: bool, overwrite: bool) -> C
     if folder.exists() and not folder.is_dir():
         raise SparcomError(f"{folder}: exists and is not a checkpoint folder; remove it")
     if folder.is_dir():
-        progress = _progress(folder)
-        done = sum(1 for p in folder.iterdir() if p.suffix in (".npz", ".json") and not p.name.startswith(".")
-                   and p.name != PROGRESS_FILE)
+        check_checkpoint(out, resume, overwrite)
         if overwrite:
+            ConditionStore(folder, digest).acquire().release()  # refuses while another process runs the check
             shutil.rmtree(folder)
-        elif not resume:
-            raise SparcomError(f"{out}: an interrupted check left a checkpoint ({done} finished conditions in "
-                               f"{folder}); pass --resume to continue it or --overwrite to start over")
-        elif progress.get("settings_digest") != digest:
+        elif _progress(folder).get("settings_digest") != digest:
             raise SparcomError(f"{folder}: the checkpoint was made with other settings, model, data or selection; "
                                "resume with the same arguments or start over with --overwrite")
         else:
