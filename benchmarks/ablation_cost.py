@@ -13,7 +13,8 @@ existed (tokenising nothing, but building the padded batches again for every con
 second of the bare forward at twice the batch size — if it is not clearly faster, stacking two conditions into one
 batch cannot make a condition cheaper on this machine. The last lines project the check's total cost:
 1 + A · (1 + R) conditions for A ablated categories and R random sets. The machine's load average is printed (other
-jobs share the cores: read the ratios, not the absolute times).
+jobs share the cores: read the ratios, not the absolute times); the process CPU time of each is printed too, which
+a busy machine inflates much less than the wall time (with one thread it is the wall time of an idle core).
 """
 
 from __future__ import annotations
@@ -108,9 +109,12 @@ def main() -> None:
     ablation = one_percent(model)
     sites = model_sites(model)
 
-    def timed(work) -> float:
-        start = time.perf_counter()
+    cpu: dict[str, float] = {"bare": 0.0, "condition": 0.0, "rebuilt": 0.0, "bare_double": 0.0}
+
+    def timed(work, name: str) -> float:
+        start, start_cpu = time.perf_counter(), time.process_time()
         work()
+        cpu[name] += time.process_time() - start_cpu
         return time.perf_counter() - start
 
     def bare(batch) -> None:
@@ -131,28 +135,33 @@ def main() -> None:
         bare(scoring.batches[0])  # warm-up
         for _ in range(args.repeats):
             for batch in scoring.batches:
-                times["bare"] += timed(lambda b=batch: bare(b))
-                times["condition"] += timed(lambda b=batch: condition(b))
-                times["rebuilt"] += timed(lambda b=batch: rebuilt(b))
+                times["bare"] += timed(lambda b=batch: bare(b), "bare")
+                times["condition"] += timed(lambda b=batch: condition(b), "condition")
+                times["rebuilt"] += timed(lambda b=batch: rebuilt(b), "rebuilt")
             for batch in double.batches:
-                times["bare_double"] += timed(lambda b=batch: bare(b))
+                times["bare_double"] += timed(lambda b=batch: bare(b), "bare_double")
     median = {k: v / args.repeats for k, v in times.items()}
+    cpu = {k: v / args.repeats for k, v in cpu.items()}
     tokens = scoring.tokens
     print(f"model {args.model}; {len(rows)} rows ({args.per_category} per category), {tokens:,} forward tokens, "
           f"{int(scoring.counts.sum()):,} scored; batch size {args.batch_size}; threads {torch.get_num_threads()}; "
           f"load average {os.getloadavg()[0]:.1f} (2 cores)")
-    print(f"bare forward (LM head at scored positions)  {median['bare']:7.2f} s  {tokens / median['bare']:8.0f} tok/s")
+    print(f"bare forward (LM head at scored positions)  {median['bare']:7.2f} s  {tokens / median['bare']:8.0f} tok/s"
+          f"  CPU {cpu['bare']:7.2f} s")
     print(f"one condition (1% neurons ablated, loss)    {median['condition']:7.2f} s  "
-          f"ratio bare/condition {median['bare'] / median['condition']:.3f}")
+          f"ratio bare/condition {median['bare'] / median['condition']:.3f}  CPU {cpu['condition']:7.2f} s  "
+          f"CPU ratio {cpu['bare'] / cpu['condition']:.3f}")
     print(f"condition rebuilding its batches            {median['rebuilt']:7.2f} s  "
-          f"ratio bare/condition {median['bare'] / median['rebuilt']:.3f}")
+          f"ratio bare/condition {median['bare'] / median['rebuilt']:.3f}  CPU {cpu['rebuilt']:7.2f} s  "
+          f"CPU ratio {cpu['bare'] / cpu['rebuilt']:.3f}")
     print(f"bare forward at batch size {2 * args.batch_size:<3}             {median['bare_double']:7.2f} s  "
           f"{tokens / median['bare_double']:8.0f} tok/s (×{median['bare'] / median['bare_double']:.2f} of batch "
           f"{args.batch_size})")
     for r in (args.random_sets, 119):
         passes = 1 + len(CATEGORIES) * (1 + r)
         print(f"projected check, 6 categories × (1 + {r}) + 1 = {passes} conditions: "
-              f"{passes * median['condition'] / 60:.1f} min at this load")
+              f"{passes * median['condition'] / 60:.1f} min at this load; {passes * cpu['condition'] / 60:.1f} "
+              f"CPU-min (≈ wall minutes on an idle core at {torch.get_num_threads()} thread(s))")
 
 
 if __name__ == "__main__":
