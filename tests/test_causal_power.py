@@ -161,3 +161,27 @@ def test_capped_scoring_is_the_first_tokens_of_full_scoring():
         encode_scored(rows, tokenizer, "chat", max_scored=0)
     plan = length_batches([len(e) for e in capped], 4)
     assert sorted(i for b in plan for i in b) == list(range(len(capped)))
+
+
+def test_claim_rows_read_the_verdicts():
+    from sparcom.report.causal import claim_rows
+
+    def rows(effect, r, test="auto", seed=7):
+        base, selected, random, tokens, labels = synthetic(seed, r, effect)
+        stats = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50, test=test)
+        return {row["claim"]: row for row in claim_rows({"targets": {"neurons": {"statistics": stats.summary()}}})}
+
+    specific = rows(lambda a, c: 0.8 if a == c else 0.05, 20)
+    assert specific["critical role"]["verdict"] == specific["specificity"]["verdict"] == "holds"
+    assert specific["specificity"]["significant"] == 6 and specific["specificity"]["test"] == "parametric"
+    assert specific["specificity"]["low"] < specific["specificity"]["number"] < specific["specificity"]["high"]
+    general = [rows(lambda a, c: 2.5, 20, seed=seed) for seed in range(8, 12)]
+    assert all(g["critical role"]["verdict"] == "holds" for g in general)
+    # specificity of a general set is null: across 4 data sets × 6 categories at most one chance hit after Holm
+    assert sum(g["specificity"]["significant"] for g in general) <= 1
+    assert any(g["specificity"]["verdict"] == "does not hold" for g in general)
+    assert rows(lambda a, c: 0.8 if a == c else 0.05, 20, "empirical")["specificity"]["verdict"] == \
+        "not enough evidence"
+    partial = rows(lambda a, c: 0.8 if a == c and a < 2 else 0.05, 20)
+    assert partial["specificity"]["verdict"] == "partly (2 of 6 categories)"
+    assert claim_rows({"targets": {}}) == []

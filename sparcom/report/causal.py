@@ -204,3 +204,61 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
                     f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
     return save_figure(figure, path)
+
+
+# ------------------------------------------------------------------------------------------- the paper's claims
+
+CLAIMS = {"critical": ("critical role", "damage", "own ΔNLL beyond random sets of the same shape"),
+          "specific": ("specificity", "specificity", "own ΔNLL minus the mean on the other categories, beyond random "
+                                                     "sets")}
+
+
+def claim_rows(summary: dict, target: str = "neurons") -> list[dict]:
+    """The causal half of "do the paper's claims hold here?" from an ablate ``summary.json``: one row for the
+    critical role (damage vs random) and one for specificity (own vs others vs random), each with its number (the
+    median over categories of the excess over the random sets' mean, nats per token), its uncertainty (the range of
+    the per-category 95 % bootstrap intervals of that excess), how many categories pass after Holm, the test(s)
+    behind the p-values and a plain verdict: holds (every tested category significant), does not hold (none, with
+    enough random sets for a significant result to be possible), partly (k of K), or not enough evidence (none,
+    and too few random sets or untestable categories). Empty when the summary has no tests for ``target``."""
+    stats = (summary.get("targets", {}).get(target) or {}).get("statistics") or {}
+    tests = [t for t in stats.get("tests", []) if not t.get("reason")]
+    if not tests:
+        return []
+    rows = []
+    for name, key, meaning in CLAIMS.values():
+        passed = [t for t in tests if _significant(t[f"{key}_p_holm"], stats.get("power", {}).get("alpha", 0.05))]
+        short = [t for t in tests if t["verdict"].startswith("not enough random sets")]
+        excess = [t[f"{key}_excess"] for t in tests if t[f"{key}_excess"] is not None]
+        lows = [t[f"{key}_excess_low"] for t in tests if t[f"{key}_excess_low"] is not None]
+        highs = [t[f"{key}_excess_high"] for t in tests if t[f"{key}_excess_high"] is not None]
+        if len(passed) == len(tests):
+            verdict = "holds"
+        elif passed:
+            verdict = f"partly ({len(passed)} of {len(tests)} categories)"
+        elif short:
+            verdict = "not enough evidence"
+        else:
+            verdict = "does not hold"
+        tests_used = sorted({t[f"{key}_test"] for t in tests})
+        rows.append({
+            "claim": name, "meaning": meaning, "target": target,
+            "number": float(np.median(excess)) if excess else None,
+            "low": min(lows) if lows else None, "high": max(highs) if highs else None,
+            "categories": len(tests), "significant": len(passed),
+            "significant_categories": [t["ablated"] for t in passed], "random_sets": stats.get("random_sets"),
+            "test": " / ".join(tests_used), "verdict": verdict,
+            "text": (f"{len(passed)} of {len(tests)} categories after Holm ({' / '.join(tests_used)} test, "
+                     f"{stats.get('random_sets')} random sets); excess over random: median "
+                     f"{_num(np.median(excess) if excess else None)}, per-category 95% intervals within "
+                     f"[{_num(min(lows) if lows else None)}, {_num(max(highs) if highs else None)}] nats/token"),
+        })
+    return rows
+
+
+def _significant(p, alpha: float) -> bool:
+    return p is not None and np.isfinite(p) and p <= alpha * (1 + 1e-9)
+
+
+def _num(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:+.3f}"
