@@ -188,11 +188,15 @@ def compare(
 
 def ablate(
     model,
-    selection,
-    data: str | Path,
+    selection=None,
+    data: str | Path | None = None,
     settings=None,
     *,
+    run: RunLike | None = None,
+    rule: SelectionRule | str = "percentile",
+    epsilon: float | None = None,
     out: str | Path | None = None,
+    resume: bool = False,
     dtype: str = "auto",
     device: str = "cpu",
     device_map: str | None = None,
@@ -202,9 +206,17 @@ def ablate(
     **setting_values,
 ):
     """The causal check: deactivate each category's selected set and measure ΔNLL against random sets of the same
-    shape. ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its fields as keywords, e.g.
-    ``seeds=20``); with ``out``, write the output folder."""
+    shape; per category, damage and specificity with intervals, Holm-corrected p-values and a verdict.
+
+    ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its fields as keywords, e.g.
+    ``seeds=20``). Either a ``selection`` (an identify folder) or, for cross-fitting, a ``run`` profiled with
+    ``--group-by instruction`` with ``rule``/``epsilon`` and ``folds=k``: every profiled row is scored with the sets
+    selected on the other k − 1 folds. With ``out``, write the output folder; every finished condition is
+    checkpointed beside it, and ``resume=True`` continues an interrupted check with the same arguments."""
+    import shutil
+
     from sparcom.causal.check import causal_check
+    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
     from sparcom.causal.settings import CausalSettings
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
@@ -217,13 +229,23 @@ def ablate(
     except TypeError as exc:
         raise SparcomError(f"unknown causal-check setting: {exc}") from None
     settings.check()
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = causal_check(model, selection, data, settings, dtype=dtype, device=device, device_map=device_map,
-                          progress=progress)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_causal(result, folder, plots=plots)
+    if resume and overwrite:
+        raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    if resume and out is None:
+        raise SparcomError("--resume continues the check that writes --out; give --out")
+    if run is not None and settings.folds is None:
+        raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
+    chosen = _rule(rule, epsilon) if settings.folds is not None else None
+    check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
+                 progress=progress)
+    if out is None:
+        return causal_check(model, selection, data, **check)
+    check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    check_checkpoint(out, resume, overwrite)
+    result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
+    with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+        write_causal(result, folder, plots=plots)
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     return result
 
 

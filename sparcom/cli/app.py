@@ -29,8 +29,8 @@ class SparcomGroup(TyperGroup):
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("error: interrupted; nothing half-written was kept (a profile run continues from its last "
-                       "checkpoint with --resume)", err=True)
+            typer.echo("error: interrupted; nothing half-written was kept (a profile run or a causal check "
+                       "continues from its last checkpoint with --resume)", err=True)
             raise typer.Exit(INTERRUPTED) from None
 
 
