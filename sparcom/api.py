@@ -122,6 +122,7 @@ def ablate(
     ``seeds=20``); with ``out``, write the output folder."""
     from sparcom.causal.check import causal_check
     from sparcom.causal.settings import CausalSettings
+    from sparcom.distributed import join
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
@@ -132,14 +133,18 @@ def ablate(
         settings = settings or CausalSettings(**setting_values)
     except TypeError as exc:
         raise SparcomError(f"unknown causal-check setting: {exc}") from None
-    settings.check()
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
+    with ranks.step("checking the settings and the output folder"):
+        settings.check()
+        if out is not None and ranks.is_main:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
     result = causal_check(model, selection, data, settings, dtype=dtype, device=device, device_map=device_map,
                           progress=progress)
     if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_causal(result, folder, plots=plots)
+        with ranks.step("writing the output folder"):
+            if ranks.is_main:
+                with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                    write_causal(result, folder, plots=plots)
     return result
 
 

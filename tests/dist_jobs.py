@@ -55,12 +55,21 @@ def _rank_main(rank: int, world_size: int, port: int, job: dict[str, Any]) -> No
             run = profile(job["model"], data, job["out"], ProfileSettings(**job["settings"]),
                           resume=job.get("resume", False), progress=False, on_batch_end=on_batch_end)
             outcome.update(ok=True, counts_keys=len(run.counts), tokens=run.manifest["counted_tokens"])
-        else:  # the causal check
+        else:  # the causal check, counting the NLL passes this rank runs
+            import sparcom.causal.check as check
             from sparcom.api import ablate
 
+            passes = []
+            original = check.example_nll
+
+            def counted_nll(*args, **kwargs):
+                passes.append(1)
+                return original(*args, **kwargs)
+
+            check.example_nll = counted_nll
             result = ablate(job["model"], job["selection"], job["data"], out=job.get("out"), plots=False,
                             progress=False, **job["settings"])
-            outcome.update(ok=True, summary=causal_numbers(result))
+            outcome.update(ok=True, summary=causal_numbers(result), nll_passes=len(passes))
     except SparcomError as exc:
         outcome.update(ok=False, error=str(exc), silent=getattr(exc, "silent", False))
     finally:
@@ -71,7 +80,7 @@ def _rank_main(rank: int, world_size: int, port: int, job: dict[str, Any]) -> No
 
 def causal_numbers(result) -> dict[str, Any]:
     """Every number of a causal result that the ranks compute, as exact lists (floats round-trip through JSON)."""
-    numbers: dict[str, Any] = {"base_sums": result.base_sums.tolist(), "counts": result.counts.tolist(),
+    numbers: dict[str, Any] = {"baseline_sums": result.baseline_sums.tolist(), "counts": result.counts.tolist(),
                                "per_example": {k: v.tolist() for k, v in sorted(result.per_example.items())}}
     for name, target in result.targets.items():
         numbers[name] = {"nll": target.nll.tolist(), "delta": target.delta.tolist(),

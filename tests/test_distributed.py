@@ -289,3 +289,57 @@ def test_torchrun_job_whose_ranks_fail_exits_non_zero_with_one_sparcom_line(fold
     assert ours == ["error: every rank failed while checking the settings and data: --per-category must be at least "
                     "1, got 0"], done.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ the causal check
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_causal_check_and_get_one_process_numbers(folders, tmp_path):
+    """Conditions (targets × categories × random seeds, NLL and generation) over 2 ranks: the same numbers."""
+    from causal_tiny import random_masks, write_selection_dir
+    from dist_jobs import causal_numbers
+
+    from sparcom.api import ablate
+    from sparcom.models.loading import load_model
+    from sparcom.models.sites import model_sites
+
+    loaded = load_model(str(folders["moe"]), dtype="float32")
+    masks = random_masks(model_sites(loaded.model), ["cls", "code", "qa", "gen", "math", "sum"], seed=4)
+    selection = write_selection_dir(tmp_path / "selection", masks, loaded, ["cls", "code", "qa", "gen", "math", "sum"])
+    data = write_dataset(tmp_path / "rows.jsonl")
+    settings = dict(seeds=3, generate=True, max_new_tokens=4, generate_seeds=1, dtype="float32")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = causal_numbers(ablate(str(folders["moe"]), selection, data, out=tmp_path / "single", plots=False,
+                                         progress=False, **settings))
+    finally:
+        torch.set_num_threads(previous)
+    job = {"call": "ablate", "model": str(folders["moe"]), "selection": str(selection), "data": str(data),
+           "out": str(tmp_path / "dist"), "settings": settings}
+    outcomes = launch(2, job, tmp_path / "results")
+    assert [o.get("ok") for o in outcomes] == [True, True], outcomes
+    for outcome in outcomes:
+        assert outcome["summary"] == expected  # every rank holds every condition's numbers, exactly
+    passes = 1 + 2 * 6 * (1 + 3)  # unablated; 2 targets × 6 categories × (selected + 3 random sets)
+    assert sorted(o["nll_passes"] for o in outcomes) == [passes // 2, passes - passes // 2]  # shared, not repeated
+    assert set(expected["neurons"]) == {"nll", "delta", "random_delta"} and len(expected["per_example"]) == 1 + 2 * 6
+    tables = sorted(p.name for p in (tmp_path / "single" / "tables").iterdir())
+    assert tables == sorted(p.name for p in (tmp_path / "dist" / "tables").iterdir())
+    for name in tables:
+        assert (tmp_path / "dist" / "tables" / name).read_bytes() == (tmp_path / "single" / "tables" / name
+                                                                       ).read_bytes(), name
+    assert (tmp_path / "dist" / "generations.jsonl").read_bytes() == (tmp_path / "single" / "generations.jsonl"
+                                                                       ).read_bytes()
+
+
+def test_run_shared_gives_every_condition_once_in_order():
+    from sparcom.causal.spread import my_conditions, run_shared
+    from sparcom.distributed import SINGLE, Launch, Ranks
+
+    assert run_shared([3, 1, 2], lambda c: c * 10) == [30, 10, 20]
+    ranks = [Ranks(Launch(r, 3, r, 3)) for r in range(3)]
+    shares = [my_conditions(8, r) for r in ranks]
+    assert shares == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    assert my_conditions(4, SINGLE) == [0, 1, 2, 3]

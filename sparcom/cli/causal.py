@@ -106,6 +106,7 @@ def ablate_command(
     """Deactivate each category's selected neurons/experts; ΔNLL per category against random sets of equal shape."""
     from sparcom.api import ablate
     from sparcom.causal.settings import CausalSettings
+    from sparcom.distributed import is_main_process
 
     settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
                               expert_removal=expert_removal, targets=_targets(targets), generate=generate,
@@ -113,4 +114,5 @@ def ablate_command(
                               exclude_profiled=exclude_profiled, force=force, unique=unique)
     result = ablate(model, selection, data, settings, out=out, dtype=dtype, device=device, device_map=device_map,
                     overwrite=overwrite, plots=plots, progress=not quiet)
-    _print(result, out)
+    if is_main_process():  # under torchrun rank 0 alone prints (and writes)
+        _print(result, out)
