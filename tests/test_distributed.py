@@ -151,6 +151,18 @@ def test_merged_shards_are_the_whole_run_byte_for_byte(folders, tmp_path, kind, 
     assert merged.manifest["shard"] is None
 
 
+def test_resume_on_a_new_out_starts_afresh_as_the_slurm_example_relies_on(folders, tmp_path):
+    fresh = single(folders["dense"], folders["data"], tmp_path / "plain", batch_size=4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        profile(str(folders["dense"]), folders["data"], tmp_path / "new" / "run", ProfileSettings(batch_size=4),
+                progress=False, resume=True)
+    finally:
+        torch.set_num_threads(previous)
+    assert counts_bytes(tmp_path / "new" / "run") == counts_bytes(fresh)
+
+
 # ------------------------------------------------------------------------------------------ ranks (gloo)
 
 
