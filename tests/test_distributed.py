@@ -273,6 +273,22 @@ def test_torchrun_dash_m_sparcom_profile_writes_the_single_process_bytes(folders
 
 
 @pytest.mark.slow
+def test_two_nodes_meet_through_torchruns_rendezvous(folders, tmp_path):
+    """Two torchrun launchers (one per 'node', one rank each) joined by the c10d rendezvous, as on a cluster."""
+    port = free_port()
+    nodes = [subprocess.Popen([str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
+                               "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "sparcom-test", "-m",
+                               "sparcom", "profile", str(folders["moe"]), "--data", str(folders["data"]), "--out",
+                               str(tmp_path / "dist"), "--quiet", "--batch-size", "2", "--group-by", "source"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    finished = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], finished
+    reference = single(folders["moe"], folders["data"], tmp_path / "single", batch_size=2, group_by="source")
+    assert counts_bytes(tmp_path / "dist") == counts_bytes(reference)
+    assert sum(stdout.count("counted tokens") for stdout, _ in finished) == 1
+
+
+@pytest.mark.slow
 def test_one_rank_that_cannot_load_the_model_ends_the_job_with_one_line(folders, tmp_path):
     """Two console scripts joined as ranks of one job; rank 1's node lacks the model folder."""
     port = free_port()
