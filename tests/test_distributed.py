@@ -130,6 +130,30 @@ def test_launch_environment_and_gpu_blocks():
         timeout_seconds({"SPARCOM_DIST_TIMEOUT": "soon"})
 
 
+def test_each_rank_spreads_its_copy_over_its_own_block_of_gpus(monkeypatch):
+    """--device-map auto under torchrun: the rank's GPUs (and a share of the RAM) are all accelerate may use."""
+    import psutil
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda g: (80_000 + g, 81_000))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": 1000})())
+    device, memory = placement("cpu", "auto", Launch(rank=3, world_size=4, local_rank=1, local_world_size=2))
+    assert device == "cuda:4" and memory == {4: 80_004, 5: 80_005, 6: 80_006, 7: 80_007, "cpu": 500}
+    assert placement("cuda", None, Launch(3, 4, 1, 2)) == ("cuda:1", None)
+    with pytest.raises(SparcomError, match="16 ranks on this node but 8"):
+        placement("cuda", None, Launch(3, 16, 3, 16))
+
+
+def test_the_loader_passes_the_memory_limits_on(folders):
+    from sparcom.models.loading import load_model
+
+    loaded = load_model(str(folders["dense"]), device_map="auto", max_memory={"cpu": 10**10})
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    starved = load_model(str(folders["dense"]), device_map="auto", max_memory={"cpu": 1})
+    assert "meta" in {p.device.type for p in starved.model.parameters()}  # no room allowed: offloaded to disk
+
+
 # ------------------------------------------------------------------------------------------ shards
 
 
