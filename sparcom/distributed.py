@@ -11,7 +11,8 @@ batches, after each write of rank 0) and exchange their error there, if any, ove
 rank failed, every rank raises :class:`RankFailure` with that rank's message, and only rank 0 prints it (the CLI
 skips ``silent`` errors). A rank that dies or hangs is noticed by the others' next collective — at once for a
 closed connection, after the timeout (``SPARCOM_DIST_TIMEOUT`` seconds, default 1800) for a hung peer — which ends
-in one line as well. Under ``torchrun`` a dead worker also makes the launcher stop the others.
+in one line from the first rank of each node (rank 0 may be the one that is gone). Under ``torchrun`` a dead worker
+also makes the launcher stop the others.
 
 Ranks and GPUs (:func:`placement`): with ``--device cuda`` rank r of a node computes on ``cuda:LOCAL_RANK``; with
 ``--device-map auto`` the node's visible GPUs are cut into ``LOCAL_WORLD_SIZE`` equal contiguous blocks and rank r
@@ -145,10 +146,10 @@ class Ranks:
 
     # ----------------------------------------------------------------------------------------- failures
 
-    def _fail(self, message: str) -> None:
-        """Raise the job-ending error (every rank raises it; rank 0 prints it)."""
+    def _fail(self, message: str, silent: bool | None = None) -> None:
+        """Raise the job-ending error (every rank raises it; rank 0 prints it unless told otherwise)."""
         record_for_torchrun(message)
-        raise RankFailure(message, silent=not self.is_main)
+        raise RankFailure(message, silent=not self.is_main if silent is None else silent)
 
     def _collective(self, where: str, call, *args, **kwargs):
         """Run one collective; a closed connection or a timeout (a rank died or hangs) becomes one line."""
@@ -157,9 +158,10 @@ class Ranks:
         except RuntimeError as exc:  # torch.distributed.DistError included
             self.broken = True
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # rank 0 may be the one that is gone: the first rank of every node reports it
             self._fail(f"rank {self.rank} of {self.world_size} lost contact with the other ranks while {where} "
                        f"({first[:200]}); another rank died or hung longer than the timeout ({self.timeout:g} s, "
-                       f"{TIMEOUT_ENV}); restart the job with --resume")
+                       f"{TIMEOUT_ENV}); restart the job with --resume", silent=self.launch.local_rank != 0)
 
     def agree(self, error: BaseException | None, where: str) -> None:
         """Every rank calls this at the same point: if any rank brings an error, every rank raises it."""
