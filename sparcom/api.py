@@ -218,6 +218,7 @@ def ablate(
     from sparcom.causal.check import causal_check
     from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
     from sparcom.causal.settings import CausalSettings
+    from sparcom.distributed import join
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
@@ -228,24 +229,29 @@ def ablate(
         settings = settings or CausalSettings(**setting_values)
     except TypeError as exc:
         raise SparcomError(f"unknown causal-check setting: {exc}") from None
-    settings.check()
-    if resume and overwrite:
-        raise SparcomError("--resume and --overwrite exclude each other; choose one")
-    if resume and out is None:
-        raise SparcomError("--resume continues the check that writes --out; give --out")
-    if run is not None and settings.folds is None:
-        raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
-    chosen = _rule(rule, epsilon) if settings.folds is not None else None
+    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
+    with ranks.step("checking the settings and the output folder"):
+        settings.check()
+        if resume and overwrite:
+            raise SparcomError("--resume and --overwrite exclude each other; choose one")
+        if resume and out is None:
+            raise SparcomError("--resume continues the check that writes --out; give --out")
+        if run is not None and settings.folds is None:
+            raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
+        chosen = _rule(rule, epsilon) if settings.folds is not None else None
+        if out is not None and ranks.is_main:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+            check_checkpoint(out, resume, overwrite)
     check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
                  progress=progress)
     if out is None:
         return causal_check(model, selection, data, **check)
-    check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    check_checkpoint(out, resume, overwrite)
     result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
-    with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-        write_causal(result, folder, plots=plots)
-    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    with ranks.step("writing the output folder"):
+        if ranks.is_main:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_causal(result, folder, plots=plots)
+            shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     return result
 
 

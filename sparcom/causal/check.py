@@ -29,12 +29,14 @@ from sparcom.causal.nll import ScoredExample, category_means, encode_scored
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.causal.settings import TARGETS, CausalSettings
+from sparcom.causal.spread import share_passes
 from sparcom.causal.statistics import causal_statistics
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, first_rows_per_category, read_rows
+from sparcom.distributed import join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.kinds import CountKey, count_key
-from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.sites import ModelSites, model_sites
 from sparcom.profile.artifacts import load_manifest
 from sparcom.profile.batching import length_batches
@@ -484,43 +486,48 @@ def causal_check(
 
     started = time.perf_counter()
     settings = settings or CausalSettings()
-    settings.check()
-    if data is None:
-        raise SparcomError("give --data: the rows whose reference responses are scored")
-    data = Path(data)
-    crossfit = None
-    if settings.folds is not None:
-        if selection is not None or run is None:
-            raise SparcomError("--folds selects on each fold's complement of a run: give --run RUN (profiled with "
-                               "--group-by instruction) and --rule, not --selection")
-        crossfit = fold_selections(_load_run(run), rule or SelectionRule(), settings.folds, settings.seed)
-        selection = crossfit.selections[0]
-        resolve_targets(selection, settings.targets)
-        rows, excluded = crossfit_rows(crossfit, data, settings), 0
-    else:
-        if selection is None:
-            raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --folds to cross-fit")
-        if not isinstance(selection, Selection):
-            selection = load_selection(selection)
-        resolve_targets(selection, settings.targets)
-        rows, excluded = evaluated_rows(selection, data, settings)
+    ranks = join(device, device_map)  # under torchrun: the conditions are shared over the ranks (causal/spread.py)
+    with ranks.step("reading the selection and data"):
+        settings.check()
+        if data is None:
+            raise SparcomError("give --data: the rows whose reference responses are scored")
+        data = Path(data)
+        crossfit = None
+        if settings.folds is not None:
+            if selection is not None or run is None:
+                raise SparcomError("--folds selects on each fold's complement of a run: give --run RUN (profiled "
+                                   "with --group-by instruction) and --rule, not --selection")
+            crossfit = fold_selections(_load_run(run), rule or SelectionRule(), settings.folds, settings.seed)
+            selection = crossfit.selections[0]
+            resolve_targets(selection, settings.targets)
+            rows, excluded = crossfit_rows(crossfit, data, settings), 0
+        else:
+            if selection is None:
+                raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --folds to "
+                                   "cross-fit")
+            if not isinstance(selection, Selection):
+                selection = load_selection(selection)
+            resolve_targets(selection, settings.targets)
+            rows, excluded = evaluated_rows(selection, data, settings)
     if isinstance(model, str):
-        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-    inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)
+        model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+    with ranks.step("checking the selection against the model"):
+        inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)
     store = None
-    if checkpoint is not None:
-        store = open_store(checkpoint, check_digest(inputs, settings), resume, overwrite)
+    with ranks.step("opening the check's checkpoint"):
+        if checkpoint is not None and ranks.is_main:  # rank 0 alone keeps the checkpoint (causal/spread.py)
+            store = open_store(checkpoint, check_digest(inputs, settings), resume, overwrite)
     checks = [ans.make_check(r) for r in inputs.rows] if settings.generate else []
     checked = [i for i, c in enumerate(checks) if c is not None]
     if settings.generate and not checked:
         inputs.notes.append("--generate: no row has a checkable answer (cls label, math final number, short qa answer)")
     prompts = ans.encode_prompts([inputs.rows[i] for i in checked], model.tokenizer, inputs.template,
                                  inputs.system_prompt)
-    bar = progress_bar("batches", enabled=progress, description_width=28)
+    bar = progress_bar("batches", enabled=progress and ranks.is_main, description_width=28)
     try:
         with bar:
             task = bar.add_task("baseline", total=_planned_batches(inputs, settings, prompts))
-            evaluator = _Evaluator(inputs, settings, bar, task, store)
+            evaluator = share_passes(_Evaluator(inputs, settings, bar, task, store), inputs, settings, prompts, ranks)
             base_sums = baseline_sums(inputs, evaluator)
             counts = inputs.counts
             per_example = {"none": base_sums}

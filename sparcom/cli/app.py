@@ -26,7 +26,8 @@ class SparcomGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SparcomError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            if not getattr(exc, "silent", False):  # a torchrun job's failure is printed by rank 0 alone
+                typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("error: interrupted; nothing half-written was kept (a profile run or a causal check "

@@ -190,6 +190,7 @@ def ablate_command(
     """
     from sparcom.api import ablate
     from sparcom.causal.settings import CausalSettings
+    from sparcom.distributed import is_main_process
 
     settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
                               expert_removal=expert_removal, targets=_targets(targets), generate=generate,
@@ -200,4 +201,5 @@ def ablate_command(
         result = ablate(model, selection, data, settings, run=run, rule=rule, epsilon=epsilon, out=out, resume=resume,
                         dtype=dtype, device=device, device_map=device_map, overwrite=overwrite, plots=plots,
                         progress=not quiet)
-    _print(result, out)
+    if is_main_process():  # under torchrun rank 0 alone prints (and writes)
+        _print(result, out)

@@ -23,15 +23,17 @@ import torch
 
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
+from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
-from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import model_sites
 from sparcom.outputs import check_parent
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import BatchGroups, CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
+from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
@@ -59,6 +61,8 @@ class ProfileSettings:
     bootstrap_seed: int = 0
     expert_neurons: str = "auto"
     group_by: str = "category"
+    #: ``K/N``: count only shard K (0-based) of N of the whole run's batches (:mod:`sparcom.profile.sharing`).
+    shard: str | None = None
 
     def check(self) -> None:
         FormatSettings(self.scope, self.template, self.system_prompt)
@@ -79,6 +83,8 @@ class ProfileSettings:
                                f"got {self.expert_neurons!r}")
         if self.group_by not in GROUP_BY:
             raise SparcomError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
+        if self.shard is not None:
+            Shard.parse(self.shard)
 
 
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
@@ -99,13 +105,19 @@ class GroupPlan:
     of_row: tuple[int, ...]  # each selected row's group index
 
     @classmethod
-    def of(cls, rows: Sequence[InstructionRow], by: str) -> GroupPlan | None:
-        """Groups in first-seen row order; None for ``category`` (no counts below the category)."""
+    def of(cls, rows: Sequence[InstructionRow], by: str, keep: set[int] | None = None) -> GroupPlan | None:
+        """Groups in first-seen row order; None for ``category`` (no counts below the category).
+
+        With ``keep`` (a shard's row indices) only those rows have a group (the others get −1).
+        """
         if by == "category":
             return None
         index: dict[str, int] = {}
         labels, categories, sources, of_row = [], [], [], []
-        for row in rows:
+        for position, row in enumerate(rows):
+            if keep is not None and position not in keep:
+                of_row.append(-1)
+                continue
             label = row.id if by == "instruction" else f"{row.category}/{row.source}"
             if label not in index:
                 index[label] = len(labels)
@@ -269,72 +281,76 @@ class Profiler:
         overwrite: bool = False,
         progress: bool = True,
         on_batch_end: Callable[[int], None] | None = None,
+        ranks: Ranks | None = None,
     ) -> artifacts.ProfileRun:
-        """Profile the dataset at ``data`` into the run directory ``out``."""
+        """Profile the dataset at ``data`` into the run directory ``out``.
+
+        Under torchrun (``ranks``: the joined job; by default the job this process is part of) each rank counts its
+        share of every round of batches, the counts are summed over the ranks at each checkpoint and at the end,
+        and rank 0 writes the run; every rank returns it.
+        """
         started = time.perf_counter()
+        ranks = ranks or join(str(next(self.model.parameters()).device))
         settings = self.settings
         data = Path(data)
         out = Path(out)
-        rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = first_rows_per_category(rows, settings.per_category)
-        self.groups = GroupPlan.of(rows, settings.group_by)
-        do_resume = prepare_output_dir(out, resume, overwrite)
-        examples = self.encode(rows)
-        plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
-        padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        with ranks.step("reading the data"):
+            rows, categories, plan, manifest = self._plan(data)
+            manifest.update(world_size=ranks.world_size, distributed=ranks.describe())
+            digest = settings_digest(manifest)
+        ranks.same(digest, "settings, data or model files", "comparing the ranks' settings")
+        padding_side = manifest["batching_plan"]["padding_side"]
         pad_id = pad_token_id(self.tokenizer)
-        manifest = self._manifest(data, rows, categories, padding_side, plan)
-        digest = settings_digest(manifest)
-
         for category in categories:
             for key in (tokens_key(category), instructions_key(category)):
                 self.store.zeros(key, ())
                 if settings.bootstrap:
                     self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
         handles = self._hooks(categories)
-        start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
-        if do_resume:
-            state = self._load_checkpoint(out, digest)
-            if state is not None:
-                start_batch, elapsed_before, real, padded = state
-            elif (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
-                    (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
-                for handle in handles:
-                    handle.remove()
-                previous = artifacts.load_run(out)
-                if settings_digest(previous.manifest) != digest:
-                    raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
-                return previous
-        if not do_resume and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
-
-        total_instructions = len(rows)
-        done_instructions = sum(len(b) for b in plan[:start_batch])
-        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
         try:
+            with ranks.step("opening the run directory"):
+                opened = self._open(out, resume, overwrite, manifest, digest) if ranks.is_main else None
+            opened = ranks.broadcast(opened if ranks.is_main else None, "opening the run directory")
+            if isinstance(opened, artifacts.ProfileRun):  # resuming a finished run returns it unchanged
+                return opened
+            start_batch, elapsed_before, real, padded = opened
+            if not ranks.is_main:  # rank 0 alone holds the checkpoint's counts and totals (they are sums)
+                real = padded = 0
+            costs = [batch_cost(batch) for batch in plan]
+            rounds = round_bounds(len(plan), start_batch, settings.checkpoint_every * ranks.world_size)
+            shares = [round_share(costs, begin, end, ranks.rank, ranks.world_size) for begin, end in rounds]
+            already = sum(len(b) for b in plan[:start_batch]) if ranks.world_size == 1 else 0
+            mine = sum(len(plan[i]) for share in shares for i in share)
+            label = "profiling" if ranks.world_size == 1 else f"profiling (rank 0 of {ranks.world_size})"
+            bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress and ranks.is_main)
             with bar:
-                task = bar.add_task("profiling", total=total_instructions, completed=done_instructions, tps="")
+                task = bar.add_task(label, total=already + mine, completed=already, tps="")
                 window_start, window_tokens = time.perf_counter(), 0
-                for index in range(start_batch, len(plan)):
-                    batch = collate(plan[index], settings.scope, pad_id, padding_side)
-                    self._count_batch(batch, rows)
-                    real += batch.real_tokens
-                    padded += batch.padded_tokens
-                    window_tokens += batch.real_tokens
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                    bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
-                    if (index + 1) % settings.checkpoint_every == 0 and index + 1 < len(plan):
-                        self._save_checkpoint(out, digest, index + 1,
-                                              elapsed_before + time.perf_counter() - started, real, padded)
-                    if on_batch_end is not None:
-                        on_batch_end(index + 1)
+                for (begin, end), share in zip(rounds, shares, strict=True):
+                    error = None
+                    try:
+                        for index in share:
+                            batch = collate(plan[index], settings.scope, pad_id, padding_side)
+                            self._count_batch(batch, rows)
+                            real += batch.real_tokens
+                            padded += batch.padded_tokens
+                            window_tokens += batch.real_tokens
+                            rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                            bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                            if on_batch_end is not None:
+                                on_batch_end(index + 1)
+                    except Exception as exc:  # agreed below: every rank stops with the failing rank's message
+                        error = exc
+                    ranks.agree(error, f"counting batches {begin + 1}-{end} of {len(plan)}")
+                    if end < len(plan):
+                        self._checkpoint(ranks, out, digest, end, elapsed_before + time.perf_counter() - started,
+                                         real, padded)
         finally:
             for handle in handles:
                 handle.remove()
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing the counts")
+        real, padded = ranks.sum_ints([real, padded], "summing the counts")
         wall = elapsed_before + time.perf_counter() - started
-        tensors = self.store.state_dict()
         manifest.update(
             counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
             instructions={c: int(tensors[instructions_key(c)]) for c in categories},
@@ -345,12 +361,80 @@ class Profiler:
             complete=True,
         )
         if self.expert_counters and settings.expert_neurons != "off":
-            manifest["expert_neuron_sources"] = {str(c.layer): c.source for c in self.expert_counters}
-        artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
-        for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
-            (out / name).unlink(missing_ok=True)
+            per_rank = ranks.gather({str(c.layer): c.source for c in self.expert_counters}, "summing the counts")
+            manifest["expert_neuron_sources"] = {layer: _joint_source([r[layer] for r in per_rank])
+                                                 for layer in per_rank[0]}
+        with ranks.step("writing the run"):
+            if ranks.is_main:
+                artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
+                artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
+                for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
+                    (out / name).unlink(missing_ok=True)
         return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
+
+    def _plan(self, data: Path) -> tuple[list[InstructionRow], list[str], list[list], dict[str, Any]]:
+        """The rows (all of them: batches index into them), categories, this run's batches and its manifest.
+
+        A shard keeps the batches of the whole run's plan that :class:`Shard` gives it — the same batches a whole
+        run forms, so the shards' counts add up to the whole run's exactly.
+        """
+        settings = self.settings
+        rows = read_rows(data, categories=settings.categories,
+                         require_output=FormatSettings(settings.scope).needs_response)
+        rows, categories = first_rows_per_category(rows, settings.per_category)
+        examples = self.encode(rows)
+        plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
+        padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        shard_record = None
+        if settings.shard is None:
+            self.groups = GroupPlan.of(rows, settings.group_by)
+            counted = rows
+        else:
+            shard = Shard.parse(settings.shard)
+            whole_batches = len(plan)
+            plan = [plan[i] for i in shard.batches(plan)]
+            keep = {example.row_index for batch in plan for example in batch}
+            counted = [row for i, row in enumerate(rows) if i in keep]
+            self.groups = GroupPlan.of(rows, settings.group_by, keep)
+            whole = GroupPlan.of(rows, settings.group_by)
+            position = {label: i for i, label in enumerate(whole.labels)} if whole is not None else {}
+            shard_record = {
+                "index": shard.index, "count": shard.count, "whole_batches": whole_batches,
+                "whole_rows_sha256": hashlib.sha256("\n".join(r.id for r in rows).encode()).hexdigest(),
+                # where each of this shard's groups sits in the whole run, so merged shards keep the whole's order
+                "group_positions": None if whole is None else [position[label] for label in self.groups.labels],
+            }
+        manifest = self._manifest(data, counted, categories, padding_side, plan)
+        manifest["shard"] = shard_record
+        return rows, categories, plan, manifest
+
+    def _open(self, out: Path, resume: bool, overwrite: bool, manifest: dict[str, Any], digest: str):
+        """Rank 0: prepare ``out``; (start batch, elapsed, real, padded tokens), or the finished run to return."""
+        do_resume = prepare_output_dir(out, resume, overwrite)
+        if do_resume:
+            state = self._load_checkpoint(out, digest)
+            if state is not None:
+                return state
+            if (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
+                    (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
+                previous = artifacts.load_run(out)
+                if settings_digest(previous.manifest) != digest:
+                    raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
+                return previous
+        if not do_resume and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+        return 0, 0.0, 0, 0
+
+    def _checkpoint(self, ranks: Ranks, out: Path, digest: str, batches_done: int, elapsed: float, real: int,
+                    padded: int) -> None:
+        """Sum the counts over the ranks; rank 0 writes them as the checkpoint of the first ``batches_done``."""
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing a checkpoint")
+        real, padded = ranks.sum_ints([real, padded], "summing a checkpoint")
+        with ranks.step("writing a checkpoint"):
+            if ranks.is_main:
+                self._save_checkpoint(out, digest, batches_done, elapsed, real, padded, tensors)
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
@@ -383,8 +467,9 @@ class Profiler:
             "software": software_versions(),
         }
 
-    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int):
-        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict())
+    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int,
+                         tensors: dict[str, torch.Tensor]):
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, tensors)
         artifacts.write_json_atomic(out / artifacts.PROGRESS_FILE, {
             "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
             "real_tokens": real, "padded_tokens": padded})
@@ -418,16 +503,34 @@ def profile(
     progress: bool = True,
     on_batch_end: Callable[[int], None] | None = None,
 ) -> artifacts.ProfileRun:
-    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``."""
+    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``.
+
+    Started by torchrun, every rank calls this with the same arguments: each loads the model onto its own devices
+    (:func:`sparcom.distributed.placement`) and counts its share; rank 0 writes ``out``.
+    """
     settings = settings or ProfileSettings()
-    settings.check()
-    rows_check = Path(data)
-    read_rows(rows_check, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-    prepare_output_dir(Path(out), resume, overwrite)
+    ranks = join(device, device_map)
+    with ranks.step("checking the settings and data"):
+        settings.check()
+        read_rows(Path(data), categories=settings.categories,
+                  require_output=FormatSettings(settings.scope).needs_response)
+        if ranks.is_main:
+            prepare_output_dir(Path(out), resume, overwrite)
     if isinstance(model, str):
-        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-    return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
-                                         on_batch_end=on_batch_end)
+        model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+    with ranks.step("preparing the counters"):
+        profiler = Profiler(model, settings)
+    return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress, on_batch_end=on_batch_end,
+                        ranks=ranks)
+
+
+def _joint_source(sources: list[str | None]) -> str | None:
+    """How a layer's expert neurons were counted over all ranks (ranks that counted nothing say nothing)."""
+    distinct = list(dict.fromkeys(s for s in sources if s is not None))
+    counted = [s for s in distinct if s != "nothing counted yet"]
+    if not distinct:
+        return None
+    return " | ".join(counted) if counted else distinct[0]
 
 
 def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:
