@@ -266,3 +266,11 @@ class SelectionRule:
                                    "pooled into p")
             return welch_test_mask(moments, self.fdr, self.epsilon) & (p > 0)
         return lape(p, self.epsilon, self.filter_rate, self.activation_bar_ratio).mask
+
+
+#: The paper's rule (arXiv 2505.21191): the top ε = 1% of each category's activation frequencies over all layers.
+PAPER_RULE = SelectionRule("percentile", DEFAULT_EPSILON)
+#: The rule sparcom recommends from the evidence of ``sparcom sweep`` on both built-in models (docs/analysis.md,
+#: "Which rule"): the same number of components per category as the paper's rule, ranked by p_c minus the largest
+#: other category's p instead of by p_c.
+RECOMMENDED_RULE = SelectionRule("contrast", DEFAULT_EPSILON)

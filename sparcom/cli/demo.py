@@ -17,11 +17,16 @@ def demo_command(
     full: Annotated[bool, typer.Option("--full", help="All 1,200 instructions and a larger causal check.")] = False,
     per_category: Annotated[int | None, typer.Option(help="Rows per category to profile (default 24).")] = None,
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder for the tuned Gemma.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Dtype of every model (default bfloat16; every number in "
+                                                   "SUMMARY.md names it).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="PNG figures in every output folder.")] = True,
 ) -> None:
     """Run the whole pipeline on the built-in real models; finished steps are reused on a second run."""
     from sparcom.demo import DemoConfig, run_demo
 
-    changes = {"out": out, "data": data}
+    changes = {"out": out, "data": data, "plots": plots}
+    if dtype is not None:
+        changes["dtype"] = dtype
     if per_category is not None:
         changes["per_category"] = per_category
     if adapter is not None:

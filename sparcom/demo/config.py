@@ -1,0 +1,106 @@
+"""The demo's settings: which models, how many rows, which rules, how large a causal check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sparcom.errors import SparcomError
+
+#: The committed LoRA adapter that turns Gemma-3-270M base into the demo's tuned model (see its RECIPE.md).
+DEMO_ADAPTER = Path(__file__).resolve().parents[2] / "demo" / "adapters" / "gemma-3-270m-sparcom-sft"
+
+#: Roles of the demo's models and their built-in defaults.
+INSTRUCT, BASE, TUNED, MOE = "instruct", "base", "tuned", "moe"
+DEFAULT_MODELS = {INSTRUCT: "smollm2-135m-instruct", BASE: "gemma-3-270m", MOE: "smollm2-135m-moe"}
+#: Short names used for the output folders.
+MODEL_NAMES = {INSTRUCT: "smollm2-135m-instruct", BASE: "gemma-3-270m-base", TUNED: "gemma-3-270m-tuned",
+               MOE: "smollm2-135m-moe"}
+#: The causal checks: (model role, selection rule tag, target, expert removal); in this order.
+QUICK_CAUSAL = ((INSTRUCT, "paper", "neurons", "renormalize"), (MOE, "paper", "experts", "renormalize"))
+FULL_CAUSAL = ((INSTRUCT, "paper", "neurons", "renormalize"), (INSTRUCT, "recommended", "neurons", "renormalize"),
+               (BASE, "paper", "neurons", "renormalize"), (TUNED, "paper", "neurons", "renormalize"),
+               (MOE, "paper", "experts", "renormalize"), (MOE, "paper", "experts", "next-best"))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo; the defaults are meant to finish in about 20 minutes on an idle 2-core CPU."""
+
+    out: Path = Path("results/demo")
+    data: Path = Path("data/hexainst.jsonl")
+    #: Rows of each category profiled (None: all 200).
+    per_category: int | None = 24
+    batch_size: int = 8
+    #: Every profile, causal check and examples pass runs in this dtype; every number in SUMMARY.md says so.
+    dtype: str = "bfloat16"
+    epsilon: float = 0.01
+    #: Validity: held-out decoding folds, random sets per fold, resampled instructions for the intervals.
+    folds: int = 5
+    random_sets: int = 100
+    resamples: int = 100
+    #: Causal check: random sets per category, scored rows per category, scored response tokens per row.
+    seeds: int = 20
+    ablate_per_category: int = 8
+    max_scored_tokens: int | None = 16
+    #: Cross-fitting folds of the causal check (None: score held-out rows the profile did not see).
+    causal_folds: int | None = None
+    causal: tuple[tuple[str, str, str, str], ...] = QUICK_CAUSAL
+    #: Rows per category scanned for the report's neuron cards.
+    examples_per_category: int = 12
+    adapter: Path = DEMO_ADAPTER
+    #: Figures (PNG) in every output folder; off, the reports and SUMMARY.md show tables only (much faster).
+    plots: bool = True
+    #: Model per role (a built-in name or a local folder); ``tuned`` absent: base + ``adapter``; ``moe`` None: skip.
+    models: dict[str, str | None] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+
+    @classmethod
+    def full(cls, **changes) -> DemoConfig:
+        """All 1,200 instructions; causal checks on every model by cross-fitting (5 folds, 20 scored rows a
+        category); hours on 2 CPU cores, minutes on a GPU."""
+        return replace(cls(), **{"per_category": None, "ablate_per_category": 20, "causal_folds": 5,
+                                 "causal": FULL_CAUSAL, "examples_per_category": 40, "max_scored_tokens": 32,
+                                 **changes})
+
+    def model(self, role: str) -> str | None:
+        return self.models.get(role)
+
+    def check(self) -> None:
+        """Refuse settings that would fail late, after minutes of work, before any step runs."""
+        from sparcom.models.lora import is_adapter_folder
+        from sparcom.outputs import check_parent
+
+        for name in ("per_category", "ablate_per_category", "examples_per_category", "seeds", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SparcomError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.model(TUNED) is None and not is_adapter_folder(self.adapter):
+            raise SparcomError(f"{self.adapter}: not a LoRA adapter folder (needs adapter_config.json and "
+                               "adapter_model.safetensors); pass the adapter 'sparcom tune' wrote, or omit --adapter")
+        if self.data.exists() and not self.data.is_file():
+            raise SparcomError(f"{self.data}: --data must be a JSON Lines file (it is built there when missing)")
+        if self.out.exists() and not self.out.is_dir():
+            raise SparcomError(f"{self.out}: exists and is a file; --out must be a directory")
+        for role, _, _, _ in self.causal:
+            if role not in MODEL_NAMES:
+                raise SparcomError(f"demo causal check: unknown model role {role!r}; use one of {', '.join(MODEL_NAMES)}")
+        check_parent(self.out)
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+__all__ = [
+    "BASE",
+    "DEFAULT_MODELS",
+    "DEMO_ADAPTER",
+    "FULL_CAUSAL",
+    "INSTRUCT",
+    "MODEL_NAMES",
+    "MOE",
+    "QUICK_CAUSAL",
+    "TUNED",
+    "DemoConfig",
+]

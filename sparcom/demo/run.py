@@ -1,0 +1,208 @@
+"""Running the demo: named steps, each done once and recorded, over the public API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sparcom.demo.config import BASE, INSTRUCT, MODEL_NAMES, MOE, TUNED, DemoConfig
+from sparcom.demo.layout import RULE_TAGS, Layout, rules
+from sparcom.errors import SparcomError
+
+console = Console(stderr=True)
+
+class Steps:
+    """Runs named steps once; records wall time, CPU time and result of each in ``out/steps/{NN-name}.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out / "steps"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, dict[str, float]] = {}
+
+    def run(self, name: str, work: Callable[[], Any]) -> Any:
+        name = f"{len(self.timings) + 1:02d}-{name}"
+        record_path = self.folder / f"{name}.json"
+        if record_path.is_file():
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+                self.timings[name] = {"seconds": float(record["seconds"]), "cpu_seconds": record.get("cpu_seconds")}
+            except (ValueError, KeyError, TypeError):
+                raise SparcomError(f"{record_path}: damaged step record; delete it to run step {name} again") from None
+            console.print(f"[dim]✓ {name}: done before ({record['seconds']:.0f} s), reused[/]")
+            return record.get("result")
+        console.rule(f"[bold]{name}")
+        started, cpu = time.perf_counter(), time.process_time()
+        result = work()
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        self.timings[name] = {"seconds": seconds, "cpu_seconds": cpu_seconds}
+        tmp = record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                                   "result": result}, indent=2, default=str), encoding="utf-8")
+        tmp.replace(record_path)
+        console.print(f"[green]✓ {name}[/] in {seconds:.0f} s (CPU {cpu_seconds:.0f} s)")
+        return result
+
+
+def _resolve(spec: str) -> str:
+    """A built-in model name → its local folder (built or converted on first use); a folder stays as it is."""
+    from sparcom.models.builtin import is_builtin, resolve_builtin
+
+    return str(resolve_builtin(spec)) if is_builtin(spec) else spec
+
+
+def run_demo(config: DemoConfig | None = None) -> Path:
+    """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
+    from sparcom.api import compare, identify
+    from sparcom.data.hexainst import build_hexainst
+    from sparcom.demo.summary import write_index, write_summary
+
+    config = config or DemoConfig()
+    config.check()
+    out = config.out
+    where = Layout(out)
+    steps = Steps(out)
+    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
+
+    def build_data() -> dict:
+        if config.data.is_file():
+            return {"path": str(config.data), "note": "existing file reused"}
+        rows = build_hexainst(config.data)
+        return {"path": str(config.data), "rows": len(rows)}
+
+    steps.run("hexainst", build_data)
+    roles = [r for r in (INSTRUCT, BASE, MOE) if config.model(r)]
+    paths = steps.run("models", lambda: {role: _resolve(config.model(role)) for role in roles})
+    if config.model(TUNED):
+        paths[TUNED] = _resolve(config.model(TUNED))
+    else:
+        tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
+        steps.run("tuned-model", lambda: materialise_tuned(paths[BASE], config.adapter, tuned_dir))
+        paths[TUNED] = str(tuned_dir)
+    order = [r for r in (INSTRUCT, BASE, TUNED, MOE) if r in paths]
+
+    for role in order:
+        name = MODEL_NAMES[role]
+        steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], where.run(name)))
+        for tag, rule in rules().items():
+            steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _summary_counts(identify(
+                where.run(name), rule, folds=config.folds, random_sets=config.random_sets,
+                resamples=config.resamples if tag == "paper" else 0,
+                out=where.identify(name, tag), overwrite=True, plots=config.plots)))
+
+    if BASE in paths and TUNED in paths:
+        for tag, rule in rules().items():
+            steps.run(f"compare-gemma-{tag}", lambda tag=tag, rule=rule: compare(
+                where.run(MODEL_NAMES[BASE]), where.run(MODEL_NAMES[TUNED]), rule, out=where.compare(tag),
+                overwrite=True, plots=config.plots).summary()["kinds"]["neuron"]["per_category"])
+
+    for role, tag, target, removal in config.causal:
+        if role not in paths:
+            continue
+        name = MODEL_NAMES[role]
+        steps.run(f"ablate-{name}-{tag}-{target}" + (f"-{removal}" if target == "experts" else ""),
+                  lambda role=role, name=name, tag=tag, target=target, removal=removal: run_ablation(
+                      config, paths[role], where, name, tag, target, removal))
+
+    for role in order:
+        name = MODEL_NAMES[role]
+        steps.run(f"examples-{name}", lambda role=role, name=name: record_examples(config, paths[role], where, name))
+    for report_name, roles_in in report_groups(order).items():
+        steps.run(f"report-{report_name}", lambda report_name=report_name, roles_in=roles_in: write_report(
+            config, where, report_name, roles_in))
+    write_index(config, where, report_groups(order))
+    summary = write_summary(config, where, steps.timings, order)
+    console.print(f"[bold green]demo finished[/]: {summary} and {where.index}")
+    return summary
+
+
+def _summary_counts(result) -> dict:
+    return {kind: data["selected"] for kind, data in result.summary()["kinds"].items()}
+
+
+def profile_one(config: DemoConfig, path: str, out: Path) -> dict:
+    from sparcom.models.loading import load_model
+    from sparcom.profile.runner import ProfileSettings, profile
+
+    settings = ProfileSettings(per_category=config.per_category, batch_size=config.batch_size, group_by="instruction")
+    run = profile(load_model(path, dtype=config.dtype), config.data, out, settings, resume=True)
+    return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
+            "tokens_per_second": run.manifest["tokens_per_second"], "dtype": config.dtype}
+
+
+def materialise_tuned(base_path: str, adapter: Path, out: Path) -> dict:
+    """Merge the committed demo adapter into the base model (the folder ``sparcom tune`` would have written)."""
+    from sparcom.tune.lora import materialise_adapter
+
+    if not adapter.is_dir():
+        raise SparcomError(f"{adapter}: demo adapter not found; retrain it with 'make demo-full' or 'sparcom tune'")
+    if (out / "config.json").is_file():
+        return {"path": str(out), "note": "existing folder reused"}
+    record = materialise_adapter(base_path, adapter, out, overwrite=True)
+    return {"path": str(out), "adapter_sha256": record.get("adapter", {}).get("sha256")}
+
+
+def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, tag: str, target: str,
+                 removal: str) -> dict:
+    """The causal check of one model's sets: held-out rows the profile did not see, or (``causal_folds``)
+    cross-fitting over the profiled rows. An interrupted check resumes from its checkpoint."""
+    from sparcom.api import ablate
+    from sparcom.causal.checkpoint import checkpoint_dir
+
+    out = where.ablate(name, tag, target, removal)
+    resume = checkpoint_dir(out).is_dir()
+    common = dict(seeds=config.seeds, per_category=config.ablate_per_category, batch_size=config.batch_size,
+                  max_scored_tokens=config.max_scored_tokens, targets=(target,), expert_removal=removal,
+                  dtype=config.dtype, out=out, resume=resume, overwrite=not resume, plots=config.plots)
+    if config.causal_folds:
+        result = ablate(model_path, None, config.data, run=where.run(name), rule=rules()[tag],
+                        folds=config.causal_folds, **common)
+    else:
+        result = ablate(model_path, where.identify(name, tag), config.data, exclude_profiled=True, **common)
+    return {"wall_time_seconds": round(result.wall_time_seconds, 1)}
+
+
+def record_examples(config: DemoConfig, model_path: str, where: Layout, name: str) -> dict:
+    """Where the top selected components of the paper's sets fire most, for the report's cards."""
+    from sparcom.profile.examples import run_examples
+
+    result = run_examples(model_path, where.identify(name, "paper"), config.data, where.examples(name),
+                          overwrite=True, rows_per_category=config.examples_per_category,
+                          batch_size=config.batch_size, dtype=config.dtype, progress=True)
+    return {"components": len(result.components)}
+
+
+def report_groups(order: list[str]) -> dict[str, list[str]]:
+    """One report per model, the base/tuned pair in one."""
+    groups = {MODEL_NAMES[r]: [r] for r in order if r not in (BASE, TUNED)}
+    pair = [r for r in (BASE, TUNED) if r in order]
+    if pair:
+        groups["gemma-3-270m-pair" if len(pair) == 2 else MODEL_NAMES[pair[0]]] = pair
+    return dict(sorted(groups.items(), key=lambda item: order.index(item[1][0])))
+
+
+def report_studies(where: Layout, roles: list[str]) -> list[Path]:
+    """Every output folder of the models in ``roles`` that exists (a report shows what is there)."""
+    studies: list[Path] = []
+    for role in roles:
+        name = MODEL_NAMES[role]
+        studies += [where.run(name), *(where.identify(name, tag) for tag in RULE_TAGS), where.examples(name)]
+        studies += sorted((where.out / "ablate" / name).glob("*")) if (where.out / "ablate" / name).is_dir() else []
+    if BASE in roles and TUNED in roles:
+        studies += [where.compare(tag) for tag in RULE_TAGS]
+    return [s for s in studies if s.is_dir()]
+
+
+def write_report(config: DemoConfig, where: Layout, report_name: str, roles: list[str]) -> dict:
+    from sparcom.api import report
+
+    path = report(report_studies(where, roles), where.report(report_name), overwrite=True,
+                  title=f"sparcom demo — {report_name}")
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+__all__ = ["Steps", "report_groups", "run_demo"]
