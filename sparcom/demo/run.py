@@ -25,7 +25,8 @@ class Steps:
         self.timings: dict[str, dict[str, float]] = {}
 
     def run(self, name: str, work: Callable[[], Any]) -> Any:
-        name = f"{len(self.timings) + 1:02d}-{name}"
+        earlier = sorted(self.folder.glob(f"[0-9][0-9]-{name}.json"))  # its number moves when steps are added
+        name = earlier[0].stem if earlier else f"{len(self.timings) + 1:02d}-{name}"
         record_path = self.folder / f"{name}.json"
         if record_path.is_file():
             try:
@@ -76,7 +77,8 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
     steps.run("hexainst", build_data)
     roles = [r for r in (INSTRUCT, BASE, MOE) if config.model(r)]
-    paths = steps.run("models", lambda: {role: _resolve(config.model(role)) for role in roles})
+    paths = {role: steps.run(f"model-{MODEL_NAMES[role]}", lambda role=role: _resolve(config.model(role)))
+             for role in roles}
     if config.model(TUNED):
         paths[TUNED] = _resolve(config.model(TUNED))
     else:
