@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies
 from sparcom.analysis.pipeline import CompareResult, IdentifyResult
-from sparcom.analysis.selection import SelectionRule
+from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.profile.artifacts import ProfileRun, load_run
 from sparcom.report.files import SUMMARY_FILE
 
@@ -47,7 +47,7 @@ def frequencies(run: RunLike, kind: str = "neuron") -> KindFrequencies:
 
 def identify(
     run: RunLike,
-    rule: SelectionRule | str = "percentile",
+    rule: SelectionRule | str = DEFAULT_RULE,
     epsilon: float | None = None,
     *,
     kinds: list[str] | None = None,
@@ -162,7 +162,7 @@ def sweep(
 def compare(
     base: RunLike,
     tuned: RunLike,
-    rule: SelectionRule | str = "percentile",
+    rule: SelectionRule | str = DEFAULT_RULE,
     epsilon: float | None = None,
     *,
     kinds: list[str] | None = None,
@@ -193,7 +193,7 @@ def ablate(
     settings=None,
     *,
     run: RunLike | None = None,
-    rule: SelectionRule | str = "percentile",
+    rule: SelectionRule | str = DEFAULT_RULE,
     epsilon: float | None = None,
     out: str | Path | None = None,
     resume: bool = False,

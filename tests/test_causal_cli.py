@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from sparcom.causal.check import causal_check, unique_masks
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import category_means, encode_scored, example_nll
+from sparcom.causal.nll import category_means, encode_scored
+from sparcom.causal.scoring import example_nll
 from sparcom.causal.settings import CausalSettings
 from sparcom.cli.app import app
 from sparcom.data.schema import read_rows

@@ -9,7 +9,8 @@ from causal_tiny import one_thread, tiny_moe  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import category_means, encode_scored, example_nll
+from sparcom.causal.nll import category_means, encode_scored
+from sparcom.causal.scoring import example_nll
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 from sparcom.models.sites import model_sites

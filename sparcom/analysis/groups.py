@@ -134,14 +134,6 @@ class GroupMoments:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(n > 0, self.total / np.where(n > 0, n, 1.0), np.nan)
 
-    @cached_property
-    def welch(self):
-        """The one-sided Welch tests of each category against the rest (:func:`~sparcom.analysis.specificity.
-        welch_greater`), computed once: every ε of the ``test`` rule and the specificity scores reuse them."""
-        from sparcom.analysis.specificity import welch_greater
-
-        return welch_greater(self)
-
     def pooled(self) -> tuple[int, np.ndarray, np.ndarray]:
         """(n, mean [N], sample standard deviation [N], ddof = 1) over all groups of all categories."""
         n = int(self.n.sum())

@@ -22,14 +22,12 @@ import numpy as np
 
 from sparcom.analysis.evidence import NO_GROUPS_NOTE, ValiditySettings, has_groups, run_groups
 from sparcom.analysis.pipeline import _select_kinds, run_info
-from sparcom.analysis.selection import RULES, SelectionRule
+from sparcom.analysis.selection import PAPER_RULE, RULES, SelectionRule
 from sparcom.analysis.validity import validity_sweep
 from sparcom.errors import SparcomError
 from sparcom.profile.artifacts import ProfileRun
 from sparcom.results import Tabular
 
-#: The paper's rule (SPARCOM): the top ε of each category's activation frequencies over all layers.
-PAPER_RULE = SelectionRule("percentile")
 #: Rule names the study accepts beyond :data:`RULES`: the contrast against the mean of the other categories.
 EXTRA_VARIANTS = {"contrast-mean": {"name": "contrast", "against": "mean"}}
 #: The default study: every rule, both contrasts; threshold at its grid of absolute frequencies.

@@ -274,3 +274,5 @@ PAPER_RULE = SelectionRule("percentile", DEFAULT_EPSILON)
 #: "Which rule"): the same number of components per category as the paper's rule, ranked by p_c minus the largest
 #: other category's p instead of by p_c.
 RECOMMENDED_RULE = SelectionRule("contrast", DEFAULT_EPSILON)
+#: The rule ``identify``, ``compare`` and ``ablate --run`` use when none is given: the recommended one.
+DEFAULT_RULE = RECOMMENDED_RULE.name

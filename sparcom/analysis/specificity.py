@@ -140,7 +140,16 @@ def welch_greater(moments: GroupMoments) -> WelchResult:
     return WelchResult(effect, t, df, pvalue, bh_adjust(pvalue))
 
 
+def moments_welch(moments: GroupMoments) -> WelchResult:
+    """:func:`welch_greater` of ``moments``, computed once per moments object: every ε of the ``test`` rule and the
+    specificity scores reuse it."""
+    cached = moments.__dict__.get("_welch")
+    if cached is None:
+        cached = moments.__dict__["_welch"] = welch_greater(moments)
+    return cached
+
+
 def welch_test_mask(moments: GroupMoments, fdr: float, min_effect: float) -> np.ndarray:
     """The ``test`` rule: BH-adjusted one-sided Welch p ≤ fdr and effect ≥ min_effect (> 0), per category."""
-    result = moments.welch
+    result = moments_welch(moments)
     return (result.qvalue <= fdr) & (result.effect >= min_effect) & (result.effect > 0)

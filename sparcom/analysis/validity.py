@@ -44,7 +44,7 @@ from sparcom.analysis.groups import (
 )
 from sparcom.analysis.random_sets import draw_like
 from sparcom.analysis.selection import SelectionRule
-from sparcom.analysis.specificity import contrast_scores, entropy_specificity
+from sparcom.analysis.specificity import contrast_scores, entropy_specificity, moments_welch
 from sparcom.errors import SparcomError
 
 DEFAULT_FOLDS = 5
@@ -266,7 +266,7 @@ class Specificity:
 
 def specificity(p: np.ndarray, categories: Sequence[str], moments: GroupMoments | None = None) -> Specificity:
     """Every specificity score of ``p[K, N]`` (and the Welch effect and q-value when group moments are given)."""
-    welch = moments.welch if moments is not None else None
+    welch = moments_welch(moments) if moments is not None else None
     return Specificity(tuple(categories), contrast_scores(p, "max"), contrast_scores(p, "mean"),
                        entropy_specificity(p), None if welch is None else welch.effect,
                        None if welch is None else welch.qvalue)

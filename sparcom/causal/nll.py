@@ -13,11 +13,10 @@ batch plan is fixed, so the unablated and every ablated pass see identical batch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
 from sparcom.data.formatting import encode_row
 from sparcom.data.schema import InstructionRow
@@ -80,21 +79,6 @@ def encode_scored(
                                f"limit of {max_length}; shorten it or remove it from the dataset")
         examples.append(cap_scored(example, max_scored) if max_scored else example)
     return examples
-
-
-def example_nll(
-    model: nn.Module,
-    examples: Sequence[ScoredExample],
-    plan: Sequence[Sequence[int]],
-    pad_id: int,
-    on_batch: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: the summed NLL of its scored tokens (float64) and their number (one pass; a check that scores
-    many conditions builds the :class:`~sparcom.causal.scoring.ScoringPlan` once and runs it per condition)."""
-    from sparcom.causal.scoring import ScoringPlan
-
-    scoring = ScoringPlan.build(examples, plan, pad_id)
-    return scoring.run(model, on_batch), scoring.counts.copy()
 
 
 def category_means(

@@ -4,7 +4,7 @@ The causal check scores the same rows under many conditions (unablated, each sel
 that does not depend on the condition — tokenisation, padding, the batch plan, the attention mask, which positions
 keep logits, the target ids and which row owns each scored token — is computed once into a :class:`ScoringPlan`;
 a condition only runs the model (with its hooks) and the loss. The numbers are those of
-:func:`sparcom.causal.nll.example_nll` (which is a plan built and run once).
+:func:`example_nll` (which is a plan built and run once).
 """
 
 from __future__ import annotations
@@ -100,3 +100,16 @@ def batch_nll(model: nn.Module, batch: ScoringBatch) -> torch.Tensor:
         losses[start:start + LOGIT_CHUNK] = torch.nn.functional.cross_entropy(
             chunk, target, reduction="none").to("cpu", torch.float64)
     return torch.zeros(len(batch.rows), dtype=torch.float64).index_add_(0, batch.owner, losses)
+
+
+def example_nll(
+    model: nn.Module,
+    examples: Sequence[ScoredExample],
+    plan: Sequence[Sequence[int]],
+    pad_id: int,
+    on_batch: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: the summed NLL of its scored tokens (float64) and their number (one pass; a check that scores
+    many conditions builds the :class:`ScoringPlan` once and runs it per condition)."""
+    scoring = ScoringPlan.build(examples, plan, pad_id)
+    return scoring.run(model, on_batch), scoring.counts.copy()

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from sparcom.analysis.selection import DEFAULT_RULE
 from sparcom.cli.app import app, stdout_console
 from sparcom.errors import SparcomError
 
@@ -24,7 +25,8 @@ RuleOption = Annotated[str, typer.Option("--rule", help=(
     "(p ≥ ε), layer-percentile (top ε within each layer), lape (lowest-entropy ε, Tang et al. 2024), contrast (top "
     "ε of p_c minus the largest (--against max) or mean (--against mean) p of the other categories), test "
     "(one-sided Welch test of c's instructions against the rest, Benjamini–Hochberg at --fdr, effect ≥ ε; needs "
-    "--group-by instruction). See docs/analysis.md for the evidence behind the choice."))]
+    "--group-by instruction). Default: contrast, recommended from the evidence in docs/analysis.md (\"Which "
+    "rule\"); --rule percentile reproduces the paper."))]
 EpsilonOption = Annotated[float | None, typer.Option(
     "--epsilon", help="Fraction selected per category (percentile, layer-percentile, contrast; LAPE's top rate), "
                       "the absolute frequency (threshold) or the minimum effect (test). Default 0.01 (test: 0.05); "
@@ -112,7 +114,7 @@ def _print_identify(result, folder: Path) -> None:
 def identify_command(
     run: RunArgument,
     out: OutOption,
-    rule: RuleOption = "percentile",
+    rule: RuleOption = DEFAULT_RULE,
     epsilon: EpsilonOption = None,
     kinds: KindsOption = None,
     lape_filter_rate: FilterOption = 0.95,
@@ -236,7 +238,7 @@ def compare_command(
     base_run: Annotated[Path, typer.Argument(help="Profile run of the base model.", show_default=False)],
     tuned_run: Annotated[Path, typer.Argument(help="Profile run of the tuned model.", show_default=False)],
     out: OutOption,
-    rule: RuleOption = "percentile",
+    rule: RuleOption = DEFAULT_RULE,
     epsilon: EpsilonOption = None,
     kinds: KindsOption = None,
     lape_filter_rate: FilterOption = 0.95,

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from sparcom.analysis.selection import DEFAULT_RULE
 from sparcom.cli.app import app, stdout_console
 
 
@@ -140,7 +141,7 @@ def ablate_command(
                                                            "instruction (use with --folds, --rule, --epsilon).")] = None,
     rule: Annotated[str, typer.Option("--rule", help="Cross-fitting: the selection rule applied on each fold's "
                                                      "complement (percentile, threshold, layer-percentile, lape, "
-                                                     "contrast, test).")] = "percentile",
+                                                     "contrast, test).")] = DEFAULT_RULE,
     epsilon: Annotated[float | None, typer.Option("--epsilon", help="Cross-fitting: the rule's ε (default: the "
                                                                     "rule's).")] = None,
     folds: Annotated[int | None, typer.Option("--folds", help="Cross-fitting: select on k − 1 folds of the run's "
