@@ -151,11 +151,18 @@ def get_builtin(name: str) -> BuiltinModel:
     try:
         return BUILTINS[name]
     except KeyError:
-        raise SparcomError(f"unknown built-in model {name!r}; known: {', '.join(BUILTINS)}") from None
+        raise SparcomError(f"unknown built-in model {name!r}; known: {', '.join(builtin_names())}") from None
+
+
+def builtin_names() -> list[str]:
+    """Every built-in name: the GGUF conversions, then the models derived from them (sparcom.models.derived)."""
+    from sparcom.models.derived import DERIVED  # imported late: derived builds on this module
+
+    return [*BUILTINS, *DERIVED]
 
 
 def is_builtin(name: str) -> bool:
-    return name in BUILTINS
+    return name in builtin_names()
 
 
 def default_cache_dir() -> Path:
@@ -392,6 +399,10 @@ def resolve_builtin(name: str, cache_dir: str | Path | None = None, verify: Veri
     cache is returned even when the weights package has since been uninstalled. Raises :class:`SparcomError`
     naming the pip command when the package is needed and missing.
     """
+    from sparcom.models.derived import DERIVED, resolve_derived
+
+    if name in DERIVED:  # built from another built-in, not converted from a GGUF
+        return resolve_derived(name, cache_dir, verify)
     model = get_builtin(name)
     target = cache_path(name, cache_dir)
     problem = check_cache(name, target, verify)
@@ -433,4 +444,7 @@ def list_builtins(cache_dir: str | Path | None = None) -> list[BuiltinStatus]:
                 detail="; ".join(part for part in (missing, "" if stale in ("", "not built") else stale) if part),
             )
         )
-    return statuses
+    from sparcom.models.derived import derived_statuses
+
+    by_name = {status.name: status for status in statuses}
+    return statuses + derived_statuses(cache_dir, by_name.get)

@@ -98,9 +98,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _builtin_names() -> set[str]:
-    from sparcom.models.builtin import BUILTINS
+    from sparcom.models.builtin import builtin_names
 
-    return set(BUILTINS)
+    return set(builtin_names())
 
 
 def _locate(spec: str) -> tuple[str, Path | None, str | None]:
