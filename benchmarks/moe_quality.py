@@ -87,7 +87,7 @@ def layer_shares(dense, moe, split_record: dict, inputs: list[torch.Tensor]) -> 
     return rows
 
 
-def routing_choice(moe, inputs: list[torch.Tensor], layers: list[int], k: int) -> list[dict]:
+def routing_choice(moe, split_record: dict, inputs: list[torch.Tensor], layers: list[int], k: int) -> list[dict]:
     """GraniteMoE vs Mixtral router at logit scales τ, with the fitted router (module docstring, 3)."""
     from transformers import GraniteMoeConfig, MixtralConfig
     from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeTopKRouter
@@ -98,7 +98,7 @@ def routing_choice(moe, inputs: list[torch.Tensor], layers: list[int], k: int) -
     results = []
     for j in layers:
         saved = moe.model.layers[j].block_sparse_moe.router.weight.detach()
-        fitted = saved / float(2.0 ** round(float(np.log2(saved.abs().max()))))  # undo most of the tiny scale
+        fitted = saved / split_record["layers"][j]["router_scale"]  # exact: the scale is a power of two
         x = inputs[j]
         exact = (x @ fitted.T).topk(k, dim=1).indices.sort(dim=1).values
         for log2_tau in (0, -8, -16, -24, -40):
@@ -118,18 +118,26 @@ def routing_choice(moe, inputs: list[torch.Tensor], layers: list[int], k: int) -
     return results
 
 
-def dense_equivalence(dense, moe_all, tokenizer, rows) -> float:
-    """Largest |Δlogit| / max|logit| between the dense model and the MoE with every expert routed, on ``rows``."""
+def dense_equivalence(dense, moe_all, tokenizer, rows) -> tuple[float, float]:
+    """Largest |Δlogit| / max|logit| on ``rows``: dense vs the MoE with every expert routed, and — for scale —
+    dense vs itself, each row once alone and once right-padded beside a longer row (ordinary float32 noise)."""
     from sparcom.data.formatting import encode_row, resolve_template
 
     template = resolve_template(tokenizer, "auto")
-    worst = 0.0
+    encoded = [encode_row(row, i, tokenizer, template, with_response=True).input_ids for i, row in enumerate(rows)]
+    longest = max(encoded, key=len)
+    worst, noise = 0.0, 0.0
     with torch.no_grad():
-        for i, row in enumerate(rows):
-            ids = torch.tensor([encode_row(row, i, tokenizer, template, with_response=True).input_ids])
-            a, b = dense(ids).logits, moe_all(ids).logits
+        for ids in encoded:
+            alone = torch.tensor([ids])
+            a, b = dense(alone).logits, moe_all(alone).logits
             worst = max(worst, float((a - b).abs().max() / a.abs().max()))
-    return worst
+            pair = torch.full((2, len(longest)), tokenizer.pad_token_id or 0)
+            pair[0, :len(ids)], pair[1] = alone[0], torch.tensor(longest)
+            mask = (torch.arange(len(longest)) < torch.tensor([[len(ids)], [len(longest)]])).long()
+            padded = dense(input_ids=pair, attention_mask=mask).logits[0, :len(ids)]
+            noise = max(noise, float((a[0] - padded).abs().max() / a.abs().max()))
+    return worst, noise
 
 
 def markdown(result: dict) -> str:
@@ -190,21 +198,23 @@ def main() -> None:
     rows = subset(hexainst, args.per_group)
     print(f"NLL on {len(rows)} HexaInst rows; load {Path('/proc/loadavg').read_text().split()[:3]}", file=sys.stderr)
     nll = nll_table(models, tokenizer, rows, args.batch_size)
-    equivalence = dense_equivalence(dense, models[f"MoE k={experts}/{experts}"], tokenizer, rows[:12])
+    equivalence, noise = dense_equivalence(dense, models[f"MoE k={experts}/{experts}"], tokenizer, rows[:12])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     held = calibration_examples(hexainst, tokenizer, args.share_tokens)
     inputs = mlp_inputs(dense, held, args.batch_size, pad)
     layers = layer_shares(dense, moe, split_record, inputs)
-    choice = routing_choice(moe, inputs, [0, len(inputs) // 2, len(inputs) - 1], 4)
+    choice = routing_choice(moe, split_record, inputs, [0, len(inputs) // 2, len(inputs) - 1], 4)
     result = {
         "rows": len(rows), "categories": list(nll["dense"]["categories"]), "nll": nll,
-        "all_experts_max_relative_logit_diff": equivalence, "share_tokens": int(inputs[0].shape[0]),
+        "all_experts_max_relative_logit_diff": equivalence, "dense_padding_max_relative_logit_diff": noise,
+        "share_tokens": int(inputs[0].shape[0]),
         "layers": layers, "routing_choice": choice, "build_seconds": manifest["build_seconds"],
         "build_threads": manifest["threads"], "resolve_seconds_this_run": resolve_seconds,
         "checks": manifest["checks"], "load_after": Path("/proc/loadavg").read_text().split()[:3],
     }
     print(markdown(result))
-    print(f"\nk = E vs dense: max |Δlogit| / max|logit| = {equivalence:.3g} on {min(12, len(rows))} rows; "
+    print(f"\nk = E vs dense: max |Δlogit| / max|logit| = {equivalence:.3g} on {min(12, len(rows))} rows (dense alone "
+          f"vs padded in a batch: {noise:.3g}); "
           f"build: {manifest['build_seconds']} ({manifest['threads']} threads); resolve this run "
           f"{resolve_seconds:.0f} s; load after {result['load_after']}")
     if args.json:

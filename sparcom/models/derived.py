@@ -37,8 +37,11 @@ from sparcom.provenance import file_sha256, software_versions
 BUILDER_VERSION = 1
 #: Per layer: the dense neuron of every expert neuron, the router scale and the calibration measurements.
 SPLIT_FILE = "moefication.json"
-#: Largest |Δlogit| / max|logit| allowed between the dense model and its MoE with every expert routed (k = E).
-DENSE_TOLERANCE = 1e-5
+#: Largest |Δlogit| / max|logit| allowed between the dense model and its MoE with every expert routed (k = E): the
+#: two sum the same products in another order, which float32 rounding turns into ~1e-6 (SmolLM2: 2.5e-6 on the build
+#: probe, 7.2e-6 over 12 HexaInst rows, where the dense model's own change when a row is batched with padding is
+#: 1.7e-6; docs/moe.md).
+DENSE_TOLERANCE = 1e-4
 #: Files of the source folder that are not copied (the tokenizer files are).
 _NOT_COPIED = {"config.json", "generation_config.json", MANIFEST}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")

@@ -284,7 +284,7 @@ def fit_router(x: torch.Tensor, target: torch.Tensor, ridge: float) -> np.ndarra
     x64, y64 = x.to(torch.float64), target.to(torch.float64)
     gram = x64.T @ x64
     gram += ridge * float(gram.diagonal().mean()) * torch.eye(gram.shape[0], dtype=torch.float64)
-    return torch.linalg.solve(gram, x64.T @ y64).T.numpy()
+    return torch.cholesky_solve(x64.T @ y64, torch.linalg.cholesky(gram)).T.numpy()  # gram is positive definite
 
 
 def top_k_overlap(predicted: torch.Tensor, actual: torch.Tensor, k: int) -> float:
@@ -384,23 +384,31 @@ def assemble(dense: nn.Module, splits: Sequence[LayerSplit], top_k: int) -> nn.M
         if ".mlp." not in name:
             state[name] = tensor.detach().to(torch.float32)
     for j, (layer, split) in enumerate(zip(dense.model.layers, splits, strict=True)):
-        mlp, members = layer.mlp, torch.from_numpy(split.members)
-        gate, up, down = (mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach(), mlp.down_proj.weight.detach())
+        mlp, (experts, width) = layer.mlp, split.members.shape
+        order = torch.from_numpy(split.members.reshape(-1))
+        gate = mlp.gate_proj.weight.detach().index_select(0, order).view(experts, width, -1)
+        up = mlp.up_proj.weight.detach().index_select(0, order).view(experts, width, -1)
+        down = mlp.down_proj.weight.detach().index_select(1, order).view(-1, experts, width).transpose(0, 1)
         prefix = f"model.layers.{j}.block_sparse_moe."
-        state[prefix + "experts.gate_up_proj"] = torch.stack([torch.cat([gate[m], up[m]]) for m in members])
+        state[prefix + "experts.gate_up_proj"] = torch.cat([gate, up], dim=1)  # [E, 2 I_e, H]: gate rows, then up
         # Each chosen expert's routing weight is exactly 1/k (module docstring, 5): k · down undoes it.
-        state[prefix + "experts.down_proj"] = torch.stack([down[:, m] * float(top_k) for m in members])
+        state[prefix + "experts.down_proj"] = (down * float(top_k)).contiguous()  # [E, H, I_e]
         state[prefix + "router.weight"] = torch.from_numpy(split.router) * split.scale
-    torch.manual_seed(0)  # the random init is overwritten below; seeded so nothing depends on global state
-    model = GraniteMoeForCausalLM(config).to(torch.float32)
+    with torch.device("meta"):  # no random init of weights that are all replaced (seconds for 135M parameters)
+        model = GraniteMoeForCausalLM(config)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [name for name in missing if not (config.tie_word_embeddings and name == "lm_head.weight")]
     if missing or unexpected:
         raise SparcomError(f"MoE assembly mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                            "this is a bug in sparcom.models.moefy")
-    model.tie_weights()
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # its buffers were made on meta
+    left = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if left:
+        raise SparcomError(f"MoE assembly left {left[:3]} unset; this is a bug in sparcom.models.moefy")
     return model.eval()
 
 

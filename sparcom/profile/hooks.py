@@ -325,28 +325,31 @@ class ExpertCounter:
         else:
             per_call = 2 if first else int(pending.calls in (0, len(pending.sizes) - 1))
         if per_call:
-            sample = torch.linspace(0, rows - 1, min(rows, per_call), device=gate.device).round().to(torch.int64)
-            pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
-        # 1.0 where A > 0, else 0 (sign + clamp is several times faster on CPU than a bool compare and a cast);
-        # a NaN would make the counts non-finite, which verification rejects.
-        active = (activation if activation.dtype == torch.float32 else activation.to(torch.float32)).sign()
-        active.clamp_(min=0)
+            count = min(rows, per_call)
+            sample = torch.tensor([round(i * (rows - 1) / max(count - 1, 1)) for i in range(count)],
+                                  device=gate.device)
+            pending.samples.append((gate.index_select(0, sample), tokens[sample], experts[sample]))
+        # Few tensor ops, on the counted rows only (on a busy CPU each op costs more than its arithmetic): gather
+        # the counted rows, turn A into 1.0 where A > 0 and 0 elsewhere in place (sign + clamp is several times
+        # faster on CPU than a bool compare and a cast; a NaN stays NaN, so the counts become non-finite and
+        # verification rejects them), and add each row to its expert's counts.
         num_experts = self.layout.num_experts
-        one_hot = None
         for index, (mask, _) in enumerate(pending.lookups):
-            counted = mask[tokens]
+            keep = mask[tokens].nonzero().squeeze(1)
             delta = pending.deltas.get(index)
             if delta is None:
-                delta = pending.deltas[index] = torch.zeros(num_experts, width, device=active.device)
-            if pending.call_experts is not None:  # one expert per call: a vector-matrix product
-                delta[pending.call_experts[pending.calls]] += counted.to(torch.float32) @ active
-            else:  # [E, rows] @ [rows, I]: per-expert sums of the counted rows
-                if one_hot is None:
-                    one_hot = experts.unsqueeze(0) == torch.arange(num_experts, device=experts.device).unsqueeze(1)
-                delta += (one_hot & counted.unsqueeze(0)).to(torch.float32) @ active
+                delta = pending.deltas[index] = torch.zeros(num_experts, width, device=activation.device)
+            active = activation.index_select(0, keep)
+            if active.dtype != torch.float32:
+                active = active.to(torch.float32)
+            active.sign_().clamp_(min=0)
+            if pending.call_experts is not None:  # one expert per call
+                delta[pending.call_experts[pending.calls]] += active.sum(0)
+            else:
+                delta.index_add_(0, experts.index_select(0, keep), active)
             if self.replicates:
-                keep = counted.nonzero().squeeze(1)
-                pending.boot_rows.append((index, tokens[keep], experts[keep], active.index_select(0, keep) > 0.5))
+                pending.boot_rows.append((index, tokens.index_select(0, keep), experts.index_select(0, keep),
+                                          active > 0.5))
         pending.calls += 1
         pending.rows += rows
 
