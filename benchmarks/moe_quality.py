@@ -10,7 +10,9 @@ Measured on HexaInst (never used to build the MoE; its calibration text is ``spa
 2. Per layer, on the dense model's own MLP inputs (so every layer is judged on the same hidden states): the share
    Σ_{chosen} ||y_e|| / Σ_e ||y_e|| of the experts' output norms that the router's top-k carries (random choice:
    k/16; "best": the k largest norms), the overlap of the router's top-4 with the best 4, and the relative error
-   ||Σ_{chosen} y_e − y|| / ||y|| of the routed MLP output against the dense one (median over tokens).
+   ||Σ_{chosen} y_e − y|| / ||y|| of the routed MLP output against the dense one (median over tokens); for
+   reference, the same error when each token keeps its own k · 96 neurons of largest contribution |h_i| ||down_i||
+   (no expert structure: what grouping the neurons into experts costs on top).
 3. Why GraniteMoE: for the fitted router logits of a few layers, the experts chosen and the weights given by the
    GraniteMoE router and by the Mixtral router (softmax over all experts, top-k of the probabilities, renormalised)
    at several logit scales τ: how often the chosen set differs from the exact top-k, and max |k·w − 1|.
@@ -78,11 +80,16 @@ def layer_shares(dense, moe, split_record: dict, inputs: list[torch.Tensor]) -> 
             parts = torch.stack([h[:, m] @ mlp.down_proj.weight[:, m].T for m in torch.from_numpy(members)], 1)
             record = {"layer": j, "tokens": int(x.shape[0]), "best_share_4": routed_share(norms, norms, 4),
                       "overlap_4": top_k_overlap(logits, norms, 4)}
+            width = members.shape[1]
+            contribution = h.abs() * mlp.down_proj.weight.norm(dim=0)
             for k in (4, 8):
                 chosen = torch.zeros_like(norms, dtype=torch.bool).scatter_(1, logits.topk(k, dim=1).indices, True)
                 routed = (parts * chosen[..., None]).sum(1)
                 record[f"share_{k}"] = routed_share(logits, norms, k)
                 record[f"relerr_{k}"] = float(((routed - y).norm(dim=1) / y.norm(dim=1)).median())
+                # Reference point without expert structure: each token keeps its own k·I_e largest contributions.
+                keep = torch.zeros_like(h).scatter_(1, contribution.topk(k * width, dim=1).indices, 1.0)
+                record[f"neuron_bound_{k}"] = float(((mlp.down_proj(h * keep) - y).norm(dim=1) / y.norm(dim=1)).median())
             rows.append(record)
     return rows
 
@@ -118,6 +125,36 @@ def routing_choice(moe, split_record: dict, inputs: list[torch.Tensor], layers: 
     return results
 
 
+def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list[int], batch_size: int) -> list[dict]:
+    """Experts from contribution magnitudes (default) vs from co-firing, on a few layers: the share of each held-out
+    token's expert output norm carried by its best 4 experts, and by the fitted router's 4."""
+    from sparcom.data.tuning_data import build_tuning_rows
+    from sparcom.models.moefy import (
+        MoefySettings,
+        calibration_examples,
+        expert_norms,
+        mlp_inputs,
+        neuron_outputs,
+        routed_share,
+        split_layer,
+    )
+
+    settings = MoefySettings()
+    examples = calibration_examples(build_tuning_rows(), tokenizer, settings.calibration_tokens)
+    calibration = mlp_inputs(dense, examples, batch_size, tokenizer.pad_token_id or 0)
+    results = []
+    with torch.no_grad():
+        for j in layers:
+            mlp = dense.model.layers[j].mlp
+            h, _ = neuron_outputs(mlp, held[j])
+            for coactivation in ("magnitude", "firing"):
+                split = split_layer(mlp, calibration[j], MoefySettings(coactivation=coactivation), settings.seed + j)
+                norms = expert_norms(mlp, h, split.members)
+                results.append({"layer": j, "coactivation": coactivation, "best_share_4": routed_share(norms, norms, 4),
+                                "router_share_4": routed_share(held[j] @ torch.from_numpy(split.router).T, norms, 4)})
+    return results
+
+
 def dense_equivalence(dense, moe_all, tokenizer, rows) -> tuple[float, float]:
     """Largest |Δlogit| / max|logit| on ``rows``: dense vs the MoE with every expert routed, and — for scale —
     dense vs itself, each row once alone and once right-padded beside a longer row (ordinary float32 noise)."""
@@ -147,15 +184,15 @@ def markdown(result: dict) -> str:
     for name, row in result["nll"].items():
         cats = " | ".join(f"{row['categories'][c]:.3f}" for c in result["categories"])
         lines.append(f"| {name} | {row['nll']:.4f} | {row['nll'] - dense:+.4f} | {cats} |")
+    keys = ("share_4", "best_share_4", "share_8", "overlap_4", "relerr_4", "relerr_8", "neuron_bound_4",
+            "neuron_bound_8")
     lines += ["", "| layer | share top-4 (router) | share top-4 (best) | share top-8 (router) | overlap top-4 | "
-                  "rel. error k=4 | rel. error k=8 |", "|---:|---:|---:|---:|---:|---:|---:|"]
+                  "rel. error k=4 | rel. error k=8 | top-384 neurons | top-768 neurons |",
+              "|---:|" + "---:|" * len(keys)]
     for r in result["layers"]:
-        lines.append(f"| {r['layer']} | {r['share_4']:.3f} | {r['best_share_4']:.3f} | {r['share_8']:.3f} | "
-                     f"{r['overlap_4']:.3f} | {r['relerr_4']:.3f} | {r['relerr_8']:.3f} |")
-    mean = {key: statistics.fmean(r[key] for r in result["layers"])
-            for key in ("share_4", "best_share_4", "share_8", "overlap_4", "relerr_4", "relerr_8")}
-    lines.append(f"| mean | {mean['share_4']:.3f} | {mean['best_share_4']:.3f} | {mean['share_8']:.3f} | "
-                 f"{mean['overlap_4']:.3f} | {mean['relerr_4']:.3f} | {mean['relerr_8']:.3f} |")
+        lines.append(f"| {r['layer']} | " + " | ".join(f"{r[key]:.3f}" for key in keys) + " |")
+    mean = {key: statistics.fmean(r[key] for r in result["layers"]) for key in keys}
+    lines.append("| mean | " + " | ".join(f"{mean[key]:.3f}" for key in keys) + " |")
     lines += ["", "| layer | log2 τ | router | chosen set ≠ exact top-4 | max abs(4·w − 1) |", "|---:|---:|---|---:|---:|"]
     for r in result["routing_choice"]:
         lines.append(f"| {r['layer']} | {r['log2_tau']} | {r['family']} | {r['changed_choice']:.4f} | "
@@ -171,6 +208,8 @@ def main() -> None:
     parser.add_argument("--share-tokens", type=int, default=8192, help="HexaInst tokens for the per-layer shares")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--coactivation-layers", default="", help="e.g. 3,15,25: also compare co-firing experts")
+    parser.add_argument("--only-coactivation", action="store_true", help="skip everything else")
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -195,11 +234,17 @@ def main() -> None:
         models[f"MoE k={k}/{experts}"] = retarget(moe, k)
 
     hexainst = load_hexainst(args.hexainst)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if args.only_coactivation:
+        inputs = mlp_inputs(dense, calibration_examples(hexainst, tokenizer, args.share_tokens), args.batch_size, pad)
+        layers = [int(j) for j in args.coactivation_layers.split(",") if j]
+        for r in coactivation_choice(dense, tokenizer, inputs, layers, args.batch_size):
+            print(f"| {r['layer']} | {r['coactivation']} | {r['best_share_4']:.3f} | {r['router_share_4']:.3f} |")
+        return
     rows = subset(hexainst, args.per_group)
     print(f"NLL on {len(rows)} HexaInst rows; load {Path('/proc/loadavg').read_text().split()[:3]}", file=sys.stderr)
     nll = nll_table(models, tokenizer, rows, args.batch_size)
     equivalence, noise = dense_equivalence(dense, models[f"MoE k={experts}/{experts}"], tokenizer, rows[:12])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     held = calibration_examples(hexainst, tokenizer, args.share_tokens)
     inputs = mlp_inputs(dense, held, args.batch_size, pad)
     layers = layer_shares(dense, moe, split_record, inputs)
