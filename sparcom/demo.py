@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from sparcom.errors import SparcomError
+from sparcom.report.files import SUMMARY_FILE
 
 console = Console(stderr=True)
 
@@ -43,6 +44,22 @@ class DemoConfig:
     def full(cls, **changes) -> DemoConfig:
         """All 1,200 instructions and a larger causal check (hours on 2 cores; minutes on a GPU)."""
         return cls(**{"per_category": None, "ablate_per_category": 20, "seeds": 10, **changes})
+
+    def check(self) -> None:
+        """Refuse settings that would fail late, after minutes of work, before any step runs."""
+        from sparcom.models.lora import is_adapter_folder
+        from sparcom.outputs import check_parent
+
+        if self.per_category is not None and self.per_category < 1:
+            raise SparcomError(f"--per-category must be at least 1, got {self.per_category}")
+        if not is_adapter_folder(self.adapter):
+            raise SparcomError(f"{self.adapter}: not a LoRA adapter folder (needs adapter_config.json and "
+                               "adapter_model.safetensors); pass the adapter 'sparcom tune' wrote, or omit --adapter")
+        if self.data.exists() and not self.data.is_file():
+            raise SparcomError(f"{self.data}: --data must be a JSON Lines file (it is built there when missing)")
+        if self.out.exists() and not self.out.is_dir():
+            raise SparcomError(f"{self.out}: exists and is a file; --out must be a directory")
+        check_parent(self.out)
 
 
 class Steps:
@@ -74,16 +91,15 @@ class Steps:
 
 def run_demo(config: DemoConfig | None = None) -> Path:
     """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
-    from sparcom.analysis.pipeline import compare, identify
     from sparcom.analysis.selection import SelectionRule
+    from sparcom.api import compare, identify
     from sparcom.data.hexainst import build_hexainst
     from sparcom.models.builtin import resolve_builtin
     from sparcom.models.loading import load_model
-    from sparcom.profile.artifacts import load_run
     from sparcom.profile.runner import ProfileSettings, profile
-    from sparcom.report.outputs import write_compare, write_identify
 
     config = config or DemoConfig()
+    config.check()
     out = config.out
     steps = Steps(out)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
@@ -105,31 +121,28 @@ def run_demo(config: DemoConfig | None = None) -> Path:
                 "tokens_per_second": run.manifest["tokens_per_second"]}
 
     def identify_one(name: str) -> dict:
-        result = identify(load_run(out / "runs" / name), rule)
-        write_identify(result, out / "identify" / name, overwrite=True)
+        result = identify(out / "runs" / name, rule, out=out / "identify" / name, overwrite=True)
         return result.summary()["kinds"]["neuron"]["selected"]
 
     # The instruct model: ISNs and the causal check.
-    instruct = "smollm2-135m-instruct"
-    steps.run(f"03-profile-{instruct}", lambda: profile_one(instruct, paths[INSTRUCT_MODEL]))
-    steps.run(f"04-identify-{instruct}", lambda: identify_one(instruct))
-    steps.run(f"05-ablate-{instruct}", lambda: run_ablation(paths[INSTRUCT_MODEL], out, config))
+    steps.run(f"03-profile-{INSTRUCT_MODEL}", lambda: profile_one(INSTRUCT_MODEL, paths[INSTRUCT_MODEL]))
+    steps.run(f"04-identify-{INSTRUCT_MODEL}", lambda: identify_one(INSTRUCT_MODEL))
+    steps.run(f"05-ablate-{INSTRUCT_MODEL}", lambda: run_ablation(paths[INSTRUCT_MODEL], out, config))
 
     # The base → tuned pair.
     tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
     steps.run("06-tuned-model", lambda: materialise_tuned(paths[BASE_MODEL], config.adapter, tuned_dir))
     pair = {"gemma-3-270m-base": paths[BASE_MODEL], "gemma-3-270m-tuned": str(tuned_dir)}
-    for name, path in pair.items():
-        steps.run(f"07-profile-{name}", lambda name=name, path=path: profile_one(name, path))
-        steps.run(f"08-identify-{name}", lambda name=name: identify_one(name))
+    for number, (name, path) in enumerate(pair.items()):
+        steps.run(f"{7 + 2 * number:02d}-profile-{name}", lambda name=name, path=path: profile_one(name, path))
+        steps.run(f"{8 + 2 * number:02d}-identify-{name}", lambda name=name: identify_one(name))
 
     def compare_gemma() -> dict:
-        result = compare(load_run(out / "runs" / "gemma-3-270m-base"), load_run(out / "runs" / "gemma-3-270m-tuned"),
-                         rule)
-        write_compare(result, out / "compare" / "gemma-3-270m", overwrite=True)
+        result = compare(out / "runs" / "gemma-3-270m-base", out / "runs" / "gemma-3-270m-tuned", rule,
+                         out=out / "compare" / "gemma-3-270m", overwrite=True)
         return result.summary()["kinds"]["neuron"]["per_category"]
 
-    steps.run("09-compare-gemma", compare_gemma)
+    steps.run("11-compare-gemma", compare_gemma)
     summary = write_summary(out, steps.timings, config)
     console.print(f"[bold green]demo finished[/]: {summary}")
     return summary
@@ -137,7 +150,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
 def materialise_tuned(base_path: str, adapter: Path, out: Path) -> dict:
     """Merge the committed demo adapter into the base model (the folder ``sparcom tune`` would have written)."""
-    from sparcom.tune.adapters import materialise_adapter
+    from sparcom.tune.lora import materialise_adapter
 
     if not adapter.is_dir():
         raise SparcomError(f"{adapter}: demo adapter not found; retrain it with 'make demo-full' or 'sparcom tune'")
@@ -149,21 +162,21 @@ def materialise_tuned(base_path: str, adapter: Path, out: Path) -> dict:
 
 def run_ablation(model_path: str, out: Path, config: DemoConfig) -> dict:
     """Causal check of SmolLM2's ISNs on held-out HexaInst rows (not the ones the ISNs were selected on)."""
-    from sparcom.causal.run import CausalSettings, run_ablate
+    from sparcom.api import ablate
 
-    settings = CausalSettings(seeds=config.seeds, per_category=config.ablate_per_category, exclude_profiled=True,
-                              batch_size=config.batch_size)
-    result = run_ablate(model_path, out / "identify" / "smollm2-135m-instruct", config.data,
-                        out / "ablate" / "smollm2-135m-instruct", settings, overwrite=True)
+    result = ablate(model_path, out / "identify" / INSTRUCT_MODEL, config.data, out=out / "ablate" / INSTRUCT_MODEL,
+                    seeds=config.seeds, per_category=config.ablate_per_category, exclude_profiled=True,
+                    batch_size=config.batch_size, overwrite=True)
     return {"wall_time_seconds": round(result.wall_time_seconds, 1)}
 
 
 def ablation_section(out: Path) -> list[str]:
     """Own-category ΔNLL of each ISN set against random sets with the same per-layer counts."""
     from sparcom.data.schema import category_label
+    from sparcom.report.causal import causal_plot
 
-    folder = out / "ablate" / "smollm2-135m-instruct"
-    summary = _load(folder / "summary.json")
+    folder = out / "ablate" / INSTRUCT_MODEL
+    summary = _load(folder / SUMMARY_FILE)
     if not summary.get("targets"):
         return ["*no causal-check output*", ""]
     lines = [f"Mean NLL (nats per response token) of the reference responses of held-out rows, before and after "
@@ -173,17 +186,12 @@ def ablation_section(out: Path) -> list[str]:
         evaluated = target["evaluated"]
         lines += [f"**{name}**", "", "| ISNs of | ΔNLL on own category | random ΔNLL (mean ± std) | z | p | "
                   "mean ΔNLL on the other categories |", "|---|---:|---:|---:|---:|---:|"]
-        for a, ablated in enumerate(target["ablated"]):
-            if ablated not in evaluated:
-                continue
-            j = evaluated.index(ablated)
-            delta = target["delta_nll"][a]
-            others = [delta[k] for k in range(len(evaluated)) if k != j]
+        for row in target["specificity"]:
+            a, j = target["ablated"].index(row["ablated"]), evaluated.index(row["ablated"])
             mean, std = target["random"]["mean"][a][j], target["random"]["std"][a][j]
-            lines.append(f"| {category_label(ablated)} | {delta[j]:+.3f} | {mean:+.3f} ± {std:.3f} | "
-                         f"{target['z'][a][j]:+.1f} | {target['p_value'][a][j]:.2f} | "
-                         f"{sum(others) / len(others):+.3f} |" if others else "")
-        lines += ["", f"![ΔNLL matrix](ablate/smollm2-135m-instruct/plots/delta_nll_{name}.png)", ""]
+            lines.append(f"| {category_label(row['ablated'])} | {row['own_delta_nll']:+.3f} | {mean:+.3f} ± {std:.3f} | "
+                         f"{target['z'][a][j]:+.1f} | {row['own_p_value']:.2f} | {row['mean_other_delta_nll']:+.3f} |")
+        lines += ["", f"![ΔNLL matrix](ablate/{INSTRUCT_MODEL}/{causal_plot(name)})", ""]
     return lines
 
 
@@ -198,8 +206,9 @@ def _load(path: Path) -> dict:
 def identify_section(out: Path, name: str) -> list[str]:
     """Per-category ISN counts and general/unique shares of one model, with its plots."""
     from sparcom.data.schema import category_label
+    from sparcom.report.outputs import identify_plot
 
-    summary = _load(out / "identify" / name / "summary.json")
+    summary = _load(out / "identify" / name / SUMMARY_FILE)
     neuron = summary.get("kinds", {}).get("neuron")
     if not neuron:
         return [f"*{name}: no identify output*", ""]
@@ -215,16 +224,17 @@ def identify_section(out: Path, name: str) -> list[str]:
         lines.append(f"| {category_label(category)} | {neuron['selected'][category]:,} | "
                      f"{neuron['unique'][category]:,} | {_pct(shares.get(f'unique_share_{category}'))} | "
                      f"{_pct(shares.get(f'general_share_{category}'))} |")
-    lines += ["", f"![ISNs per layer: general, shared, unique](identify/{name}/plots/neuron_sets_per_layer.png)",
-              f"![Overlap of the categories' ISN sets](identify/{name}/plots/neuron_overlap.png)",
-              f"![epsilon sweep](identify/{name}/plots/neuron_epsilon_sweep.png)", ""]
+    lines += ["", f"![ISNs per layer: general, shared, unique](identify/{name}/{identify_plot('neuron', 'sets_per_layer')})",
+              f"![Overlap of the categories' ISN sets](identify/{name}/{identify_plot('neuron', 'overlap')})",
+              f"![epsilon sweep](identify/{name}/{identify_plot('neuron', 'epsilon_sweep')})", ""]
     return lines
 
 
 def compare_section(out: Path) -> list[str]:
     from sparcom.data.schema import category_label
+    from sparcom.report.outputs import compare_plot
 
-    summary = _load(out / "compare" / "gemma-3-270m" / "summary.json")
+    summary = _load(out / "compare" / "gemma-3-270m" / SUMMARY_FILE)
     neuron = summary.get("kinds", {}).get("neuron")
     if not neuron:
         return ["*no comparison output*", ""]
@@ -239,8 +249,8 @@ def compare_section(out: Path) -> list[str]:
     lines += ["", f"General ISNs: {structure['general']['base']:,} → {structure['general']['tuned']:,}; "
               f"selected by any category: {structure['selected_any']['base']:,} → "
               f"{structure['selected_any']['tuned']:,}.", "",
-              "![Retained, gained and lost ISNs](compare/gemma-3-270m/plots/neuron_set_changes.png)",
-              "![Per-layer change](compare/gemma-3-270m/plots/neuron_change_per_layer.png)", ""]
+              f"![Retained, gained and lost ISNs](compare/gemma-3-270m/{compare_plot('neuron', 'set_changes')})",
+              f"![Per-layer change](compare/gemma-3-270m/{compare_plot('neuron', 'change_per_layer')})", ""]
     return lines
 
 
@@ -251,7 +261,7 @@ def write_summary(out: Path, timings: dict[str, float], config: DemoConfig) -> P
              f" (scope `instruction`: the user text only; chat template where the tokenizer has one, raw otherwise). "
              f"Selection: top ε = {config.epsilon:g} of each category's activation frequencies over all layers.", "",
              "## Instruction-specific neurons", ""]
-    for name in ("smollm2-135m-instruct", "gemma-3-270m-base", "gemma-3-270m-tuned"):
+    for name in (INSTRUCT_MODEL, "gemma-3-270m-base", "gemma-3-270m-tuned"):
         lines += identify_section(out, name)
     lines += ["## Base → tuned: Gemma-3-270M and its LoRA-tuned version", "", *compare_section(out)]
     lines += ["## Causal check: SmolLM2-135M-Instruct", "", *ablation_section(out)]

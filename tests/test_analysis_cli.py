@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sparcom.analysis.pipeline import identify
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.selection_file import load_selection
-from sparcom.cli_analysis import analysis_app
+from sparcom.cli.app import app
 from sparcom.errors import SparcomError
 from sparcom.profile.artifacts import load_run
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 
 
 def invoke(*args: str):
-    return runner.invoke(analysis_app, [str(a) for a in args])
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -294,12 +294,12 @@ def test_gemma_chunks_assemble_to_the_pinned_gguf(tmp_path):
 @pytest.mark.smoke
 @pytest.mark.slow
 @gemma_absent
-@pytest.mark.skipif(
-    os.environ.get("SPARCOM_TEST_GEMMA") != "1", reason="Gemma conversion takes ~1 min; set SPARCOM_TEST_GEMMA=1"
-)
-def test_gemma_converts(tmp_path):
-    path = resolve_builtin(GEMMA.name, tmp_path)
+def test_gemma_converts(gemma_cache):
+    """Runs whenever the packages are installed (`make test` installs them): the conversion is shared with the
+    real-weight oracle checks of tests/test_smoke_profile.py, once per session."""
+    path = gemma_cache / GEMMA.name
     manifest = json.loads((path / MANIFEST).read_text())
     assert manifest["probe_max_abs_logit_diff"] <= 1e-5 and manifest["chat_template"] is False
     config = json.loads((path / "config.json").read_text())
     assert config["hidden_activation"] == "gelu_pytorch_tanh" and config["tie_word_embeddings"] is True
+    assert check_cache(GEMMA.name, path, "full") == ""

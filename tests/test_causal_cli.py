@@ -13,14 +13,16 @@ from matplotlib.image import imread
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 from typer.testing import CliRunner
 
+from sparcom.causal.check import causal_check, unique_masks
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll
-from sparcom.causal.run import CausalSettings, causal_check, unique_masks
-from sparcom.causal.sites import find_sites
-from sparcom.cli_causal import causal_app
+from sparcom.causal.nll import category_means, encode_scored, example_nll
+from sparcom.causal.settings import CausalSettings
+from sparcom.cli.app import app
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_model
+from sparcom.models.sites import model_sites
+from sparcom.profile.batching import length_batches
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -28,7 +30,7 @@ runner = CliRunner()
 
 
 def invoke(*args):
-    return runner.invoke(causal_app, ["ablate", *(str(a) for a in args)])
+    return runner.invoke(app, ["ablate", *(str(a) for a in args)])
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -49,7 +51,7 @@ def setup(tmp_path_factory):
     tiny_model("llama", seed=1).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     loaded = load_model(str(folder), dtype="float32")
-    sites = find_sites(loaded.model)
+    sites = model_sites(loaded.model)
     masks = random_masks(sites, CATEGORIES, seed=2)
     selection = write_selection_dir(root / "selection", masks, loaded, CATEGORIES)
     other = tiny_model("llama", seed=5)
@@ -121,7 +123,7 @@ def test_observed_cell_matches_a_direct_ablation(output, setup):
     loaded = setup["loaded"]
     rows = read_rows(setup["data"])
     examples = encode_scored(rows, loaded.tokenizer, "chat")
-    plan = batch_plan([len(e) for e in examples], 8)
+    plan = length_batches([len(e) for e in examples], 8)
     clean, counts = example_nll(loaded.model, examples, plan, 0)
     with ablate(loaded.model, Ablation.from_masks(setup["masks"], "math", ["neuron"])):
         ablated, _ = example_nll(loaded.model, examples, plan, 0)
@@ -155,7 +157,7 @@ def test_selection_made_on_another_model_is_refused_unless_forced(setup, tmp_pat
     forced = invoke(*args, "--out", tmp_path / "forced", "--force")
     assert forced.exit_code == 0, forced.stderr
     summary = json.loads((tmp_path / "forced" / "summary.json").read_text())
-    assert summary["overridden"] and "weights differ" in summary["overridden"][0]
+    assert summary["overridden"] and "model.fingerprint differs" in summary["overridden"][0]
     assert summary["data"]["instructions"] == dict.fromkeys(CATEGORIES, 1)
 
 
@@ -177,7 +179,7 @@ def _bad_selection(setup, tmp_path: Path, kind: str) -> Path:
     ({"--per-category": "0"}, "--per-category"),
     ({"--dtype": "float8"}, "unknown dtype"),
     ({"--selection": "shape"}, "has shape (47,)"),
-    ({"--selection": "tokenizer"}, "tokenizer differs"),
+    ({"--selection": "tokenizer"}, "tokenizer_hash differs"),
 ])
 def test_bad_inputs_give_one_line(setup, tmp_path, change, message):
     options = {"--selection": setup["selection"], "--data": setup["data"], "--out": tmp_path / "out", "--seeds": 1}
@@ -205,7 +207,7 @@ def test_main_cli_mounts_ablate(capsys):
 def test_moe_model_through_the_api(tmp_path, removal):
     model = tiny_moe("qwen2_moe")
     loaded = wrap_model(model, tiny_tokenizer())
-    sites = find_sites(model)
+    sites = model_sites(model)
     masks = random_masks(sites, CATEGORIES, seed=4)
     selection = write_selection_dir(tmp_path / "selection", masks, loaded, CATEGORIES)
     data = write_dataset(tmp_path / "rows.jsonl")
@@ -232,7 +234,8 @@ def test_moe_model_through_the_api(tmp_path, removal):
 def test_exclude_profiled_rows(setup, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"instruction_ids": {"cls": ["t-000"], "qa": ["t-005", "t-006"]}}))
+    (run / "manifest.json").write_text(json.dumps({"format_version": 1,
+                                                   "instruction_ids": {"cls": ["t-000"], "qa": ["t-005", "t-006"]}}))
     selection = write_selection_dir(tmp_path / "selection", setup["masks"], setup["loaded"], CATEGORIES)
     meta = json.loads((selection / "selection.json").read_text())
     meta["source_run"] = str(run)

@@ -9,8 +9,8 @@ from causal_tiny import assert_same_state, hook_count, one_thread, shadowed_forw
 from tiny import tiny_model
 
 from sparcom.causal.interventions import Ablation, ablate, check_ablation, renormalized
-from sparcom.causal.sites import find_sites
 from sparcom.errors import SparcomError
+from sparcom.models.sites import model_sites
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 250, 31, 64, 128, 9, 77, 300], [6, 18, 43, 100, 8, 251, 32, 65, 12, 10, 78, 3]])
 
@@ -39,7 +39,7 @@ def qwen_moe():
 
 
 def test_dense_ablation_zeroes_exactly_the_targets(dense):
-    sites = find_sites(dense)
+    sites = model_sites(dense)
     activations = {j: s.module for j, s in sites.dense.items()}
     store, handles = capture(activations)
     with torch.no_grad():
@@ -58,7 +58,7 @@ def test_dense_ablation_zeroes_exactly_the_targets(dense):
 
 
 def test_dense_model_is_bit_identical_after_exit_and_after_an_error(dense):
-    sites = find_sites(dense)
+    sites = model_sites(dense)
     before, hooks = snapshot(dense), hook_count(dense)
     with torch.no_grad():
         reference = dense(IDS).logits
@@ -78,7 +78,7 @@ def test_dense_model_is_bit_identical_after_exit_and_after_an_error(dense):
 
 
 def test_ablating_nothing_changes_nothing(dense):
-    sites = find_sites(dense)
+    sites = model_sites(dense)
     with torch.no_grad():
         reference = dense(IDS).logits
         with ablate(dense, Ablation.from_indices({"neuron": {0: [], 1: []}}, sites)):
@@ -88,7 +88,7 @@ def test_ablating_nothing_changes_nothing(dense):
 
 
 def test_ablating_every_neuron_of_a_layer_changes_the_output(dense):
-    sites = find_sites(dense)
+    sites = model_sites(dense)
     store, handles = capture({0: sites.dense[0].module})
     with torch.no_grad():
         reference = dense(IDS).logits
@@ -138,7 +138,7 @@ def _manual_experts(experts, hidden, index, weights, zero_pairs=()):
 @pytest.mark.parametrize("implementation", ["eager", "grouped_mm"])
 def test_expert_neurons_are_deactivated_exactly_and_restored(implementation):
     model = tiny_moe("mixtral", implementation=implementation)
-    sites = find_sites(model)
+    sites = model_sites(model)
     site = sites.moe[1]
     before, hooks = snapshot(model), hook_count(model)
     clean = _experts_call(site, IDS, model)
@@ -158,7 +158,7 @@ def test_expert_neurons_are_deactivated_exactly_and_restored(implementation):
 
 
 def test_expert_neuron_weights_restored_after_an_error(mixtral):
-    sites = find_sites(mixtral)
+    sites = model_sites(mixtral)
     before = snapshot(mixtral)
     with pytest.raises(ValueError), ablate(mixtral, Ablation.from_indices({"expert_neuron": {0: [(1, 1)]}}, sites)):
         assert mixtral.model.layers[0].mlp.experts.down_proj[1, :, 1].abs().sum() == 0
@@ -167,7 +167,7 @@ def test_expert_neuron_weights_restored_after_an_error(mixtral):
 
 
 def test_renormalize_drops_removed_experts_and_keeps_each_tokens_total(mixtral):
-    sites = find_sites(mixtral)
+    sites = model_sites(mixtral)
     site = sites.moe[0]
     clean = _experts_call(site, IDS, mixtral)
     _, index, weights = clean["args"]
@@ -192,7 +192,7 @@ def test_renormalized_function():
 
 
 def test_next_best_routes_to_the_best_remaining_experts(mixtral):
-    sites = find_sites(mixtral)
+    sites = model_sites(mixtral)
     site = sites.moe[0]
     logits = {}
     handle = site.router.register_forward_hook(lambda m, a, out: logits.__setitem__("x", out[0].detach().clone()))
@@ -214,7 +214,7 @@ def test_next_best_routes_to_the_best_remaining_experts(mixtral):
 
 
 def test_next_best_refused_when_fewer_than_k_experts_remain(mixtral):
-    sites = find_sites(mixtral)
+    sites = model_sites(mixtral)
     ablation = Ablation.from_indices({"expert": {0: list(range(7))}}, sites)
     with pytest.raises(SparcomError, match="fewer than top-k"):
         check_ablation(ablation, sites, "next-best")
@@ -223,7 +223,7 @@ def test_next_best_refused_when_fewer_than_k_experts_remain(mixtral):
 
 def test_next_best_refused_for_a_router_without_topk():
     model = tiny_moe("phimoe")
-    sites = find_sites(model)
+    sites = model_sites(model)
     before = snapshot(model)
     with pytest.raises(SparcomError, match="renormalize"), torch.no_grad(), \
             ablate(model, Ablation.from_indices({"expert": {0: [1]}}, sites), expert_removal="next-best"):
@@ -233,7 +233,7 @@ def test_next_best_refused_for_a_router_without_topk():
 
 
 def test_moe_model_with_shared_and_dense_layers(qwen_moe):
-    sites = find_sites(qwen_moe)
+    sites = model_sites(qwen_moe)
     assert sorted(sites.moe) == [0, 2] and sorted(sites.dense) == [1] and sorted(sites.shared) == [0, 2]
     before, hooks = snapshot(qwen_moe), hook_count(qwen_moe)
     store, handles = capture({0: sites.shared[0].module})
@@ -258,7 +258,7 @@ def test_moe_model_with_shared_and_dense_layers(qwen_moe):
 
 
 def test_moe_ablating_nothing_changes_nothing(qwen_moe):
-    sites = find_sites(qwen_moe)
+    sites = model_sites(qwen_moe)
     with torch.no_grad():
         reference = qwen_moe(IDS).logits
         empty = Ablation.from_indices({"expert": {0: []}, "expert_neuron": {2: []}, "shared_neuron": {0: []}}, sites)
@@ -268,7 +268,7 @@ def test_moe_ablating_nothing_changes_nothing(qwen_moe):
 
 
 def test_ablations_that_do_not_fit_the_model_are_refused(qwen_moe):
-    sites = find_sites(qwen_moe)
+    sites = model_sites(qwen_moe)
     with pytest.raises(SparcomError, match="has no neuron"):
         Ablation.from_indices({"neuron": {0: [1]}}, sites)  # layer 0 is a MoE layer
     wrong = Ablation({"neuron": {1: np.array([1])}}, {"neuron": {1: (41,)}})

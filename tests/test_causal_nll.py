@@ -9,10 +9,11 @@ from causal_tiny import one_thread, tiny_moe  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll
-from sparcom.causal.sites import find_sites
+from sparcom.causal.nll import category_means, encode_scored, example_nll
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.models.sites import model_sites
+from sparcom.profile.batching import length_batches
 
 
 def rows() -> list[InstructionRow]:
@@ -51,7 +52,7 @@ def test_scored_tokens_are_the_reference_response(template):
 @pytest.mark.parametrize("batch_size", [1, 5])
 def test_nll_equals_a_direct_computation(model, batch_size):
     examples = encode_scored(rows(), tiny_tokenizer(), "chat")
-    plan = batch_plan([len(e) for e in examples], batch_size)
+    plan = length_batches([len(e) for e in examples], batch_size)
     assert sorted(i for batch in plan for i in batch) == list(range(len(examples)))
     sums, counts = example_nll(model, examples, plan, pad_id=0)
     for i, example in enumerate(examples):
@@ -66,9 +67,9 @@ def test_nll_equals_a_direct_computation(model, batch_size):
 
 def test_nll_under_ablation(model):
     examples = encode_scored(rows(), tiny_tokenizer(), "chat")
-    plan = batch_plan([len(e) for e in examples], 4)
+    plan = length_batches([len(e) for e in examples], 4)
     clean, _ = example_nll(model, examples, plan, pad_id=0)
-    sites = find_sites(model)
+    sites = model_sites(model)
     with ablate(model, Ablation({}, {})):
         same, _ = example_nll(model, examples, plan, pad_id=0)
     assert np.array_equal(same, clean)  # identical batches: bit-identical

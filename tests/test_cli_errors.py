@@ -96,7 +96,7 @@ def test_unsupported_architecture(capsys, tmp_path, dataset):
     BloomForCausalLM(BloomConfig(vocab_size=400, hidden_size=32, n_layer=1, n_head=4)).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     code, err = run_cli(capsys, "profile", folder, "--data", dataset, "--out", tmp_path / "out")
-    assert_one_line_error(code, err, "unsupported architecture 'bloom'", "llama", "FamilyAdapter")
+    assert_one_line_error(code, err, "unsupported architecture 'bloom'", "llama", "Family entry")
     assert not (tmp_path / "out").exists()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sparcom.cli_data import data_app
+from sparcom.cli.app import app
 from sparcom.data import hexainst, human
 from sparcom.data.hexainst import balance_problems, build_hexainst, load_ai_rows, load_hexainst
 from sparcom.data.schema import CATEGORIES, InstructionRow, read_rows, row_from_dict
@@ -231,10 +231,10 @@ def test_cli_build_allow_unbalanced_says_what_is_short(monkeypatch, tmp_path):
     rows = [r for r in _fake_rows(PER) if not (r.category == "sum" and r.source == "human")]
     _patch_halves(monkeypatch, rows)
     out = tmp_path / "h.jsonl"
-    refused = runner.invoke(data_app, ["build", "--out", str(out)])
+    refused = runner.invoke(app, ["data", "build", "--out", str(out)])
     assert refused.exit_code == 2 and "sum/human: 0 rows, short by 100" in refused.stderr
     assert not out.exists()
-    result = runner.invoke(data_app, ["build", "--out", str(out), "--allow-unbalanced"])
+    result = runner.invoke(app, ["data", "build", "--out", str(out), "--allow-unbalanced"])
     assert result.exit_code == 0, result.output
     assert "sum/human: 0 rows, short by 100" in result.stderr
     assert len(read_rows(out)) == len(rows)
@@ -270,11 +270,11 @@ def test_load_hexainst_as_dataset(monkeypatch, tmp_path):
 def test_cli_build_and_stats(built, tmp_path):
     path, rows = built
     out = tmp_path / "hexainst.jsonl"
-    result = runner.invoke(data_app, ["build", "--out", str(out), "--allow-unbalanced"])
+    result = runner.invoke(app, ["data", "build", "--out", str(out), "--allow-unbalanced"])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == path.read_bytes()
     assert f"wrote {len(rows)} rows" in result.stdout and "lengths" in result.stdout
-    stats = runner.invoke(data_app, ["stats", str(out)])
+    stats = runner.invoke(app, ["data", "stats", str(out)])
     assert stats.exit_code == 0 and "xsum" in stats.stdout
 
 
@@ -301,7 +301,7 @@ def _row(**overrides) -> str:
 
 def test_validate_accepts_own_categories(tmp_path):
     path = _write(tmp_path, [_row(), _row(id="r2", category="poetry")])
-    result = runner.invoke(data_app, ["validate", str(path)])
+    result = runner.invoke(app, ["data", "validate", str(path)])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("OK:") and "translation 1" in result.stdout and "poetry 1" in result.stdout
 
@@ -321,7 +321,7 @@ def test_validate_accepts_own_categories(tmp_path):
 )
 def test_validate_reports_one_error_line(tmp_path, lines, message):
     path = _write(tmp_path, lines)
-    result = runner.invoke(data_app, ["validate", str(path)])
+    result = runner.invoke(app, ["data", "validate", str(path)])
     assert result.exit_code == 2
     assert result.stdout == ""
     assert re.search(message, result.stderr), result.stderr
@@ -343,13 +343,13 @@ def _tiny_tokenizer(folder: Path) -> Path:
 def test_stats_reports_tokens_with_a_local_tokenizer(tmp_path):
     path = _write(tmp_path, [_row(), _row(id="r2", category="poetry")])
     folder = _tiny_tokenizer(tmp_path / "tok")
-    result = runner.invoke(data_app, ["stats", str(path), "--tokenizer", str(folder)])
+    result = runner.invoke(app, ["data", "stats", str(path), "--tokenizer", str(folder)])
     assert result.exit_code == 0, result.output
     assert "tokens" in result.stdout and "TRANSLATION" in result.stdout
 
 
 def test_stats_refuses_a_missing_tokenizer_folder(tmp_path):
     path = _write(tmp_path, [_row()])
-    result = runner.invoke(data_app, ["stats", str(path), "--tokenizer", str(tmp_path / "nope")])
+    result = runner.invoke(app, ["data", "stats", str(path), "--tokenizer", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "tokenizer directory not found" in result.stderr and "Traceback" not in result.stderr

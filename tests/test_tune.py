@@ -13,12 +13,12 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from sparcom.cli_tune import tune_app
+from sparcom.cli.app import app
 from sparcom.data.formatting import ROLE_RESPONSE, encode_row
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.loading import load_model
-from sparcom.tune import TuneSettings, load_adapter_folder, materialise_adapter, tune
+from sparcom.models.loading import load_adapter_folder, load_model
+from sparcom.tune import TuneSettings, materialise_adapter, tune
 from sparcom.tune.examples import batch_plan, collate, encode_examples, response_loss
 
 pytest.importorskip("peft")
@@ -197,7 +197,7 @@ def test_training_rows_that_repeat_hexainst_are_refused(base, tmp_path):
 
 
 def _cli(*args):
-    return CliRunner().invoke(tune_app, [str(a) for a in args])
+    return CliRunner().invoke(app, ["tune", *(str(a) for a in args)])
 
 
 def test_cli_trains_and_reports(base, rows_file, tmp_path):
@@ -239,14 +239,22 @@ def test_cli_refuses_existing_out_and_a_file_as_parent(base, rows_file, tmp_path
     assert result.exit_code == 2 and "is not a folder" in result.output
 
 
-def test_cli_overwrite_replaces_the_folder(base, rows_file, tmp_path):
+def test_cli_overwrite_replaces_an_earlier_tune_folder_only(base, rows_file, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    (out / "sparcom-tune.json").write_text("{}")  # an earlier 'sparcom tune' output
     result = _cli(base, "--data", rows_file, "--out", out, "--max-steps", "1", "--quiet", "--allow-hexainst",
                   "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    refused = _cli(base, "--data", rows_file, "--out", foreign, "--max-steps", "1", "--quiet", "--allow-hexainst",
+                   "--overwrite")
+    assert refused.exit_code == 2 and "not a sparcom tuned model folder" in refused.output
+    assert (foreign / "keep.txt").read_text() == "mine"
 
 
 def test_cli_bad_base_is_one_line(rows_file, tmp_path):

@@ -13,30 +13,13 @@ import numpy as np
 from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.sets import CLASSES, classify, ratio, set_counts
 from sparcom.errors import SparcomError
-
-#: Manifest fields that must agree for a base → tuned comparison to be meaningful (overridable with --force).
-COMPARE_KEYS: tuple[str, ...] = ("model.architecture", "model.sizes", "tokenizer_hash", "scope", "template",
-                                 "system_prompt")
+from sparcom.provenance import COMPARE_ASPECTS, mismatches
 
 
-def _field(manifest: dict, dotted: str):
-    value = manifest
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def incompatibilities(base: dict, tuned: dict, keys: Sequence[str] = COMPARE_KEYS) -> list[str]:
-    """Every compared manifest field on which the runs differ, as readable reasons (empty when comparable)."""
-    reasons = []
-    for key in keys:
-        left, right = _field(base, key), _field(tuned, key)
-        if left != right:
-            shown = [v if len(repr(v)) <= 60 else repr(v)[:57] + "..." for v in (left, right)]
-            reasons.append(f"{key} differs (base {shown[0]!r}, tuned {shown[1]!r})")
-    return reasons
+def incompatibilities(base: dict, tuned: dict) -> list[str]:
+    """Every identifying manifest field on which the runs differ, beyond their weights (overridable with --force):
+    the compare aspects of :data:`sparcom.provenance.MEASUREMENT`. Empty when comparable."""
+    return mismatches(base, tuned, COMPARE_ASPECTS, names=("base", "tuned"))
 
 
 def check_layouts(base: Layout, tuned: Layout) -> None:

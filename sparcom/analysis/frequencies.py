@@ -15,15 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from sparcom.errors import SparcomError
-
-#: Component kinds in the order tables and plots use.
-KINDS: tuple[str, ...] = ("neuron", "shared_neuron", "expert", "expert_neuron")
-#: Short human names of the kinds.
-KIND_NOUNS: dict[str, str] = {"neuron": "ISNs", "shared_neuron": "shared-expert ISNs", "expert": "ISEs",
-                              "expert_neuron": "expert ISNs"}
-#: What one component of a kind is called in axis labels.
-KIND_UNITS: dict[str, str] = {"neuron": "neurons", "shared_neuron": "shared-expert neurons", "expert": "experts",
-                              "expert_neuron": "expert neurons"}
+from sparcom.kinds import bootstrap_key, check_kind, count_key, kinds_in, layers_of, tokens_key
 
 
 @dataclass(frozen=True)
@@ -119,6 +111,12 @@ class KindFrequencies:
                                f"({len(self.categories)}, {self.layout.size})")
         self.p = frequencies_from_counts(self.counts, self.tokens)
 
+    def per_layer(self, category: str) -> dict[int, np.ndarray]:
+        """The frequencies of one category as ``{layer: array}`` in each layer's own shape."""
+        if category not in self.categories:
+            raise SparcomError(f"no category {category!r}; the run has {', '.join(self.categories)}")
+        return self.layout.split(self.p[self.categories.index(category)])
+
     @property
     def empty_categories(self) -> list[str]:
         return [c for c, t in zip(self.categories, self.tokens, strict=True) if t == 0]
@@ -132,20 +130,15 @@ def frequencies_from_counts(counts: np.ndarray, tokens: np.ndarray) -> np.ndarra
     return np.where(tokens > 0, counts / np.where(tokens > 0, tokens, 1.0), 0.0)
 
 
-def kinds_in(counts: Mapping[str, object]) -> list[str]:
-    """The component kinds that have counts, in :data:`KINDS` order."""
-    present = {key.split("/", 1)[0] for key in counts}
-    return [k for k in KINDS if k in present]
-
-
-def _layout(counts: Mapping[str, object], kind: str, categories: Sequence[str]) -> Layout:
-    layers = sorted({int(k.rsplit("/", 1)[1]) for k in counts if k.startswith(f"{kind}/")})
+def _layout(counts: Mapping[str, np.ndarray], kind: str, categories: Sequence[str]) -> Layout:
+    layers = layers_of(counts, kind)
     if not layers:
         raise SparcomError(f"the run has no {kind} counts; kinds present: {', '.join(kinds_in(counts)) or 'none'}")
     shapes = []
     for layer in layers:
-        found = {tuple(counts[f"{kind}/{c}/{layer}"].shape) for c in categories if f"{kind}/{c}/{layer}" in counts}
-        missing = [c for c in categories if f"{kind}/{c}/{layer}" not in counts]
+        found = {tuple(counts[count_key(kind, c, layer)].shape) for c in categories
+                 if count_key(kind, c, layer) in counts}
+        missing = [c for c in categories if count_key(kind, c, layer) not in counts]
         if missing:
             raise SparcomError(f"the run has no {kind} counts for categor{'y' if len(missing) == 1 else 'ies'} "
                                f"{', '.join(missing)} at layer {layer}; re-profile or merge the missing categories")
@@ -155,47 +148,42 @@ def _layout(counts: Mapping[str, object], kind: str, categories: Sequence[str]) 
     return Layout(kind, tuple(layers), tuple(shapes))
 
 
-def _numpy(value) -> np.ndarray:
-    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-
-
-def kind_frequencies(counts: Mapping[str, object], categories: Sequence[str], kind: str) -> KindFrequencies:
+def kind_frequencies(counts: Mapping[str, np.ndarray], categories: Sequence[str], kind: str) -> KindFrequencies:
     """Gather ``{kind}/{cat}/{layer}`` counts and ``tokens/{cat}`` into a :class:`KindFrequencies`."""
-    if kind not in KINDS:
-        raise SparcomError(f"unknown component kind {kind!r}; choose from {', '.join(KINDS)}")
+    check_kind(kind)
     categories = tuple(categories)
     if not categories:
         raise SparcomError("the run has no categories")
-    missing = [c for c in categories if f"tokens/{c}" not in counts]
+    missing = [c for c in categories if tokens_key(c) not in counts]
     if missing:
         raise SparcomError(f"the run has no token count for categor{'y' if len(missing) == 1 else 'ies'} "
-                           f"{', '.join(missing)} (tokens/{missing[0]}); its counts file is incomplete, re-profile")
+                           f"{', '.join(missing)} ({tokens_key(missing[0])}); its counts file is incomplete, re-profile")
     layout = _layout(counts, kind, categories)
     stacked = np.stack([
-        layout.flatten({j: _numpy(counts[f"{kind}/{c}/{j}"]) for j in layout.layers}) for c in categories
+        layout.flatten({j: np.asarray(counts[count_key(kind, c, j)]) for j in layout.layers}) for c in categories
     ]).astype(np.int64)
-    tokens = np.array([int(_numpy(counts[f"tokens/{c}"])) for c in categories], dtype=np.int64)
+    tokens = np.array([int(counts[tokens_key(c)]) for c in categories], dtype=np.int64)
     return KindFrequencies(kind, layout, categories, stacked, tokens)
 
 
-def replicate_count(counts: Mapping[str, object], categories: Sequence[str], kind: str) -> int | None:
+def replicate_count(counts: Mapping[str, np.ndarray], categories: Sequence[str], kind: str) -> int | None:
     """Number of bootstrap replicates stored for ``kind`` (None when the run has none for every category)."""
     sizes = set()
+    layers = layers_of(counts, kind)
     for category in categories:
-        tokens_key = f"bootstrap/tokens/{category}"
-        if tokens_key not in counts:
+        replicate_tokens = bootstrap_key(tokens_key(category))
+        layer_keys = [bootstrap_key(count_key(kind, category, j)) for j in layers]
+        layer_keys = [k for k in layer_keys if k in counts]
+        if replicate_tokens not in counts or not layer_keys:
             return None
-        layer_keys = [k for k in counts if k.startswith(f"bootstrap/{kind}/{category}/")]
-        if not layer_keys:
-            return None
-        sizes.add(int(_numpy(counts[tokens_key]).shape[0]))
-        sizes.update(int(_numpy(counts[k]).shape[0]) for k in layer_keys)
+        sizes.add(int(counts[replicate_tokens].shape[0]))
+        sizes.update(int(counts[k].shape[0]) for k in layer_keys)
     if len(sizes) != 1:
         raise SparcomError(f"bootstrap counters of {kind} disagree on the number of replicates: {sorted(sizes)}")
     return sizes.pop()
 
 
-def replicate_frequencies(counts: Mapping[str, object], categories: Sequence[str], layout: Layout,
+def replicate_frequencies(counts: Mapping[str, np.ndarray], categories: Sequence[str], layout: Layout,
                           ) -> Iterator[np.ndarray]:
     """Yield p[K, N] of each bootstrap replicate (count_r / tokens_r), one replicate at a time."""
     categories = tuple(categories)
@@ -204,10 +192,10 @@ def replicate_frequencies(counts: Mapping[str, object], categories: Sequence[str
         raise SparcomError(f"the run has no bootstrap counters for {layout.kind}; profile with --bootstrap R")
     for category in categories:
         for layer in layout.layers:
-            if f"bootstrap/{layout.kind}/{category}/{layer}" not in counts:
+            if bootstrap_key(count_key(layout.kind, category, layer)) not in counts:
                 raise SparcomError(f"bootstrap counters of {layout.kind} miss category {category} layer {layer}")
-    tokens = np.stack([_numpy(counts[f"bootstrap/tokens/{c}"]) for c in categories]).astype(np.int64)  # [K, R]
-    arrays = {(c, j): _numpy(counts[f"bootstrap/{layout.kind}/{c}/{j}"]) for c in categories for j in layout.layers}
+    tokens = np.stack([counts[bootstrap_key(tokens_key(c))] for c in categories]).astype(np.int64)  # [K, R]
+    arrays = {(c, j): counts[bootstrap_key(count_key(layout.kind, c, j))] for c in categories for j in layout.layers}
     for r in range(replicates):
         stacked = np.stack([layout.flatten({j: arrays[c, j][r] for j in layout.layers}) for c in categories])
         yield frequencies_from_counts(stacked, tokens[:, r])

@@ -17,18 +17,28 @@ whatever the rule: it cannot be specific to instructions it does not respond to.
   4. keep the round(ε · N) components of lowest H (ε is the published ``top_rate``; ties by position);
   5. assign a kept component to every category whose p exceeds the ``activation_bar_ratio`` quantile (same
      k-th-smallest definition) — a component may belong to several categories, or to none.
+
+Two rules aim at specificity rather than frequency (formulas in :mod:`sparcom.analysis.specificity`):
+
+- ``contrast``: the top-ε fraction of the contrast score s_c = p_c − max_{c'≠c} p_c' (or, with
+  ``against="mean"``, p_c minus the mean of the other categories), ties kept, never s_c ≤ 0 or p_c = 0.
+- ``test``: a one-sided Welch test per component of the instructions of c against the other instructions, on
+  per-instruction frequencies, Benjamini–Hochberg at ``fdr`` per category, and a minimum effect (difference of
+  mean per-instruction frequencies) ε. It needs groups below the category (``--group-by instruction``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sparcom.analysis.frequencies import Layout
+from sparcom.analysis.groups import GroupCounts, GroupMoments
+from sparcom.analysis.specificity import CONTRASTS, contrast_mask, welch_test_mask
 from sparcom.errors import SparcomError
 
-RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape")
+RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape", "contrast", "test")
 #: Default ε of the fraction rules: the top 1% of components per category (see docs/analysis.md).
 DEFAULT_EPSILON = 0.01
 #: The published LAPE code's quantiles for the activation filter and the assignment bar.
@@ -37,6 +47,17 @@ LAPE_ACTIVATION_BAR_RATIO = 0.95
 #: ε grids of the sweep: fractions for the fraction rules, absolute frequencies for ``threshold``.
 SWEEP_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 SWEEP_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: Default false discovery rate of the ``test`` rule (Benjamini–Hochberg, per category).
+DEFAULT_FDR = 0.05
+#: Default minimum effect of the ``test`` rule (its ε): a difference of mean per-instruction frequencies of 0.05.
+#: A typical HexaInst instruction outside ``sum`` has 20–40 counted tokens, so one token is 0.025–0.05 of its
+#: frequency; with ~1,000 instructions smaller differences can be significant yet mean less than one token per
+#: instruction. Provisional until the ε sweep on real models (docs/analysis.md) confirms or replaces it.
+DEFAULT_MIN_EFFECT = 0.05
+#: ε grid of the ``test`` rule: minimum effects (at fixed FDR, which moves set sizes much less at N ≫ 1,000).
+SWEEP_EFFECTS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+GROUPS_NEEDED = ("rule 'test' needs per-instruction counts, which were not given: profile with "
+                 "'sparcom profile ... --group-by instruction'")
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -123,12 +144,18 @@ def lape(p: np.ndarray, top_rate: float = DEFAULT_EPSILON, filter_rate: float = 
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """A rule with its parameters; ``epsilon=None`` takes the rule's default."""
+    """A rule with its parameters; ``epsilon=None`` takes the rule's default.
+
+    ε means: the fraction kept (percentile, layer-percentile, lape, contrast), the absolute frequency
+    (threshold), or the minimum effect (test). ``against`` is the contrast's reference, ``fdr`` the test's level.
+    """
 
     name: str = "percentile"
     epsilon: float | None = None
     filter_rate: float = LAPE_FILTER_RATE
     activation_bar_ratio: float = LAPE_ACTIVATION_BAR_RATIO
+    against: str = "max"
+    fdr: float = DEFAULT_FDR
 
     def __post_init__(self) -> None:
         if self.name not in RULES:
@@ -137,14 +164,23 @@ class SelectionRule:
             if self.name == "threshold":
                 raise SparcomError("rule 'threshold' needs --epsilon: an absolute activation frequency in (0, 1], "
                                    "e.g. 0.9 keeps components active on at least 90% of a category's tokens")
-            object.__setattr__(self, "epsilon", DEFAULT_EPSILON)
+            object.__setattr__(self, "epsilon", DEFAULT_MIN_EFFECT if self.name == "test" else DEFAULT_EPSILON)
         object.__setattr__(self, "epsilon", _check_fraction("epsilon", self.epsilon))
         if self.name == "lape":
             _check_fraction("LAPE filter rate", self.filter_rate)
             _check_fraction("LAPE activation bar ratio", self.activation_bar_ratio)
+        if self.name == "contrast" and self.against not in CONTRASTS:
+            raise SparcomError(f"unknown contrast {self.against!r}; choose from {', '.join(CONTRASTS)}")
+        if self.name == "test":
+            object.__setattr__(self, "fdr", _check_fraction("FDR", self.fdr))
 
     def with_epsilon(self, epsilon: float) -> SelectionRule:
-        return SelectionRule(self.name, epsilon, self.filter_rate, self.activation_bar_ratio)
+        return replace(self, epsilon=epsilon)
+
+    @property
+    def needs_groups(self) -> bool:
+        """True when the rule needs per-instruction counts, not only category totals."""
+        return self.name == "test"
 
     @property
     def parameters(self) -> dict:
@@ -152,11 +188,29 @@ class SelectionRule:
         if self.name == "lape":
             params.update(top_rate=self.epsilon, filter_rate=self.filter_rate,
                           activation_bar_ratio=self.activation_bar_ratio)
+        if self.name == "contrast":
+            params.update(against=self.against)
+        if self.name == "test":
+            params.update(test="welch, one-sided", min_effect=self.epsilon, fdr=self.fdr)
         return params
 
     @property
+    def variant(self) -> str:
+        """The rule and its parameters other than ε: what tells apart the rows of a sweep over rules."""
+        if self.name == "contrast":
+            return f"contrast (against {self.against})"
+        if self.name == "test":
+            return f"test (FDR {self.fdr:g})"
+        if self.name == "lape" and (self.filter_rate, self.activation_bar_ratio) != (LAPE_FILTER_RATE,
+                                                                                     LAPE_ACTIVATION_BAR_RATIO):
+            return f"lape (filter {self.filter_rate:g}, bar {self.activation_bar_ratio:g})"
+        return self.name
+
+    @property
     def sweep_grid(self) -> tuple[float, ...]:
-        return SWEEP_THRESHOLDS if self.name == "threshold" else SWEEP_FRACTIONS
+        if self.name == "threshold":
+            return SWEEP_THRESHOLDS
+        return SWEEP_EFFECTS if self.name == "test" else SWEEP_FRACTIONS
 
     def describe(self) -> str:
         eps = self.epsilon
@@ -166,6 +220,13 @@ class SelectionRule:
             return f"activation frequency p ≥ {eps:.3g}"
         if self.name == "layer-percentile":
             return f"top {eps:.3g} of each category's frequencies within each layer"
+        if self.name == "contrast":
+            other = "largest" if self.against == "max" else "mean"
+            return (f"top {eps:.3g} of each category's contrast p_c − {other} p of the other categories "
+                    "(only positive contrasts)")
+        if self.name == "test":
+            return (f"one-sided Welch test per component of the category's instructions against the others', "
+                    f"Benjamini–Hochberg FDR {self.fdr:.3g}, mean frequency at least {eps:.3g} higher")
         return (f"LAPE: lowest-entropy {eps:.3g} of components, filter at the {self.filter_rate:.3g} quantile, "
                 f"assigned where p exceeds the {self.activation_bar_ratio:.3g} quantile")
 
@@ -173,15 +234,35 @@ class SelectionRule:
         """A compact label for plot titles."""
         if self.name == "threshold":
             return f"p ≥ {self.epsilon:.3g}"
-        label = {"percentile": "top", "layer-percentile": "top per layer", "lape": "LAPE"}[self.name]
+        if self.name == "test":
+            return f"test δ ≥ {self.epsilon:.3g}, FDR {self.fdr:.3g}"
+        label = {"percentile": "top", "layer-percentile": "top per layer", "lape": "LAPE",
+                 "contrast": "contrast" if self.against == "max" else "contrast (mean)"}[self.name]
         return f"{label} {self.epsilon * 100:.3g}%"
 
-    def apply(self, p: np.ndarray, layout: Layout) -> np.ndarray:
-        """The selection mask [K, N] for frequencies ``p[K, N]`` laid out by ``layout``."""
+    def apply(self, p: np.ndarray, layout: Layout, groups: GroupCounts | GroupMoments | None = None) -> np.ndarray:
+        """The selection mask [K, N] for frequencies ``p[K, N]`` laid out by ``layout``.
+
+        ``groups`` are the groups pooled into ``p`` (or their :class:`GroupMoments`); only the ``test`` rule uses
+        them, and it cannot work without them. The rows of ``p`` must follow ``groups.category_order`` (true for
+        ``pool(groups).p``; for a run's own p use ``groups.ordered(run_categories)``).
+        """
         if self.name == "percentile":
             return percentile_mask(p, self.epsilon)
         if self.name == "threshold":
             return threshold_mask(p, self.epsilon)
         if self.name == "layer-percentile":
             return layer_percentile_mask(p, layout, self.epsilon)
+        if self.name == "contrast":
+            return contrast_mask(p, self.epsilon, self.against)
+        if self.name == "test":
+            if groups is None:
+                raise SparcomError(GROUPS_NEEDED)
+            moments = groups.moments if isinstance(groups, GroupCounts) else groups
+            p = np.atleast_2d(np.asarray(p))
+            if moments.total.shape != p.shape:
+                raise SparcomError(f"rule 'test': the groups give {moments.total.shape[0]} categories × "
+                                   f"{moments.total.shape[1]} components but p is {p.shape}; pass the groups "
+                                   "pooled into p")
+            return welch_test_mask(moments, self.fdr, self.epsilon) & (p > 0)
         return lape(p, self.epsilon, self.filter_rate, self.activation_bar_ratio).mask

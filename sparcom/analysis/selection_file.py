@@ -17,17 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from sparcom.analysis.frequencies import KINDS, Layout
+from sparcom.analysis.frequencies import Layout
 from sparcom.errors import SparcomError
+from sparcom.kinds import component_keys, count_key, kinds_in, layers_of
 
 SELECTION_FILE = "selection.safetensors"
 SELECTION_META_FILE = "selection.json"
 SELECTION_FORMAT = "sparcom-selection"
 SELECTION_VERSION = 1
-#: Manifest fields copied into selection.json (what identifies the measurement the selection belongs to).
-FINGERPRINT_FIELDS: tuple[str, ...] = ("model.name_or_path", "model.architecture", "model.fingerprint",
-                                       "model.sizes", "tokenizer_hash", "scope", "template", "template_policy",
-                                       "system_prompt", "dtype")
 
 
 @dataclass
@@ -40,18 +37,17 @@ class Selection:
 
     @property
     def categories(self) -> list[str]:
-        return list(self.meta.get("categories") or sorted({k.split("/")[1] for k in self.masks}))
+        return list(self.meta.get("categories") or sorted({k.category for k in component_keys(self.masks)}))
 
     @property
     def kinds(self) -> list[str]:
-        present = {k.split("/", 1)[0] for k in self.masks}
-        return [k for k in KINDS if k in present]
+        return kinds_in(self.masks)
 
     def layers(self, kind: str) -> list[int]:
-        return sorted({int(k.rsplit("/", 1)[1]) for k in self.masks if k.startswith(f"{kind}/")})
+        return layers_of(self.masks, kind)
 
     def mask(self, kind: str, category: str, layer: int) -> np.ndarray:
-        key = f"{kind}/{category}/{layer}"
+        key = count_key(kind, category, layer)
         if key not in self.masks:
             raise SparcomError(f"{self.path}: the selection has no mask {key!r}")
         return self.masks[key]
@@ -73,18 +69,7 @@ def masks_by_key(layout: Layout, categories: Sequence[str], mask: np.ndarray) ->
     result = {}
     for i, category in enumerate(categories):
         for layer, array in layout.split(np.asarray(mask[i], dtype=bool)).items():
-            result[f"{layout.kind}/{category}/{layer}"] = array
-    return result
-
-
-def manifest_fingerprint(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a run manifest that identify the measurement (flat, dotted keys)."""
-    result: dict[str, Any] = {}
-    for dotted in FINGERPRINT_FIELDS:
-        value: Any = manifest
-        for part in dotted.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        result[dotted] = value
+            result[count_key(layout.kind, category, layer)] = array
     return result
 
 
@@ -94,8 +79,8 @@ def write_selection(directory: str | Path, masks: Mapping[str, np.ndarray], meta
 
     directory = Path(directory)
     tensors = {key: np.ascontiguousarray(np.asarray(masks[key], dtype=bool).astype(np.uint8)) for key in sorted(masks)}
-    save_file(tensors, str(directory / SELECTION_FILE),
-              metadata={"format": SELECTION_FORMAT, "version": str(SELECTION_VERSION)})
+    # One metadata key: safetensors writes a multi-key metadata dict in no fixed order (unstable file bytes).
+    save_file(tensors, str(directory / SELECTION_FILE), metadata={"format": f"{SELECTION_FORMAT}/{SELECTION_VERSION}"})
     document = {"format": SELECTION_FORMAT, "version": SELECTION_VERSION, **meta}
     (directory / SELECTION_META_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
                                                   + "\n", encoding="utf-8")

@@ -1,10 +1,13 @@
 """The causal check: reversible interventions on neurons, expert neurons and experts, teacher-forced NLL of the
-reference responses, random control sets and the ``sparcom ablate`` pipeline (see docs/causal.md)."""
+reference responses, random control sets and their statistics (see docs/causal.md). Files are written by
+:mod:`sparcom.report.causal`; ``sparcom.ablate`` does both."""
 
 from sparcom.causal.baseline import random_like, random_sets
+from sparcom.causal.check import causal_check
 from sparcom.causal.interventions import EXPERT_REMOVAL, Ablation, AblationStats, ablate
-from sparcom.causal.run import CausalResult, CausalSettings, causal_check, run_ablate, significance, write_causal
-from sparcom.causal.sites import CausalSites, find_sites
+from sparcom.causal.result import CausalResult, TargetResult
+from sparcom.causal.settings import CausalSettings
+from sparcom.causal.statistics import significance
 
 __all__ = [
     "EXPERT_REMOVAL",
@@ -12,13 +15,10 @@ __all__ = [
     "AblationStats",
     "CausalResult",
     "CausalSettings",
-    "CausalSites",
+    "TargetResult",
     "ablate",
     "causal_check",
-    "find_sites",
     "random_like",
     "random_sets",
-    "run_ablate",
     "significance",
-    "write_causal",
 ]

@@ -11,17 +11,10 @@ does not depend on the order in which layers or categories are visited, nor on n
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from sparcom.causal.interventions import Ablation
-
-
-def stream_seed(*parts: object) -> int:
-    """A 63-bit seed from any values (stable across runs, platforms and Python hash randomisation)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+from sparcom.seeding import stream_seed  # re-exported: tests and callers import it from here
 
 
 def _draw(population: int, count: int, *parts: object) -> np.ndarray:

@@ -1,35 +1,11 @@
 """Reversible interventions: deactivate neurons, expert neurons and experts inside a ``with`` block.
 
-:func:`ablate` applies an :class:`Ablation` and restores the model exactly when the block ends, also when it
-ends with an exception: every hook is removed, every weight it touched is written back from a saved copy
-(bit-identical), and every attribute it shadowed is taken away again. Hooks are prepended, so any other hook
-on the same module (an observer, the profiler's counters) sees the ablated values.
-
-How each kind of component is deactivated (DESIGN §1, "Causal check"):
-
-- ``neuron`` (dense MLP) and ``shared_neuron`` (a MoE layer's shared expert): a forward hook on the activation
-  module sets the post-activation value A to 0 at the selected indices, for every token. A is the only path
-  from the neuron to the output (it multiplies the up projection, then feeds the down projection), so the
-  neuron's contribution is removed and nothing else changes.
-- ``expert_neuron``: the experts module computes all experts in fused kernels (eager loop, ``batched_mm``,
-  ``grouped_mm``) whose activation rows cannot be addressed by expert from outside; the equivalent exact
-  intervention is to zero column i of expert e's ``down_proj`` — A_ei reaches the output only through that
-  column, so the expert's output is what it would be with A_ei = 0. The original columns are saved and
-  written back on exit.
-- ``expert``: the expert is removed from the router's choice, in one of two ways (:data:`EXPERT_REMOVAL`):
-
-  * ``renormalize`` (default, as DESIGN §1 states): the router runs unchanged; each token's slots that
-    chose a removed expert get weight 0 (the expert's output is multiplied by 0 and adds nothing) and the
-    token's remaining weights are rescaled so that their sum equals the token's original total routed weight
-    (for routers that normalise the top-k weights to 1, this is exactly "renormalise the remaining weights";
-    routers without normalisation keep their total). A token whose every chosen expert is removed gets no
-    routed contribution (the shared expert, if any, still runs).
-  * ``next-best``: the removed experts are masked out (score −∞) of the router's own top-k selection, so each
-    token goes to the best remaining experts by the router's own ranking (softmax, sigmoid with bias
-    correction, group limits …) and gets the router's own weights for them. Group-limited routers choose their
-    groups as usual. Where a token's allowed candidates run out (fewer than k non-removed experts in the chosen
-    groups), that token falls back to ``renormalize`` and is counted in :class:`AblationStats`. Routers that do
-    not select with ``topk`` (PhiMoE's sparsemixer) are refused with a clear error.
+:func:`ablate` applies an :class:`Ablation` to the sites of the model's one site map (:mod:`sparcom.models.sites`,
+the same modules the profiler counts) and restores the model exactly when the block ends, also on an exception:
+hooks are removed, touched weights are written back bit for bit, shadowed attributes are taken away. Hooks are
+prepended, so any other hook on the same module sees the ablated values. How each kind is deactivated
+(zeroed activations, zeroed ``down_proj`` columns, experts removed by renormalisation or next-best re-routing) is
+documented once, in docs/causal.md ("The interventions").
 """
 
 from __future__ import annotations
@@ -44,11 +20,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from sparcom.causal.sites import CausalSites, MoeSite, UnitSite, find_sites
 from sparcom.errors import SparcomError
+from sparcom.kinds import KINDS, CountKey
+from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, PerDevice, ShadowAttribute, model_sites
 
-#: Component kinds in the order they are applied (keys of the counts and selection masks).
-KINDS: tuple[str, ...] = ("neuron", "shared_neuron", "expert_neuron", "expert")
 #: How a removed expert's slot is refilled; the first is the default.
 EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
 
@@ -73,16 +48,17 @@ class Ablation:
         components: dict[str, dict[int, np.ndarray]] = {}
         shapes: dict[str, dict[int, tuple[int, ...]]] = {}
         for key, mask in masks.items():
-            kind, cat, layer = key.split("/")
-            if kind not in kinds or cat != category:
+            parsed = CountKey.parse(key)
+            if parsed is None or parsed.kind not in kinds or parsed.category != category:
                 continue
             mask = np.asarray(mask, dtype=bool)
-            components.setdefault(kind, {})[int(layer)] = np.flatnonzero(mask) if mask.ndim == 1 else np.argwhere(mask)
-            shapes.setdefault(kind, {})[int(layer)] = tuple(int(s) for s in mask.shape)
+            components.setdefault(parsed.kind, {})[parsed.layer] = (np.flatnonzero(mask) if mask.ndim == 1
+                                                                    else np.argwhere(mask))
+            shapes.setdefault(parsed.kind, {})[parsed.layer] = tuple(int(s) for s in mask.shape)
         return cls(components, shapes, label or category)
 
     @classmethod
-    def from_indices(cls, components: Mapping[str, Mapping[int, Any]], sites: CausalSites, label: str = "") -> Ablation:
+    def from_indices(cls, components: Mapping[str, Mapping[int, Any]], sites: ModelSites, label: str = "") -> Ablation:
         """Build from plain index lists (e.g. ``{"neuron": {0: [3, 7]}}``); shapes come from the model's sites."""
         built: dict[str, dict[int, np.ndarray]] = {}
         shapes: dict[str, dict[int, tuple[int, ...]]] = {}
@@ -133,7 +109,7 @@ class AblationStats:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def check_ablation(ablation: Ablation, sites: CausalSites, expert_removal: str = "renormalize") -> None:
+def check_ablation(ablation: Ablation, sites: ModelSites, expert_removal: str = "renormalize") -> None:
     """Refuse an ablation that does not fit the model (wrong layers, shapes, indices out of range)."""
     if expert_removal not in EXPERT_REMOVAL:
         raise SparcomError(f"expert removal must be one of {', '.join(EXPERT_REMOVAL)}, got {expert_removal!r}")
@@ -145,7 +121,7 @@ def check_ablation(ablation: Ablation, sites: CausalSites, expert_removal: str =
             model_shape = sites.shape(kind, layer)
             if model_shape is None:
                 raise SparcomError(f"{kind} components at layer {layer}, but layer {layer} of this "
-                                   f"{sites.family} model has none (it has {sites.layers} layers); "
+                                   f"{sites.family.name} model has none (it has {sites.layers} layers); "
                                    "the selection belongs to another model")
             if tuple(shape) != model_shape:
                 raise SparcomError(f"{kind} mask of layer {layer} has shape {tuple(shape)}, but this model's layer "
@@ -159,9 +135,6 @@ def check_ablation(ablation: Ablation, sites: CausalSites, expert_removal: str =
     if expert_removal == "next-best":
         for layer, experts in ablation.components.get("expert", {}).items():
             site = sites.moe[layer]
-            if len(experts) and site.router is None:
-                raise SparcomError(f"layer {layer}: no router found beside the experts module, so next-best expert "
-                                   "removal cannot re-route; use --expert-removal renormalize")
             if site.top_k and site.num_experts - len(experts) < site.top_k:
                 raise SparcomError(f"layer {layer}: removing {len(experts)} of {site.num_experts} experts leaves fewer "
                                    f"than top-k = {site.top_k}; next-best needs k experts left (use renormalize)")
@@ -170,22 +143,9 @@ def check_ablation(ablation: Ablation, sites: CausalSites, expert_removal: str =
 # ----------------------------------------------------------------------------------------------- dense neurons
 
 
-class _PerDevice:
-    """A small index tensor, cached on every device it is asked for."""
-
-    def __init__(self, values: np.ndarray, dtype: torch.dtype = torch.long) -> None:
-        self.cpu = torch.as_tensor(np.asarray(values), dtype=dtype)
-        self.cache: dict[torch.device, torch.Tensor] = {}
-
-    def on(self, device: torch.device) -> torch.Tensor:
-        if device not in self.cache:
-            self.cache[device] = self.cpu.to(device)
-        return self.cache[device]
-
-
 def zero_units_hook(indices: np.ndarray, width: int, where: str) -> Callable:
     """A forward hook that returns the module's output with the last axis zeroed at ``indices``."""
-    index = _PerDevice(indices)
+    index = PerDevice.tensor(np.asarray(indices))
 
     def hook(module: nn.Module, args, output):
         if not isinstance(output, torch.Tensor) or output.shape[-1] != width:
@@ -208,7 +168,7 @@ def _zero_down_columns(site: MoeSite, pairs: np.ndarray) -> Callable[[], None]:
     experts = torch.as_tensor(pairs[:, 0], dtype=torch.long, device=weight.device)
     neurons = torch.as_tensor(pairs[:, 1], dtype=torch.long, device=weight.device)
     with torch.no_grad():
-        if site.transposed:  # [E, I, H]
+        if site.layout.transposed:  # [E, I, H]
             saved = weight[experts, neurons, :].clone()
             weight[experts, neurons, :] = 0
         else:  # [E, H, I]
@@ -217,7 +177,7 @@ def _zero_down_columns(site: MoeSite, pairs: np.ndarray) -> Callable[[], None]:
 
     def restore() -> None:
         with torch.no_grad():
-            if site.transposed:
+            if site.layout.transposed:
                 weight[experts, neurons, :] = saved
             else:
                 weight[experts, :, neurons] = saved
@@ -242,33 +202,20 @@ def renormalized(weights: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     return torch.where(changed, (kept * scale).to(weights.dtype), weights)
 
 
-def _routing_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, Callable]:
-    """(top_k_index, top_k_weights, rebuild) from an experts call ``(hidden_states, top_k_index, top_k_weights)``."""
-    names = ("hidden_states", "top_k_index", "top_k_weights")
-    values = list(args) + [kwargs.get(n) for n in names[len(args):]]
-    if len(values) < 3 or not all(isinstance(v, torch.Tensor) for v in values[:3]):
-        raise SparcomError("the experts module was not called as experts(hidden_states, top_k_index, top_k_weights); "
-                           "sparcom removes experts of the transformers 5 experts form only")
-    positional = len(args)
-
-    def rebuild(new_weights: torch.Tensor) -> tuple[tuple, dict]:
-        if positional >= 3:
-            return (*args[:2], new_weights, *args[3:]), kwargs
-        return args, {**kwargs, "top_k_weights": new_weights}
-
-    return values[1], values[2], rebuild
-
-
-def _renormalize_pre_hook(lookup: _PerDevice, stats: AblationStats) -> Callable:
+def _renormalize_pre_hook(lookup: PerDevice[torch.Tensor], stats: AblationStats) -> Callable:
     def pre(module: nn.Module, args: tuple, kwargs: dict):
-        index, weights, rebuild = _routing_arguments(args, kwargs)
+        call = ExpertsCall.parse(args, kwargs)
+        index, weights = call.top_k_index, call.top_k_weights
+        if weights is None:
+            raise SparcomError("the experts module was called without top_k_weights; sparcom removes experts of "
+                               "the transformers 5 form experts(hidden_states, top_k_index, top_k_weights) only")
         removed = lookup.on(index.device)[index]
         stats.routed_slots += index.numel()
         count = int(removed.sum())
         if not count:
             return None
         stats.removed_slots += count
-        return rebuild(renormalized(weights, removed))
+        return call.with_weights(renormalized(weights, removed))
 
     return pre
 
@@ -276,7 +223,7 @@ def _renormalize_pre_hook(lookup: _PerDevice, stats: AblationStats) -> Callable:
 class _MaskedTopK(TorchFunctionMode):
     """While active, ``topk`` over a last axis of ``num_experts`` ignores the removed experts (score −∞)."""
 
-    def __init__(self, removed: _PerDevice, num_experts: int) -> None:
+    def __init__(self, removed: PerDevice[torch.Tensor], num_experts: int) -> None:
         super().__init__()
         self.removed = removed
         self.num_experts = num_experts
@@ -294,7 +241,8 @@ class _MaskedTopK(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _next_best_forward(site: MoeSite, original: Callable, removed: _PerDevice, stats: AblationStats) -> Callable:
+def _next_best_forward(site: MoeSite, original: Callable, removed: PerDevice[torch.Tensor],
+                       stats: AblationStats) -> Callable:
     def forward(*args, **kwargs):
         mode = _MaskedTopK(removed, site.num_experts)
         with mode:
@@ -322,22 +270,6 @@ def _next_best_forward(site: MoeSite, original: Callable, removed: _PerDevice, s
     return forward
 
 
-class _AttributeRestore:
-    """Shadow ``owner.name`` with an instance attribute and put back exactly what was there before."""
-
-    def __init__(self, owner: object, name: str, value: object) -> None:
-        self.owner, self.name = owner, name
-        self.had = name in owner.__dict__
-        self.previous = owner.__dict__.get(name)
-        owner.__dict__[name] = value
-
-    def remove(self) -> None:
-        if self.had:
-            self.owner.__dict__[self.name] = self.previous
-        else:
-            self.owner.__dict__.pop(self.name, None)
-
-
 # ----------------------------------------------------------------------------------------------- the context
 
 
@@ -346,7 +278,7 @@ def ablate(
     model: nn.Module,
     ablation: Ablation,
     *,
-    sites: CausalSites | None = None,
+    sites: ModelSites | None = None,
     expert_removal: str = "renormalize",
 ) -> Iterator[AblationStats]:
     """Deactivate ``ablation``'s components of ``model`` inside the block; restore the model exactly afterwards.
@@ -354,7 +286,7 @@ def ablate(
     >>> with ablate(model, Ablation.from_masks(selection.masks, "math", ["neuron"])) as stats:
     ...     logits = model(input_ids).logits
     """
-    sites = sites or find_sites(model)
+    sites = sites or model_sites(model)
     check_ablation(ablation, sites, expert_removal)
     stats = AblationStats()
     undo: list[Callable[[], None]] = []
@@ -362,7 +294,7 @@ def ablate(
         for kind, site_map in (("neuron", sites.dense), ("shared_neuron", sites.shared)):
             for layer, indices in sorted(ablation.components.get(kind, {}).items()):
                 if len(indices):
-                    site: UnitSite = site_map[layer]
+                    site: NeuronSite = site_map[layer]
                     hook = zero_units_hook(indices, site.width, f"{kind} layer {layer}")
                     undo.append(site.module.register_forward_hook(hook, prepend=True).remove)
         for layer, pairs in sorted(ablation.components.get("expert_neuron", {}).items()):
@@ -374,15 +306,15 @@ def ablate(
             moe = sites.moe[layer]
             mask = np.zeros(moe.num_experts, dtype=bool)
             mask[np.asarray(experts)] = True
-            lookup = _PerDevice(mask, dtype=torch.bool)
+            lookup = PerDevice.tensor(mask, dtype=torch.bool)
             if expert_removal == "renormalize":
                 handle = moe.experts.register_forward_pre_hook(_renormalize_pre_hook(lookup, stats), with_kwargs=True,
                                                                prepend=True)
                 undo.append(handle.remove)
             else:
                 original = moe.router.forward
-                undo.append(_AttributeRestore(moe.router, "forward",
-                                              _next_best_forward(moe, original, lookup, stats)).remove)
+                undo.append(ShadowAttribute(moe.router, "forward",
+                                            _next_best_forward(moe, original, lookup, stats)).remove)
         yield stats
     finally:
         for step in reversed(undo):

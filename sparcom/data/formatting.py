@@ -57,8 +57,9 @@ class EncodedExample:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def scope_mask(self, scope: str) -> list[bool]:
-        return [in_scope(role, scope) for role in self.roles]
+    def scope_mask(self, scope: str) -> tuple[bool, ...]:
+        """Which tokens count under ``scope`` (the one place role bits become a mask: profile, NLL and tuning)."""
+        return tuple(in_scope(role, scope) for role in self.roles)
 
 
 def in_scope(role: int, scope: str) -> bool:
@@ -72,6 +73,14 @@ def in_scope(role: int, scope: str) -> bool:
     if scope == "all":
         return True
     raise SparcomError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used for padding: the tokenizer's pad token, else its end-of-sequence token, else 0."""
+    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def user_text(row: InstructionRow) -> str:

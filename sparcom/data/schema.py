@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -116,6 +116,24 @@ def read_rows(
     if not rows:
         raise SparcomError(f"{path}: dataset is empty; it needs at least one instruction row")
     return rows
+
+
+def first_rows_per_category(rows: Sequence[InstructionRow], per_category: int | None = None,
+                            exclude: Collection[str] = ()) -> tuple[list[InstructionRow], list[str]]:
+    """The first ``per_category`` rows of each category in file order (all with None), skipping ``exclude`` ids,
+    and the categories of the remaining rows in first-seen order."""
+    categories: list[str] = []
+    kept: list[InstructionRow] = []
+    taken: dict[str, int] = {}
+    for row in rows:
+        if row.id in exclude:
+            continue
+        if row.category not in categories:
+            categories.append(row.category)
+        if per_category is None or taken.get(row.category, 0) < per_category:
+            kept.append(row)
+            taken[row.category] = taken.get(row.category, 0) + 1
+    return kept, categories
 
 
 def write_rows(rows: Iterable[InstructionRow | dict], path: str | Path) -> None:

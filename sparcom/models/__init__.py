@@ -1,5 +1,6 @@
-"""Model loading and the per-family adapters that say where MLP activations (and routers/experts) live."""
+"""Model access: loading (hub id, folder, GGUF, built-ins, LoRA folders), the family table, one site map per model."""
 
-from sparcom.models.adapters import FAMILIES, FamilyAdapter, adapter_for
+from sparcom.models.families import FAMILIES, Family, family_for
+from sparcom.models.sites import ModelSites, model_sites
 
-__all__ = ["FAMILIES", "FamilyAdapter", "adapter_for"]
+__all__ = ["FAMILIES", "Family", "ModelSites", "family_for", "model_sites"]

@@ -18,7 +18,6 @@ Weights are stored in float32: the GGUF tensors dequantize to float32 exactly, a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -27,12 +26,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from sparcom.errors import SparcomError
+from sparcom.outputs import lock, staged_directory
 from sparcom.provenance import file_sha256
 
 #: File inside every cached model folder that records where it came from and what was written.
@@ -151,18 +150,11 @@ def get_builtin(name: str) -> BuiltinModel:
     try:
         return BUILTINS[name]
     except KeyError:
-        raise SparcomError(f"unknown built-in model {name!r}; known: {', '.join(builtin_names())}") from None
-
-
-def builtin_names() -> list[str]:
-    """Every built-in name: the GGUF conversions, then the models derived from them (sparcom.models.derived)."""
-    from sparcom.models.derived import DERIVED  # imported late: derived builds on this module
-
-    return [*BUILTINS, *DERIVED]
+        raise SparcomError(f"unknown built-in model {name!r}; known: {', '.join(BUILTINS)}") from None
 
 
 def is_builtin(name: str) -> bool:
-    return name in builtin_names()
+    return name in BUILTINS
 
 
 def default_cache_dir() -> Path:
@@ -336,15 +328,11 @@ def _convert(model: BuiltinModel, gguf: Path, out: Path) -> dict:
 
 
 def _build(model: BuiltinModel, target: Path) -> None:
-    """Convert into a temporary folder beside ``target``, write the manifest, then rename into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{model.name}.build-", dir=target.parent))
-    try:
-        out, src = work / "out", work / "src"
-        out.mkdir()
-        src.mkdir()
+    """Convert into a folder staged beside ``target`` (the one output policy), write the manifest, rename into place."""
+    with tempfile.TemporaryDirectory(prefix=f".{model.name}.src-", dir=target.parent) as source, \
+            staged_directory(target, overwrite=True) as out:
         started = time.perf_counter()
-        gguf = _write_gguf(model, src)
+        gguf = _write_gguf(model, Path(source))
         details = _convert(model, gguf, out)
         files = {
             path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
@@ -367,28 +355,6 @@ def _build(model: BuiltinModel, target: Path) -> None:
             "files": files,
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            target.rename(work / "old")  # removed with the work folder below
-        out.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _lock(target: Path) -> Iterator[None]:
-    """Serialise builds of one model across processes (POSIX advisory lock; a no-op elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def resolve_builtin(name: str, cache_dir: str | Path | None = None, verify: Verify = "full") -> Path:
@@ -399,22 +365,19 @@ def resolve_builtin(name: str, cache_dir: str | Path | None = None, verify: Veri
     cache is returned even when the weights package has since been uninstalled. Raises :class:`SparcomError`
     naming the pip command when the package is needed and missing.
     """
-    from sparcom.models.derived import DERIVED, resolve_derived
-
-    if name in DERIVED:  # built from another built-in, not converted from a GGUF
-        return resolve_derived(name, cache_dir, verify)
     model = get_builtin(name)
     target = cache_path(name, cache_dir)
     problem = check_cache(name, target, verify)
     if not problem:
         return target
-    with _lock(target):
+    with lock(target, wait=True):  # one process builds; the others wait and then find it built
         problem = check_cache(name, target, verify)  # another process may have built it meanwhile
         if not problem:
             return target
         _part_paths(model)  # fail early, before any message, when the package is missing
-        for leftover in target.parent.glob(f".{model.name}.build-*"):  # from a killed build; we hold the lock
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (f".{model.name}.src-*", f".{model.name}.*.partial", f".{model.name}.build-*"):  # killed builds
+            for leftover in target.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
         if problem == "not built":
             print(f"sparcom: converting built-in model {name} from GGUF into {target} (once)", file=sys.stderr)
         else:
@@ -444,7 +407,4 @@ def list_builtins(cache_dir: str | Path | None = None) -> list[BuiltinStatus]:
                 detail="; ".join(part for part in (missing, "" if stale in ("", "not built") else stale) if part),
             )
         )
-    from sparcom.models.derived import derived_statuses
-
-    by_name = {status.name: status for status in statuses}
-    return statuses + derived_statuses(cache_dir, by_name.get)
+    return statuses

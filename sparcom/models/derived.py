@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from sparcom.errors import SparcomError
-from sparcom.models.builtin import MANIFEST, PROBE_TEXT, BuiltinStatus, Role, Verify, _lock, default_cache_dir
+from sparcom.models.builtin import MANIFEST, PROBE_TEXT, BuiltinStatus, Role, Verify, default_cache_dir
+from sparcom.outputs import lock
 from sparcom.models.moefy import MoefyResult, MoefySettings, moefy, retarget
 from sparcom.provenance import file_sha256, software_versions
 
@@ -242,7 +243,7 @@ def build_moe(source: str | Path, out: str | Path, settings: MoefySettings | Non
     if target.exists() and not overwrite:
         raise SparcomError(f"{target} exists; pass --overwrite to replace it or choose another --out")
     settings.check()
-    with _lock(target):
+    with lock(target, wait=True):
         _build_into(target, str(source), settings, calibration, {"name": None}, progress)
     return target
 
@@ -317,7 +318,7 @@ def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Veri
     problem = check_derived(name, target, verify, parent["weights"])
     if not problem:
         return target
-    with _lock(target):
+    with lock(target, wait=True):
         problem = check_derived(name, target, verify, parent["weights"])  # another process may have built it
         if not problem:
             return target

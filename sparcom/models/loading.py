@@ -1,7 +1,9 @@
-"""Load a causal LM and its tokenizer from a hub id, a local folder, a GGUF file or a built-in name.
+"""Load a causal LM and its tokenizer from a hub id, a local folder, a GGUF file, a built-in name or a LoRA folder.
 
-Loading problems become one-line :class:`SparcomError` messages. Identity fingerprints (weights and tokenizer)
-go into the manifest so that runs of different models are never merged or compared by accident.
+Loading problems become one-line :class:`SparcomError` messages; an architecture sparcom does not support is refused
+from its config before any weights load, and a loaded model's site map is built once to check that its family entry
+fits (:mod:`sparcom.models.sites`). Identity fingerprints (weights and tokenizer) go into the manifest so that runs
+of different models are never merged or compared by accident.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Any
 import torch
 
 from sparcom.errors import SparcomError
+from sparcom.models.families import family_for
+from sparcom.models.lora import ADAPTER_WEIGHTS, base_spec_of, check_adapter_folder, is_adapter_folder, merge_adapter
+from sparcom.models.sites import model_sites
+from sparcom.provenance import file_sha256
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
@@ -98,9 +104,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _builtin_names() -> set[str]:
-    from sparcom.models.builtin import builtin_names
+    from sparcom.models.builtin import BUILTINS
 
-    return set(builtin_names())
+    return set(BUILTINS)
 
 
 def _locate(spec: str) -> tuple[str, Path | None, str | None]:
@@ -135,19 +141,19 @@ def load_model(
     device: str = "cpu",
     device_map: str | None = None,
     revision: str | None = None,
+    max_memory: dict | None = None,
 ) -> LoadedModel:
-    """Load model and fast tokenizer for profiling (eval mode, no gradients)."""
+    """Load model and fast tokenizer for profiling (eval mode, no gradients).
+
+    ``max_memory`` limits ``device_map`` to some devices (a rank of a torchrun job uses only its own GPUs).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from sparcom.models.adapters import adapter_for
 
     hf_logging.disable_progress_bar()  # our own progress bar and one-line errors own the terminal
     hf_logging.set_verbosity_error()
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    from sparcom.tune.adapters import is_adapter_folder, load_adapter_folder
-
     if is_adapter_folder(spec) and not Path(spec, "config.json").exists():
         return load_adapter_folder(spec, dtype=dtype, device=device)  # base + LoRA from 'sparcom tune --no-merge'
     kind, folder, gguf = _locate(spec)
@@ -159,9 +165,11 @@ def load_model(
         kwargs["revision"] = revision
     if device_map:
         kwargs["device_map"] = device_map
+        if max_memory:
+            kwargs["max_memory"] = max_memory
     try:
         config = AutoConfig.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
-        adapter_for(getattr(config, "model_type", "unknown"))  # refuse unknown families before loading weights
+        family_for(getattr(config, "model_type", "unknown"))  # refuse unknown families before loading weights
         tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except SparcomError:
@@ -173,6 +181,7 @@ def load_model(
     if not device_map:
         model = model.to(device)
     model.eval()
+    model_sites(model)  # the family entry must fit this model: one line naming a missing path otherwise
     if folder is not None:
         weights = [p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
                    and (gguf is None or p.name == gguf)]
@@ -188,4 +197,33 @@ def load_model(
         "fingerprint": fingerprint,
         "device_map": device_map,
     }
+    return LoadedModel(model, tokenizer, info)
+
+
+def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
+    """Load a base + adapter folder (``sparcom tune --no-merge``) as one model, merged in memory.
+
+    The base is whatever the folder's record names (a built-in name, a folder, a .gguf file, a hub id), loaded
+    with :func:`load_model`; the fingerprint combines the base's with the adapter's.
+    """
+    folder = Path(path)
+    record = check_adapter_folder(folder)
+    base = load_model(base_spec_of(folder), dtype=dtype, device=device)
+    model = merge_adapter(base.model, folder).eval()
+    tokenizer = base.tokenizer
+    if (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    info = {
+        **base.info,
+        "name_or_path": str(path),
+        "source": "adapter",
+        "resolved_path": str(folder),
+        "base": base.info,
+        "adapter_sha256": file_sha256(folder / ADAPTER_WEIGHTS),
+        "fingerprint": file_fingerprint([folder / ADAPTER_WEIGHTS], folder) + ":" + base.info["fingerprint"],
+    }
+    if record:
+        info["tune"] = {k: record.get(k) for k in ("method", "seed", "data")}
     return LoadedModel(model, tokenizer, info)

@@ -9,7 +9,8 @@ from the weights for given (token, expert) pairs, which the counting hooks use t
 to count directly when an implementation cannot be observed.
 
 The layout is read from the attributes ``@use_experts_implementation`` sets on the module (``has_gate``,
-``is_transposed``, ``is_concatenated``, ``has_bias``), so a family only names its activation rule.
+``is_transposed``, ``is_concatenated``, ``has_bias``), so a family only names its activation rule; ``down_proj``
+is checked against it ([E, H, I], or [E, I, H] when transposed).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class ExpertsLayout:
     width: int  # I_e: neurons per expert
     hidden: int
     has_gate: bool
-    transposed: bool  # weights stored [E, in, out] (x @ W) rather than [E, out, in] (F.linear)
+    #: Weights stored [E, in, out] (x @ W) rather than [E, out, in] (F.linear); ``down_proj`` is then [E, I, H].
+    transposed: bool
     interleaved: bool  # gate and up alternate along the output axis (gate = even columns)
     has_bias: bool
     activation: str
@@ -69,9 +71,16 @@ def experts_layout(experts: nn.Module, activation: str = "act_fn") -> ExpertsLay
     transposed = bool(getattr(experts, "is_transposed", False))
     out_features = weight.shape[2] if transposed else weight.shape[1]
     hidden = weight.shape[1] if transposed else weight.shape[2]
+    width = out_features // 2 if has_gate else out_features
+    down = getattr(experts, "down_proj", None)
+    expected = (weight.shape[0], width, hidden) if transposed else (weight.shape[0], hidden, width)
+    if not isinstance(down, torch.Tensor) or tuple(down.shape) != tuple(int(n) for n in expected):
+        shape = tuple(down.shape) if isinstance(down, torch.Tensor) else None
+        raise SparcomError(f"{type(experts).__name__}.down_proj has shape {shape}, expected {tuple(expected)} from "
+                           "its gate/up weights; sparcom cannot address its expert neurons")
     return ExpertsLayout(
         num_experts=int(weight.shape[0]),
-        width=int(out_features // 2 if has_gate else out_features),
+        width=int(width),
         hidden=int(hidden),
         has_gate=has_gate,
         transposed=transposed,

@@ -1,24 +1,34 @@
-"""Profile run directories: ``counts.safetensors`` + ``manifest.json`` (DESIGN §3), loading and merging.
+"""Profile run directories: ``counts.safetensors`` + ``manifest.json`` (DESIGN §3), the only reader and writer of runs.
 
 Everything is written atomically (temporary file, then rename), so a reader never sees half a file and a
-killed run leaves either the previous checkpoint or the new one.
+killed run leaves either the previous checkpoint or the new one. A loaded run holds its counts as numpy int64
+arrays, so the analysis layer never needs torch. Runs of the same measurement (:mod:`sparcom.provenance`) over
+disjoint instructions merge by addition.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from sparcom.errors import SparcomError
-from sparcom.profile.counters import CountStore
+from sparcom.kinds import (
+    GROUPS,
+    categories_with_tokens,
+    count_key,
+    instructions_key,
+    is_group_counts,
+    layers_of,
+    tokens_key,
+)
+from sparcom.outputs import check_output_dir, lock, os_problem, staged_directory, write_json_atomic
+from sparcom.provenance import MERGE_ASPECTS, mismatches
 
 FORMAT_VERSION = 1
 COUNTS_FILE = "counts.safetensors"
@@ -26,33 +36,56 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 PROGRESS_FILE = "progress.json"
 
-#: Manifest fields that must agree for two runs to be merged or compared as the same measurement.
-MERGE_KEYS: tuple[str, ...] = ("model.architecture", "model.fingerprint", "model.sizes", "tokenizer_hash",
-                               "scope", "template", "system_prompt", "dtype", "bootstrap.replicates",
-                               "bootstrap.seed", "moe_counting.expert_neurons")
+def compact_dtype(array: np.ndarray) -> np.dtype:
+    """The smallest unsigned integer type that holds every value of a non-negative count array."""
+    top = int(array.max()) if array.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_counts_atomic(path: Path, arrays: Mapping[str, Any]) -> None:
+    """Write counters (numpy arrays or torch tensors) as safetensors, sorted by key, atomically.
+
+    Counters are int64, except counts below the category (``groups/{kind}/{layer}``), which are stored in the
+    smallest unsigned type that holds them: one row per instruction makes them the bulk of a run's bytes, and no
+    count exceeds its group's tokens.
+    """
+    from safetensors.numpy import save_file
+
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    numpy_arrays = {}
+    for key, value in sorted(arrays.items()):
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        dtype = compact_dtype(array) if is_group_counts(key) else np.int64
+        numpy_arrays[key] = np.require(array, dtype, "C")  # np.require keeps scalars 0-d
+    try:
+        # One metadata key: safetensors writes a multi-key metadata dict in no fixed order, which would make two
+        # identical runs differ in bytes.
+        save_file(numpy_arrays, str(tmp), metadata={"format": f"sparcom-counts/{FORMAT_VERSION}"})
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SparcomError(f"cannot write {path}: {os_problem(exc)}") from None
 
 
-def write_counts_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    # One metadata key: safetensors writes a multi-key metadata dict in no fixed order, which would make two
-    # identical runs differ in bytes.
-    save_file(tensors, str(tmp), metadata=metadata or {"format": f"sparcom-counts/{FORMAT_VERSION}"})
-    os.replace(tmp, path)
+def load_counts(path: Path) -> dict[str, np.ndarray]:
+    """The counters of a counts (or checkpoint) file; a damaged file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
-
-def get_field(manifest: dict, dotted: str) -> Any:
-    value: Any = manifest
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+    try:
+        counts = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SparcomError(f"{path}: unreadable counts file ({str(exc).splitlines()[0] if str(exc) else exc}); "
+                           "re-run 'sparcom profile' for this run") from None
+    wrong = [key for key, value in counts.items()
+             if value.dtype != np.int64 and not (is_group_counts(key) and value.dtype.kind == "u")]
+    if wrong:
+        raise SparcomError(f"{path}: counter {wrong[0]!r} is {counts[wrong[0]].dtype}, not int64; the file is not a "
+                           "sparcom counts file")
+    return counts
 
 
 @dataclass
@@ -60,7 +93,7 @@ class ProfileRun:
     """A loaded profile: the raw counts and the manifest that says how they were made."""
 
     path: Path
-    counts: dict[str, torch.Tensor]
+    counts: dict[str, np.ndarray]
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,52 +102,25 @@ class ProfileRun:
         listed = self.manifest.get("categories")
         if listed:
             return list(listed)
-        return sorted({k.split("/")[1] for k in self.counts if k.startswith("tokens/")})
+        return categories_with_tokens(self.counts)
 
     def layers(self, kind: str = "neuron") -> list[int]:
         """The layer indices that have counts of ``kind`` (neuron, expert, expert_neuron, shared_neuron)."""
-        prefix = f"{kind}/"
-        return sorted({int(k.rsplit("/", 1)[1]) for k in self.counts if k.startswith(prefix)})
+        return layers_of(self.counts, kind)
 
     def tokens(self, category: str) -> int:
-        return int(self.counts[f"tokens/{category}"])
+        return int(self.counts[tokens_key(category)])
 
     def instructions(self, category: str) -> int:
-        return int(self.counts[f"instructions/{category}"])
+        return int(self.counts[instructions_key(category)])
 
     def count(self, kind: str, category: str, layer: int) -> np.ndarray:
-        return self.counts[f"{kind}/{category}/{layer}"].numpy()
-
-    def frequencies(self, kind: str = "neuron") -> dict[str, dict[int, np.ndarray]]:
-        """p = count / counted tokens, per category and layer (float64; zeros where a category has no tokens)."""
-        result: dict[str, dict[int, np.ndarray]] = {}
-        for category in self.categories:
-            total = self.tokens(category)
-            result[category] = {
-                layer: self.count(kind, category, layer) / total if total else
-                np.zeros(self.count(kind, category, layer).shape)
-                for layer in self.layers(kind)
-                if f"{kind}/{category}/{layer}" in self.counts
-            }
-        return result
-
-    def frequency_matrix(self, kind: str = "neuron") -> dict[str, np.ndarray]:
-        """Per category, the frequencies stacked as [layers, ...] (only when every layer has the same width)."""
-        per_layer = self.frequencies(kind)
-        stacked = {}
-        for category, layers in per_layer.items():
-            shapes = {a.shape for a in layers.values()}
-            if len(shapes) != 1:
-                raise SparcomError(f"{self.path}: {kind} layers have different widths {sorted(shapes)}; "
-                                   "use frequencies() for per-layer arrays")
-            stacked[category] = np.stack([layers[j] for j in sorted(layers)])
-        return stacked
+        return self.counts[count_key(kind, category, layer)]
 
 
-def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
-    """Load a profile run directory; refuses incomplete runs unless told otherwise."""
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a profile run directory (without loading its counts)."""
     path = Path(path)
-    counts_path = path / COUNTS_FILE
     manifest_path = path / MANIFEST_FILE
     if not path.is_dir():
         raise SparcomError(f"{path}: profile run directory not found; create one with 'sparcom profile'")
@@ -124,34 +130,37 @@ def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SparcomError(f"{manifest_path}: malformed JSON ({exc.msg}, line {exc.lineno})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise SparcomError(f"{manifest_path}: format version {manifest.get('format_version')!r} is not "
-                           f"{FORMAT_VERSION}; re-run 'sparcom profile' with this version")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SparcomError(f"{manifest_path}: unreadable ({exc}); restore the run or re-profile") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise SparcomError(f"{manifest_path}: format version {version!r} is not {FORMAT_VERSION}; "
+                           "re-run 'sparcom profile' with this version")
+    return manifest
+
+
+def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
+    """Load a profile run directory; refuses incomplete runs unless told otherwise."""
+    path = Path(path)
+    counts_path = path / COUNTS_FILE
+    manifest = load_manifest(path)
     if not counts_path.is_file() or (require_complete and not manifest.get("complete")):
         raise SparcomError(f"{path}: the run is not complete; finish it with 'sparcom profile ... --resume'")
-    return ProfileRun(path, load_file(str(counts_path)), manifest)
-
-
-def incompatibility(a: dict, b: dict, keys: tuple[str, ...] = MERGE_KEYS) -> str | None:
-    """The first manifest field on which two runs differ, as a readable reason (None when compatible)."""
-    for key in keys:
-        left, right = get_field(a, key), get_field(b, key)
-        if left != right:
-            return f"{key} differs ({left!r} vs {right!r})"
-    return None
+    return ProfileRun(path, load_counts(counts_path), manifest)
 
 
 def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False) -> ProfileRun:
-    """Add compatible runs into a new run directory; refuses overlapping instructions and mismatched settings."""
+    """Add runs of the same measurement over disjoint instructions into a new run directory.
+
+    Refuses mismatched settings (the merge aspects of :data:`sparcom.provenance.MEASUREMENT`), overlapping
+    instruction ids and counters of different shapes, each with the reason.
+    """
     if len(paths) < 2:
         raise SparcomError("merge needs at least two runs")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise SparcomError(f"{out}: output directory exists; choose another --out or pass --overwrite")
+    check_output_dir(out, overwrite, marker=MANIFEST_FILE, kind="profile run")
     runs = [load_run(p) for p in paths]
     first = runs[0]
-    store = CountStore()
-    store.merge(first.counts)
     seen_ids: dict[str, Path] = {}
     for run in runs:
         for ids in run.manifest.get("instruction_ids", {}).values():
@@ -160,27 +169,78 @@ def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False
                     raise SparcomError(f"cannot merge {run.path} into {seen_ids[instruction_id]}: both counted "
                                        f"instruction {instruction_id!r}; merge only runs over disjoint rows")
                 seen_ids[instruction_id] = run.path
-    for run in runs[1:]:
-        reason = incompatibility(first.manifest, run.manifest)
-        if reason:
-            raise SparcomError(f"cannot merge {run.path} with {first.path}: {reason}")
-        try:
-            store.merge(run.counts, strict=False)  # runs may hold different categories
-        except SparcomError as exc:
-            raise SparcomError(f"cannot merge {run.path} with {first.path}: {exc}") from None
+    merged: dict[str, np.ndarray] = {}
+    for run in runs:
+        reasons = mismatches(first.manifest, run.manifest, MERGE_ASPECTS)
+        if reasons:
+            raise SparcomError(f"cannot merge {run.path} with {first.path}: {reasons[0]}")
+        for key, value in run.counts.items():  # runs may hold different categories
+            if key.startswith(GROUPS):
+                continue
+            if key in merged and merged[key].shape != value.shape:
+                raise SparcomError(f"cannot merge {run.path} with {first.path}: count {key!r} has shape "
+                                   f"{tuple(value.shape)} in one run and {tuple(merged[key].shape)} in the other")
+            merged[key] = merged[key] + value if key in merged else value.astype(np.int64, copy=True)
+    groups = merged_groups(runs)
+    if groups is not None:
+        merged.update(groups[1])
     manifest = merged_manifest([r.manifest for r in runs], [str(r.path) for r in runs])
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = store.state_dict()
-    manifest["counted_tokens"] = {c: int(tensors[f"tokens/{c}"]) for c in manifest["categories"]}
-    manifest["instructions"] = {c: int(tensors[f"instructions/{c}"]) for c in manifest["categories"]}
-    write_counts_atomic(tmp / COUNTS_FILE, tensors)
-    write_json_atomic(tmp / MANIFEST_FILE, manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    if groups is not None:
+        manifest["groups"] = groups[0]
+    manifest["counted_tokens"] = {c: int(merged[tokens_key(c)]) for c in manifest["categories"]}
+    manifest["instructions"] = {c: int(merged[instructions_key(c)]) for c in manifest["categories"]}
+    with lock(out), staged_directory(out, overwrite, marker=MANIFEST_FILE, kind="profile run") as staging:
+        write_counts_atomic(staging / COUNTS_FILE, merged)
+        write_json_atomic(staging / MANIFEST_FILE, manifest)
     return load_run(out)
+
+
+def merged_groups(runs: list[ProfileRun]) -> tuple[dict[str, list[str]], dict[str, np.ndarray]] | None:
+    """Counts below the category of merged runs: groups with the same label add (the two halves of a category
+    profiled in two shards), new labels are appended in run order. None when the runs keep no groups."""
+    if not any(run.manifest.get("groups") for run in runs):
+        return None
+    labels: list[str] = []
+    meta: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        groups = run.manifest.get("groups") or {}
+        for label, category, source in zip(groups.get("labels", []), groups.get("categories", []),
+                                           groups.get("sources", []), strict=True):
+            if label not in meta:
+                labels.append(label)
+                meta[label] = (category, source)
+    whole_order = shards_group_order(runs, labels)
+    if whole_order is not None:
+        labels = whole_order
+    position = {label: i for i, label in enumerate(labels)}
+    arrays: dict[str, np.ndarray] = {}
+    for run in runs:
+        rows = np.array([position[label] for label in run.manifest["groups"]["labels"]], dtype=np.int64)
+        for key, value in run.counts.items():
+            if not key.startswith(GROUPS):
+                continue
+            if key not in arrays:
+                arrays[key] = np.zeros((len(labels), *value.shape[1:]), dtype=np.int64)
+            if arrays[key].shape[1:] != value.shape[1:]:
+                raise SparcomError(f"cannot merge {run.path}: group counts {key!r} have shape {tuple(value.shape)} "
+                                   f"here and {tuple(arrays[key].shape)} elsewhere")
+            np.add.at(arrays[key], rows, value.astype(np.int64))
+    manifest = {"labels": labels, "categories": [meta[label][0] for label in labels],
+                "sources": [meta[label][1] for label in labels]}
+    return manifest, arrays
+
+
+def shards_group_order(runs: list[ProfileRun], labels: list[str]) -> list[str] | None:
+    """The merged group labels in the whole run's order when every run is a shard (``--shard``) of one whole run;
+    None otherwise (labels then stay in first-seen order)."""
+    shards = [run.manifest.get("shard") or {} for run in runs]
+    wholes = {(s.get("whole_rows_sha256"), s.get("count")) for s in shards}
+    if len(wholes) != 1 or None in next(iter(wholes)) or any(s.get("group_positions") is None for s in shards):
+        return None
+    at: dict[str, int] = {}
+    for run, shard in zip(runs, shards, strict=True):
+        at.update(zip(run.manifest["groups"]["labels"], shard["group_positions"], strict=True))
+    return sorted(labels, key=lambda label: at[label])
 
 
 def merged_manifest(manifests: list[dict], sources: list[str]) -> dict:
@@ -197,6 +257,7 @@ def merged_manifest(manifests: list[dict], sources: list[str]) -> dict:
         categories=categories,
         instruction_ids=ids,
         merged_from=sources,
+        shard=None,
         datasets=[m.get("dataset") for m in manifests],
         wall_time_seconds=sum(m.get("wall_time_seconds", 0.0) for m in manifests),
         complete=True,

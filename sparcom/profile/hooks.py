@@ -1,9 +1,11 @@
 """Forward hooks that turn activations into counts inside the hook call.
 
 The runner publishes, before each forward pass, which flattened token positions of the batch are counted for
-which category (:class:`BatchSelection`). Each hook compares the activation with zero on those rows only and
+which category (:class:`CountedBatch`, on the :class:`CurrentBatch` slot every hook reads) and, when the run keeps
+counts below the category (``--group-by``), which group each counted row belongs to (:class:`BatchGroups`). Each hook compares the activation with zero on those rows only and
 adds the column sums to its layer's counter; the activation tensor is dropped when the hook returns.
-Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module.
+Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module. The modules
+hooked are those of the model's one site map (:mod:`sparcom.models.sites`), the same the causal check intervenes on.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import torch
 from torch import nn
 
 from sparcom.errors import SparcomError
+from sparcom.kinds import bootstrap_key, count_key, group_key
+from sparcom.models.moe import activate, expert_activation, gate_of_pairs
+from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
 
 
 @dataclass
-class CategoryRows:
+class CountedRows:
     """The counted rows of one category in the flattened [batch × sequence] activations."""
 
     category: str
@@ -29,26 +34,48 @@ class CategoryRows:
 
 
 @dataclass
-class BatchSelection:
+class BatchGroups:
+    """Which group (an instruction, or one source half of a category) each row of the batch counts for.
+
+    ``slots`` [batch × sequence]: the row's slot in this batch (0 … S−1), −1 for rows that are not counted;
+    ``groups`` [S]: each slot's index in the run's group list. Per-group counts of a batch are one
+    ``index_add`` (or a [S, rows] × [rows, width] product) into the run's ``groups/{kind}/{layer}`` counters.
+    """
+
+    slots: torch.Tensor
+    groups: torch.Tensor
+    total: int  # groups in the whole run (the counters' first axis)
+
+    def to(self, device: torch.device) -> BatchGroups:
+        return BatchGroups(self.slots.to(device, non_blocking=True), self.groups.to(device, non_blocking=True),
+                           self.total)
+
+
+@dataclass
+class CountedBatch:
     """What the hooks count in the current batch; cached per device for models spread over devices."""
 
-    groups: list[CategoryRows]
+    groups: list[CountedRows]
     #: Rows of the flattened batch (batch × sequence), to check that a module saw the whole batch.
     tokens: int | None = None
-    _per_device: dict[torch.device, list[CategoryRows]] = field(default_factory=dict)
+    #: Counts below the category (``--group-by source|instruction``), or None.
+    below: BatchGroups | None = None
+    _per_device: PerDevice[list[CountedRows]] = field(init=False)
+    _below: PerDevice[BatchGroups | None] = field(init=False)
     _lookups: dict[tuple[torch.device, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
-    def on(self, device: torch.device) -> list[CategoryRows]:
-        if device not in self._per_device:
-            self._per_device[device] = [
-                CategoryRows(
-                    g.category,
-                    g.rows.to(device, non_blocking=True),
-                    None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True),
-                )
-                for g in self.groups
-            ]
-        return self._per_device[device]
+    def __post_init__(self) -> None:
+        self._per_device = PerDevice(lambda device: [
+            CountedRows(g.category, g.rows.to(device, non_blocking=True),
+                        None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True))
+            for g in self.groups])
+        self._below = PerDevice(lambda device: None if self.below is None else self.below.to(device))
+
+    def on(self, device: torch.device) -> list[CountedRows]:
+        return self._per_device.on(device)
+
+    def below_on(self, device: torch.device) -> BatchGroups | None:
+        return self._below.on(device)
 
     def lookup(self, device: torch.device, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per group: a bool mask [n] of counted rows and each row's position in ``rows`` ([n], -1 if not counted)."""
@@ -63,11 +90,11 @@ class BatchSelection:
         return self._lookups[key]
 
 
-class SelectionBoard:
-    """Shared slot the runner writes the current batch's selection into and every hook reads."""
+class CurrentBatch:
+    """Shared slot the runner writes the current batch's counted rows into and every hook reads."""
 
     def __init__(self) -> None:
-        self.current: BatchSelection | None = None
+        self.current: CountedBatch | None = None
 
 
 def column_counts(active: torch.Tensor) -> torch.Tensor:
@@ -79,10 +106,32 @@ def column_counts(active: torch.Tensor) -> torch.Tensor:
     return active.view(torch.uint8).sum(0, dtype=torch.int32)
 
 
-def count_active(
-    store: CountStore, board: SelectionBoard, key_prefix: str, layer: int, width: int, replicates: int
-):
-    """Build a forward hook that counts rows with activation > 0 into ``{key_prefix}/{cat}/{layer}``."""
+def group_counter(store: CountStore, kind: str, layer: int, shape: tuple[int, ...], device: torch.device,
+                  ) -> torch.Tensor:
+    """The int32 [groups, ...] counter of one kind and layer (int32: a group's count never exceeds its tokens)."""
+    counter = store.zeros(group_key(kind, layer), shape, device, dtype=torch.int32)
+    if counter.device != device:  # created earlier on another device (resume, device map)
+        counter.data = counter.data.to(device)
+    return counter
+
+
+def slot_sums(below: BatchGroups, values: torch.Tensor) -> torch.Tensor:
+    """Per-slot sums [S, ...] of the counted rows of ``values`` [n, ...] (0/1 values: exact in float32)."""
+    slots = below.slots
+    keep = (slots >= 0).nonzero().squeeze(1)
+    out = torch.zeros((below.groups.numel(), *values.shape[1:]), dtype=torch.float32, device=values.device)
+    return out.index_add_(0, slots.index_select(0, keep), values.index_select(0, keep).to(torch.float32))
+
+
+def add_group_counts(store: CountStore, kind: str, layer: int, below: BatchGroups, sums: torch.Tensor) -> None:
+    """Add per-slot sums [S, ...] to the run's group counters at the slots' group indices."""
+    counter = group_counter(store, kind, layer, (below.total, *sums.shape[1:]), sums.device)
+    counter.index_add_(0, below.groups, sums.round().to(torch.int32))
+
+
+def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: int, width: int, replicates: int):
+    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}`` (and, with groups
+    below the category, into ``groups/{kind}/{layer}``)."""
     counters: dict[str, torch.Tensor] = {}
     boot: dict[str, torch.Tensor] = {}
 
@@ -91,10 +140,13 @@ def count_active(
         if selection is None:
             return
         flat = output.reshape(-1, width)
+        below = selection.below_on(flat.device)
+        if below is not None:
+            add_group_counts(store, kind, layer, below, slot_sums(below, flat > 0))
         for group in selection.on(flat.device):
             counter = counters.get(group.category)
             if counter is None or counter.device != flat.device:
-                counter = store.zeros(f"{key_prefix}/{group.category}/{layer}", (width,), flat.device)
+                counter = store.zeros(count_key(kind, group.category, layer), (width,), flat.device)
                 if counter.device != flat.device:  # created earlier on another device (resume, device map)
                     counter.data = counter.data.to(flat.device)
                 counters[group.category] = counter
@@ -102,7 +154,7 @@ def count_active(
             active = rows > 0
             counter += column_counts(active)
             if replicates:
-                key = f"bootstrap/{key_prefix}/{group.category}/{layer}"
+                key = bootstrap_key(count_key(kind, group.category, layer))
                 target = boot.get(group.category)
                 if target is None:
                     target = store.zeros(key, (replicates, width), flat.device)
@@ -125,7 +177,7 @@ class _RoutedForward:
 
     x: torch.Tensor  # [n, H] the hidden states the experts received
     index: torch.Tensor  # [n, K] the expert indices the experts received
-    groups: list[CategoryRows]
+    groups: list[CountedRows]
     lookups: list[tuple[torch.Tensor, torch.Tensor]]  # per group: counted mask [n], position in rows [n]
     implementation: str = ""
     #: Capture plan: row r of the concatenated activation calls is pair order[r] (pair p = token · K + slot).
@@ -140,16 +192,9 @@ class _RoutedForward:
     deltas: dict[int, torch.Tensor] = field(default_factory=dict)
     #: Rows for the bootstrap replicates: (group index, tokens, experts, A > 0).
     boot_rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-
-class _AttributeHandle:
-    """Removes an instance attribute that shadows a method (the counterpart of a hook handle)."""
-
-    def __init__(self, owner: object, name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def remove(self) -> None:
-        self.owner.__dict__.pop(self.name, None)
+    #: Counts below the category: the batch's slots and this forward's per-slot counts [S, E, I] (float32).
+    below: BatchGroups | None = None
+    below_delta: torch.Tensor | None = None
 
 
 def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
@@ -158,6 +203,14 @@ def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
     captured, reference = captured.to(torch.float32), reference.to(torch.float32)
     scale = reference.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
     return bool(((captured - reference).abs() <= tolerance * scale).all())
+
+
+def _fired(activation: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """float32 [len(rows), I]: 1.0 where A > 0 on the given rows of an activation call, else 0 (NaN stays NaN)."""
+    active = activation.index_select(0, rows)  # a new tensor: safe to change in place
+    if active.dtype != torch.float32:
+        active = active.to(torch.float32)
+    return active.sign_().clamp_(min=0)
 
 
 class ExpertCounter:
@@ -180,10 +233,10 @@ class ExpertCounter:
     compute. ``neurons="recompute"`` selects that path from the start; ``"off"`` counts experts only.
     """
 
-    def __init__(self, store: CountStore, board: SelectionBoard, layer: int, experts: nn.Module, layout,
-                 replicates: int = 0, neurons: str = "auto") -> None:
-        self.store, self.board, self.layer = store, board, layer
-        self.experts, self.layout = experts, layout
+    def __init__(self, store: CountStore, board: CurrentBatch, site: MoeSite, replicates: int = 0,
+                 neurons: str = "auto") -> None:
+        self.store, self.board, self.layer = store, board, site.layer
+        self.experts, self.layout = site.experts, site.layout
         self.replicates = replicates
         self.neurons = neurons
         self.recompute = neurons == "recompute"
@@ -222,7 +275,6 @@ class ExpertCounter:
         original = getattr(experts, "_apply_gate", None)
         if original is None:
             return None
-        from sparcom.models.moe import activate
 
         def apply_gate(gate_up: torch.Tensor) -> torch.Tensor:
             output = original(gate_up)
@@ -231,11 +283,12 @@ class ExpertCounter:
                 self._captured(gate, activate(experts, layout, gate))
             return output
 
-        experts._apply_gate = apply_gate
-        return _AttributeHandle(experts, "_apply_gate")
+        return ShadowAttribute(experts, "_apply_gate", apply_gate)
 
-    def _counter(self, kind: str, category: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        counter = self.store.zeros(f"{kind}/{category}/{self.layer}", shape, device)
+    def _counter(self, kind: str, category: str, shape: tuple[int, ...], device: torch.device,
+                 bootstrap: bool = False) -> torch.Tensor:
+        key = count_key(kind, category, self.layer)
+        counter = self.store.zeros(bootstrap_key(key) if bootstrap else key, shape, device)
         if counter.device != device:  # created earlier on another device (resume, device map)
             counter.data = counter.data.to(device)
         return counter
@@ -245,11 +298,8 @@ class ExpertCounter:
         selection = self.board.current
         if selection is None:
             return
-        x = args[0] if args else kwargs["hidden_states"]
-        if len(args) > 1:
-            index = args[1]
-        else:
-            index = next(kwargs[k] for k in ("top_k_index", "router_indices", "selected_experts") if k in kwargs)
+        call = ExpertsCall.parse(args, kwargs)
+        x, index = call.hidden_states, call.top_k_index
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         index = index.reshape(n, -1).to(torch.int64)
@@ -268,11 +318,19 @@ class ExpertCounter:
             if self.replicates:
                 hits = torch.zeros(routed.shape[0], num_experts, device=device).scatter_add_(
                     1, routed.clamp(0, num_experts - 1), valid.to(torch.float32))
-                boot = self._counter("bootstrap/expert", group.category, (self.replicates, num_experts), device)
+                boot = self._counter("expert", group.category, (self.replicates, num_experts), device, bootstrap=True)
                 boot += (group.replicate_weights @ hits).round().to(torch.int64)
+        below = selection.below_on(device)
+        if below is not None:  # routed-expert hits of every row, summed per group slot
+            valid = (index >= 0) & (index < num_experts)
+            hits = torch.zeros(n, num_experts, device=device).scatter_add_(
+                1, index.clamp(0, num_experts - 1), valid.to(torch.float32))
+            add_group_counts(self.store, "expert", self.layer, below, slot_sums(below, hits))
         if self.neurons == "off":
             return
-        pending = _RoutedForward(x, index, groups, selection.lookup(device, n))
+        pending = _RoutedForward(x, index, groups, selection.lookup(device, n), below=below)
+        if below is not None:
+            pending.below_delta = torch.zeros(below.groups.numel(), num_experts, self.layout.width, device=device)
         if not self.recompute:
             self._plan(module, pending)
         self._pending = pending
@@ -330,19 +388,16 @@ class ExpertCounter:
                                   device=gate.device)
             pending.samples.append((gate.index_select(0, sample), tokens[sample], experts[sample]))
         # Few tensor ops, on the counted rows only (on a busy CPU each op costs more than its arithmetic): gather
-        # the counted rows, turn A into 1.0 where A > 0 and 0 elsewhere in place (sign + clamp is several times
-        # faster on CPU than a bool compare and a cast; a NaN stays NaN, so the counts become non-finite and
-        # verification rejects them), and add each row to its expert's counts.
+        # the rows, turn A into 1.0 where A > 0 and 0 elsewhere in place (sign + clamp is several times faster on
+        # CPU than a bool compare and a cast; a NaN stays NaN, so the counts become non-finite and verification
+        # rejects them), and add each row to its expert's counts (float32 sums of 0/1: exact below 2^24 rows).
         num_experts = self.layout.num_experts
         for index, (mask, _) in enumerate(pending.lookups):
             keep = mask[tokens].nonzero().squeeze(1)
             delta = pending.deltas.get(index)
             if delta is None:
                 delta = pending.deltas[index] = torch.zeros(num_experts, width, device=activation.device)
-            active = activation.index_select(0, keep)
-            if active.dtype != torch.float32:
-                active = active.to(torch.float32)
-            active.sign_().clamp_(min=0)
+            active = _fired(activation, keep)
             if pending.call_experts is not None:  # one expert per call
                 delta[pending.call_experts[pending.calls]] += active.sum(0)
             else:
@@ -350,6 +405,11 @@ class ExpertCounter:
             if self.replicates:
                 pending.boot_rows.append((index, tokens.index_select(0, keep), experts.index_select(0, keep),
                                           active > 0.5))
+        if pending.below is not None:  # per (group slot, expert) sums of the rows that belong to a group
+            slot = pending.below.slots.index_select(0, tokens)
+            keep = (slot >= 0).nonzero().squeeze(1)
+            pending.below_delta.view(-1, width).index_add_(
+                0, (slot * num_experts + experts).index_select(0, keep), _fired(activation, keep))
         pending.calls += 1
         pending.rows += rows
 
@@ -370,6 +430,8 @@ class ExpertCounter:
                     counter += delta.round().to(torch.int64)
                 for index, tokens, experts, active in pending.boot_rows:
                     self._add_bootstrap(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
+                if pending.below is not None:
+                    add_group_counts(self.store, "expert_neuron", self.layer, pending.below, pending.below_delta)
                 return
             self.recompute = True
             self.fallback_reason = reason
@@ -378,11 +440,10 @@ class ExpertCounter:
         self._recount(pending)
 
     def _verify(self, pending: _RoutedForward) -> str | None:
-        from sparcom.models.moe import gate_of_pairs
-
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
-        if not all(bool(delta.sum().isfinite()) for delta in pending.deltas.values()):  # counts are ≥ 0
+        deltas = [*pending.deltas.values(), *([pending.below_delta] if pending.below_delta is not None else [])]
+        if not all(bool(delta.sum().isfinite()) for delta in deltas):  # counts are ≥ 0
             return "captured activations are not finite"
         if not pending.samples:
             return "no activation rows could be checked"
@@ -394,12 +455,12 @@ class ExpertCounter:
             return "captured gate values differ from the gates recomputed from the expert weights"
         return None
 
-    def _add_bootstrap(self, group: CategoryRows, positions: torch.Tensor, experts: torch.Tensor,
+    def _add_bootstrap(self, group: CountedRows, positions: torch.Tensor, experts: torch.Tensor,
                        active: torch.Tensor) -> None:
         """Poisson-weighted expert-neuron counts of rows (their positions in ``group.rows``, experts, A > 0)."""
         layout = self.layout
-        boot = self._counter("bootstrap/expert_neuron", group.category,
-                             (self.replicates, layout.num_experts, layout.width), active.device)
+        boot = self._counter("expert_neuron", group.category, (self.replicates, layout.num_experts, layout.width),
+                             active.device, bootstrap=True)
         weights = group.replicate_weights.index_select(1, positions)  # [R, k]
         for expert in torch.unique(experts).tolist():
             chosen = experts == expert
@@ -408,8 +469,6 @@ class ExpertCounter:
 
     def _recount(self, pending: _RoutedForward) -> None:
         """Count the counted rows' (token, expert) pairs by recomputing A = f(gate_e(x)) from the weights."""
-        from sparcom.models.moe import expert_activation
-
         k = pending.index.shape[1]
         num_experts = self.layout.num_experts
         for group, (_, position) in zip(pending.groups, pending.lookups, strict=True):
@@ -431,3 +490,9 @@ class ExpertCounter:
                 counter[expert] += active.sum(0)
                 if self.replicates:
                     self._add_bootstrap(group, position[rows], routed[start - size : start], active)
+                if pending.below is not None:
+                    below = pending.below
+                    counts = group_counter(self.store, "expert_neuron", self.layer,
+                                           (below.total, num_experts, self.layout.width), active.device)
+                    counts[:, expert].index_add_(0, below.groups.index_select(0, below.slots.index_select(0, rows)),
+                                                 active.to(torch.int32))

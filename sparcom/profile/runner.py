@@ -21,22 +21,27 @@ from typing import Any
 
 import torch
 
-from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
-from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
+from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
+from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.errors import SparcomError
-from sparcom.models.adapters import FamilyAdapter, adapter_for, find_path, get_path, width_of
-from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
-from sparcom.models.moe import ExpertsLayout, experts_layout
+from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
+from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
+from sparcom.models.sites import model_sites
+from sparcom.outputs import check_parent
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import BatchSelection, CategoryRows, ExpertCounter, SelectionBoard, count_active
+from sparcom.profile.hooks import BatchGroups, CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
+from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
 from sparcom.progress import progress_bar
-from sparcom.provenance import file_sha256, software_versions
+from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
 #: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
 #: always recompute them from the expert weights, or count routed experts only.
 EXPERT_NEURON_MODES = ("auto", "recompute", "off")
+#: --group-by: counts per category only, or also per source half of each category, or per instruction.
+GROUP_BY = ("category", "source", "instruction")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ProfileSettings:
     bootstrap: int = 0
     bootstrap_seed: int = 0
     expert_neurons: str = "auto"
+    group_by: str = "category"
+    #: ``K/N``: count only shard K (0-based) of N of the whole run's batches (:mod:`sparcom.profile.sharing`).
+    shard: str | None = None
 
     def check(self) -> None:
         FormatSettings(self.scope, self.template, self.system_prompt)
@@ -73,82 +81,10 @@ class ProfileSettings:
         if self.expert_neurons not in EXPERT_NEURON_MODES:
             raise SparcomError(f"--expert-neurons must be one of {', '.join(EXPERT_NEURON_MODES)}, "
                                f"got {self.expert_neurons!r}")
-
-
-@dataclass
-class LayerSite:
-    """One hooked MLP activation: its layer index, module, width and device."""
-
-    layer: int
-    module: torch.nn.Module
-    width: int
-    device: torch.device
-
-
-@dataclass
-class ExpertSite:
-    """One MoE layer's routed experts module and its layout."""
-
-    layer: int
-    module: torch.nn.Module
-    layout: ExpertsLayout
-    device: torch.device
-
-
-@dataclass
-class ModelSites:
-    """Where a model is counted: dense MLP activations, shared-expert activations and routed experts modules."""
-
-    layers: int
-    dense: list[LayerSite]
-    shared: list[LayerSite]
-    experts: list[ExpertSite]
-
-
-def model_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> ModelSites:
-    """Classify every decoder layer as dense or MoE (it holds the adapter's experts module) and find its sites."""
-    layers = get_path(get_path(model, adapter.backbone), adapter.layers)
-    sites = ModelSites(len(layers), [], [], [])
-    for index, layer in enumerate(layers):
-        device = next(layer.parameters()).device
-        experts = find_path(layer, adapter.experts)
-        if experts is not None:
-            layout = experts_layout(experts, adapter.expert_activation)
-            sites.experts.append(ExpertSite(index, experts, layout, next(experts.parameters()).device))
-            shared = find_path(layer, adapter.shared_activation)
-            if shared is not None:
-                width = width_of(get_path(layer, adapter.shared_width))
-                if adapter.shared_fused_gate_up:
-                    width //= 2
-                sites.shared.append(LayerSite(index, shared, width, device))
-            continue
-        if adapter.is_moe and find_path(layer, adapter.activation) is None:
-            raise SparcomError(f"layer {index} of this {adapter.name} model has neither routed experts at "
-                               f"{adapter.experts!r} nor a dense MLP activation at {adapter.activation!r}")
-        width = width_of(get_path(layer, adapter.gate_width))
-        if adapter.fused_gate_up:
-            width //= 2
-        sites.dense.append(LayerSite(index, get_path(layer, adapter.activation), width, device))
-    return sites
-
-
-def mlp_sites(model: torch.nn.Module, adapter: FamilyAdapter) -> list[LayerSite]:
-    """The dense MLP activation module of every dense decoder layer, as the adapter names them."""
-    return model_sites(model, adapter).dense
-
-
-def select_rows(rows: Sequence[InstructionRow], settings: ProfileSettings) -> tuple[list[InstructionRow], list[str]]:
-    """Keep the first ``per_category`` rows of each category (file order) and list categories in first-seen order."""
-    categories: list[str] = []
-    kept: list[InstructionRow] = []
-    taken: dict[str, int] = {}
-    for row in rows:
-        if row.category not in categories:
-            categories.append(row.category)
-        if settings.per_category is None or taken.get(row.category, 0) < settings.per_category:
-            kept.append(row)
-            taken[row.category] = taken.get(row.category, 0) + 1
-    return kept, categories
+        if self.group_by not in GROUP_BY:
+            raise SparcomError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
+        if self.shard is not None:
+            Shard.parse(self.shard)
 
 
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
@@ -158,41 +94,56 @@ def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
     return torch.poisson(torch.ones(replicates), generator=generator)
 
 
+@dataclass(frozen=True)
+class GroupPlan:
+    """The groups below the category of a run: one per instruction, or one per (category, source) half."""
 
+    by: str
+    labels: tuple[str, ...]
+    categories: tuple[str, ...]
+    sources: tuple[str, ...]
+    of_row: tuple[int, ...]  # each selected row's group index
 
-def model_description(model: torch.nn.Module, adapter: FamilyAdapter, sites: ModelSites) -> dict[str, Any]:
-    config = model.config
-    dense = {site.layer: site.width for site in sites.dense}
-    sizes: dict[str, Any] = {
-        "layers": sites.layers,
-        "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
-        "mlp_neurons": [dense.get(j) for j in range(sites.layers)],
-    }
-    if sites.experts:
-        experts = {site.layer: site.layout for site in sites.experts}
-        shared = {site.layer: site.width for site in sites.shared}
-        counts = sorted({layout.num_experts for layout in experts.values()})
-        sizes["moe"] = {
-            "num_experts": counts[0] if len(counts) == 1 else [experts[j].num_experts if j in experts else None
-                                                                for j in range(sites.layers)],
-            "top_k": getattr(config, adapter.top_k, None),
-            "moe_layers": sorted(experts),
-            "dense_layers": sorted(dense),
-            "expert_neurons": [experts[j].width if j in experts else None for j in range(sites.layers)],
-            "shared_neurons": [shared.get(j) for j in range(sites.layers)] if shared else None,
-        }
-    return {
-        "architecture": type(model).__name__,
-        "model_type": config.model_type,
-        "family": adapter.name,
-        "sizes": sizes,
-    }
+    @classmethod
+    def of(cls, rows: Sequence[InstructionRow], by: str, keep: set[int] | None = None) -> GroupPlan | None:
+        """Groups in first-seen row order; None for ``category`` (no counts below the category).
+
+        With ``keep`` (a shard's row indices) only those rows have a group (the others get −1).
+        """
+        if by == "category":
+            return None
+        index: dict[str, int] = {}
+        labels, categories, sources, of_row = [], [], [], []
+        for position, row in enumerate(rows):
+            if keep is not None and position not in keep:
+                of_row.append(-1)
+                continue
+            label = row.id if by == "instruction" else f"{row.category}/{row.source}"
+            if label not in index:
+                index[label] = len(labels)
+                labels.append(label)
+                categories.append(row.category)
+                sources.append(row.source)
+            of_row.append(index[label])
+        return cls(by, tuple(labels), tuple(categories), tuple(sources), tuple(of_row))
+
+    def manifest(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "categories": list(self.categories), "sources": list(self.sources)}
+
+    def batch(self, batch: Batch) -> BatchGroups:
+        """Each counted row's slot among the batch's groups, and the slots' group indices."""
+        of_example = [self.of_row[e.row_index] for e in batch.examples]
+        distinct = list(dict.fromkeys(of_example))
+        slot = torch.tensor([distinct.index(g) for g in of_example], dtype=torch.int64)
+        slots = torch.where(batch.counted, slot[:, None], torch.full_like(batch.counted, -1, dtype=torch.int64))
+        return BatchGroups(slots.reshape(-1), torch.tensor(distinct, dtype=torch.int64), len(self.labels))
 
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     """Decide what to do with an existing output directory; True when a checkpoint should be resumed."""
     if resume and overwrite:
         raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    check_parent(out)
     if not out.exists():
         return False
     if out.is_file():
@@ -206,14 +157,15 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
+#: Beyond the measurement (:data:`sparcom.provenance.MEASUREMENT`), what fixes a run's batch plan and counts.
+RUN_PLAN_FIELDS: tuple[str, ...] = ("dataset", "categories", "instruction_ids", "batching_plan", "bootstrap",
+                                    "moe_counting", "groups")
+
+
 def settings_digest(manifest: dict[str, Any]) -> str:
-    """Identity of everything that fixes the batch plan and the counts (for resume checks)."""
-    keys = ("model", "tokenizer_hash", "dataset", "categories", "instruction_ids", "scope", "template",
-            "system_prompt", "dtype", "batching_plan", "bootstrap")
-    subset = {k: manifest.get(k) for k in keys}
-    if manifest.get("moe_counting") is not None:
-        subset["moe_counting"] = manifest["moe_counting"]
-    subset["model"] = {k: v for k, v in (subset["model"] or {}).items() if k not in ("name_or_path", "resolved_path")}
+    """Identity of everything that fixes the batch plan and the counts (a checkpoint resumes only under it)."""
+    subset = {dotted: get_field(manifest, dotted) for dotted in MEASUREMENT}
+    subset.update({name: manifest.get(name) for name in RUN_PLAN_FIELDS})
     return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
 
@@ -226,17 +178,13 @@ class Profiler:
         self.settings = settings
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
-        self.adapter = adapter_for(getattr(self.model.config, "model_type", "unknown"))
         check_tokenizer(self.tokenizer)
         self.template = resolve_template(self.tokenizer, settings.template)
-        self.layer_sites = model_sites(self.model, self.adapter)
-        self.sites = self.layer_sites.dense
-        self.shared_sites = self.layer_sites.shared
-        self.expert_sites = self.layer_sites.experts
+        self.sites = model_sites(self.model)
         self.expert_counters: list[ExpertCounter] = []
-        self.backbone = get_path(self.model, self.adapter.backbone)
         self.store = CountStore()
-        self.board = SelectionBoard()
+        self.board = CurrentBatch()
+        self.groups: GroupPlan | None = None
 
     def encode(self, rows: Sequence[InstructionRow]):
         with_response = FormatSettings(self.settings.scope).needs_response
@@ -250,38 +198,40 @@ class Profiler:
         return examples
 
     def _hooks(self, categories: Sequence[str]) -> list:
+        """Create every counter (so each key exists even for a category with no tokens there) and attach hooks."""
         handles = []
-        for site in self.sites:
-            for category in categories:
-                self.store.zeros(f"neuron/{category}/{site.layer}", (site.width,), site.device)
-            hook = count_active(self.store, self.board, "neuron", site.layer, site.width, self.settings.bootstrap)
-            handles.append(site.module.register_forward_hook(hook))
         replicates = self.settings.bootstrap
-        for site in self.shared_sites:
-            for category in categories:
-                self.store.zeros(f"shared_neuron/{category}/{site.layer}", (site.width,), site.device)
-            hook = count_active(self.store, self.board, "shared_neuron", site.layer, site.width, replicates)
-            handles.append(site.module.register_forward_hook(hook))
+        counted_kinds = ["neuron", "shared_neuron", "expert"] + (["expert_neuron"] if self.settings.expert_neurons
+                                                                 != "off" else [])
+        if self.groups is not None:
+            self.store.zeros(GROUP_TOKENS_KEY, (len(self.groups.labels),))
+            for kind, layers in self.sites.shapes(tuple(counted_kinds)).items():
+                for layer, shape in layers.items():
+                    site = self.sites.moe.get(layer) or self.sites.dense.get(layer) or self.sites.shared[layer]
+                    self.store.zeros(group_key(kind, layer), (len(self.groups.labels), *shape), site.device,
+                                     dtype=torch.int32)
+        for kind, sites in (("neuron", self.sites.dense), ("shared_neuron", self.sites.shared)):
+            for site in sites.values():
+                for category in categories:
+                    self.store.zeros(count_key(kind, category, site.layer), (site.width,), site.device)
+                hook = make_count_hook(self.store, self.board, kind, site.layer, site.width, replicates)
+                handles.append(site.module.register_forward_hook(hook))
         self.expert_counters = []
-        for site in self.expert_sites:
-            experts, width = site.layout.num_experts, site.layout.width
-            neurons = self.settings.expert_neurons != "off"
+        kinds = ("expert", "expert_neuron") if self.settings.expert_neurons != "off" else ("expert",)
+        for site in self.sites.moe.values():
             for category in categories:
-                self.store.zeros(f"expert/{category}/{site.layer}", (experts,), site.device)
-                if neurons:
-                    self.store.zeros(f"expert_neuron/{category}/{site.layer}", (experts, width), site.device)
-                if replicates:
-                    self.store.zeros(f"bootstrap/expert/{category}/{site.layer}", (replicates, experts), site.device)
-                    if neurons:
-                        self.store.zeros(f"bootstrap/expert_neuron/{category}/{site.layer}",
-                                         (replicates, experts, width), site.device)
-            counter = ExpertCounter(self.store, self.board, site.layer, site.module, site.layout, replicates,
-                                    self.settings.expert_neurons)
+                for kind in kinds:
+                    shape = self.sites.shape(kind, site.layer)
+                    key = count_key(kind, category, site.layer)
+                    self.store.zeros(key, shape, site.device)
+                    if replicates:
+                        self.store.zeros(bootstrap_key(key), (replicates, *shape), site.device)
+            counter = ExpertCounter(self.store, self.board, site, replicates, self.settings.expert_neurons)
             self.expert_counters.append(counter)
             handles.extend(counter.attach())
         return handles
 
-    def _selection(self, batch: Batch, per_example: torch.Tensor | None) -> BatchSelection:
+    def _counted(self, batch: Batch, per_example: torch.Tensor | None) -> CountedBatch:
         """The counted rows of the batch and, with bootstrap, each row's replicate weights [R, n]."""
         counted = batch.counted.reshape(-1)
         positions = counted.nonzero().squeeze(1)
@@ -289,19 +239,20 @@ class Profiler:
         if per_example is not None:
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
             weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
-        return BatchSelection([CategoryRows(batch.category, positions, weights)], tokens=counted.numel())
+        below = self.groups.batch(batch) if self.groups is not None else None
+        return CountedBatch([CountedRows(batch.category, positions, weights)], tokens=counted.numel(), below=below)
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
         per_example = None
         if self.settings.bootstrap:  # Poisson weights of each instruction [B, R], fixed by its id
             per_example = torch.stack([replicate_weights(rows[e.row_index].id, self.settings.bootstrap,
                                                          self.settings.bootstrap_seed) for e in batch.examples])
-        selection = self._selection(batch, per_example)
+        counted = self._counted(batch, per_example)
         device = self.model.get_input_embeddings().weight.device
-        self.board.current = selection
+        self.board.current = counted
         try:
             with torch.inference_mode():
-                self.backbone(
+                self.sites.backbone(
                     input_ids=batch.input_ids.to(device),
                     attention_mask=batch.attention_mask.to(device),
                     position_ids=batch.position_ids.to(device),
@@ -310,12 +261,17 @@ class Profiler:
         finally:
             self.board.current = None
         category = batch.category
-        self.store.add(f"tokens/{category}", int(batch.counted.sum()))
-        self.store.add(f"instructions/{category}", len(batch.examples))
+        self.store.add(tokens_key(category), int(batch.counted.sum()))
+        self.store.add(instructions_key(category), len(batch.examples))
+        if counted.below is not None:
+            below = counted.below
+            per_slot = torch.zeros(below.groups.numel(), dtype=torch.int64).index_add_(
+                0, below.slots[below.slots >= 0], torch.ones(int((below.slots >= 0).sum()), dtype=torch.int64))
+            self.store[GROUP_TOKENS_KEY].index_add_(0, below.groups, per_slot)
         if per_example is not None:
-            weights = selection.groups[0].replicate_weights
-            self.store.add(f"bootstrap/tokens/{category}", weights.sum(1).round().to(torch.int64))
-            self.store.add(f"bootstrap/instructions/{category}", per_example.sum(0).round().to(torch.int64))
+            weights = counted.groups[0].replicate_weights
+            self.store.add(bootstrap_key(tokens_key(category)), weights.sum(1).round().to(torch.int64))
+            self.store.add(bootstrap_key(instructions_key(category)), per_example.sum(0).round().to(torch.int64))
 
     def run(
         self,
@@ -325,40 +281,142 @@ class Profiler:
         overwrite: bool = False,
         progress: bool = True,
         on_batch_end: Callable[[int], None] | None = None,
+        ranks: Ranks | None = None,
     ) -> artifacts.ProfileRun:
-        """Profile the dataset at ``data`` into the run directory ``out``."""
+        """Profile the dataset at ``data`` into the run directory ``out``.
+
+        Under torchrun (``ranks``: the joined job; by default the job this process is part of) each rank counts its
+        share of every round of batches, the counts are summed over the ranks at each checkpoint and at the end,
+        and rank 0 writes the run; every rank returns it.
+        """
         started = time.perf_counter()
+        ranks = ranks or join(str(next(self.model.parameters()).device))
         settings = self.settings
         data = Path(data)
         out = Path(out)
-        rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = select_rows(rows, settings)
-        do_resume = prepare_output_dir(out, resume, overwrite)
+        with ranks.step("reading the data"):
+            rows, categories, plan, manifest = self._plan(data)
+            manifest.update(world_size=ranks.world_size, distributed=ranks.describe())
+            digest = settings_digest(manifest)
+        ranks.same(digest, "settings, data or model files", "comparing the ranks' settings")
+        padding_side = manifest["batching_plan"]["padding_side"]
+        pad_id = pad_token_id(self.tokenizer)
+        for category in categories:
+            for key in (tokens_key(category), instructions_key(category)):
+                self.store.zeros(key, ())
+                if settings.bootstrap:
+                    self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
+        handles = self._hooks(categories)
+        try:
+            with ranks.step("opening the run directory"):
+                opened = self._open(out, resume, overwrite, manifest, digest) if ranks.is_main else None
+            opened = ranks.broadcast(opened if ranks.is_main else None, "opening the run directory")
+            if isinstance(opened, artifacts.ProfileRun):  # resuming a finished run returns it unchanged
+                return opened
+            start_batch, elapsed_before, real, padded = opened
+            if not ranks.is_main:  # rank 0 alone holds the checkpoint's counts and totals (they are sums)
+                real = padded = 0
+            costs = [batch_cost(batch) for batch in plan]
+            rounds = round_bounds(len(plan), start_batch, settings.checkpoint_every * ranks.world_size)
+            shares = [round_share(costs, begin, end, ranks.rank, ranks.world_size) for begin, end in rounds]
+            already = sum(len(b) for b in plan[:start_batch]) if ranks.world_size == 1 else 0
+            mine = sum(len(plan[i]) for share in shares for i in share)
+            label = "profiling" if ranks.world_size == 1 else f"profiling (rank 0 of {ranks.world_size})"
+            bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress and ranks.is_main)
+            with bar:
+                task = bar.add_task(label, total=already + mine, completed=already, tps="")
+                window_start, window_tokens = time.perf_counter(), 0
+                for (begin, end), share in zip(rounds, shares, strict=True):
+                    error = None
+                    try:
+                        for index in share:
+                            batch = collate(plan[index], settings.scope, pad_id, padding_side)
+                            self._count_batch(batch, rows)
+                            real += batch.real_tokens
+                            padded += batch.padded_tokens
+                            window_tokens += batch.real_tokens
+                            rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                            bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                            if on_batch_end is not None:
+                                on_batch_end(index + 1)
+                    except Exception as exc:  # agreed below: every rank stops with the failing rank's message
+                        error = exc
+                    ranks.agree(error, f"counting batches {begin + 1}-{end} of {len(plan)}")
+                    if end < len(plan):
+                        self._checkpoint(ranks, out, digest, end, elapsed_before + time.perf_counter() - started,
+                                         real, padded)
+        finally:
+            for handle in handles:
+                handle.remove()
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing the counts")
+        real, padded = ranks.sum_ints([real, padded], "summing the counts")
+        wall = elapsed_before + time.perf_counter() - started
+        manifest.update(
+            counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
+            instructions={c: int(tensors[instructions_key(c)]) for c in categories},
+            padding={"real_tokens": real, "padded_tokens": padded,
+                     "waste": round(1 - real / padded, 6) if padded else 0.0},
+            wall_time_seconds=round(wall, 3),
+            tokens_per_second=round(real / wall, 1) if wall else None,
+            complete=True,
+        )
+        if self.expert_counters and settings.expert_neurons != "off":
+            per_rank = ranks.gather({str(c.layer): c.source for c in self.expert_counters}, "summing the counts")
+            manifest["expert_neuron_sources"] = {layer: _joint_source([r[layer] for r in per_rank])
+                                                 for layer in per_rank[0]}
+        with ranks.step("writing the run"):
+            if ranks.is_main:
+                artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
+                artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
+                for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
+                    (out / name).unlink(missing_ok=True)
+        return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
+
+    def _plan(self, data: Path) -> tuple[list[InstructionRow], list[str], list[list], dict[str, Any]]:
+        """The rows (all of them: batches index into them), categories, this run's batches and its manifest.
+
+        A shard keeps the batches of the whole run's plan that :class:`Shard` gives it — the same batches a whole
+        run forms, so the shards' counts add up to the whole run's exactly.
+        """
+        settings = self.settings
+        rows = read_rows(data, categories=settings.categories,
+                         require_output=FormatSettings(settings.scope).needs_response)
+        rows, categories = first_rows_per_category(rows, settings.per_category)
         examples = self.encode(rows)
         plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
         padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        manifest = self._manifest(data, rows, categories, padding_side, plan)
-        digest = settings_digest(manifest)
+        shard_record = None
+        if settings.shard is None:
+            self.groups = GroupPlan.of(rows, settings.group_by)
+            counted = rows
+        else:
+            shard = Shard.parse(settings.shard)
+            whole_batches = len(plan)
+            plan = [plan[i] for i in shard.batches(plan)]
+            keep = {example.row_index for batch in plan for example in batch}
+            counted = [row for i, row in enumerate(rows) if i in keep]
+            self.groups = GroupPlan.of(rows, settings.group_by, keep)
+            whole = GroupPlan.of(rows, settings.group_by)
+            position = {label: i for i, label in enumerate(whole.labels)} if whole is not None else {}
+            shard_record = {
+                "index": shard.index, "count": shard.count, "whole_batches": whole_batches,
+                "whole_rows_sha256": hashlib.sha256("\n".join(r.id for r in rows).encode()).hexdigest(),
+                # where each of this shard's groups sits in the whole run, so merged shards keep the whole's order
+                "group_positions": None if whole is None else [position[label] for label in self.groups.labels],
+            }
+        manifest = self._manifest(data, counted, categories, padding_side, plan)
+        manifest["shard"] = shard_record
+        return rows, categories, plan, manifest
 
-        for category in categories:
-            self.store.zeros(f"tokens/{category}", ())
-            self.store.zeros(f"instructions/{category}", ())
-            if settings.bootstrap:
-                self.store.zeros(f"bootstrap/tokens/{category}", (settings.bootstrap,))
-                self.store.zeros(f"bootstrap/instructions/{category}", (settings.bootstrap,))
-        handles = self._hooks(categories)
-        start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
+    def _open(self, out: Path, resume: bool, overwrite: bool, manifest: dict[str, Any], digest: str):
+        """Rank 0: prepare ``out``; (start batch, elapsed, real, padded tokens), or the finished run to return."""
+        do_resume = prepare_output_dir(out, resume, overwrite)
         if do_resume:
             state = self._load_checkpoint(out, digest)
             if state is not None:
-                start_batch, elapsed_before, real, padded = state
-            elif (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
+                return state
+            if (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
                     (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
-                for handle in handles:
-                    handle.remove()
                 previous = artifacts.load_run(out)
                 if settings_digest(previous.manifest) != digest:
                     raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
@@ -367,54 +425,22 @@ class Profiler:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+        return 0, 0.0, 0, 0
 
-        total_instructions = len(rows)
-        done_instructions = sum(len(b) for b in plan[:start_batch])
-        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
-        try:
-            with bar:
-                task = bar.add_task("profiling", total=total_instructions, completed=done_instructions, tps="")
-                window_start, window_tokens = time.perf_counter(), 0
-                for index in range(start_batch, len(plan)):
-                    batch = collate(plan[index], settings.scope, pad_id, padding_side)
-                    self._count_batch(batch, rows)
-                    real += batch.real_tokens
-                    padded += batch.padded_tokens
-                    window_tokens += batch.real_tokens
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                    bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
-                    if (index + 1) % settings.checkpoint_every == 0 and index + 1 < len(plan):
-                        self._save_checkpoint(out, digest, index + 1,
-                                              elapsed_before + time.perf_counter() - started, real, padded)
-                    if on_batch_end is not None:
-                        on_batch_end(index + 1)
-        finally:
-            for handle in handles:
-                handle.remove()
-        wall = elapsed_before + time.perf_counter() - started
-        tensors = self.store.state_dict()
-        manifest.update(
-            counted_tokens={c: int(tensors[f"tokens/{c}"]) for c in categories},
-            instructions={c: int(tensors[f"instructions/{c}"]) for c in categories},
-            padding={"real_tokens": real, "padded_tokens": padded,
-                     "waste": round(1 - real / padded, 6) if padded else 0.0},
-            wall_time_seconds=round(wall, 3),
-            tokens_per_second=round(real / wall, 1) if wall else None,
-            complete=True,
-        )
-        if self.expert_counters and settings.expert_neurons != "off":
-            manifest["expert_neuron_sources"] = {str(c.layer): c.source for c in self.expert_counters}
-        artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
-        for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
-            (out / name).unlink(missing_ok=True)
-        return artifacts.ProfileRun(out, tensors, manifest)
+    def _checkpoint(self, ranks: Ranks, out: Path, digest: str, batches_done: int, elapsed: float, real: int,
+                    padded: int) -> None:
+        """Sum the counts over the ranks; rank 0 writes them as the checkpoint of the first ``batches_done``."""
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing a checkpoint")
+        real, padded = ranks.sum_ints([real, padded], "summing a checkpoint")
+        with ranks.step("writing a checkpoint"):
+            if ranks.is_main:
+                self._save_checkpoint(out, digest, batches_done, elapsed, real, padded, tensors)
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
-        model_info = {**self.loaded.info, **model_description(self.model, self.adapter, self.layer_sites)}
+        model_info = {**self.loaded.info, **self.sites.description(self.model)}
         moe = {"moe_counting": {"expert_neurons": s.expert_neurons != "off",
-                                "expert_neuron_method": s.expert_neurons}} if self.expert_sites else {}
+                                "expert_neuron_method": s.expert_neurons}} if self.sites.moe else {}
         return {
             **moe,
             "format_version": artifacts.FORMAT_VERSION,
@@ -432,15 +458,18 @@ class Profiler:
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(next(self.model.parameters()).device),
             "device_map": self.loaded.info.get("device_map"),
-            "layer_devices": sorted({str(site.device) for site in self.sites}),
+            "layer_devices": sorted({str(site.device) for site in self.sites.dense.values()}),
             "batching_plan": {"batch_size": s.batch_size, "token_budget": s.token_budget,
                               "padding_side": padding_side, "per_category": s.per_category, "batches": len(plan)},
             "bootstrap": {"replicates": s.bootstrap, "seed": s.bootstrap_seed},
+            "group_by": s.group_by,
+            "groups": self.groups.manifest() if self.groups is not None else None,
             "software": software_versions(),
         }
 
-    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int):
-        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict())
+    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int,
+                         tensors: dict[str, torch.Tensor]):
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, tensors)
         artifacts.write_json_atomic(out / artifacts.PROGRESS_FILE, {
             "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
             "real_tokens": real, "padded_tokens": padded})
@@ -453,9 +482,8 @@ class Profiler:
         if progress.get("settings_digest") != digest:
             raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
                                "resume with the same arguments or use --overwrite")
-        from safetensors.torch import load_file
-
-        self.store.load_state_dict(load_file(str(out / artifacts.CHECKPOINT_FILE)))
+        checkpoint = artifacts.load_counts(out / artifacts.CHECKPOINT_FILE)
+        self.store.load_state_dict({key: torch.from_numpy(value) for key, value in checkpoint.items()})
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])
 
@@ -475,16 +503,34 @@ def profile(
     progress: bool = True,
     on_batch_end: Callable[[int], None] | None = None,
 ) -> artifacts.ProfileRun:
-    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``."""
+    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``.
+
+    Started by torchrun, every rank calls this with the same arguments: each loads the model onto its own devices
+    (:func:`sparcom.distributed.placement`) and counts its share; rank 0 writes ``out``.
+    """
     settings = settings or ProfileSettings()
-    settings.check()
-    rows_check = Path(data)
-    read_rows(rows_check, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-    prepare_output_dir(Path(out), resume, overwrite)
+    ranks = join(device, device_map)
+    with ranks.step("checking the settings and data"):
+        settings.check()
+        read_rows(Path(data), categories=settings.categories,
+                  require_output=FormatSettings(settings.scope).needs_response)
+        if ranks.is_main:
+            prepare_output_dir(Path(out), resume, overwrite)
     if isinstance(model, str):
-        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-    return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
-                                         on_batch_end=on_batch_end)
+        model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+    with ranks.step("preparing the counters"):
+        profiler = Profiler(model, settings)
+    return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress, on_batch_end=on_batch_end,
+                        ranks=ranks)
+
+
+def _joint_source(sources: list[str | None]) -> str | None:
+    """How a layer's expert neurons were counted over all ranks (ranks that counted nothing say nothing)."""
+    distinct = list(dict.fromkeys(s for s in sources if s is not None))
+    counted = [s for s in distinct if s != "nothing counted yet"]
+    if not distinct:
+        return None
+    return " | ".join(counted) if counted else distinct[0]
 
 
 def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:

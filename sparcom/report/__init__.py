@@ -1,2 +1,2 @@
-"""Human-facing outputs of the analysis: plots (:mod:`sparcom.report.plots`) and output directories
-(:mod:`sparcom.report.outputs`)."""
+"""Human-facing outputs of the analysis: plots (:mod:`sparcom.report.plots`), output directories
+(:mod:`sparcom.report.outputs`) and the self-contained HTML report (:mod:`sparcom.report.html`)."""

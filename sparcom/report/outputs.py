@@ -1,123 +1,40 @@
-"""Write analysis results to an output directory: tables (CSV), summary.json, selection masks and plots.
+"""Write the identify and compare results to an output folder: tables (CSV), summary.json and plots.
 
-The directory is built under a temporary name next to ``--out`` and renamed into place at the end, so an
-error or an interruption never leaves a half-written output; an existing ``--out`` is only replaced with
-``overwrite`` and only when it is an earlier analysis output (it has a summary.json) or empty.
+The folder follows the one output policy (:func:`sparcom.outputs.staged_directory`): built beside ``--out`` and
+renamed into place at the end; an existing ``--out`` is only replaced with ``overwrite`` and only when it is an
+earlier output (it has a summary.json). The selection masks in an identify folder are written by the analysis
+layer (:mod:`sparcom.analysis.selection_file`), not here.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from sparcom.analysis.pipeline import CompareResult, IdentifyResult
-from sparcom.analysis.selection_file import write_selection
 from sparcom.analysis.sets import CLASSES
-from sparcom.errors import SparcomError
+from sparcom.kinds import KIND_UNITS
 from sparcom.report import plots
-
-SUMMARY_FILE = "summary.json"
-TABLES_DIR = "tables"
-PLOTS_DIR = "plots"
+from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, write_csv
+from sparcom.report.validity import identify_validity_plots
 
 
-def check_output_dir(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse an existing ``out`` unless ``overwrite``, and even then anything but an earlier analysis output."""
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
-        if not overwrite:
-            raise SparcomError(f"{out}: output directory exists; choose another --out or pass --overwrite")
-        if any(out.iterdir()) and not (out / SUMMARY_FILE).is_file():
-            raise SparcomError(f"{out}: exists and is not a sparcom analysis output (no {SUMMARY_FILE}); "
-                               "refusing to replace it, choose another --out")
+def identify_plot(kind: str, figure: str) -> str:
+    """Where an identify folder keeps one of its figures (``figure``: per_layer, overlap, sets_per_layer,
+    epsilon_sweep; with validity evidence also validity_confusion, validity_random, cross_source), relative to the
+    folder."""
+    return f"{PLOTS_DIR}/{kind}_{figure}.png"
 
 
-@contextmanager
-def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` when the block finishes without an error."""
-    out = Path(out)
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        retired = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-        out.rename(retired)
-        staging.rename(out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(out)
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else repr(float(value))
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
-    """Rows as CSV; columns in order of first appearance, floats exact (shortest repr), NaN as an empty cell."""
-    path = Path(path)
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: _cell(value) for key, value in row.items()})
-    return path
-
-
-def to_json(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays converted, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(to_json(data), indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+def compare_plot(kind: str, figure: str) -> str:
+    """Where a compare folder keeps one of its figures (``figure``: change_per_layer, set_changes,
+    class_transitions), relative to the folder."""
+    return f"{PLOTS_DIR}/{kind}_{figure}.png"
 
 
 def _model_name(manifest: dict) -> str:
-    name = str(manifest.get("model", {}).get("name_or_path") or "model")
-    parts = Path(name).parts
-    return "/".join(parts[-2:]) if len(parts) > 2 else name
+    return short_model_name(manifest.get("model", {}).get("name_or_path"))
 
 
 def _write_tables(directory: Path, tables: dict[str, list[dict]]) -> list[Path]:
@@ -132,7 +49,7 @@ def identify_plots(result: IdentifyResult, directory: Path) -> list[Path]:
     written = []
     for kind, a in result.kinds.items():
         cats = list(a.categories)
-        subtitle = f"{model} · {rule.short()} · {a.counts['components']:,} {plots.KIND_UNITS[kind]} in {len(a.freqs.layout.layers)} layers"
+        subtitle = f"{model} · {rule.short()} · {a.counts['components']:,} {KIND_UNITS[kind]} in {len(a.freqs.layout.layers)} layers"
         written.append(plots.selected_per_layer(a.selected_per_layer, cats, kind, subtitle,
                                                 directory / f"{kind}_per_layer.png"))
         written.append(plots.overlap_heatmaps(a.overlap.jaccard, a.overlap.containment, cats, kind, subtitle,
@@ -160,22 +77,15 @@ def identify_plots(result: IdentifyResult, directory: Path) -> list[Path]:
             written.append(plots.layer_expert_heatmaps(
                 per_cat, cats, f"Selected expert neurons per expert and layer ({rule.short()})\n{model}",
                 "selected neurons in the expert", directory / "expert_neuron_per_expert.png"))
-    return written
+    return written + identify_validity_plots(result, directory)
 
 
-def write_identify(result: IdentifyResult, out: str | Path, overwrite: bool = False, make_plots: bool = True) -> Path:
-    """Write selection masks, selection.json, tables, summary.json and plots to ``out``."""
-    out = Path(out)
-    with staged_directory(out, overwrite) as staging:
-        write_selection(staging, result.masks(), to_json(result.selection_meta()))
-        files = _write_tables(staging, result.tables())
-        if make_plots:
-            files += identify_plots(result, staging / PLOTS_DIR)
-        summary = result.summary()
-        summary["files"] = sorted(["selection.safetensors", "selection.json", SUMMARY_FILE]
-                                  + [str(f.relative_to(staging)) for f in files])
-        write_json(staging / SUMMARY_FILE, summary)
-    return out
+def write_identify(result: IdentifyResult, folder: Path, make_plots: bool = True) -> Path:
+    """Write the identify tables, plots and summary.json into ``folder`` (an existing, staged output folder)."""
+    _write_tables(folder, result.tables())
+    if make_plots:
+        identify_plots(result, folder / PLOTS_DIR)
+    return finish_folder(folder, result.summary())
 
 
 def compare_plots(result: CompareResult, directory: Path) -> list[Path]:
@@ -196,14 +106,9 @@ def compare_plots(result: CompareResult, directory: Path) -> list[Path]:
     return written
 
 
-def write_compare(result: CompareResult, out: str | Path, overwrite: bool = False, make_plots: bool = True) -> Path:
-    """Write the comparison tables, summary.json and plots to ``out``."""
-    out = Path(out)
-    with staged_directory(out, overwrite) as staging:
-        files = _write_tables(staging, result.tables())
-        if make_plots:
-            files += compare_plots(result, staging / PLOTS_DIR)
-        summary = result.summary()
-        summary["files"] = sorted([SUMMARY_FILE] + [str(f.relative_to(staging)) for f in files])
-        write_json(staging / SUMMARY_FILE, summary)
-    return out
+def write_compare(result: CompareResult, folder: Path, make_plots: bool = True) -> Path:
+    """Write the comparison tables, plots and summary.json into ``folder`` (an existing, staged output folder)."""
+    _write_tables(folder, result.tables())
+    if make_plots:
+        compare_plots(result, folder / PLOTS_DIR)
+    return finish_folder(folder, result.summary())

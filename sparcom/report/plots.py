@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sparcom.data.schema import CATEGORIES, category_label
+from sparcom.kinds import KIND_NOUNS, KIND_UNITS
 
 DPI = 160
 #: Okabe & Ito (2008) colour-blind-safe palette, in the order categories are given colours.
@@ -21,9 +22,6 @@ GENERAL_COLOR = "#222222"
 SHARED_COLOR = "#AAAAAA"
 BASE_COLOR, TUNED_COLOR, RETAINED_COLOR = "#0072B2", "#D55E00", "#222222"
 GAINED_COLOR, LOST_COLOR = "#009E73", "#D55E00"
-KIND_UNITS = {"neuron": "neurons", "shared_neuron": "shared-expert neurons", "expert": "experts",
-              "expert_neuron": "expert neurons"}
-KIND_NOUNS = {"neuron": "ISNs", "shared_neuron": "shared-expert ISNs", "expert": "ISEs", "expert_neuron": "expert ISNs"}
 
 
 def category_color(category: str, categories: Sequence[str]) -> str:
@@ -34,7 +32,7 @@ def category_color(category: str, categories: Sequence[str]) -> str:
     return OKABE_ITO[(len(CATEGORIES) + others.index(category)) % len(OKABE_ITO)] if category in others else "#777777"
 
 
-def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
+def figure_grid(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -42,7 +40,13 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs)
     return figure, axes
 
 
-def _save(figure, path: str | Path) -> Path:
+def figure_row(width: float, height: float, cols: int = 1):
+    """A figure with one row of ``cols`` axes (the axes as a flat array)."""
+    figure, axes = figure_grid(width, height, 1, cols)
+    return figure, axes[0]
+
+
+def save_figure(figure, path: str | Path) -> Path:
     path = Path(path)
     figure.savefig(path, dpi=DPI, facecolor="white")
     return path
@@ -69,7 +73,7 @@ def _grid_shape(count: int) -> tuple[int, int]:
 def selected_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: str, subtitle: str,
                        path: str | Path) -> Path:
     """Lines: number of selected components in each layer, one line per category."""
-    figure, axes = _figure(8, 4.5)
+    figure, axes = figure_grid(8, 4.5)
     ax = axes[0, 0]
     layers = sorted({r["layer"] for r in rows})
     widths = {r["layer"]: r["components"] for r in rows}
@@ -88,7 +92,7 @@ def selected_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: st
     ax.legend(title="category", ncols=min(6, len(categories)), loc="upper center", bbox_to_anchor=(0.5, -0.15),
               frameon=False)
     ax.set_title(f"{KIND_NOUNS[kind]} per layer and category\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _annotated_heatmap(ax, matrix: np.ndarray, row_labels, col_labels, vmin=0.0, vmax=1.0, fmt="{:.2f}",
@@ -117,7 +121,7 @@ def overlap_heatmaps(jaccard: np.ndarray, containment: np.ndarray, categories: S
                      subtitle: str, path: str | Path) -> Path:
     """Two annotated heatmaps: Jaccard |A∩B|/|A∪B| and containment |A∩B|/|A| (row A, column B)."""
     labels = [category_label(c) for c in categories]
-    figure, axes = _figure(11, 4.8, 1, 2)
+    figure, axes = figure_grid(11, 4.8, 1, 2)
     for ax, matrix, name in ((axes[0, 0], jaccard, "Jaccard |A∩B| / |A∪B|"),
                              (axes[0, 1], containment, "share of row set in column set |A∩B| / |A|")):
         image = _annotated_heatmap(ax, matrix, labels, labels)
@@ -126,13 +130,13 @@ def overlap_heatmaps(jaccard: np.ndarray, containment: np.ndarray, categories: S
         ax.set_ylabel("category A")
     figure.colorbar(image, ax=axes[0, :].tolist(), shrink=0.85, label="overlap")
     figure.suptitle(f"Overlap of {KIND_NOUNS[kind]} between categories\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def sets_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: str, subtitle: str,
                    path: str | Path) -> Path:
     """Stacked bars per layer: general, shared by 2…K−1 categories, and unique to each category."""
-    figure, axes = _figure(9, 4.8)
+    figure, axes = figure_grid(9, 4.8)
     ax = axes[0, 0]
     layers = [r["layer"] for r in rows]
     k = len(categories)
@@ -153,7 +157,7 @@ def sets_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: str, s
     ax.set_ylabel(f"selected {KIND_UNITS[kind]} (union of categories)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     ax.set_title(f"General, shared and unique {KIND_NOUNS[kind]} per layer\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def epsilon_sweep(rows: Sequence[dict], categories: Sequence[str], kind: str, rule_name: str, default: float,
@@ -161,7 +165,7 @@ def epsilon_sweep(rows: Sequence[dict], categories: Sequence[str], kind: str, ru
     """How the general and unique shares move with ε (left) and the unique share within each category (right)."""
     rows = sorted(rows, key=lambda r: r["epsilon"])
     eps = np.array([r["epsilon"] for r in rows])
-    figure, axes = _figure(12, 4.8, 1, 2, sharex=True)
+    figure, axes = figure_grid(12, 4.8, 1, 2, sharex=True)
     left, right = axes[0, 0], axes[0, 1]
 
     def pct(name, source=rows):
@@ -190,7 +194,7 @@ def epsilon_sweep(rows: Sequence[dict], categories: Sequence[str], kind: str, ru
     left.legend(fontsize=8.5, frameon=False, loc="best")
     right.legend(title="category", fontsize=8.5, frameon=False, ncols=2, loc="best")
     figure.suptitle(f"ε sweep of the {KIND_NOUNS[kind]} selection ({rule_name})\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _layer_expert_matrix(values: dict[int, np.ndarray]) -> np.ndarray:
@@ -214,7 +218,7 @@ def layer_expert_heatmaps(per_category: dict[str, dict[int, np.ndarray]], catego
     finite = finite if finite.size else np.zeros(1)
     n_experts = next(iter(matrices.values())).shape[1]
     height = min(max(0.15 * len(layers) * rows + 1.4 * rows + 1.0, 4.5), 13.0)
-    figure, axes = _figure(min(4.2 * cols + 1.2, 16), height, rows, cols, sharex=True, sharey=True)
+    figure, axes = figure_grid(min(4.2 * cols + 1.2, 16), height, rows, cols, sharex=True, sharey=True)
     if diverging:
         bound = float(np.abs(finite).max()) or 1.0
         norm, cmap = TwoSlopeNorm(0.0, -bound, bound), "PuOr_r"
@@ -242,14 +246,14 @@ def layer_expert_heatmaps(per_category: dict[str, dict[int, np.ndarray]], catego
         axes[index // cols, index % cols].set_visible(False)
     figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar_label)
     figure.suptitle(title, fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def change_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: str, subtitle: str,
                      path: str | Path) -> Path:
     """One panel per category: selected components per layer in the base and the tuned model, and retained."""
     grid_rows, cols = _grid_shape(len(categories))
-    figure, axes = _figure(4.3 * cols, 3.0 * grid_rows + 0.9, grid_rows, cols, sharex=True, sharey=True)
+    figure, axes = figure_grid(4.3 * cols, 3.0 * grid_rows + 0.9, grid_rows, cols, sharex=True, sharey=True)
     layers = sorted({r["layer"] for r in rows})
     for index, category in enumerate(categories):
         ax = axes[index // cols, index % cols]
@@ -269,12 +273,12 @@ def change_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: str,
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     figure.suptitle(f"{KIND_NOUNS[kind]} per layer, base vs tuned\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def set_changes(rows: Sequence[dict], categories: Sequence[str], kind: str, subtitle: str, path: str | Path) -> Path:
     """Per category: retained and gained above the axis, lost below; Jaccard written over each bar."""
-    figure, axes = _figure(8.5, 4.8)
+    figure, axes = figure_grid(8.5, 4.8)
     ax = axes[0, 0]
     by_category = {r["category"]: r for r in rows}
     x = np.arange(len(categories))
@@ -299,12 +303,12 @@ def set_changes(rows: Sequence[dict], categories: Sequence[str], kind: str, subt
     _style(ax)
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     ax.set_title(f"{KIND_NOUNS[kind]} retained, gained and lost from base to tuned\n{subtitle}", fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def routing_shift(rows: Sequence[dict], categories: Sequence[str], subtitle: str, path: str | Path) -> Path:
     """Jensen–Shannon divergence of the routing distribution per layer, one line per category."""
-    figure, axes = _figure(8, 4.5)
+    figure, axes = figure_grid(8, 4.5)
     ax = axes[0, 0]
     layers = sorted({r["layer"] for r in rows})
     for category in categories:
@@ -319,14 +323,14 @@ def routing_shift(rows: Sequence[dict], categories: Sequence[str], subtitle: str
               bbox_to_anchor=(0.5, -0.15))
     ax.set_title(f"Routing shift per layer, base → tuned (0 = same expert distribution, 1 = disjoint)\n{subtitle}",
                  fontsize=11)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def class_transitions(matrix: np.ndarray, classes: Sequence[str], kind: str, subtitle: str, path: str | Path) -> Path:
     """Heatmap of how many components moved from each class in the base to each class in the tuned model."""
     from matplotlib.colors import LogNorm
 
-    figure, axes = _figure(6.2, 5.2)
+    figure, axes = figure_grid(6.2, 5.2)
     ax = axes[0, 0]
     matrix = np.asarray(matrix, dtype=np.float64)
     shown = np.where(matrix > 0, matrix, np.nan)
@@ -337,4 +341,4 @@ def class_transitions(matrix: np.ndarray, classes: Sequence[str], kind: str, sub
     ax.set_ylabel("class in the base model")
     figure.colorbar(image, ax=ax, shrink=0.85, label=f"{KIND_UNITS[kind]} (log scale)")
     ax.set_title(f"How {KIND_UNITS[kind]} changed class, base → tuned\n{subtitle}", fontsize=10.5)
-    return _save(figure, path)
+    return save_figure(figure, path)

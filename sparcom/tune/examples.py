@@ -1,23 +1,24 @@
 """Training examples for supervised fine-tuning: token ids, the response-token loss mask, batches and the loss.
 
 Rows are formatted by :func:`sparcom.data.formatting.encode_row` with the response, so the prompt is exactly
-what ``sparcom profile`` feeds the model. The loss covers the tokens whose role includes
-:data:`~sparcom.data.formatting.ROLE_RESPONSE` — the reference response — plus one end-of-sequence token after
-it (so the tuned model learns to stop); nothing of the template or the user text is trained on.
+what ``sparcom profile`` feeds the model. The loss covers the tokens of scope ``response`` — the reference
+response — plus one end-of-sequence token after it (so the tuned model learns to stop); nothing of the template
+or the user text is trained on.
 """
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from sparcom.data.formatting import ROLE_RESPONSE, encode_row
+from sparcom.data.formatting import encode_row
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.models.logits import logits_at
+from sparcom.profile.batching import length_batches
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def encode_examples(
             raise SparcomError(f"row {row.id}: empty output; supervised tuning needs a reference response in every row")
         encoded = encode_row(row, index, tokenizer, template, with_response=True)
         ids = list(encoded.input_ids)
-        mask = [bool(role & ROLE_RESPONSE) for role in encoded.roles]
+        mask = list(encoded.scope_mask("response"))
         if eos is not None and (not ids or ids[-1] != eos):
             ids.append(eos)
             mask.append(True)
@@ -118,51 +119,35 @@ def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -
     group = GROUP_BATCHES * batch_size
     batches = []
     for start in range(0, len(order), group):
-        chunk = sorted(order[start : start + group], key=lambda i: (-lengths[i], i))
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        chunk = sorted(order[start : start + group])  # ties in length are broken by example index
+        batches.extend([chunk[i] for i in batch] for batch in length_batches([lengths[i] for i in chunk], batch_size))
     rng.shuffle(batches)
     return batches
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    target = model
-    for attribute in ("get_base_model",):  # a peft wrapper forwards keyword arguments to the model it wraps
-        if hasattr(target, attribute):
-            target = target.get_base_model()
-    return "logits_to_keep" in inspect.signature(target.forward).parameters
-
-
-def predicted_logits(model, batch: Batch, device: torch.device | str) -> torch.Tensor:
+def predicted_logits(model, batch: Batch) -> torch.Tensor:
     """Logits [N, V] at the positions that predict a response token, in the order of ``batch.targets``.
 
-    Only those positions go through the LM head (``logits_to_keep`` with a boolean mask), which matters for
-    models with large vocabularies: the head is most of the compute of a small model.
+    Only those positions go through the LM head (:func:`sparcom.models.logits.logits_at`).
     """
-    ids, attention, predict = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.predict))
-    if _accepts_logits_to_keep(model):
-        out = model(input_ids=ids, attention_mask=attention, logits_to_keep=predict, use_cache=False)
-        logits = out.logits
-        return logits[predict] if logits.dim() == 3 else logits  # [B, L, V] from a model that ignored the mask
-    out = model(input_ids=ids, attention_mask=attention, use_cache=False)
-    return out.logits[predict]
+    return logits_at(model, batch.input_ids, batch.attention_mask, batch.predict)
 
 
-def batch_loss_sum(model, batch: Batch, device: torch.device | str) -> torch.Tensor:
+def batch_loss_sum(model, batch: Batch) -> torch.Tensor:
     """Sum of the cross-entropy of the response tokens of ``batch`` (float32)."""
-    logits = predicted_logits(model, batch, device)
+    logits = predicted_logits(model, batch)
     return torch.nn.functional.cross_entropy(logits.float(), batch.targets.to(logits.device), reduction="sum")
 
 
 @torch.no_grad()
-def response_loss(model, examples: Sequence[TrainExample], pad_id: int, batch_size: int = 8,
-                  device: torch.device | str = "cpu") -> float:
+def response_loss(model, examples: Sequence[TrainExample], pad_id: int, batch_size: int = 8) -> float:
     """Mean cross-entropy per response token of ``examples`` (evaluation mode, no gradients)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id)
-        total += float(batch_loss_sum(model, batch, device))
+        total += float(batch_loss_sum(model, batch))
         count += batch.loss_tokens
     model.train(was_training)
     return total / max(count, 1)

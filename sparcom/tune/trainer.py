@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from sparcom.data.formatting import check_tokenizer, resolve_template
+from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.lora import ADAPTER_WEIGHTS
 from sparcom.progress import progress_bar
 from sparcom.provenance import software_versions
 from sparcom.tune.examples import (
@@ -34,7 +35,7 @@ from sparcom.tune.examples import (
     encode_examples,
     iterate_steps,
 )
-from sparcom.tune.output import ADAPTER_SUBDIR, ADAPTER_WEIGHTS, atomic_folder, check_out, write_record
+from sparcom.tune.output import ADAPTER_SUBDIR, atomic_folder, check_out, write_record
 
 METHODS = ("lora", "full")
 TEMPLATES = ("auto", "chat", "raw")
@@ -196,10 +197,9 @@ def train(
     examples: Sequence[TrainExample],
     pad_id: int,
     settings: TuneSettings,
-    device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on ``examples``; returns the loss curve and throughput."""
+    """Train ``model`` in place (on whatever device it sits) on ``examples``; returns the loss curve and throughput."""
     n_batches = math.ceil(len(examples) / settings.batch_size)
     steps_per_epoch = math.ceil(n_batches / settings.grad_accum)
     total_steps = settings.max_steps if settings.max_steps is not None else steps_per_epoch * settings.epochs
@@ -219,7 +219,7 @@ def train(
             denominator = sum(b.loss_tokens for b in batches)
             step_loss = 0.0
             for batch in batches:
-                loss = batch_loss_sum(model, batch, device) / denominator
+                loss = batch_loss_sum(model, batch) / denominator
                 loss.backward()
                 step_loss += float(loss.detach())
                 tokens += batch.tokens
@@ -315,7 +315,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     else:
         loaded, spec = load_model(base, dtype=dtype, device=device), base
     if loaded.info.get("gguf_file"):
-        from sparcom.tune.adapters import strip_gguf_marks
+        from sparcom.tune.lora import strip_gguf_marks
 
         strip_gguf_marks(loaded.model)
     if settings.method == "lora" and not settings.merge and loaded.info.get("source") not in ("builtin", "folder", "hub"):
@@ -330,13 +330,13 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     if dropped:
         log(f"sparcom: {len(dropped)} of {len(rows)} rows are longer than --max-tokens {settings.max_tokens} "
             "and are left out (never cut)")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
 
     for param in model.parameters():
         param.requires_grad_(settings.method == "full")
     targets: list[str] = []
     if settings.method == "lora":
-        from sparcom.tune.adapters import lora_model, target_names
+        from sparcom.tune.lora import lora_model, target_names
 
         model = lora_model(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
                            settings.target_modules, settings.seed)
@@ -344,7 +344,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in model.parameters())
     torch.manual_seed(settings.seed)
-    results = train(model, examples, pad_id, settings, device=device, progress=progress)
+    results = train(model, examples, pad_id, settings, progress=progress)
 
     ref = base_reference(spec, loaded.info)
     record: dict[str, Any] = {
@@ -373,7 +373,7 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     }
 
     with atomic_folder(out, overwrite) as work:
-        from sparcom.tune.adapters import save_adapter, save_model_folder
+        from sparcom.tune.lora import save_adapter, save_model_folder
 
         if settings.method == "lora":
             adapter_dir = work / ADAPTER_SUBDIR if settings.merge else work

@@ -1,0 +1,193 @@
+"""What the causal check measured: ΔNLL matrices per target, their random baseline, tables and the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparcom.causal import answers as ans
+from sparcom.causal.interventions import Ablation, AblationStats
+from sparcom.causal.nll import ScoredExample
+from sparcom.causal.settings import FORMAT, SIGNIFICANCE_LEVEL, VERSION, CausalSettings
+from sparcom.causal.statistics import CausalStatistics, significance
+from sparcom.data.schema import category_label
+from sparcom.results import Tabular
+
+
+@dataclass
+class TargetResult:
+    """The ΔNLL matrix of one target (a group of component kinds), its random baseline and its accuracy."""
+
+    name: str
+    kinds: list[str]
+    ablated: list[str]
+    evaluated: list[str]
+    ablations: dict[str, Ablation]
+    nll: np.ndarray  # [A, C] mean NLL with c's set ablated
+    delta: np.ndarray  # [A, C]
+    random_delta: np.ndarray  # [A, N, C]
+    stats: dict[str, AblationStats] = field(default_factory=dict)
+    selected_sums: np.ndarray | None = None  # [A, n] per-row summed NLL with each category's set deactivated
+    random_sums: np.ndarray | None = None  # [A, N, n] per-row summed NLL with each random set
+    statistics: CausalStatistics | None = None  # damage and specificity tests (sparcom.causal.statistics)
+    fold_sizes: dict[str, list[int]] | None = None  # cross-fitting: each category's set size in every fold
+
+    def significance(self) -> dict[str, np.ndarray]:
+        return significance(self.delta, self.random_delta)
+
+    def sizes(self) -> dict[str, int]:
+        """Set size per category (cross-fitting: the mean over the folds, rounded)."""
+        if self.fold_sizes:
+            return {c: round(float(np.mean(self.fold_sizes[c]))) for c in self.ablated}
+        return {c: self.ablations[c].size() for c in self.ablated}
+
+    def tests(self) -> list[dict[str, Any]]:
+        """Per tested category: damage and specificity with intervals, p-values (and their test), verdict."""
+        return self.statistics.tests if self.statistics is not None else []
+
+    def specificity(self) -> list[dict[str, Any]]:
+        """Per ablated category in the evaluated set: its own ΔNLL minus the mean ΔNLL on the other categories."""
+        rows = []
+        sig = self.significance()
+        for a, category in enumerate(self.ablated):
+            if category not in self.evaluated:
+                continue
+            own = self.evaluated.index(category)
+            others = [j for j in range(len(self.evaluated)) if j != own]
+            off = float(np.mean(self.delta[a, others])) if others else float("nan")
+            rows.append({"target": self.name, "ablated": category, "own_delta_nll": float(self.delta[a, own]),
+                         "mean_other_delta_nll": off, "specificity": float(self.delta[a, own]) - off,
+                         "own_excess_over_random": float(sig["excess"][a, own]),
+                         "own_p_value": float(sig["p"][a, own])})
+        return rows
+
+
+@dataclass
+class CausalResult(Tabular):
+    """Everything the causal check measured, with the settings and identities needed to reproduce it."""
+
+    settings: CausalSettings
+    model: dict[str, Any]
+    selection: dict[str, Any]
+    data: dict[str, Any]
+    template: str
+    system_prompt: str | None
+    examples: list[ScoredExample]
+    evaluated: list[str]
+    baseline: dict[str, dict[str, float | int]]
+    baseline_sums: np.ndarray
+    counts: np.ndarray
+    targets: dict[str, TargetResult]
+    per_example: dict[str, np.ndarray] = field(default_factory=dict)
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    overridden: list[str] = field(default_factory=list)
+    wall_time_seconds: float = 0.0
+    software: dict[str, str] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """CSV tables by file stem (long format, one row per cell / seed / layer / example)."""
+        tables: dict[str, list[dict[str, Any]]] = {"nll_baseline": [], "delta_nll": [], "random_delta_nll": [],
+                                                   "specificity": [], "set_sizes": [], "per_example_nll": []}
+        for category in self.evaluated:
+            b = self.baseline[category]
+            tables["nll_baseline"].append({"category": category, "label": category_label(category),
+                                           "instructions": b["instructions"], "tokens": b["tokens"], "nll": b["nll"]})
+        for name, t in self.targets.items():
+            sig = t.significance()
+            sizes = t.sizes()
+            for a, ablated in enumerate(t.ablated):
+                for j, evaluated in enumerate(t.evaluated):
+                    tables["delta_nll"].append({
+                        "target": name, "ablated": ablated, "ablated_label": category_label(ablated),
+                        "set_size": sizes[ablated], "evaluated": evaluated,
+                        "evaluated_label": category_label(evaluated),
+                        "nll_base": self.baseline[evaluated]["nll"], "nll_ablated": t.nll[a, j],
+                        "delta_nll": t.delta[a, j], "random_mean": sig["mean"][a, j], "random_std": sig["std"][a, j],
+                        "random_min": sig["min"][a, j], "random_max": sig["max"][a, j],
+                        "seeds": t.random_delta.shape[1], "excess_over_random": sig["excess"][a, j],
+                        "z": sig["z"][a, j], "p_value": sig["p"][a, j]})
+                    for s in range(t.random_delta.shape[1]):
+                        tables["random_delta_nll"].append({
+                            "target": name, "ablated": ablated, "seed": self.settings.seed + s, "evaluated": evaluated,
+                            "delta_nll": t.random_delta[a, s, j]})
+                tables["set_sizes"] += set_size_rows(name, ablated, t.ablations[ablated])
+            tables["specificity"] += t.specificity()
+            if t.statistics is not None:
+                for stem, rows in t.statistics.tables().items():
+                    tables.setdefault(stem, []).extend(rows)
+            if t.fold_sizes:
+                tables.setdefault("fold_set_sizes", []).extend(
+                    {"target": name, "category": c, "fold": f, "selected": n}
+                    for c, sizes_f in t.fold_sizes.items() for f, n in enumerate(sizes_f))
+        for condition, sums in self.per_example.items():
+            for i, example in enumerate(self.examples):
+                tokens = int(self.counts[i])
+                tables["per_example_nll"].append({"condition": condition, "row_id": example.row_id,
+                                                  "category": example.category, "tokens": tokens,
+                                                  "nll_sum": sums[i], "nll_mean": sums[i] / tokens})
+        if self.accuracy:
+            tables["accuracy"] = self.accuracy
+        return {name: rows for name, rows in tables.items() if rows}
+
+    def matrices(self) -> dict[str, list[dict[str, Any]]]:
+        """Wide ΔNLL matrices by file stem: one row per ablated category, one column per evaluated category."""
+        result = {}
+        for name, t in self.targets.items():
+            result[f"delta_nll_matrix_{name}"] = [
+                {"ablated": category_label(c), **{category_label(e): t.delta[a, j] for j, e in enumerate(t.evaluated)}}
+                for a, c in enumerate(t.ablated)]
+            if t.statistics is not None:
+                result.update(t.statistics.matrices())
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        targets = {}
+        for name, t in self.targets.items():
+            sig = t.significance()
+            targets[name] = {
+                "kinds": t.kinds, "ablated": t.ablated, "evaluated": t.evaluated, "set_sizes": t.sizes(),
+                "nll_ablated": t.nll, "delta_nll": t.delta,
+                "random": {"seeds": int(t.random_delta.shape[1]), "mean": sig["mean"], "std": sig["std"],
+                           "min": sig["min"], "max": sig["max"]},
+                "excess_over_random": sig["excess"], "z": sig["z"], "p_value": sig["p"],
+                "specificity": t.specificity(),
+                "expert_removal": {c: {"removed_slots": s.removed_slots, "routed_slots": s.routed_slots,
+                                       "fallback_tokens": s.fallback_tokens} for c, s in t.stats.items()
+                                   if s.routed_slots} or None,
+                "statistics": t.statistics.summary() if t.statistics is not None else None,
+                "verdicts": {r["ablated"]: r["verdict"] for r in t.tests()},
+                "fold_set_sizes": t.fold_sizes,
+            }
+        accuracy = None
+        if self.settings.generate:
+            accuracy = {"checks": {c: ans.CHECKS[c] for c in self.evaluated if c in ans.CHECKS},
+                        "rows": self.accuracy}
+        return {
+            "format": FORMAT, "version": VERSION, "model": self.model, "selection": self.selection, "data": self.data,
+            "template": self.template, "system_prompt": self.system_prompt, "settings": self.settings.to_json(),
+            "significance": {"z": "(ΔNLL − random mean) / random std (ddof 1)",
+                             "p_value": "(1 + #{random ΔNLL ≥ observed}) / (1 + seeds), one-sided",
+                             "level": SIGNIFICANCE_LEVEL},
+            "nll_unit": "nats per response token, tokens pooled within a category",
+            "evaluated": self.evaluated,
+            "baseline": self.baseline, "targets": targets, "accuracy": accuracy, "notes": self.notes,
+            "overridden": self.overridden, "wall_time_seconds": round(self.wall_time_seconds, 3),
+            "software": self.software,
+        }
+
+
+def set_size_rows(target: str, category: str, ablation: Ablation) -> list[dict[str, Any]]:
+    rows = []
+    for kind in ablation.kinds:
+        if kind == "expert_neuron":
+            for layer, per_expert in ablation.expert_counts().items():
+                rows += [{"target": target, "category": category, "kind": kind, "layer": layer, "expert": e,
+                          "selected": int(n)} for e, n in enumerate(per_expert) if n]
+        else:
+            rows += [{"target": target, "category": category, "kind": kind, "layer": layer, "expert": None,
+                      "selected": n} for layer, n in ablation.counts(kind).items()]
+    return rows

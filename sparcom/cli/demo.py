@@ -1,0 +1,30 @@
+"""``sparcom demo``: the whole method on the built-in real models, resumable step by step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sparcom.cli.app import app
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Where results go.")] = Path("results/demo"),
+    data: Annotated[Path, typer.Option(help="HexaInst file (built when missing).")] = Path("data/hexainst.jsonl"),
+    full: Annotated[bool, typer.Option("--full", help="All 1,200 instructions and a larger causal check.")] = False,
+    per_category: Annotated[int | None, typer.Option(help="Rows per category to profile (default 24).")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder for the tuned Gemma.")] = None,
+) -> None:
+    """Run the whole pipeline on the built-in real models; finished steps are reused on a second run."""
+    from sparcom.demo import DemoConfig, run_demo
+
+    changes = {"out": out, "data": data}
+    if per_category is not None:
+        changes["per_category"] = per_category
+    if adapter is not None:
+        changes["adapter"] = adapter
+    run_demo(DemoConfig.full(**changes) if full else DemoConfig(**changes))
+

@@ -1,0 +1,143 @@
+"""The one output-directory policy: refuse an existing folder unless told to replace it, build beside it, rename.
+
+Every command that writes a folder (merge, identify, compare, ablate, report folders, tune, the model cache) goes
+through :func:`staged_directory`: the folder is built under a temporary name next to ``--out`` and renamed into
+place only when everything was written, so an error, an interruption or a full disk never leaves half a folder,
+and ``--overwrite`` replaces only a folder that is an earlier output of the same kind (it holds ``marker``). A
+profile run is the one exception: it is written in place with atomic checkpoints so that ``--resume`` can continue
+it (:func:`sparcom.profile.runner.prepare_output_dir`); it shares the checks here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sparcom.errors import SparcomError
+
+
+def os_problem(exc: OSError) -> str:
+    """A short reason for an operating-system error (full disk, no permission, ...), without a traceback."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (read-only or not writable)"
+    if exc.errno == errno.EFBIG:
+        return "file too large for this file system or limit"
+    return exc.strerror or str(exc)
+
+
+def check_parent(out: Path) -> None:
+    """Make sure ``out``'s parent folder exists (creating it) and is writable, before any expensive work."""
+    parent = out.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise SparcomError(f"cannot create {out}: {parent} is not a folder; choose another --out")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SparcomError(f"cannot create {out}: {os_problem(exc)}; choose another --out") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SparcomError(f"cannot write into {parent}: permission denied; choose another --out")
+
+
+def check_output_dir(out: str | Path, overwrite: bool = False, marker: str | None = None, kind: str = "output") -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and even then anything that is not an earlier output of the
+    same ``kind`` (a non-empty folder without ``marker``); check that ``out`` can be created."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
+        if not overwrite:
+            raise SparcomError(f"{out}: output directory exists; choose another --out or pass --overwrite")
+        if marker and any(out.iterdir()) and not (out / marker).is_file():
+            raise SparcomError(f"{out}: exists and is not a sparcom {kind} (no {marker}); "
+                               "refusing to replace it, choose another --out")
+    check_parent(out)
+
+
+def _publish(folder: Path) -> None:
+    """Temporary folders are private (0700) and safetensors writes owner-only files; outputs are often shared."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | Path, overwrite: bool = False, marker: str | None = None,
+                     kind: str = "output") -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` that replaces ``out`` when the block finishes without an error."""
+    out = Path(out)
+    check_output_dir(out, overwrite, marker, kind)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
+    except OSError as exc:
+        raise SparcomError(f"cannot create {out}: {os_problem(exc)}") from None
+    try:
+        try:
+            yield staging
+            _publish(staging)
+            if out.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".replaced", dir=staging.parent))
+                out.rename(retired / out.name)
+                staging.rename(out)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                staging.rename(out)
+        except OSError as exc:
+            raise SparcomError(f"cannot write {out}: {os_problem(exc)}; nothing was written") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def lock(target: str | Path, wait: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``target`` (a file ``.{name}.lock`` beside it) across processes.
+
+    ``wait=False`` refuses at once when another process holds it (two runs writing one folder); ``wait=True``
+    waits its turn (two processes building the same cached model). A no-op where POSIX locks do not exist.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    target = Path(target)
+    check_parent(target)
+    path = target.absolute().parent / f".{target.name}.lock"
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise SparcomError(f"{target}: another sparcom process is writing it now; wait for it to finish or "
+                               "choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Text written to a temporary file beside ``path`` and renamed, so a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SparcomError(f"cannot write {path}: {os_problem(exc)}; nothing was written") from None
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """JSON written to a temporary file and renamed, so a reader never sees half of it."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

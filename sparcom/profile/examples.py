@@ -1,0 +1,443 @@
+"""Where chosen components fire most: a second, small forward pass that records only those components.
+
+For each component (a dense or shared-expert neuron, an expert, or an expert neuron) it keeps the ``top_k``
+instructions with the highest value on a counted token — over all rows and within each category — the position of
+that token, and the component's values on a window of tokens around it (with the token strings), so a reader sees
+the token highlighted in context.
+It also keeps, per category, the component's mean value over the counted tokens where it has one and how many
+of them are > 0 (for a neuron on the profiled rows, that share is its frequency p). Nothing else is stored: no
+full activations.
+
+Values: a neuron's value is its activation A = f(gate(x)) (DESIGN §1, the quantity whose sign is counted); an
+expert's value is its routing weight on tokens routed to it (no value where it was not chosen); an expert
+neuron's value is A of that neuron of that expert on the tokens routed to the expert, recomputed from the
+expert's weights. Only counted tokens (the selection's scope) compete for the top; the window shows the values of
+every counted token in it and no value for the others (template tokens, padding).
+
+:func:`record_examples` computes; :func:`write_examples` writes ``examples.json`` into a directory;
+:func:`load_examples` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_components, flat_position
+from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
+from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.errors import SparcomError
+from sparcom.models.loading import LoadedModel, load_model
+from sparcom.models.moe import expert_activation
+from sparcom.models.sites import ExpertsCall, model_sites
+from sparcom.outputs import check_output_dir, staged_directory
+from sparcom.profile.batching import collate, plan_batches
+from sparcom.progress import progress_bar
+from sparcom.provenance import file_sha256, software_versions
+
+FORMAT = "sparcom-examples"
+VERSION = 1
+EXAMPLES_FILE = "examples.json"
+DEFAULT_TOP_K = 5
+DEFAULT_WINDOW = 12
+#: Components per category and ranking chosen by default (from the selection's source run).
+DEFAULT_PER_CATEGORY = 6
+
+
+@dataclass
+class _Site:
+    """Where the components of one (kind, layer) are read."""
+
+    kind: str
+    layer: int
+    module: torch.nn.Module
+    components: list[int]  # positions in the global component list, in the order of ``columns``
+    columns: list[int]  # neuron or expert index per component
+    experts: list[int] | None = None  # expert of each component (expert_neuron)
+    layout: Any = None  # ExpertsLayout for MoE sites
+
+
+def _resolve_sites(model: torch.nn.Module, components: Sequence[Component]) -> tuple[torch.nn.Module, list[_Site]]:
+    sites = model_sites(model)  # the same modules the profiler counts and the causal check deactivates
+    by_layer = {"neuron": sites.dense, "shared_neuron": sites.shared, "expert": sites.moe, "expert_neuron": sites.moe}
+    grouped: dict[tuple[str, int], _Site] = {}
+    for position, c in enumerate(components):
+        if c.kind not in by_layer:
+            raise SparcomError(f"component {c.key}: unknown kind {c.kind!r}")
+        site = by_layer[c.kind].get(c.layer)
+        if site is None:
+            raise SparcomError(f"component {c.key}: this model has no {c.kind} site at layer {c.layer}")
+        if c.kind in ("neuron", "shared_neuron"):
+            limit = site.width
+        elif c.kind == "expert":
+            limit = site.layout.num_experts
+        else:
+            limit = site.layout.width
+            if c.expert is None or not 0 <= c.expert < site.layout.num_experts:
+                raise SparcomError(f"component {c.key}: expert {c.expert} is not in layer {c.layer}")
+        if not 0 <= c.index < limit:
+            raise SparcomError(f"component {c.key}: index {c.index} is outside 0..{limit - 1}")
+        module = site.module if c.kind in ("neuron", "shared_neuron") else site.experts
+        entry = grouped.setdefault((c.kind, c.layer), _Site(c.kind, c.layer, module, [], [],
+                                                             [] if c.kind == "expert_neuron" else None,
+                                                             getattr(site, "layout", None)))
+        entry.components.append(position)
+        entry.columns.append(c.index)
+        if entry.experts is not None:
+            entry.experts.append(int(c.expert))
+    return sites.backbone, list(grouped.values())
+
+
+class _TopK:
+    """The ``k`` largest values per component [M, k], with their row, position and value window."""
+
+    def __init__(self, m: int, k: int, span: int) -> None:
+        self.k = k
+        self.value = torch.full((m, k), float("-inf"))
+        self.row = torch.full((m, k), -1, dtype=torch.long)
+        self.position = torch.zeros((m, k), dtype=torch.long)
+        self.window = torch.full((m, k, span), float("nan"))
+
+    def add(self, value: torch.Tensor, row: torch.Tensor, position: torch.Tensor, window: torch.Tensor) -> None:
+        """Merge candidates [M, n] (window [M, n, span]) and keep the top ``k`` of each component."""
+        values = torch.cat([self.value, value], dim=1)
+        keep = values.topk(self.k, dim=1).indices
+        self.value = values.gather(1, keep)
+        self.row = torch.cat([self.row, row], dim=1).gather(1, keep)
+        self.position = torch.cat([self.position, position], dim=1).gather(1, keep)
+        windows = torch.cat([self.window, window], dim=1)
+        self.window = windows.gather(1, keep.unsqueeze(-1).expand(-1, -1, windows.shape[-1]))
+
+
+class _Recorder:
+    """Hooks that write each site's component values of the current batch into ``values`` [B·T, M]."""
+
+    def __init__(self, sites: list[_Site], total: int) -> None:
+        self.sites, self.total = sites, total
+        self.values: torch.Tensor | None = None
+
+    def _store(self, site: _Site, flat: torch.Tensor) -> None:
+        if self.values is None:
+            return
+        self.values[:, site.components] = flat.to(self.values.device, torch.float32)
+
+    def attach(self) -> list:
+        handles = []
+        for site in self.sites:
+            if site.kind in ("neuron", "shared_neuron"):
+                columns = torch.tensor(site.columns, dtype=torch.long)
+
+                def hook(module, args, output, site=site, columns=columns):
+                    width = output.shape[-1]
+                    self._store(site, output.reshape(-1, width).index_select(1, columns.to(output.device)))
+
+                handles.append(site.module.register_forward_hook(hook))
+            else:
+                handles.append(site.module.register_forward_pre_hook(
+                    lambda module, args, kwargs, site=site: self._routed(site, module, args, kwargs),
+                    with_kwargs=True))
+        return handles
+
+    def _routed(self, site: _Site, module, args: tuple, kwargs: dict) -> None:
+        if self.values is None:
+            return
+        call = ExpertsCall.parse(args, kwargs)
+        x, index, weights = call.hidden_states, call.top_k_index, call.top_k_weights
+        x = x.reshape(-1, x.shape[-1])
+        index = index.reshape(x.shape[0], -1).to(torch.int64)
+        result = torch.full((x.shape[0], len(site.columns)), float("nan"), device=x.device)
+        if site.kind == "expert":
+            for column, expert in enumerate(site.columns):
+                hit = index == expert
+                routed = hit.any(dim=1)
+                if weights is None:
+                    value = routed.to(torch.float32)
+                else:
+                    value = (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
+                result[routed, column] = value[routed]
+        else:
+            for expert in sorted(set(site.experts)):
+                rows = (index == expert).any(dim=1).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    continue
+                wanted = [k for k, e in enumerate(site.experts) if e == expert]
+                columns = torch.tensor([site.columns[k] for k in wanted], dtype=torch.long, device=x.device)
+                activation = expert_activation(module, site.layout, x.index_select(0, rows), expert)
+                result[rows.unsqueeze(1), torch.tensor(wanted, device=x.device)] = \
+                    activation.index_select(1, columns).to(torch.float32)
+        self._store(site, result)
+
+
+@dataclass
+class ExamplesResult:
+    """The top instructions of each component, with token windows, and how they were recorded."""
+
+    components: list[Component]
+    #: Per component, up to top_k events: row id, position, value, window start, tokens and values.
+    events: list[list[dict[str, Any]]]
+    rows: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+    model: dict[str, Any]
+    selection: dict[str, Any]
+    data: dict[str, Any]
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_time_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        components = []
+        for c, events in zip(self.components, self.events, strict=True):
+            entry = {"key": c.key, "kind": c.kind, "layer": c.layer, "index": c.index, "expert": c.expert,
+                     **self.extra.get(c.key, {}), "events": events}
+            components.append(entry)
+        return {"format": FORMAT, "version": VERSION, "model": self.model, "selection": self.selection,
+                "data": self.data, "settings": self.settings, "rows": self.rows, "components": components,
+                "wall_time_seconds": round(self.wall_time_seconds, 3), "software": software_versions()}
+
+
+def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATEGORY,
+                       kinds: Sequence[str] | None = None) -> tuple[list[Component], dict[str, dict[str, Any]]]:
+    """The top ``per_category`` members of each category's set by frequency and by the margin score, per kind,
+    with each one's frequencies across categories (from the selection's source run, or ``run``)."""
+    from sparcom.analysis.frequencies import kind_frequencies
+    from sparcom.profile.artifacts import ProfileRun, load_run
+
+    if run is None:
+        source = selection.meta.get("source_run")
+        if not source or not Path(source).is_dir():
+            raise SparcomError(f"{selection.path}: its source run {source!r} is not readable here; pass the run "
+                               "(run=...) or list the components to record")
+        run = source
+    if not isinstance(run, ProfileRun):
+        run = load_run(run)
+    categories = selection.categories
+    chosen: list[Component] = []
+    extra: dict[str, dict[str, Any]] = {}
+    for kind in kinds or selection.kinds:
+        freqs = kind_frequencies(run.counts, categories, kind)
+        mask = np.stack([freqs.layout.flatten({j: selection.mask(kind, c, j) for j in freqs.layout.layers})
+                         for c in categories])
+        picked = card_components(freqs.p, mask, freqs.layout, categories, per_category)
+        for c in picked:
+            flat = flat_position(freqs.layout, c)
+            extra[c.key] = {"p": {cat: float(freqs.p[i, flat]) for i, cat in enumerate(categories)},
+                            "selected_for": [cat for i, cat in enumerate(categories) if mask[i, flat]]}
+        chosen += picked
+    return chosen, extra
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def record_examples(
+    model: str | LoadedModel,
+    selection,
+    data: str | Path,
+    components: Sequence[Component | str] | None = None,
+    *,
+    run=None,
+    top_k: int = DEFAULT_TOP_K,
+    window: int = DEFAULT_WINDOW,
+    per_category: int = DEFAULT_PER_CATEGORY,
+    rows_per_category: int | None = None,
+    categories: Sequence[str] | None = None,
+    batch_size: int = 8,
+    dtype: str = "auto",
+    device: str = "cpu",
+    progress: bool = False,
+) -> ExamplesResult:
+    """Record, for each component, the ``top_k`` instructions of ``data`` where it fires most.
+
+    ``selection`` (a directory or a loaded Selection) gives the scope, template and system prompt the counts were
+    made with, and — when ``components`` is None — the components: the top ``per_category`` members of each
+    category's set by frequency and by specificity margin (needs its source run, or ``run``).
+    """
+    from sparcom.analysis.selection_file import Selection, load_selection
+
+    started = time.perf_counter()
+    if top_k < 1:
+        raise SparcomError(f"--top-k must be at least 1, got {top_k}")
+    if window < 0:
+        raise SparcomError(f"--window must be 0 or more, got {window}")
+    if batch_size < 1:
+        raise SparcomError(f"--batch-size must be at least 1, got {batch_size}")
+    if not isinstance(selection, Selection):
+        selection = load_selection(selection)
+    extra: dict[str, dict[str, Any]] = {}
+    if components is None:
+        chosen, extra = default_components(selection, run, per_category)
+    else:
+        chosen = [c if isinstance(c, Component) else Component.from_key(c) for c in components]
+    chosen = list(dict.fromkeys(chosen))
+    if not chosen:
+        raise SparcomError("no components to record: the selection's sets are empty")
+    manifest = selection.meta.get("manifest") or {}
+    fmt = FormatSettings(manifest.get("scope") or "instruction", manifest.get("template_policy") or "auto",
+                         manifest.get("system_prompt"))
+    data = Path(data)
+    rows = read_rows(data, categories=categories, require_output=fmt.needs_response)
+    rows = _first_rows(rows, rows_per_category)
+    if isinstance(model, str):
+        model = load_model(model, dtype=dtype, device=device)
+    tokenizer, net = model.tokenizer, model.model
+    check_tokenizer(tokenizer)
+    template = resolve_template(tokenizer, manifest.get("template") or fmt.template)
+    examples = [encode_row(row, i, tokenizer, template, fmt.system_prompt, fmt.needs_response)
+                for i, row in enumerate(rows)]
+    order = list(dict.fromkeys(r.category for r in rows))
+    plan = plan_batches(examples, order, batch_size)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    backbone, sites = _resolve_sites(net, chosen)
+    recorder = _Recorder(sites, len(chosen))
+    m, span = len(chosen), 2 * window + 1
+    best = {c: _TopK(m, top_k, span) for c in order}  # per category; the overall top is merged from them
+    # Per category: sum of the values, tokens with a value, tokens with a value > 0 (counted tokens only).
+    totals: dict[str, torch.Tensor] = {c: torch.zeros((3, m), dtype=torch.float64) for c in order}
+    device_in = net.get_input_embeddings().weight.device
+    handles = recorder.attach()
+    bar = progress_bar("instructions", enabled=progress)
+    try:
+        with bar, torch.inference_mode():
+            task = bar.add_task("recording", total=len(rows))
+            for planned in plan:
+                batch = collate(planned, fmt.scope, pad_id, "right")
+                b, t = batch.input_ids.shape
+                recorder.values = torch.full((b * t, m), float("nan"))
+                backbone(input_ids=batch.input_ids.to(device_in), attention_mask=batch.attention_mask.to(device_in),
+                         position_ids=batch.position_ids.to(device_in), use_cache=False)
+                values = recorder.values.reshape(b, t, m)
+                recorder.values = None
+                values[~batch.counted] = float("nan")
+                defined = ~torch.isnan(values)
+                total = totals[batch.category]
+                total[0] += torch.where(defined, values, 0.0).sum(dim=(0, 1), dtype=torch.float64)
+                total[1] += defined.sum(dim=(0, 1))
+                total[2] += (values > 0).sum(dim=(0, 1))
+                ranked = torch.where(torch.isnan(values), float("-inf"), values)
+                top, where = ranked.max(dim=1)  # [B, M]
+                padded = torch.nn.functional.pad(values.permute(0, 2, 1), (window, window), value=float("nan"))
+                take = where.unsqueeze(-1) + torch.arange(span)  # [B, M, span] in padded coordinates
+                windows = padded.gather(2, take).permute(1, 0, 2)  # [M, B, span]
+                row_ids = torch.tensor([e.row_index for e in batch.examples], dtype=torch.long)
+                best[batch.category].add(top.T, row_ids.expand(m, b), where.T, windows)
+                bar.advance(task, len(batch.examples))
+    finally:
+        for handle in handles:
+            handle.remove()
+        recorder.values = None
+
+    overall = _TopK(m, top_k, span)
+    for kept in best.values():
+        overall.add(kept.value, kept.row, kept.position, kept.window)
+    used: dict[str, dict[str, Any]] = {}
+
+    def describe(kept: _TopK, i: int) -> list[dict[str, Any]]:
+        found = []
+        for k in range(top_k):
+            value = float(kept.value[i, k])
+            if not np.isfinite(value):
+                continue
+            row_index, position = int(kept.row[i, k]), int(kept.position[i, k])
+            example, row = examples[row_index], rows[row_index]
+            start = max(0, position - window)
+            stop = min(len(example), position + window + 1)
+            offset = start - (position - window)
+            vals = kept.window[i, k, offset : offset + stop - start].tolist()
+            found.append({
+                "row": row.id, "position": position, "value": value, "start": start,
+                "tokens": [_token_text(tokenizer, tid) for tid in example.input_ids[start:stop]],
+                "values": [None if v != v else round(v, 4) for v in vals]})
+            used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
+        return found
+
+    events: list[list[dict[str, Any]]] = []
+    for i in range(m):
+        events.append(describe(overall, i))
+        extra.setdefault(chosen[i].key, {})["events_by_category"] = {c: describe(kept, i) for c, kept in best.items()}
+        stats = {}
+        for category, total in totals.items():
+            tokens = int(total[1, i])
+            stats[category] = {"mean": float(total[0, i] / tokens) if tokens else None, "tokens": tokens,
+                               "positive": int(total[2, i])}
+        extra.setdefault(chosen[i].key, {})["per_category"] = stats
+    meta = selection.meta
+    settings = {"top_k": top_k, "window": window, "scope": fmt.scope, "template": template,
+                "system_prompt": fmt.system_prompt, "rows_per_category": rows_per_category,
+                "batch_size": batch_size, "per_category": per_category if components is None else None,
+                "scores": SCORE_DESCRIPTIONS if components is None else None,
+                "values": {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
+                           "expert": "routing weight (tokens routed to the expert only)",
+                           "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}}
+    info = {**model.info, "architecture": type(net).__name__,
+            "dtype": str(next(net.parameters()).dtype).replace("torch.", "")}
+    selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
+                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
+                      "categories": selection.categories, "manifest": manifest}
+    data_info = {"path": str(data), "sha256": file_sha256(data), "rows": len(rows),
+                 "instructions": {c: sum(r.category == c for r in rows) for c in order}}
+    return ExamplesResult(chosen, events, used, settings, info, selection_info, data_info, extra,
+                          time.perf_counter() - started)
+
+
+def _first_rows(rows: list[InstructionRow], per_category: int | None) -> list[InstructionRow]:
+    if per_category is None:
+        return rows
+    if per_category < 1:
+        raise SparcomError(f"--rows-per-category must be at least 1, got {per_category}")
+    taken: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        if taken.get(row.category, 0) < per_category:
+            kept.append(row)
+            taken[row.category] = taken.get(row.category, 0) + 1
+    return kept
+
+
+def check_examples_out(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and even then anything but an earlier examples output."""
+    check_output_dir(out, overwrite, marker=EXAMPLES_FILE, kind="examples output")
+
+
+def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``examples.json`` into the directory ``out`` (built under a temporary name, then renamed)."""
+    with staged_directory(out, overwrite, marker=EXAMPLES_FILE, kind="examples output") as staging:
+        (staging / EXAMPLES_FILE).write_text(json.dumps(result.to_json(), ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+    return Path(out)
+
+
+def run_examples(model: str | LoadedModel, selection, data: str | Path, out: str | Path,
+                 components: Sequence[Component | str] | None = None, *, overwrite: bool = False,
+                 **options) -> ExamplesResult:
+    """The planned ``sparcom examples``: check ``out`` first, run :func:`record_examples`, write ``out``."""
+    check_examples_out(out, overwrite)
+    result = record_examples(model, selection, data, components, **options)
+    write_examples(result, out, overwrite=overwrite)
+    return result
+
+
+def load_examples(directory: str | Path) -> dict[str, Any]:
+    """Read ``examples.json`` from a directory written by :func:`write_examples` (or the file itself)."""
+    path = Path(directory)
+    if path.is_dir():
+        path = path / EXAMPLES_FILE
+    if not path.is_file():
+        raise SparcomError(f"{path}: not found; record examples with sparcom.profile.examples.record_examples")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SparcomError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); record the examples again") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
+        raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
+    return document
+
+
+__all__ = ["Component", "ExamplesResult", "default_components", "load_examples", "record_examples",
+           "run_examples", "write_examples"]

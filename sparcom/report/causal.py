@@ -1,0 +1,264 @@
+"""The causal check's output folder: summary.json, tables (CSV, long and wide), generations.jsonl, and figures.
+
+The ΔNLL heatmap has two panels: the measured ΔNLL of each (ablated set, evaluated category) cell, annotated
+with its value and z-score, and the excess over the random sets' mean, annotated with the empirical p-value.
+Both use a diverging colour map (PuOr, readable with colour-vision deficiencies) centred at 0, so damage (NLL
+up) and help (NLL down) are told apart at a glance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sparcom.causal.result import CausalResult
+from sparcom.data.schema import category_label
+from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, to_json, write_csv
+from sparcom.report.plots import figure_row, save_figure
+
+
+def causal_plot(target: str) -> str:
+    """Where a causal folder keeps the ΔNLL heatmap of a target, relative to the folder."""
+    return f"{PLOTS_DIR}/delta_nll_{target}.png"
+
+
+def normalised_plot(target: str) -> str:
+    """Where a causal folder keeps the normalised matrix and the specificity tests of a target."""
+    return f"{PLOTS_DIR}/delta_nll_normalised_{target}.png"
+
+
+def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path:
+    """Write tables/*.csv, generations.jsonl (with --generate), plots/*.png and summary.json into ``folder``
+    (an existing, staged output folder)."""
+    (folder / TABLES_DIR).mkdir()
+    for name, rows in {**result.tables(), **result.matrices()}.items():
+        write_csv(folder / TABLES_DIR / f"{name}.csv", rows)
+    if result.generations:
+        with (folder / "generations.jsonl").open("w", encoding="utf-8") as handle:
+            for record in result.generations:
+                handle.write(json.dumps(to_json(record), ensure_ascii=False) + "\n")
+    if plots:
+        (folder / PLOTS_DIR).mkdir()
+        for name, target in result.targets.items():
+            delta_nll_heatmap(result, target, folder / causal_plot(name))
+            if target.statistics is not None and target.random_delta.shape[1] > 1:
+                normalised_heatmap(result, target, folder / normalised_plot(name))
+        if result.accuracy:
+            accuracy_heatmap(result, folder / PLOTS_DIR / "accuracy.png")
+    return finish_folder(folder, result.summary())
+
+
+CMAP = "PuOr_r"  # orange: NLL goes up (damage); purple: NLL goes down
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def _heatmap(ax, figure, values: np.ndarray, notes: list[list[str]], rows: list[str], cols: list[str],
+             title: str, colorbar: str) -> None:
+    from matplotlib.colors import TwoSlopeNorm
+
+    finite = values[np.isfinite(values)]
+    limit = float(np.max(np.abs(finite))) if finite.size else 1.0
+    limit = limit if limit > 0 else 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    image = ax.imshow(np.where(np.isfinite(values), values, 0.0), cmap=CMAP, norm=norm, aspect="auto")
+    ax.set_xticks(range(len(cols)), [category_label(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [category_label(c) for c in rows])
+    ax.set_xlabel("evaluated category (reference responses scored)")
+    ax.set_ylabel("category whose set is deactivated")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(length=0)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            value = values[i, j]
+            strong = np.isfinite(value) and abs(value) > 0.55 * limit
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7.5,
+                    color="white" if strong else "#111111")
+            if rows[i] == cols[j]:
+                ax.add_patch(_diagonal_box(i, j))
+    bar = figure.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label(colorbar)
+
+
+def _diagonal_box(i: int, j: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#222222", linewidth=1.4)
+
+
+def delta_nll_heatmap(result, target, path: str | Path) -> Path:
+    """ΔNLL matrix of one target and its excess over the random baseline, annotated; one PNG."""
+    sig = target.significance()
+    rows, cols = target.ablated, target.evaluated
+    seeds = target.random_delta.shape[1]
+    sizes = target.sizes()
+    width = 2 * (3.0 + 0.95 * len(cols))
+    height = 2.0 + 0.8 * len(rows)
+    figure, axes = figure_row(width, height, cols=2)
+    left = [[_fmt(target.delta[i, j]) + ("" if not np.isfinite(sig["z"][i, j]) else f"\nz={sig['z'][i, j]:.1f}")
+             for j in range(len(cols))] for i in range(len(rows))]
+    right = [[_fmt(sig["excess"][i, j]) + ("" if not np.isfinite(sig["p"][i, j]) else
+                                            f"\np={sig['p'][i, j]:.2g}{'*' if sig['p'][i, j] <= 0.05 else ''}")
+              for j in range(len(cols))] for i in range(len(rows))]
+    _heatmap(axes[0], figure, target.delta, left, rows, cols,
+             "ΔNLL = NLL with the set deactivated − NLL unablated", "ΔNLL (nats per response token)")
+    _heatmap(axes[1], figure, sig["excess"], right, rows, cols,
+             f"ΔNLL − mean ΔNLL of {seeds} random sets of the same shape" if seeds else "no random baseline (--seeds 0)",
+             "excess ΔNLL over random (nats per token)")
+    axes[0].set_yticks(range(len(rows)), [f"{category_label(c)}\n({sizes[c]:,})" for c in rows])
+    removal = result.settings.expert_removal if "expert" in target.kinds else None
+    kinds = ", ".join(target.kinds)
+    sets = "unique sets" if result.settings.unique else "selected sets"
+    figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {short_model_name(result.model.get('name_or_path'))}"
+                    + (f" · expert removal: {removal}" if removal else "")
+                    + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
+                    fontsize=10.5)
+    return save_figure(figure, path)
+
+
+def normalised_heatmap(result, target, path: str | Path) -> Path:
+    """Left: each cell's z against the random sets of that cell (the diagonal reads at a glance); right: each
+    category's specificity (own ΔNLL − mean on the others) with its bootstrap interval against its random sets."""
+    stats = target.statistics
+    sig = stats.cell_significance
+    rows, cols = target.ablated, target.evaluated
+    z = sig["z"]
+    width = 2 * (3.0 + 0.95 * len(cols))
+    height = 2.2 + 0.8 * len(rows)
+    figure, axes = figure_row(width, height, cols=2)
+    notes = [[("–" if not np.isfinite(z[i, j]) else f"{z[i, j]:+.1f}") + f"\n{_fmt(target.delta[i, j], 2)}"
+              for j in range(len(cols))] for i in range(len(rows))]
+    _heatmap(axes[0], figure, z, notes, rows, cols,
+             "z = (ΔNLL − random mean) / random sd, per cell (cell text: z, ΔNLL)", "z (random sets of the same shape)")
+    ax = axes[1]
+    tests = [t for t in stats.tests if not t["reason"]]
+    for y, test in enumerate(tests):
+        a = target.ablated.index(test["ablated"])
+        values = _random_specificity(target, a)
+        ax.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=8, color="#999999",
+                   zorder=2, label="random sets" if y == 0 else None)
+        low, high = test["specificity_low"], test["specificity_high"]
+        ax.plot([low, high], [y, y], color="#B35806", linewidth=2.2, zorder=3)
+        ax.scatter([test["specificity"]], [y], s=40, color="#B35806", zorder=4,
+                   label="selected set (95% bootstrap interval)" if y == 0 else None)
+        mark = "*" if test["specificity_p_holm"] <= stats.alpha * (1 + 1e-9) else ""
+        ax.annotate(f"p_holm={test['specificity_p_holm']:.2g}{mark} ({test['specificity_test']})", (0.99, y),
+                    xycoords=("axes fraction", "data"), xytext=(0, -7), textcoords="offset points", va="top",
+                    ha="right", fontsize=7.5, color="#333333")
+    ax.axvline(0, color="#444444", linewidth=0.8)
+    ax.set_yticks(range(len(tests)), [category_label(t["ablated"]) for t in tests])
+    ax.invert_yaxis()
+    ax.set_xlabel("specificity = own ΔNLL − mean ΔNLL on the other categories (nats per token)")
+    ax.set_title(f"specificity of each set against {stats.random_sets} random sets of its shape", fontsize=10)
+    if tests:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7.5, frameon=False, ncols=2)
+    sets = "unique sets" if result.settings.unique else "selected sets"
+    figure.suptitle(f"Causal check normalised: {target.name} ({sets}) of "
+                    f"{short_model_name(result.model.get('name_or_path'))}"
+                    f"\n* specificity significant after Holm at α = {stats.alpha}; test per category in brackets",
+                    fontsize=10.5)
+    return save_figure(figure, path)
+
+
+def _random_specificity(target, a: int) -> np.ndarray:
+    """Each random set's own ΔNLL minus its mean ΔNLL on the other categories (unweighted), for ablated row a."""
+    own = target.evaluated.index(target.ablated[a])
+    values = target.random_delta[a]  # [R, C]
+    others = (values.sum(axis=1) - values[:, own]) / max(len(target.evaluated) - 1, 1)
+    return values[:, own] - others
+
+
+def accuracy_heatmap(result, path: str | Path) -> Path:
+    """Change of greedy exact-match accuracy after deactivating each set, per target; random sets' mean beside it."""
+    rows = result.accuracy
+    checkable = [c for c in result.evaluated if any(r["evaluated"] == c for r in rows)]
+    base = {r["evaluated"]: r for r in rows if r["condition"] == "unablated"}
+    targets = [t for t in result.targets.values() if any(r["target"] == t.name for r in rows)]
+    height = 2.2 + 0.8 * max((len(t.ablated) for t in targets), default=1)
+    figure, axes = figure_row(max(6.5, len(targets) * (3.2 + 1.1 * len(checkable))), height,
+                              cols=max(1, len(targets)))
+    for ax, target in zip(axes, targets, strict=False):
+        values = np.full((len(target.ablated), len(checkable)), np.nan)
+        notes = [["" for _ in checkable] for _ in target.ablated]
+        for i, ablated in enumerate(target.ablated):
+            for j, category in enumerate(checkable):
+                hits = [r for r in rows if r["target"] == target.name and r["ablated"] == ablated
+                        and r["evaluated"] == category]
+                chosen = [r["accuracy"] for r in hits if r["condition"] == "selected"]
+                random = [r["accuracy"] for r in hits if r["condition"] == "random"]
+                if not chosen or category not in base:
+                    notes[i][j] = "–"
+                    continue
+                values[i, j] = chosen[0] - base[category]["accuracy"]
+                notes[i][j] = f"{chosen[0]:.2f}" + (f"\nrand {np.mean(random):.2f}" if random else "")
+        _heatmap(ax, figure, values, notes, target.ablated, checkable,
+                 f"{target.name}: accuracy after deactivation (cell text), colour = change", "Δ exact-match accuracy")
+        ax.set_xticks(range(len(checkable)), [f"{category_label(c)}\n(unablated {base[c]['accuracy']:.2f}, "
+                                              f"n={base[c]['total']})" for c in checkable], fontsize=8)
+        ax.set_xlabel("evaluated category (greedy exact match)")
+    figure.suptitle(f"Exact match before and after deactivating each category's set · "
+                    f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
+                    fontsize=10.5)
+    return save_figure(figure, path)
+
+
+# ------------------------------------------------------------------------------------------- the paper's claims
+
+CLAIMS = {"critical": ("critical role", "damage", "own ΔNLL beyond random sets of the same shape"),
+          "specific": ("specificity", "specificity", "own ΔNLL minus the mean on the other categories, beyond random "
+                                                     "sets")}
+
+
+def claim_rows(summary: dict, target: str = "neurons") -> list[dict]:
+    """The causal half of "do the paper's claims hold here?" from an ablate ``summary.json``: one row for the
+    critical role (damage vs random) and one for specificity (own vs others vs random), each with its number (the
+    median over categories of the excess over the random sets' mean, nats per token), its uncertainty (the range of
+    the per-category 95 % bootstrap intervals of that excess), how many categories pass after Holm, the test(s)
+    behind the p-values and a plain verdict: holds (every tested category significant), does not hold (none, with
+    enough random sets for a significant result to be possible), partly (k of K), or not enough evidence (none,
+    and too few random sets or untestable categories). Empty when the summary has no tests for ``target``."""
+    stats = (summary.get("targets", {}).get(target) or {}).get("statistics") or {}
+    tests = [t for t in stats.get("tests", []) if not t.get("reason")]
+    if not tests:
+        return []
+    rows = []
+    for name, key, meaning in CLAIMS.values():
+        passed = [t for t in tests if _significant(t[f"{key}_p_holm"], stats.get("power", {}).get("alpha", 0.05))]
+        short = [t for t in tests if t["verdict"].startswith("not enough random sets")]
+        excess = [t[f"{key}_excess"] for t in tests if t[f"{key}_excess"] is not None]
+        lows = [t[f"{key}_excess_low"] for t in tests if t[f"{key}_excess_low"] is not None]
+        highs = [t[f"{key}_excess_high"] for t in tests if t[f"{key}_excess_high"] is not None]
+        if len(passed) == len(tests):
+            verdict = "holds"
+        elif passed:
+            verdict = f"partly ({len(passed)} of {len(tests)} categories)"
+        elif short:
+            verdict = "not enough evidence"
+        else:
+            verdict = "does not hold"
+        tests_used = sorted({t[f"{key}_test"] for t in tests})
+        rows.append({
+            "claim": name, "meaning": meaning, "target": target,
+            "number": float(np.median(excess)) if excess else None,
+            "low": min(lows) if lows else None, "high": max(highs) if highs else None,
+            "categories": len(tests), "significant": len(passed),
+            "significant_categories": [t["ablated"] for t in passed], "random_sets": stats.get("random_sets"),
+            "test": " / ".join(tests_used), "verdict": verdict,
+            "text": (f"{len(passed)} of {len(tests)} categories after Holm ({' / '.join(tests_used)} test, "
+                     f"{stats.get('random_sets')} random sets); excess over random: median "
+                     f"{_num(np.median(excess) if excess else None)}, per-category 95% intervals within "
+                     f"[{_num(min(lows) if lows else None)}, {_num(max(highs) if highs else None)}] nats/token"),
+        })
+    return rows
+
+
+def _significant(p, alpha: float) -> bool:
+    return p is not None and np.isfinite(p) and p <= alpha * (1 + 1e-9)
+
+
+def _num(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:+.3f}"

@@ -1,0 +1,154 @@
+"""The exit-code contract, as a user meets it: the installed ``sparcom`` console script in a subprocess.
+
+Every error of every command is one ``error:`` line on stderr and exit code 2 (usage errors: click's code), with no
+traceback and nothing left in ``--out``; success is exit code 0. An in-process runner once hid commands that printed
+an error and exited 0, so these tests run the real script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import tiny_model, tiny_tokenizer, write_dataset
+
+SCRIPT = Path(sys.executable).with_name("sparcom")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200",
+       "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+
+
+def sparcom(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *(str(a) for a in args)], capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=600)
+
+
+def assert_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A tiny model folder, a dataset, a finished profile run and a selection, made through the script itself."""
+    root = tmp_path_factory.mktemp("contract")
+    model = root / "tiny-llama"
+    tiny_model("llama", seed=1).save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    data = write_dataset(root / "rows.jsonl")
+    done = sparcom("profile", model, "--data", data, "--out", root / "run", "--quiet", "--per-category", 1)
+    assert done.returncode == 0, done.stderr
+    done = sparcom("identify", root / "run", "--out", root / "selection", "--no-plots", "--epsilon", "0.05")
+    assert done.returncode == 0, done.stderr
+    return {"root": root, "model": model, "data": data, "run": root / "run", "selection": root / "selection"}
+
+
+def test_the_script_is_the_installed_entry_point():
+    assert SCRIPT.is_file(), f"{SCRIPT} is missing: install sparcom (make setup)"
+    done = sparcom("--help")
+    assert done.returncode == 0 and "identify" in done.stdout
+
+
+@pytest.mark.parametrize(("name", "args", "fragments"), [
+    ("profile", ["profile", "{model}", "--data", "{root}/missing.jsonl", "--out", "{out}"], ["dataset file not found"]),
+    ("merge", ["merge", "{run}", "--out", "{out}"], ["at least two runs"]),
+    ("show", ["show", "/no/such/run"], ["profile run directory not found"]),
+    ("identify-missing-run", ["identify", "/no/such/run", "--out", "{out}"], ["profile run directory not found"]),
+    ("identify-bad-epsilon", ["identify", "{run}", "--epsilon", "2", "--out", "{out}"], ["epsilon must be in (0, 1]"]),
+    ("compare", ["compare", "/no/such/run", "{run}", "--out", "{out}"], ["profile run directory not found"]),
+    ("ablate", ["ablate", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
+     ["selection directory not found"]),
+    ("tune", ["tune", "{model}", "--out", "{out}"], ["--data is required"]),
+    ("data-build", ["data", "build", "--out", "{out}/h.jsonl", "--tokenizer", "{root}/nope"],
+     ["tokenizer directory not found"]),
+    ("data-validate", ["data", "validate", "{root}/broken.jsonl"], ["broken.jsonl:2", "malformed JSON"]),
+    ("data-stats", ["data", "stats", "{root}/missing.jsonl"], ["dataset file not found"]),
+    ("models-list", ["models", "list", "--cache-dir", "{data}"], ["not a folder"]),
+    ("models-prepare", ["models", "prepare", "no-such-model", "--cache-dir", "{root}/cache"],
+     ["unknown built-in model"]),
+    ("demo", ["demo", "--out", "{out}", "--adapter", "{root}/nope"], ["not a LoRA adapter folder"]),
+    ("report", ["report", "{root}/nope", "--out", "{out}/r.html"], ["nope"]),
+    ("examples", ["examples", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
+     ["selection directory not found"]),
+    ("identify-test-without-groups", ["identify", "{run}", "--rule", "test", "--out", "{out}"],
+     ["rule 'test' needs per-instruction counts", "--group-by instruction"]),
+    ("identify-bad-folds", ["identify", "{run}", "--folds", "1", "--out", "{out}"], ["at least 2 folds"]),
+    ("identify-bad-against", ["identify", "{run}", "--rule", "contrast", "--against", "median", "--out", "{out}"],
+     ["unknown contrast 'median'"]),
+    ("identify-bad-fdr", ["identify", "{run}", "--rule", "test", "--fdr", "0", "--out", "{out}"], ["FDR must be in"]),
+    ("identify-resamples-without-groups", ["identify", "{run}", "--resamples", "5", "--out", "{out}"],
+     ["--resamples", "--group-by instruction"]),
+    ("evaluate-missing-selection", ["evaluate", "{root}/nope", "{run}", "--out", "{out}"],
+     ["selection directory not found"]),
+    ("evaluate-category-run", ["evaluate", "{selection}", "{run}", "--out", "{out}"],
+     ["keeps counts per category", "--group-by instruction"]),
+    ("evaluate-bad-random-sets", ["evaluate", "{selection}", "{run}", "--random-sets", "0", "--out", "{out}"],
+     ["random sets must be at least 1"]),
+    ("sweep-without-groups", ["sweep", "{run}", "--out", "{out}"], ["--group-by instruction"]),
+    ("sweep-unknown-rule", ["sweep", "{run}", "--rules", "percentile,nope", "--out", "{out}"],
+     ["unknown rule 'nope'"]),
+])
+def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, name, args, fragments):
+    good = {"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?", "input": "",
+            "output": "Because.", "license": "CC0-1.0"}
+    (study["root"] / "broken.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    out = tmp_path / "out"
+    values = {"model": study["model"], "root": study["root"], "run": study["run"], "data": study["data"],
+              "selection": study["selection"], "out": out}
+    done = sparcom(*(a.format(**{k: str(v) for k, v in values.items()}) for a in args))
+    assert_error(done, *fragments)
+    assert not out.exists(), f"{name} left {out} behind"
+
+
+def test_evaluate_refuses_a_run_of_another_measurement_with_one_line(study, tmp_path):
+    """A selection made on float32 counts cannot decode bfloat16 counts (or another model's): one line, exit 2."""
+    doctored = tmp_path / "selection"
+    doctored.mkdir()
+    for path in study["selection"].iterdir():
+        if path.is_file():
+            (doctored / path.name).write_bytes(path.read_bytes())
+    meta = json.loads((doctored / "selection.json").read_text())
+    meta["manifest"]["dtype"] = "bfloat16"
+    (doctored / "selection.json").write_text(json.dumps(meta))
+    done = sparcom("evaluate", doctored, study["run"], "--out", tmp_path / "out")
+    assert_error(done, "is not the measurement the selection", "dtype differs")
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_keep_clicks_code_and_message(study):
+    done = sparcom("identify")
+    assert done.returncode == 2 and "Missing argument" in done.stderr and "Traceback" not in done.stderr
+    done = sparcom("no-such-command")
+    assert done.returncode == 2 and "No such command" in done.stderr
+
+
+def test_failures_are_visible_to_a_shell_chain(study, tmp_path):
+    """The bug of issue 14: `identify … && echo ok` must not print ok when identify failed."""
+    script = f"'{SCRIPT}' identify /no/such/run --out '{tmp_path / 'x'}' && echo chained-ok"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 2 and "chained-ok" not in done.stdout
+
+
+def test_successes_exit_0_and_write_what_they_say(study, tmp_path):
+    done = sparcom("show", study["run"])
+    assert done.returncode == 0 and "counted tokens" in done.stdout
+    done = sparcom("data", "validate", study["data"])
+    assert done.returncode == 0 and done.stdout.startswith("OK:")
+    done = sparcom("compare", study["run"], study["run"], "--out", tmp_path / "c", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["format"] == "sparcom-compare"
+    done = sparcom("identify", study["run"], "--out", study["selection"], "--no-plots")
+    assert done.returncode == 2 and "--overwrite" in done.stderr  # an existing --out is never replaced silently
+
+
+def test_python_dash_m_runs_the_same_cli(study):
+    done = subprocess.run([sys.executable, "-m", "sparcom", "show", "/no/such/run"], capture_output=True, text=True,
+                          env=ENV, timeout=300)
+    assert_error(done, "profile run directory not found")
