@@ -13,10 +13,11 @@ from moe_oracle import reference_moe_counts
 from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, profile
+from sparcom.api import build_moe
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 from sparcom.models.builtin import MANIFEST
-from sparcom.models.derived import DENSE_TOLERANCE, SPLIT_FILE, build_moe
+from sparcom.models.derived import DENSE_TOLERANCE, SPLIT_FILE
 from sparcom.models.loading import load_model
 from sparcom.models.moefy import (
     MoefySettings,
@@ -241,7 +242,7 @@ def test_two_builds_write_the_same_bytes_and_hexainst_is_refused(dense_folder, t
     hexainst_like.write_text(json.dumps(lines[0]) + "\n")
     with pytest.raises(SparcomError, match="HexaInst"):
         build_moe(folder, tmp_path / "c", SETTINGS, calibration=hexainst_like, progress=False)
-    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.build-*"))
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*.partial"))
 
 
 def test_calibration_takes_categories_in_turn_within_budget():
@@ -285,10 +286,10 @@ def tiny_derived(dense_folder, monkeypatch):
 
 
 def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_derived, tmp_path, monkeypatch, capsys):
-    from sparcom.models import builtin, derived
+    from sparcom.models import catalog, derived
 
-    assert builtin.is_builtin("tiny-moe") and "tiny-moe" in builtin.builtin_names()
-    path = builtin.resolve_builtin("tiny-moe", tmp_path)  # the built-in entry point delegates
+    assert catalog.is_builtin("tiny-moe") and "tiny-moe" in catalog.builtin_names()
+    path = catalog.resolve("tiny-moe", tmp_path)  # the one entry point for every built-in name
     assert path == tmp_path / "tiny-moe" and "building tiny-moe" in capsys.readouterr().err
     assert derived.check_derived("tiny-moe", path, "full") == ""
     manifest = json.loads((path / MANIFEST).read_text())
@@ -299,7 +300,7 @@ def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_de
         raise AssertionError("a valid cache was rebuilt")
 
     with monkeypatch.context() as patch:
-        patch.setattr(derived, "_build_into", no_rebuild)
+        patch.setattr(derived, "write_moe_folder", no_rebuild)
         assert derived.resolve_derived("tiny-moe", tmp_path, progress=False) == path
 
     weights = path / "model.safetensors"
@@ -318,5 +319,5 @@ def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_de
     monkeypatch.setitem(derived.DERIVED, "tiny-moe", derived.DerivedModel(
         "tiny-moe", "tiny-dense", "instruct", "test entry", MoefySettings(num_experts=4, top_k=2), "x"))
     assert derived.check_derived("tiny-moe", path, "quick") == "built with other settings"
-    status = {s.name: s for s in builtin.list_builtins(tmp_path)}["tiny-moe"]
+    status = {s.name: s for s in catalog.statuses(tmp_path)}["tiny-moe"]
     assert not status.cached and status.path == path

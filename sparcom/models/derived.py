@@ -20,7 +20,6 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ import torch
 
 from sparcom.errors import SparcomError
 from sparcom.models.builtin import MANIFEST, PROBE_TEXT, BuiltinStatus, Role, Verify, default_cache_dir
-from sparcom.outputs import lock
-from sparcom.models.moefy import MoefyResult, MoefySettings, moefy, retarget
+from sparcom.models.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
+from sparcom.models.sites import model_sites
+from sparcom.outputs import lock, staged_directory
 from sparcom.provenance import file_sha256, software_versions
 
 #: Bump when the build changes what it writes; older caches are then rebuilt.
@@ -78,12 +78,28 @@ DERIVED: dict[str, DerivedModel] = {
 # Calibration rows and source identity
 
 
-def calibration_rows(calibration: str | Path):
+def calibration_rows(calibration: str | Path) -> tuple[list, dict]:
     """(rows, record) of the calibration text: ``sparcom-sft`` or a JSON Lines file; HexaInst rows are refused."""
-    from sparcom.tune.trainer import check_not_hexainst, load_training_rows
+    from sparcom.data import human, tuning_data
+    from sparcom.data.schema import read_rows
 
-    rows, record = load_training_rows(calibration)
-    check_not_hexainst(rows)
+    path = Path(calibration)
+    if path.is_file():
+        rows = read_rows(path, require_output=True)
+        record = {"path": str(path), "sha256": file_sha256(path), "rows": len(rows)}
+    elif str(calibration) == tuning_data.NAME:
+        rows = tuning_data.build_tuning_rows()
+        record = {"path": tuning_data.NAME, "sha256": hashlib.sha256(tuning_data.rows_bytes(rows)).hexdigest(),
+                  "rows": len(rows)}
+    else:
+        raise SparcomError(f"--calibration {calibration}: file not found; pass a JSON Lines file of instruction rows "
+                           f"or '{tuning_data.NAME}' for the built-in tuning set")
+    # Without the source packages only the AI half can be compared; ids and origins still catch a copied file.
+    footprint = tuning_data.hexainst_footprint(include_human=not human.missing_packages())
+    clash = tuning_data.overlapping_rows(rows, footprint)
+    if clash:
+        raise SparcomError(f"{len(clash)} calibration row(s) repeat HexaInst rows (first: {clash[0]}); routers fitted "
+                           "on the profiling set would confound what they route; calibrate on other text")
     return rows, record
 
 
@@ -108,10 +124,8 @@ def _probe_ids(tokenizer) -> torch.Tensor:
 
 
 def _first_mlp_input(model, ids: torch.Tensor) -> torch.Tensor:
-    layer = model.model.layers[0]
-    block = getattr(layer, "mlp", None) or layer.block_sparse_moe
     seen = []
-    handle = block.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    handle = mlp_blocks(model)[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     try:
         with torch.no_grad():
             model(input_ids=ids)
@@ -128,8 +142,16 @@ def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
     saved = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
     if type(saved).__name__ != "GraniteMoeForCausalLM":
         raise SparcomError(f"the saved MoE loads as {type(saved).__name__}, not GraniteMoeForCausalLM; this is a bug")
-    if dense.config.tie_word_embeddings and saved.lm_head.weight.data_ptr() != saved.model.embed_tokens.weight.data_ptr():
+    tied = saved.get_output_embeddings().weight.data_ptr() == saved.get_input_embeddings().weight.data_ptr()
+    if dense.config.tie_word_embeddings and not tied:
         raise SparcomError("the saved MoE lost the tied input/output embeddings; this is a bug")
+    sites = model_sites(saved)  # sparcom profiles it through the ordinary family table
+    settings = result.settings
+    shapes = {(site.num_experts, site.width, site.top_k) for site in sites.moe.values()}
+    if sites.family.name != "granitemoe" or len(sites.moe) != sites.layers or shapes != {
+            (settings.num_experts, dense.config.intermediate_size // settings.num_experts, settings.top_k)}:
+        raise SparcomError(f"the saved MoE's site map ({sites.family.name}, {len(sites.moe)} of {sites.layers} "
+                           f"MoE layers, (experts, width, top-k) {sorted(shapes)}) is not what was built; this is a bug")
     every = retarget(result.model, result.settings.num_experts)
     with torch.no_grad():
         built, reloaded = result.model(ids).logits, saved(ids).logits
@@ -146,7 +168,7 @@ def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
                            f"model by {dense_diff:.3g} (relative {relative:.3g} > {DENSE_TOLERANCE}); this is a bug")
     return {"probe_tokens": int(ids.shape[1]), "reload_max_abs_logit_diff": reload_diff,
             "all_experts_max_abs_logit_diff": dense_diff, "all_experts_relative_logit_diff": relative,
-            "non_mlp_bit_identical": True}
+            "non_mlp_bit_identical": True, "family": sites.family.name}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,33 +196,30 @@ def _write_folder(result: MoefyResult, source_folder: Path | None, tokenizer, ou
     else:
         tokenizer.save_pretrained(out)
     (out / SPLIT_FILE).write_text(json.dumps(_split_record(result), indent=1) + "\n", encoding="utf-8")
-    for path in out.iterdir():  # safetensors writes owner-only files; a cache may be shared
-        path.chmod(path.stat().st_mode | 0o044)
 
 
-def _build_into(target: Path, source: str, settings: MoefySettings, calibration: str | Path,
-                extra: dict, progress: bool) -> dict:
-    """Build in a temporary folder beside ``target``, check it, write the manifest, rename it into place."""
-    from sparcom.models.loading import load_model
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
 
+    def report(done: int, total: int) -> None:
+        print(f"\rsparcom: MoEfying layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
+              flush=True)
+    return report
+
+
+def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, calibration: str | Path,
+                     extra: dict, source_folder: Path | None = None, overwrite: bool = False,
+                     marker: str | None = MANIFEST, progress: bool = True) -> dict:
+    """MoEfy ``dense`` into a folder staged beside ``target`` (the one output policy), check it, write the manifest,
+    and rename it into place. ``source_folder``: a plain model folder whose tokenizer files are copied byte for
+    byte (else the tokenizer is saved). Returns the manifest."""
     started = time.perf_counter()
-    loaded = load_model(source, dtype="float32")
-    dense, tokenizer = loaded.model, loaded.tokenizer
-    rows, record = calibration_rows(calibration)
-    report = None
-    if progress:
-        def report(done: int, total: int) -> None:
-            print(f"\rsparcom: MoEfying layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
-                  flush=True)
-    result = moefy(dense, tokenizer, rows, settings, progress=report)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
-    try:
-        out = work / "out"
-        out.mkdir()
-        folder = Path(loaded.info["resolved_path"]) if loaded.info.get("resolved_path") else None
-        _write_folder(result, folder if folder is not None and loaded.info.get("gguf_file") is None else None,
-                      tokenizer, out)
+    settings.check(getattr(dense.config, "intermediate_size", None))
+    with staged_directory(target, overwrite=overwrite, marker=marker, kind="MoE model folder") as out:
+        rows, record = calibration_rows(calibration)
+        result = moefy(dense, tokenizer, rows, settings, progress=_progress_printer(progress))
+        _write_folder(result, source_folder, tokenizer, out)
         checks = verify_moe(dense, result, out, tokenizer)
         files = {path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
                  for path in sorted(out.rglob("*")) if path.is_file()}
@@ -208,8 +227,6 @@ def _build_into(target: Path, source: str, settings: MoefySettings, calibration:
             "format": 1,
             "builder_version": BUILDER_VERSION,
             **extra,
-            "source": {"spec": source, "fingerprint": loaded.info.get("fingerprint"),
-                       "weights_sha256": source_files_digest(folder) if folder is not None else None},
             "family": "granitemoe",
             "calibration": {**record, **result.calibration},
             "settings": settings.to_dict(),
@@ -223,29 +240,20 @@ def _build_into(target: Path, source: str, settings: MoefySettings, calibration:
             "files": files,
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            target.rename(work / "old")  # removed with the work folder below
-        out.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 
-def build_moe(source: str | Path, out: str | Path, settings: MoefySettings | None = None,
-              calibration: str | Path = "sparcom-sft", overwrite: bool = False, progress: bool = True) -> Path:
-    """Build a MoE model folder at ``out`` from the dense model ``source`` (folder, .gguf, hub id or built-in name).
+def load_dense_folder(folder: Path):
+    """(model, tokenizer) of a plain model folder in float32 (a built-in's cache; no sparcom loading policy)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ``calibration`` is ``sparcom-sft`` (default) or a JSON Lines file of instruction rows (HexaInst rows are
-    refused). Refuses an existing ``out`` unless ``overwrite``. Returns ``out``.
-    """
-    settings = settings or MoefySettings()
-    target = Path(out).expanduser()
-    if target.exists() and not overwrite:
-        raise SparcomError(f"{target} exists; pass --overwrite to replace it or choose another --out")
-    settings.check()
-    with lock(target, wait=True):
-        _build_into(target, str(source), settings, calibration, {"name": None}, progress)
-    return target
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparcomError(f"cannot load {folder}: {first}") from None
+    return model, tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,7 +319,12 @@ def check_derived(name: str, folder: str | Path, verify: Verify = "full", parent
 
 def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Verify = "full",
                     progress: bool = True) -> Path:
-    """The folder of derived built-in ``name``, built from its parent on first use (see :func:`resolve_builtin`)."""
+    """The folder of derived built-in ``name`` (e.g. ``smollm2-135m-moe``), built from its parent on first use.
+
+    Like :func:`sparcom.models.builtin.resolve_builtin`: later calls check the cache (``full``: every file's sha256;
+    ``quick``: sizes) against the settings and the parent's weights, and rebuild a stale or damaged one with a
+    warning on stderr. One process builds under a lock; others wait and then find it built.
+    """
     model = get_derived(name)
     target = derived_cache_path(name, cache_dir)
     parent = _parent_record(model, cache_dir, verify)
@@ -322,16 +335,20 @@ def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Veri
         problem = check_derived(name, target, verify, parent["weights"])  # another process may have built it
         if not problem:
             return target
-        for leftover in target.parent.glob(f".{model.name}.build-*"):  # from a killed build; we hold the lock
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (f".{model.name}.*.partial", f".{model.name}.build-*"):  # from a killed build; we hold the lock
+            for leftover in target.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
         if problem == "not built":
             print(f"sparcom: building {name} from {model.parent} into {target} (once, a few minutes)",
                   file=sys.stderr)
         else:
             print(f"sparcom: warning: cached {name} at {target} is invalid ({problem}); rebuilding", file=sys.stderr)
+        dense, tokenizer = load_dense_folder(parent["folder"])
         extra = {"name": model.name, "role": model.role,
-                 "parent": {"name": model.parent, "weights": parent["weights"]}}
-        _build_into(target, str(parent["folder"]), model.settings, model.calibration, extra, progress)
+                 "parent": {"name": model.parent, "weights": parent["weights"]},
+                 "source": {"spec": model.parent, "folder": str(parent["folder"])}}
+        write_moe_folder(dense, tokenizer, target, model.settings, model.calibration, extra,
+                         source_folder=parent["folder"], overwrite=True, marker=None, progress=progress)
     return target
 
 

@@ -42,6 +42,8 @@ from torch import nn
 from sparcom.data.formatting import encode_row, resolve_template
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.models.families import family_for
+from sparcom.models.sites import get_path, model_sites
 
 COACTIVATIONS: tuple[str, ...] = ("magnitude", "firing")
 #: Every router logit of the calibration tokens is scaled to at most this magnitude (see module docstring, 5).
@@ -118,9 +120,10 @@ class MoefyResult:
 def check_dense(model: nn.Module) -> None:
     """Refuse models whose every part but the MLP would not survive the move to GraniteMoE bit for bit."""
     config = model.config
-    if config.model_type != "llama":
-        raise SparcomError(f"MoEfication needs a Llama-architecture model (model_type llama); this one is "
-                           f"{config.model_type!r}")
+    family = family_for(getattr(config, "model_type", "unknown"))  # one line for families sparcom does not know
+    if family.name != "llama":
+        raise SparcomError(f"MoEfication needs a Llama-architecture model (family llama); this one is "
+                           f"{family.name!r}; pass a Llama model such as smollm2-135m-instruct")
     problems = [name for name, bad in (
         ("attention_bias", getattr(config, "attention_bias", False)),
         ("mlp_bias", getattr(config, "mlp_bias", False)),
@@ -128,6 +131,16 @@ def check_dense(model: nn.Module) -> None:
     ) if bad]
     if problems:
         raise SparcomError(f"MoEfication supports Llama models without {', '.join(problems)}; this one has them")
+
+
+def mlp_blocks(model: nn.Module) -> list[nn.Module]:
+    """The MLP block of every decoder layer, from the family table: the module that owns the experts (MoE) or the
+    gate projection (dense). Its input is the post-attention-norm hidden state x in both."""
+    sites = model_sites(model)
+    family = sites.family
+    inner = family.experts if family.is_moe else family.width_from
+    path = inner.rsplit(".", 1)[0]  # "mlp" (Llama), "block_sparse_moe" (GraniteMoE)
+    return [get_path(layer, path) for layer in get_path(sites.backbone, family.layers)]
 
 
 def calibration_examples(
@@ -153,9 +166,10 @@ def calibration_examples(
 def mlp_inputs(model: nn.Module, examples: Sequence[Sequence[int]], batch_size: int = 8,
                pad_id: int = 0) -> list[torch.Tensor]:
     """Per decoder layer, the MLP input x [tokens, H] (float32) of every real token, in example order."""
-    layers = model.model.layers
+    blocks = mlp_blocks(model)
+    backbone = model_sites(model).backbone
     order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]), i))
-    stored: list[list[tuple[int, torch.Tensor]]] = [[] for _ in layers]
+    stored: list[list[tuple[int, torch.Tensor]]] = [[] for _ in blocks]
     current: dict[str, object] = {}
 
     def keep(layer: int):
@@ -164,7 +178,7 @@ def mlp_inputs(model: nn.Module, examples: Sequence[Sequence[int]], batch_size: 
             stored[layer].append((current["batch"], x[current["mask"]].detach().to(torch.float32).clone()))
         return hook
 
-    handles = [layer.mlp.register_forward_pre_hook(keep(j)) for j, layer in enumerate(layers)]
+    handles = [block.register_forward_pre_hook(keep(j)) for j, block in enumerate(blocks)]
     device = model.get_input_embeddings().weight.device
     try:
         with torch.inference_mode():
@@ -177,7 +191,7 @@ def mlp_inputs(model: nn.Module, examples: Sequence[Sequence[int]], batch_size: 
                     ids[row, :len(examples[i])] = torch.tensor(examples[i])
                     mask[row, :len(examples[i])] = True
                 current.update(batch=start, mask=mask.to(device))
-                model.model(input_ids=ids.to(device), attention_mask=mask.long().to(device), use_cache=False)
+                backbone(input_ids=ids.to(device), attention_mask=mask.long().to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -379,21 +393,23 @@ def assemble(dense: nn.Module, splits: Sequence[LayerSplit], top_k: int) -> nn.M
 
     num_experts = splits[0].members.shape[0]
     config = moe_config(dense.config, num_experts, top_k)
+    source, target = model_sites(dense).family, family_for(config.model_type)
+    mlp_path = source.width_from.rsplit(".", 1)[0]
     state = {}
     for name, tensor in dense.state_dict().items():
-        if ".mlp." not in name:
+        if f".{mlp_path}." not in name:
             state[name] = tensor.detach().to(torch.float32)
-    for j, (layer, split) in enumerate(zip(dense.model.layers, splits, strict=True)):
-        mlp, (experts, width) = layer.mlp, split.members.shape
+    for j, (mlp, split) in enumerate(zip(mlp_blocks(dense), splits, strict=True)):
+        experts, width = split.members.shape
         order = torch.from_numpy(split.members.reshape(-1))
         gate = mlp.gate_proj.weight.detach().index_select(0, order).view(experts, width, -1)
         up = mlp.up_proj.weight.detach().index_select(0, order).view(experts, width, -1)
         down = mlp.down_proj.weight.detach().index_select(1, order).view(-1, experts, width).transpose(0, 1)
-        prefix = f"model.layers.{j}.block_sparse_moe."
-        state[prefix + "experts.gate_up_proj"] = torch.cat([gate, up], dim=1)  # [E, 2 I_e, H]: gate rows, then up
+        layer = f"{target.backbone}.{target.layers}.{j}."  # names from the family table (granitemoe)
+        state[layer + f"{target.experts}.gate_up_proj"] = torch.cat([gate, up], dim=1)  # [E, 2 I_e, H]: gate, up
         # Each chosen expert's routing weight is exactly 1/k (module docstring, 5): k · down undoes it.
-        state[prefix + "experts.down_proj"] = (down * float(top_k)).contiguous()  # [E, H, I_e]
-        state[prefix + "router.weight"] = torch.from_numpy(split.router) * split.scale
+        state[layer + f"{target.experts}.down_proj"] = (down * float(top_k)).contiguous()  # [E, H, I_e]
+        state[layer + f"{target.router}.weight"] = torch.from_numpy(split.router) * split.scale
     with torch.device("meta"):  # no random init of weights that are all replaced (seconds for 135M parameters)
         model = GraniteMoeForCausalLM(config)
     if config.tie_word_embeddings:
@@ -404,8 +420,9 @@ def assemble(dense: nn.Module, splits: Sequence[LayerSplit], top_k: int) -> nn.M
         raise SparcomError(f"MoE assembly mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                            "this is a bug in sparcom.models.moefy")
     if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # its buffers were made on meta
+        model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    backbone = get_path(model, target.backbone)
+    backbone.rotary_emb = type(backbone.rotary_emb)(config=config)  # its buffers were made on meta
     left = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if left:
         raise SparcomError(f"MoE assembly left {left[:3]} unset; this is a bug in sparcom.models.moefy")
@@ -425,8 +442,8 @@ def moefy(dense: nn.Module, tokenizer, rows: Sequence[InstructionRow], settings:
     inputs = mlp_inputs(dense, examples, settings.batch_size, pad)
     seconds["calibration_forward"] = time.perf_counter() - started
     splits = []
-    for j, (layer, x) in enumerate(zip(dense.model.layers, inputs, strict=True)):
-        splits.append(split_layer(layer.mlp, x, settings, settings.seed + j))
+    for j, (mlp, x) in enumerate(zip(mlp_blocks(dense), inputs, strict=True)):
+        splits.append(split_layer(mlp, x, settings, settings.seed + j))
         if progress is not None:
             progress(j + 1, len(inputs))
     seconds["experts_and_routers"] = time.perf_counter() - started - seconds["calibration_forward"]
@@ -450,7 +467,7 @@ def retarget(moe: nn.Module, top_k: int) -> nn.Module:
     model = copy.deepcopy(moe)
     model.config.num_experts_per_tok = top_k
     with torch.no_grad():
-        for layer in model.model.layers:
-            layer.block_sparse_moe.router.top_k = top_k
-            layer.block_sparse_moe.experts.down_proj.mul_(top_k / old)
+        for site in model_sites(model).moe.values():
+            site.router.top_k = top_k
+            site.experts.down_proj.mul_(top_k / old)
     return model.eval()
