@@ -35,11 +35,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from sparcom.data.hexainst import load_hexainst
-    from sparcom.models.builtin import resolve_builtin
+    from sparcom.models.catalog import resolve
     from sparcom.models.loading import load_model
     from sparcom.profile.runner import Profiler, ProfileSettings
 
-    folder = resolve_builtin("smollm2-135m-moe", args.cache_dir)
+    folder = resolve("smollm2-135m-moe", args.cache_dir)
     loaded = load_model(str(folder), dtype="float32")
     per_category: dict[str, int] = {}
     rows = []

@@ -48,16 +48,17 @@ def subset(rows, per_group: int):
 
 
 def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
-    from sparcom.causal.nll import batch_plan, category_means, encode_scored, example_nll, pad_id_of
-    from sparcom.data.formatting import resolve_template
+    from sparcom.causal.nll import category_means, encode_scored, example_nll
+    from sparcom.data.formatting import pad_token_id, resolve_template
+    from sparcom.profile.batching import length_batches
 
     examples = encode_scored(rows, tokenizer, resolve_template(tokenizer, "auto"))
-    plan = batch_plan([len(e) for e in examples], batch_size)
+    plan = length_batches([len(e) for e in examples], batch_size)
     categories = sorted({e.category for e in examples}, key=[r.category for r in rows].index)
     table = {}
     for name, model in models.items():
         started = time.perf_counter()
-        sums, counts = example_nll(model, examples, plan, pad_id_of(tokenizer))
+        sums, counts = example_nll(model, examples, plan, pad_token_id(tokenizer))
         table[name] = {"nll": float(sums.sum() / counts.sum()), "tokens": int(counts.sum()),
                        "categories": {c: v["nll"] for c, v in category_means(examples, sums, counts, categories).items()},
                        "seconds": time.perf_counter() - started}
@@ -66,16 +67,17 @@ def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
 
 
 def layer_shares(dense, moe, split_record: dict, inputs: list[torch.Tensor]) -> list[dict]:
-    from sparcom.models.moefy import expert_norms, neuron_outputs, routed_share, top_k_overlap
+    from sparcom.models.moefy import expert_norms, mlp_blocks, neuron_outputs, routed_share, top_k_overlap
+    from sparcom.models.sites import model_sites
 
+    routers = {j: site.router for j, site in model_sites(moe).moe.items()}
     rows = []
     with torch.no_grad():
-        for j, x in enumerate(inputs):
-            mlp = dense.model.layers[j].mlp
+        for j, (x, mlp) in enumerate(zip(inputs, mlp_blocks(dense), strict=True)):
             members = np.array(split_record["layers"][j]["members"])
             h, _ = neuron_outputs(mlp, x)
             norms = expert_norms(mlp, h, members)
-            logits = x @ moe.model.layers[j].block_sparse_moe.router.weight.T
+            logits = x @ routers[j].weight.T
             y = mlp.down_proj(h)
             parts = torch.stack([h[:, m] @ mlp.down_proj.weight[:, m].T for m in torch.from_numpy(members)], 1)
             record = {"layer": j, "tokens": int(x.shape[0]), "best_share_4": routed_share(norms, norms, 4),
@@ -100,11 +102,13 @@ def routing_choice(moe, split_record: dict, inputs: list[torch.Tensor], layers: 
     from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeTopKRouter
     from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
 
+    from sparcom.models.sites import model_sites
+
     experts = moe.config.num_local_experts
     hidden = moe.config.hidden_size
     results = []
     for j in layers:
-        saved = moe.model.layers[j].block_sparse_moe.router.weight.detach()
+        saved = model_sites(moe).moe[j].router.weight.detach()
         fitted = saved / split_record["layers"][j]["router_scale"]  # exact: the scale is a power of two
         x = inputs[j]
         exact = (x @ fitted.T).topk(k, dim=1).indices.sort(dim=1).values
@@ -133,6 +137,7 @@ def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list
         MoefySettings,
         calibration_examples,
         expert_norms,
+        mlp_blocks,
         mlp_inputs,
         neuron_outputs,
         routed_share,
@@ -145,7 +150,7 @@ def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list
     results = []
     with torch.no_grad():
         for j in layers:
-            mlp = dense.model.layers[j].mlp
+            mlp = mlp_blocks(dense)[j]
             h, _ = neuron_outputs(mlp, held[j])
             for coactivation in ("magnitude", "firing"):
                 split = split_layer(mlp, calibration[j], MoefySettings(coactivation=coactivation), settings.seed + j)
@@ -214,14 +219,15 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sparcom.data.hexainst import load_hexainst
-    from sparcom.models.builtin import MANIFEST, resolve_builtin
+    from sparcom.models.builtin import MANIFEST
+    from sparcom.models.catalog import resolve
     from sparcom.models.derived import SPLIT_FILE
     from sparcom.models.moefy import calibration_examples, mlp_inputs, retarget
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sparcom-moe-bench-"))
-    dense_path = resolve_builtin("smollm2-135m-instruct", cache)
+    dense_path = resolve("smollm2-135m-instruct", cache)
     started = time.perf_counter()
-    moe_path = resolve_builtin("smollm2-135m-moe", cache)
+    moe_path = resolve("smollm2-135m-moe", cache)
     resolve_seconds = time.perf_counter() - started
     manifest = json.loads((moe_path / MANIFEST).read_text())
     split_record = json.loads((moe_path / SPLIT_FILE).read_text())

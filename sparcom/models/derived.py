@@ -246,7 +246,9 @@ def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, ca
 def load_dense_folder(folder: Path):
     """(model, tokenizer) of a plain model folder in float32 (a built-in's cache; no sparcom loading policy)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # sparcom's own progress line and one-line errors own the terminal
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
