@@ -56,17 +56,17 @@ def _rank_main(rank: int, world_size: int, port: int, job: dict[str, Any]) -> No
                           resume=job.get("resume", False), progress=False, on_batch_end=on_batch_end)
             outcome.update(ok=True, counts_keys=len(run.counts), tokens=run.manifest["counted_tokens"])
         else:  # the causal check, counting the NLL passes this rank runs
-            import sparcom.causal.check as check
             from sparcom.api import ablate
+            from sparcom.causal.scoring import ScoringPlan
 
             passes = []
-            original = check.example_nll
+            original = ScoringPlan.run
 
-            def counted_nll(*args, **kwargs):
+            def counted_run(*args, **kwargs):  # one call = one NLL pass over the scored rows
                 passes.append(1)
                 return original(*args, **kwargs)
 
-            check.example_nll = counted_nll
+            ScoringPlan.run = counted_run
             result = ablate(job["model"], job["selection"], job["data"], out=job.get("out"), plots=False,
                             progress=False, **job["settings"])
             outcome.update(ok=True, summary=causal_numbers(result), nll_passes=len(passes))
