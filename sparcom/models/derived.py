@@ -1,12 +1,14 @@
 """MoE model folders built from a dense model (:mod:`sparcom.models.moefy`), and built-ins derived that way.
 
-:func:`build_moe` turns any dense Llama model sparcom can load into a GraniteMoE model folder that plain
-``AutoModelForCausalLM.from_pretrained`` loads: ``config.json``, ``model.safetensors`` (float32), the source's
+:func:`write_moe_folder` turns a loaded dense Llama model into a GraniteMoE model folder that plain
+``AutoModelForCausalLM.from_pretrained`` loads (``sparcom.build_moe`` / ``sparcom models build-moe`` load the model
+by name and call it; this module may not import the loader, which resolves the built-in names defined here): ``config.json``, ``model.safetensors`` (float32), the source's
 tokenizer files copied byte for byte, :data:`SPLIT_FILE` (which dense neuron each expert neuron is, per layer, and
 what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.models.builtin`, it is
-built in a temporary folder beside its target and renamed into place, checks itself before the rename (the saved
+built in a folder staged beside its target (:func:`sparcom.outputs.staged_directory`), checks itself before the rename (the saved
 folder reloads to the same logits; every part but the MLP is bit-identical to the dense model; with all experts
-routed it equals the dense model within :data:`DENSE_TOLERANCE`), and records the size and sha256 of every file.
+routed it equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
+``granitemoe`` with the built shape), and records the size and sha256 of every file.
 
 :data:`DERIVED` names built-in entries made this way on first use: ``smollm2-135m-moe`` is
 ``smollm2-135m-instruct`` split into 16 experts of 96 neurons, top-4, calibrated on ``sparcom-sft``.
