@@ -9,7 +9,8 @@ The public API (every ``sparcom`` command wraps one of these):
   ``compare(base, tuned, ...)``;
 - ``ablate(model, selection, data, seeds=..., out=...)`` → :class:`CausalResult`;
 - ``report(study_dirs, out_html)``, ``record_examples(model, selection, data)``;
-- ``tune(base, data, out, settings)``; ``load_model``, ``wrap_model``, ``load_selection``.
+- ``tune(base, data, out, settings)``; ``build_moe(model, out, settings)`` (a MoE from a dense Llama);
+  ``load_model``, ``wrap_model``, ``load_selection``.
 
 Names are imported on first use, so ``import sparcom`` (and the CLI) starts fast and light modules such as
 :mod:`sparcom.kinds` or :mod:`sparcom.analysis` never pull in torch.
@@ -46,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "compare": "sparcom.api",
     "ablate": "sparcom.api",
     "report": "sparcom.api",
+    "build_moe": "sparcom.api",
     "record_examples": "sparcom.profile.examples",
     "IdentifyResult": "sparcom.analysis.pipeline",
     "CompareResult": "sparcom.analysis.pipeline",

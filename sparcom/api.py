@@ -262,3 +262,37 @@ def report(study_dirs, out_html: str | Path, *, title: str | None = None, cards_
 
     return render_report([Path(p) for p in study_dirs], out_html, title=title, cards_per_category=cards_per_category,
                          overwrite=overwrite)
+
+
+def build_moe(model: str | Path, out: str | Path, settings=None, *, calibration: str | Path = "sparcom-sft",
+              overwrite: bool = False, progress: bool = True) -> Path:
+    """MoEfy the dense Llama ``model`` (folder, .gguf, hub id or built-in name) into a GraniteMoE folder at ``out``.
+
+    ``settings`` is a :class:`sparcom.models.moefy.MoefySettings` (default: 16 experts, top-4, seed 0);
+    ``calibration`` is ``sparcom-sft`` or a JSON Lines file of rows that are not HexaInst. The folder loads with
+    plain ``AutoModelForCausalLM`` and records its build in ``sparcom-cache.json`` (docs/moe.md). Settings, ``out``
+    and the calibration name are checked before the model loads; nothing is left behind on an error.
+    """
+    from sparcom.data import tuning_data
+    from sparcom.errors import SparcomError
+    from sparcom.models.builtin import MANIFEST
+    from sparcom.models.derived import write_moe_folder
+    from sparcom.models.loading import load_model
+    from sparcom.models.moefy import MoefySettings
+    from sparcom.outputs import check_output_dir, lock
+
+    settings = settings or MoefySettings()
+    settings.check()
+    out = Path(out).expanduser()
+    check_output_dir(out, overwrite, marker=MANIFEST, kind="MoE model folder")
+    if not Path(calibration).is_file() and str(calibration) != tuning_data.NAME:
+        raise SparcomError(f"--calibration {calibration}: file not found; pass a JSON Lines file of instruction rows "
+                           f"or '{tuning_data.NAME}' for the built-in tuning set")
+    with lock(out):
+        loaded = load_model(str(model), dtype="float32")
+        folder = loaded.info.get("resolved_path")
+        plain = Path(folder) if folder and loaded.info.get("gguf_file") is None else None
+        extra = {"name": None, "source": {"spec": str(model), "fingerprint": loaded.info.get("fingerprint")}}
+        write_moe_folder(loaded.model, loaded.tokenizer, out, settings, calibration, extra, source_folder=plain,
+                         overwrite=overwrite, progress=progress)
+    return out

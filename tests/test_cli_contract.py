@@ -73,6 +73,12 @@ def test_the_script_is_the_installed_entry_point():
     ("models-list", ["models", "list", "--cache-dir", "{data}"], ["not a folder"]),
     ("models-prepare", ["models", "prepare", "no-such-model", "--cache-dir", "{root}/cache"],
      ["unknown built-in model"]),
+    ("models-build-moe-top-k", ["models", "build-moe", "{model}", "--experts", "4", "--top-k", "9", "--out", "{out}"],
+     ["--top-k must be between 1 and the number of experts (4)"]),
+    ("models-build-moe-experts", ["models", "build-moe", "{model}", "--experts", "7", "--out", "{out}"],
+     ["do not split into 7 equal experts"]),
+    ("models-build-moe-calibration", ["models", "build-moe", "{model}", "--calibration", "{root}/nope.jsonl",
+                                      "--out", "{out}"], ["nope.jsonl: file not found"]),
     ("demo", ["demo", "--out", "{out}", "--adapter", "{root}/nope"], ["not a LoRA adapter folder"]),
     ("report", ["report", "{root}/nope", "--out", "{out}/r.html"], ["nope"]),
     ("examples", ["examples", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
@@ -152,3 +158,20 @@ def test_python_dash_m_runs_the_same_cli(study):
     done = subprocess.run([sys.executable, "-m", "sparcom", "show", "/no/such/run"], capture_output=True, text=True,
                           env=ENV, timeout=300)
     assert_error(done, "profile run directory not found")
+
+
+def test_build_moe_writes_a_granitemoe_folder_that_profiles(study, tmp_path):
+    """`sparcom models build-moe` on the tiny Llama: exit 0, the folder it prints, and `sparcom profile` counts experts."""
+    out = tmp_path / "moe"
+    done = sparcom("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
+                   study["data"], "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "granitemoe"
+    done = sparcom("profile", out, "--data", study["data"], "--out", tmp_path / "run", "--quiet", "--per-category", 1)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"]["sizes"]["moe"]["num_experts"] == 4 and manifest["model"]["sizes"]["moe"]["top_k"] == 2
+    done = sparcom("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
+                   study["data"], "--out", out, "--quiet")
+    assert_error(done, "--overwrite")

@@ -11,7 +11,7 @@ from rich.table import Table
 from sparcom.cli.app import command_group, stdout_console
 from sparcom.errors import SparcomError
 
-models_app = command_group("Built-in models installed from PyPI as GGUF files and converted once.")
+models_app = command_group("Built-in models (GGUF conversions and a MoE made from one), and building MoE models.")
 
 CacheOption = Annotated[
     Path | None,
@@ -25,11 +25,11 @@ CacheOption = Annotated[
 @models_app.command("list")
 def list_command(cache_dir: CacheOption = None) -> None:
     """List the built-in models: package, installed, cached, cache path, and the pip command when missing."""
-    from sparcom.models.builtin import list_builtins
+    from sparcom.models.catalog import statuses as builtin_statuses
 
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SparcomError(f"--cache-dir {cache_dir}: exists and is not a folder; pass a folder for the converted models")
-    statuses = list_builtins(cache_dir)
+    statuses = builtin_statuses(cache_dir)
     table = Table(title="sparcom built-in models")
     table.add_column("name", no_wrap=True)
     for column in ("role", "package", "installed", "cached", "path"):
@@ -59,11 +59,39 @@ def prepare_command(
     ] = None,
     cache_dir: CacheOption = None,
 ) -> None:
-    """Convert built-in models into the cache now (about 20-60 s each, once) and print their folders."""
-    from sparcom.models.builtin import list_builtins, resolve_builtin
+    """Convert or build built-in models into the cache now (GGUF: 20-60 s each; the MoE: minutes), print their folders."""
+    from sparcom.models.catalog import resolve, statuses
 
-    chosen = names or [status.name for status in list_builtins(cache_dir) if status.installed or status.cached]
+    chosen = names or [status.name for status in statuses(cache_dir) if status.installed or status.cached]
     if not chosen:
         raise SparcomError("no built-in model is installed; `sparcom models list` shows the pip commands")
     for name in chosen:
-        print(resolve_builtin(name, cache_dir))
+        print(resolve(name, cache_dir))
+
+
+@models_app.command("build-moe")
+def build_moe_command(
+    model: Annotated[str, typer.Argument(help="Dense Llama model: folder, .gguf, hub id or built-in name.")] = (
+        "smollm2-135m-instruct"),
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: ./<model>-moe<E>k<k>).")] = None,
+    experts: Annotated[int, typer.Option("--experts", help="Experts per layer (must divide the MLP width).")] = 16,
+    top_k: Annotated[int, typer.Option("--top-k", help="Experts each token is routed to.")] = 4,
+    calibration: Annotated[str, typer.Option(
+        "--calibration", help="Calibration rows, not HexaInst: 'sparcom-sft' or a JSON Lines file.")] = "sparcom-sft",
+    calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Calibration token budget.")] = 8192,
+    coactivation: Annotated[str, typer.Option(
+        "--coactivation", help="Neuron feature clustered into experts: 'magnitude' or 'firing'.")] = "magnitude",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the balanced clustering.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier MoE folder at --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr.")] = False,
+) -> None:
+    """MoEfy a dense Llama model: split each MLP into equal experts of co-activated neurons, fit a top-k router per
+    layer, and save a GraniteMoE folder that plain transformers loads (docs/moe.md). Prints the folder."""
+    from sparcom.api import build_moe
+    from sparcom.models.moefy import MoefySettings
+
+    settings = MoefySettings(num_experts=experts, top_k=top_k, seed=seed, calibration_tokens=calibration_tokens,
+                             coactivation=coactivation)
+    settings.check()
+    target = out if out is not None else Path(f"{Path(model).name}-moe{experts}k{top_k}")
+    print(build_moe(model, target, settings, calibration=calibration, overwrite=overwrite, progress=not quiet))

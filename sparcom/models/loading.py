@@ -104,9 +104,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _builtin_names() -> set[str]:
-    from sparcom.models.builtin import BUILTINS
+    from sparcom.models.catalog import builtin_names
 
-    return set(BUILTINS)
+    return set(builtin_names())
 
 
 def _locate(spec: str) -> tuple[str, Path | None, str | None]:
@@ -124,9 +124,9 @@ def _locate(spec: str) -> tuple[str, Path | None, str | None]:
             raise SparcomError(f"{spec}: folder has no config.json; pass a Hugging Face model folder or a .gguf file")
         return "folder", path, None
     if spec in _builtin_names():
-        from sparcom.models.builtin import resolve_builtin
+        from sparcom.models.catalog import resolve
 
-        return "builtin", resolve_builtin(spec), None
+        return "builtin", resolve(spec), None
     looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
     if looks_like_path or "/" not in spec:
         names = sorted(_builtin_names())

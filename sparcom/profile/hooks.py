@@ -205,6 +205,14 @@ def _agrees(captured: torch.Tensor, reference: torch.Tensor) -> bool:
     return bool(((captured - reference).abs() <= tolerance * scale).all())
 
 
+def _fired(activation: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """float32 [len(rows), I]: 1.0 where A > 0 on the given rows of an activation call, else 0 (NaN stays NaN)."""
+    active = activation.index_select(0, rows)  # a new tensor: safe to change in place
+    if active.dtype != torch.float32:
+        active = active.to(torch.float32)
+    return active.sign_().clamp_(min=0)
+
+
 class ExpertCounter:
     """Counts one MoE layer from inside its experts module.
 
@@ -375,33 +383,33 @@ class ExpertCounter:
         else:
             per_call = 2 if first else int(pending.calls in (0, len(pending.sizes) - 1))
         if per_call:
-            sample = torch.linspace(0, rows - 1, min(rows, per_call), device=gate.device).round().to(torch.int64)
-            pending.samples.append((gate.index_select(0, sample).clone(), tokens[sample], experts[sample]))
-        # 1.0 where A > 0, else 0 (sign + clamp is several times faster on CPU than a bool compare and a cast);
-        # a NaN would make the counts non-finite, which verification rejects.
-        active = (activation if activation.dtype == torch.float32 else activation.to(torch.float32)).sign()
-        active.clamp_(min=0)
+            count = min(rows, per_call)
+            sample = torch.tensor([round(i * (rows - 1) / max(count - 1, 1)) for i in range(count)],
+                                  device=gate.device)
+            pending.samples.append((gate.index_select(0, sample), tokens[sample], experts[sample]))
+        # Few tensor ops, on the counted rows only (on a busy CPU each op costs more than its arithmetic): gather
+        # the rows, turn A into 1.0 where A > 0 and 0 elsewhere in place (sign + clamp is several times faster on
+        # CPU than a bool compare and a cast; a NaN stays NaN, so the counts become non-finite and verification
+        # rejects them), and add each row to its expert's counts (float32 sums of 0/1: exact below 2^24 rows).
         num_experts = self.layout.num_experts
-        one_hot = None
         for index, (mask, _) in enumerate(pending.lookups):
-            counted = mask[tokens]
+            keep = mask[tokens].nonzero().squeeze(1)
             delta = pending.deltas.get(index)
             if delta is None:
-                delta = pending.deltas[index] = torch.zeros(num_experts, width, device=active.device)
-            if pending.call_experts is not None:  # one expert per call: a vector-matrix product
-                delta[pending.call_experts[pending.calls]] += counted.to(torch.float32) @ active
-            else:  # [E, rows] @ [rows, I]: per-expert sums of the counted rows
-                if one_hot is None:
-                    one_hot = experts.unsqueeze(0) == torch.arange(num_experts, device=experts.device).unsqueeze(1)
-                delta += (one_hot & counted.unsqueeze(0)).to(torch.float32) @ active
+                delta = pending.deltas[index] = torch.zeros(num_experts, width, device=activation.device)
+            active = _fired(activation, keep)
+            if pending.call_experts is not None:  # one expert per call
+                delta[pending.call_experts[pending.calls]] += active.sum(0)
+            else:
+                delta.index_add_(0, experts.index_select(0, keep), active)
             if self.replicates:
-                keep = counted.nonzero().squeeze(1)
-                pending.boot_rows.append((index, tokens[keep], experts[keep], active.index_select(0, keep) > 0.5))
-        if pending.below is not None:  # per (group slot, expert) sums of the counted rows
+                pending.boot_rows.append((index, tokens.index_select(0, keep), experts.index_select(0, keep),
+                                          active > 0.5))
+        if pending.below is not None:  # per (group slot, expert) sums of the rows that belong to a group
             slot = pending.below.slots.index_select(0, tokens)
             keep = (slot >= 0).nonzero().squeeze(1)
             pending.below_delta.view(-1, width).index_add_(
-                0, (slot * num_experts + experts).index_select(0, keep), active.index_select(0, keep))
+                0, (slot * num_experts + experts).index_select(0, keep), _fired(activation, keep))
         pending.calls += 1
         pending.rows += rows
 

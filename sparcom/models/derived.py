@@ -1,0 +1,380 @@
+"""MoE model folders built from a dense model (:mod:`sparcom.models.moefy`), and built-ins derived that way.
+
+:func:`write_moe_folder` turns a loaded dense Llama model into a GraniteMoE model folder that plain
+``AutoModelForCausalLM.from_pretrained`` loads (``sparcom.build_moe`` / ``sparcom models build-moe`` load the model
+by name and call it; this module may not import the loader, which resolves the built-in names defined here): ``config.json``, ``model.safetensors`` (float32), the source's
+tokenizer files copied byte for byte, :data:`SPLIT_FILE` (which dense neuron each expert neuron is, per layer, and
+what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.models.builtin`, it is
+built in a folder staged beside its target (:func:`sparcom.outputs.staged_directory`), checks itself before the rename (the saved
+folder reloads to the same logits; every part but the MLP is bit-identical to the dense model; with all experts
+routed it equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
+``granitemoe`` with the built shape), and records the size and sha256 of every file.
+
+:data:`DERIVED` names built-in entries made this way on first use: ``smollm2-135m-moe`` is
+``smollm2-135m-instruct`` split into 16 experts of 96 neurons, top-4, calibrated on ``sparcom-sft``.
+:func:`resolve_derived` returns its cache folder, building it once (under a lock) and rebuilding it, with a warning,
+when it is damaged or stale. The build is deterministic: the same software and thread count give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sparcom.errors import SparcomError
+from sparcom.models.builtin import MANIFEST, PROBE_TEXT, BuiltinStatus, Role, Verify, default_cache_dir
+from sparcom.models.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
+from sparcom.models.sites import model_sites
+from sparcom.outputs import lock, staged_directory
+from sparcom.provenance import file_sha256, software_versions
+
+#: Bump when the build changes what it writes; older caches are then rebuilt.
+BUILDER_VERSION = 1
+#: Per layer: the dense neuron of every expert neuron, the router scale and the calibration measurements.
+SPLIT_FILE = "moefication.json"
+#: Largest |Δlogit| / max|logit| allowed between the dense model and its MoE with every expert routed (k = E): the
+#: two sum the same products in another order, which float32 rounding turns into ~1e-6 (SmolLM2: 2.5e-6 on the build
+#: probe, 7.2e-6 over 12 HexaInst rows, where the dense model's own change when a row is batched with padding is
+#: 1.7e-6; docs/moe.md).
+DENSE_TOLERANCE = 1e-4
+#: Files of the source folder that are not copied (the tokenizer files are).
+_NOT_COPIED = {"config.json", "generation_config.json", MANIFEST}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+@dataclass(frozen=True)
+class DerivedModel:
+    """A built-in model made from another built-in by MoEfication."""
+
+    name: str
+    parent: str
+    role: Role
+    description: str
+    settings: MoefySettings = field(default_factory=MoefySettings)
+    calibration: str = "sparcom-sft"
+
+
+DERIVED: dict[str, DerivedModel] = {
+    model.name: model
+    for model in (
+        DerivedModel(
+            name="smollm2-135m-moe",
+            parent="smollm2-135m-instruct",
+            role="instruct",
+            description="SmolLM2-135M-Instruct MoEfied: GraniteMoE, 30 layers of 16 experts × 96 neurons, top-4, "
+                        "routers fitted on sparcom-sft (built on first use, a few minutes)",
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Calibration rows and source identity
+
+
+def calibration_rows(calibration: str | Path) -> tuple[list, dict]:
+    """(rows, record) of the calibration text: ``sparcom-sft`` or a JSON Lines file; HexaInst rows are refused."""
+    from sparcom.data import human, tuning_data
+    from sparcom.data.schema import read_rows
+
+    path = Path(calibration)
+    if path.is_file():
+        rows = read_rows(path, require_output=True)
+        record = {"path": str(path), "sha256": file_sha256(path), "rows": len(rows)}
+    elif str(calibration) == tuning_data.NAME:
+        rows = tuning_data.build_tuning_rows()
+        record = {"path": tuning_data.NAME, "sha256": hashlib.sha256(tuning_data.rows_bytes(rows)).hexdigest(),
+                  "rows": len(rows)}
+    else:
+        raise SparcomError(f"--calibration {calibration}: file not found; pass a JSON Lines file of instruction rows "
+                           f"or '{tuning_data.NAME}' for the built-in tuning set")
+    # Without the source packages only the AI half can be compared; ids and origins still catch a copied file.
+    footprint = tuning_data.hexainst_footprint(include_human=not human.missing_packages())
+    clash = tuning_data.overlapping_rows(rows, footprint)
+    if clash:
+        raise SparcomError(f"{len(clash)} calibration row(s) repeat HexaInst rows (first: {clash[0]}); routers fitted "
+                           "on the profiling set would confound what they route; calibrate on other text")
+    return rows, record
+
+
+def source_files_digest(folder: Path) -> str:
+    """sha256 over the names and sha256 of a model folder's weight files (identity of the dense source)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks made before a build is renamed into place
+
+
+def _probe_ids(tokenizer) -> torch.Tensor:
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": PROBE_TEXT}], tokenize=False,
+                                             add_generation_prompt=True)
+        return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    return torch.tensor([tokenizer(PROBE_TEXT)["input_ids"]])
+
+
+def _first_mlp_input(model, ids: torch.Tensor) -> torch.Tensor:
+    seen = []
+    handle = mlp_blocks(model)[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
+    """Check a saved MoE folder against the in-memory build and the dense model; the numbers for the manifest."""
+    from transformers import AutoModelForCausalLM
+
+    ids = _probe_ids(tokenizer)
+    saved = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    if type(saved).__name__ != "GraniteMoeForCausalLM":
+        raise SparcomError(f"the saved MoE loads as {type(saved).__name__}, not GraniteMoeForCausalLM; this is a bug")
+    tied = saved.get_output_embeddings().weight.data_ptr() == saved.get_input_embeddings().weight.data_ptr()
+    if dense.config.tie_word_embeddings and not tied:
+        raise SparcomError("the saved MoE lost the tied input/output embeddings; this is a bug")
+    sites = model_sites(saved)  # sparcom profiles it through the ordinary family table
+    settings = result.settings
+    shapes = {(site.num_experts, site.width, site.top_k) for site in sites.moe.values()}
+    if sites.family.name != "granitemoe" or len(sites.moe) != sites.layers or shapes != {
+            (settings.num_experts, dense.config.intermediate_size // settings.num_experts, settings.top_k)}:
+        raise SparcomError(f"the saved MoE's site map ({sites.family.name}, {len(sites.moe)} of {sites.layers} "
+                           f"MoE layers, (experts, width, top-k) {sorted(shapes)}) is not what was built; this is a bug")
+    every = retarget(result.model, result.settings.num_experts)
+    with torch.no_grad():
+        built, reloaded = result.model(ids).logits, saved(ids).logits
+        reference, all_experts = dense(ids).logits, every(ids).logits
+    reload_diff = float((built - reloaded).abs().max())
+    if not torch.allclose(built, reloaded, rtol=0, atol=1e-6):
+        raise SparcomError(f"the saved MoE disagrees with the one built in memory (max |Δlogit| {reload_diff:.3g})")
+    if not torch.equal(_first_mlp_input(dense, ids), _first_mlp_input(saved, ids)):
+        raise SparcomError("the MoE's attention/norms differ from the dense model's (layer 0 MLP input); this is a bug")
+    dense_diff = float((reference - all_experts).abs().max())
+    relative = dense_diff / float(reference.abs().max())
+    if relative > DENSE_TOLERANCE:
+        raise SparcomError(f"with all {result.settings.num_experts} experts routed the MoE differs from the dense "
+                           f"model by {dense_diff:.3g} (relative {relative:.3g} > {DENSE_TOLERANCE}); this is a bug")
+    return {"probe_tokens": int(ids.shape[1]), "reload_max_abs_logit_diff": reload_diff,
+            "all_experts_max_abs_logit_diff": dense_diff, "all_experts_relative_logit_diff": relative,
+            "non_mlp_bit_identical": True, "family": sites.family.name}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building a folder
+
+
+def _split_record(result: MoefyResult) -> dict:
+    return {
+        "method": "MoEfication (Zhang et al. 2022): balanced co-activation clustering, ridge-regression routers",
+        "settings": result.settings.to_dict(),
+        "calibration": result.calibration,
+        "expert_neuron_is_dense_neuron": "layers[j].members[e][i] is the dense MLP neuron of expert e's neuron i",
+        "layers": [{"members": split.members.tolist(), "router_scale": split.scale,
+                    "calibration": {k: round(v, 6) for k, v in split.stats.items()}}
+                   for split in result.splits],
+    }
+
+
+def _write_folder(result: MoefyResult, source_folder: Path | None, tokenizer, out: Path) -> None:
+    result.model.save_pretrained(out)
+    if source_folder is not None:  # the tokenizer files, byte for byte
+        for path in sorted(source_folder.iterdir()):
+            if path.is_file() and path.name not in _NOT_COPIED and path.suffix not in _WEIGHT_SUFFIXES:
+                shutil.copy2(path, out / path.name)
+    else:
+        tokenizer.save_pretrained(out)
+    (out / SPLIT_FILE).write_text(json.dumps(_split_record(result), indent=1) + "\n", encoding="utf-8")
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+
+    def report(done: int, total: int) -> None:
+        print(f"\rsparcom: MoEfying layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
+              flush=True)
+    return report
+
+
+def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, calibration: str | Path,
+                     extra: dict, source_folder: Path | None = None, overwrite: bool = False,
+                     marker: str | None = MANIFEST, progress: bool = True) -> dict:
+    """MoEfy ``dense`` into a folder staged beside ``target`` (the one output policy), check it, write the manifest,
+    and rename it into place. ``source_folder``: a plain model folder whose tokenizer files are copied byte for
+    byte (else the tokenizer is saved). Returns the manifest."""
+    started = time.perf_counter()
+    settings.check(getattr(dense.config, "intermediate_size", None))
+    with staged_directory(target, overwrite=overwrite, marker=marker, kind="MoE model folder") as out:
+        rows, record = calibration_rows(calibration)
+        result = moefy(dense, tokenizer, rows, settings, progress=_progress_printer(progress))
+        _write_folder(result, source_folder, tokenizer, out)
+        checks = verify_moe(dense, result, out, tokenizer)
+        files = {path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+                 for path in sorted(out.rglob("*")) if path.is_file()}
+        manifest = {
+            "format": 1,
+            "builder_version": BUILDER_VERSION,
+            **extra,
+            "family": "granitemoe",
+            "calibration": {**record, **result.calibration},
+            "settings": settings.to_dict(),
+            "dtype": "float32",
+            "threads": torch.get_num_threads(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},
+                              "total_with_checks": round(time.perf_counter() - started, 1)},
+            "checks": checks,
+            "versions": software_versions(),
+            "files": files,
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def load_dense_folder(folder: Path):
+    """(model, tokenizer) of a plain model folder in float32 (a built-in's cache; no sparcom loading policy)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # sparcom's own progress line and one-line errors own the terminal
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparcomError(f"cannot load {folder}: {first}") from None
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Derived built-ins: cache, checks, status
+
+
+def derived_cache_path(name: str, cache_dir: str | Path | None = None) -> Path:
+    model = get_derived(name)
+    return (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / model.name
+
+
+def get_derived(name: str) -> DerivedModel:
+    try:
+        return DERIVED[name]
+    except KeyError:
+        raise SparcomError(f"unknown derived model {name!r}; known: {', '.join(DERIVED)}") from None
+
+
+def _parent_record(model: DerivedModel, cache_dir: str | Path | None, verify: Verify) -> dict:
+    """The parent's cache folder (converted if needed) and the sha256 of its weights, from its own manifest."""
+    from sparcom.models.builtin import resolve_builtin
+
+    folder = resolve_builtin(model.parent, cache_dir, verify)
+    files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+    return {"name": model.parent, "folder": folder,
+            "weights": {rel: info["sha256"] for rel, info in files.items() if Path(rel).suffix in _WEIGHT_SUFFIXES}}
+
+
+def check_derived(name: str, folder: str | Path, verify: Verify = "full", parent_weights: dict | None = None) -> str:
+    """Why ``folder`` is not a valid build of derived model ``name`` ("" when it is).
+
+    ``quick``: manifest, builder version, settings, every recorded file's size (and the parent's weights hashes
+    when given); ``full`` also recomputes every file's sha256.
+    """
+    model = get_derived(name)
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "not built"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{MANIFEST} is missing or unreadable"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        return f"{MANIFEST} is malformed"
+    if manifest.get("builder_version") != BUILDER_VERSION:
+        return f"built by builder version {manifest.get('builder_version')}, now {BUILDER_VERSION}"
+    if manifest.get("name") != model.name or manifest.get("settings") != model.settings.to_dict():
+        return "built with other settings"
+    if parent_weights is not None and manifest.get("parent", {}).get("weights") != parent_weights:
+        return f"built from a different {model.parent}"
+    for rel, info in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != info.get("size"):
+            return f"{rel} has size {path.stat().st_size}, recorded {info.get('size')}"
+    if verify == "full":
+        for rel, info in manifest["files"].items():
+            if file_sha256(folder / rel) != info.get("sha256"):
+                return f"{rel} does not match its recorded sha256"
+    return ""
+
+
+def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Verify = "full",
+                    progress: bool = True) -> Path:
+    """The folder of derived built-in ``name`` (e.g. ``smollm2-135m-moe``), built from its parent on first use.
+
+    Like :func:`sparcom.models.builtin.resolve_builtin`: later calls check the cache (``full``: every file's sha256;
+    ``quick``: sizes) against the settings and the parent's weights, and rebuild a stale or damaged one with a
+    warning on stderr. One process builds under a lock; others wait and then find it built.
+    """
+    model = get_derived(name)
+    target = derived_cache_path(name, cache_dir)
+    parent = _parent_record(model, cache_dir, verify)
+    problem = check_derived(name, target, verify, parent["weights"])
+    if not problem:
+        return target
+    with lock(target, wait=True):
+        problem = check_derived(name, target, verify, parent["weights"])  # another process may have built it
+        if not problem:
+            return target
+        for pattern in (f".{model.name}.*.partial", f".{model.name}.build-*"):  # from a killed build; we hold the lock
+            for leftover in target.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
+        if problem == "not built":
+            print(f"sparcom: building {name} from {model.parent} into {target} (once, a few minutes)",
+                  file=sys.stderr)
+        else:
+            print(f"sparcom: warning: cached {name} at {target} is invalid ({problem}); rebuilding", file=sys.stderr)
+        dense, tokenizer = load_dense_folder(parent["folder"])
+        extra = {"name": model.name, "role": model.role,
+                 "parent": {"name": model.parent, "weights": parent["weights"]},
+                 "source": {"spec": model.parent, "folder": str(parent["folder"])}}
+        write_moe_folder(dense, tokenizer, target, model.settings, model.calibration, extra,
+                         source_folder=parent["folder"], overwrite=True, marker=None, progress=progress)
+    return target
+
+
+def derived_statuses(cache_dir: str | Path | None = None,
+                     parent_status: Callable[[str], BuiltinStatus] | None = None) -> list[BuiltinStatus]:
+    """What ``sparcom models list`` shows for each derived model (installed = its parent's package is)."""
+    statuses = []
+    for model in DERIVED.values():
+        path = derived_cache_path(model.name, cache_dir)
+        parent = parent_status(model.parent) if parent_status is not None else None
+        stale = check_derived(model.name, path, "quick")
+        statuses.append(BuiltinStatus(
+            name=model.name,
+            role=model.role,
+            package=parent.package if parent else "",
+            version=parent.version if parent else "",
+            installed=bool(parent and (parent.installed or parent.cached)),
+            cached=not stale,
+            path=path,
+            pip_command=parent.pip_command if parent else "",
+            description=model.description,
+            detail="; ".join(part for part in ((parent.detail if parent else ""),
+                                               "" if stale in ("", "not built") else stale) if part),
+        ))
+    return statuses

@@ -1,0 +1,323 @@
+"""MoEfication of a tiny dense Llama: exact slices, exact 1/k weights, k = E equals dense, routers beat chance,
+balanced clustering, the saved folder profiles exactly against the MoE oracle, and builds are deterministic."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from moe_oracle import reference_moe_counts
+from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
+
+from sparcom import ProfileSettings, profile
+from sparcom.api import build_moe
+from sparcom.data.schema import InstructionRow
+from sparcom.errors import SparcomError
+from sparcom.models.builtin import MANIFEST
+from sparcom.models.derived import DENSE_TOLERANCE, SPLIT_FILE
+from sparcom.models.loading import load_model
+from sparcom.models.moefy import (
+    MoefySettings,
+    balanced_clusters,
+    calibration_examples,
+    mlp_inputs,
+    moefy,
+    retarget,
+    routed_share,
+    top_k_overlap,
+    within_share,
+)
+
+SETTINGS = MoefySettings(num_experts=8, top_k=2, calibration_tokens=3000, iterations=20)
+INSTRUCTIONS = [
+    "Explain why the sky looks blue on a clear day.", "List three uses of a paper clip.",
+    "Translate 'good morning' into French.", "Write a haiku about autumn leaves.",
+    "What is 17 plus 25? Show the sum.", "Summarize: the river flooded the town twice this year.",
+    "Is a tomato a fruit? Answer yes or no.", "def square(x):\n    return x * x\n# explain this",
+]
+
+
+def calibration_rows() -> list[InstructionRow]:
+    """Varied rows (not HexaInst): the tiny test rows plus recombined instructions."""
+    rows = [InstructionRow(f"c-{i}", c, "ai", "tests", ins, inp, out, "CC0-1.0") for i, (c, ins, inp, out)
+            in enumerate(ROWS)]
+    for i, (a, b) in enumerate(itertools.permutations(INSTRUCTIONS, 2)):
+        rows.append(InstructionRow(f"m-{i}", ("cls", "code", "qa", "gen", "math", "sum")[i % 6], "ai", "tests",
+                                   a, b if i % 3 else "", f"{b} {a}", "CC0-1.0"))
+    return rows
+
+
+def dense_llama(tied: bool = False, seed: int = 0):
+    return tiny_model("llama", seed=seed, intermediate_size=64, num_hidden_layers=3, tie_word_embeddings=tied)
+
+
+@pytest.fixture(scope="module")
+def built():
+    dense = dense_llama()
+    return dense, moefy(dense, tiny_tokenizer(), calibration_rows(), SETTINGS)
+
+
+def probe_ids():
+    tokenizer = tiny_tokenizer()
+    return torch.tensor([tokenizer("Write a short poem about the sea. What is 12 times 7? Fix the bug.")["input_ids"]])
+
+
+# --------------------------------------------------------------------------------------------- the statistics
+
+
+def test_top_k_overlap_and_routed_share_match_direct_formulas():
+    rng = np.random.default_rng(0)
+    predicted, actual = rng.normal(size=(7, 5)), rng.random(size=(7, 5))
+    for k in (1, 2, 4):
+        overlap, share = [], []
+        for t in range(7):
+            mine = set(sorted(range(5), key=lambda e: -predicted[t, e])[:k])
+            best = set(sorted(range(5), key=lambda e: -actual[t, e])[:k])
+            overlap.append(len(mine & best) / k)
+            share.append(sum(actual[t, e] for e in mine) / sum(actual[t]))
+        got = top_k_overlap(torch.tensor(predicted), torch.tensor(actual), k)
+        assert got == pytest.approx(sum(overlap) / 7)
+        assert routed_share(torch.tensor(predicted), torch.tensor(actual), k) == pytest.approx(sum(share) / 7)
+
+
+def test_within_share_matches_direct_formula():
+    rng = np.random.default_rng(1)
+    features = rng.random(size=(20, 6))
+    gram = features.T @ features
+    labels = [0, 1, 2, 0, 1, 2]
+    inside = sum(gram[i, j] for i in range(6) for j in range(6) if labels[i] == labels[j])
+    assert within_share(torch.tensor(gram), torch.tensor(labels), 3) == pytest.approx(inside / gram.sum())
+
+
+# --------------------------------------------------------------------------------------------- clustering
+
+
+def test_balanced_clusters_recover_planted_groups_and_are_deterministic():
+    """Items of 4 hidden groups fire together; a permuted block structure must be found exactly."""
+    rng = np.random.default_rng(2)
+    groups, size, tokens = 4, 6, 400
+    truth = rng.permutation(np.repeat(np.arange(groups), size))
+    on = rng.random(size=(tokens, groups)) < 0.3  # which groups fire on each token
+    features = (on[:, truth] & (rng.random(size=(tokens, groups * size)) < 0.9)).astype(np.float64)
+    gram = torch.tensor(features.T @ features)
+    labels = balanced_clusters(gram, groups, seed=3)
+    assert torch.equal(labels, balanced_clusters(gram, groups, seed=3))
+    assert np.bincount(labels.numpy(), minlength=groups).tolist() == [size] * groups
+    found = {frozenset(np.flatnonzero(labels.numpy() == g)) for g in range(groups)}
+    assert found == {frozenset(np.flatnonzero(truth == g)) for g in range(groups)}
+    first = [int(np.flatnonzero(labels.numpy() == g)[0]) for g in range(groups)]
+    assert first == sorted(first) and first[0] == 0  # canonical numbering
+
+
+# --------------------------------------------------------------------------------------------- the MoE itself
+
+
+def test_experts_are_exact_slices_of_the_dense_mlp(built):
+    dense, result = built
+    k = SETTINGS.top_k
+    for layer, moe_layer, split in zip(dense.model.layers, result.model.model.layers, result.splits, strict=True):
+        members = split.members
+        assert members.shape == (8, 8)
+        assert sorted(members.reshape(-1).tolist()) == list(range(64))  # a partition into equal experts
+        experts = moe_layer.block_sparse_moe.experts
+        for e, m in enumerate(torch.from_numpy(members)):
+            assert torch.equal(experts.gate_up_proj[e], torch.cat([layer.mlp.gate_proj.weight[m],
+                                                                   layer.mlp.up_proj.weight[m]]))
+            assert torch.equal(experts.down_proj[e], layer.mlp.down_proj.weight[:, m] * k)
+
+
+def test_non_mlp_parts_are_bit_identical_and_routing_weights_are_exactly_one_over_k(built):
+    dense, result = built
+    ids = probe_ids()
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [dense.model.layers[0].mlp.register_forward_pre_hook(lambda m, a: seen.__setitem__("dense", a[0])),
+             result.model.model.layers[0].block_sparse_moe.register_forward_pre_hook(
+                 lambda m, a: seen.__setitem__("moe", a[0]))]
+    with torch.no_grad():
+        dense(ids)
+        result.model(ids)
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(seen["dense"], seen["moe"])
+    x = seen["moe"].reshape(-1, seen["moe"].shape[-1])
+    router = result.model.model.layers[0].block_sparse_moe.router
+    with torch.no_grad():
+        _, weights, index = router(x)
+    assert torch.equal(weights, torch.full_like(weights, 1 / SETTINGS.top_k))
+    fitted = x @ torch.from_numpy(result.splits[0].router).T  # the unscaled router ranks the same experts
+    assert torch.equal(index.sort(1).values, fitted.topk(SETTINGS.top_k, dim=1).indices.sort(1).values)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_all_experts_routed_equals_the_dense_model(tied):
+    dense = dense_llama(tied=tied, seed=4)
+    result = moefy(dense, tiny_tokenizer(), calibration_rows(), SETTINGS)
+    every = retarget(result.model, SETTINGS.num_experts)
+    ids = probe_ids()
+    with torch.no_grad():
+        reference, logits = dense(ids).logits, every(ids).logits
+        partial = result.model(ids).logits
+    relative = float((reference - logits).abs().max() / reference.abs().max())
+    assert relative <= DENSE_TOLERANCE, relative
+    assert float((reference - partial).abs().max() / reference.abs().max()) > 100 * DENSE_TOLERANCE  # k < E differs
+    if tied:
+        assert result.model.lm_head.weight.data_ptr() == result.model.model.embed_tokens.weight.data_ptr()
+
+
+def test_router_picks_the_largest_experts_better_than_chance(built):
+    """On its training tokens, the router's top-k overlaps the k largest expert outputs far more than a random map."""
+    dense, result = built
+    tokenizer = tiny_tokenizer()
+    examples = calibration_examples(calibration_rows(), tokenizer, SETTINGS.calibration_tokens)
+    inputs = mlp_inputs(dense, examples, pad_id=tokenizer.pad_token_id)
+    generator = torch.Generator().manual_seed(5)
+    for layer, split, x in zip(dense.model.layers, result.splits, inputs, strict=True):
+        h = layer.mlp.act_fn(layer.mlp.gate_proj(x)) * layer.mlp.up_proj(x)
+        norms = torch.stack([(h[:, m] @ layer.mlp.down_proj.weight[:, m].T).norm(dim=1)
+                             for m in torch.from_numpy(split.members)], 1).detach()
+        router = top_k_overlap(x @ torch.from_numpy(split.router).T, norms, SETTINGS.top_k)
+        chance = top_k_overlap(x @ torch.randn(8, x.shape[1], generator=generator).T, norms, SETTINGS.top_k)
+        assert router >= chance + 0.25, (router, chance)
+        assert router == pytest.approx(split.stats["router_overlap"])
+
+
+def test_unsupported_models_and_settings_are_refused():
+    with pytest.raises(SparcomError, match="Llama-architecture"):
+        moefy(tiny_model("qwen2"), tiny_tokenizer(), calibration_rows(), SETTINGS)
+    with pytest.raises(SparcomError, match="equal experts"):
+        moefy(dense_llama(), tiny_tokenizer(), calibration_rows(), MoefySettings(num_experts=6, top_k=2))
+    with pytest.raises(SparcomError, match="--top-k"):
+        MoefySettings(num_experts=8, top_k=9).check()
+
+
+# --------------------------------------------------------------------------------------------- the saved folder
+
+
+@pytest.fixture(scope="module")
+def dense_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dense")
+    dense_llama(seed=6).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    rows = tmp_path_factory.mktemp("calibration") / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in calibration_rows()))
+    return folder, rows
+
+
+def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, dataset, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder, rows = dense_folder
+    out = build_moe(folder, tmp_path / "moe", SETTINGS, calibration=rows, progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["family"] == "granitemoe" and manifest["checks"]["non_mlp_bit_identical"]
+    assert manifest["checks"]["all_experts_relative_logit_diff"] <= DENSE_TOLERANCE
+    assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json", SPLIT_FILE}
+    plain = AutoModelForCausalLM.from_pretrained(out)  # no sparcom code involved
+    assert type(plain).__name__ == "GraniteMoeForCausalLM" and plain.config.num_experts_per_tok == 2
+    for scope in ("instruction", "all"):
+        run = profile(load_model(str(out)), dataset, tmp_path / scope, ProfileSettings(scope=scope, batch_size=3),
+                      progress=False)
+        reference = reference_moe_counts(plain, tiny_tokenizer(), dataset, scope)
+        engine = {k: v for k, v in run.counts.items() if not k.startswith("bootstrap/")}
+        assert set(engine) == set(reference)
+        assert any(k.startswith("expert_neuron/") for k in reference)
+        for key, value in reference.items():
+            np.testing.assert_array_equal(np.asarray(engine[key]), value, err_msg=key)
+
+
+def test_two_builds_write_the_same_bytes_and_hexainst_is_refused(dense_folder, tmp_path):
+    folder, rows = dense_folder
+    first = build_moe(folder, tmp_path / "a", SETTINGS, calibration=rows, progress=False)
+    second = build_moe(folder, tmp_path / "b", SETTINGS, calibration=rows, progress=False)
+    files = [json.loads((path / MANIFEST).read_text())["files"] for path in (first, second)]
+    assert files[0] == files[1]
+    with pytest.raises(SparcomError, match="exists"):
+        build_moe(folder, first, SETTINGS, calibration=rows, progress=False)
+    hexainst_like = write_dataset(tmp_path / "hexa.jsonl", [("qa", "What is the capital?", "", "Paris.")])
+    lines = [json.loads(line) for line in hexainst_like.read_text().splitlines()]
+    lines[0]["id"] = "hexainst-qa-ai-001"
+    hexainst_like.write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(SparcomError, match="HexaInst"):
+        build_moe(folder, tmp_path / "c", SETTINGS, calibration=hexainst_like, progress=False)
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*.partial"))
+
+
+def test_calibration_takes_categories_in_turn_within_budget():
+    from sparcom.data.formatting import encode_row
+
+    tokenizer = tiny_tokenizer()
+    rows = [r for r in calibration_rows() if r.category in ("code", "math")]
+    rows.sort(key=lambda r: r.category)  # every code row first, then every math row
+    ids = {encode_row(r, 0, tokenizer, "chat", with_response=True).input_ids: r.category for r in rows}
+    budget = 1500
+    examples = calibration_examples(rows, tokenizer, budget)
+    assert 0 < sum(len(e) for e in examples) <= budget
+    categories = [ids[e] for e in examples]
+    assert categories[:4] == ["code", "math", "code", "math"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices gain nothing from threads, and on a busy machine spinning threads make them 10× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------- derived built-ins
+
+
+@pytest.fixture
+def tiny_derived(dense_folder, monkeypatch):
+    """A derived built-in whose parent is the tiny dense folder (no GGUF involved)."""
+    from sparcom.models import derived
+
+    folder, rows = dense_folder
+    entry = derived.DerivedModel("tiny-moe", "tiny-dense", "instruct", "test entry", SETTINGS, str(rows))
+    monkeypatch.setitem(derived.DERIVED, entry.name, entry)
+    weights = {"model.safetensors": derived.file_sha256(folder / "model.safetensors")}
+    monkeypatch.setattr(derived, "_parent_record", lambda model, cache_dir, verify: {
+        "name": model.parent, "folder": folder, "weights": weights})
+    return entry
+
+
+def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_derived, tmp_path, monkeypatch, capsys):
+    from sparcom.models import catalog, derived
+
+    assert catalog.is_builtin("tiny-moe") and "tiny-moe" in catalog.builtin_names()
+    path = catalog.resolve("tiny-moe", tmp_path)  # the one entry point for every built-in name
+    assert path == tmp_path / "tiny-moe" and "building tiny-moe" in capsys.readouterr().err
+    assert derived.check_derived("tiny-moe", path, "full") == ""
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["parent"]["name"] == "tiny-dense" and manifest["settings"] == SETTINGS.to_dict()
+    original = manifest["files"]["model.safetensors"]["sha256"]
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("a valid cache was rebuilt")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(derived, "write_moe_folder", no_rebuild)
+        assert derived.resolve_derived("tiny-moe", tmp_path, progress=False) == path
+
+    weights = path / "model.safetensors"
+    with weights.open("r+b") as handle:  # flip bytes in the tensor data, keeping the size
+        handle.seek(weights.stat().st_size // 2)
+        chunk = handle.read(16)
+        handle.seek(-16, 1)
+        handle.write(bytes(b ^ 0xFF for b in chunk))
+    assert derived.check_derived("tiny-moe", path, "quick") == ""
+    assert "does not match its recorded sha256" in derived.check_derived("tiny-moe", path, "full")
+    assert derived.resolve_derived("tiny-moe", tmp_path, progress=False) == path
+    assert "rebuilding" in capsys.readouterr().err
+    assert derived.file_sha256(weights) == original  # the rebuild is deterministic
+
+    assert "different tiny-dense" in derived.check_derived("tiny-moe", path, "quick", {"model.safetensors": "0" * 64})
+    monkeypatch.setitem(derived.DERIVED, "tiny-moe", derived.DerivedModel(
+        "tiny-moe", "tiny-dense", "instruct", "test entry", MoefySettings(num_experts=4, top_k=2), "x"))
+    assert derived.check_derived("tiny-moe", path, "quick") == "built with other settings"
+    status = {s.name: s for s in catalog.statuses(tmp_path)}["tiny-moe"]
+    assert not status.cached and status.path == path

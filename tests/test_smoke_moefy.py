@@ -1,0 +1,43 @@
+"""Real weights: MoEfication of SmolLM2-135M-Instruct on a small calibration budget (about a minute)."""
+
+import pytest
+import torch
+
+from sparcom.data import human
+from sparcom.models import builtin
+from sparcom.models.derived import DENSE_TOLERANCE
+from sparcom.models.loading import load_model
+from sparcom.models.moefy import MoefySettings, moefy, retarget
+
+SMOL = builtin.BUILTINS["smollm2-135m-instruct"]
+pytestmark = [
+    pytest.mark.smoke,
+    pytest.mark.skipif(bool(builtin._missing(SMOL)),
+                       reason=f"SmolLM2 weights package absent; install with: {SMOL.pip_command}"),
+    pytest.mark.skipif(bool(human.missing_packages()), reason="sparcom-sft needs the HexaInst source data packages"),
+]
+
+
+def test_smollm2_moe_with_every_expert_equals_dense_and_routes_by_weight_one_over_k(smol_cache):
+    from sparcom.data.tuning_data import build_tuning_rows
+
+    loaded = load_model(str(smol_cache / SMOL.name), dtype="float32")
+    dense, tokenizer = loaded.model, loaded.tokenizer
+    settings = MoefySettings(calibration_tokens=600, iterations=5)
+    result = moefy(dense, tokenizer, build_tuning_rows(), settings)
+    moe = result.model
+    assert type(moe).__name__ == "GraniteMoeForCausalLM" and moe.config.num_local_experts == 16
+    assert moe.lm_head.weight.data_ptr() == moe.model.embed_tokens.weight.data_ptr()  # tied, as in SmolLM2
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Name three primary colours."}],
+                                         tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        reference = dense(ids).logits
+        every = retarget(moe, 16)(ids).logits
+    assert float((reference - every).abs().max() / reference.abs().max()) <= DENSE_TOLERANCE
+    x = torch.randn(64, 576, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, weights, _ = moe.model.layers[7].block_sparse_moe.router(x)
+    assert torch.equal(weights, torch.full_like(weights, 0.25))
+    for split in result.splits:  # on its own calibration tokens the router beats chance (4/16) by far
+        assert split.stats["router_overlap"] > 0.45, split.stats
