@@ -5,7 +5,11 @@ live on each layer's device and are updated inside the hooks, so memory does not
 In Mixture-of-Experts models each layer is dense (``neuron`` counts) or MoE (``expert`` and ``expert_neuron``
 counts from inside the routed experts module, plus ``shared_neuron`` for a shared expert).
 Progress is checkpointed atomically every few batches; a resumed run replays the same batch plan from where
-the checkpoint stopped and ends with exactly the counts of an uninterrupted run.
+the checkpoint stopped and ends with exactly the counts of an uninterrupted run. An interrupt (Ctrl-C, SIGTERM)
+stops the run after the current batch with a fresh checkpoint; a second one stops it at once (the last checkpoint
+stays). A run folder is written by one process at a time (:func:`sparcom.outputs.lock`); a run that fails before
+its first checkpoint removes the folder it created. Non-finite activations (NaN, inf) are refused with the layer
+they first appear in, since a NaN compares as "not active" and would be counted silently.
 """
 
 from __future__ import annotations
@@ -24,14 +28,23 @@ import torch
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.errors import SparcomError
+from sparcom.interrupts import Interrupted, deferred, interrupted
 from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
-from sparcom.models.sites import model_sites
-from sparcom.outputs import check_parent
+from sparcom.models.sites import get_path, model_sites
+from sparcom.outputs import check_parent, lock
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import BatchGroups, CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
+from sparcom.profile.hooks import (
+    NON_FINITE_ADVICE,
+    BatchGroups,
+    CountedBatch,
+    CountedRows,
+    CurrentBatch,
+    ExpertCounter,
+    make_count_hook,
+)
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
@@ -181,8 +194,9 @@ class Profiler:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         for example, row in zip(examples, rows, strict=True):
             if limit and len(example) > limit:
-                raise SparcomError(f"row {row.id}: {len(example)} tokens exceed the model's limit of {limit}; "
-                                   "shorten it or remove it from the dataset")
+                raise SparcomError(f"row {row.id!r}: {len(example)} tokens (formatted, scope {self.settings.scope}) "
+                                   f"exceed the model's limit of {limit} positions; shorten the row or remove it "
+                                   "from the dataset (sparcom never cuts a row)")
         return examples
 
     def _hooks(self, categories: Sequence[str]) -> list:
@@ -240,7 +254,7 @@ class Profiler:
         self.board.current = counted
         try:
             with torch.inference_mode():
-                self.sites.backbone(
+                output = self.sites.backbone(
                     input_ids=batch.input_ids.to(device),
                     attention_mask=batch.attention_mask.to(device),
                     position_ids=batch.position_ids.to(device),
@@ -248,6 +262,7 @@ class Profiler:
                 )
         finally:
             self.board.current = None
+        self._check_finite(output, batch, rows)
         category = batch.category
         self.store.add(tokens_key(category), int(batch.counted.sum()))
         self.store.add(instructions_key(category), len(batch.examples))
@@ -261,6 +276,60 @@ class Profiler:
             self.store.add(bootstrap_key(tokens_key(category)), weights.sum(1).round().to(torch.int64))
             self.store.add(bootstrap_key(instructions_key(category)), per_example.sum(0).round().to(torch.int64))
 
+    def _check_finite(self, output, batch: Batch, rows: Sequence[InstructionRow]) -> None:
+        """Refuse a batch whose real tokens end with non-finite hidden states (one [B, T] reduction per batch).
+
+        A NaN or inf anywhere in the decoder stack reaches the last hidden state of its token (every later
+        projection mixes it in), so this one check covers every MLP; when it fires, :meth:`_locate_non_finite`
+        re-runs the batch to name the layer.
+        """
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        sums = hidden.sum(-1, dtype=torch.float32)  # [B, T]: NaN and inf survive the sum
+        real = batch.attention_mask.to(sums.device).bool()
+        if bool(torch.isfinite(sums).logical_or_(~real).all()):
+            return
+        raise SparcomError(self._locate_non_finite(batch, rows))
+
+    def _locate_non_finite(self, batch: Batch, rows: Sequence[InstructionRow]) -> str:
+        """Where non-finite values first appear in a batch: the first layer whose MLP activations (or, before
+        those, whose output) hold NaN/inf on a real token; the message of the refusal."""
+        real = batch.attention_mask.reshape(-1).bool()
+        found: dict[tuple[int, int], tuple[str, int, str]] = {}  # (layer, 0 MLP / 1 layer output) → what, row, value
+
+        def watch(layer: int, order: int, what: str):
+            def hook(module, args, output) -> None:
+                tensor = output[0] if isinstance(output, tuple) else output
+                if not isinstance(tensor, torch.Tensor) or (layer, order) in found:
+                    return
+                flat = tensor.reshape(real.numel(), -1)[real.to(tensor.device)]
+                bad = ~torch.isfinite(flat)
+                if bool(bad.any()):
+                    position = int(real.nonzero()[int(bad.any(-1).nonzero()[0])])
+                    value = "NaN" if bool(torch.isnan(flat[bad]).any()) else "inf"
+                    found[(layer, order)] = (what, position // batch.input_ids.shape[1], value)
+            return hook
+
+        handles = [site.module.register_forward_hook(watch(site.layer, 0, "MLP activations"))
+                   for sites in (self.sites.dense, self.sites.shared) for site in sites.values()]
+        handles += [site.experts.register_forward_hook(watch(site.layer, 0, "routed experts' output"))
+                    for site in self.sites.moe.values()]
+        layers = get_path(self.sites.backbone, self.sites.family.layers)
+        handles += [layer.register_forward_hook(watch(index, 1, "decoder layer's output")) for index, layer in enumerate(layers)]
+        device = self.model.get_input_embeddings().weight.device
+        try:
+            with torch.inference_mode():
+                self.sites.backbone(input_ids=batch.input_ids.to(device),
+                                    attention_mask=batch.attention_mask.to(device),
+                                    position_ids=batch.position_ids.to(device), use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not found:
+            return f"non-finite values (NaN/inf) in the model's last hidden states; {NON_FINITE_ADVICE}"
+        (layer, _), (what, example, value) = min(found.items())
+        row = rows[batch.examples[example].row_index]
+        return f"layer {layer}: non-finite values ({value}) in the {what} of row {row.id!r}; {NON_FINITE_ADVICE}"
+
     def run(
         self,
         data: str | Path,
@@ -270,11 +339,15 @@ class Profiler:
         progress: bool = True,
         on_batch_end: Callable[[int], None] | None = None,
     ) -> artifacts.ProfileRun:
-        """Profile the dataset at ``data`` into the run directory ``out``."""
+        """Profile the dataset at ``data`` into the run directory ``out`` (one process at a time per folder)."""
+        out = Path(out)
+        with lock(out):
+            return self._run(Path(data), out, resume, overwrite, progress, on_batch_end)
+
+    def _run(self, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool,
+             on_batch_end: Callable[[int], None] | None) -> artifacts.ProfileRun:
         started = time.perf_counter()
         settings = self.settings
-        data = Path(data)
-        out = Path(out)
         rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
         rows, categories = first_rows_per_category(rows, settings.per_category)
         self.groups = GroupPlan.of(rows, settings.group_by)
@@ -291,66 +364,109 @@ class Profiler:
                 self.store.zeros(key, ())
                 if settings.bootstrap:
                     self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
-        handles = self._hooks(categories)
+        handles = self._hooks(categories)  # before a checkpoint loads: counters keep their devices and dtypes
+        try:
+            return self._count_all(out, rows, categories, plan, manifest, digest, do_resume, started, pad_id,
+                                   padding_side, progress, on_batch_end)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _count_all(self, out: Path, rows, categories, plan, manifest, digest, do_resume: bool,
+                   started: float, pad_id: int, padding_side: str, progress: bool, on_batch_end,
+                   ) -> artifacts.ProfileRun:
         start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
         if do_resume:
             state = self._load_checkpoint(out, digest)
             if state is not None:
                 start_batch, elapsed_before, real, padded = state
-            elif (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
-                    (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
-                for handle in handles:
-                    handle.remove()
+            elif _finished(out):
                 previous = artifacts.load_run(out)
                 if settings_digest(previous.manifest) != digest:
                     raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
                 return previous
-        if not do_resume and out.exists():
+        created = not (do_resume and out.exists())
+        if created and out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
-
-        total_instructions = len(rows)
-        done_instructions = sum(len(b) for b in plan[:start_batch])
-        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
+        for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
+            (out / stale).unlink(missing_ok=True)  # left by an older sparcom or a killed write
+        self._saved = start_batch  # the batches the checkpoint on disk holds, for the message if the run stops
         try:
-            with bar:
-                task = bar.add_task("profiling", total=total_instructions, completed=done_instructions, tps="")
-                window_start, window_tokens = time.perf_counter(), 0
-                for index in range(start_batch, len(plan)):
-                    batch = collate(plan[index], settings.scope, pad_id, padding_side)
-                    self._count_batch(batch, rows)
-                    real += batch.real_tokens
-                    padded += batch.padded_tokens
-                    window_tokens += batch.real_tokens
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                    bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
-                    if (index + 1) % settings.checkpoint_every == 0 and index + 1 < len(plan):
-                        self._save_checkpoint(out, digest, index + 1,
-                                              elapsed_before + time.perf_counter() - started, real, padded)
-                    if on_batch_end is not None:
-                        on_batch_end(index + 1)
-        finally:
-            for handle in handles:
-                handle.remove()
-        wall = elapsed_before + time.perf_counter() - started
+            out.mkdir(parents=True, exist_ok=True)
+            artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+            with deferred() as stop:
+                self._loop(out, rows, plan, digest, start_batch, (started, elapsed_before, real, padded), pad_id,
+                           padding_side, progress, on_batch_end, stop)
+            return self._finish(out, manifest, categories, started)
+        except BaseException as exc:
+            kept = self._kept(out, len(plan), created)
+            if isinstance(exc, KeyboardInterrupt):
+                raise interrupted(exc, kept) from None
+            if isinstance(exc, SparcomError):
+                raise SparcomError(f"{exc}; {kept}") from None
+            raise
+
+    def _loop(self, out: Path, rows, plan, digest: str, start_batch: int, clock: tuple[float, float, int, int],
+              pad_id: int, padding_side: str, progress: bool, on_batch_end, stop) -> None:
+        """Count the planned batches from ``start_batch``; checkpoint every few, and when asked to stop."""
+        settings = self.settings
+        started, elapsed_before, real, padded = clock
+        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
+        with bar:
+            task = bar.add_task("profiling", total=sum(len(b) for b in plan),
+                                completed=sum(len(b) for b in plan[:start_batch]), tps="")
+            window_start, window_tokens = time.perf_counter(), 0
+            for index in range(start_batch, len(plan)):
+                batch = collate(plan[index], settings.scope, pad_id, padding_side)
+                self._count_batch(batch, rows)
+                real += batch.real_tokens
+                padded += batch.padded_tokens
+                window_tokens += batch.real_tokens
+                rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                due = (index + 1) % settings.checkpoint_every == 0
+                if (due or stop) and index + 1 < len(plan):
+                    self._save_checkpoint(out, digest, index + 1,
+                                          elapsed_before + time.perf_counter() - started, real, padded)
+                    self._saved = index + 1
+                if stop and index + 1 < len(plan):
+                    raise Interrupted(stop.signal_name)
+                if on_batch_end is not None:
+                    on_batch_end(index + 1)
+        self._padding = {"real_tokens": real, "padded_tokens": padded,
+                         "waste": round(1 - real / padded, 6) if padded else 0.0}
+        self._elapsed_before = elapsed_before
+
+    def _finish(self, out: Path, manifest: dict[str, Any], categories: list[str], started: float,
+                ) -> artifacts.ProfileRun:
+        """Write the counts and the finished manifest, then drop the checkpoint."""
+        wall = self._elapsed_before + time.perf_counter() - started
         tensors = self.store.state_dict()
         manifest.update(
             counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
             instructions={c: int(tensors[instructions_key(c)]) for c in categories},
-            padding={"real_tokens": real, "padded_tokens": padded,
-                     "waste": round(1 - real / padded, 6) if padded else 0.0},
+            padding=self._padding,
             wall_time_seconds=round(wall, 3),
-            tokens_per_second=round(real / wall, 1) if wall else None,
+            tokens_per_second=round(self._padding["real_tokens"] / wall, 1) if wall else None,
             complete=True,
         )
-        if self.expert_counters and settings.expert_neurons != "off":
+        if self.expert_counters and self.settings.expert_neurons != "off":
             manifest["expert_neuron_sources"] = {str(c.layer): c.source for c in self.expert_counters}
-        artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
-        for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
-            (out / name).unlink(missing_ok=True)
+        artifacts.write_run(out, tensors, manifest)
+        (out / artifacts.CHECKPOINT_FILE).unlink(missing_ok=True)
         return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
+
+    def _kept(self, out: Path, batches: int, created: bool) -> str:
+        """What a run that stopped early leaves in ``out``, and how to go on (removing a folder it made in vain)."""
+        if _finished(out):
+            return f"{out} holds the finished run"
+        if (out / artifacts.CHECKPOINT_FILE).is_file():
+            return (f"{out} keeps a checkpoint after batch {self._saved} of {batches}: continue with the same "
+                    "command and --resume")
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+            return f"nothing was kept ({out} is removed; no checkpoint had been written)"
+        return f"{out} keeps no checkpoint yet: --resume starts from the first batch"
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
@@ -384,24 +500,30 @@ class Profiler:
         }
 
     def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int):
-        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict())
-        artifacts.write_json_atomic(out / artifacts.PROGRESS_FILE, {
+        """The counters and the progress record in one atomically replaced file (they can never disagree)."""
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict(), progress={
             "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
             "real_tokens": real, "padded_tokens": padded})
 
     def _load_checkpoint(self, out: Path, digest: str):
-        progress_path = out / artifacts.PROGRESS_FILE
-        if not progress_path.is_file():
+        path = out / artifacts.CHECKPOINT_FILE
+        if not path.is_file():
             return None
-        progress = json.loads(progress_path.read_text(encoding="utf-8"))
+        checkpoint, progress = artifacts.load_checkpoint(path)
         if progress.get("settings_digest") != digest:
             raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
                                "resume with the same arguments or use --overwrite")
-        checkpoint = artifacts.load_counts(out / artifacts.CHECKPOINT_FILE)
         self.store.load_state_dict({key: torch.from_numpy(value) for key, value in checkpoint.items()})
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])
 
+
+def _finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished run (its manifest says complete)."""
+    try:
+        return bool(json.loads((out / artifacts.MANIFEST_FILE).read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def profile(
@@ -421,13 +543,15 @@ def profile(
     """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``."""
     settings = settings or ProfileSettings()
     settings.check()
-    rows_check = Path(data)
-    read_rows(rows_check, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-    prepare_output_dir(Path(out), resume, overwrite)
-    if isinstance(model, str):
-        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-    return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
-                                         on_batch_end=on_batch_end)
+    read_rows(Path(data), categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
+    if resume and overwrite:
+        raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    with lock(out):  # before the model loads: a second run into the same folder is refused at once
+        prepare_output_dir(Path(out), resume, overwrite)
+        if isinstance(model, str):
+            model = load_model(model, dtype=dtype, device=device, device_map=device_map)
+        return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
+                                             on_batch_end=on_batch_end)
 
 
 def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:
