@@ -13,6 +13,7 @@ one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies
@@ -28,6 +29,14 @@ REPORT = "analysis output"
 
 def _run(run: RunLike) -> ProfileRun:
     return run if isinstance(run, ProfileRun) else load_run(run)
+
+
+def _claim(out: str | Path | None):
+    """Hold ``out``'s lock for the whole call (checks, computing, writing): a second process writing the same
+    folder is refused at its start, not after the work."""
+    from sparcom.outputs import lock
+
+    return contextlib.nullcontext() if out is None else lock(out)
 
 
 def _rule(rule: SelectionRule | str, epsilon: float | None) -> SelectionRule:
@@ -67,11 +76,12 @@ def identify(
         raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            result.write_selection(folder)
-            write_identify(result, folder, make_plots=plots)
+    with _claim(out):
+        result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                result.write_selection(folder)
+                write_identify(result, folder, make_plots=plots)
     return result
 
 
@@ -95,10 +105,11 @@ def compare(
     rule = _rule(rule, epsilon)
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = compare_runs(_run(base), _run(tuned), rule, kinds, force=force)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_compare(result, folder, make_plots=plots)
+    with _claim(out):
+        result = compare_runs(_run(base), _run(tuned), rule, kinds, force=force)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_compare(result, folder, make_plots=plots)
     return result
 
 
@@ -135,11 +146,12 @@ def ablate(
     settings.check()
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = causal_check(model, selection, data, settings, dtype=dtype, device=device, device_map=device_map,
-                          progress=progress)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_causal(result, folder, plots=plots)
+    with _claim(out):
+        result = causal_check(model, selection, data, settings, dtype=dtype, device=device, device_map=device_map,
+                              progress=progress)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_causal(result, folder, plots=plots)
     return result
 
 
