@@ -69,7 +69,7 @@ def measure(profiler: Profiler, rows: list[InstructionRow], batch_size: int, rep
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     batches = [collate(b, settings.scope, pad, "right") for b in plan_batches(examples, categories, batch_size)]
     tokens = sum(b.real_tokens for b in batches)
-    backbone = profiler.backbone
+    backbone = profiler.sites.backbone
 
     def bare() -> float:
         start = time.perf_counter()

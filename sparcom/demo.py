@@ -73,8 +73,11 @@ class Steps:
     def run(self, name: str, work: Callable[[], Any]) -> Any:
         record_path = self.folder / f"{name}.json"
         if record_path.is_file():
-            record = json.loads(record_path.read_text())
-            self.timings[name] = record["seconds"]
+            try:
+                record = json.loads(record_path.read_text())
+                self.timings[name] = record["seconds"]
+            except (ValueError, KeyError, TypeError):
+                raise SparcomError(f"{record_path}: damaged step record; delete it to run step {name} again") from None
             console.print(f"[dim]✓ {name}: done before ({record['seconds']:.0f} s), reused[/]")
             return record.get("result")
         console.rule(f"[bold]{name}")

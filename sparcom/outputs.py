@@ -39,9 +39,20 @@ def os_problem(exc: OSError) -> str:
 _OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")
 
 
+class WriteFailed(SparcomError):
+    """A file could not be written (full disk, file-size limit, no permission); ``problem`` is the short reason, so
+    that a folder being staged reports the failure under its own name rather than the temporary one."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 def write_problem(exc: BaseException) -> str | None:
     """The one-line reason of a failed write (full disk, file-size limit, no permission), or None when ``exc`` is
     not an operating-system error — also when a library wrapped it in its own exception (safetensors does)."""
+    if isinstance(exc, WriteFailed):
+        return exc.problem
     if isinstance(exc, OSError):
         return os_problem(exc)
     found = _OS_ERROR_IN_MESSAGE.search(str(exc)) if isinstance(exc, Exception) else None
@@ -210,7 +221,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SparcomError(f"cannot write {path}: {os_problem(exc)}; nothing was written") from None
+        raise WriteFailed(f"cannot write {path}: {os_problem(exc)}; nothing was written", os_problem(exc)) from None
     except BaseException:  # an interrupt between writing and renaming
         tmp.unlink(missing_ok=True)
         raise

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sparcom.errors import SparcomError
-from sparcom.outputs import check_parent, write_problem
+from sparcom.outputs import WriteFailed, check_parent, write_problem
 
 #: HexaInst's six categories, in the order used by tables and plots.
 CATEGORIES: tuple[str, ...] = ("cls", "code", "qa", "gen", "math", "sum")
@@ -80,9 +80,10 @@ def row_from_dict(obj: object, where: str, require_output: bool = False) -> Inst
     if obj["source"] not in SOURCES:
         raise SparcomError(f"{where}: source {obj['source']!r} must be one of {', '.join(SOURCES)}")
     if not obj["instruction"].strip():
-        raise SparcomError(f"{where}: empty instruction")
+        raise SparcomError(f"{where}: empty instruction; fill it in or remove the row")
     if require_output and not obj["output"].strip():
-        raise SparcomError(f"{where}: empty output; scope 'response' needs a reference output in every row")
+        raise SparcomError(f"{where}: empty output; this use needs a reference response in every row (scope "
+                           "response or all, ablate, tune): fill it in or remove the row")
     return InstructionRow(**{f: obj[f] for f in REQUIRED_FIELDS})
 
 
@@ -177,7 +178,7 @@ def write_rows(rows: Iterable[InstructionRow | dict], path: str | Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SparcomError(f"cannot write {path}: {write_problem(exc)}; nothing was written") from None
+        raise WriteFailed(f"cannot write {path}: {write_problem(exc)}; nothing was written", write_problem(exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

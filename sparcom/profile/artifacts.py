@@ -31,7 +31,7 @@ from sparcom.kinds import (
     layers_of,
     tokens_key,
 )
-from sparcom.outputs import check_output_dir, lock, staged_directory, write_json_atomic, write_problem
+from sparcom.outputs import WriteFailed, check_output_dir, lock, staged_directory, write_json_atomic, write_problem
 from sparcom.provenance import MERGE_ASPECTS, file_sha256, mismatches
 
 FORMAT_VERSION = 1
@@ -81,7 +81,7 @@ def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping
         problem = write_problem(exc)
         if problem is None:
             raise
-        raise SparcomError(f"cannot write {path}: {problem}") from None
+        raise WriteFailed(f"cannot write {path}: {problem}", problem) from None
     except BaseException:  # an interrupt between writing and renaming
         tmp.unlink(missing_ok=True)
         raise
@@ -254,7 +254,8 @@ def _merge(paths: list[str | Path], out: Path, overwrite: bool) -> ProfileRun:
             for instruction_id in ids:
                 if instruction_id in seen_ids:
                     raise SparcomError(f"cannot merge {run.path} into {seen_ids[instruction_id]}: both counted "
-                                       f"instruction {instruction_id!r}; merge only runs over disjoint rows")
+                                       f"instruction {instruction_id!r}; merge only runs over disjoint rows (ids are unique across "
+                                       "merged runs: give reused ids new names)")
                 seen_ids[instruction_id] = run.path
     merged: dict[str, np.ndarray] = {}
     for run in runs:

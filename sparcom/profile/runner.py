@@ -14,8 +14,10 @@ they first appear in, since a NaN compares as "not active" and would be counted 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from sparcom.interrupts import Interrupted, deferred, interrupted
 from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import get_path, model_sites
-from sparcom.outputs import check_parent, lock
+from sparcom.outputs import check_parent, lock, write_problem
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
@@ -152,6 +154,9 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     if overwrite:
         return False
     if resume:
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise SparcomError(f"{out}: not writable (read-only or no permission); --resume writes its checkpoint "
+                               "and counts there: make it writable or copy the run elsewhere")
         return True
     if any(out.iterdir()):
         raise SparcomError(f"{out}: output directory exists; pass --resume to continue it or --overwrite to replace it")
@@ -388,11 +393,12 @@ class Profiler:
         created = not (do_resume and out.exists())
         if created and out.exists():
             shutil.rmtree(out)
-        for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
-            (out / stale).unlink(missing_ok=True)  # left by an older sparcom or a killed write
         self._saved = start_batch  # the batches the checkpoint on disk holds, for the message if the run stops
         try:
             out.mkdir(parents=True, exist_ok=True)
+            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    (out / stale).unlink()  # left by an older sparcom or a killed write
             artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
             with deferred() as stop:
                 self._loop(out, rows, plan, digest, start_batch, (started, elapsed_before, real, padded), pad_id,
@@ -404,6 +410,9 @@ class Profiler:
                 raise interrupted(exc, kept) from None
             if isinstance(exc, SparcomError):
                 raise SparcomError(f"{exc}; {kept}") from None
+            problem = write_problem(exc)
+            if problem is not None:
+                raise SparcomError(f"cannot write {out}: {problem}; {kept}") from None
             raise
 
     def _loop(self, out: Path, rows, plan, digest: str, start_batch: int, clock: tuple[float, float, int, int],
