@@ -4,7 +4,9 @@ The public API (every ``sparcom`` command wraps one of these):
 
 - ``profile(model, data, out, settings)`` → :class:`ProfileRun` (counts + manifest); ``load_run``, ``merge_runs``;
 - ``frequencies(run, kind)`` → p[K, N] with its layout;
-- ``identify(run, rule, epsilon, out=...)`` → :class:`IdentifyResult`; ``compare(base, tuned, ...)``;
+- ``identify(run, rule, epsilon, out=...)`` → :class:`IdentifyResult` (with validity evidence on grouped runs);
+  ``evaluate(selection, other_run)`` → :class:`EvaluateResult`; ``sweep(run)`` → :class:`RuleStudy`;
+  ``compare(base, tuned, ...)``;
 - ``ablate(model, selection, data, seeds=..., out=...)`` → :class:`CausalResult`;
 - ``report(study_dirs, out_html)``, ``record_examples(model, selection, data)``;
 - ``tune(base, data, out, settings)``; ``load_model``, ``wrap_model``, ``load_selection``.
@@ -39,12 +41,17 @@ _EXPORTS: dict[str, str] = {
     "merge_runs": "sparcom.profile.artifacts",
     "frequencies": "sparcom.api",
     "identify": "sparcom.api",
+    "evaluate": "sparcom.api",
+    "sweep": "sparcom.api",
     "compare": "sparcom.api",
     "ablate": "sparcom.api",
     "report": "sparcom.api",
     "record_examples": "sparcom.profile.examples",
     "IdentifyResult": "sparcom.analysis.pipeline",
     "CompareResult": "sparcom.analysis.pipeline",
+    "EvaluateResult": "sparcom.analysis.evaluation",
+    "RuleStudy": "sparcom.analysis.rule_study",
+    "ValidityResult": "sparcom.analysis.validity",
     "SelectionRule": "sparcom.analysis.selection",
     "Selection": "sparcom.analysis.selection_file",
     "load_selection": "sparcom.analysis.selection_file",

@@ -8,6 +8,9 @@ one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas
     >>> run = sparcom.profile("smollm2-135m-instruct", "data/hexainst.jsonl", "runs/smol")
     >>> ids = sparcom.identify(run, out="analysis/smol")
     >>> ids.table("selected_per_layer").head()
+    >>> ids.validity["neuron"].summary()["held_out_decoding"]      # runs profiled with --group-by instruction
+    >>> sparcom.evaluate("analysis/smol", "runs/other-instructions").headline()
+    >>> sparcom.sweep(run, out="analysis/smol-study")              # the rule / ε study
     >>> check = sparcom.ablate("smollm2-135m-instruct", "analysis/smol", "data/hexainst.jsonl", seeds=20)
 """
 
@@ -60,12 +63,24 @@ def identify(
     sweep: bool | list[float] = True,
     bootstrap: bool = True,
     ci_level: float = 0.95,
+    validity: bool = True,
+    folds: int = 5,
+    random_sets: int = 100,
+    validity_seed: int = 0,
+    resamples: int = 0,
     out: str | Path | None = None,
     overwrite: bool = False,
     plots: bool = True,
 ) -> IdentifyResult:
     """Select each category's instruction-specific components and describe the sets; with ``out``, write the
-    selection artifact (what ``ablate`` reads) and the report folder."""
+    selection artifact (what ``ablate`` reads) and the report folder.
+
+    On a run profiled with ``--group-by instruction`` the result also carries the selection's validity
+    (``result.validity[kind]``: held-out decoding with ``folds`` folds against ``random_sets`` random sets of the
+    same per-layer shape, stability, cross-source agreement; specificity columns in ``selected_components``);
+    ``validity=False`` skips it. ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the
+    instructions (needed for rule ``test``)."""
+    from sparcom.analysis.evidence import ValiditySettings
     from sparcom.analysis.pipeline import identify as select
     from sparcom.errors import SparcomError
     from sparcom.outputs import check_output_dir, staged_directory
@@ -74,14 +89,85 @@ def identify(
     rule = _rule(rule, epsilon)
     if not 0 < ci_level < 1:
         raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
+    settings = ValiditySettings(validity, folds, random_sets, validity_seed).check()
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
     with _claim(out):
-        result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level)
+        result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level,
+                        validity=settings, resamples=resamples)
         if out is not None:
             with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
                 result.write_selection(folder)
                 write_identify(result, folder, make_plots=plots)
+    return result
+
+
+def evaluate(
+    selection,
+    run: RunLike,
+    *,
+    kinds: list[str] | None = None,
+    folds: int = 5,
+    random_sets: int = 100,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    plots: bool = True,
+):
+    """Decode the categories of OTHER instructions (``run``, profiled with ``--group-by instruction`` on the same
+    model and settings) with the fixed sets of ``selection`` (an identify folder or a loaded
+    :class:`~sparcom.analysis.selection_file.Selection`), against random sets of the same per-layer shape, all
+    components and chance; nothing is re-selected. With ``out``, write the output folder."""
+    from sparcom.analysis.evaluation import evaluate as decode
+    from sparcom.analysis.evidence import ValiditySettings
+    from sparcom.analysis.selection_file import Selection, load_selection
+    from sparcom.outputs import check_output_dir, staged_directory
+    from sparcom.report.validity import write_evaluate
+
+    settings = ValiditySettings(True, folds, random_sets, seed).check()
+    selection = selection if isinstance(selection, Selection) else load_selection(selection)
+    with _claim(out):
+        if out is not None:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+        result = decode(selection, _run(run), kinds, settings)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_evaluate(result, folder, make_plots=plots)
+    return result
+
+
+def sweep(
+    run: RunLike,
+    rules: list[SelectionRule | str] | None = None,
+    *,
+    kinds: list[str] | None = None,
+    epsilons: dict[str, list[float]] | None = None,
+    folds: int = 5,
+    random_sets: int = 100,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    plots: bool = True,
+):
+    """The rule / ε study on a run profiled with ``--group-by instruction``: for every rule variant and ε of its
+    grid, set sizes, general/unique shares, held-out decoding against random sets, stability and cross-source
+    agreement (:mod:`sparcom.analysis.rule_study`). ``rules``: SelectionRules or names (``contrast-mean`` is the
+    contrast against the mean of the others); default: every rule. With ``out``, write the output folder."""
+    from sparcom.analysis.evidence import ValiditySettings
+    from sparcom.analysis.rule_study import rule_study, study_rules
+    from sparcom.outputs import check_output_dir, staged_directory
+    from sparcom.report.validity import write_sweep
+
+    settings = ValiditySettings(True, folds, random_sets, seed).check()
+    if rules is not None:
+        rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in rules]
+    with _claim(out):
+        if out is not None:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+        result = rule_study(_run(run), rules, kinds, epsilons, settings)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_sweep(result, folder, make_plots=plots)
     return result
 
 
@@ -115,11 +201,15 @@ def compare(
 
 def ablate(
     model,
-    selection,
-    data: str | Path,
+    selection=None,
+    data: str | Path | None = None,
     settings=None,
     *,
+    run: RunLike | None = None,
+    rule: SelectionRule | str = "percentile",
+    epsilon: float | None = None,
     out: str | Path | None = None,
+    resume: bool = False,
     dtype: str = "auto",
     device: str = "cpu",
     device_map: str | None = None,
@@ -129,11 +219,21 @@ def ablate(
     **setting_values,
 ):
     """The causal check: deactivate each category's selected set and measure ΔNLL against random sets of the same
-    shape. ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its fields as keywords, e.g.
-    ``seeds=20``); with ``out``, write the output folder."""
+    shape; per category, damage and specificity with intervals, Holm-corrected p-values and a verdict.
+
+    ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its fields as keywords, e.g.
+    ``seeds=20``). Either a ``selection`` (an identify folder) or, for cross-fitting, a ``run`` profiled with
+    ``--group-by instruction`` with ``rule``/``epsilon`` and ``folds=k``: every profiled row is scored with the sets
+    selected on the other k − 1 folds. With ``out``, write the output folder; every finished condition is
+    checkpointed beside it, and ``resume=True`` continues an interrupted check with the same arguments."""
+    import shutil
+
     from sparcom.causal.check import causal_check
+    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
     from sparcom.causal.settings import CausalSettings
+    from sparcom.distributed import join
     from sparcom.errors import SparcomError
+    from sparcom.interrupts import interrupted
     from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
 
@@ -143,15 +243,36 @@ def ablate(
         settings = settings or CausalSettings(**setting_values)
     except TypeError as exc:
         raise SparcomError(f"unknown causal-check setting: {exc}") from None
-    settings.check()
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    with _claim(out):
-        result = causal_check(model, selection, data, settings, dtype=dtype, device=device, device_map=device_map,
-                              progress=progress)
-        if out is not None:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                write_causal(result, folder, plots=plots)
+    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
+    with ranks.step("checking the settings and the output folder"):
+        settings.check()
+        if resume and overwrite:
+            raise SparcomError("--resume and --overwrite exclude each other; choose one")
+        if resume and out is None:
+            raise SparcomError("--resume continues the check that writes --out; give --out")
+        if run is not None and settings.folds is None:
+            raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
+        chosen = _rule(rule, epsilon) if settings.folds is not None else None
+    check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
+                 progress=progress)
+    if out is None:
+        return causal_check(model, selection, data, **check)
+    with contextlib.ExitStack() as held:
+        with ranks.step("locking and checking the output folder"):
+            if ranks.is_main:  # rank 0 alone writes --out, so it alone holds its lock, for the whole call
+                held.enter_context(_claim(out))
+                check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+                check_checkpoint(out, resume, overwrite)
+        try:
+            result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what was kept and how to go on
+            raise interrupted(exc, f"{out} was not written; the finished conditions are kept in "
+                                   f"{checkpoint_dir(out)}: continue with the same command and --resume") from None
+        with ranks.step("writing the output folder"):
+            if ranks.is_main:
+                with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                    write_causal(result, folder, plots=plots)
+                shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     return result
 
 

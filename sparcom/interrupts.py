@@ -55,14 +55,24 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def install_handlers() -> None:
-    """For the command line: SIGTERM raises :class:`Interrupted` like Ctrl-C, SIGXFSZ is ignored (see above)."""
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """For the command line's error path (:class:`sparcom.cli.app.SparcomGroup`), around every command: SIGTERM
+    raises :class:`Interrupted` like Ctrl-C, and SIGXFSZ is ignored (see above). A SIGTERM handler a host program
+    installed is left alone; the previous handlers come back when the command ends."""
     if not _in_main_thread():
+        yield
         return
+    previous = {}
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise)
     if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _raises(handler) -> bool:

@@ -56,6 +56,9 @@ MEASUREMENT: dict[str, str] = {
 MERGE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer", "tokens", "numerics", "counters", "groups")
 COMPARE_ASPECTS: tuple[str, ...] = ("model", "tokenizer", "tokens", "numerics", "groups")
 ABLATE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer")
+#: Decoding other instructions with a selection's sets (``sparcom evaluate``) compares frequencies across runs: the
+#: same model and weights, the same counted tokens and numerics (grouping and bootstrap counters may differ).
+EVALUATE_ASPECTS: tuple[str, ...] = ("model", "weights", "tokenizer", "tokens", "numerics")
 #: Fields a selection records beside the measurement, for people (not compared).
 DISPLAY_FIELDS: tuple[str, ...] = ("model.name_or_path", "template_policy")
 #: The value of a field that artifacts written before it existed did not record.

@@ -77,6 +77,23 @@ def test_the_script_is_the_installed_entry_point():
     ("report", ["report", "{root}/nope", "--out", "{out}/r.html"], ["nope"]),
     ("examples", ["examples", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
      ["selection directory not found"]),
+    ("identify-test-without-groups", ["identify", "{run}", "--rule", "test", "--out", "{out}"],
+     ["rule 'test' needs per-instruction counts", "--group-by instruction"]),
+    ("identify-bad-folds", ["identify", "{run}", "--folds", "1", "--out", "{out}"], ["at least 2 folds"]),
+    ("identify-bad-against", ["identify", "{run}", "--rule", "contrast", "--against", "median", "--out", "{out}"],
+     ["unknown contrast 'median'"]),
+    ("identify-bad-fdr", ["identify", "{run}", "--rule", "test", "--fdr", "0", "--out", "{out}"], ["FDR must be in"]),
+    ("identify-resamples-without-groups", ["identify", "{run}", "--resamples", "5", "--out", "{out}"],
+     ["--resamples", "--group-by instruction"]),
+    ("evaluate-missing-selection", ["evaluate", "{root}/nope", "{run}", "--out", "{out}"],
+     ["selection directory not found"]),
+    ("evaluate-category-run", ["evaluate", "{selection}", "{run}", "--out", "{out}"],
+     ["keeps counts per category", "--group-by instruction"]),
+    ("evaluate-bad-random-sets", ["evaluate", "{selection}", "{run}", "--random-sets", "0", "--out", "{out}"],
+     ["random sets must be at least 1"]),
+    ("sweep-without-groups", ["sweep", "{run}", "--out", "{out}"], ["--group-by instruction"]),
+    ("sweep-unknown-rule", ["sweep", "{run}", "--rules", "percentile,nope", "--out", "{out}"],
+     ["unknown rule 'nope'"]),
 ])
 def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, name, args, fragments):
     good = {"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?", "input": "",
@@ -84,10 +101,25 @@ def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, name
     (study["root"] / "broken.jsonl").write_text(json.dumps(good) + "\n{broken\n")
     out = tmp_path / "out"
     values = {"model": study["model"], "root": study["root"], "run": study["run"], "data": study["data"],
-              "out": out}
+              "selection": study["selection"], "out": out}
     done = sparcom(*(a.format(**{k: str(v) for k, v in values.items()}) for a in args))
     assert_error(done, *fragments)
     assert not out.exists(), f"{name} left {out} behind"
+
+
+def test_evaluate_refuses_a_run_of_another_measurement_with_one_line(study, tmp_path):
+    """A selection made on float32 counts cannot decode bfloat16 counts (or another model's): one line, exit 2."""
+    doctored = tmp_path / "selection"
+    doctored.mkdir()
+    for path in study["selection"].iterdir():
+        if path.is_file():
+            (doctored / path.name).write_bytes(path.read_bytes())
+    meta = json.loads((doctored / "selection.json").read_text())
+    meta["manifest"]["dtype"] = "bfloat16"
+    (doctored / "selection.json").write_text(json.dumps(meta))
+    done = sparcom("evaluate", doctored, study["run"], "--out", tmp_path / "out")
+    assert_error(done, "is not the measurement the selection", "dtype differs")
+    assert not (tmp_path / "out").exists()
 
 
 def test_usage_errors_keep_clicks_code_and_message(study):

@@ -36,10 +36,15 @@ def tracked_statistics(categories: Sequence[str]) -> list[str]:
 def replicate_statistics(replicates: Iterable[np.ndarray], layout: Layout, categories: Sequence[str],
                          rule: SelectionRule) -> dict[str, np.ndarray]:
     """Apply ``rule`` to each replicate's p[K, N] and collect every tracked statistic as an array [R]."""
+    return mask_statistics((rule.apply(p, layout) for p in replicates), categories)
+
+
+def mask_statistics(masks: Iterable[np.ndarray], categories: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every tracked statistic of each replicate's selection mask [K, N], as an array [R]."""
     names = tracked_statistics(categories)
     values: dict[str, list[float]] = {name: [] for name in names}
-    for p in replicates:
-        stats = summary_statistics(rule.apply(p, layout), categories)
+    for mask in masks:
+        stats = summary_statistics(mask, categories)
         for name in names:
             values[name].append(float(stats[name]))
     return {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}

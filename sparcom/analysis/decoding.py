@@ -22,6 +22,8 @@ import numpy as np
 
 #: Budget of one temporary array (elements) of the gathers.
 BLOCK_ELEMENTS = 1 << 22
+#: Sets larger than N / DENSE_SHARE are averaged by a matrix product instead of a gather (set-score).
+DENSE_SHARE = 16
 
 
 def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, order: str = "C") -> np.ndarray:
@@ -58,14 +60,51 @@ def sums_over_sets(values: np.ndarray, sets: np.ndarray) -> np.ndarray:
     return out.T
 
 
+def _indicators(members: np.ndarray, size: int):
+    """Yield (replicate slice, [r, N] 0/1 float indicator of the sets) in blocks within the memory budget."""
+    step = max(1, BLOCK_ELEMENTS // max(1, size))
+    for start in range(0, members.shape[0], step):
+        block = members[start:start + step]
+        indicator = np.zeros((block.shape[0], size))
+        np.put_along_axis(indicator, block, 1.0, axis=1)
+        yield slice(start, start + block.shape[0]), indicator
+
+
+def _means_by_product(z: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """[G, R] mean of z over each set, as z @ indicator / m (faster than gathering once sets are a large share)."""
+    out = np.empty((z.shape[0], members.shape[0]))
+    for part, indicator in _indicators(members, z.shape[1]):
+        out[:, part] = (z @ indicator.T) / members.shape[1]
+    return out
+
+
+def _centroid_by_product(z: np.ndarray, centroids: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """[G, R] nearest centroid on each set, Σ_U μ² − 2 Σ_U z μ computed with the sets' indicators."""
+    predicted = np.empty((z.shape[0], sets.shape[0]), dtype=np.int64)
+    squares = (centroids * centroids).T  # [N, K]
+    for part, indicator in _indicators(sets, z.shape[1]):
+        distance = np.empty((z.shape[0], indicator.shape[0], centroids.shape[0]))
+        own = indicator @ squares  # [r, K]
+        for k in range(centroids.shape[0]):
+            distance[:, :, k] = own[None, :, k] - 2.0 * ((z * centroids[k]) @ indicator.T)
+        predicted[:, part] = np.argmin(distance, axis=2)
+    return predicted
+
+
 def set_score_predict(z: np.ndarray, sets: Sequence[np.ndarray]) -> np.ndarray:
-    """[G, R] predicted category index with the K category sets ``sets[c]`` ([R, m_c] each); −1 if all empty."""
+    """[G, R] predicted category index with the K category sets ``sets[c]`` ([R, m_c] each); −1 if all empty.
+
+    Sets holding more than 1/:data:`DENSE_SHARE` of the components are averaged by a matrix product with their
+    indicator, smaller ones by gathering their columns (the same means up to the order of summation).
+    """
     columns = _columns(z)
     replicates = np.atleast_2d(sets[0]).shape[0]
     scores = np.full((columns.shape[1], len(sets), replicates), -np.inf)
     for c, members in enumerate(sets):
         members = np.atleast_2d(np.asarray(members, dtype=np.int64))
-        if members.shape[1]:
+        if members.shape[1] * DENSE_SHARE > columns.shape[0]:
+            scores[:, c, :] = _means_by_product(np.asarray(z, dtype=np.float64), members)
+        elif members.shape[1]:
             for part in _chunks(members, columns.shape[1]):
                 scores[:, c, part] = columns[members[part]].mean(axis=1).T
     predicted = np.argmax(scores, axis=1)
@@ -73,12 +112,18 @@ def set_score_predict(z: np.ndarray, sets: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def centroid_predict(z: np.ndarray, centroids: np.ndarray, sets: np.ndarray) -> np.ndarray:
-    """[G, R] nearest training centroid on each of the sets ``sets[R, m]``; −1 when the set is empty."""
+    """[G, R] nearest training centroid on each of the sets ``sets[R, m]``; −1 when the set is empty.
+
+    Large sets (over 1/:data:`DENSE_SHARE` of the components) go through matrix products with their indicators,
+    small ones through gathers (the same distances up to the order of summation).
+    """
     columns, centres = _columns(z), _columns(centroids)  # [N, G], [N, K]
     sets = np.atleast_2d(np.asarray(sets, dtype=np.int64))
     replicates = sets.shape[0]
     if sets.shape[1] == 0:
         return np.full((columns.shape[1], replicates), -1, dtype=np.int64)
+    if sets.shape[1] * DENSE_SHARE > columns.shape[0]:
+        return _centroid_by_product(np.asarray(z, dtype=np.float64), np.asarray(centroids, dtype=np.float64), sets)
     predicted = np.empty((columns.shape[1], replicates), dtype=np.int64)
     for part in _chunks(sets, columns.shape[1] + centres.shape[1]):
         zs, cs = columns[sets[part]], centres[sets[part]]  # [r, m, G], [r, m, K]

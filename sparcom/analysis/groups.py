@@ -134,6 +134,14 @@ class GroupMoments:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(n > 0, self.total / np.where(n > 0, n, 1.0), np.nan)
 
+    @cached_property
+    def welch(self):
+        """The one-sided Welch tests of each category against the rest (:func:`~sparcom.analysis.specificity.
+        welch_greater`), computed once: every ε of the ``test`` rule and the specificity scores reuse them."""
+        from sparcom.analysis.specificity import welch_greater
+
+        return welch_greater(self)
+
     def pooled(self) -> tuple[int, np.ndarray, np.ndarray]:
         """(n, mean [N], sample standard deviation [N], ddof = 1) over all groups of all categories."""
         n = int(self.n.sum())
@@ -219,6 +227,24 @@ def stratified_folds(groups: GroupCounts, k: int = 5, seed: int = 0) -> np.ndarr
             folds[members[position]] = (start + rank) % k
         start += len(members)
     return folds
+
+
+def resample_weights(groups: GroupCounts, replicate: int, seed: int = 0) -> np.ndarray:
+    """[G] multiplicities of one bootstrap resample of the groups within each (category, source) stratum.
+
+    In a stratum of s groups (sorted by label), s draws uniformly with replacement from a generator seeded from
+    (seed, "bootstrap", replicate, category, source); a group drawn w times gets weight w. So the resample keeps
+    every stratum's size and depends on the seed and the labels only, not on row order.
+    """
+    strata: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(groups.categories, groups.sources, strict=True)):
+        strata.setdefault(key, []).append(i)
+    weights = np.zeros(groups.size, dtype=np.int64)
+    for key in sorted(strata):
+        members = np.array(sorted(strata[key], key=lambda i: groups.labels[i]), dtype=np.int64)
+        rng = np.random.default_rng(stream_seed(seed, "bootstrap", replicate, *key))
+        np.add.at(weights, members[rng.integers(0, members.size, members.size)], 1)
+    return weights
 
 
 @dataclass

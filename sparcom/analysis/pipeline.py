@@ -15,14 +15,29 @@ import numpy as np
 from sparcom.analysis import bootstrap as boot
 from sparcom.analysis import compare as cmp
 from sparcom.analysis import sets
+from sparcom.analysis.evidence import (
+    NO_GROUPS_NOTE,
+    RESAMPLES_NOTE,
+    ValiditySettings,
+    component_rows,
+    has_groups,
+    resample_masks,
+    run_groups,
+)
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
-from sparcom.analysis.selection import SelectionRule, lape
+from sparcom.analysis.groups import GroupCounts
+from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.selection_file import masks_by_key, write_selection
+from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
+from sparcom.analysis.validity import validity as validity_of
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS, instructions_key, kinds_in
 from sparcom.profile.artifacts import ProfileRun
 from sparcom.provenance import measurement
 from sparcom.results import Tabular
+
+POISSON_COUNTERS = "Poisson weights per instruction, counted by the profiler (--bootstrap)"
+RESAMPLED_INSTRUCTIONS = "instructions resampled with replacement within category and source (--resamples)"
 
 
 @dataclass
@@ -42,6 +57,8 @@ class KindAnalysis:
     intervals: list[dict] | None = None
     replicates: int | None = None
     lape_details: dict[str, Any] | None = None
+    #: How the bootstrap replicates were made: Poisson counters of the profile, or resampled instructions.
+    replicate_method: str = POISSON_COUNTERS
 
     @property
     def kind(self) -> str:
@@ -71,7 +88,7 @@ class KindAnalysis:
             result["bootstrap"] = {"available": False, "note": boot.HOW_TO_ENABLE}
         else:
             result["bootstrap"] = {
-                "available": True, "replicates": self.replicates,
+                "available": True, "replicates": self.replicates, "method": self.replicate_method,
                 "level": self.intervals[0]["level"] if self.intervals else None,
                 "intervals": {row["statistic"]: {"estimate": row["estimate"], "low": row["low"], "high": row["high"]}
                               for row in self.intervals}}
@@ -84,10 +101,16 @@ class KindAnalysis:
 
 def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list[float] = True,
                  replicates=None, replicate_total: int | None = None, ci_level: float = boot.DEFAULT_LEVEL,
-                 ) -> KindAnalysis:
-    """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals)."""
+                 groups: GroupCounts | None = None, replicate_masks: np.ndarray | None = None) -> KindAnalysis:
+    """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals).
+
+    ``groups`` are the groups pooled into ``freqs`` (rows in its category order); the ``test`` rule needs them.
+    Bootstrap intervals come from ``replicates`` (p of each Poisson replicate, the rule applied to each) or from
+    ``replicate_masks`` [B, K, N] (selections on resampled instructions, :func:`~sparcom.analysis.evidence.
+    resample_masks`).
+    """
     layout, cats, p = freqs.layout, freqs.categories, freqs.p
-    mask = rule.apply(p, layout)
+    mask = rule.apply(p, layout, groups)
     details = None
     if rule.name == "lape":
         result = lape(p, rule.epsilon, rule.filter_rate, rule.activation_bar_ratio)
@@ -103,12 +126,15 @@ def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list
     )
     if sweep:
         grid = None if sweep is True else list(sweep)
-        analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid)
-    if replicates is not None:
+        analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid, groups)
+    if replicate_masks is not None:
+        samples = boot.mask_statistics(replicate_masks, cats)
+        analysis.replicates, analysis.replicate_method = len(replicate_masks), RESAMPLED_INSTRUCTIONS
+    elif replicates is not None:
         samples = boot.replicate_statistics(replicates, layout, cats, rule)
-        estimates = sets.summary_statistics(mask, cats)
-        analysis.intervals = boot.interval_rows(freqs.kind, estimates, samples, ci_level)
         analysis.replicates = replicate_total
+    if replicate_masks is not None or replicates is not None:
+        analysis.intervals = boot.interval_rows(freqs.kind, sets.summary_statistics(mask, cats), samples, ci_level)
     return analysis
 
 
@@ -144,6 +170,12 @@ class IdentifyResult(Tabular):
     rule: SelectionRule
     kinds: dict[str, KindAnalysis]
     ci_level: float
+    #: Validity evidence per kind (empty when the run has no groups or validity was turned off).
+    validity: dict[str, ValidityResult] = field(default_factory=dict)
+    validity_settings: ValiditySettings = field(default_factory=ValiditySettings)
+    #: Specificity scores of every component, per kind (from the validity evidence when there is some).
+    scores: dict[str, Specificity] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -168,14 +200,22 @@ class IdentifyResult(Tabular):
                 "layouts": {k: a.freqs.layout.to_json() for k, a in self.kinds.items()},
                 "selected": {k: {c: a.counts[f"selected_{c}"] for c in a.categories} for k, a in self.kinds.items()}}
 
+    def validity_summary(self) -> dict[str, Any]:
+        """Per kind, the validity evidence of the selection; ``available: false`` and why when there is none."""
+        if not self.validity:
+            reason = next((n for n in self.notes if "validity" in n), NO_GROUPS_NOTE)
+            return {"available": False, "note": reason}
+        return {"available": True, "settings": self.validity_settings.parameters(),
+                **{kind: v.summary() for kind, v in self.validity.items()}}
+
     def summary(self) -> dict[str, Any]:
-        notes = []
-        if any(a.intervals is None for a in self.kinds.values()):
+        notes = list(self.notes)
+        if any(a.intervals is None for a in self.kinds.values()) and not any(n.startswith("bootstrap") for n in notes):
             notes.append(boot.HOW_TO_ENABLE)
         return {"format": "sparcom-identify", "version": 1, "run": run_info(self.run),
                 "rule": self.rule.parameters, "rule_description": self.rule.describe(),
                 "categories": list(self.categories), "kinds": {k: a.summary() for k, a in self.kinds.items()},
-                "notes": notes}
+                "validity": self.validity_summary(), "notes": notes}
 
     def tables(self) -> dict[str, list[dict]]:
         """CSV tables by file stem, every row tagged with its kind."""
@@ -188,11 +228,16 @@ class IdentifyResult(Tabular):
             tables["sets_per_expert"] += [{"kind": kind, **r} for r in a.per_expert]
             tables["overlap"] += [{"kind": kind, **r} for r in a.overlap.rows()]
             tables["epsilon_sweep"] += [{"kind": kind, **r} for r in a.sweep]
+            scores = self.scores.get(kind) or specificity(a.freqs.p, a.categories)
             tables["selected_components"] += [{"kind": kind, **r} for r in
-                                              sets.selected_components(a.mask, a.freqs.p, a.freqs.layout, a.categories)]
+                                              component_rows(a.mask, a.freqs.p, a.freqs.layout, a.categories, scores)]
             tables["bootstrap_intervals"] += a.intervals or []
             if kind == "expert":
                 tables["expert_frequency"] += expert_frequency_rows(a.freqs)
+        for v in self.validity.values():
+            for name, rows in v.tables().items():
+                if name != "specificity":  # the same scores are columns of selected_components
+                    tables.setdefault(name, []).extend(rows)
         return {name: rows for name, rows in tables.items() if rows}
 
 
@@ -209,17 +254,57 @@ def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
 
 def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
              sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = boot.DEFAULT_LEVEL,
-             ) -> IdentifyResult:
-    """Select and describe the instruction-specific components of every (or the given) kind of ``run``."""
+             validity: ValiditySettings | None = None, resamples: int = 0) -> IdentifyResult:
+    """Select and describe the instruction-specific components of every (or the given) kind of ``run``.
+
+    When the run keeps groups below the category, every kind also gets its validity evidence
+    (:func:`sparcom.analysis.validity.validity`: held-out decoding against random sets, stability, cross-source
+    agreement, specificity scores) unless ``validity.enabled`` is False. Bootstrap intervals come from the run's
+    Poisson counters, or, with ``resamples`` = B > 0 on a grouped run, from B resamples of the instructions (the
+    only way for rules that need per-instruction counts, such as ``test``); the same resamples then give the
+    bootstrap stability of the validity evidence.
+    """
     rule = rule or SelectionRule()
+    settings = (validity or ValiditySettings()).check()
+    if resamples < 0 or resamples == 1:
+        raise SparcomError(f"--resamples must be 0 (off) or at least 2, got {resamples}")
+    grouped = has_groups(run)
+    per_instruction = grouped and run.manifest.get("group_by") == "instruction"
+    if rule.needs_groups and not per_instruction:
+        raise SparcomError(f"{run.path}: {GROUPS_NEEDED}")
+    if resamples and not per_instruction:
+        raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts per instruction; "
+                           "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
-    analyses = {}
+    analyses, evidence, scores, notes = {}, {}, {}, []
     for kind in _select_kinds(run, kinds):
         freqs = kind_frequencies(run.counts, categories, kind)
-        total = replicate_count(run.counts, categories, kind) if bootstrap else None
+        groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
+        masks = resample_masks(groups, rule, resamples, settings.seed) if groups is not None and resamples else None
+        total = replicate_count(run.counts, categories, kind) if bootstrap and masks is None else None
         replicates = replicate_frequencies(run.counts, categories, freqs.layout) if total else None
-        analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level)
-    return IdentifyResult(run, rule, analyses, ci_level)
+        analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level, groups,
+                                      masks if bootstrap else None)
+        if groups is not None and settings.enabled:
+            try:
+                evidence[kind] = (validity_of(groups, rule, settings.folds, settings.seed, settings.random_sets,
+                                              settings.level) if per_instruction else source_agreement(groups, rule))
+            except SparcomError as exc:
+                notes.append(f"validity of the {kind} selection left out: {exc}")
+            else:
+                if masks is not None:
+                    evidence[kind].bootstrap = Stability(groups.category_order, "bootstrap", masks)
+                scores[kind] = evidence[kind].scores
+        if kind not in scores:
+            moments = groups.moments if groups is not None and per_instruction else None
+            scores[kind] = specificity(freqs.p, categories, moments)
+    if not grouped:
+        notes.append(NO_GROUPS_NOTE)
+    elif not settings.enabled:
+        notes.append("validity evidence turned off (--no-validity)")
+    if rule.needs_groups and bootstrap and not resamples:
+        notes.append(RESAMPLES_NOTE.format(rule=rule.name))
+    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes)
 
 
 @dataclass
@@ -288,6 +373,15 @@ class CompareResult(Tabular):
         return {name: rows for name, rows in tables.items() if rows}
 
 
+def _rule_groups(run: ProfileRun, rule: SelectionRule, kind: str, categories) -> GroupCounts | None:
+    """The groups a rule needs (``test``), in the order of ``categories``; None for rules that need none."""
+    if not rule.needs_groups:
+        return None
+    if not has_groups(run):
+        raise SparcomError(f"{run.path}: {GROUPS_NEEDED}")
+    return run_groups(run, kind, categories)
+
+
 def compare(base_run: ProfileRun, tuned_run: ProfileRun, rule: SelectionRule | None = None,
             kinds: list[str] | None = None, force: bool = False) -> CompareResult:
     """Compare the selections and frequencies of a base and a tuned run of the same architecture and settings."""
@@ -320,7 +414,8 @@ def compare(base_run: ProfileRun, tuned_run: ProfileRun, rule: SelectionRule | N
         fb = kind_frequencies(base_run.counts, categories, kind)
         ft = kind_frequencies(tuned_run.counts, categories, kind)
         cmp.check_layouts(fb.layout, ft.layout)
-        a, b = analyse_kind(fb, rule, sweep=False), analyse_kind(ft, rule, sweep=False)
+        gb, gt = (_rule_groups(r, rule, kind, categories) for r in (base_run, tuned_run))
+        a, b = analyse_kind(fb, rule, sweep=False, groups=gb), analyse_kind(ft, rule, sweep=False, groups=gt)
         comparisons[kind] = KindComparison(
             base=a, tuned=b,
             changes=cmp.set_changes(a.mask, b.mask, categories),

@@ -195,6 +195,18 @@ class SelectionRule:
         return params
 
     @property
+    def variant(self) -> str:
+        """The rule and its parameters other than ε: what tells apart the rows of a sweep over rules."""
+        if self.name == "contrast":
+            return f"contrast (against {self.against})"
+        if self.name == "test":
+            return f"test (FDR {self.fdr:g})"
+        if self.name == "lape" and (self.filter_rate, self.activation_bar_ratio) != (LAPE_FILTER_RATE,
+                                                                                     LAPE_ACTIVATION_BAR_RATIO):
+            return f"lape (filter {self.filter_rate:g}, bar {self.activation_bar_ratio:g})"
+        return self.name
+
+    @property
     def sweep_grid(self) -> tuple[float, ...]:
         if self.name == "threshold":
             return SWEEP_THRESHOLDS

@@ -163,11 +163,14 @@ def summary_statistics(mask: np.ndarray, categories: Sequence[str]) -> dict[str,
 
 
 def epsilon_sweep(p: np.ndarray, layout: Layout, categories: Sequence[str], rule: SelectionRule,
-                  epsilons: Sequence[float] | None = None) -> list[dict]:
-    """The general/unique structure of the selection for each ε of a grid (the rule's default grid if None)."""
+                  epsilons: Sequence[float] | None = None, groups=None) -> list[dict]:
+    """The general/unique structure of the selection for each ε of a grid (the rule's default grid if None).
+
+    ``groups`` (the groups pooled into ``p``, or their moments) are handed to the rule: the ``test`` rule needs them.
+    """
     rows = []
     for epsilon in sorted(set(epsilons or rule.sweep_grid) | {rule.epsilon}):
-        mask = rule.with_epsilon(epsilon).apply(p, layout)
+        mask = rule.with_epsilon(epsilon).apply(p, layout, groups)
         rows.append({"epsilon": float(epsilon), "is_default": epsilon == rule.epsilon,
                      **summary_statistics(mask, categories)})
     return rows

@@ -142,5 +142,5 @@ def welch_greater(moments: GroupMoments) -> WelchResult:
 
 def welch_test_mask(moments: GroupMoments, fdr: float, min_effect: float) -> np.ndarray:
     """The ``test`` rule: BH-adjusted one-sided Welch p ≤ fdr and effect ≥ min_effect (> 0), per category."""
-    result = welch_greater(moments)
+    result = moments.welch
     return (result.qvalue <= fdr) & (result.effect >= min_effect) & (result.effect > 0)

@@ -24,7 +24,7 @@ Pure numpy; one pass over the [G, N] counts computes everything the folds need (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +33,19 @@ import numpy as np
 from sparcom.analysis import decoding as dec
 from sparcom.analysis import sets
 from sparcom.analysis.frequencies import KindFrequencies, Layout
-from sparcom.analysis.groups import SOURCES, GroupCounts, GroupMoments, PartitionSums, partition_sums, stratified_folds
+from sparcom.analysis.groups import (
+    SOURCES,
+    GroupCounts,
+    GroupMoments,
+    PartitionSums,
+    partition_sums,
+    resample_weights,
+    stratified_folds,
+)
 from sparcom.analysis.random_sets import draw_like
 from sparcom.analysis.selection import SelectionRule
-from sparcom.analysis.specificity import contrast_scores, entropy_specificity, welch_greater
+from sparcom.analysis.specificity import contrast_scores, entropy_specificity
 from sparcom.errors import SparcomError
-from sparcom.seeding import stream_seed
 
 DEFAULT_FOLDS = 5
 DEFAULT_RANDOM_SETS = 100
@@ -218,6 +225,17 @@ class HeldOutDecoding:
                 "all_components": {"decoder": "centroid", "accuracy": self.all_components.accuracy,
                                    "ci_low": all_low, "ci_high": all_high}}
 
+    def headline(self) -> dict[str, Any]:
+        """The numbers a reader wants first: per decoder accuracy, CI, random-set mean and p; all; chance."""
+        result: dict[str, Any] = {"instructions": self.all_components.evaluated}
+        for name, d in self.decoders.items():
+            low, high = d.interval
+            random = d.random_accuracy
+            result[name] = {"accuracy": d.accuracy, "ci_low": low, "ci_high": high,
+                            "random_mean": _nan_mean(random), "p_value": d.p_value}
+        result.update(all_components=self.all_components.accuracy, chance=self.chance)
+        return result
+
     def rows(self) -> list[dict]:
         result = []
         for name, d in [*self.decoders.items(), ("centroid_all_components", self.all_components)]:
@@ -248,7 +266,7 @@ class Specificity:
 
 def specificity(p: np.ndarray, categories: Sequence[str], moments: GroupMoments | None = None) -> Specificity:
     """Every specificity score of ``p[K, N]`` (and the Welch effect and q-value when group moments are given)."""
-    welch = welch_greater(moments) if moments is not None else None
+    welch = moments.welch if moments is not None else None
     return Specificity(tuple(categories), contrast_scores(p, "max"), contrast_scores(p, "mean"),
                        entropy_specificity(p), None if welch is None else welch.effect,
                        None if welch is None else welch.qvalue)
@@ -302,8 +320,8 @@ class ValidityResult:
     freqs: KindFrequencies  # category level, pooled from all groups
     mask: np.ndarray  # [K, N] selection on all groups
     scores: Specificity
-    decoding: HeldOutDecoding
-    stability: Stability
+    decoding: HeldOutDecoding | None  # None: groups by source half only (no instructions to hold out)
+    stability: Stability | None
     cross_source: CrossSource | None = None
     bootstrap: Stability | None = None
     notes: list[str] = field(default_factory=list)
@@ -312,14 +330,25 @@ class ValidityResult:
     def categories(self) -> tuple[str, ...]:
         return self.freqs.categories
 
+    def headline(self) -> dict[str, Any]:
+        """Held-out decoding (:meth:`HeldOutDecoding.headline`), fold stability and cross-source within/across."""
+        cross = self.cross_source
+        return {**(self.decoding.headline() if self.decoding else {}),
+                "stability": self.stability.mean if self.stability else float("nan"),
+                "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.mean,
+                "cross_source_within": cross.within_mean if cross else float("nan"),
+                "cross_source_across": cross.across_mean if cross else float("nan")}
+
     def summary(self) -> dict[str, Any]:
         counts = sets.set_counts(self.mask, self.categories)
         return {"kind": self.kind, "rule": self.rule.parameters, "rule_description": self.rule.describe(),
+                "headline": self.headline(),
                 "categories": list(self.categories), "components": counts["components"],
                 "selected": {c: counts[f"selected_{c}"] for c in self.categories},
                 "shares": sets.shares(counts, self.categories),
                 "set_specificity": set_specificity(self.mask, self.freqs.p, self.scores),
-                "held_out_decoding": self.decoding.summary(), "stability": self.stability.summary(),
+                "held_out_decoding": self.decoding.summary() if self.decoding else None,
+                "stability": self.stability.summary() if self.stability else None,
                 "bootstrap_stability": None if self.bootstrap is None else self.bootstrap.summary(),
                 "cross_source": None if self.cross_source is None else self.cross_source.summary(),
                 "notes": self.notes}
@@ -327,10 +356,10 @@ class ValidityResult:
     def tables(self) -> dict[str, list[dict]]:
         tag = {"kind": self.kind, "rule": self.rule.name, "epsilon": self.rule.epsilon}
         tables = {
-            "validity_decoding": [{**tag, **r} for r in self.decoding.rows()],
-            "validity_confusion": [{**tag, **r} for r in self.decoding.confusion_rows()],
-            "validity_stability": [{**tag, **r} for r in self.stability.rows() + (self.bootstrap.rows()
-                                                                                 if self.bootstrap else [])],
+            "validity_decoding": [{**tag, **r} for r in self.decoding.rows()] if self.decoding else [],
+            "validity_confusion": [{**tag, **r} for r in self.decoding.confusion_rows()] if self.decoding else [],
+            "validity_stability": [{**tag, **r} for r in (self.stability.rows() if self.stability else [])
+                                   + (self.bootstrap.rows() if self.bootstrap else [])],
             "validity_cross_source": [{**tag, **r} for r in self.cross_source.rows()] if self.cross_source else [],
             "specificity": [{"kind": self.kind, **r} for r in
                             specificity_rows(self.mask, self.freqs.p, self.freqs.layout, self.scores)],
@@ -351,23 +380,30 @@ class _Context:
     fold_sums: PartitionSums
     source_sums: PartitionSums | None
     notes: list[str]
+    pools: dict[tuple[int, ...], tuple[KindFrequencies, GroupMoments]] = field(default_factory=dict)
 
     @property
     def categories(self) -> tuple[str, ...]:
         return self.groups.category_order
 
     def pooled(self, parts: Sequence[int]) -> tuple[KindFrequencies, GroupMoments]:
-        g = self.groups
-        return self.fold_sums.frequencies(g.kind, g.layout, parts), self.fold_sums.moments_of(parts)
+        """Frequencies and moments of the union of folds ``parts`` (kept: every rule and ε of a sweep reuses them,
+        and with them the cached Welch tests)."""
+        key = tuple(parts)
+        if key not in self.pools:
+            g = self.groups
+            self.pools[key] = (self.fold_sums.frequencies(g.kind, g.layout, key), self.fold_sums.moments_of(key))
+        return self.pools[key]
 
     def everything(self) -> tuple[KindFrequencies, GroupMoments]:
         return self.pooled(range(self.folds))
 
 
 def _context(groups: GroupCounts, folds: int, seed: int) -> _Context:
-    assignment = stratified_folds(groups, folds, seed)
+    """Folds (``folds`` = 1: none, every group in one part) and the per-fold and per-source sums."""
+    assignment = stratified_folds(groups, folds, seed) if folds > 1 else np.zeros(groups.size, dtype=np.int64)
     k = len(groups.category_order)
-    for f in range(folds):
+    for f in range(folds if folds > 1 else 0):
         present = np.bincount(groups.category_index[assignment != f], minlength=k)
         if (present == 0).any():
             missing = groups.category_order[int(np.argmin(present))]
@@ -398,7 +434,9 @@ def _cross_source(ctx: _Context, rule: SelectionRule) -> CrossSource | None:
     return CrossSource(ctx.categories, masks, jaccard_matrix(masks["ai"], masks["human"]))
 
 
-def _held_out(ctx: _Context, rule: SelectionRule, random_sets: int, level: float) -> HeldOutDecoding:
+def _held_out(ctx: _Context, select: Callable[[KindFrequencies, GroupMoments], np.ndarray], random_sets: int,
+              level: float) -> HeldOutDecoding:
+    """k-fold decoding; ``select`` gives the [K, N] sets from a training split (a rule, or fixed sets)."""
     g = ctx.groups
     k, n = len(ctx.categories), g.layout.size
     correct = {name: np.zeros(1 + random_sets, dtype=np.int64) for name in DECODERS}
@@ -408,7 +446,7 @@ def _held_out(ctx: _Context, rule: SelectionRule, random_sets: int, level: float
     fold_masks = np.zeros((ctx.folds, k, n), dtype=bool)
     for f in range(ctx.folds):
         freqs, moments = ctx.pooled([p for p in range(ctx.folds) if p != f])
-        mask = _select(rule, freqs, moments)
+        mask = select(freqs, moments)
         fold_masks[f] = mask
         _, mean, std = moments.pooled()
         centroids = dec.standardise(moments.mean(), mean, std)
@@ -454,18 +492,10 @@ def bootstrap_stability(groups: GroupCounts, rule: SelectionRule, replicates: in
     """
     if replicates < 2:
         raise SparcomError(f"bootstrap stability needs at least 2 replicates, got {replicates}")
-    strata: dict[tuple[str, str], list[int]] = {}
-    for i, key in enumerate(zip(groups.categories, groups.sources, strict=True)):
-        strata.setdefault(key, []).append(i)
     masks = np.zeros((replicates, len(groups.category_order), groups.layout.size), dtype=bool)
     zeros = np.zeros(groups.size, dtype=np.int64)
     for r in range(replicates):
-        weights = np.zeros(groups.size, dtype=np.int64)
-        for key in sorted(strata):
-            members = np.array(sorted(strata[key], key=lambda i: groups.labels[i]), dtype=np.int64)
-            rng = np.random.default_rng(stream_seed(seed, "bootstrap", r, *key))
-            np.add.at(weights, members[rng.integers(0, members.size, members.size)], 1)
-        sums = partition_sums(groups, zeros, 1, weights)
+        sums = partition_sums(groups, zeros, 1, resample_weights(groups, r, seed))
         masks[r] = _select(rule, sums.frequencies(groups.kind, groups.layout, [0]), sums.moments[0])
     return Stability(groups.category_order, "bootstrap", masks)
 
@@ -473,7 +503,7 @@ def bootstrap_stability(groups: GroupCounts, rule: SelectionRule, replicates: in
 def _evaluate(ctx: _Context, rule: SelectionRule, random_sets: int, level: float, bootstrap: int) -> ValidityResult:
     freqs, moments = ctx.everything()
     mask = _select(rule, freqs, moments)
-    decoding = _held_out(ctx, rule, random_sets, level)
+    decoding = _held_out(ctx, lambda f, m: _select(rule, f, m), random_sets, level)
     return ValidityResult(
         kind=ctx.groups.kind, rule=rule, freqs=freqs, mask=mask,
         scores=specificity(freqs.p, ctx.categories, moments if len(moments.n) > 1 and (moments.n >= 2).all() else None),
@@ -483,7 +513,7 @@ def _evaluate(ctx: _Context, rule: SelectionRule, random_sets: int, level: float
         notes=list(ctx.notes))
 
 
-def _check(folds: int, random_sets: int, level: float) -> None:
+def check_settings(folds: int, random_sets: int, level: float) -> None:
     if random_sets < 1:
         raise SparcomError(f"random sets must be at least 1 (100 or more for a p-value), got {random_sets}")
     if not 0 < level < 1:
@@ -496,8 +526,40 @@ def validity(groups: GroupCounts, rule: SelectionRule, folds: int = DEFAULT_FOLD
              random_sets: int = DEFAULT_RANDOM_SETS, level: float = DEFAULT_LEVEL, bootstrap: int = 0,
              ) -> ValidityResult:
     """Cross-source agreement, held-out decoding, stability and specificity scores of ``rule`` on ``groups``."""
-    _check(folds, random_sets, level)
+    check_settings(folds, random_sets, level)
     return _evaluate(_context(groups, folds, seed), rule, random_sets, level, bootstrap)
+
+
+def source_agreement(groups: GroupCounts, rule: SelectionRule) -> ValidityResult:
+    """Cross-source agreement and specificity scores only: what a run grouped by source half supports.
+
+    With one group per (category, source) there are no instructions to hold out, so there is no decoding and no
+    fold stability (``decoding`` and ``stability`` are None) and no per-instruction test (no Welch columns).
+    """
+    ctx = _context(groups, 1, 0)
+    freqs, moments = ctx.everything()
+    note = ("held-out decoding and stability need one group per instruction; the run keeps one per source half "
+            "(profile with --group-by instruction)")
+    return ValidityResult(kind=groups.kind, rule=rule, freqs=freqs, mask=_select(rule, freqs, moments),
+                          scores=specificity(freqs.p, ctx.categories), decoding=None, stability=None,
+                          cross_source=_cross_source(ctx, rule), notes=[*ctx.notes, note])
+
+
+def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_FOLDS, seed: int = 0,
+                   random_sets: int = DEFAULT_RANDOM_SETS, level: float = DEFAULT_LEVEL) -> HeldOutDecoding:
+    """Held-out decoding of ``groups`` with fixed sets ``mask[K, N]`` (rows in ``groups.category_order``).
+
+    Nothing is re-selected: the k folds only fit the decoders (standardisation and centroids on the training
+    instructions), and the random sets are drawn with the fixed sets' per-layer shape in every fold, with the same
+    streams as :func:`validity`. This is how a selection made on one run is judged on instructions it never saw.
+    """
+    check_settings(folds, random_sets, level)
+    mask = np.asarray(mask, dtype=bool)
+    expected = (len(groups.category_order), groups.layout.size)
+    if mask.shape != expected:
+        raise SparcomError(f"the sets are {mask.shape} but the groups have {expected[0]} categories × {expected[1]} "
+                           "components")
+    return _held_out(_context(groups, folds, seed), lambda f, m: mask, random_sets, level)
 
 
 def validity_sweep(groups: GroupCounts, rules: Sequence[SelectionRule],
@@ -509,7 +571,7 @@ def validity_sweep(groups: GroupCounts, rules: Sequence[SelectionRule],
     decoders against their random sets, the all-component centroid and chance; fold stability; cross-source
     within/across Jaccard. Folds, random draws and the one pass over the counts are shared by every row.
     """
-    _check(folds, random_sets, level)
+    check_settings(folds, random_sets, level)
     ctx = _context(groups, folds, seed)
     rows = []
     for rule in rules:
@@ -517,7 +579,8 @@ def validity_sweep(groups: GroupCounts, rules: Sequence[SelectionRule],
         for epsilon in sorted(set(grid) | {rule.epsilon}):
             result = _evaluate(ctx, rule.with_epsilon(epsilon), random_sets, level, 0)
             stats = sets.summary_statistics(result.mask, result.categories)
-            row: dict[str, Any] = {"kind": groups.kind, "rule": rule.name, "epsilon": float(epsilon),
+            row: dict[str, Any] = {"kind": groups.kind, "rule": rule.name, "variant": rule.variant,
+                                   "epsilon": float(epsilon),
                                    "is_default": epsilon == rule.epsilon, "selected_any": stats["selected_any"],
                                    "general_share": stats["general_share"], "unique_share": stats["unique_share"]}
             row.update({f"selected_{c}": stats[f"selected_{c}"] for c in result.categories})

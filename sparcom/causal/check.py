@@ -19,17 +19,24 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.analysis.selection import SelectionRule
 from sparcom.causal import answers as ans
 from sparcom.causal.baseline import random_like
+from sparcom.causal.checkpoint import ConditionStore, Digest, open_store
+from sparcom.causal.crossfit import FoldSelections, fold_selections
 from sparcom.causal.interventions import Ablation, AblationStats, ablate, check_ablation
-from sparcom.causal.nll import ScoredExample, category_means, encode_scored, example_nll
+from sparcom.causal.nll import ScoredExample, category_means, encode_scored
 from sparcom.causal.result import CausalResult, TargetResult
+from sparcom.causal.scoring import ScoringPlan
 from sparcom.causal.settings import TARGETS, CausalSettings
+from sparcom.causal.spread import share_passes
+from sparcom.causal.statistics import causal_statistics
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, first_rows_per_category, read_rows
+from sparcom.distributed import join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.kinds import CountKey, count_key
-from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.sites import ModelSites, model_sites
 from sparcom.profile.artifacts import load_manifest
 from sparcom.profile.batching import length_batches
@@ -111,23 +118,54 @@ def _ordered_categories(selected: Sequence[str], rows: Sequence[InstructionRow])
 
 
 @dataclass
+class Fold:
+    """Rows scored with one family of sets: every row with a selection's sets, or (cross-fitting) the rows of one
+    held-out fold with the sets selected on the other folds."""
+
+    index: int | None
+    rows: np.ndarray  # positions in CheckInputs.examples
+    scoring: ScoringPlan  # the batches of those rows, built once
+    ablations: dict[str, dict[str, Ablation]]  # target → category → set
+
+    def key(self, *parts: str) -> str:
+        """The condition's name in the checkpoint."""
+        return "/".join(parts) + ("" if self.index is None else f"/fold{self.index}")
+
+    def stream(self, target: str, category: str) -> str:
+        """The random-set stream label (the same as before cross-fitting existed when there are no folds)."""
+        return f"{target}/{category}" if self.index is None else f"{target}/{category}/fold{self.index}"
+
+
+@dataclass
 class CheckInputs:
-    """Everything a check needs, prepared once: rows, encoded examples, the batch plan and the ablations."""
+    """Everything a check needs, prepared once: rows, encoded examples, the folds with their batches and sets."""
 
     model: LoadedModel
     sites: ModelSites
     rows: list[InstructionRow]
     examples: list[ScoredExample]
-    plan: list[list[int]]
+    folds: list[Fold]
     categories: list[str]
     evaluated: list[str]
     targets: dict[str, list[str]]
-    ablations: dict[str, dict[str, Ablation]]
     template: str
     system_prompt: str | None
     excluded: int
     notes: list[str]
     overridden: list[str]
+    crossfit: FoldSelections | None = None
+
+    @property
+    def ablations(self) -> dict[str, dict[str, Ablation]]:
+        """The sets of a check without folds (the first fold's otherwise)."""
+        return self.folds[0].ablations
+
+    @property
+    def counts(self) -> np.ndarray:
+        counts = np.zeros(len(self.examples), dtype=np.int64)
+        for fold in self.folds:
+            counts[fold.rows] = fold.scoring.counts
+        return counts
 
 
 def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[list[InstructionRow], int]:
@@ -137,29 +175,46 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
     exclude = profiled_ids(selection) if settings.exclude_profiled else set()
     rows, _ = first_rows_per_category(rows, settings.per_category, exclude)
     if not rows:
-        raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on)")
+        raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on); score the "
+                           "profiled rows with cross-fitting instead (--run RUN --folds 5)")
     return rows, len(exclude)
 
 
-def prepare_inputs(model: LoadedModel, selection, rows: list[InstructionRow], excluded: int,
-                   settings: CausalSettings) -> CheckInputs:
-    """Check the selection against the model and the data, encode the rows, build the ablations."""
-    targets = resolve_targets(selection, settings.targets)
-    overridden, notes = check_compatibility(selection, model, settings.force)
-    sites = model_sites(model.model)
-    categories = selection.categories
-    masks = unique_masks(selection.masks, categories) if settings.unique else selection.masks
+def crossfit_rows(crossfit: FoldSelections, data: Path, settings: CausalSettings) -> list[InstructionRow]:
+    """The rows of ``data`` that the run profiled (each belongs to one fold), first ``per_category`` of each."""
+    rows = [r for r in read_rows(data, require_output=True) if r.id in crossfit.fold_of]
+    rows, _ = first_rows_per_category(rows, settings.per_category)
+    if not rows:
+        raise SparcomError(f"{data}: none of the run's profiled instructions is in this file; give the dataset "
+                           f"{crossfit.run.path} was profiled on")
+    return rows
+
+
+def _ablations(masks: dict[str, np.ndarray], categories: list[str], targets: dict[str, list[str]],
+               settings: CausalSettings, sites: ModelSites) -> dict[str, dict[str, Ablation]]:
+    masks = unique_masks(masks, categories) if settings.unique else masks
     ablations = {name: {c: Ablation.from_masks(masks, c, kinds, label=f"{name}/{c}") for c in categories}
                  for name, kinds in targets.items()}
     for per_category in ablations.values():
         for ablation in per_category.values():
             check_ablation(ablation, sites, settings.expert_removal)
+    return ablations
+
+
+def prepare_inputs(model: LoadedModel, selection, rows: list[InstructionRow], excluded: int,
+                   settings: CausalSettings, crossfit: FoldSelections | None = None) -> CheckInputs:
+    """Check the selection against the model and the data, encode the rows once, build the batches and the sets
+    (one fold without cross-fitting; with ``crossfit``, one fold per held-out part, ``selection`` is its first)."""
+    targets = resolve_targets(selection, settings.targets)
+    overridden, notes = check_compatibility(selection, model, settings.force)
+    sites = model_sites(model.model)
+    categories = selection.categories
     manifest = selection.meta.get("manifest") or {}
     check_tokenizer(model.tokenizer)
     template = resolve_template(model.tokenizer, manifest.get("template") or "auto")
     system_prompt = manifest.get("system_prompt")
     limit = getattr(model.model.config, "max_position_embeddings", None)
-    examples = encode_scored(rows, model.tokenizer, template, system_prompt, limit)
+    examples = encode_scored(rows, model.tokenizer, template, system_prompt, limit, settings.max_scored_tokens)
     evaluated = _ordered_categories(categories, rows)
     if not any(c in evaluated for c in categories):
         notes.append("no evaluated category has a selected set of its own (the data and the selection share no "
@@ -167,54 +222,115 @@ def prepare_inputs(model: LoadedModel, selection, rows: list[InstructionRow], ex
     selection_dtype = manifest.get("dtype")
     if selection_dtype and selection_dtype != model_dtype(model):
         notes.append(f"the selection was profiled in {selection_dtype}; this check runs in {model_dtype(model)}")
-    plan = length_batches([len(e) for e in examples], settings.batch_size)
-    return CheckInputs(model, sites, rows, examples, plan, list(categories), evaluated, targets, ablations, template,
-                       system_prompt, excluded, notes, overridden)
+    if settings.max_scored_tokens:
+        reached = sum(1 for e in examples if e.tokens == settings.max_scored_tokens)
+        notes.append(f"only the first {settings.max_scored_tokens} tokens of each reference response are scored "
+                     f"(--max-scored-tokens); {reached} of {len(rows)} rows reach the cap")
+    pad_id = pad_token_id(model.tokenizer)
+    if crossfit is None:
+        parts = [(None, np.arange(len(examples)), selection.masks)]
+    else:
+        fold_of = np.array([crossfit.fold_of[r.id] for r in rows])
+        parts = [(f, np.flatnonzero(fold_of == f), crossfit.selections[f].masks) for f in range(crossfit.folds)]
+    folds = []
+    for index, positions, masks in parts:
+        if positions.size == 0:
+            notes.append(f"fold {index} has no scored rows (--per-category keeps the first rows only)")
+            continue
+        subset = [examples[i] for i in positions]
+        plan = length_batches([len(e) for e in subset], settings.batch_size)
+        folds.append(Fold(index, positions, ScoringPlan.build(subset, plan, pad_id),
+                          _ablations(masks, list(categories), targets, settings, sites)))
+    return CheckInputs(model, sites, rows, examples, folds, list(categories), evaluated, targets, template,
+                       system_prompt, excluded, notes, overridden, crossfit)
 
 
 def model_dtype(model: LoadedModel) -> str:
     return str(next(model.model.parameters()).dtype).replace("torch.", "")
 
 
+def check_digest(inputs: CheckInputs, settings: CausalSettings) -> str:
+    """What fixes every condition's numbers (:mod:`sparcom.causal.checkpoint`): a resume needs the same digest."""
+    digest = Digest()
+    info = inputs.model.info
+    digest.add("model", {"name": info.get("name_or_path"), "fingerprint": info.get("fingerprint"),
+                         "dtype": model_dtype(inputs.model), "device": str(next(inputs.model.model.parameters()).device),
+                         "architecture": type(inputs.model.model).__name__})
+    digest.add("settings", {"seeds": settings.seeds, "seed": settings.seed, "expert_removal": settings.expert_removal,
+                            "targets": inputs.targets, "unique": settings.unique, "generate": settings.generate,
+                            "max_new_tokens": settings.max_new_tokens, "generate_seeds": settings.generate_seeds,
+                            "batch_size": settings.batch_size, "template": inputs.template,
+                            "system_prompt": inputs.system_prompt, "categories": inputs.categories})
+    for example in inputs.examples:
+        digest.add(example.row_id, [example.category, list(example.input_ids), list(example.scored)])
+    for fold in inputs.folds:
+        digest.add("fold", {"index": fold.index, "rows": fold.rows.tolist(),
+                            "batches": [list(b.rows) for b in fold.scoring.batches]})
+        for name, per_category in fold.ablations.items():
+            for category, ablation in per_category.items():
+                for kind in sorted(ablation.components):
+                    for layer, indices in sorted(ablation.components[kind].items()):
+                        digest.add(f"{name}/{category}/{kind}/{layer}", np.asarray(indices, dtype=np.int64))
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------- passes
 
 
 class _Evaluator:
-    """Runs NLL passes and generations of one model under ablations, with one progress bar."""
+    """Runs NLL passes and generations of one model under ablations, with one progress bar and the checkpoint."""
 
-    def __init__(self, inputs: CheckInputs, settings: CausalSettings, bar, task):
+    def __init__(self, inputs: CheckInputs, settings: CausalSettings, bar, task, store: ConditionStore | None = None):
         self.inputs, self.settings = inputs, settings
         self.model, self.tokenizer = inputs.model.model, inputs.model.tokenizer
         self.pad_id = pad_token_id(self.tokenizer)
         self.bar, self.task = bar, task
+        self.store = store
 
     def _step(self) -> None:
         self.bar.advance(self.task)
 
-    def nll(self, ablation: Ablation | None, description: str) -> tuple[np.ndarray, np.ndarray, AblationStats]:
+    def nll(self, fold: Fold, ablation: Ablation | None, key: str, description: str
+            ) -> tuple[np.ndarray, dict[str, int]]:
+        """Per-row summed NLL of ``fold``'s rows with ``ablation`` active (loaded when the checkpoint has it)."""
+        if self.store is not None and self.store.has(key):
+            self.bar.advance(self.task, len(fold.scoring.batches))
+            return self.store.load(key)
         self.bar.update(self.task, description=description)
-        examples, plan = self.inputs.examples, self.inputs.plan
         if ablation is None:
-            sums, counts = example_nll(self.model, examples, plan, self.pad_id, self._step)
-            return sums, counts, AblationStats()
-        with ablate(self.model, ablation, sites=self.inputs.sites, expert_removal=self.settings.expert_removal) as stats:
-            sums, counts = example_nll(self.model, examples, plan, self.pad_id, self._step)
-        return sums, counts, stats
+            sums, counters = fold.scoring.run(self.model, self._step), {}
+        else:
+            with ablate(self.model, ablation, sites=self.inputs.sites,
+                        expert_removal=self.settings.expert_removal) as stats:
+                sums = fold.scoring.run(self.model, self._step)
+            counters = {"fallback_tokens": stats.fallback_tokens, "removed_slots": stats.removed_slots,
+                        "routed_slots": stats.routed_slots}
+        if self.store is not None:
+            self.store.save(key, sums, counters)
+        return sums, counters
 
-    def generate(self, ablation: Ablation | None, prompts, description: str) -> list[str]:
-        self.bar.update(self.task, description=description)
+    def generate(self, ablation: Ablation | None, prompts, key: str, description: str) -> list[str]:
         s = self.settings
+        batches = -(-len(prompts) // s.batch_size)
+        if self.store is not None and self.store.has_texts(key):
+            self.bar.advance(self.task, batches)
+            return self.store.load_texts(key)
+        self.bar.update(self.task, description=description)
 
         def run() -> list[str]:
             texts = ans.greedy_generate(self.model, self.tokenizer, prompts, s.max_new_tokens, s.batch_size,
                                         self.pad_id)
-            self.bar.advance(self.task, -(-len(prompts) // s.batch_size))
+            self.bar.advance(self.task, batches)
             return texts
 
         if ablation is None:
-            return run()
-        with ablate(self.model, ablation, sites=self.inputs.sites, expert_removal=s.expert_removal):
-            return run()
+            texts = run()
+        else:
+            with ablate(self.model, ablation, sites=self.inputs.sites, expert_removal=s.expert_removal):
+                texts = run()
+        if self.store is not None:
+            self.store.save_texts(key, texts)
+        return texts
 
 
 def _category_vector(inputs: CheckInputs, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -222,31 +338,63 @@ def _category_vector(inputs: CheckInputs, sums: np.ndarray, counts: np.ndarray) 
     return np.array([means[c]["nll"] for c in inputs.evaluated])
 
 
+def baseline_sums(inputs: CheckInputs, evaluator: _Evaluator) -> np.ndarray:
+    """Per-row summed NLL of the unablated model (each fold's rows in that fold's batches)."""
+    base = np.zeros(len(inputs.examples))
+    for fold in inputs.folds:
+        base[fold.rows], _ = evaluator.nll(fold, None, fold.key("none"), "unablated")
+    return base
+
+
 def nll_targets(inputs: CheckInputs, settings: CausalSettings, evaluator: _Evaluator, base: np.ndarray,
                 counts: np.ndarray, per_example: dict[str, np.ndarray]) -> dict[str, TargetResult]:
-    """For each target: the NLL with each category's set deactivated, and the ΔNLL of its random sets."""
+    """For each target: per-row NLL sums with each category's set deactivated and with each of its random sets
+    (per fold when cross-fitting, pooled over the folds), the ΔNLL matrices and the paired statistics."""
     base_vector = _category_vector(inputs, base, counts)
+    labels = [e.category for e in inputs.examples]
+    seeds = settings.seeds
     results: dict[str, TargetResult] = {}
     for name, kinds in inputs.targets.items():
-        nll = np.zeros((len(inputs.categories), len(inputs.evaluated)))
-        random_delta = np.zeros((len(inputs.categories), settings.seeds, len(inputs.evaluated)))
-        stats = {}
+        a_count = len(inputs.categories)
+        selected = np.tile(base, (a_count, 1))
+        random = np.tile(base, (a_count, seeds, 1))
+        stats: dict[str, AblationStats] = {}
+        sizes: dict[str, list[int]] = {}
         for a, category in enumerate(inputs.categories):
-            ablation = inputs.ablations[name][category]
-            label = f"{name} {category_label(category)}"
-            if ablation.is_empty():
-                nll[a] = base_vector
-                inputs.notes.append(f"{name}: the {category_label(category)} set is empty; its row is 0 by definition")
-                continue
-            sums, _, stats[category] = evaluator.nll(ablation, label)
-            per_example[f"{name}:{category}"] = sums
-            nll[a] = _category_vector(inputs, sums, counts)
-            for s in range(settings.seeds):
-                control = random_like(ablation, settings.seed + s, f"{name}/{category}")
-                random_sums, _, _ = evaluator.nll(control, f"{label} random {s + 1}/{settings.seeds}")
-                random_delta[a, s] = _category_vector(inputs, random_sums, counts) - base_vector
+            sizes[category] = [fold.ablations[name][category].size() for fold in inputs.folds]
+            for fold in inputs.folds:
+                ablation = fold.ablations[name][category]
+                label = f"{name} {category_label(category)}" + ("" if fold.index is None else f" fold {fold.index}")
+                if ablation.is_empty():
+                    where = "" if fold.index is None else f" in fold {fold.index}"
+                    inputs.notes.append(f"{name}: the {category_label(category)} set is empty{where}; its rows are "
+                                        "unchanged by definition")
+                    continue
+                sums, counters = evaluator.nll(fold, ablation, fold.key(name, category, "selected"), label)
+                selected[a, fold.rows] = sums
+                total = stats.setdefault(category, AblationStats())
+                total.fallback_tokens += counters.get("fallback_tokens", 0)
+                total.removed_slots += counters.get("removed_slots", 0)
+                total.routed_slots += counters.get("routed_slots", 0)
+                for s in range(seeds):
+                    control = random_like(ablation, settings.seed + s, fold.stream(name, category))
+                    random[a, s, fold.rows], _ = evaluator.nll(fold, control, fold.key(name, category, f"random/{s:04d}"),
+                                                               f"{label} random {s + 1}/{seeds}")
+            if any(sizes[category]):
+                per_example[f"{name}:{category}"] = selected[a]
+        nll = np.stack([_category_vector(inputs, selected[a], counts) for a in range(a_count)])
+        random_delta = np.zeros((a_count, seeds, len(inputs.evaluated)))
+        for a in range(a_count):
+            if any(sizes[inputs.categories[a]]):
+                for s in range(seeds):
+                    random_delta[a, s] = _category_vector(inputs, random[a, s], counts) - base_vector
+        statistics = causal_statistics(
+            base, selected, random, counts, labels, inputs.categories, inputs.evaluated,
+            set_sizes=[sum(sizes[c]) for c in inputs.categories], target=name, replicates=settings.replicates,
+            seed=settings.seed, test=settings.test)
         results[name] = TargetResult(name, kinds, list(inputs.categories), inputs.evaluated, inputs.ablations[name],
-                                     nll, nll - base_vector[None, :], random_delta, stats)
+                                     nll, nll - base_vector[None, :], random_delta, stats, selected, random,
+                                     statistics, fold_sizes=sizes if inputs.crossfit is not None else None)
     return results
 
 
@@ -280,28 +428,32 @@ def accuracy_runs(inputs: CheckInputs, settings: CausalSettings, evaluator: _Eva
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Exact match unablated, with each set deactivated, and with its first ``generate_seeds`` random sets."""
     scorer = _Scorer(checks, inputs.evaluated, [], [])
-    scorer(evaluator.generate(None, prompts, "generate unablated"), "none", None, "unablated", None)
+    scorer(evaluator.generate(None, prompts, "generate/none", "generate unablated"), "none", None, "unablated", None)
     for name in inputs.targets:
         for category in inputs.categories:
             ablation = inputs.ablations[name][category]
             if ablation.is_empty():
                 continue
             label = f"generate {name} {category_label(category)}"
-            scorer(evaluator.generate(ablation, prompts, label), name, category, "selected", None)
+            key = f"generate/{name}/{category}"
+            scorer(evaluator.generate(ablation, prompts, f"{key}/selected", label), name, category, "selected", None)
             for s in range(min(settings.generate_seeds, settings.seeds)):
                 control = random_like(ablation, settings.seed + s, f"{name}/{category}")
-                scorer(evaluator.generate(control, prompts, f"{label} random {s + 1}"), name, category, "random",
-                       settings.seed + s)
+                scorer(evaluator.generate(control, prompts, f"{key}/random/{s:04d}", f"{label} random {s + 1}"),
+                       name, category, "random", settings.seed + s)
     return scorer.accuracy, scorer.generations
 
 
 def _planned_batches(inputs: CheckInputs, settings: CausalSettings, prompts: list) -> int:
     """Forward batches the progress bar will count: NLL passes, then generation batches."""
-    active = [a for per in inputs.ablations.values() for a in per.values() if not a.is_empty()]
-    passes = 1 + len(active) * (1 + settings.seeds)
+    passes = 0
+    for fold in inputs.folds:
+        active = [a for per in fold.ablations.values() for a in per.values() if not a.is_empty()]
+        passes += (1 + len(active) * (1 + settings.seeds)) * len(fold.scoring.batches)
     gen_batches = -(-len(prompts) // settings.batch_size) if prompts else 0
+    active = [a for per in inputs.ablations.values() for a in per.values() if not a.is_empty()]
     gen_runs = 1 + len(active) * (1 + min(settings.generate_seeds, settings.seeds)) if gen_batches else 0
-    return passes * len(inputs.plan) + gen_runs * gen_batches
+    return passes + gen_runs * gen_batches
 
 
 # ------------------------------------------------------------------------------------------- the check
@@ -309,44 +461,84 @@ def _planned_batches(inputs: CheckInputs, settings: CausalSettings, prompts: lis
 
 def causal_check(
     model: str | LoadedModel,
-    selection,
-    data: str | Path,
+    selection=None,
+    data: str | Path | None = None,
     settings: CausalSettings | None = None,
     *,
+    run=None,
+    rule=None,
     dtype: str = "auto",
     device: str = "cpu",
     device_map: str | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> CausalResult:
-    """Run the causal check of ``selection`` (a directory or a loaded Selection) on ``model`` with ``data``."""
+    """Run the causal check of ``selection`` (a directory or a loaded Selection) on ``model`` with ``data``.
+
+    Cross-fitting (``settings.folds``): give ``run`` (a run profiled with ``--group-by instruction``) and ``rule``
+    (a :class:`~sparcom.analysis.selection.SelectionRule`) instead of a selection. ``checkpoint`` (the output folder
+    the result will be written to) keeps every finished condition beside it, so ``resume`` continues an interrupted
+    check (:mod:`sparcom.causal.checkpoint`); ``overwrite`` discards an earlier checkpoint.
+    """
     from sparcom.analysis.selection_file import Selection, load_selection
 
     started = time.perf_counter()
     settings = settings or CausalSettings()
-    settings.check()
-    if not isinstance(selection, Selection):
-        selection = load_selection(selection)
-    data = Path(data)
-    resolve_targets(selection, settings.targets)
-    rows, excluded = evaluated_rows(selection, data, settings)
+    ranks = join(device, device_map)  # under torchrun: the conditions are shared over the ranks (causal/spread.py)
+    with ranks.step("reading the selection and data"):
+        settings.check()
+        if data is None:
+            raise SparcomError("give --data: the rows whose reference responses are scored")
+        data = Path(data)
+        crossfit = None
+        if settings.folds is not None:
+            if selection is not None or run is None:
+                raise SparcomError("--folds selects on each fold's complement of a run: give --run RUN (profiled "
+                                   "with --group-by instruction) and --rule, not --selection")
+            crossfit = fold_selections(_load_run(run), rule or SelectionRule(), settings.folds, settings.seed)
+            selection = crossfit.selections[0]
+            resolve_targets(selection, settings.targets)
+            rows, excluded = crossfit_rows(crossfit, data, settings), 0
+        else:
+            if selection is None:
+                raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --folds to "
+                                   "cross-fit")
+            if not isinstance(selection, Selection):
+                selection = load_selection(selection)
+            resolve_targets(selection, settings.targets)
+            rows, excluded = evaluated_rows(selection, data, settings)
     if isinstance(model, str):
-        model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-    inputs = prepare_inputs(model, selection, rows, excluded, settings)
+        model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+    with ranks.step("checking the selection against the model"):
+        inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)
+    store = None
+    with ranks.step("opening the check's checkpoint"):
+        if checkpoint is not None and ranks.is_main:  # rank 0 alone keeps the checkpoint (causal/spread.py)
+            store = open_store(checkpoint, check_digest(inputs, settings), resume, overwrite)
     checks = [ans.make_check(r) for r in inputs.rows] if settings.generate else []
     checked = [i for i, c in enumerate(checks) if c is not None]
     if settings.generate and not checked:
         inputs.notes.append("--generate: no row has a checkable answer (cls label, math final number, short qa answer)")
     prompts = ans.encode_prompts([inputs.rows[i] for i in checked], model.tokenizer, inputs.template,
                                  inputs.system_prompt)
-    bar = progress_bar("batches", enabled=progress, description_width=28)
-    with bar:
-        task = bar.add_task("baseline", total=_planned_batches(inputs, settings, prompts))
-        evaluator = _Evaluator(inputs, settings, bar, task)
-        base_sums, counts, _ = evaluator.nll(None, "unablated")
-        per_example = {"none": base_sums}
-        results = nll_targets(inputs, settings, evaluator, base_sums, counts, per_example)
-        accuracy, generations = (accuracy_runs(inputs, settings, evaluator, [checks[i] for i in checked], prompts)
-                                 if prompts else ([], []))
+    bar = progress_bar("batches", enabled=progress and ranks.is_main, description_width=28)
+    try:
+        with bar:
+            task = bar.add_task("baseline", total=_planned_batches(inputs, settings, prompts))
+            evaluator = share_passes(_Evaluator(inputs, settings, bar, task, store), inputs, settings, prompts, ranks)
+            base_sums = baseline_sums(inputs, evaluator)
+            counts = inputs.counts
+            per_example = {"none": base_sums}
+            results = nll_targets(inputs, settings, evaluator, base_sums, counts, per_example)
+            accuracy, generations = (accuracy_runs(inputs, settings, evaluator, [checks[i] for i in checked], prompts)
+                                     if prompts else ([], []))
+    finally:
+        if store is not None:
+            store.release()
+    if store is not None and store.resumed:
+        inputs.notes.append(f"resumed: {store.resumed} finished conditions were read from the checkpoint")
     baseline = category_means(inputs.examples, base_sums, counts, inputs.evaluated)
     info = dict(model.info)
     info.update(architecture=type(model.model).__name__, model_type=model.model.config.model_type,
@@ -357,12 +549,23 @@ def causal_check(
     selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
                       "epsilon": meta.get("epsilon"), "description": meta.get("description"),
                       "source_run": meta.get("source_run"), "categories": list(inputs.categories),
-                      "kinds": selection.kinds, "made_on": manifest.get("model.name_or_path")}
+                      "kinds": selection.kinds, "made_on": manifest.get("model.name_or_path"),
+                      "crossfit": crossfit.summary() if crossfit is not None else None}
     data_info = {"path": str(data), "sha256": file_sha256(data),
                  "instructions": {c: baseline[c]["instructions"] for c in inputs.evaluated},
                  "instruction_ids": {c: [r.id for r in inputs.rows if r.category == c] for c in inputs.evaluated},
-                 "excluded_profiled": inputs.excluded}
+                 "excluded_profiled": inputs.excluded,
+                 "scored_tokens": {c: baseline[c]["tokens"] for c in inputs.evaluated},
+                 "forward_tokens": sum(f.scoring.tokens for f in inputs.folds)}
+    if crossfit is not None:
+        data_info["fold_of"] = {r.id: crossfit.fold_of[r.id] for r in inputs.rows}
     return CausalResult(settings, info, selection_info, data_info, inputs.template, inputs.system_prompt,
                         inputs.examples, inputs.evaluated, baseline, base_sums, counts, results, per_example,
                         accuracy, generations, list(dict.fromkeys(inputs.notes)), inputs.overridden,
                         time.perf_counter() - started, software_versions())
+
+
+def _load_run(run):
+    from sparcom.profile.artifacts import ProfileRun, load_run
+
+    return run if isinstance(run, ProfileRun) else load_run(run)

@@ -17,13 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from sparcom.data.formatting import encode_row
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
-from sparcom.models.logits import logits_at
 
 #: Rows of logits turned into float32 log-probabilities at once (bounds memory for large vocabularies).
 LOGIT_CHUNK = 1024
@@ -46,14 +44,31 @@ class ScoredExample:
         return sum(self.scored[1:])
 
 
+def cap_scored(example: ScoredExample, max_scored: int) -> ScoredExample:
+    """Score only the first ``max_scored`` response tokens and drop the tokens after the last of them: in a causal
+    model nothing later changes the logits of earlier positions, so the kept tokens' NLL is unchanged."""
+    kept = [t for t in range(1, len(example)) if example.scored[t]][:max_scored]
+    if len(kept) == example.tokens:
+        return example
+    end = kept[-1] + 1
+    scored = tuple(t in set(kept) for t in range(end))
+    return ScoredExample(example.row_id, example.category, example.input_ids[:end], scored)
+
+
 def encode_scored(
     rows: Sequence[InstructionRow],
     tokenizer,
     template: str,
     system_prompt: str | None = None,
     max_length: int | None = None,
+    max_scored: int | None = None,
 ) -> list[ScoredExample]:
-    """Format and tokenize rows with their reference responses; refuse rows with nothing to score."""
+    """Format and tokenize rows with their reference responses; refuse rows with nothing to score.
+
+    ``max_scored`` caps the scored response tokens per row (the first ones; see :func:`cap_scored`).
+    """
+    if max_scored is not None and max_scored < 1:
+        raise SparcomError(f"the scored-token cap must be at least 1, got {max_scored}")
     examples = []
     for index, row in enumerate(rows):
         encoded = encode_row(row, index, tokenizer, template, system_prompt, with_response=True)
@@ -63,7 +78,7 @@ def encode_scored(
         if max_length and len(example) > max_length:
             raise SparcomError(f"row {row.id}: {len(example)} tokens (prompt + reference output) exceed the model's "
                                f"limit of {max_length}; shorten it or remove it from the dataset")
-        examples.append(example)
+        examples.append(cap_scored(example, max_scored) if max_scored else example)
     return examples
 
 
@@ -74,39 +89,12 @@ def example_nll(
     pad_id: int,
     on_batch: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: the summed NLL of its scored tokens (float64) and their number."""
-    sums = np.zeros(len(examples), dtype=np.float64)
-    counts = np.zeros(len(examples), dtype=np.int64)
-    with torch.no_grad():
-        for batch in plan:
-            width = max(len(examples[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            scored = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, i in enumerate(batch):
-                n = len(examples[i])
-                ids[row, :n] = torch.tensor(examples[i].input_ids)
-                attention[row, :n] = 1
-                scored[row, :n] = torch.tensor(examples[i].scored)
-            scored[:, 0] = False  # the first token has no context to be predicted from
-            keep = torch.zeros_like(scored)
-            keep[:, :-1] = scored[:, 1:]  # position t - 1 predicts token t
-            targets = ids[:, 1:][scored[:, 1:]]
-            owner = torch.arange(len(batch))[:, None].expand_as(scored)[:, 1:][scored[:, 1:]]
-            logits = logits_at(model, ids, attention, keep)
-            losses = torch.empty(targets.shape[0], dtype=torch.float64)
-            for start in range(0, targets.shape[0], LOGIT_CHUNK):
-                chunk = logits[start:start + LOGIT_CHUNK].to(torch.float32)
-                target = targets[start:start + LOGIT_CHUNK].to(chunk.device)
-                losses[start:start + LOGIT_CHUNK] = torch.nn.functional.cross_entropy(
-                    chunk, target, reduction="none").to("cpu", torch.float64)
-            per_row = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, owner, losses)
-            for row, i in enumerate(batch):
-                sums[i] = float(per_row[row])
-                counts[i] = int((owner == row).sum())
-            if on_batch is not None:
-                on_batch()
-    return sums, counts
+    """Per example: the summed NLL of its scored tokens (float64) and their number (one pass; a check that scores
+    many conditions builds the :class:`~sparcom.causal.scoring.ScoringPlan` once and runs it per condition)."""
+    from sparcom.causal.scoring import ScoringPlan
+
+    scoring = ScoringPlan.build(examples, plan, pad_id)
+    return scoring.run(model, on_batch), scoring.counts.copy()
 
 
 def category_means(

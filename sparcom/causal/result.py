@@ -11,7 +11,7 @@ from sparcom.causal import answers as ans
 from sparcom.causal.interventions import Ablation, AblationStats
 from sparcom.causal.nll import ScoredExample
 from sparcom.causal.settings import FORMAT, SIGNIFICANCE_LEVEL, VERSION, CausalSettings
-from sparcom.causal.statistics import significance
+from sparcom.causal.statistics import CausalStatistics, significance
 from sparcom.data.schema import category_label
 from sparcom.results import Tabular
 
@@ -29,12 +29,23 @@ class TargetResult:
     delta: np.ndarray  # [A, C]
     random_delta: np.ndarray  # [A, N, C]
     stats: dict[str, AblationStats] = field(default_factory=dict)
+    selected_sums: np.ndarray | None = None  # [A, n] per-row summed NLL with each category's set deactivated
+    random_sums: np.ndarray | None = None  # [A, N, n] per-row summed NLL with each random set
+    statistics: CausalStatistics | None = None  # damage and specificity tests (sparcom.causal.statistics)
+    fold_sizes: dict[str, list[int]] | None = None  # cross-fitting: each category's set size in every fold
 
     def significance(self) -> dict[str, np.ndarray]:
         return significance(self.delta, self.random_delta)
 
     def sizes(self) -> dict[str, int]:
+        """Set size per category (cross-fitting: the mean over the folds, rounded)."""
+        if self.fold_sizes:
+            return {c: round(float(np.mean(self.fold_sizes[c]))) for c in self.ablated}
         return {c: self.ablations[c].size() for c in self.ablated}
+
+    def tests(self) -> list[dict[str, Any]]:
+        """Per tested category: damage and specificity with intervals, p-values (and their test), verdict."""
+        return self.statistics.tests if self.statistics is not None else []
 
     def specificity(self) -> list[dict[str, Any]]:
         """Per ablated category in the evaluated set: its own ΔNLL minus the mean ΔNLL on the other categories."""
@@ -105,6 +116,13 @@ class CausalResult(Tabular):
                             "delta_nll": t.random_delta[a, s, j]})
                 tables["set_sizes"] += set_size_rows(name, ablated, t.ablations[ablated])
             tables["specificity"] += t.specificity()
+            if t.statistics is not None:
+                for stem, rows in t.statistics.tables().items():
+                    tables.setdefault(stem, []).extend(rows)
+            if t.fold_sizes:
+                tables.setdefault("fold_set_sizes", []).extend(
+                    {"target": name, "category": c, "fold": f, "selected": n}
+                    for c, sizes_f in t.fold_sizes.items() for f, n in enumerate(sizes_f))
         for condition, sums in self.per_example.items():
             for i, example in enumerate(self.examples):
                 tokens = int(self.counts[i])
@@ -122,6 +140,8 @@ class CausalResult(Tabular):
             result[f"delta_nll_matrix_{name}"] = [
                 {"ablated": category_label(c), **{category_label(e): t.delta[a, j] for j, e in enumerate(t.evaluated)}}
                 for a, c in enumerate(t.ablated)]
+            if t.statistics is not None:
+                result.update(t.statistics.matrices())
         return result
 
     def summary(self) -> dict[str, Any]:
@@ -138,6 +158,9 @@ class CausalResult(Tabular):
                 "expert_removal": {c: {"removed_slots": s.removed_slots, "routed_slots": s.routed_slots,
                                        "fallback_tokens": s.fallback_tokens} for c, s in t.stats.items()
                                    if s.routed_slots} or None,
+                "statistics": t.statistics.summary() if t.statistics is not None else None,
+                "verdicts": {r["ablated"]: r["verdict"] for r in t.tests()},
+                "fold_set_sizes": t.fold_sizes,
             }
         accuracy = None
         if self.settings.generate:

@@ -33,6 +33,14 @@ ALPHA = 0.05
 REPLICATES = 1000
 #: Bootstrap replicates handled at once (bounds memory: chunk × conditions × categories float64 values).
 CHUNK = 250
+#: How the p-value of a damage or specificity test is computed (``test=``): ``empirical`` ranks S_c among the random
+#: sets; ``parametric`` reads it from the tail of a normal distribution fitted to them (Student's t, see
+#: :func:`t_tail_p`); ``auto`` is empirical when there are enough random sets for Holm to reach α, else parametric.
+TESTS: tuple[str, ...] = ("empirical", "parametric", "auto")
+#: Fewest random sets for the parametric test: with fewer, neither the fit nor the normality check says much.
+PARAMETRIC_MIN_SETS = 10
+#: The parametric test is replaced by the empirical one when Shapiro–Wilk rejects normality at this level.
+NORMALITY_LEVEL = 0.05
 #: Relative slack when comparing a p-value with α: p-values are rationals k / (1 + R) times integers, and the
 #: boundary case (e.g. 6 × 1/120 against 0.05) must not fail by one unit in the last place.
 _P_SLACK = 1e-9
@@ -77,6 +85,55 @@ def empirical_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
         return np.full(observed.shape, np.nan)
     p = (1 + (random >= observed[..., None]).sum(axis=-1)) / (1 + r)
     return np.where(np.isnan(observed), np.nan, p)
+
+
+def t_tail_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """One-sided parametric p of ``observed`` [...] against ``random`` [..., R], under the model that the random
+    values and, under the null, the observed value are independent draws of one normal distribution.
+
+    T = (observed − mean) / (s · √(1 + 1/R)) with the random values' mean and sample standard deviation s (ddof 1)
+    follows Student's t with R − 1 degrees of freedom exactly under that model (the prediction interval of a new
+    draw), so p = P(t_{R−1} ≥ T). NaN where R < 2, s = 0 or the observed value is NaN.
+    """
+    from scipy.special import stdtr
+
+    observed = np.asarray(observed, dtype=np.float64)
+    random = np.asarray(random, dtype=np.float64)
+    r = random.shape[-1]
+    if r < 2:
+        return np.full(observed.shape, np.nan)
+    mean = random.mean(axis=-1)
+    sd = random.std(axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (observed - mean) / (sd * np.sqrt(1 + 1 / r))
+    p = stdtr(r - 1, -t)
+    return np.where((sd > 0) & np.isfinite(t), p, np.nan)
+
+
+def normality_p(random: np.ndarray) -> np.ndarray:
+    """Shapiro–Wilk p-value of the random values [..., R] along the last axis (NaN for R < 3 or constant values):
+    small values say the normal model of :func:`t_tail_p` does not fit."""
+    from scipy.stats import shapiro
+
+    random = np.asarray(random, dtype=np.float64)
+    flat = random.reshape(-1, random.shape[-1])
+    out = np.full(flat.shape[0], np.nan)
+    for i, values in enumerate(flat):
+        if values.size >= 3 and np.isfinite(values).all() and np.ptp(values) > 0:
+            out[i] = float(shapiro(values).pvalue)
+    return out.reshape(random.shape[:-1])
+
+
+def choose_test(test: str, random_sets: int, tests: int, alpha: float = ALPHA) -> str:
+    """The test ``auto`` stands for: empirical when its best Holm-adjusted p, tests / (1 + R), reaches α (or when
+    there are too few random sets to fit a distribution), parametric otherwise."""
+    if test not in TESTS:
+        raise SparcomError(f"unknown test {test!r}; choose from {', '.join(TESTS)}")
+    if test != "auto":
+        return test
+    if random_sets < PARAMETRIC_MIN_SETS or tests < 1 or random_sets >= random_sets_needed(tests, alpha):
+        return "empirical"
+    return "parametric"
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -252,6 +309,14 @@ VERDICT_RULE = (
     "tested categories). A 'specific' verdict gets a caution when the bootstrap interval of the scaled "
     "specificity (own − ρ · others, ρ the random sets' own/others ratio) does not lie above 0.")
 
+TEST_RULE = (
+    "empirical p = (1 + #{random sets with a value ≥ S_c's}) / (1 + R). parametric p = P(t_{R−1} ≥ T), "
+    "T = (S_c's value − random mean) / (random sd · √(1 + 1/R)): exact if the random sets' values are normal "
+    "(a new draw's prediction interval); used only where Shapiro–Wilk does not reject normality at "
+    f"{NORMALITY_LEVEL} (else the empirical p, with a note), and only with at least {PARAMETRIC_MIN_SETS} random "
+    "sets. auto = empirical when R ≥ K / alpha − 1 (Holm can reach alpha), else parametric. Each test row names "
+    "the test behind its p (damage_test, specificity_test).")
+
 
 @dataclass
 class CausalStatistics:
@@ -275,6 +340,9 @@ class CausalStatistics:
     cell_significance: dict[str, np.ndarray]
     ratio_to_random: np.ndarray  # [A, C] ΔNLL / random mean (NaN where the random mean ≤ 0)
     tests: list[dict[str, Any]] = field(default_factory=list)
+    #: The test asked for (:data:`TESTS`) and the one it stood for (``auto`` → empirical or parametric).
+    test: str = "empirical"
+    test_used: str = "empirical"
     #: The bootstrap replicates of every statistic with an interval ([B, A, C] or [B, A]), for further intervals.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -310,6 +378,7 @@ class CausalStatistics:
             "power": {"alpha": self.alpha, "tests": tested,
                       "min_p_holm": _jsonable(min_holm_p(self.random_sets, tested)),
                       "random_sets_needed": self.random_sets_needed()},
+            "test": {"requested": self.test, "used": self.test_used, "rule": TEST_RULE},
             "verdict_rule": VERDICT_RULE,
         }
 
@@ -359,16 +428,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def verdict(test: dict[str, Any], alpha: float, min_p: float, needed: int | None = None) -> str:
-    """One line in plain words for one category's tests (the rule is :data:`VERDICT_RULE`)."""
+    """One line in plain words for one category's tests (the rule is :data:`VERDICT_RULE`); each p-value is
+    followed by the test that produced it."""
     if test.get("reason"):
         return f"not testable: {test['reason']}"
     if not min_p <= alpha * (1 + _P_SLACK):
         need = f" (need at least {needed})" if needed is not None else ""
+        notes = "; ".join(n for n in (test.get("damage_test_note"), test.get("specificity_test_note")) if n)
         return (f"not enough random sets: with {test['random_sets']}{need} p_holm cannot go below {min_p:.3g}; "
-                f"unadjusted damage p = {_fmt_p(test['damage_p'])}, specificity p = {_fmt_p(test['specificity_p'])}")
+                f"unadjusted damage p = {_fmt_p(test['damage_p'])}, specificity p = {_fmt_p(test['specificity_p'])}"
+                + (f" ({notes})" if notes else ""))
     damage = significant(test["damage_p_holm"], alpha)
     spec = significant(test["specificity_p_holm"], alpha)
-    pd, ps = _fmt_p(test["damage_p_holm"]), _fmt_p(test["specificity_p_holm"])
+    pd = f"{_fmt_p(test['damage_p_holm'])}, {test.get('damage_test', 'empirical')}"
+    ps = f"{_fmt_p(test['specificity_p_holm'])}, {test.get('specificity_test', 'empirical')}"
     if damage and spec:
         text = (f"specific: own damage exceeds random sets (p_holm = {pd}) and exceeds the damage to the other "
                 f"categories by more than random sets do (p_holm = {ps})")
@@ -382,7 +455,18 @@ def verdict(test: dict[str, Any], alpha: float, min_p: float, needed: int | None
     if spec:
         return (f"selective but not critical: own-minus-others exceeds random sets (p_holm = {ps}), own damage "
                 f"alone does not (p_holm = {pd})")
-    return f"no effect beyond random (damage p_holm = {pd}, specificity p_holm = {ps})"
+    return f"no effect beyond random (damage p_holm = {pd}; specificity p_holm = {ps})"
+
+
+#: The verdicts' leading words (:func:`verdict_label` returns the one a verdict line starts with).
+VERDICTS: tuple[str, ...] = ("specific", "critical but not specific", "selective but not critical",
+                             "no effect beyond random", "not enough random sets", "not testable")
+
+
+def verdict_label(text: str) -> str:
+    """The short verdict of a verdict line ("specific (caution)" when it carries the proportion caution)."""
+    label = next((v for v in sorted(VERDICTS, key=len, reverse=True) if text.startswith(v)), text)
+    return f"{label} (caution)" if label == "specific" and "caution" in text else label
 
 
 def _fmt_p(p: float) -> str:
@@ -408,6 +492,7 @@ def causal_statistics(
     level: float = LEVEL,
     alpha: float = ALPHA,
     resample: np.ndarray | None = None,
+    test: str = "empirical",
 ) -> CausalStatistics:
     """All statistics of one target from per-row summed NLL.
 
@@ -415,7 +500,8 @@ def causal_statistics(
     ``random`` [A, R, n]: with each random set of S_c's shape; ``tokens`` [n]: scored tokens per row (the same under
     every condition); ``row_categories`` [n]; ``evaluated``: the columns (default: the ablated categories present,
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
-    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks).
+    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``test`` is one of
+    :data:`TESTS`: how the damage and specificity p-values are computed (each test row names the one used).
     """
     base = np.asarray(base, dtype=np.float64)
     selected = np.asarray(selected, dtype=np.float64)
@@ -473,8 +559,6 @@ def causal_statistics(
         low[k], high[k] = percentile_intervals(stacked[k], level)
         defined[k] = np.isfinite(stacked[k]).sum(axis=0)
 
-    damage_p = empirical_p(point["damage"], point["damage_random"])
-    spec_p = empirical_p(point["specificity"], point["specificity_random"])
     reasons = []
     for i in range(a):
         reason = ""
@@ -488,10 +572,14 @@ def causal_statistics(
             reason = "no other evaluated category to compare with"
         reasons.append(reason)
     untested = np.array([bool(x) for x in reasons])
-    damage_p = np.where(untested, np.nan, damage_p)
-    spec_p = np.where(untested, np.nan, spec_p)
-    damage_holm, spec_holm = holm(damage_p), holm(spec_p)
     family = int((~untested).sum())
+    chosen = choose_test(test, r, family, alpha)
+    if chosen == "parametric" and r < PARAMETRIC_MIN_SETS:
+        raise SparcomError(f"the parametric test needs at least {PARAMETRIC_MIN_SETS} random sets, got {r}")
+    pvalues = {name: _pvalues(point[name], point[f"{name}_random"], chosen, untested)
+               for name in ("damage", "specificity")}
+    damage_p, spec_p = pvalues["damage"]["p"], pvalues["specificity"]["p"]
+    damage_holm, spec_holm = holm(damage_p), holm(spec_p)
     min_p = min_holm_p(r, family)
     needed = random_sets_needed(family, alpha) if family else None
 
@@ -509,6 +597,7 @@ def causal_statistics(
             "damage_excess": float(estimate["damage_excess"][i]),
             "damage_excess_low": float(low["damage_excess"][i]), "damage_excess_high": float(high["damage_excess"][i]),
             "damage_p": float(damage_p[i]), "damage_p_holm": float(damage_holm[i]),
+            **_test_fields("damage", pvalues["damage"], i),
             "others": float(point["others"][i]),
             "specificity": float(point["specificity"][i]), "specificity_low": float(low["specificity"][i]),
             "specificity_high": float(high["specificity"][i]),
@@ -519,13 +608,15 @@ def causal_statistics(
             "specificity_excess_high": float(high["specificity_excess"][i]),
             "specificity_z": _z(float(point["specificity"][i]), sr),
             "specificity_p": float(spec_p[i]), "specificity_p_holm": float(spec_holm[i]),
+            **_test_fields("specificity", pvalues["specificity"], i),
             "ratio_random": float(point["ratio_random"][i]),
             "scaled_specificity": float(point["scaled_specificity"][i]),
             "scaled_specificity_low": float(low["scaled_specificity"][i]),
             "scaled_specificity_high": float(high["scaled_specificity"][i]),
             "reason": reasons[i],
         }
-        row["verdict"] = verdict(row, alpha, min_p, needed)
+        empirical = "empirical" in (row["damage_test"], row["specificity_test"])
+        row["verdict"] = verdict(row, alpha, min_p if empirical else 0.0, needed)
         tests.append(row)
 
     return CausalStatistics(
@@ -534,7 +625,42 @@ def causal_statistics(
         tokens={c: int(tokens[idx].sum()) for c, idx in zip(evaluated, members, strict=True)},
         random_sets=r, replicates=int(resample.shape[0]), seed=seed, level=level, alpha=alpha,
         estimate=estimate, low=low, high=high, defined_replicates=defined, cell_significance=cell_sig,
-        ratio_to_random=ratio_to_random, tests=tests, samples=stacked)
+        ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen, samples=stacked)
+
+
+def _pvalues(observed: np.ndarray, random: np.ndarray, chosen: str, untested: np.ndarray) -> dict[str, Any]:
+    """Both p-values of one statistic per category, and the one used: the parametric p where ``chosen`` is
+    parametric and the normal model is not rejected, the empirical p otherwise (with the reason)."""
+    empirical = np.where(untested, np.nan, empirical_p(observed, random))
+    a = observed.shape[0]
+    parametric, normality = np.full(a, np.nan), np.full(a, np.nan)
+    if random.shape[-1] >= 3:
+        try:
+            parametric = np.where(untested, np.nan, t_tail_p(observed, random))
+            normality = np.where(untested, np.nan, normality_p(random))
+        except ImportError:
+            if chosen == "parametric":
+                raise SparcomError("the parametric test needs scipy: pip install 'sparcom[analysis]'") from None
+    used, tests, notes = empirical.copy(), ["empirical"] * a, [""] * a
+    if chosen == "parametric":
+        for i in range(a):
+            if untested[i]:
+                continue
+            if normality[i] < NORMALITY_LEVEL:
+                notes[i] = (f"normality of the random sets rejected (Shapiro–Wilk p = {normality[i]:.2g}): "
+                            "empirical p used")
+            elif not np.isfinite(parametric[i]):
+                notes[i] = "the random sets do not vary: empirical p used"
+            else:
+                used[i], tests[i] = parametric[i], "parametric"
+    return {"p": used, "empirical": empirical, "parametric": parametric, "normality": normality, "test": tests,
+            "note": notes}
+
+
+def _test_fields(name: str, values: dict[str, Any], i: int) -> dict[str, Any]:
+    return {f"{name}_test": values["test"][i], f"{name}_p_empirical": float(values["empirical"][i]),
+            f"{name}_p_parametric": float(values["parametric"][i]),
+            f"{name}_normality_p": float(values["normality"][i]), f"{name}_test_note": values["note"][i]}
 
 
 def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -554,6 +680,8 @@ def _z(observed: float, random: np.ndarray) -> float:
     return (observed - float(random.mean())) / std if std > 0 else float("nan")
 
 
-__all__ = ["ALPHA", "LEVEL", "REPLICATES", "VERDICT_RULE", "CausalStatistics", "causal_statistics", "contrasts",
-           "empirical_p", "holm", "min_holm_p", "percentile_intervals", "pooled_cells", "random_sets_needed",
-           "resample_indices", "resample_weights", "significance", "significant", "verdict"]
+__all__ = ["ALPHA", "LEVEL", "NORMALITY_LEVEL", "PARAMETRIC_MIN_SETS", "REPLICATES", "TESTS", "TEST_RULE",
+           "VERDICTS", "VERDICT_RULE", "CausalStatistics", "causal_statistics", "choose_test", "contrasts", "empirical_p", "holm",
+           "min_holm_p", "normality_p", "percentile_intervals", "pooled_cells", "random_sets_needed",
+           "resample_indices", "resample_weights", "significance", "significant", "t_tail_p", "verdict",
+           "verdict_label"]

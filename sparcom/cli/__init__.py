@@ -7,7 +7,17 @@ import sys
 
 import typer
 
-from sparcom.cli import analysis, causal, data, demo, models, profile, report, tune  # noqa: F401  (registers the commands)
+from sparcom.cli import (  # noqa: F401  (registers the commands)
+    analysis,
+    causal,
+    data,
+    demo,
+    models,
+    profile,
+    report,
+    tune,
+    validity,
+)
 from sparcom.cli.app import app
 
 app.add_typer(data.data_app, name="data")
@@ -35,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point (and ``python -m sparcom``): SIGTERM stops a command like Ctrl-C, and a file-size
-    limit fails a write instead of killing the process (:func:`sparcom.interrupts.install_handlers`)."""
-    from sparcom.interrupts import install_handlers
-
-    install_handlers()
+    """Console-script entry point (and ``python -m sparcom``); signals are handled by the one error path
+    (:class:`sparcom.cli.app.SparcomGroup`)."""
     sys.exit(main())

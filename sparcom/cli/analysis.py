@@ -19,10 +19,21 @@ from sparcom.errors import SparcomError
 RunArgument = Annotated[Path, typer.Argument(help="A profile run directory (from 'sparcom profile').",
                                              show_default=False)]
 OutOption = Annotated[Path, typer.Option("--out", help="Output directory (must not exist unless --overwrite).")]
-RuleOption = Annotated[str, typer.Option("--rule", help="Selection rule: percentile, threshold, layer-percentile or lape.")]
+RuleOption = Annotated[str, typer.Option("--rule", help=(
+    "Selection rule: percentile (the paper's: top ε of each category's frequencies over all layers), threshold "
+    "(p ≥ ε), layer-percentile (top ε within each layer), lape (lowest-entropy ε, Tang et al. 2024), contrast (top "
+    "ε of p_c minus the largest (--against max) or mean (--against mean) p of the other categories), test "
+    "(one-sided Welch test of c's instructions against the rest, Benjamini–Hochberg at --fdr, effect ≥ ε; needs "
+    "--group-by instruction). See docs/analysis.md for the evidence behind the choice."))]
 EpsilonOption = Annotated[float | None, typer.Option(
-    "--epsilon", help="Fraction selected per category (percentile, layer-percentile; LAPE's top rate) or the "
-                      "absolute frequency (threshold). Default 0.01; threshold needs it.")]
+    "--epsilon", help="Fraction selected per category (percentile, layer-percentile, contrast; LAPE's top rate), "
+                      "the absolute frequency (threshold) or the minimum effect (test). Default 0.01 (test: 0.05); "
+                      "threshold needs it.")]
+AgainstOption = Annotated[str, typer.Option(
+    "--against", help="contrast rule: subtract the largest (max) or the mean (mean) frequency of the other "
+                      "categories.")]
+FdrOption = Annotated[float, typer.Option("--fdr", help="test rule: Benjamini–Hochberg false discovery rate per "
+                                                         "category.")]
 KindsOption = Annotated[list[str] | None, typer.Option(
     "--kinds", help="Component kinds to analyse (repeat or comma-separate): neuron, shared_neuron, expert, "
                     "expert_neuron. Default: all in the run.")]
@@ -32,6 +43,11 @@ BarOption = Annotated[float, typer.Option("--lape-activation-bar", help="LAPE: q
                                                                       "exceed to be assigned to a category.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out analysis directory.")]
 PlotsOption = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")]
+FoldsOption = Annotated[int, typer.Option("--folds", help="Folds of the held-out decoding (stratified by category "
+                                                         "and source).")]
+RandomSetsOption = Annotated[int, typer.Option("--random-sets", help="Random sets of the selection's per-layer shape "
+                                                                    "per fold (the null of the decoding p-value).")]
+SeedOption = Annotated[int, typer.Option("--validity-seed", help="Seed of the folds and the random sets.")]
 
 def _kinds(values: list[str] | None) -> list[str] | None:
     if not values:
@@ -50,10 +66,11 @@ def _grid(text: str | None) -> list[float] | bool:
         raise SparcomError(f"--sweep must be comma-separated numbers such as 0.005,0.01,0.02, got {text!r}") from None
 
 
-def _rule(rule: str, epsilon: float | None, filter_rate: float, bar: float):
+def _rule(rule: str, epsilon: float | None, filter_rate: float, bar: float, against: str = "max",
+          fdr: float = 0.05):
     from sparcom.analysis.selection import SelectionRule
 
-    return SelectionRule(rule, epsilon, filter_rate, bar)
+    return SelectionRule(rule, epsilon, filter_rate, bar, against=against, fdr=fdr)
 
 
 def _percent(value: float | None) -> str:
@@ -87,6 +104,7 @@ def _print_identify(result, folder: Path) -> None:
                    f"({_percent(a.counts['general'] / union if union else None)}); dead: {a.activity['dead']:,}; "
                    + ("bootstrap intervals: " + str(a.replicates) + " replicates" if a.intervals is not None
                       else "no bootstrap counters (CIs unavailable; profile with --bootstrap 200)"))
+    print_validity(result)
     out.print(f"wrote {folder}")
 
 
@@ -102,15 +120,91 @@ def identify_command(
     sweep: Annotated[str | None, typer.Option(
         "--sweep", help="Comma-separated ε values for the ε sweep ('off' to skip). Default: a grid per rule.")] = None,
     ci_level: Annotated[float, typer.Option("--ci-level", help="Level of the bootstrap intervals.")] = 0.95,
+    against: AgainstOption = "max",
+    fdr: FdrOption = 0.05,
+    validity: Annotated[bool, typer.Option(
+        "--validity/--no-validity", help="On runs profiled with --group-by instruction: held-out decoding against "
+                                         "random sets, stability, cross-source agreement.")] = True,
+    folds: FoldsOption = 5,
+    random_sets: RandomSetsOption = 100,
+    validity_seed: SeedOption = 0,
+    resamples: Annotated[int, typer.Option(
+        "--resamples", help="Bootstrap intervals (and bootstrap stability) from this many resamples of the "
+                            "instructions (grouped runs; the only way for rule test; ~1–8 s each on SmolLM2). "
+                            "0: Poisson counters if the run has them.")] = 0,
     plots: PlotsOption = True,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Select the instruction-specific neurons (ISNs) and experts (ISEs) of each category in a profile run."""
+    """Select the instruction-specific neurons (ISNs) and experts (ISEs) of each category; measure their validity.
+
+    Validity (held-out decoding against random sets, stability, cross-source agreement) needs a run profiled with
+    --group-by instruction.
+    """
     from sparcom.api import identify
 
-    result = identify(run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar), kinds=_kinds(kinds),
-                      sweep=_grid(sweep), ci_level=ci_level, out=out, overwrite=overwrite, plots=plots)
+    result = identify(run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar, against, fdr),
+                      kinds=_kinds(kinds), sweep=_grid(sweep), ci_level=ci_level, validity=validity, folds=folds,
+                      random_sets=random_sets, validity_seed=validity_seed, resamples=resamples, out=out,
+                      overwrite=overwrite, plots=plots)
     _print_identify(result, out)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None or math.isnan(low) else f" [{low:.1%}, {high:.1%}]"
+
+
+def print_decoding(decoding: dict, noun: str, title: str) -> None:
+    """A table of held-out decoding: each decoder against its random sets, all components and chance."""
+    out = stdout_console()
+    table = Table(title=title, title_justify="left")
+    for column in ("decoder", "accuracy [CI]", "random sets (mean ± sd)", "p", "undecided"):
+        table.add_column(column, justify="left" if column == "decoder" else "right")
+    names = {"set_score": "set-score (mean z on each set)", "centroid": "nearest centroid (union of the sets)"}
+    for name, d in decoding["decoders"].items():
+        table.add_row(names.get(name, name), f"{_percent(d['accuracy'])}{_interval(d['ci_low'], d['ci_high'])}",
+                      f"{_percent(d.get('random_mean'))} ± {_percent(d.get('random_sd'))}",
+                      "-" if d.get("p_value") is None else f"{d['p_value']:.3g}", str(d["undecided"]))
+    every = decoding["all_components"]
+    table.add_row(f"nearest centroid (all {noun})",
+                  f"{_percent(every['accuracy'])}{_interval(every['ci_low'], every['ci_high'])}", "", "", "")
+    table.add_row("chance (1/K)", _percent(decoding["chance"]), "", "", "")
+    out.print(table)
+
+
+def print_validity(result) -> None:
+    """The validity evidence of an identify result, or the note saying how to get it."""
+    from sparcom.kinds import KIND_NOUNS, KIND_UNITS
+
+    out = stdout_console()
+    if not result.validity:
+        for note in result.notes:
+            if "validity" in note:
+                out.print(f"[yellow]note:[/] {note}")
+        return
+    settings = result.validity_settings
+    for kind, v in result.validity.items():
+        s = v.summary()
+        decoding = s["held_out_decoding"]
+        if decoding:
+            print_decoding(decoding, KIND_UNITS[kind], f"validity of the {KIND_NOUNS[kind]}: {settings.folds}-fold "
+                                                       f"held-out decoding, {settings.random_sets} random sets per fold")
+        stability = s["stability"]
+        if stability:
+            out.print(f"stability: mean Jaccard of each category's set across the {stability['replicates']} "
+                      f"training folds {stability['mean_jaccard']:.3f}"
+                      + (f"; across {s['bootstrap_stability']['replicates']} resamples "
+                         f"{s['bootstrap_stability']['mean_jaccard']:.3f}" if s["bootstrap_stability"] else ""))
+        cross = s["cross_source"]
+        if cross:
+            wins = sum(cross["within_exceeds_across"].values())
+            out.print(f"cross-source (sets selected on the AI vs the human half): Jaccard within a category "
+                      f"{cross['within_mean']:.3f}, across categories {cross['across_mean']:.3f}; within > every "
+                      f"across for {wins} of {len(cross['within'])} categories")
+        for note in v.notes:
+            out.print(f"[yellow]note:[/] {note}")
+    for note in result.notes:
+        if "validity" in note:
+            out.print(f"[yellow]note:[/] {note}")
 
 
 def _print_compare(result, folder: Path) -> None:
@@ -147,6 +241,8 @@ def compare_command(
     kinds: KindsOption = None,
     lape_filter_rate: FilterOption = 0.95,
     lape_activation_bar: BarOption = 0.95,
+    against: AgainstOption = "max",
+    fdr: FdrOption = 0.05,
     force: Annotated[bool, typer.Option("--force", help="Compare despite different architecture, sizes, tokenizer, "
                                                         "scope, template or system prompt.")] = False,
     plots: PlotsOption = True,
@@ -155,6 +251,6 @@ def compare_command(
     """Compare the ISNs/ISEs of a base and a tuned model: retained, gained, lost, correlation, routing shift."""
     from sparcom.api import compare
 
-    result = compare(base_run, tuned_run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar),
+    result = compare(base_run, tuned_run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar, against, fdr),
                      kinds=_kinds(kinds), force=force, out=out, overwrite=overwrite, plots=plots)
     _print_compare(result, out)

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from sparcom.errors import SparcomError
 from sparcom.interrupts import EXIT_CODE as INTERRUPTED
-from sparcom.interrupts import interrupted
+from sparcom.interrupts import interrupted, signals_as_interrupts
 
 
 class SparcomGroup(TyperGroup):
@@ -25,9 +25,11 @@ class SparcomGroup(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with signals_as_interrupts():  # the one place SIGTERM becomes an interrupt, for every command
+                return super().invoke(ctx)
         except SparcomError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            if not getattr(exc, "silent", False):  # a torchrun job's failure is printed by rank 0 alone
+                typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sparcom.interrupts)
             typer.echo(f"error: {interrupted(exc)}", err=True)

@@ -36,11 +36,19 @@ def profile_command(
     )] = "category",
     bootstrap: Annotated[int, typer.Option(help="Poisson bootstrap replicates for confidence intervals (0: off).")] = 0,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap weights.")] = 0,
+    shard: Annotated[str | None, typer.Option(
+        help="K/N: count only shard K (0-based) of N, a token-balanced share of the batches; "
+             "'sparcom merge' of all N shards equals the whole run.",
+    )] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Count, per category, how often every MLP neuron (and expert) is active on the counted tokens."""
+    """Count, per category, how often every MLP neuron (and expert) is active on the counted tokens.
+
+    Under torchrun (torchrun --nproc-per-node N -m sparcom profile ...) the ranks share the batches; rank 0 writes.
+    """
+    from sparcom.distributed import is_main_process
     from sparcom.profile.runner import ProfileSettings, profile
 
     settings = ProfileSettings(
@@ -48,11 +56,12 @@ def profile_command(
         token_budget=token_budget, padding_side=padding_side, per_category=per_category,
         categories=tuple(c.strip() for c in categories.split(",")) if categories else None,
         checkpoint_every=checkpoint_every, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
-        expert_neurons=expert_neurons, group_by=group_by,
+        expert_neurons=expert_neurons, group_by=group_by, shard=shard,
     )
     run = profile(model, data, out, settings, dtype=dtype, device=device, device_map=device_map,
                   resume=resume, overwrite=overwrite, progress=not quiet)
-    print_run_summary(run)
+    if is_main_process():
+        print_run_summary(run)
 
 
 @app.command("merge")

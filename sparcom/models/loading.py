@@ -141,8 +141,12 @@ def load_model(
     device: str = "cpu",
     device_map: str | None = None,
     revision: str | None = None,
+    max_memory: dict | None = None,
 ) -> LoadedModel:
-    """Load model and fast tokenizer for profiling (eval mode, no gradients)."""
+    """Load model and fast tokenizer for profiling (eval mode, no gradients).
+
+    ``max_memory`` limits ``device_map`` to some devices (a rank of a torchrun job uses only its own GPUs).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -161,6 +165,8 @@ def load_model(
         kwargs["revision"] = revision
     if device_map:
         kwargs["device_map"] = device_map
+        if max_memory:
+            kwargs["max_memory"] = max_memory
     try:
         config = AutoConfig.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
         family_for(getattr(config, "model_type", "unknown"))  # refuse unknown families before loading weights

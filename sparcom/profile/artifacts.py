@@ -296,6 +296,9 @@ def merged_groups(runs: list[ProfileRun]) -> tuple[dict[str, list[str]], dict[st
             if label not in meta:
                 labels.append(label)
                 meta[label] = (category, source)
+    whole_order = shards_group_order(runs, labels)
+    if whole_order is not None:
+        labels = whole_order
     position = {label: i for i, label in enumerate(labels)}
     arrays: dict[str, np.ndarray] = {}
     for run in runs:
@@ -314,6 +317,19 @@ def merged_groups(runs: list[ProfileRun]) -> tuple[dict[str, list[str]], dict[st
     return manifest, arrays
 
 
+def shards_group_order(runs: list[ProfileRun], labels: list[str]) -> list[str] | None:
+    """The merged group labels in the whole run's order when every run is a shard (``--shard``) of one whole run;
+    None otherwise (labels then stay in first-seen order)."""
+    shards = [run.manifest.get("shard") or {} for run in runs]
+    wholes = {(s.get("whole_rows_sha256"), s.get("count")) for s in shards}
+    if len(wholes) != 1 or None in next(iter(wholes)) or any(s.get("group_positions") is None for s in shards):
+        return None
+    at: dict[str, int] = {}
+    for run, shard in zip(runs, shards, strict=True):
+        at.update(zip(run.manifest["groups"]["labels"], shard["group_positions"], strict=True))
+    return sorted(labels, key=lambda label: at[label])
+
+
 def merged_manifest(manifests: list[dict], sources: list[str]) -> dict:
     """The manifest of a merged run: the shared settings of the first, with data fields combined."""
     merged = json.loads(json.dumps(manifests[0]))
@@ -328,6 +344,7 @@ def merged_manifest(manifests: list[dict], sources: list[str]) -> dict:
         categories=categories,
         instruction_ids=ids,
         merged_from=sources,
+        shard=None,
         datasets=[m.get("dataset") for m in manifests],
         wall_time_seconds=sum(m.get("wall_time_seconds", 0.0) for m in manifests),
         complete=True,

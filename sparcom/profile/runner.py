@@ -29,10 +29,11 @@ import torch
 
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
+from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.interrupts import Interrupted, deferred, interrupted
 from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
-from sparcom.models.loading import LoadedModel, load_model, parameter_fingerprint, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import get_path, model_sites
 from sparcom.outputs import check_parent, lock, write_problem
 from sparcom.profile import artifacts
@@ -47,6 +48,7 @@ from sparcom.profile.hooks import (
     ExpertCounter,
     make_count_hook,
 )
+from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
 
@@ -74,6 +76,8 @@ class ProfileSettings:
     bootstrap_seed: int = 0
     expert_neurons: str = "auto"
     group_by: str = "category"
+    #: ``K/N``: count only shard K (0-based) of N of the whole run's batches (:mod:`sparcom.profile.sharing`).
+    shard: str | None = None
 
     def check(self) -> None:
         FormatSettings(self.scope, self.template, self.system_prompt)
@@ -94,6 +98,8 @@ class ProfileSettings:
                                f"got {self.expert_neurons!r}")
         if self.group_by not in GROUP_BY:
             raise SparcomError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
+        if self.shard is not None:
+            Shard.parse(self.shard)
 
 
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
@@ -114,13 +120,19 @@ class GroupPlan:
     of_row: tuple[int, ...]  # each selected row's group index
 
     @classmethod
-    def of(cls, rows: Sequence[InstructionRow], by: str) -> GroupPlan | None:
-        """Groups in first-seen row order; None for ``category`` (no counts below the category)."""
+    def of(cls, rows: Sequence[InstructionRow], by: str, keep: set[int] | None = None) -> GroupPlan | None:
+        """Groups in first-seen row order; None for ``category`` (no counts below the category).
+
+        With ``keep`` (a shard's row indices) only those rows have a group (the others get −1).
+        """
         if by == "category":
             return None
         index: dict[str, int] = {}
         labels, categories, sources, of_row = [], [], [], []
-        for row in rows:
+        for position, row in enumerate(rows):
+            if keep is not None and position not in keep:
+                of_row.append(-1)
+                continue
             label = row.id if by == "instruction" else f"{row.category}/{row.source}"
             if label not in index:
                 index[label] = len(labels)
@@ -343,27 +355,32 @@ class Profiler:
         overwrite: bool = False,
         progress: bool = True,
         on_batch_end: Callable[[int], None] | None = None,
+        ranks: Ranks | None = None,
     ) -> artifacts.ProfileRun:
-        """Profile the dataset at ``data`` into the run directory ``out`` (one process at a time per folder)."""
-        out = Path(out)
-        with lock(out):
-            return self._run(Path(data), out, resume, overwrite, progress, on_batch_end)
+        """Profile the dataset at ``data`` into the run directory ``out`` (one process at a time per folder).
+
+        Under torchrun (``ranks``: the joined job; by default the job this process is part of) each rank counts its
+        share of every round of batches, the counts are summed over the ranks at each checkpoint and at the end,
+        and rank 0 writes the run (holding its lock); every rank returns it.
+        """
+        ranks = ranks or join(str(next(self.model.parameters()).device))
+        with contextlib.ExitStack() as held:
+            with ranks.step("locking the run directory"):
+                if ranks.is_main:
+                    held.enter_context(lock(out))
+            return self._run(Path(data), Path(out), resume, overwrite, progress, on_batch_end, ranks)
 
     def _run(self, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool,
-             on_batch_end: Callable[[int], None] | None) -> artifacts.ProfileRun:
+             on_batch_end: Callable[[int], None] | None, ranks: Ranks) -> artifacts.ProfileRun:
         started = time.perf_counter()
         settings = self.settings
-        rows = read_rows(data, categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = first_rows_per_category(rows, settings.per_category)
-        self.groups = GroupPlan.of(rows, settings.group_by)
-        do_resume = prepare_output_dir(out, resume, overwrite)
-        examples = self.encode(rows)
-        plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
-        padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        with ranks.step("reading the data"):
+            rows, categories, plan, manifest = self._plan(data)
+            manifest.update(world_size=ranks.world_size, distributed=ranks.describe())
+            digest = settings_digest(manifest)
+        ranks.same(digest, "settings, data or model files", "comparing the ranks' settings")
+        padding_side = manifest["batching_plan"]["padding_side"]
         pad_id = pad_token_id(self.tokenizer)
-        manifest = self._manifest(data, rows, categories, padding_side, plan)
-        digest = settings_digest(manifest)
-
         for category in categories:
             for key in (tokens_key(category), instructions_key(category)):
                 self.store.zeros(key, ())
@@ -371,86 +388,90 @@ class Profiler:
                     self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
         handles = self._hooks(categories)  # before a checkpoint loads: counters keep their devices and dtypes
         try:
-            return self._count_all(out, rows, categories, plan, manifest, digest, do_resume, started, pad_id,
-                                   padding_side, progress, on_batch_end)
+            return self._count_all(out, rows, categories, plan, manifest, digest, resume, overwrite, started,
+                                   pad_id, padding_side, progress, on_batch_end, ranks)
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _count_all(self, out: Path, rows, categories, plan, manifest, digest, do_resume: bool,
-                   started: float, pad_id: int, padding_side: str, progress: bool, on_batch_end,
+    def _count_all(self, out: Path, rows, categories, plan, manifest, digest, resume: bool, overwrite: bool,
+                   started: float, pad_id: int, padding_side: str, progress: bool, on_batch_end, ranks: Ranks,
                    ) -> artifacts.ProfileRun:
-        start_batch, elapsed_before, real, padded = 0, 0.0, 0, 0
-        if do_resume:
-            state = self._load_checkpoint(out, digest)
-            if state is not None:
-                start_batch, elapsed_before, real, padded = state
-            elif _finished(out):
-                previous = artifacts.load_run(out)
-                if settings_digest(previous.manifest) != digest:
-                    raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
-                return previous
-        created = not (do_resume and out.exists())
-        if created and out.exists():
-            shutil.rmtree(out)
-        self._saved = start_batch  # the batches the checkpoint on disk holds, for the message if the run stops
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    (out / stale).unlink()  # left by an older sparcom or a killed write
-            artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
-            with deferred() as stop:
-                self._loop(out, rows, plan, digest, start_batch, (started, elapsed_before, real, padded), pad_id,
-                           padding_side, progress, on_batch_end, stop)
-            return self._finish(out, manifest, categories, started)
-        except BaseException as exc:
-            kept = self._kept(out, len(plan), created)
-            if isinstance(exc, KeyboardInterrupt):
-                raise interrupted(exc, kept) from None
-            if isinstance(exc, SparcomError):
-                raise SparcomError(f"{exc}; {kept}") from None
-            problem = write_problem(exc)
-            if problem is not None:
-                raise SparcomError(f"cannot write {out}: {problem}; {kept}") from None
-            raise
-
-    def _loop(self, out: Path, rows, plan, digest: str, start_batch: int, clock: tuple[float, float, int, int],
-              pad_id: int, padding_side: str, progress: bool, on_batch_end, stop) -> None:
-        """Count the planned batches from ``start_batch``; checkpoint every few, and when asked to stop."""
         settings = self.settings
-        started, elapsed_before, real, padded = clock
-        bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress)
-        with bar:
-            task = bar.add_task("profiling", total=sum(len(b) for b in plan),
-                                completed=sum(len(b) for b in plan[:start_batch]), tps="")
-            window_start, window_tokens = time.perf_counter(), 0
-            for index in range(start_batch, len(plan)):
-                batch = collate(plan[index], settings.scope, pad_id, padding_side)
-                self._count_batch(batch, rows)
-                real += batch.real_tokens
-                padded += batch.padded_tokens
-                window_tokens += batch.real_tokens
-                rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
-                due = (index + 1) % settings.checkpoint_every == 0
-                if (due or stop) and index + 1 < len(plan):
-                    self._save_checkpoint(out, digest, index + 1,
-                                          elapsed_before + time.perf_counter() - started, real, padded)
-                    self._saved = index + 1
-                if stop and index + 1 < len(plan):
-                    raise Interrupted(stop.signal_name)
-                if on_batch_end is not None:
-                    on_batch_end(index + 1)
+        with ranks.step("opening the run directory"):
+            opened = self._open(out, resume, overwrite, manifest, digest, len(plan)) if ranks.is_main else None
+        opened = ranks.broadcast(opened if ranks.is_main else None, "opening the run directory")
+        if isinstance(opened, artifacts.ProfileRun):  # resuming a finished run returns it unchanged
+            return opened
+        start_batch, elapsed_before, real, padded = opened
+        self._saved = start_batch  # the batches the checkpoint on disk holds, for the message if the run stops
+        if not ranks.is_main:  # rank 0 alone holds the checkpoint's counts and totals (they are sums)
+            real = padded = 0
+        try:
+            costs = [batch_cost(batch) for batch in plan]
+            rounds = round_bounds(len(plan), start_batch, settings.checkpoint_every * ranks.world_size)
+            shares = [round_share(costs, begin, end, ranks.rank, ranks.world_size) for begin, end in rounds]
+            already = sum(len(b) for b in plan[:start_batch]) if ranks.world_size == 1 else 0
+            mine = sum(len(plan[i]) for share in shares for i in share)
+            label = "profiling" if ranks.world_size == 1 else f"profiling (rank 0 of {ranks.world_size})"
+            bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress and ranks.is_main)
+            # One process stops after the batch it is counting when interrupted (a checkpoint first); under
+            # torchrun an interrupt is not agreed between ranks: the launcher stops the job, checkpoints stay.
+            stopping = deferred() if ranks.world_size == 1 else contextlib.nullcontext(None)
+            with stopping as stop, bar:
+                task = bar.add_task(label, total=already + mine, completed=already, tps="")
+                window_start, window_tokens = time.perf_counter(), 0
+                for (begin, end), share in zip(rounds, shares, strict=True):
+                    error = None
+                    try:
+                        for index in share:
+                            batch = collate(plan[index], settings.scope, pad_id, padding_side)
+                            self._count_batch(batch, rows)
+                            real += batch.real_tokens
+                            padded += batch.padded_tokens
+                            window_tokens += batch.real_tokens
+                            rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                            bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                            if stop and index + 1 < len(plan):  # one process: its share is every batch, in order
+                                self._checkpoint(ranks, out, digest, index + 1,
+                                                 elapsed_before + time.perf_counter() - started, real, padded)
+                                raise Interrupted(stop.signal_name)
+                            if on_batch_end is not None:
+                                on_batch_end(index + 1)
+                    except Exception as exc:  # agreed below: every rank stops with the failing rank's message
+                        error = exc
+                    ranks.agree(error, f"counting batches {begin + 1}-{end} of {len(plan)}")
+                    if end < len(plan):
+                        self._checkpoint(ranks, out, digest, end, elapsed_before + time.perf_counter() - started,
+                                         real, padded)
+            return self._finish(out, manifest, categories, elapsed_before + time.perf_counter() - started, real,
+                                padded, ranks)
+        except BaseException as exc:
+            if not ranks.is_main:
+                raise
+            raise self._stopped(exc, out, len(plan), self._created) from None
+
+    def _stopped(self, exc: BaseException, out: Path, batches: int, created: bool) -> BaseException:
+        """``exc`` as what to raise: one line saying what stopped the run and what ``out`` keeps."""
+        kept = self._kept(out, batches, created)
+        if isinstance(exc, KeyboardInterrupt):
+            return interrupted(exc, kept)
+        if isinstance(exc, SparcomError):
+            return SparcomError(f"{exc}; {kept}")
+        problem = write_problem(exc)
+        if problem is not None:
+            return SparcomError(f"cannot write {out}: {problem}; {kept}")
+        return exc
+
+    def _finish(self, out: Path, manifest: dict[str, Any], categories: list[str], wall: float, real: int, padded: int,
+                ranks: Ranks) -> artifacts.ProfileRun:
+        """Sum the counts over the ranks; rank 0 writes the counts and the finished manifest, then drops the
+        checkpoint."""
+        settings = self.settings
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing the counts")
+        real, padded = ranks.sum_ints([real, padded], "summing the counts")
         self._padding = {"real_tokens": real, "padded_tokens": padded,
                          "waste": round(1 - real / padded, 6) if padded else 0.0}
-        self._elapsed_before = elapsed_before
-
-    def _finish(self, out: Path, manifest: dict[str, Any], categories: list[str], started: float,
-                ) -> artifacts.ProfileRun:
-        """Write the counts and the finished manifest, then drop the checkpoint."""
-        wall = self._elapsed_before + time.perf_counter() - started
-        tensors = self.store.state_dict()
         manifest.update(
             counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
             instructions={c: int(tensors[instructions_key(c)]) for c in categories},
@@ -459,10 +480,14 @@ class Profiler:
             tokens_per_second=round(self._padding["real_tokens"] / wall, 1) if wall else None,
             complete=True,
         )
-        if self.expert_counters and self.settings.expert_neurons != "off":
-            manifest["expert_neuron_sources"] = {str(c.layer): c.source for c in self.expert_counters}
-        artifacts.write_run(out, tensors, manifest)
-        (out / artifacts.CHECKPOINT_FILE).unlink(missing_ok=True)
+        if self.expert_counters and settings.expert_neurons != "off":
+            per_rank = ranks.gather({str(c.layer): c.source for c in self.expert_counters}, "summing the counts")
+            manifest["expert_neuron_sources"] = {layer: _joint_source([r[layer] for r in per_rank])
+                                                 for layer in per_rank[0]}
+        with ranks.step("writing the run"):
+            if ranks.is_main:
+                artifacts.write_run(out, tensors, manifest)  # the counts, then the manifest with their sha256
+                (out / artifacts.CHECKPOINT_FILE).unlink(missing_ok=True)
         return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
 
     def _kept(self, out: Path, batches: int, created: bool) -> str:
@@ -476,6 +501,77 @@ class Profiler:
             shutil.rmtree(out, ignore_errors=True)
             return f"nothing was kept ({out} is removed; no checkpoint had been written)"
         return f"{out} keeps no checkpoint yet: --resume starts from the first batch"
+
+    def _plan(self, data: Path) -> tuple[list[InstructionRow], list[str], list[list], dict[str, Any]]:
+        """The rows (all of them: batches index into them), categories, this run's batches and its manifest.
+
+        A shard keeps the batches of the whole run's plan that :class:`Shard` gives it — the same batches a whole
+        run forms, so the shards' counts add up to the whole run's exactly.
+        """
+        settings = self.settings
+        rows = read_rows(data, categories=settings.categories,
+                         require_output=FormatSettings(settings.scope).needs_response)
+        rows, categories = first_rows_per_category(rows, settings.per_category)
+        examples = self.encode(rows)
+        plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
+        padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        shard_record = None
+        if settings.shard is None:
+            self.groups = GroupPlan.of(rows, settings.group_by)
+            counted = rows
+        else:
+            shard = Shard.parse(settings.shard)
+            whole_batches = len(plan)
+            plan = [plan[i] for i in shard.batches(plan)]
+            keep = {example.row_index for batch in plan for example in batch}
+            counted = [row for i, row in enumerate(rows) if i in keep]
+            self.groups = GroupPlan.of(rows, settings.group_by, keep)
+            whole = GroupPlan.of(rows, settings.group_by)
+            position = {label: i for i, label in enumerate(whole.labels)} if whole is not None else {}
+            shard_record = {
+                "index": shard.index, "count": shard.count, "whole_batches": whole_batches,
+                "whole_rows_sha256": hashlib.sha256("\n".join(r.id for r in rows).encode()).hexdigest(),
+                # where each of this shard's groups sits in the whole run, so merged shards keep the whole's order
+                "group_positions": None if whole is None else [position[label] for label in self.groups.labels],
+            }
+        manifest = self._manifest(data, counted, categories, padding_side, plan)
+        manifest["shard"] = shard_record
+        return rows, categories, plan, manifest
+
+    def _open(self, out: Path, resume: bool, overwrite: bool, manifest: dict[str, Any], digest: str, batches: int):
+        """Rank 0: prepare ``out``; (start batch, elapsed, real, padded tokens), or the finished run to return."""
+        do_resume = prepare_output_dir(out, resume, overwrite)
+        state = None
+        if do_resume:
+            state = self._load_checkpoint(out, digest)
+            if state is None and _finished(out):
+                previous = artifacts.load_run(out)
+                if settings_digest(previous.manifest) != digest:
+                    raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
+                return previous
+        self._created = created = not (do_resume and out.exists())
+        self._saved = state[0] if state is not None else 0
+        if created and out.exists():
+            shutil.rmtree(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    (out / stale).unlink()  # left by an older sparcom or a killed write
+            artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+        except BaseException as exc:
+            raise self._stopped(exc, out, batches, created) from None
+        return state if state is not None else (0, 0.0, 0, 0)
+
+    def _checkpoint(self, ranks: Ranks, out: Path, digest: str, batches_done: int, elapsed: float, real: int,
+                    padded: int) -> None:
+        """Sum the counts over the ranks; rank 0 writes them as the checkpoint of the first ``batches_done``."""
+        tensors = ranks.sum_counts(self.store.state_dict(), "summing a checkpoint")
+        real, padded = ranks.sum_ints([real, padded], "summing a checkpoint")
+        with ranks.step("writing a checkpoint"):
+            if ranks.is_main:
+                self._save_checkpoint(out, digest, batches_done, elapsed, real, padded, tensors)
+        self._saved = batches_done
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
@@ -508,9 +604,10 @@ class Profiler:
             "software": software_versions(),
         }
 
-    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int):
+    def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int,
+                         tensors: dict[str, torch.Tensor]):
         """The counters and the progress record in one atomically replaced file (they can never disagree)."""
-        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, self.store.state_dict(), progress={
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, tensors, progress={
             "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
             "real_tokens": real, "padded_tokens": padded})
 
@@ -549,18 +646,39 @@ def profile(
     progress: bool = True,
     on_batch_end: Callable[[int], None] | None = None,
 ) -> artifacts.ProfileRun:
-    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``."""
+    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``.
+
+    Started by torchrun, every rank calls this with the same arguments: each loads the model onto its own devices
+    (:func:`sparcom.distributed.placement`) and counts its share; rank 0 writes ``out``.
+    """
     settings = settings or ProfileSettings()
-    settings.check()
-    read_rows(Path(data), categories=settings.categories, require_output=FormatSettings(settings.scope).needs_response)
-    if resume and overwrite:
-        raise SparcomError("--resume and --overwrite exclude each other; choose one")
-    with lock(out):  # before the model loads: a second run into the same folder is refused at once
-        prepare_output_dir(Path(out), resume, overwrite)
+    ranks = join(device, device_map)
+    with ranks.step("checking the settings and data"):
+        settings.check()
+        read_rows(Path(data), categories=settings.categories,
+                  require_output=FormatSettings(settings.scope).needs_response)
+        if resume and overwrite:
+            raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    with contextlib.ExitStack() as held:
+        with ranks.step("locking the run directory"):
+            if ranks.is_main:  # before the model loads: a second run into the same folder is refused at once
+                held.enter_context(lock(out))
+                prepare_output_dir(Path(out), resume, overwrite)
         if isinstance(model, str):
-            model = load_model(model, dtype=dtype, device=device, device_map=device_map)
-        return Profiler(model, settings).run(data, out, resume=resume, overwrite=overwrite, progress=progress,
-                                             on_batch_end=on_batch_end)
+            model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+        with ranks.step("preparing the counters"):
+            profiler = Profiler(model, settings)
+        return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress,
+                            on_batch_end=on_batch_end, ranks=ranks)
+
+
+def _joint_source(sources: list[str | None]) -> str | None:
+    """How a layer's expert neurons were counted over all ranks (ranks that counted nothing say nothing)."""
+    distinct = list(dict.fromkeys(s for s in sources if s is not None))
+    counted = [s for s in distinct if s != "nothing counted yet"]
+    if not distinct:
+        return None
+    return " | ".join(counted) if counted else distinct[0]
 
 
 def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:

@@ -24,6 +24,11 @@ def causal_plot(target: str) -> str:
     return f"{PLOTS_DIR}/delta_nll_{target}.png"
 
 
+def normalised_plot(target: str) -> str:
+    """Where a causal folder keeps the normalised matrix and the specificity tests of a target."""
+    return f"{PLOTS_DIR}/delta_nll_normalised_{target}.png"
+
+
 def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path:
     """Write tables/*.csv, generations.jsonl (with --generate), plots/*.png and summary.json into ``folder``
     (an existing, staged output folder)."""
@@ -38,6 +43,8 @@ def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path
         (folder / PLOTS_DIR).mkdir()
         for name, target in result.targets.items():
             delta_nll_heatmap(result, target, folder / causal_plot(name))
+            if target.statistics is not None and target.random_delta.shape[1] > 1:
+                normalised_heatmap(result, target, folder / normalised_plot(name))
         if result.accuracy:
             accuracy_heatmap(result, folder / PLOTS_DIR / "accuracy.png")
     return finish_folder(folder, result.summary())
@@ -113,6 +120,58 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
+def normalised_heatmap(result, target, path: str | Path) -> Path:
+    """Left: each cell's z against the random sets of that cell (the diagonal reads at a glance); right: each
+    category's specificity (own ΔNLL − mean on the others) with its bootstrap interval against its random sets."""
+    stats = target.statistics
+    sig = stats.cell_significance
+    rows, cols = target.ablated, target.evaluated
+    z = sig["z"]
+    width = 2 * (3.0 + 0.95 * len(cols))
+    height = 2.2 + 0.8 * len(rows)
+    figure, axes = figure_row(width, height, cols=2)
+    notes = [[("–" if not np.isfinite(z[i, j]) else f"{z[i, j]:+.1f}") + f"\n{_fmt(target.delta[i, j], 2)}"
+              for j in range(len(cols))] for i in range(len(rows))]
+    _heatmap(axes[0], figure, z, notes, rows, cols,
+             "z = (ΔNLL − random mean) / random sd, per cell (cell text: z, ΔNLL)", "z (random sets of the same shape)")
+    ax = axes[1]
+    tests = [t for t in stats.tests if not t["reason"]]
+    for y, test in enumerate(tests):
+        a = target.ablated.index(test["ablated"])
+        values = _random_specificity(target, a)
+        ax.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=8, color="#999999",
+                   zorder=2, label="random sets" if y == 0 else None)
+        low, high = test["specificity_low"], test["specificity_high"]
+        ax.plot([low, high], [y, y], color="#B35806", linewidth=2.2, zorder=3)
+        ax.scatter([test["specificity"]], [y], s=40, color="#B35806", zorder=4,
+                   label="selected set (95% bootstrap interval)" if y == 0 else None)
+        mark = "*" if test["specificity_p_holm"] <= stats.alpha * (1 + 1e-9) else ""
+        ax.annotate(f"p_holm={test['specificity_p_holm']:.2g}{mark} ({test['specificity_test']})", (0.99, y),
+                    xycoords=("axes fraction", "data"), xytext=(0, -7), textcoords="offset points", va="top",
+                    ha="right", fontsize=7.5, color="#333333")
+    ax.axvline(0, color="#444444", linewidth=0.8)
+    ax.set_yticks(range(len(tests)), [category_label(t["ablated"]) for t in tests])
+    ax.invert_yaxis()
+    ax.set_xlabel("specificity = own ΔNLL − mean ΔNLL on the other categories (nats per token)")
+    ax.set_title(f"specificity of each set against {stats.random_sets} random sets of its shape", fontsize=10)
+    if tests:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7.5, frameon=False, ncols=2)
+    sets = "unique sets" if result.settings.unique else "selected sets"
+    figure.suptitle(f"Causal check normalised: {target.name} ({sets}) of "
+                    f"{short_model_name(result.model.get('name_or_path'))}"
+                    f"\n* specificity significant after Holm at α = {stats.alpha}; test per category in brackets",
+                    fontsize=10.5)
+    return save_figure(figure, path)
+
+
+def _random_specificity(target, a: int) -> np.ndarray:
+    """Each random set's own ΔNLL minus its mean ΔNLL on the other categories (unweighted), for ablated row a."""
+    own = target.evaluated.index(target.ablated[a])
+    values = target.random_delta[a]  # [R, C]
+    others = (values.sum(axis=1) - values[:, own]) / max(len(target.evaluated) - 1, 1)
+    return values[:, own] - others
+
+
 def accuracy_heatmap(result, path: str | Path) -> Path:
     """Change of greedy exact-match accuracy after deactivating each set, per target; random sets' mean beside it."""
     rows = result.accuracy
@@ -145,3 +204,61 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
                     f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
     return save_figure(figure, path)
+
+
+# ------------------------------------------------------------------------------------------- the paper's claims
+
+CLAIMS = {"critical": ("critical role", "damage", "own ΔNLL beyond random sets of the same shape"),
+          "specific": ("specificity", "specificity", "own ΔNLL minus the mean on the other categories, beyond random "
+                                                     "sets")}
+
+
+def claim_rows(summary: dict, target: str = "neurons") -> list[dict]:
+    """The causal half of "do the paper's claims hold here?" from an ablate ``summary.json``: one row for the
+    critical role (damage vs random) and one for specificity (own vs others vs random), each with its number (the
+    median over categories of the excess over the random sets' mean, nats per token), its uncertainty (the range of
+    the per-category 95 % bootstrap intervals of that excess), how many categories pass after Holm, the test(s)
+    behind the p-values and a plain verdict: holds (every tested category significant), does not hold (none, with
+    enough random sets for a significant result to be possible), partly (k of K), or not enough evidence (none,
+    and too few random sets or untestable categories). Empty when the summary has no tests for ``target``."""
+    stats = (summary.get("targets", {}).get(target) or {}).get("statistics") or {}
+    tests = [t for t in stats.get("tests", []) if not t.get("reason")]
+    if not tests:
+        return []
+    rows = []
+    for name, key, meaning in CLAIMS.values():
+        passed = [t for t in tests if _significant(t[f"{key}_p_holm"], stats.get("power", {}).get("alpha", 0.05))]
+        short = [t for t in tests if t["verdict"].startswith("not enough random sets")]
+        excess = [t[f"{key}_excess"] for t in tests if t[f"{key}_excess"] is not None]
+        lows = [t[f"{key}_excess_low"] for t in tests if t[f"{key}_excess_low"] is not None]
+        highs = [t[f"{key}_excess_high"] for t in tests if t[f"{key}_excess_high"] is not None]
+        if len(passed) == len(tests):
+            verdict = "holds"
+        elif passed:
+            verdict = f"partly ({len(passed)} of {len(tests)} categories)"
+        elif short:
+            verdict = "not enough evidence"
+        else:
+            verdict = "does not hold"
+        tests_used = sorted({t[f"{key}_test"] for t in tests})
+        rows.append({
+            "claim": name, "meaning": meaning, "target": target,
+            "number": float(np.median(excess)) if excess else None,
+            "low": min(lows) if lows else None, "high": max(highs) if highs else None,
+            "categories": len(tests), "significant": len(passed),
+            "significant_categories": [t["ablated"] for t in passed], "random_sets": stats.get("random_sets"),
+            "test": " / ".join(tests_used), "verdict": verdict,
+            "text": (f"{len(passed)} of {len(tests)} categories after Holm ({' / '.join(tests_used)} test, "
+                     f"{stats.get('random_sets')} random sets); excess over random: median "
+                     f"{_num(np.median(excess) if excess else None)}, per-category 95% intervals within "
+                     f"[{_num(min(lows) if lows else None)}, {_num(max(highs) if highs else None)}] nats/token"),
+        })
+    return rows
+
+
+def _significant(p, alpha: float) -> bool:
+    return p is not None and np.isfinite(p) and p <= alpha * (1 + 1e-9)
+
+
+def _num(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:+.3f}"

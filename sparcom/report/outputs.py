@@ -17,11 +17,13 @@ from sparcom.analysis.sets import CLASSES
 from sparcom.kinds import KIND_UNITS
 from sparcom.report import plots
 from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, write_csv
+from sparcom.report.validity import identify_validity_plots
 
 
 def identify_plot(kind: str, figure: str) -> str:
     """Where an identify folder keeps one of its figures (``figure``: per_layer, overlap, sets_per_layer,
-    epsilon_sweep), relative to the folder."""
+    epsilon_sweep; with validity evidence also validity_confusion, validity_random, cross_source), relative to the
+    folder."""
     return f"{PLOTS_DIR}/{kind}_{figure}.png"
 
 
@@ -75,7 +77,7 @@ def identify_plots(result: IdentifyResult, directory: Path) -> list[Path]:
             written.append(plots.layer_expert_heatmaps(
                 per_cat, cats, f"Selected expert neurons per expert and layer ({rule.short()})\n{model}",
                 "selected neurons in the expert", directory / "expert_neuron_per_expert.png"))
-    return written
+    return written + identify_validity_plots(result, directory)
 
 
 def write_identify(result: IdentifyResult, folder: Path, make_plots: bool = True) -> Path:

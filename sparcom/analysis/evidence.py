@@ -1,0 +1,114 @@
+"""Validity evidence as the analysis commands report it: the settings, a run's groups, and the per-component table.
+
+:mod:`sparcom.analysis.validity` computes the evidence from groups below the category; this module is the glue
+that ``identify``, ``evaluate`` and the rule study share: which groups a run has (and the one note when it has
+none), the user's validity settings, bootstrap resamples of the instructions, and the ``selected_components``
+rows with their specificity scores (so a user can sort a selection by how specific each member is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sparcom.analysis import sets
+from sparcom.analysis.frequencies import Layout
+from sparcom.analysis.groups import GroupCounts, load_groups, partition_sums, resample_weights
+from sparcom.analysis.selection import SelectionRule
+from sparcom.analysis.validity import (
+    DEFAULT_FOLDS,
+    DEFAULT_LEVEL,
+    DEFAULT_RANDOM_SETS,
+    Specificity,
+    check_settings,
+)
+from sparcom.errors import SparcomError
+from sparcom.profile.artifacts import ProfileRun
+
+#: What every output says when a run has no counts below the category.
+NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "
+                  "the run keeps counts per category only; profile with 'sparcom profile ... --group-by instruction'")
+#: Why a rule that needs per-instruction counts gets its intervals from resampled instructions.
+RESAMPLES_NOTE = ("bootstrap intervals of rule {rule} resample the instructions (Poisson counters carry no "
+                  "per-instruction frequencies): pass --resamples 100 (identify) or resamples=100 (Python)")
+
+
+@dataclass(frozen=True)
+class ValiditySettings:
+    """How validity is measured: k folds, R random sets per fold, the seed of folds and draws, the CI level."""
+
+    enabled: bool = True
+    folds: int = DEFAULT_FOLDS
+    random_sets: int = DEFAULT_RANDOM_SETS
+    seed: int = 0
+    level: float = DEFAULT_LEVEL
+
+    def check(self) -> ValiditySettings:
+        if self.enabled:
+            try:
+                check_settings(self.folds, self.random_sets, self.level)
+            except SparcomError as exc:
+                raise SparcomError(f"{exc} (--folds, --random-sets, --validity-level)") from None
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        return {"folds": self.folds, "random_sets": self.random_sets, "seed": self.seed, "level": self.level}
+
+
+def has_groups(run: ProfileRun) -> bool:
+    """True when the run keeps counts below the category (``--group-by source`` or ``instruction``)."""
+    return bool(run.manifest.get("groups"))
+
+
+def run_groups(run: ProfileRun, kind: str, categories: Sequence[str] | None = None) -> GroupCounts | None:
+    """The groups of one kind of ``run``, in the order of ``categories`` (default: the run's), or None.
+
+    With ``categories`` a subset of the run's, the groups of the other categories are left out.
+    """
+    groups = load_groups(run.counts, run.manifest.get("groups"), kind)
+    if groups is None:
+        return None
+    categories = tuple(categories) if categories is not None else tuple(run.categories)
+    keep = np.isin(np.asarray(groups.categories), list(categories))
+    missing = sorted(set(categories) - set(groups.categories))
+    if missing:
+        raise SparcomError(f"{run.path}: the run's groups have no {', '.join(missing)} instructions")
+    return (groups if keep.all() else groups.subset(keep)).ordered(categories)
+
+
+def resample_masks(groups: GroupCounts, rule: SelectionRule, replicates: int, seed: int = 0) -> np.ndarray:
+    """[B, K, N] selections of ``rule`` on B resamples of the instructions within (category, source).
+
+    The same resamples as :func:`sparcom.analysis.validity.bootstrap_stability` with the same seed (resample r is
+    :func:`~sparcom.analysis.groups.resample_weights` (groups, r, seed)), so the masks serve both the intervals of
+    the set statistics and the bootstrap stability.
+    """
+    if replicates < 2:
+        raise SparcomError(f"--resamples must be 0 (off) or at least 2, got {replicates}")
+    masks = np.zeros((replicates, len(groups.category_order), groups.layout.size), dtype=bool)
+    zeros = np.zeros(groups.size, dtype=np.int64)
+    for r in range(replicates):
+        sums = partition_sums(groups, zeros, 1, resample_weights(groups, r, seed))
+        freqs = sums.frequencies(groups.kind, groups.layout, [0])
+        masks[r] = rule.apply(freqs.p, groups.layout, sums.moments[0])
+    return masks
+
+
+def component_rows(mask: np.ndarray, p: np.ndarray, layout: Layout, categories: Sequence[str],
+                   scores: Specificity) -> list[dict]:
+    """Every selected (category, component) — layer, expert, index, p, how many sets hold it — with its
+    specificity: contrast p_c − max other p, contrast against the mean of the others, entropy specificity, the
+    category where it fires most, and (with groups) the Welch effect and BH q-value of c against the rest."""
+    rows = sets.selected_components(mask, p, layout, categories)
+    top = np.argmax(p, axis=0) if p.size else np.zeros(0, dtype=np.int64)
+    flat = [n for c in range(len(categories)) for n in np.flatnonzero(mask[c])]
+    owner = [c for c in range(len(categories)) for _ in range(int(mask[c].sum()))]
+    for row, c, n in zip(rows, owner, flat, strict=True):
+        row.update(contrast=float(scores.contrast_max[c, n]), contrast_mean=float(scores.contrast_mean[c, n]),
+                   entropy_specificity=float(scores.entropy[n]), top_category=categories[int(top[n])])
+        if scores.effect is not None and scores.qvalue is not None:
+            row.update(effect=float(scores.effect[c, n]), q_value=float(scores.qvalue[c, n]))
+    return rows
