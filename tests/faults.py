@@ -27,7 +27,9 @@ import pytest
 ROOT = Path(__file__).parents[1]
 SCRIPT = Path(sys.executable).with_name("sparcom")
 INJECTION = Path(__file__).parent / "fault_injection"
-BASE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200",
+#: One thread per subprocess: tiny models gain nothing from more, a busy machine loses, and the causal check's
+#: numbers are compared with an in-process run on one thread.
+BASE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 BASE_ENV.pop("SPARCOM_FAULT", None)
 
