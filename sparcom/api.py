@@ -16,6 +16,7 @@ one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies
@@ -31,6 +32,14 @@ REPORT = "analysis output"
 
 def _run(run: RunLike) -> ProfileRun:
     return run if isinstance(run, ProfileRun) else load_run(run)
+
+
+def _claim(out: str | Path | None):
+    """Hold ``out``'s lock for the whole call (checks, computing, writing): a second process writing the same
+    folder is refused at its start, not after the work."""
+    from sparcom.outputs import lock
+
+    return contextlib.nullcontext() if out is None else lock(out)
 
 
 def _rule(rule: SelectionRule | str, epsilon: float | None) -> SelectionRule:
@@ -83,12 +92,13 @@ def identify(
     settings = ValiditySettings(validity, folds, random_sets, validity_seed).check()
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level, validity=settings,
-                    resamples=resamples)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            result.write_selection(folder)
-            write_identify(result, folder, make_plots=plots)
+    with _claim(out):
+        result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level,
+                        validity=settings, resamples=resamples)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                result.write_selection(folder)
+                write_identify(result, folder, make_plots=plots)
     return result
 
 
@@ -116,12 +126,13 @@ def evaluate(
 
     settings = ValiditySettings(True, folds, random_sets, seed).check()
     selection = selection if isinstance(selection, Selection) else load_selection(selection)
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = decode(selection, _run(run), kinds, settings)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_evaluate(result, folder, make_plots=plots)
+    with _claim(out):
+        if out is not None:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+        result = decode(selection, _run(run), kinds, settings)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_evaluate(result, folder, make_plots=plots)
     return result
 
 
@@ -150,12 +161,13 @@ def sweep(
     settings = ValiditySettings(True, folds, random_sets, seed).check()
     if rules is not None:
         rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in rules]
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = rule_study(_run(run), rules, kinds, epsilons, settings)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_sweep(result, folder, make_plots=plots)
+    with _claim(out):
+        if out is not None:
+            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+        result = rule_study(_run(run), rules, kinds, epsilons, settings)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_sweep(result, folder, make_plots=plots)
     return result
 
 
@@ -179,10 +191,11 @@ def compare(
     rule = _rule(rule, epsilon)
     if out is not None:
         check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    result = compare_runs(_run(base), _run(tuned), rule, kinds, force=force)
-    if out is not None:
-        with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-            write_compare(result, folder, make_plots=plots)
+    with _claim(out):
+        result = compare_runs(_run(base), _run(tuned), rule, kinds, force=force)
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write_compare(result, folder, make_plots=plots)
     return result
 
 
@@ -220,6 +233,7 @@ def ablate(
     from sparcom.causal.settings import CausalSettings
     from sparcom.distributed import join
     from sparcom.errors import SparcomError
+    from sparcom.interrupts import interrupted
     from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
 
@@ -239,19 +253,26 @@ def ablate(
         if run is not None and settings.folds is None:
             raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
         chosen = _rule(rule, epsilon) if settings.folds is not None else None
-        if out is not None and ranks.is_main:
-            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-            check_checkpoint(out, resume, overwrite)
     check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
                  progress=progress)
     if out is None:
         return causal_check(model, selection, data, **check)
-    result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
-    with ranks.step("writing the output folder"):
-        if ranks.is_main:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                write_causal(result, folder, plots=plots)
-            shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    with contextlib.ExitStack() as held:
+        with ranks.step("locking and checking the output folder"):
+            if ranks.is_main:  # rank 0 alone writes --out, so it alone holds its lock, for the whole call
+                held.enter_context(_claim(out))
+                check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+                check_checkpoint(out, resume, overwrite)
+        try:
+            result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what was kept and how to go on
+            raise interrupted(exc, f"{out} was not written; the finished conditions are kept in "
+                                   f"{checkpoint_dir(out)}: continue with the same command and --resume") from None
+        with ranks.step("writing the output folder"):
+            if ranks.is_main:
+                with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                    write_causal(result, folder, plots=plots)
+                shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     return result
 
 

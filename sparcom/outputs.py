@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,33 @@ def os_problem(exc: OSError) -> str:
     if exc.errno == errno.EFBIG:
         return "file too large for this file system or limit"
     return exc.strerror or str(exc)
+
+
+#: How libraries that write files in native code (safetensors) report an operating-system error in their message.
+_OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")
+
+
+class WriteFailed(SparcomError):
+    """A file could not be written (full disk, file-size limit, no permission); ``problem`` is the short reason, so
+    that a folder being staged reports the failure under its own name rather than the temporary one."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+def write_problem(exc: BaseException) -> str | None:
+    """The one-line reason of a failed write (full disk, file-size limit, no permission), or None when ``exc`` is
+    not an operating-system error — also when a library wrapped it in its own exception (safetensors does)."""
+    if isinstance(exc, WriteFailed):
+        return exc.problem
+    if isinstance(exc, OSError):
+        return os_problem(exc)
+    found = _OS_ERROR_IN_MESSAGE.search(str(exc)) if isinstance(exc, Exception) else None
+    if found:
+        code = int(found.group(1))
+        return os_problem(OSError(code, os.strerror(code)))
+    return None
 
 
 def check_parent(out: Path) -> None:
@@ -75,6 +103,12 @@ def staged_directory(out: str | Path, overwrite: bool = False, marker: str | Non
     """Yield a temporary folder beside ``out`` that replaces ``out`` when the block finishes without an error."""
     out = Path(out)
     check_output_dir(out, overwrite, marker, kind)
+    with lock(out):
+        yield from _staged(out, overwrite, marker, kind)
+
+
+def _staged(out: Path, overwrite: bool, marker: str | None, kind: str) -> Iterator[Path]:
+    check_output_dir(out, overwrite, marker, kind)  # again under the lock: another process may have written it
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
     except OSError as exc:
@@ -83,18 +117,42 @@ def staged_directory(out: str | Path, overwrite: bool = False, marker: str | Non
         try:
             yield staging
             _publish(staging)
-            if out.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".replaced", dir=staging.parent))
-                out.rename(retired / out.name)
-                staging.rename(out)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                staging.rename(out)
-        except OSError as exc:
-            raise SparcomError(f"cannot write {out}: {os_problem(exc)}; nothing was written") from None
+            _replace(staging, out)
+        except Exception as exc:
+            problem = write_problem(exc)
+            if problem is None:
+                raise
+            kept = "the previous version is unchanged" if out.exists() else "nothing was written"
+            raise SparcomError(f"cannot write {out}: {problem}; {kept}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and put back if that fails."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".replaced", dir=staging.parent))
+    out.rename(retired / out.name)
+    try:
+        staging.rename(out)
+    except BaseException:
+        (retired / out.name).rename(out)
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+#: Lock files this process holds, with their nesting depth.
+_HELD: dict[Path, int] = {}
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of ``target``: ``.{name}.lock`` beside it (it exists only while a process holds the lock)."""
+    target = Path(target)
+    return target.absolute().parent / f".{target.name}.lock"
 
 
 @contextlib.contextmanager
@@ -102,7 +160,11 @@ def lock(target: str | Path, wait: bool = False) -> Iterator[None]:
     """Hold an advisory lock on ``target`` (a file ``.{name}.lock`` beside it) across processes.
 
     ``wait=False`` refuses at once when another process holds it (two runs writing one folder); ``wait=True``
-    waits its turn (two processes building the same cached model). A no-op where POSIX locks do not exist.
+    waits its turn (two processes building the same cached model). The holder removes the file when it is done,
+    so no lock file stays behind; a process that locked a file which was removed meanwhile locks the new one
+    instead. The operating system drops the lock of a killed process. Nested calls for the same target in one
+    process (a command's lock around :func:`staged_directory`'s) hold it once. A no-op where POSIX locks do not
+    exist.
     """
     try:
         import fcntl
@@ -111,17 +173,42 @@ def lock(target: str | Path, wait: bool = False) -> Iterator[None]:
         return
     target = Path(target)
     check_parent(target)
-    path = target.absolute().parent / f".{target.name}.lock"
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise SparcomError(f"{target}: another sparcom process is writing it now; wait for it to finish or "
-                               "choose another --out") from None
+    path = lock_path(target)
+    if path in _HELD:
+        _HELD[path] += 1
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _HELD[path] -= 1
+        return
+    while True:
+        try:
+            handle = open(path, "a")  # noqa: SIM115  (held open across the yield: the lock lives with it)
+        except OSError as exc:
+            raise SparcomError(f"cannot lock {target}: {os_problem(exc)}; choose another --out") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            raise SparcomError(f"{target}: another sparcom process is writing it now; wait for it to finish or "
+                               "choose another --out") from None
+        except BaseException:
+            handle.close()
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # the file we locked is still the lock file
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder removed it as we locked it: lock the current one
+    _HELD[path] = 1
+    try:
+        yield
+    finally:
+        del _HELD[path]
+        with contextlib.suppress(OSError):
+            path.unlink()
+        handle.close()  # closing releases the lock
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -134,7 +221,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SparcomError(f"cannot write {path}: {os_problem(exc)}; nothing was written") from None
+        raise WriteFailed(f"cannot write {path}: {os_problem(exc)}; nothing was written", os_problem(exc)) from None
+    except BaseException:  # an interrupt between writing and renaming
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -56,3 +56,11 @@ def tiny_study(tmp_path_factory) -> dict[str, Path]:
     from report_study import build_study
 
     return build_study(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="session")
+def fault_study(tmp_path_factory) -> dict[str, Path]:
+    """Model folders, datasets, runs and selections for the fault catalogue's cases (tests/faults.py)."""
+    from faults import build_study
+
+    return build_study(tmp_path_factory.mktemp("faults"))

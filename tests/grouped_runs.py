@@ -30,6 +30,11 @@ def write_grouped_run(path: Path, groups: GroupCounts, group_by: str = "instruct
         counts[instructions_key(c)] = np.array(int(rows.sum()))
     write_counts_atomic(path / COUNTS_FILE, counts)
     data = manifest(categories, **overrides)
+    if groups.kind == "neuron":  # the manifest records the widths the counts have (loading a run checks them)
+        widths = dict(zip(groups.layout.layers, (shape[0] for shape in groups.layout.shapes), strict=True))
+        layers = max(widths) + 1
+        data["model"] = {**data["model"], "sizes": {**data["model"].get("sizes", {}), "layers": layers,
+                                                    "mlp_neurons": [widths.get(j) for j in range(layers)]}}
     data["group_by"] = group_by
     data["groups"] = {"labels": list(groups.labels), "categories": list(groups.categories),
                       "sources": list(groups.sources)}

@@ -7,7 +7,6 @@ the job must resume from its last checkpoint to the counts of an uninterrupted s
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 from sparcom import ProfileSettings, load_run, merge_runs, profile
 from sparcom.distributed import Launch, placement, rank_gpus, timeout_seconds
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, PROGRESS_FILE
+from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, load_checkpoint
 from sparcom.profile.sharing import Shard, balanced_owners, round_bounds, round_share
 
 BIN = Path(sys.executable).parent
@@ -230,7 +229,7 @@ def test_a_killed_rank_stops_the_job_and_the_job_resumes_exactly(folders, tmp_pa
     survivor = killed[0]
     assert survivor["ok"] is False and not survivor["silent"], survivor
     assert "lost contact" in survivor["error"] and "--resume" in survivor["error"]
-    done = json.loads((out / PROGRESS_FILE).read_text())["batches_done"]
+    done = load_checkpoint(out / CHECKPOINT_FILE)[1]["batches_done"]  # the checkpoint carries its progress record
     assert done % 4 == 0 and 8 <= done < len(MANY_ROWS)  # a round (2 ranks × 2 batches) boundary before the death
     resumed = launch(2, profile_job(folders["dense"], folders["data"], out, resume=True, **settings),
                      tmp_path / "resumed")

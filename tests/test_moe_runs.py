@@ -10,7 +10,7 @@ from tiny import ROWS, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, frequencies, load_run, merge_runs, profile, wrap_model
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, PROGRESS_FILE
+from sparcom.profile.artifacts import CHECKPOINT_FILE, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_killed_run_resumes_to_uninterrupted_counts(loaded, dataset, tmp_path):
 
     with pytest.raises(Killed):
         profile(loaded, dataset, tmp_path / "killed", settings, progress=False, on_batch_end=kill_after_five)
-    assert json.loads((tmp_path / "killed" / PROGRESS_FILE).read_text())["batches_done"] == 4
+    assert load_checkpoint(tmp_path / "killed" / CHECKPOINT_FILE)[1]["batches_done"] == 4
     seen = []
     resumed = profile(loaded, dataset, tmp_path / "killed", settings, progress=False, resume=True,
                       on_batch_end=seen.append)

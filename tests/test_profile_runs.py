@@ -9,7 +9,7 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, frequencies, load_run, merge_runs, profile, wrap_model
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, MANIFEST_FILE, PROGRESS_FILE
+from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, MANIFEST_FILE, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_killed_run_resumes_to_uninterrupted_counts(loaded, dataset, tmp_path):
 
     with pytest.raises(Killed):
         profile(loaded, dataset, tmp_path / "killed", settings, progress=False, on_batch_end=kill_after_five)
-    progress = json.loads((tmp_path / "killed" / PROGRESS_FILE).read_text())
+    _, progress = load_checkpoint(tmp_path / "killed" / CHECKPOINT_FILE)
     assert progress["batches_done"] == 4  # the last checkpoint before the kill
     assert json.loads((tmp_path / "killed" / MANIFEST_FILE).read_text())["complete"] is False
     with pytest.raises(SparcomError, match="not complete"):

@@ -108,6 +108,7 @@ def load_selection(directory: str | Path) -> Selection:
     try:
         raw = load_file(str(masks_path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SparcomError(f"{masks_path}: unreadable safetensors file ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SparcomError(f"{masks_path}: unreadable selection masks ({reason}); re-run 'sparcom identify'") from None
     masks = {key: value.astype(bool) for key, value in raw.items()}
     return Selection(directory, masks, meta)

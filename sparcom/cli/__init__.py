@@ -33,12 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         show = getattr(exc, "show", None)
         show() if show else typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # an interrupt before a command ran (click's Abort)
+            from sparcom.interrupts import EXIT_CODE, interrupted
+
+            typer.echo(f"error: {interrupted(exc.__cause__)}", err=True)
+            return EXIT_CODE
         typer.echo("error: aborted", err=True)
         return 1
     return code if isinstance(code, int) else 0
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and ``python -m sparcom``); signals are handled by the one error path
+    (:class:`sparcom.cli.app.SparcomGroup`)."""
     sys.exit(main())

@@ -2,8 +2,9 @@
 
 Every command raises :class:`~sparcom.errors.SparcomError` for a problem with the user's input or environment;
 :class:`SparcomGroup` turns it — anywhere below the root group — into one ``error:`` line on stderr and exit code 2,
-and an interrupt into one line and exit code 130. Usage errors keep click's own message and code. There is no
-other place that prints errors, so a script chaining commands always sees a failure in the exit code.
+and an interrupt (Ctrl-C or SIGTERM, :mod:`sparcom.interrupts`) into one line saying what was kept and exit code
+130. Usage errors keep click's own message and code. There is no other place that prints errors, so a script
+chaining commands always sees a failure in the exit code. The catalogue of cases is docs/errors.md.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from sparcom.errors import SparcomError
-
-INTERRUPTED = 130
+from sparcom.interrupts import EXIT_CODE as INTERRUPTED
+from sparcom.interrupts import interrupted, signals_as_interrupts
 
 
 class SparcomGroup(TyperGroup):
@@ -24,14 +25,14 @@ class SparcomGroup(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with signals_as_interrupts():  # the one place SIGTERM becomes an interrupt, for every command
+                return super().invoke(ctx)
         except SparcomError as exc:
             if not getattr(exc, "silent", False):  # a torchrun job's failure is printed by rank 0 alone
                 typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("error: interrupted; nothing half-written was kept (a profile run or a causal check "
-                       "continues from its last checkpoint with --resume)", err=True)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sparcom.interrupts)
+            typer.echo(f"error: {interrupted(exc)}", err=True)
             raise typer.Exit(INTERRUPTED) from None
 
 

@@ -7,8 +7,6 @@ under a temporary name and renamed at the end (:func:`sparcom.api.ablate`).
 from __future__ import annotations
 
 import math
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -111,24 +109,6 @@ def _print_tests(out, target) -> None:
               f"test {stats.test} → {stats.test_used})")
 
 
-@contextmanager
-def _sigterm_interrupts():
-    """SIGTERM stops the check like Ctrl-C (one line, exit 130); finished conditions stay for --resume."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (e.g. inside a test runner's worker)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @app.command("ablate")
 def ablate_command(
     model: Annotated[str, typer.Argument(help="The model the selection was made on: hub id, folder, .gguf or "
@@ -198,9 +178,8 @@ def ablate_command(
                               max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
                               exclude_profiled=exclude_profiled, force=force, unique=unique, replicates=replicates,
                               test=test, max_scored_tokens=max_scored_tokens, folds=folds)
-    with _sigterm_interrupts():
-        result = ablate(model, selection, data, settings, run=run, rule=rule, epsilon=epsilon, out=out, resume=resume,
-                        dtype=dtype, device=device, device_map=device_map, overwrite=overwrite, plots=plots,
-                        progress=not quiet)
+    result = ablate(model, selection, data, settings, run=run, rule=rule, epsilon=epsilon, out=out, resume=resume,
+                    dtype=dtype, device=device, device_map=device_map, overwrite=overwrite, plots=plots,
+                    progress=not quiet)
     if is_main_process():  # under torchrun rank 0 alone prints (and writes)
         _print(result, out)

@@ -2,18 +2,24 @@
 
 One JSON object per line with the fields id, category, source, origin, instruction, input, output, license.
 Reading validates every line and names the file and line of the first problem, so a broken dataset is
-refused before any model is loaded.
+refused before any model is loaded. Files are UTF-8; a byte-order mark (as Windows editors write) and CRLF or CR
+line ends are accepted and read exactly like the plain file, while other encodings (Latin-1, UTF-16) are refused
+with the line and byte, never guessed.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import os
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sparcom.errors import SparcomError
+from sparcom.outputs import WriteFailed, check_parent, write_problem
 
 #: HexaInst's six categories, in the order used by tables and plots.
 CATEGORIES: tuple[str, ...] = ("cls", "code", "qa", "gen", "math", "sum")
@@ -74,9 +80,10 @@ def row_from_dict(obj: object, where: str, require_output: bool = False) -> Inst
     if obj["source"] not in SOURCES:
         raise SparcomError(f"{where}: source {obj['source']!r} must be one of {', '.join(SOURCES)}")
     if not obj["instruction"].strip():
-        raise SparcomError(f"{where}: empty instruction")
+        raise SparcomError(f"{where}: empty instruction; fill it in or remove the row")
     if require_output and not obj["output"].strip():
-        raise SparcomError(f"{where}: empty output; scope 'response' needs a reference output in every row")
+        raise SparcomError(f"{where}: empty output; this use needs a reference response in every row (scope "
+                           "response or all, ablate, tune): fill it in or remove the row")
     return InstructionRow(**{f: obj[f] for f in REQUIRED_FIELDS})
 
 
@@ -91,31 +98,51 @@ def read_rows(
     ``require_output`` demands a non-empty reference response in every row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SparcomError(f"{path}: dataset file not found; build HexaInst with 'sparcom data build' or pass --data FILE")
     rows: list[InstructionRow] = []
     seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
-            row = row_from_dict(obj, where, require_output=require_output)
-            if categories is not None and row.category not in categories:
-                raise SparcomError(
-                    f"{where}: unknown category {row.category!r}; expected one of {', '.join(categories)}"
-                )
-            if row.id in seen:
-                raise SparcomError(f"{where}: duplicate id {row.id!r} (first on line {seen[row.id]}); ids must be unique")
-            seen[row.id] = number
-            rows.append(row)
+    for number, line in enumerate(dataset_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+        row = row_from_dict(obj, where, require_output=require_output)
+        if categories is not None and row.category not in categories:
+            raise SparcomError(
+                f"{where}: unknown category {row.category!r}; expected one of {', '.join(categories)}"
+            )
+        if row.id in seen:
+            raise SparcomError(f"{where}: duplicate id {row.id!r} (first on line {seen[row.id]}); ids must be unique")
+        seen[row.id] = number
+        rows.append(row)
     if not rows:
         raise SparcomError(f"{path}: dataset is empty; it needs at least one instruction row")
     return rows
+
+
+def dataset_lines(path: Path) -> list[str]:
+    """The text lines of a UTF-8 dataset file (a leading byte-order mark dropped, CRLF and CR read as line ends);
+    a file that is missing, unreadable or not UTF-8 is a one-line error naming the line and the byte."""
+    if not path.is_file():
+        raise SparcomError(f"{path}: dataset file not found; build HexaInst with 'sparcom data build' or pass --data FILE")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SparcomError(f"{path}: cannot read the dataset ({exc.strerror or exc})") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise SparcomError(f"{path}: the file is UTF-16; save it as UTF-8 (JSON Lines are UTF-8)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        offset = exc.start + bom
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - max(data.rfind(b"\n", 0, offset) + 1, bom) + 1
+        raise SparcomError(f"{path}:{line}: not UTF-8 (byte 0x{data[offset]:02x} at column {column}); save the file "
+                           "as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    return io.StringIO(text, newline=None).read().split("\n")
 
 
 def first_rows_per_category(rows: Sequence[InstructionRow], per_category: int | None = None,
@@ -139,10 +166,19 @@ def first_rows_per_category(rows: Sequence[InstructionRow], per_category: int | 
 def write_rows(rows: Iterable[InstructionRow | dict], path: str | Path) -> None:
     """Write rows as JSON Lines atomically (a partial file never appears under ``path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise SparcomError(f"{path}: is a folder; --out must be a .jsonl file path")
+    check_parent(path)
     tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            data = row.to_dict() if isinstance(row, InstructionRow) else row
-            handle.write(json.dumps(data, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                data = row.to_dict() if isinstance(row, InstructionRow) else row
+                handle.write(json.dumps(data, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(f"cannot write {path}: {write_problem(exc)}; nothing was written", write_problem(exc)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,9 +1,12 @@
 """Profile run directories: ``counts.safetensors`` + ``manifest.json`` (DESIGN §3), the only reader and writer of runs.
 
 Everything is written atomically (temporary file, then rename), so a reader never sees half a file and a
-killed run leaves either the previous checkpoint or the new one. A loaded run holds its counts as numpy int64
-arrays, so the analysis layer never needs torch. Runs of the same measurement (:mod:`sparcom.provenance`) over
-disjoint instructions merge by addition.
+killed run leaves either the previous checkpoint or the new one; a checkpoint carries its own progress record, so
+the two can never disagree. The manifest records the sha256 of the counts file, and loading checks the file
+against it and the manifest against the counts (categories, token and instruction totals, no count above its
+category's tokens), so an edited or damaged run is refused with the reason instead of analysed. A loaded run holds
+its counts as numpy int64 arrays, so the analysis layer never needs torch. Runs of the same measurement
+(:mod:`sparcom.provenance`) over disjoint instructions merge by addition.
 """
 
 from __future__ import annotations
@@ -21,20 +24,24 @@ from sparcom.errors import SparcomError
 from sparcom.kinds import (
     GROUPS,
     categories_with_tokens,
+    component_keys,
     count_key,
     instructions_key,
     is_group_counts,
     layers_of,
     tokens_key,
 )
-from sparcom.outputs import check_output_dir, lock, os_problem, staged_directory, write_json_atomic
-from sparcom.provenance import MERGE_ASPECTS, mismatches
+from sparcom.outputs import WriteFailed, check_output_dir, lock, staged_directory, write_json_atomic, write_problem
+from sparcom.provenance import MERGE_ASPECTS, file_sha256, mismatches
 
 FORMAT_VERSION = 1
 COUNTS_FILE = "counts.safetensors"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: Written by sparcom before checkpoints carried their progress record; removed when a run resumes or finishes.
 PROGRESS_FILE = "progress.json"
+#: The manifest field holding the sha256 of ``counts.safetensors``.
+COUNTS_SHA256 = "counts_sha256"
 
 def compact_dtype(array: np.ndarray) -> np.dtype:
     """The smallest unsigned integer type that holds every value of a non-negative count array."""
@@ -45,12 +52,13 @@ def compact_dtype(array: np.ndarray) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def write_counts_atomic(path: Path, arrays: Mapping[str, Any]) -> None:
+def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping[str, Any] | None = None) -> None:
     """Write counters (numpy arrays or torch tensors) as safetensors, sorted by key, atomically.
 
     Counters are int64, except counts below the category (``groups/{kind}/{layer}``), which are stored in the
     smallest unsigned type that holds them: one row per instruction makes them the bulk of a run's bytes, and no
-    count exceeds its group's tokens.
+    count exceeds its group's tokens. A checkpoint passes ``progress`` (how far the run got), stored in the same
+    file so that counts and progress are replaced together.
     """
     from safetensors.numpy import save_file
 
@@ -60,14 +68,23 @@ def write_counts_atomic(path: Path, arrays: Mapping[str, Any]) -> None:
         array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         dtype = compact_dtype(array) if is_group_counts(key) else np.int64
         numpy_arrays[key] = np.require(array, dtype, "C")  # np.require keeps scalars 0-d
+    # One metadata key for counts: safetensors writes a multi-key metadata dict in no fixed order, which would make
+    # two identical runs differ in bytes (a checkpoint's bytes do not matter).
+    metadata = {"format": f"sparcom-counts/{FORMAT_VERSION}"}
+    if progress is not None:
+        metadata["progress"] = json.dumps(dict(progress), sort_keys=True)
     try:
-        # One metadata key: safetensors writes a multi-key metadata dict in no fixed order, which would make two
-        # identical runs differ in bytes.
-        save_file(numpy_arrays, str(tmp), metadata={"format": f"sparcom-counts/{FORMAT_VERSION}"})
+        save_file(numpy_arrays, str(tmp), metadata=metadata)
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise SparcomError(f"cannot write {path}: {os_problem(exc)}") from None
+        problem = write_problem(exc)
+        if problem is None:
+            raise
+        raise WriteFailed(f"cannot write {path}: {problem}", problem) from None
+    except BaseException:  # an interrupt between writing and renaming
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_counts(path: Path) -> dict[str, np.ndarray]:
@@ -75,17 +92,35 @@ def load_counts(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    what = "checkpoint" if path.name == CHECKPOINT_FILE else "counts file"
+    fix = ("resume is impossible, start again with --overwrite" if what == "checkpoint"
+           else "restore it or re-run 'sparcom profile' for this run")
     try:
         counts = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SparcomError(f"{path}: unreadable counts file ({str(exc).splitlines()[0] if str(exc) else exc}); "
-                           "re-run 'sparcom profile' for this run") from None
+        raise SparcomError(f"{path}: unreadable {what} ({str(exc).splitlines()[0] if str(exc) else exc}); "
+                           f"{fix}") from None
     wrong = [key for key, value in counts.items()
              if value.dtype != np.int64 and not (is_group_counts(key) and value.dtype.kind == "u")]
     if wrong:
         raise SparcomError(f"{path}: counter {wrong[0]!r} is {counts[wrong[0]].dtype}, not int64; the file is not a "
-                           "sparcom counts file")
+                           f"sparcom {what}; {fix}")
     return counts
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The counters of a checkpoint and its progress record (batches done, elapsed time, settings digest)."""
+    from safetensors import SafetensorError, safe_open
+
+    counts = load_counts(path)
+    try:
+        with safe_open(str(path), "np") as handle:
+            metadata = handle.metadata() or {}
+        progress = json.loads(metadata["progress"])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        raise SparcomError(f"{path}: the checkpoint has no progress record (an older sparcom wrote it); "
+                           "start the run again with --overwrite") from None
+    return counts, progress
 
 
 @dataclass
@@ -140,13 +175,60 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
-    """Load a profile run directory; refuses incomplete runs unless told otherwise."""
+    """Load a profile run directory; refuses incomplete runs unless told otherwise, and finished runs whose counts
+    were edited, damaged or contradict their manifest (:func:`check_run`)."""
     path = Path(path)
     counts_path = path / COUNTS_FILE
     manifest = load_manifest(path)
     if not counts_path.is_file() or (require_complete and not manifest.get("complete")):
         raise SparcomError(f"{path}: the run is not complete; finish it with 'sparcom profile ... --resume'")
-    return ProfileRun(path, load_counts(counts_path), manifest)
+    counts = load_counts(counts_path)
+    if manifest.get("complete"):
+        check_run(path, counts, manifest)
+    return ProfileRun(path, counts, manifest)
+
+
+def check_run(path: Path, counts: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
+    """Refuse a finished run whose counts file is not the one its manifest records, or whose manifest contradicts
+    its counts: other categories, other token or instruction totals, layer widths other than the model's, or a
+    count above its category's counted tokens (a neuron is active on at most every counted token)."""
+    counts_path = path / COUNTS_FILE
+    fix = "restore the run or re-run 'sparcom profile'"
+    recorded = manifest.get(COUNTS_SHA256)
+    if recorded and file_sha256(counts_path) != recorded:
+        raise SparcomError(f"{counts_path}: the file differs from the one {MANIFEST_FILE} records (sha256); it was "
+                           f"edited or damaged: {fix}")
+    listed = manifest.get("categories")
+    present = categories_with_tokens(counts)
+    if listed is not None and sorted(listed) != present:
+        raise SparcomError(f"{path}: {MANIFEST_FILE} lists categories {', '.join(listed) or 'none'} but the counts "
+                           f"hold {', '.join(present) or 'none'}: {fix}")
+    for total, key_of in (("counted_tokens", tokens_key), ("instructions", instructions_key)):
+        for category, value in (manifest.get(total) or {}).items():
+            if key_of(category) in counts and int(counts[key_of(category)]) != value:
+                raise SparcomError(f"{path}: {MANIFEST_FILE} says {total} {category} = {value} but the counts say "
+                                   f"{int(counts[key_of(category)])}: {fix}")
+    widths = ((manifest.get("model") or {}).get("sizes") or {}).get("mlp_neurons")
+    for key in component_keys(counts):
+        value = counts[str(key)]
+        if key.kind == "neuron" and isinstance(widths, list):
+            expected = widths[key.layer] if key.layer < len(widths) else None
+            if value.shape != (expected,):
+                raise SparcomError(f"{path}: count {str(key)!r} has shape {value.shape} but the model recorded in "
+                                   f"{MANIFEST_FILE} has {expected} neurons at layer {key.layer}: {fix}")
+        tokens = tokens_key(key.category)
+        if tokens in counts and value.size and int(value.max()) > int(counts[tokens]):
+            raise SparcomError(f"{path}: count {str(key)!r} reaches {int(value.max())}, above the "
+                               f"{int(counts[tokens])} tokens counted for {key.category}; the counts are damaged: {fix}")
+
+
+def write_run(folder: Path, counts: Mapping[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write a finished run into ``folder``: the counts, then the manifest recording their sha256 (last, so a
+    manifest that says complete always has its counts)."""
+    write_counts_atomic(folder / COUNTS_FILE, counts)
+    manifest[COUNTS_SHA256] = file_sha256(folder / COUNTS_FILE)
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    return manifest
 
 
 def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False) -> ProfileRun:
@@ -158,6 +240,11 @@ def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False
     if len(paths) < 2:
         raise SparcomError("merge needs at least two runs")
     out = Path(out)
+    with lock(out):  # held from the checks to the rename: a second merge into the same --out is refused
+        return _merge(paths, out, overwrite)
+
+
+def _merge(paths: list[str | Path], out: Path, overwrite: bool) -> ProfileRun:
     check_output_dir(out, overwrite, marker=MANIFEST_FILE, kind="profile run")
     runs = [load_run(p) for p in paths]
     first = runs[0]
@@ -167,7 +254,8 @@ def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False
             for instruction_id in ids:
                 if instruction_id in seen_ids:
                     raise SparcomError(f"cannot merge {run.path} into {seen_ids[instruction_id]}: both counted "
-                                       f"instruction {instruction_id!r}; merge only runs over disjoint rows")
+                                       f"instruction {instruction_id!r}; merge only runs over disjoint rows (ids are unique across "
+                                       "merged runs: give reused ids new names)")
                 seen_ids[instruction_id] = run.path
     merged: dict[str, np.ndarray] = {}
     for run in runs:
@@ -189,9 +277,8 @@ def merge_runs(paths: list[str | Path], out: str | Path, overwrite: bool = False
         manifest["groups"] = groups[0]
     manifest["counted_tokens"] = {c: int(merged[tokens_key(c)]) for c in manifest["categories"]}
     manifest["instructions"] = {c: int(merged[instructions_key(c)]) for c in manifest["categories"]}
-    with lock(out), staged_directory(out, overwrite, marker=MANIFEST_FILE, kind="profile run") as staging:
-        write_counts_atomic(staging / COUNTS_FILE, merged)
-        write_json_atomic(staging / MANIFEST_FILE, manifest)
+    with staged_directory(out, overwrite, marker=MANIFEST_FILE, kind="profile run") as staging:
+        write_run(staging, merged, manifest)
     return load_run(out)
 
 

@@ -34,13 +34,13 @@ from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_compone
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.loading import LoadedModel, load_model
+from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
-from sparcom.outputs import check_output_dir, staged_directory
+from sparcom.outputs import check_output_dir, lock, staged_directory
 from sparcom.profile.batching import collate, plan_batches
 from sparcom.progress import progress_bar
-from sparcom.provenance import file_sha256, software_versions
+from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
 
 FORMAT = "sparcom-examples"
 VERSION = 1
@@ -217,6 +217,7 @@ def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATE
     if not isinstance(run, ProfileRun):
         run = load_run(run)
     categories = selection.categories
+    check_run_matches(selection, run)
     chosen: list[Component] = []
     extra: dict[str, dict[str, Any]] = {}
     for kind in kinds or selection.kinds:
@@ -230,6 +231,35 @@ def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATE
                             "selected_for": [cat for i, cat in enumerate(categories) if mask[i, flat]]}
         chosen += picked
     return chosen, extra
+
+
+def check_run_matches(selection, run) -> None:
+    """Refuse a profile run that is not the selection's measurement (another model, sizes or tokenizer) or lacks
+    a category the selection names: its frequencies would describe other components."""
+    missing = [c for c in selection.categories if c not in run.categories]
+    if missing:
+        raise SparcomError(f"{run.path}: the run has no {', '.join(missing)} rows but the selection {selection.path} "
+                           f"names {'that category' if len(missing) == 1 else 'those categories'}; pass the "
+                           "selection's own profile run (--run)")
+    recorded = selection.meta.get("manifest") or {}
+    reasons = mismatches(recorded, measurement(run.manifest), ABLATE_ASPECTS, names=("selection", "run"))
+    if recorded and reasons:
+        raise SparcomError(f"{run.path}: not the run the selection {selection.path} was made from: {reasons[0]}; "
+                           "pass the selection's own profile run (--run)")
+
+
+def check_model_matches(selection, model: LoadedModel) -> None:
+    """Refuse a model that is not the one the selection was made on (architecture, sizes, weights, tokenizer):
+    its components would be other neurons. Fields the selection does not record are not checked."""
+    recorded = selection.meta.get("manifest") or {}
+    ours = {"model.architecture": type(model.model).__name__, "model.fingerprint": model.info.get("fingerprint"),
+            "tokenizer_hash": tokenizer_fingerprint(model.tokenizer),
+            "model.sizes": model_sites(model.model).description(model.model)["sizes"]}
+    theirs = {dotted: recorded.get(dotted, ours[dotted]) for dotted in ours}
+    reasons = mismatches(theirs, ours, ABLATE_ASPECTS, names=("selection", "this model"))
+    if reasons:
+        raise SparcomError(f"{selection.path}: selection made on another model: {reasons[0]}; record examples with "
+                           "the model the selection was made on")
 
 
 def _token_text(tokenizer, token_id: int) -> str:
@@ -286,6 +316,7 @@ def record_examples(
     rows = _first_rows(rows, rows_per_category)
     if isinstance(model, str):
         model = load_model(model, dtype=dtype, device=device)
+    check_model_matches(selection, model)
     tokenizer, net = model.tokenizer, model.model
     check_tokenizer(tokenizer)
     template = resolve_template(tokenizer, manifest.get("template") or fmt.template)
@@ -418,8 +449,9 @@ def run_examples(model: str | LoadedModel, selection, data: str | Path, out: str
                  **options) -> ExamplesResult:
     """The planned ``sparcom examples``: check ``out`` first, run :func:`record_examples`, write ``out``."""
     check_examples_out(out, overwrite)
-    result = record_examples(model, selection, data, components, **options)
-    write_examples(result, out, overwrite=overwrite)
+    with lock(out):  # a second pass into the same --out is refused at once
+        result = record_examples(model, selection, data, components, **options)
+        write_examples(result, out, overwrite=overwrite)
     return result
 
 

@@ -167,6 +167,10 @@ def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: in
 
 # --------------------------------------------------------------------------------------------- Mixture-of-Experts
 
+#: What to do about non-finite activations (the end of every such refusal).
+NON_FINITE_ADVICE = ("a NaN would count as inactive, so nothing is counted; check the model's weights, or use "
+                     "--dtype float32 if a half-precision dtype overflows")
+
 #: Experts implementations whose activation calls sparcom can map back to (token, expert) pairs.
 CAPTURED_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
 
@@ -443,11 +447,13 @@ class ExpertCounter:
         if pending.calls != len(pending.sizes) or pending.rows != sum(pending.sizes):
             return f"{pending.rows} of {sum(pending.sizes)} routed rows were seen by the activation"
         deltas = [*pending.deltas.values(), *([pending.below_delta] if pending.below_delta is not None else [])]
-        if not all(bool(delta.sum().isfinite()) for delta in deltas):  # counts are ≥ 0
-            return "captured activations are not finite"
         if not pending.samples:
             return "no activation rows could be checked"
         captured = torch.cat([s[0] for s in pending.samples])
+        if not all(bool(delta.sum().isfinite()) for delta in deltas) or not bool(captured.isfinite().all()):
+            # The model computes them so: recomputing would give the same NaN/inf, counted as inactive.
+            raise SparcomError(f"layer {self.layer}: non-finite values (NaN/inf) in the routed experts' "
+                               f"activations; {NON_FINITE_ADVICE}")
         tokens = torch.cat([s[1] for s in pending.samples])
         experts = torch.cat([s[2] for s in pending.samples]).tolist()
         reference = gate_of_pairs(self.experts, self.layout, pending.x.index_select(0, tokens), experts)

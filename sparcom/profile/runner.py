@@ -5,13 +5,19 @@ live on each layer's device and are updated inside the hooks, so memory does not
 In Mixture-of-Experts models each layer is dense (``neuron`` counts) or MoE (``expert`` and ``expert_neuron``
 counts from inside the routed experts module, plus ``shared_neuron`` for a shared expert).
 Progress is checkpointed atomically every few batches; a resumed run replays the same batch plan from where
-the checkpoint stopped and ends with exactly the counts of an uninterrupted run.
+the checkpoint stopped and ends with exactly the counts of an uninterrupted run. An interrupt (Ctrl-C, SIGTERM)
+stops the run after the current batch with a fresh checkpoint; a second one stops it at once (the last checkpoint
+stays). A run folder is written by one process at a time (:func:`sparcom.outputs.lock`); a run that fails before
+its first checkpoint removes the folder it created. Non-finite activations (NaN, inf) are refused with the layer
+they first appear in, since a NaN compares as "not active" and would be counted silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,14 +31,23 @@ from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row,
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.errors import SparcomError
+from sparcom.interrupts import Interrupted, deferred, interrupted
 from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
 from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
-from sparcom.models.sites import model_sites
-from sparcom.outputs import check_parent
+from sparcom.models.sites import get_path, model_sites
+from sparcom.outputs import check_parent, lock, write_problem
 from sparcom.profile import artifacts
 from sparcom.profile.batching import Batch, collate, plan_batches
 from sparcom.profile.counters import CountStore
-from sparcom.profile.hooks import BatchGroups, CountedBatch, CountedRows, CurrentBatch, ExpertCounter, make_count_hook
+from sparcom.profile.hooks import (
+    NON_FINITE_ADVICE,
+    BatchGroups,
+    CountedBatch,
+    CountedRows,
+    CurrentBatch,
+    ExpertCounter,
+    make_count_hook,
+)
 from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
@@ -151,6 +166,9 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     if overwrite:
         return False
     if resume:
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise SparcomError(f"{out}: not writable (read-only or no permission); --resume writes its checkpoint "
+                               "and counts there: make it writable or copy the run elsewhere")
         return True
     if any(out.iterdir()):
         raise SparcomError(f"{out}: output directory exists; pass --resume to continue it or --overwrite to replace it")
@@ -193,8 +211,9 @@ class Profiler:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         for example, row in zip(examples, rows, strict=True):
             if limit and len(example) > limit:
-                raise SparcomError(f"row {row.id}: {len(example)} tokens exceed the model's limit of {limit}; "
-                                   "shorten it or remove it from the dataset")
+                raise SparcomError(f"row {row.id!r}: {len(example)} tokens (formatted, scope {self.settings.scope}) "
+                                   f"exceed the model's limit of {limit} positions; shorten the row or remove it "
+                                   "from the dataset (sparcom never cuts a row)")
         return examples
 
     def _hooks(self, categories: Sequence[str]) -> list:
@@ -252,7 +271,7 @@ class Profiler:
         self.board.current = counted
         try:
             with torch.inference_mode():
-                self.sites.backbone(
+                output = self.sites.backbone(
                     input_ids=batch.input_ids.to(device),
                     attention_mask=batch.attention_mask.to(device),
                     position_ids=batch.position_ids.to(device),
@@ -260,6 +279,7 @@ class Profiler:
                 )
         finally:
             self.board.current = None
+        self._check_finite(output, batch, rows)
         category = batch.category
         self.store.add(tokens_key(category), int(batch.counted.sum()))
         self.store.add(instructions_key(category), len(batch.examples))
@@ -273,6 +293,60 @@ class Profiler:
             self.store.add(bootstrap_key(tokens_key(category)), weights.sum(1).round().to(torch.int64))
             self.store.add(bootstrap_key(instructions_key(category)), per_example.sum(0).round().to(torch.int64))
 
+    def _check_finite(self, output, batch: Batch, rows: Sequence[InstructionRow]) -> None:
+        """Refuse a batch whose real tokens end with non-finite hidden states (one [B, T] reduction per batch).
+
+        A NaN or inf anywhere in the decoder stack reaches the last hidden state of its token (every later
+        projection mixes it in), so this one check covers every MLP; when it fires, :meth:`_locate_non_finite`
+        re-runs the batch to name the layer.
+        """
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        sums = hidden.sum(-1, dtype=torch.float32)  # [B, T]: NaN and inf survive the sum
+        real = batch.attention_mask.to(sums.device).bool()
+        if bool(torch.isfinite(sums).logical_or_(~real).all()):
+            return
+        raise SparcomError(self._locate_non_finite(batch, rows))
+
+    def _locate_non_finite(self, batch: Batch, rows: Sequence[InstructionRow]) -> str:
+        """Where non-finite values first appear in a batch: the first layer whose MLP activations (or, before
+        those, whose output) hold NaN/inf on a real token; the message of the refusal."""
+        real = batch.attention_mask.reshape(-1).bool()
+        found: dict[tuple[int, int], tuple[str, int, str]] = {}  # (layer, 0 MLP / 1 layer output) → what, row, value
+
+        def watch(layer: int, order: int, what: str):
+            def hook(module, args, output) -> None:
+                tensor = output[0] if isinstance(output, tuple) else output
+                if not isinstance(tensor, torch.Tensor) or (layer, order) in found:
+                    return
+                flat = tensor.reshape(real.numel(), -1)[real.to(tensor.device)]
+                bad = ~torch.isfinite(flat)
+                if bool(bad.any()):
+                    position = int(real.nonzero()[int(bad.any(-1).nonzero()[0])])
+                    value = "NaN" if bool(torch.isnan(flat[bad]).any()) else "inf"
+                    found[(layer, order)] = (what, position // batch.input_ids.shape[1], value)
+            return hook
+
+        handles = [site.module.register_forward_hook(watch(site.layer, 0, "MLP activations"))
+                   for sites in (self.sites.dense, self.sites.shared) for site in sites.values()]
+        handles += [site.experts.register_forward_hook(watch(site.layer, 0, "routed experts' output"))
+                    for site in self.sites.moe.values()]
+        layers = get_path(self.sites.backbone, self.sites.family.layers)
+        handles += [layer.register_forward_hook(watch(index, 1, "decoder layer's output")) for index, layer in enumerate(layers)]
+        device = self.model.get_input_embeddings().weight.device
+        try:
+            with torch.inference_mode():
+                self.sites.backbone(input_ids=batch.input_ids.to(device),
+                                    attention_mask=batch.attention_mask.to(device),
+                                    position_ids=batch.position_ids.to(device), use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not found:
+            return f"non-finite values (NaN/inf) in the model's last hidden states; {NON_FINITE_ADVICE}"
+        (layer, _), (what, example, value) = min(found.items())
+        row = rows[batch.examples[example].row_index]
+        return f"layer {layer}: non-finite values ({value}) in the {what} of row {row.id!r}; {NON_FINITE_ADVICE}"
+
     def run(
         self,
         data: str | Path,
@@ -283,17 +357,23 @@ class Profiler:
         on_batch_end: Callable[[int], None] | None = None,
         ranks: Ranks | None = None,
     ) -> artifacts.ProfileRun:
-        """Profile the dataset at ``data`` into the run directory ``out``.
+        """Profile the dataset at ``data`` into the run directory ``out`` (one process at a time per folder).
 
         Under torchrun (``ranks``: the joined job; by default the job this process is part of) each rank counts its
         share of every round of batches, the counts are summed over the ranks at each checkpoint and at the end,
-        and rank 0 writes the run; every rank returns it.
+        and rank 0 writes the run (holding its lock); every rank returns it.
         """
-        started = time.perf_counter()
         ranks = ranks or join(str(next(self.model.parameters()).device))
+        with contextlib.ExitStack() as held:
+            with ranks.step("locking the run directory"):
+                if ranks.is_main:
+                    held.enter_context(lock(out))
+            return self._run(Path(data), Path(out), resume, overwrite, progress, on_batch_end, ranks)
+
+    def _run(self, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool,
+             on_batch_end: Callable[[int], None] | None, ranks: Ranks) -> artifacts.ProfileRun:
+        started = time.perf_counter()
         settings = self.settings
-        data = Path(data)
-        out = Path(out)
         with ranks.step("reading the data"):
             rows, categories, plan, manifest = self._plan(data)
             manifest.update(world_size=ranks.world_size, distributed=ranks.describe())
@@ -306,16 +386,28 @@ class Profiler:
                 self.store.zeros(key, ())
                 if settings.bootstrap:
                     self.store.zeros(bootstrap_key(key), (settings.bootstrap,))
-        handles = self._hooks(categories)
+        handles = self._hooks(categories)  # before a checkpoint loads: counters keep their devices and dtypes
         try:
-            with ranks.step("opening the run directory"):
-                opened = self._open(out, resume, overwrite, manifest, digest) if ranks.is_main else None
-            opened = ranks.broadcast(opened if ranks.is_main else None, "opening the run directory")
-            if isinstance(opened, artifacts.ProfileRun):  # resuming a finished run returns it unchanged
-                return opened
-            start_batch, elapsed_before, real, padded = opened
-            if not ranks.is_main:  # rank 0 alone holds the checkpoint's counts and totals (they are sums)
-                real = padded = 0
+            return self._count_all(out, rows, categories, plan, manifest, digest, resume, overwrite, started,
+                                   pad_id, padding_side, progress, on_batch_end, ranks)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _count_all(self, out: Path, rows, categories, plan, manifest, digest, resume: bool, overwrite: bool,
+                   started: float, pad_id: int, padding_side: str, progress: bool, on_batch_end, ranks: Ranks,
+                   ) -> artifacts.ProfileRun:
+        settings = self.settings
+        with ranks.step("opening the run directory"):
+            opened = self._open(out, resume, overwrite, manifest, digest, len(plan)) if ranks.is_main else None
+        opened = ranks.broadcast(opened if ranks.is_main else None, "opening the run directory")
+        if isinstance(opened, artifacts.ProfileRun):  # resuming a finished run returns it unchanged
+            return opened
+        start_batch, elapsed_before, real, padded = opened
+        self._saved = start_batch  # the batches the checkpoint on disk holds, for the message if the run stops
+        if not ranks.is_main:  # rank 0 alone holds the checkpoint's counts and totals (they are sums)
+            real = padded = 0
+        try:
             costs = [batch_cost(batch) for batch in plan]
             rounds = round_bounds(len(plan), start_batch, settings.checkpoint_every * ranks.world_size)
             shares = [round_share(costs, begin, end, ranks.rank, ranks.world_size) for begin, end in rounds]
@@ -323,7 +415,10 @@ class Profiler:
             mine = sum(len(plan[i]) for share in shares for i in share)
             label = "profiling" if ranks.world_size == 1 else f"profiling (rank 0 of {ranks.world_size})"
             bar = progress_bar("instructions", "{task.fields[tps]}", enabled=progress and ranks.is_main)
-            with bar:
+            # One process stops after the batch it is counting when interrupted (a checkpoint first); under
+            # torchrun an interrupt is not agreed between ranks: the launcher stops the job, checkpoints stay.
+            stopping = deferred() if ranks.world_size == 1 else contextlib.nullcontext(None)
+            with stopping as stop, bar:
                 task = bar.add_task(label, total=already + mine, completed=already, tps="")
                 window_start, window_tokens = time.perf_counter(), 0
                 for (begin, end), share in zip(rounds, shares, strict=True):
@@ -337,6 +432,10 @@ class Profiler:
                             window_tokens += batch.real_tokens
                             rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                             bar.update(task, advance=len(batch.examples), tps=f"{rate:,.0f} tok/s")
+                            if stop and index + 1 < len(plan):  # one process: its share is every batch, in order
+                                self._checkpoint(ranks, out, digest, index + 1,
+                                                 elapsed_before + time.perf_counter() - started, real, padded)
+                                raise Interrupted(stop.signal_name)
                             if on_batch_end is not None:
                                 on_batch_end(index + 1)
                     except Exception as exc:  # agreed below: every rank stops with the failing rank's message
@@ -345,19 +444,40 @@ class Profiler:
                     if end < len(plan):
                         self._checkpoint(ranks, out, digest, end, elapsed_before + time.perf_counter() - started,
                                          real, padded)
-        finally:
-            for handle in handles:
-                handle.remove()
+            return self._finish(out, manifest, categories, elapsed_before + time.perf_counter() - started, real,
+                                padded, ranks)
+        except BaseException as exc:
+            if ranks.world_size > 1:  # the ranks agreed on one message (sparcom.distributed); leave it as it is
+                raise
+            raise self._stopped(exc, out, len(plan), self._created) from None
+
+    def _stopped(self, exc: BaseException, out: Path, batches: int, created: bool) -> BaseException:
+        """``exc`` as what to raise: one line saying what stopped the run and what ``out`` keeps."""
+        kept = self._kept(out, batches, created)
+        if isinstance(exc, KeyboardInterrupt):
+            return interrupted(exc, kept)
+        if isinstance(exc, SparcomError):
+            return SparcomError(f"{exc}; {kept}")
+        problem = write_problem(exc)
+        if problem is not None:
+            return SparcomError(f"cannot write {out}: {problem}; {kept}")
+        return exc
+
+    def _finish(self, out: Path, manifest: dict[str, Any], categories: list[str], wall: float, real: int, padded: int,
+                ranks: Ranks) -> artifacts.ProfileRun:
+        """Sum the counts over the ranks; rank 0 writes the counts and the finished manifest, then drops the
+        checkpoint."""
+        settings = self.settings
         tensors = ranks.sum_counts(self.store.state_dict(), "summing the counts")
         real, padded = ranks.sum_ints([real, padded], "summing the counts")
-        wall = elapsed_before + time.perf_counter() - started
+        self._padding = {"real_tokens": real, "padded_tokens": padded,
+                         "waste": round(1 - real / padded, 6) if padded else 0.0}
         manifest.update(
             counted_tokens={c: int(tensors[tokens_key(c)]) for c in categories},
             instructions={c: int(tensors[instructions_key(c)]) for c in categories},
-            padding={"real_tokens": real, "padded_tokens": padded,
-                     "waste": round(1 - real / padded, 6) if padded else 0.0},
+            padding=self._padding,
             wall_time_seconds=round(wall, 3),
-            tokens_per_second=round(real / wall, 1) if wall else None,
+            tokens_per_second=round(self._padding["real_tokens"] / wall, 1) if wall else None,
             complete=True,
         )
         if self.expert_counters and settings.expert_neurons != "off":
@@ -366,11 +486,21 @@ class Profiler:
                                                  for layer in per_rank[0]}
         with ranks.step("writing the run"):
             if ranks.is_main:
-                artifacts.write_counts_atomic(out / artifacts.COUNTS_FILE, tensors)
-                artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, manifest)
-                for name in (artifacts.CHECKPOINT_FILE, artifacts.PROGRESS_FILE):
-                    (out / name).unlink(missing_ok=True)
+                artifacts.write_run(out, tensors, manifest)  # the counts, then the manifest with their sha256
+                (out / artifacts.CHECKPOINT_FILE).unlink(missing_ok=True)
         return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
+
+    def _kept(self, out: Path, batches: int, created: bool) -> str:
+        """What a run that stopped early leaves in ``out``, and how to go on (removing a folder it made in vain)."""
+        if _finished(out):
+            return f"{out} holds the finished run"
+        if (out / artifacts.CHECKPOINT_FILE).is_file():
+            return (f"{out} keeps a checkpoint after batch {self._saved} of {batches}: continue with the same "
+                    "command and --resume")
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+            return f"nothing was kept ({out} is removed; no checkpoint had been written)"
+        return f"{out} keeps no checkpoint yet: --resume starts from the first batch"
 
     def _plan(self, data: Path) -> tuple[list[InstructionRow], list[str], list[list], dict[str, Any]]:
         """The rows (all of them: batches index into them), categories, this run's batches and its manifest.
@@ -408,24 +538,30 @@ class Profiler:
         manifest["shard"] = shard_record
         return rows, categories, plan, manifest
 
-    def _open(self, out: Path, resume: bool, overwrite: bool, manifest: dict[str, Any], digest: str):
+    def _open(self, out: Path, resume: bool, overwrite: bool, manifest: dict[str, Any], digest: str, batches: int):
         """Rank 0: prepare ``out``; (start batch, elapsed, real, padded tokens), or the finished run to return."""
         do_resume = prepare_output_dir(out, resume, overwrite)
+        state = None
         if do_resume:
             state = self._load_checkpoint(out, digest)
-            if state is not None:
-                return state
-            if (out / artifacts.MANIFEST_FILE).is_file() and json.loads(
-                    (out / artifacts.MANIFEST_FILE).read_text()).get("complete"):
+            if state is None and _finished(out):
                 previous = artifacts.load_run(out)
                 if settings_digest(previous.manifest) != digest:
                     raise SparcomError(f"{out}: holds a finished run with other settings; use --overwrite or another --out")
                 return previous
-        if not do_resume and out.exists():
+        self._created = created = not (do_resume and out.exists())
+        self._saved = state[0] if state is not None else 0
+        if created and out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
-        return 0, 0.0, 0, 0
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    (out / stale).unlink()  # left by an older sparcom or a killed write
+            artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
+        except BaseException as exc:
+            raise self._stopped(exc, out, batches, created) from None
+        return state if state is not None else (0, 0.0, 0, 0)
 
     def _checkpoint(self, ranks: Ranks, out: Path, digest: str, batches_done: int, elapsed: float, real: int,
                     padded: int) -> None:
@@ -435,6 +571,7 @@ class Profiler:
         with ranks.step("writing a checkpoint"):
             if ranks.is_main:
                 self._save_checkpoint(out, digest, batches_done, elapsed, real, padded, tensors)
+        self._saved = batches_done
 
     def _manifest(self, data: Path, rows, categories, padding_side, plan) -> dict[str, Any]:
         s = self.settings
@@ -469,24 +606,30 @@ class Profiler:
 
     def _save_checkpoint(self, out: Path, digest: str, batches_done: int, elapsed: float, real: int, padded: int,
                          tensors: dict[str, torch.Tensor]):
-        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, tensors)
-        artifacts.write_json_atomic(out / artifacts.PROGRESS_FILE, {
+        """The counters and the progress record in one atomically replaced file (they can never disagree)."""
+        artifacts.write_counts_atomic(out / artifacts.CHECKPOINT_FILE, tensors, progress={
             "settings_digest": digest, "batches_done": batches_done, "elapsed_seconds": elapsed,
             "real_tokens": real, "padded_tokens": padded})
 
     def _load_checkpoint(self, out: Path, digest: str):
-        progress_path = out / artifacts.PROGRESS_FILE
-        if not progress_path.is_file():
+        path = out / artifacts.CHECKPOINT_FILE
+        if not path.is_file():
             return None
-        progress = json.loads(progress_path.read_text(encoding="utf-8"))
+        checkpoint, progress = artifacts.load_checkpoint(path)
         if progress.get("settings_digest") != digest:
             raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
                                "resume with the same arguments or use --overwrite")
-        checkpoint = artifacts.load_counts(out / artifacts.CHECKPOINT_FILE)
         self.store.load_state_dict({key: torch.from_numpy(value) for key, value in checkpoint.items()})
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])
 
+
+def _finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished run (its manifest says complete)."""
+    try:
+        return bool(json.loads((out / artifacts.MANIFEST_FILE).read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def profile(
@@ -514,14 +657,19 @@ def profile(
         settings.check()
         read_rows(Path(data), categories=settings.categories,
                   require_output=FormatSettings(settings.scope).needs_response)
-        if ranks.is_main:
-            prepare_output_dir(Path(out), resume, overwrite)
-    if isinstance(model, str):
-        model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
-    with ranks.step("preparing the counters"):
-        profiler = Profiler(model, settings)
-    return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress, on_batch_end=on_batch_end,
-                        ranks=ranks)
+        if resume and overwrite:
+            raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    with contextlib.ExitStack() as held:
+        with ranks.step("locking the run directory"):
+            if ranks.is_main:  # before the model loads: a second run into the same folder is refused at once
+                held.enter_context(lock(out))
+                prepare_output_dir(Path(out), resume, overwrite)
+        if isinstance(model, str):
+            model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+        with ranks.step("preparing the counters"):
+            profiler = Profiler(model, settings)
+        return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress,
+                            on_batch_end=on_batch_end, ranks=ranks)
 
 
 def _joint_source(sources: list[str | None]) -> str | None:

@@ -23,8 +23,10 @@ import torch
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
+from sparcom.interrupts import interrupted
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
 from sparcom.models.lora import ADAPTER_WEIGHTS
+from sparcom.outputs import lock
 from sparcom.progress import progress_bar
 from sparcom.provenance import software_versions
 from sparcom.tune.examples import (
@@ -289,7 +291,12 @@ def tune(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _tune(base, data, out, settings, overwrite, dtype, device, progress, allow_hexainst, command, log)
+        with lock(out):  # a second tune into the same --out is refused at once, not after training
+            return _tune(base, data, out, settings, overwrite, dtype, device, progress, allow_hexainst, command, log)
+    except KeyboardInterrupt as exc:
+        kept = f"{out} is unchanged" if out.exists() else f"nothing was written to {out}"
+        raise interrupted(exc, f"{kept}; tune keeps no checkpoints, so the same command trains again from step 1"
+                          ) from None
     finally:
         torch.set_num_threads(previous_threads)
 

@@ -1,0 +1,270 @@
+"""Helpers for the fault catalogue's tests (docs/errors.md): run the installed ``sparcom`` script as a user would, and
+check what it said, its exit code and what it left on disk.
+
+Each case runs the real console script in a subprocess; faults of the environment are real too: a file-size limit
+(``ulimit -f``) set on the subprocess, a read-only folder (permissions, or a read-only bind mount when the tests run
+as root, who ignores permissions), signals, and ``kill -9`` at chosen points (tests/fault_injection/sitecustomize.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = Path(sys.executable).with_name("sparcom")
+INJECTION = Path(__file__).parent / "fault_injection"
+#: One thread per subprocess: tiny models gain nothing from more, a busy machine loses, and the causal check's
+#: numbers are compared with an in-process run on one thread.
+BASE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+BASE_ENV.pop("SPARCOM_FAULT", None)
+
+
+def environment(fault: str | None = None) -> dict[str, str]:
+    """The subprocess environment: this checkout's sparcom, offline, and the fault plan (if any)."""
+    if fault is None:
+        return BASE_ENV
+    return {**BASE_ENV, "SPARCOM_FAULT": fault, "PYTHONPATH": os.pathsep.join([str(INJECTION), BASE_ENV["PYTHONPATH"]])}
+
+
+def file_size_limit(limit: int):
+    """A preexec_fn: the subprocess may write no file larger than ``limit`` bytes (``ulimit -f``). SIGXFSZ keeps
+    its default (kill), so the test shows what sparcom itself does about it."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def sparcom(*args, fault: str | None = None, limit: int | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed script to the end."""
+    return subprocess.run([str(SCRIPT), *(str(a) for a in args)], capture_output=True, text=True,
+                          env=environment(fault), cwd=cwd, timeout=timeout,
+                          preexec_fn=file_size_limit(limit) if limit else None)
+
+
+def start(*args, fault: str | None = None) -> subprocess.Popen:
+    """Start the installed script (for signals sent from outside and runs at the same time)."""
+    return subprocess.Popen([str(SCRIPT), *(str(a) for a in args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=environment(fault))
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def lines_of(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def assert_error(done: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:
+    """One ``error:`` line on stderr containing every fragment, the exit code, no traceback; the line."""
+    lines = lines_of(done)
+    assert done.returncode == code, (done.returncode, done.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    record = os.environ.get("SPARCOM_RECORD_ERRORS")  # collects the lines quoted in docs/errors.md
+    if record:
+        with open(record, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST"), "code": done.returncode,
+                                     "line": lines[0]}) + "\n")
+    return lines[0]
+
+
+def assert_interrupted(done: subprocess.CompletedProcess, signal_name: str, *fragments: str) -> str:
+    return assert_error(done, f"interrupted ({signal_name})", *fragments, code=130)
+
+
+def assert_ok(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder`` (relative paths), to show a folder is unchanged."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_no_litter(parent: Path) -> None:
+    """No staging folder, replaced folder, lock or temporary file of sparcom's beside the outputs."""
+    left = [p.name for p in parent.iterdir()
+            if p.name.startswith(".") and p.name.endswith((".partial", ".replaced", ".lock", ".tmp"))]
+    assert not left, left
+
+
+def counts_of(run: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(run / "counts.safetensors"))
+
+
+def assert_same_counts(run: Path, reference: Path) -> None:
+    """Every counter equal, and the counts files byte for byte the same (a resumed run is the uninterrupted one)."""
+    got, want = counts_of(run), counts_of(reference)
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert np.array_equal(got[key], value), key
+    assert (run / "counts.safetensors").read_bytes() == (reference / "counts.safetensors").read_bytes()
+    assert json.loads((run / "manifest.json").read_text())["complete"] is True
+    assert not (run / "checkpoint.safetensors").exists()
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until ``path`` exists (the process got that far), failing if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended before {path} appeared: {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` read-only for the subprocess: permissions for a normal user; for root (whom permissions do
+    not stop) a read-only bind mount of the folder on itself, skipped where mounting is not allowed."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+        for path in modes:
+            path.chmod(modes[path] & ~0o222)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    if not shutil.which("mount"):
+        pytest.skip("running as root without mount: a read-only folder cannot be made")
+    bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    if bind.returncode != 0:
+        pytest.skip(f"running as root and bind mounts are not allowed here ({bind.stderr.strip()})")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True, text=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount read-only ({remount.stderr.strip()})")
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def send_when(path: Path, process: subprocess.Popen, signum: int) -> None:
+    wait_for(path, process)
+    process.send_signal(signum)
+
+
+__all__ = ["SCRIPT", "assert_error", "assert_interrupted", "assert_no_litter", "assert_ok", "assert_same_counts",
+           "counts_of", "file_size_limit", "finish", "read_only", "send_when", "signal", "snapshot", "sparcom",
+           "start", "wait_for"]
+
+
+# --------------------------------------------------------------------------------------------- the shared study
+
+LONG_ROW = {"id": "long-1", "category": "gen", "source": "ai", "origin": "tests",
+            "instruction": "Continue this story. " + "The wind blew over the calm sea at night. " * 120,
+            "input": "", "output": "ok", "license": "CC0-1.0"}
+
+
+def save_model(model, tokenizer, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_study(root: Path) -> dict[str, Path]:
+    """Model folders, datasets, finished runs and a selection for the catalogue's cases, made in-process (fast)."""
+    import torch
+    from moe_tiny import tiny_moe_model
+    from tiny import tiny_model, tiny_tokenizer, write_dataset
+
+    from sparcom import ProfileSettings, identify, profile
+    from sparcom.models.loading import load_model
+
+    paths: dict[str, Path] = {"root": root}
+    data = paths["data"] = write_dataset(root / "rows.jsonl")
+    rows = rows_of(data)
+    tokenizer = tiny_tokenizer()
+    models = root / "models"
+    paths["llama"] = save_model(tiny_model("llama", seed=1), tokenizer, models / "llama")
+    paths["llama-other-weights"] = save_model(tiny_model("llama", seed=2), tokenizer, models / "llama-other-weights")
+    paths["llama-other-tokenizer"] = save_model(tiny_model("llama", seed=1), tiny_tokenizer(chat=False),
+                                                models / "llama-other-tokenizer")
+    paths["llama-wide"] = save_model(tiny_model("llama", seed=1, intermediate_size=64), tokenizer, models / "llama-wide")
+    nan = tiny_model("llama", seed=1)
+    with torch.no_grad():
+        nan.model.layers[1].mlp.gate_proj.weight[3, 0] = float("nan")
+    paths["llama-nan"] = save_model(nan, tokenizer, models / "llama-nan")
+    paths["qwen2"] = save_model(tiny_model("qwen2", seed=1), tokenizer, models / "qwen2")
+    paths["moe"] = save_model(tiny_moe_model("qwen2_moe", seed=3), tokenizer, models / "moe")
+    broken = tiny_moe_model("mixtral", seed=1)
+    with torch.no_grad():
+        broken.model.layers[1].mlp.experts.gate_up_proj[2] = float("nan")
+    paths["moe-nan"] = save_model(broken, tokenizer, models / "moe-nan")
+
+    paths["half-a"] = write_rows(root / "half-a.jsonl", rows[:6])
+    paths["half-b"] = write_rows(root / "half-b.jsonl", rows[6:])
+    paths["overlap-b"] = write_rows(root / "overlap-b.jsonl", rows[4:])
+    paths["reused-b"] = write_rows(root / "reused-b.jsonl", [dict(row, id=f"t-{i:03d}", instruction=row["instruction"]
+                                                                 + " (another row)")
+                                                             for i, row in enumerate(rows[6:])])
+    paths["two-categories"] = write_rows(root / "two-categories.jsonl",
+                                         [row for row in rows if row["category"] in ("cls", "code")])
+
+    loaded: dict[tuple[Path, str], object] = {}  # one load per model folder and dtype
+
+    def model_of(folder: Path, dtype: str):
+        if (folder, dtype) not in loaded:
+            loaded[folder, dtype] = load_model(str(folder), dtype=dtype)
+        return loaded[folder, dtype]
+
+    runs = root / "runs"
+    made = {
+        "run": (paths["llama"], data, ProfileSettings(), "auto"),
+        "run-prompt": (paths["llama"], data, ProfileSettings(scope="prompt"), "auto"),
+        "run-raw": (paths["llama"], data, ProfileSettings(template="raw"), "auto"),
+        "run-bf16": (paths["llama"], data, ProfileSettings(), "bfloat16"),
+        "run-source": (paths["llama"], data, ProfileSettings(group_by="source"), "auto"),
+        "run-qwen2": (paths["qwen2"], data, ProfileSettings(), "auto"),
+        "run-a": (paths["llama"], paths["half-a"], ProfileSettings(), "auto"),
+        "run-b": (paths["llama"], paths["half-b"], ProfileSettings(), "auto"),
+        "run-overlap": (paths["llama"], paths["overlap-b"], ProfileSettings(), "auto"),
+        "run-reused": (paths["llama"], paths["reused-b"], ProfileSettings(), "auto"),
+        "run-b-prompt": (paths["llama"], paths["half-b"], ProfileSettings(scope="prompt"), "auto"),
+        "run-two-categories": (paths["llama"], paths["two-categories"], ProfileSettings(), "auto"),
+        "run-wide": (paths["llama-wide"], data, ProfileSettings(), "auto"),
+    }
+    for name, (model, rows_path, settings, dtype) in made.items():
+        paths[name] = profile(model_of(model, dtype), rows_path, runs / name, settings, progress=False).path
+    paths["selection"] = root / "selection"
+    identify(paths["run"], "percentile", 0.05, sweep=False, plots=False, out=paths["selection"])
+    paths["selection-wide"] = root / "selection-wide"
+    identify(paths["run-wide"], "percentile", 0.05, sweep=False, plots=False, out=paths["selection-wide"])
+    return paths
