@@ -48,7 +48,8 @@ def subset(rows, per_group: int):
 
 
 def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
-    from sparcom.causal.nll import category_means, encode_scored, example_nll
+    from sparcom.causal.nll import category_means, encode_scored
+    from sparcom.causal.scoring import example_nll
     from sparcom.data.formatting import pad_token_id, resolve_template
     from sparcom.profile.batching import length_batches
 

@@ -14,8 +14,8 @@ from tiny import tiny_model, tiny_tokenizer, write_dataset
 from sparcom.api import ablate as ablate_check
 from sparcom.causal.baseline import random_like
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import encode_scored, example_nll
-from sparcom.causal.scoring import ScoringPlan
+from sparcom.causal.nll import encode_scored
+from sparcom.causal.scoring import ScoringPlan, example_nll
 from sparcom.causal.settings import CausalSettings
 from sparcom.data.schema import read_rows
 from sparcom.models.loading import load_model

@@ -21,7 +21,8 @@ from sparcom.causal.baseline import random_like
 from sparcom.causal.check import causal_check
 from sparcom.causal.crossfit import fold_selections
 from sparcom.causal.interventions import Ablation, ablate
-from sparcom.causal.nll import encode_scored, example_nll
+from sparcom.causal.nll import encode_scored
+from sparcom.causal.scoring import example_nll
 from sparcom.causal.settings import CausalSettings
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError

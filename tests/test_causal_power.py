@@ -12,7 +12,8 @@ from causal_tiny import one_thread  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
 from sparcom.causal import statistics as st
-from sparcom.causal.nll import cap_scored, encode_scored, example_nll
+from sparcom.causal.nll import cap_scored, encode_scored
+from sparcom.causal.scoring import example_nll
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 from sparcom.profile.batching import length_batches
