@@ -42,6 +42,21 @@ def _claim(out: str | Path | None):
     return contextlib.nullcontext() if out is None else lock(out)
 
 
+def _report(out: str | Path | None, overwrite: bool, compute, write):
+    """``compute()`` and, with ``out``, its report folder written by ``write(result, folder)``: the folder checked
+    first, its lock held throughout, the files staged and renamed into place at the end."""
+    from sparcom.outputs import check_output_dir, staged_directory
+
+    if out is not None:
+        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
+    with _claim(out):
+        result = compute()
+        if out is not None:
+            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
+                write(result, folder)
+    return result
+
+
 def _rule(rule: SelectionRule | str, epsilon: float | None) -> SelectionRule:
     if isinstance(rule, SelectionRule):
         return rule if epsilon is None else rule.with_epsilon(epsilon)
@@ -83,23 +98,18 @@ def identify(
     from sparcom.analysis.evidence import ValiditySettings
     from sparcom.analysis.pipeline import identify as select
     from sparcom.errors import SparcomError
-    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.outputs import write_identify
 
     rule = _rule(rule, epsilon)
     if not 0 < ci_level < 1:
         raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
     settings = ValiditySettings(validity, folds, random_sets, validity_seed).check()
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    with _claim(out):
-        result = select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap, ci_level=ci_level,
-                        validity=settings, resamples=resamples)
-        if out is not None:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                result.write_selection(folder)
-                write_identify(result, folder, make_plots=plots)
-    return result
+    def write(result, folder: Path) -> None:
+        result.write_selection(folder)
+        write_identify(result, folder, make_plots=plots)
+
+    return _report(out, overwrite, lambda: select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap,
+                                                  ci_level=ci_level, validity=settings, resamples=resamples), write)
 
 
 def evaluate(
@@ -121,19 +131,12 @@ def evaluate(
     from sparcom.analysis.evaluation import evaluate as decode
     from sparcom.analysis.evidence import ValiditySettings
     from sparcom.analysis.selection_file import Selection, load_selection
-    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.validity import write_evaluate
 
     settings = ValiditySettings(True, folds, random_sets, seed).check()
     selection = selection if isinstance(selection, Selection) else load_selection(selection)
-    with _claim(out):
-        if out is not None:
-            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-        result = decode(selection, _run(run), kinds, settings)
-        if out is not None:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                write_evaluate(result, folder, make_plots=plots)
-    return result
+    return _report(out, overwrite, lambda: decode(selection, _run(run), kinds, settings),
+                   lambda result, folder: write_evaluate(result, folder, make_plots=plots))
 
 
 def sweep(
@@ -155,20 +158,13 @@ def sweep(
     contrast against the mean of the others); default: every rule. With ``out``, write the output folder."""
     from sparcom.analysis.evidence import ValiditySettings
     from sparcom.analysis.rule_study import rule_study, study_rules
-    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.validity import write_sweep
 
     settings = ValiditySettings(True, folds, random_sets, seed).check()
     if rules is not None:
         rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in rules]
-    with _claim(out):
-        if out is not None:
-            check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-        result = rule_study(_run(run), rules, kinds, epsilons, settings)
-        if out is not None:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                write_sweep(result, folder, make_plots=plots)
-    return result
+    return _report(out, overwrite, lambda: rule_study(_run(run), rules, kinds, epsilons, settings),
+                   lambda result, folder: write_sweep(result, folder, make_plots=plots))
 
 
 def compare(
@@ -185,18 +181,11 @@ def compare(
 ) -> CompareResult:
     """Compare the selections of a base and a tuned run (same rule); with ``out``, write the report folder."""
     from sparcom.analysis.pipeline import compare as compare_runs
-    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.outputs import write_compare
 
     rule = _rule(rule, epsilon)
-    if out is not None:
-        check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-    with _claim(out):
-        result = compare_runs(_run(base), _run(tuned), rule, kinds, force=force)
-        if out is not None:
-            with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                write_compare(result, folder, make_plots=plots)
-    return result
+    return _report(out, overwrite, lambda: compare_runs(_run(base), _run(tuned), rule, kinds, force=force),
+                   lambda result, folder: write_compare(result, folder, make_plots=plots))
 
 
 def ablate(

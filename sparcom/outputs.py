@@ -228,6 +228,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def read_json(path: Path, remedy: str) -> Any:
+    """A JSON file sparcom wrote, read back; malformed or unreadable is one line ending in ``remedy``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SparcomError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); {remedy}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SparcomError(f"{path}: unreadable ({exc}); {remedy}") from None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON written to a temporary file and renamed, so a reader never sees half of it."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -91,6 +91,8 @@ def load_selection(directory: str | Path) -> Selection:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    from sparcom.outputs import read_json
+
     directory = Path(directory)
     if not directory.is_dir():
         raise SparcomError(f"{directory}: selection directory not found; create one with 'sparcom identify RUN --out DIR'")
@@ -98,10 +100,7 @@ def load_selection(directory: str | Path) -> Selection:
     for path in (meta_path, masks_path):
         if not path.is_file():
             raise SparcomError(f"{directory}: no {path.name}; this is not a 'sparcom identify' output directory")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SparcomError(f"{meta_path}: malformed JSON ({exc.msg}, line {exc.lineno})") from None
+    meta = read_json(meta_path, "re-run 'sparcom identify'")
     if meta.get("format") != SELECTION_FORMAT or meta.get("version") != SELECTION_VERSION:
         raise SparcomError(f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r} is not "
                            f"{SELECTION_FORMAT} version {SELECTION_VERSION}; re-run 'sparcom identify'")

@@ -229,6 +229,33 @@ def _write_gguf(model: BuiltinModel, dest: Path) -> Path:
 
 
 
+def read_cache_manifest(folder: Path) -> dict | str:
+    """A cached model folder's manifest, or why it cannot be used (missing, unreadable, no file list)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{MANIFEST} is missing or unreadable"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        return f"{MANIFEST} is malformed"
+    return manifest
+
+
+def recorded_files_problem(folder: Path, files: dict, verify: Verify) -> str:
+    """Why the files a cache manifest records do not match ``folder`` ("" when they do): presence and size, and with
+    ``full`` every sha256."""
+    for rel, info in files.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != info.get("size"):
+            return f"{rel} has size {path.stat().st_size}, recorded {info.get('size')}"
+    if verify == "full":
+        for rel, info in files.items():
+            if file_sha256(folder / rel) != info.get("sha256"):
+                return f"{rel} does not match its recorded sha256"
+    return ""
+
+
 def check_cache(name: str, folder: str | Path, verify: Verify = "full") -> str:
     """Why ``folder`` is not a valid converted cache of built-in ``name`` ("" when it is).
 
@@ -239,27 +266,14 @@ def check_cache(name: str, folder: str | Path, verify: Verify = "full") -> str:
     folder = Path(folder)
     if not folder.is_dir():
         return "not built"
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return f"{MANIFEST} is missing or unreadable"
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
-        return f"{MANIFEST} is malformed"
+    manifest = read_cache_manifest(folder)
+    if isinstance(manifest, str):
+        return manifest
     if manifest.get("converter_version") != CONVERTER_VERSION:
         return f"converted by converter version {manifest.get('converter_version')}, now {CONVERTER_VERSION}"
     if manifest.get("name") != model.name or manifest.get("gguf", {}).get("sha256") != model.gguf_sha256:
         return "converted from a different GGUF"
-    for rel, info in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{rel} is missing"
-        if path.stat().st_size != info.get("size"):
-            return f"{rel} has size {path.stat().st_size}, recorded {info.get('size')}"
-    if verify == "full":
-        for rel, info in manifest["files"].items():
-            if file_sha256(folder / rel) != info.get("sha256"):
-                return f"{rel} does not match its recorded sha256"
-    return ""
+    return recorded_files_problem(folder, manifest["files"], verify)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,16 @@ from pathlib import Path
 import torch
 
 from sparcom.errors import SparcomError
-from sparcom.models.builtin import MANIFEST, PROBE_TEXT, BuiltinStatus, Role, Verify, default_cache_dir
+from sparcom.models.builtin import (
+    MANIFEST,
+    PROBE_TEXT,
+    BuiltinStatus,
+    Role,
+    Verify,
+    default_cache_dir,
+    read_cache_manifest,
+    recorded_files_problem,
+)
 from sparcom.models.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
 from sparcom.models.sites import model_sites
 from sparcom.outputs import lock, staged_directory
@@ -296,29 +305,16 @@ def check_derived(name: str, folder: str | Path, verify: Verify = "full", parent
     folder = Path(folder)
     if not folder.is_dir():
         return "not built"
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return f"{MANIFEST} is missing or unreadable"
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
-        return f"{MANIFEST} is malformed"
+    manifest = read_cache_manifest(folder)
+    if isinstance(manifest, str):
+        return manifest
     if manifest.get("builder_version") != BUILDER_VERSION:
         return f"built by builder version {manifest.get('builder_version')}, now {BUILDER_VERSION}"
     if manifest.get("name") != model.name or manifest.get("settings") != model.settings.to_dict():
         return "built with other settings"
     if parent_weights is not None and manifest.get("parent", {}).get("weights") != parent_weights:
         return f"built from a different {model.parent}"
-    for rel, info in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{rel} is missing"
-        if path.stat().st_size != info.get("size"):
-            return f"{rel} has size {path.stat().st_size}, recorded {info.get('size')}"
-    if verify == "full":
-        for rel, info in manifest["files"].items():
-            if file_sha256(folder / rel) != info.get("sha256"):
-                return f"{rel} does not match its recorded sha256"
-    return ""
+    return recorded_files_problem(folder, manifest["files"], verify)
 
 
 def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Verify = "full",

@@ -31,7 +31,15 @@ from sparcom.kinds import (
     layers_of,
     tokens_key,
 )
-from sparcom.outputs import WriteFailed, check_output_dir, lock, staged_directory, write_json_atomic, write_problem
+from sparcom.outputs import (
+    WriteFailed,
+    check_output_dir,
+    lock,
+    read_json,
+    staged_directory,
+    write_json_atomic,
+    write_problem,
+)
 from sparcom.provenance import MERGE_ASPECTS, file_sha256, mismatches
 
 FORMAT_VERSION = 1
@@ -161,12 +169,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         raise SparcomError(f"{path}: profile run directory not found; create one with 'sparcom profile'")
     if not manifest_path.is_file():
         raise SparcomError(f"{path}: no {MANIFEST_FILE}; this is not a sparcom profile run")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SparcomError(f"{manifest_path}: malformed JSON ({exc.msg}, line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SparcomError(f"{manifest_path}: unreadable ({exc}); restore the run or re-profile") from None
+    manifest = read_json(manifest_path, "restore the run or re-profile")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise SparcomError(f"{manifest_path}: format version {version!r} is not {FORMAT_VERSION}; "

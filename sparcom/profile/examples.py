@@ -37,7 +37,7 @@ from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
-from sparcom.outputs import check_output_dir, lock, staged_directory
+from sparcom.outputs import check_output_dir, lock, read_json, staged_directory
 from sparcom.profile.batching import collate, plan_batches
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
@@ -462,10 +462,7 @@ def load_examples(directory: str | Path) -> dict[str, Any]:
         path = path / EXAMPLES_FILE
     if not path.is_file():
         raise SparcomError(f"{path}: not found; record examples with sparcom.profile.examples.record_examples")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SparcomError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); record the examples again") from None
+    document = read_json(path, "record the examples again")
     if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
         raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
     return document
