@@ -81,7 +81,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
              for role in roles}
     if config.model(TUNED):
         paths[TUNED] = _resolve(config.model(TUNED))
-    else:
+    elif BASE in paths:
         tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
         steps.run("tuned-model", lambda: materialise_tuned(paths[BASE], config.adapter, tuned_dir))
         paths[TUNED] = str(tuned_dir)
