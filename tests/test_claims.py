@@ -75,3 +75,16 @@ def test_claims_table_marks_unmeasured_causal_claims_with_the_reason():
     assert [r["verdict"] for r in rows[2:]] == ["not measured", "not measured"]
     assert "make demo" in rows[2]["text"]
     assert claims_table({}, None)[0]["verdict"] == "not measured"
+
+
+def test_balanced_rows_share_each_category_over_its_sources_in_file_order():
+    from sparcom.data.schema import InstructionRow, balanced_rows
+
+    def row(i, category, source):
+        return InstructionRow(f"r{i}", category, source, "o", "x", "", "y", "l")
+
+    rows = [row(i, "a", "ai") for i in range(5)] + [row(10 + i, "a", "human") for i in range(5)] + [
+        row(20 + i, "b", "ai") for i in range(3)]
+    kept = balanced_rows(rows, 3)
+    # category a: 2 AI (the first source seen takes the remainder) + 1 human; category b has one source: 3 AI
+    assert [r.id for r in kept] == ["r0", "r1", "r10", "r20", "r21", "r22"]

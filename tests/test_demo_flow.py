@@ -78,6 +78,12 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     accuracy = validity["neuron"]["headline"]["set_score"]["accuracy"]
     assert f"| smollm2-135m-instruct | neuron | paper | {100 * accuracy:.1f}%" in summary
     assert "| smollm2-135m-moe | expert | recommended |" in summary
+    # The profiled subset keeps both sources of every category, so cross-source agreement is measured.
+    headline = validity["neuron"]["headline"]
+    assert headline["cross_source_within"] == headline["cross_source_within"]  # not NaN
+    subset = [json.loads(line) for line in next((out / "data").glob("*.jsonl")).read_text().splitlines()]
+    for category in {r["category"] for r in subset}:
+        assert sorted(r["source"] for r in subset if r["category"] == category) == ["ai", "ai", "human", "human"]
 
     # Every image and link in SUMMARY.md exists; index.html links the reports, which exist.
     for target in re.findall(r"\]\(([^)]+)\)", summary):

@@ -163,6 +163,27 @@ def first_rows_per_category(rows: Sequence[InstructionRow], per_category: int | 
     return kept, categories
 
 
+def balanced_rows(rows: Sequence[InstructionRow], per_category: int) -> list[InstructionRow]:
+    """``per_category`` rows of each category shared evenly over its sources (the first sources seen get the
+    remainder), each source's first rows in file order: a subset that keeps HexaInst's AI/human halves, so the
+    cross-source measures have both (the first rows of a category are often all of one source)."""
+    sources: dict[str, list[str]] = {}
+    for row in rows:
+        seen = sources.setdefault(row.category, [])
+        if row.source not in seen:
+            seen.append(row.source)
+    quota = {(c, source): per_category // len(seen) + (i < per_category % len(seen))
+             for c, seen in sources.items() for i, source in enumerate(seen)}
+    taken: dict[tuple[str, str], int] = {}
+    kept = []
+    for row in rows:
+        key = (row.category, row.source)
+        if taken.get(key, 0) < quota[key]:
+            kept.append(row)
+            taken[key] = taken.get(key, 0) + 1
+    return kept
+
+
 def write_rows(rows: Iterable[InstructionRow | dict], path: str | Path) -> None:
     """Write rows as JSON Lines atomically (a partial file never appears under ``path``)."""
     path = Path(path)

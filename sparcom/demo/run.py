@@ -76,6 +76,10 @@ def run_demo(config: DemoConfig | None = None) -> Path:
         return {"path": str(config.data), "rows": len(rows)}
 
     steps.run("hexainst", build_data)
+    profiled = config.data
+    if config.per_category is not None:  # the subset keeps both sources of every category (cross-source measures)
+        profiled = out / "data" / f"hexainst-{config.per_category}-per-category.jsonl"
+        steps.run("subset", lambda: balanced_subset(config.data, config.per_category, profiled))
     roles = [r for r in (INSTRUCT, BASE, MOE) if config.model(r)]
     paths = {role: steps.run(f"model-{MODEL_NAMES[role]}", lambda role=role: _resolve(config.model(role)))
              for role in roles}
@@ -89,7 +93,8 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
     for role in order:
         name = MODEL_NAMES[role]
-        steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], where.run(name)))
+        steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], profiled,
+                                                                               where.run(name)))
         for tag, rule in rules().items():
             steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _summary_counts(identify(
                 where.run(name), rule, folds=config.folds, random_sets=config.random_sets,
@@ -126,12 +131,22 @@ def _summary_counts(result) -> dict:
     return {kind: data["selected"] for kind, data in result.summary()["kinds"].items()}
 
 
-def profile_one(config: DemoConfig, path: str, out: Path) -> dict:
+def balanced_subset(data: Path, per_category: int, out: Path) -> dict:
+    """The profiled rows: ``per_category`` of each category, half AI-written and half human-written."""
+    from sparcom.data.schema import balanced_rows, read_rows, write_rows
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = balanced_rows(read_rows(data), per_category)
+    write_rows(rows, out)
+    return {"path": str(out), "rows": len(rows)}
+
+
+def profile_one(config: DemoConfig, path: str, data: Path, out: Path) -> dict:
     from sparcom.models.loading import load_model
     from sparcom.profile.runner import ProfileSettings, profile
 
-    settings = ProfileSettings(per_category=config.per_category, batch_size=config.batch_size, group_by="instruction")
-    run = profile(load_model(path, dtype=config.dtype), config.data, out, settings, resume=True)
+    settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction")
+    run = profile(load_model(path, dtype=config.dtype), data, out, settings, resume=True)
     return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
             "tokens_per_second": run.manifest["tokens_per_second"], "dtype": config.dtype}
 
