@@ -218,7 +218,8 @@ def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
 
 def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str, float]], order: list[str]) -> Path:
     """``SUMMARY.md``: the claims, the validity evidence, the sets, base → tuned, the causal checks, the times."""
-    rows = "all rows" if config.per_category is None else f"the first {config.per_category} rows of each category"
+    rows = ("all rows" if config.per_category is None else
+            f"{config.per_category} rows of each category (its first AI-written and human-written rows, half each)")
     lines = ["# sparcom demo — results", "",
              f"Data: HexaInst, {rows}, profiled with `--group-by instruction` (scope `instruction`: the user text "
              f"only; chat template where the tokenizer has one). Every model ran in **{config.dtype}**. "
