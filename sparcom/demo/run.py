@@ -50,10 +50,10 @@ class Steps:
 
 
 def _resolve(spec: str) -> str:
-    """A built-in model name → its local folder (built or converted on first use); a folder stays as it is."""
-    from sparcom.models.builtin import is_builtin, resolve_builtin
+    """A built-in model name (converted or derived) → its local folder, made on first use; a folder stays as it is."""
+    from sparcom.models.catalog import is_builtin, resolve
 
-    return str(resolve_builtin(spec)) if is_builtin(spec) else spec
+    return str(resolve(spec)) if is_builtin(spec) else spec
 
 
 def run_demo(config: DemoConfig | None = None) -> Path:
