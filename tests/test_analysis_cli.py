@@ -53,7 +53,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def identified(runs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("outputs") / "identify_moe"
-    result = invoke("identify", runs["moe"], "--out", out, "--epsilon", "0.05")
+    result = invoke("identify", runs["moe"], "--out", out, "--rule", "percentile", "--epsilon", "0.05")
     assert result.exit_code == 0, result.output
     return out
 
