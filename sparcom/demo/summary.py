@@ -210,7 +210,8 @@ def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
              "", "| step | wall seconds | CPU seconds |", "|---|---:|---:|"]
     for name, t in timings.items():
         cpu = t.get("cpu_seconds")
-        lines.append(f"| {name} | {t['seconds']:,.0f} | {'–' if cpu is None else f'{cpu:,.0f}'} |")
+        step = name.split("-", 1)[1] if name[:2].isdigit() else name  # in the order run; file numbers may vary
+        lines.append(f"| {step} | {t['seconds']:,.0f} | {'–' if cpu is None else f'{cpu:,.0f}'} |")
     total = sum(t["seconds"] for t in timings.values())
     cpu_total = sum(t.get("cpu_seconds") or 0 for t in timings.values())
     return [*lines, f"| total | {total:,.0f} | {cpu_total:,.0f} |", ""]
