@@ -361,7 +361,9 @@ def identify_sections(ctx: Context) -> list[Section]:
     for output in ctx.study.of("identify"):
         d = output.document
         model = short_model_name(d.get("run", {}).get("model"))
-        sections.append(Section(_sid(output), f"Selection: {model}",
+        rule = (d.get("rule") or {}).get("rule") if isinstance(d.get("rule"), dict) else d.get("rule")
+        title = f"Selection: {model}" + (f" · {rule}" if rule else "")  # one model, two rules: tell them apart
+        sections.append(Section(_sid(output), title,
                                 note(f"{escape(d.get('rule_description', ''))}. Source run "
                                      f"<code>{escape(str(d.get('run', {}).get('path')))}</code>."), 2))
         for kind, k in d.get("kinds", {}).items():
