@@ -91,7 +91,8 @@ def conditions(out: Path) -> int:
     from sparcom.causal.checkpoint import checkpoint_dir
 
     folder = checkpoint_dir(out)
-    return len(list(folder.glob("*.npz"))) if folder.is_dir() else 0
+    # finished conditions only: a condition being written is a hidden temporary file, which pathlib's glob matches
+    return len([p for p in folder.glob("*.npz") if not p.name.startswith(".")]) if folder.is_dir() else 0
 
 
 def tables(folder: Path) -> dict[str, str]:
