@@ -45,11 +45,9 @@ def _ablate_dirs(where: Layout, name: str) -> list[Path]:
 
 def _claims_ablate(where: Layout, role: str) -> Path | None:
     """The causal check that answers a model's claims: the paper's sets, renormalised expert removal."""
-    name = MODEL_NAMES[role]
     _, target = CLAIM_KIND[role]
-    suffix = "-renormalize" if target == "experts" else ""
-    path = where.ablate(name, "paper", target, "renormalize")
-    return path if (path / SUMMARY_FILE).is_file() and path.name == f"paper-{target}{suffix}" else None
+    path = where.ablate(MODEL_NAMES[role], "paper", target, "renormalize")
+    return path if (path / SUMMARY_FILE).is_file() else None
 
 
 def claims_section(config: DemoConfig, where: Layout, order: list[str]) -> list[str]:

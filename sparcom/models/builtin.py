@@ -230,7 +230,9 @@ def _write_gguf(model: BuiltinModel, dest: Path) -> Path:
 
 
 def read_cache_manifest(folder: Path) -> dict | str:
-    """A cached model folder's manifest, or why it cannot be used (missing, unreadable, no file list)."""
+    """A cached model folder's manifest, or why it cannot be used (not built, unreadable, no file list)."""
+    if not folder.is_dir():
+        return "not built"
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -264,8 +266,6 @@ def check_cache(name: str, folder: str | Path, verify: Verify = "full") -> str:
     """
     model = get_builtin(name)
     folder = Path(folder)
-    if not folder.is_dir():
-        return "not built"
     manifest = read_cache_manifest(folder)
     if isinstance(manifest, str):
         return manifest

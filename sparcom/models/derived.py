@@ -303,8 +303,6 @@ def check_derived(name: str, folder: str | Path, verify: Verify = "full", parent
     """
     model = get_derived(name)
     folder = Path(folder)
-    if not folder.is_dir():
-        return "not built"
     manifest = read_cache_manifest(folder)
     if isinstance(manifest, str):
         return manifest
