@@ -34,11 +34,11 @@ from sparcom.causal.baseline import random_like
 from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import ScoringPlan, batch_nll, build_batch
+from sparcom.data.batching import length_batches
 from sparcom.data.formatting import pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.models.logits import logits_at
 from sparcom.models.sites import model_sites
-from sparcom.profile.batching import length_batches
 
 CATEGORIES = ("cls", "code", "qa", "gen", "math", "sum")
 WORDS = ["the", "model", "reads", "an", "instruction", "and", "writes", "a", "careful", "answer", "about", "code",
@@ -67,8 +67,8 @@ def load(name: str):
                              tie_word_embeddings=True)
         torch.manual_seed(0)
         return LlamaForCausalLM(config).eval(), tokenizer
-    from sparcom.models.builtin import resolve_builtin
-    from sparcom.models.loading import load_model
+    from sparcom.zoo.builtin import resolve_builtin
+    from sparcom.zoo.catalog import load_model
 
     loaded = load_model(str(resolve_builtin(name)))
     return loaded.model, loaded.tokenizer

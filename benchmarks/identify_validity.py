@@ -21,7 +21,7 @@ from sparcom.analysis.evidence import ValiditySettings, run_groups
 from sparcom.analysis.groups import pool
 from sparcom.analysis.pipeline import identify
 from sparcom.analysis.selection import SelectionRule
-from sparcom.profile.artifacts import load_run
+from sparcom.artifacts.run import load_run
 
 
 def main() -> None:

@@ -35,9 +35,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from sparcom.data.hexainst import load_hexainst
-    from sparcom.models.catalog import resolve
-    from sparcom.models.loading import load_model
     from sparcom.profile.runner import Profiler, ProfileSettings
+    from sparcom.zoo.catalog import load_model, resolve
 
     folder = resolve("smollm2-135m-moe", args.cache_dir)
     loaded = load_model(str(folder), dtype="float32")

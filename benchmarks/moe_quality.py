@@ -50,8 +50,8 @@ def subset(rows, per_group: int):
 def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
     from sparcom.causal.nll import category_means, encode_scored
     from sparcom.causal.scoring import example_nll
+    from sparcom.data.batching import length_batches
     from sparcom.data.formatting import pad_token_id, resolve_template
-    from sparcom.profile.batching import length_batches
 
     examples = encode_scored(rows, tokenizer, resolve_template(tokenizer, "auto"))
     plan = length_batches([len(e) for e in examples], batch_size)
@@ -68,8 +68,8 @@ def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
 
 
 def layer_shares(dense, moe, split_record: dict, inputs: list[torch.Tensor]) -> list[dict]:
-    from sparcom.models.moefy import expert_norms, mlp_blocks, neuron_outputs, routed_share, top_k_overlap
     from sparcom.models.sites import model_sites
+    from sparcom.zoo.moefy import expert_norms, mlp_blocks, neuron_outputs, routed_share, top_k_overlap
 
     routers = {j: site.router for j, site in model_sites(moe).moe.items()}
     rows = []
@@ -134,7 +134,7 @@ def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list
     """Experts from contribution magnitudes (default) vs from co-firing, on a few layers: the share of each held-out
     token's expert output norm carried by its best 4 experts, and by the fitted router's 4."""
     from sparcom.data.tuning_data import build_tuning_rows
-    from sparcom.models.moefy import (
+    from sparcom.zoo.moefy import (
         MoefySettings,
         calibration_examples,
         expert_norms,
@@ -220,10 +220,10 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sparcom.data.hexainst import load_hexainst
-    from sparcom.models.builtin import MANIFEST
-    from sparcom.models.catalog import resolve
-    from sparcom.models.derived import SPLIT_FILE
-    from sparcom.models.moefy import calibration_examples, mlp_inputs, retarget
+    from sparcom.zoo.builtin import MANIFEST
+    from sparcom.zoo.catalog import resolve
+    from sparcom.zoo.derived import SPLIT_FILE
+    from sparcom.zoo.moefy import calibration_examples, mlp_inputs, retarget
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sparcom-moe-bench-"))
     dense_path = resolve("smollm2-135m-instruct", cache)

@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from sparcom.data.batching import collate, plan_batches
 from sparcom.data.formatting import FormatSettings
 from sparcom.data.schema import InstructionRow
-from sparcom.profile.batching import collate, plan_batches
 from sparcom.profile.runner import Profiler, ProfileSettings, wrap_model
 
 WORDS = ["the", "model", "reads", "an", "instruction", "and", "writes", "a", "careful", "answer", "about", "code", "math", "facts", "stories", "and", "summaries", "of", "long", "news", "articles", "for", "curious", "readers"]
@@ -139,7 +139,7 @@ def main() -> None:
     if real is None:
         print(f"{args.real}: not installed/cached; run 'sparcom models' to see how to add it")
         return
-    from sparcom.models.loading import load_model
+    from sparcom.zoo.catalog import load_model
 
     loaded = load_model(str(real))
     profiler = Profiler(loaded, ProfileSettings(scope="instruction", template="raw", batch_size=args.batch_size))
@@ -148,7 +148,7 @@ def main() -> None:
 
 def cached_builtin(name: str):
     try:
-        from sparcom.models.builtin import list_builtins
+        from sparcom.zoo.builtin import list_builtins
     except ImportError:
         return None
     for status in list_builtins():

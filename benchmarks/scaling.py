@@ -84,7 +84,7 @@ def main() -> None:
 
     model = args.model
     if not Path(model).exists():
-        from sparcom.models.builtin import resolve_builtin
+        from sparcom.zoo.builtin import resolve_builtin
 
         model = str(resolve_builtin(model))
     work = Path(tempfile.mkdtemp(prefix="sparcom-scaling-"))

@@ -22,7 +22,7 @@ from pathlib import Path
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies
 from sparcom.analysis.pipeline import CompareResult, IdentifyResult
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
-from sparcom.profile.artifacts import ProfileRun, load_run
+from sparcom.artifacts.run import ProfileRun, load_run
 from sparcom.report.files import SUMMARY_FILE
 
 RunLike = ProfileRun | str | Path
@@ -126,11 +126,11 @@ def evaluate(
 ):
     """Decode the categories of OTHER instructions (``run``, profiled with ``--group-by instruction`` on the same
     model and settings) with the fixed sets of ``selection`` (an identify folder or a loaded
-    :class:`~sparcom.analysis.selection_file.Selection`), against random sets of the same per-layer shape, all
+    :class:`~sparcom.artifacts.selection.Selection`), against random sets of the same per-layer shape, all
     components and chance; nothing is re-selected. With ``out``, write the output folder."""
     from sparcom.analysis.evaluation import evaluate as decode
     from sparcom.analysis.evidence import ValiditySettings
-    from sparcom.analysis.selection_file import Selection, load_selection
+    from sparcom.artifacts.selection import Selection, load_selection
     from sparcom.report.validity import write_evaluate
 
     settings = ValiditySettings(True, folds, random_sets, seed).check()
@@ -278,18 +278,18 @@ def build_moe(model: str | Path, out: str | Path, settings=None, *, calibration:
               overwrite: bool = False, progress: bool = True) -> Path:
     """MoEfy the dense Llama ``model`` (folder, .gguf, hub id or built-in name) into a GraniteMoE folder at ``out``.
 
-    ``settings`` is a :class:`sparcom.models.moefy.MoefySettings` (default: 16 experts, top-4, seed 0);
+    ``settings`` is a :class:`sparcom.zoo.moefy.MoefySettings` (default: 16 experts, top-4, seed 0);
     ``calibration`` is ``sparcom-sft`` or a JSON Lines file of rows that are not HexaInst. The folder loads with
     plain ``AutoModelForCausalLM`` and records its build in ``sparcom-cache.json`` (docs/moe.md). Settings, ``out``
     and the calibration name are checked before the model loads; nothing is left behind on an error.
     """
     from sparcom.data import tuning_data
     from sparcom.errors import SparcomError
-    from sparcom.models.builtin import MANIFEST
-    from sparcom.models.derived import write_moe_folder
-    from sparcom.models.loading import load_model
-    from sparcom.models.moefy import MoefySettings
     from sparcom.outputs import check_output_dir, lock
+    from sparcom.zoo.builtin import MANIFEST
+    from sparcom.zoo.catalog import load_model
+    from sparcom.zoo.derived import write_moe_folder
+    from sparcom.zoo.moefy import MoefySettings
 
     settings = settings or MoefySettings()
     settings.check()

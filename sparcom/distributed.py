@@ -373,7 +373,7 @@ def leave() -> None:
 
 def load_for_rank(spec: str, ranks: Ranks, dtype: str = "auto", device: str = "cpu", device_map: str | None = None):
     """Load a model onto this rank's devices (:func:`placement`); a rank that cannot load it ends the job."""
-    from sparcom.models.loading import load_model
+    from sparcom.zoo.catalog import load_model
 
     with ranks.step("loading the model"):
         rank_device, memory = placement(device, device_map, ranks.launch)

@@ -10,7 +10,7 @@ import torch
 from tiny import build_scaled, tiny_tokenizer
 from transformers import AutoConfig
 
-from sparcom.analysis.selection_file import write_selection
+from sparcom.artifacts.selection import write_selection
 from sparcom.models.loading import tokenizer_fingerprint
 
 

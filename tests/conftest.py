@@ -23,7 +23,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def smol_cache(tmp_path_factory) -> Path:
     """A session cache dir holding SmolLM2-135M-Instruct converted once from its GGUF (about 20-40 s)."""
-    from sparcom.models.builtin import resolve_builtin
+    from sparcom.zoo.builtin import resolve_builtin
 
     cache = tmp_path_factory.mktemp("sparcom-cache")
     resolve_builtin("smollm2-135m-instruct", cache)
@@ -33,7 +33,7 @@ def smol_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gemma_cache(tmp_path_factory) -> Path:
     """A session cache dir holding Gemma-3-270M converted once from its GGUF parts (about 60 s)."""
-    from sparcom.models.builtin import resolve_builtin
+    from sparcom.zoo.builtin import resolve_builtin
 
     cache = tmp_path_factory.mktemp("sparcom-gemma-cache")
     resolve_builtin("gemma-3-270m", cache)

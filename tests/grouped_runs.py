@@ -9,8 +9,8 @@ import numpy as np
 from test_analysis_support import manifest
 
 from sparcom.analysis.groups import GroupCounts
+from sparcom.artifacts.run import COUNTS_FILE, MANIFEST_FILE, write_counts_atomic
 from sparcom.kinds import GROUP_TOKENS_KEY, count_key, group_key, instructions_key, tokens_key
-from sparcom.profile.artifacts import COUNTS_FILE, MANIFEST_FILE, write_counts_atomic
 
 
 def write_grouped_run(path: Path, groups: GroupCounts, group_by: str = "instruction", **overrides) -> Path:

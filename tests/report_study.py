@@ -9,7 +9,7 @@ import torch
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, ablate, compare, identify, profile, wrap_model
-from sparcom.profile.examples import record_examples, write_examples
+from sparcom.examples.recording import record_examples, write_examples
 
 
 def build_study(root: Path, moe: bool = False) -> dict[str, Path]:

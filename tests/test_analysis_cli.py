@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from sparcom.analysis.pipeline import identify
 from sparcom.analysis.selection import SelectionRule
-from sparcom.analysis.selection_file import load_selection
+from sparcom.artifacts.run import load_run
+from sparcom.artifacts.selection import load_selection
 from sparcom.cli.app import app
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()

@@ -20,9 +20,9 @@ from sparcom.analysis.compare import (
     set_changes_per_group,
     structure_change,
 )
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.pipeline import compare
 from sparcom.analysis.selection import SelectionRule
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 BASE = np.array([[1, 1, 0, 0], [0, 1, 1, 0]], dtype=bool)

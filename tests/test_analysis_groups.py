@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from validity_data import synthetic_groups
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts, by_source, partition_sums, pool, stratified_folds
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 LAYOUT = Layout("neuron", (0, 1), ((3,), (2,)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.ranking import (
     Component,
     card_components,
@@ -14,6 +13,7 @@ from sparcom.analysis.ranking import (
     margin_score,
     top_components,
 )
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparcom.analysis.frequencies import Layout, frequencies_from_counts, kind_frequencies
+from sparcom.analysis.frequencies import frequencies_from_counts, kind_frequencies
 from sparcom.analysis.selection import (
     SelectionRule,
     kth_smallest,
@@ -18,6 +18,7 @@ from sparcom.analysis.selection import (
     percentile_mask,
     threshold_mask,
 )
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 P = np.array([[0.1, 0.5, 0.5, 0.9, 0.0]])

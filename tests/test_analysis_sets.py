@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import (
     activity_counts,
@@ -22,6 +21,7 @@ from sparcom.analysis.sets import (
     shares,
     summary_statistics,
 )
+from sparcom.components import Layout
 
 CATS = ("a", "b", "c")
 # components:       0  1  2  3  4  5

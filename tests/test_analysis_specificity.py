@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 from validity_data import synthetic_groups
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts, GroupMoments, pool
 from sparcom.analysis.selection import DEFAULT_MIN_EFFECT, SWEEP_EFFECTS, SWEEP_FRACTIONS, SelectionRule
 from sparcom.analysis.sets import epsilon_sweep
@@ -22,6 +21,7 @@ from sparcom.analysis.specificity import (
     welch_greater,
     welch_test_mask,
 )
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 

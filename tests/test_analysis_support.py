@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from sparcom.artifacts.run import FORMAT_VERSION, ProfileRun
 from sparcom.data.schema import CATEGORIES
-from sparcom.profile.artifacts import FORMAT_VERSION, ProfileRun
 
 
 def manifest(categories=CATEGORIES, **overrides) -> dict:

@@ -11,7 +11,6 @@ import pytest
 from validity_data import synthetic_groups
 
 from sparcom.analysis import decoding as dec
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts, pool
 from sparcom.analysis.random_sets import block_counts, draw_like, uniform_subsets
 from sparcom.analysis.selection import SelectionRule
@@ -22,6 +21,7 @@ from sparcom.analysis.validity import (
     validity,
     validity_sweep,
 )
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.seeding import stream_seed
 

@@ -11,8 +11,8 @@ from oracle import reference_counts
 from tiny import tiny_model, tiny_tokenizer
 
 from sparcom import ProfileSettings, profile, wrap_model
+from sparcom.data.batching import collate
 from sparcom.data.formatting import ROLE_PROMPT, ROLE_USER, EncodedExample
-from sparcom.profile.batching import collate
 
 FAMILIES = ["gpt2", "opt", "gpt_neox"]
 SHAPES = [(1, "right"), (1, "left"), (3, "left"), (8, "left"), (8, "right")]

@@ -16,7 +16,7 @@ import pytest
 
 from sparcom.errors import SparcomError
 from sparcom.models import builtin
-from sparcom.models.builtin import (
+from sparcom.zoo.builtin import (
     BUILTINS,
     MANIFEST,
     BuiltinModel,

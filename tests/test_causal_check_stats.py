@@ -17,10 +17,10 @@ from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import ScoringPlan, example_nll
 from sparcom.causal.settings import CausalSettings
+from sparcom.data.batching import length_batches
 from sparcom.data.schema import read_rows
 from sparcom.models.loading import load_model
 from sparcom.models.sites import model_sites
-from sparcom.profile.batching import length_batches
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
 SEEDS = 12

@@ -19,11 +19,11 @@ from sparcom.causal.nll import category_means, encode_scored
 from sparcom.causal.scoring import example_nll
 from sparcom.causal.settings import CausalSettings
 from sparcom.cli.app import app
+from sparcom.data.batching import length_batches
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_model
 from sparcom.models.sites import model_sites
-from sparcom.profile.batching import length_batches
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]

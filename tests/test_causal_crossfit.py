@@ -16,7 +16,7 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, SelectionRule, identify, profile, wrap_model
 from sparcom.analysis.groups import load_groups, stratified_folds
-from sparcom.analysis.selection_file import load_selection
+from sparcom.artifacts.selection import load_selection
 from sparcom.causal.baseline import random_like
 from sparcom.causal.check import causal_check
 from sparcom.causal.crossfit import fold_selections

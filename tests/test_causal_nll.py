@@ -11,10 +11,10 @@ from tiny import ROWS, tiny_model, tiny_tokenizer
 from sparcom.causal.interventions import Ablation, ablate
 from sparcom.causal.nll import category_means, encode_scored
 from sparcom.causal.scoring import example_nll
+from sparcom.data.batching import length_batches
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 from sparcom.models.sites import model_sites
-from sparcom.profile.batching import length_batches
 
 
 def rows() -> list[InstructionRow]:

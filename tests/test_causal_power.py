@@ -14,9 +14,9 @@ from tiny import ROWS, tiny_model, tiny_tokenizer
 from sparcom.causal import statistics as st
 from sparcom.causal.nll import cap_scored, encode_scored
 from sparcom.causal.scoring import example_nll
+from sparcom.data.batching import length_batches
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
-from sparcom.profile.batching import length_batches
 
 CATS = ["cls", "code", "qa", "gen", "math", "sum"]
 

@@ -22,9 +22,9 @@ from test_profile_oracle import assert_same_counts
 from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, load_run, merge_runs, profile
+from sparcom.artifacts.run import CHECKPOINT_FILE, COUNTS_FILE, load_checkpoint
 from sparcom.distributed import Launch, placement, rank_gpus, timeout_seconds
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, load_checkpoint
 from sparcom.profile.sharing import Shard, balanced_owners, round_bounds, round_share
 
 BIN = Path(sys.executable).parent

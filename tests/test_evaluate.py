@@ -16,9 +16,9 @@ from tiny import tiny_model, tiny_tokenizer
 import sparcom
 from sparcom import ProfileSettings, profile, wrap_model
 from sparcom.analysis.groups import load_groups, stratified_folds
-from sparcom.analysis.selection_file import load_selection
+from sparcom.artifacts.run import load_run
+from sparcom.artifacts.selection import load_selection
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import load_run
 
 CATEGORIES = ("cls", "code", "qa", "gen", "math", "sum")
 TOPICS = ("the sea", "a train", "the wind", "a poem", "numbers", "a garden", "the night", "a city")

@@ -222,7 +222,7 @@ def test_E15_demo_resumed_with_a_damaged_step_record(tmp_path):
 
 @pytest.mark.smoke
 def test_E16_damaged_model_cache_is_rebuilt(smol_cache, tmp_path):
-    from sparcom.models.builtin import check_cache
+    from sparcom.zoo.builtin import check_cache
 
     name = "smollm2-135m-instruct"
     cache = tmp_path / "cache"

@@ -9,8 +9,8 @@ from moe_tiny import tiny_moe_model
 from tiny import ROWS, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, frequencies, load_run, merge_runs, profile, wrap_model
+from sparcom.artifacts.run import CHECKPOINT_FILE, load_checkpoint
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from sparcom import ProfileSettings, profile
 from sparcom.api import build_moe
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
-from sparcom.models.builtin import MANIFEST
-from sparcom.models.derived import DENSE_TOLERANCE, SPLIT_FILE
 from sparcom.models.loading import load_model
-from sparcom.models.moefy import (
+from sparcom.zoo.builtin import MANIFEST
+from sparcom.zoo.derived import DENSE_TOLERANCE, SPLIT_FILE
+from sparcom.zoo.moefy import (
     MoefySettings,
     balanced_clusters,
     calibration_examples,

@@ -84,7 +84,7 @@ def test_the_scan_sees_a_circle_when_there_is_one():
 
 
 def test_analysis_and_the_counts_vocabulary_do_not_import_torch():
-    code = ("import sys; import sparcom.analysis, sparcom.analysis.pipeline, sparcom.kinds, sparcom.profile.artifacts; "
+    code = ("import sys; import sparcom.analysis, sparcom.analysis.pipeline, sparcom.kinds, sparcom.artifacts.run; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
@@ -96,3 +96,27 @@ def test_models_do_not_import_the_layers_above_them():
     for module, edges in graph.items():
         if module.startswith("sparcom.models"):
             assert not [e for e in edges if e.startswith(above)], (module, edges)
+
+
+def part_of(module: str) -> str:
+    """The part of ``sparcom/`` a module belongs to: its folder, or the top-level module itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_no_circle_between_the_parts_of_the_package():
+    """Folders (and top-level modules) form a layered graph: data flows one way, imports inside functions count."""
+    parts: dict[str, set[str]] = {}
+    for module, edges in import_graph().items():
+        parts.setdefault(part_of(module), set()).update(part_of(e) for e in edges if e != "sparcom")
+    for name, edges in parts.items():
+        edges.discard(name)
+    cycle = find_cycle(parts)
+    assert cycle is None, " → ".join(cycle)
+
+
+def test_model_access_does_not_import_model_building():
+    graph = import_graph()
+    for module, edges in graph.items():
+        if module.startswith("sparcom.models"):
+            assert not [e for e in edges if e.startswith("sparcom.zoo")], (module, edges)

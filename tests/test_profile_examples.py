@@ -14,7 +14,7 @@ from tiny import tiny_model, tiny_tokenizer
 
 from sparcom.analysis.ranking import Component
 from sparcom.errors import SparcomError
-from sparcom.profile.examples import load_examples, record_examples, write_examples
+from sparcom.examples.recording import load_examples, record_examples, write_examples
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -123,7 +123,7 @@ def test_write_and_load(llama, tmp_path):
 
 
 def test_run_examples_checks_out_before_recording(llama, tmp_path):
-    from sparcom.profile.examples import run_examples
+    from sparcom.examples.recording import run_examples
 
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")

@@ -8,8 +8,8 @@ import torch
 from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, frequencies, load_run, merge_runs, profile, wrap_model
+from sparcom.artifacts.run import CHECKPOINT_FILE, COUNTS_FILE, MANIFEST_FILE, load_checkpoint
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import CHECKPOINT_FILE, COUNTS_FILE, MANIFEST_FILE, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -255,7 +255,7 @@ def test_colour_scale_direct():
 
 def test_moe_study_renders(tmp_path):
     from sparcom.analysis.frequencies import kind_frequencies
-    from sparcom.profile.artifacts import load_run
+    from sparcom.artifacts.run import load_run
     from sparcom.report import plots
 
     paths = build_study(tmp_path, moe=True)

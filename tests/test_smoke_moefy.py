@@ -5,9 +5,9 @@ import torch
 
 from sparcom.data import human
 from sparcom.models import builtin
-from sparcom.models.derived import DENSE_TOLERANCE
 from sparcom.models.loading import load_model
-from sparcom.models.moefy import MoefySettings, moefy, retarget
+from sparcom.zoo.derived import DENSE_TOLERANCE
+from sparcom.zoo.moefy import MoefySettings, moefy, retarget
 
 SMOL = builtin.BUILTINS["smollm2-135m-instruct"]
 pytestmark = [

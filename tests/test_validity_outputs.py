@@ -24,8 +24,8 @@ from sparcom.analysis.groups import load_groups
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import summary_statistics
 from sparcom.analysis.validity import validity, validity_sweep
+from sparcom.artifacts.run import load_run
 from sparcom.cli.app import app
-from sparcom.profile.artifacts import load_run
 from sparcom.report.files import to_json
 
 CATEGORIES = ("cls", "code", "qa", "gen")

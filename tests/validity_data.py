@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts
+from sparcom.components import Layout
 
 
 def synthetic_groups(categories: Sequence[str] = ("a", "b", "c", "d"), layers: int = 4, width: int = 60,

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import summary_statistics
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 DEFAULT_LEVEL = 0.95

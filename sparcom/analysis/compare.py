@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.sets import CLASSES, classify, ratio, set_counts
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.provenance import COMPARE_ASPECTS, mismatches
 

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis.evidence import ValiditySettings, run_groups
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import pool
 from sparcom.analysis.pipeline import run_info
-from sparcom.analysis.selection_file import Selection
 from sparcom.analysis.validity import HeldOutDecoding, held_out_fixed, set_specificity, specificity
+from sparcom.artifacts.run import ProfileRun, load_manifest
+from sparcom.artifacts.selection import Selection
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_NOUNS, kinds_in
-from sparcom.profile.artifacts import ProfileRun, load_manifest
 from sparcom.provenance import EVALUATE_ASPECTS, mismatches
 from sparcom.results import Tabular
 

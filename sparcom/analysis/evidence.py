@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis import sets
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts, load_groups, partition_sums, resample_weights
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.validity import (
@@ -25,8 +24,9 @@ from sparcom.analysis.validity import (
     Specificity,
     check_settings,
 )
+from sparcom.artifacts.run import ProfileRun
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import ProfileRun
 
 #: What every output says when a run has no counts below the category.
 NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "

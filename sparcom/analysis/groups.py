@@ -23,7 +23,8 @@ from functools import cached_property
 
 import numpy as np
 
-from sparcom.analysis.frequencies import KindFrequencies, Layout
+from sparcom.analysis.frequencies import KindFrequencies
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import GROUP_TOKENS_KEY, group_key, kinds_in, layers_of
 from sparcom.seeding import stream_seed

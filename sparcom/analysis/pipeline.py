@@ -27,12 +27,12 @@ from sparcom.analysis.evidence import (
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
 from sparcom.analysis.groups import GroupCounts
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
-from sparcom.analysis.selection_file import masks_by_key, write_selection
 from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
+from sparcom.artifacts.run import ProfileRun
+from sparcom.artifacts.selection import masks_by_key, write_selection
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS, instructions_key, kinds_in
-from sparcom.profile.artifacts import ProfileRun
 from sparcom.provenance import measurement
 from sparcom.results import Tabular
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
+from sparcom.components import Layout
 from sparcom.seeding import stream_seed
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.specificity import contrast_scores
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import component_id, parse_component_id
 

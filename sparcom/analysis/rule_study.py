@@ -24,8 +24,8 @@ from sparcom.analysis.evidence import NO_GROUPS_NOTE, ValiditySettings, has_grou
 from sparcom.analysis.pipeline import _select_kinds, run_info
 from sparcom.analysis.selection import PAPER_RULE, RULES, SelectionRule
 from sparcom.analysis.validity import validity_sweep
+from sparcom.artifacts.run import ProfileRun
 from sparcom.errors import SparcomError
-from sparcom.profile.artifacts import ProfileRun
 from sparcom.results import Tabular
 
 #: Rule names the study accepts beyond :data:`RULES`: the contrast against the mean of the other categories.

@@ -33,9 +33,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.groups import GroupCounts, GroupMoments
 from sparcom.analysis.specificity import CONTRASTS, contrast_mask, welch_test_mask
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape", "contrast", "test")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
 from sparcom.analysis.selection import SelectionRule
+from sparcom.components import Layout
 
 #: Membership classes, in display order.
 CLASSES: tuple[str, ...] = ("never", "unique", "shared", "general")

@@ -32,7 +32,7 @@ import numpy as np
 
 from sparcom.analysis import decoding as dec
 from sparcom.analysis import sets
-from sparcom.analysis.frequencies import KindFrequencies, Layout
+from sparcom.analysis.frequencies import KindFrequencies
 from sparcom.analysis.groups import (
     SOURCES,
     GroupCounts,
@@ -45,6 +45,7 @@ from sparcom.analysis.groups import (
 from sparcom.analysis.random_sets import draw_like
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.specificity import contrast_scores, entropy_specificity, moments_welch
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 
 DEFAULT_FOLDS = 5

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis.selection import SelectionRule
+from sparcom.artifacts.run import load_manifest
 from sparcom.causal import answers as ans
 from sparcom.causal.baseline import random_like
 from sparcom.causal.checkpoint import ConditionStore, Digest, open_store
@@ -31,6 +32,7 @@ from sparcom.causal.scoring import ScoringPlan
 from sparcom.causal.settings import TARGETS, CausalSettings
 from sparcom.causal.spread import share_passes
 from sparcom.causal.statistics import causal_statistics
+from sparcom.data.batching import length_batches
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, category_label, first_rows_per_category, read_rows
 from sparcom.distributed import join, load_for_rank
@@ -38,8 +40,6 @@ from sparcom.errors import SparcomError
 from sparcom.kinds import CountKey, count_key
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.sites import ModelSites, model_sites
-from sparcom.profile.artifacts import load_manifest
-from sparcom.profile.batching import length_batches
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, UNKNOWN_WEIGHTS, file_sha256, mismatches, software_versions
 
@@ -482,7 +482,7 @@ def causal_check(
     the result will be written to) keeps every finished condition beside it, so ``resume`` continues an interrupted
     check (:mod:`sparcom.causal.checkpoint`); ``overwrite`` discards an earlier checkpoint.
     """
-    from sparcom.analysis.selection_file import Selection, load_selection
+    from sparcom.artifacts.selection import Selection, load_selection
 
     started = time.perf_counter()
     settings = settings or CausalSettings()
@@ -566,6 +566,6 @@ def causal_check(
 
 
 def _load_run(run):
-    from sparcom.profile.artifacts import ProfileRun, load_run
+    from sparcom.artifacts.run import ProfileRun, load_run
 
     return run if isinstance(run, ProfileRun) else load_run(run)

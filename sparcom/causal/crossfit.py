@@ -19,10 +19,10 @@ import numpy as np
 
 from sparcom.analysis.groups import partition_sums, stratified_folds
 from sparcom.analysis.selection import SelectionRule
-from sparcom.analysis.selection_file import Selection, masks_by_key
+from sparcom.artifacts.run import ProfileRun
+from sparcom.artifacts.selection import Selection, masks_by_key
 from sparcom.errors import SparcomError
 from sparcom.kinds import kinds_in
-from sparcom.profile.artifacts import ProfileRun
 from sparcom.provenance import measurement
 
 

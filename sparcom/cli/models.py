@@ -25,7 +25,7 @@ CacheOption = Annotated[
 @models_app.command("list")
 def list_command(cache_dir: CacheOption = None) -> None:
     """List the built-in models: package, installed, cached, cache path, and the pip command when missing."""
-    from sparcom.models.catalog import statuses as builtin_statuses
+    from sparcom.zoo.catalog import statuses as builtin_statuses
 
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SparcomError(f"--cache-dir {cache_dir}: exists and is not a folder; pass a folder for the converted models")
@@ -60,7 +60,7 @@ def prepare_command(
     cache_dir: CacheOption = None,
 ) -> None:
     """Convert or build built-in models into the cache now (GGUF: 20-60 s each; the MoE: minutes), print their folders."""
-    from sparcom.models.catalog import resolve, statuses
+    from sparcom.zoo.catalog import resolve, statuses
 
     chosen = names or [status.name for status in statuses(cache_dir) if status.installed or status.cached]
     if not chosen:
@@ -88,7 +88,7 @@ def build_moe_command(
     """MoEfy a dense Llama model: split each MLP into equal experts of co-activated neurons, fit a top-k router per
     layer, and save a GraniteMoE folder that plain transformers loads (docs/moe.md). Prints the folder."""
     from sparcom.api import build_moe
-    from sparcom.models.moefy import MoefySettings
+    from sparcom.zoo.moefy import MoefySettings
 
     settings = MoefySettings(num_experts=experts, top_k=top_k, seed=seed, calibration_tokens=calibration_tokens,
                              coactivation=coactivation)

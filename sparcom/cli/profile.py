@@ -71,7 +71,7 @@ def merge_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
 ) -> None:
     """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions)."""
-    from sparcom.profile.artifacts import merge_runs
+    from sparcom.artifacts.run import merge_runs
 
     print_run_summary(merge_runs(runs, out, overwrite=overwrite))
 
@@ -79,7 +79,7 @@ def merge_command(
 @app.command("show")
 def show_command(run: Annotated[Path, typer.Argument(help="A profile run directory.")]) -> None:
     """Summarise a profile run: model, settings, counted tokens and mean activation frequency per category."""
-    from sparcom.profile.artifacts import load_run
+    from sparcom.artifacts.run import load_run
 
     print_run_summary(load_run(run, require_complete=False))
 

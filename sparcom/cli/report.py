@@ -51,7 +51,7 @@ def examples_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Record where each selected component fires most (top instructions and tokens) for the report's cards."""
-    from sparcom.profile.examples import run_examples
+    from sparcom.examples.recording import run_examples
 
     result = run_examples(model, selection, data, out, component or None, overwrite=overwrite, run=run,
                           top_k=top_k, window=window, per_category=per_category,

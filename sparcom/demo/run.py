@@ -51,7 +51,7 @@ class Steps:
 
 def _resolve(spec: str) -> str:
     """A built-in model name (converted or derived) → its local folder, made on first use; a folder stays as it is."""
-    from sparcom.models.catalog import is_builtin, resolve
+    from sparcom.zoo.catalog import is_builtin, resolve
 
     return str(resolve(spec)) if is_builtin(spec) else spec
 
@@ -142,8 +142,8 @@ def balanced_subset(data: Path, per_category: int, out: Path) -> dict:
 
 
 def profile_one(config: DemoConfig, path: str, data: Path, out: Path) -> dict:
-    from sparcom.models.loading import load_model
     from sparcom.profile.runner import ProfileSettings, profile
+    from sparcom.zoo.catalog import load_model
 
     settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction")
     run = profile(load_model(path, dtype=config.dtype), data, out, settings, resume=True)
@@ -185,7 +185,7 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
 
 def record_examples(config: DemoConfig, model_path: str, where: Layout, name: str) -> dict:
     """Where the top selected components of the paper's sets fire most, for the report's cards."""
-    from sparcom.profile.examples import run_examples
+    from sparcom.examples.recording import run_examples
 
     result = run_examples(model_path, where.identify(name, "paper"), config.data, where.examples(name),
                           overwrite=True, rows_per_category=config.examples_per_category,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -103,13 +103,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
-def _builtin_names() -> set[str]:
-    from sparcom.models.catalog import builtin_names
+class ModelCatalog(Protocol):
+    """Named models that live in a cache (the built-ins of :mod:`sparcom.zoo`): model access asks it to turn a name
+    into a folder, so that it never imports the code that builds those folders."""
 
-    return set(builtin_names())
+    def names(self) -> list[str]: ...
+
+    def resolve(self, name: str) -> Path: ...
 
 
-def _locate(spec: str) -> tuple[str, Path | None, str | None]:
+def _locate(spec: str, catalog: ModelCatalog | None = None) -> tuple[str, Path | None, str | None]:
     """(kind, folder, gguf file name) for a model spec."""
     path = Path(spec).expanduser()
     if path.is_file():
@@ -123,13 +126,11 @@ def _locate(spec: str) -> tuple[str, Path | None, str | None]:
                 return "gguf", path, ggufs[0].name
             raise SparcomError(f"{spec}: folder has no config.json; pass a Hugging Face model folder or a .gguf file")
         return "folder", path, None
-    if spec in _builtin_names():
-        from sparcom.models.catalog import resolve
-
-        return "builtin", resolve(spec), None
+    names = sorted(catalog.names()) if catalog is not None else []
+    if spec in names:
+        return "builtin", catalog.resolve(spec), None
     looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
     if looks_like_path or "/" not in spec:
-        names = sorted(_builtin_names())
         hint = f"; built-in models: {', '.join(names)}" if names else ""
         raise SparcomError(f"model path {spec!r} does not exist; pass a model folder, a .gguf file or a hub id{hint}")
     return "hub", None, None
@@ -142,10 +143,12 @@ def load_model(
     device_map: str | None = None,
     revision: str | None = None,
     max_memory: dict | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> LoadedModel:
     """Load model and fast tokenizer for profiling (eval mode, no gradients).
 
-    ``max_memory`` limits ``device_map`` to some devices (a rank of a torchrun job uses only its own GPUs).
+    ``max_memory`` limits ``device_map`` to some devices (a rank of a torchrun job uses only its own GPUs);
+    ``catalog`` resolves built-in names (:func:`sparcom.zoo.catalog.load_model` passes the zoo's).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -155,8 +158,8 @@ def load_model(
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if is_adapter_folder(spec) and not Path(spec, "config.json").exists():
-        return load_adapter_folder(spec, dtype=dtype, device=device)  # base + LoRA from 'sparcom tune --no-merge'
-    kind, folder, gguf = _locate(spec)
+        return load_adapter_folder(spec, dtype=dtype, device=device, catalog=catalog)  # 'sparcom tune --no-merge'
+    kind, folder, gguf = _locate(spec, catalog)
     source = str(folder) if folder is not None else spec
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if gguf:
@@ -200,7 +203,8 @@ def load_model(
     return LoadedModel(model, tokenizer, info)
 
 
-def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
+def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cpu",
+                        catalog: ModelCatalog | None = None) -> LoadedModel:
     """Load a base + adapter folder (``sparcom tune --no-merge``) as one model, merged in memory.
 
     The base is whatever the folder's record names (a built-in name, a folder, a .gguf file, a hub id), loaded
@@ -208,7 +212,7 @@ def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cp
     """
     folder = Path(path)
     record = check_adapter_folder(folder)
-    base = load_model(base_spec_of(folder), dtype=dtype, device=device)
+    base = load_model(base_spec_of(folder), dtype=dtype, device=device, catalog=catalog)
     model = merge_adapter(base.model, folder).eval()
     tokenizer = base.tokenizer
     if (folder / "tokenizer_config.json").is_file():

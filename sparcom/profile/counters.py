@@ -3,7 +3,7 @@
 A :class:`CountStore` is a flat mapping from artifact keys (DESIGN §3, e.g. ``neuron/code/3``) to int64
 tensors. Tensors stay on whatever device they were created on (each layer's own device under a device map)
 until :meth:`state_dict` gathers them on the CPU. Runs of the same measurement merge by addition
-(:func:`sparcom.profile.artifacts.merge_runs`).
+(:func:`sparcom.artifacts.run.merge_runs`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 
 from sparcom.analysis.frequencies import kind_frequencies
 from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, flat_position, top_components
-from sparcom.analysis.selection_file import load_selection
+from sparcom.artifacts.selection import load_selection
 from sparcom.data.schema import category_label
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_NOUNS
@@ -96,7 +96,7 @@ def render_cards(ctx, output: Output, kind: str) -> str:
         intro += not_computed("AI / human halves", "The run has no per-source counts, so the cards show each "
                                                    "category's frequency only.")
     if not examples_output:
-        intro += not_computed("Token examples", "Record them with sparcom.profile.examples.record_examples "
+        intro += not_computed("Token examples", "Record them with sparcom.examples.recording.record_examples "
                                                 "(the planned 'sparcom examples' command) and pass its folder.")
     else:
         settings = examples_output.document.get("settings") or {}

@@ -3,7 +3,7 @@
 The folder follows the one output policy (:func:`sparcom.outputs.staged_directory`): built beside ``--out`` and
 renamed into place at the end; an existing ``--out`` is only replaced with ``overwrite`` and only when it is an
 earlier output (it has a summary.json). The selection masks in an identify folder are written by the analysis
-layer (:mod:`sparcom.analysis.selection_file`), not here.
+layer (:mod:`sparcom.artifacts.selection`), not here.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Output:
         """The loaded profile run (kind ``run``), or None for other kinds."""
         if self.kind != "run":
             return None
-        from sparcom.profile.artifacts import load_run
+        from sparcom.artifacts.run import load_run
 
         return load_run(self.path)
 
@@ -114,7 +114,7 @@ def _identify_output(path: Path) -> Output | None:
                 raise SparcomError(f"{path}: a profile run that is not complete (no counts.safetensors or "
                                    "complete=false); finish it with 'sparcom profile ... --resume'")
             return Output("run", path, document)
-        from sparcom.profile.examples import FORMAT, VERSION
+        from sparcom.examples.recording import FORMAT, VERSION
 
         if document.get("format") != FORMAT or document.get("version") != VERSION:
             raise SparcomError(f"{file}: not a {FORMAT} version {VERSION} file; record the examples again")

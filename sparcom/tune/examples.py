@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from sparcom.data.batching import length_batches
 from sparcom.data.formatting import encode_row
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 from sparcom.models.logits import logits_at
-from sparcom.profile.batching import length_batches
 
 
 @dataclass(frozen=True)

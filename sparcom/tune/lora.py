@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from sparcom.errors import SparcomError
-from sparcom.models.loading import load_model, tokenizer_fingerprint
+from sparcom.models.loading import tokenizer_fingerprint
 from sparcom.models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_adapter_folder, merge_adapter, require_peft
 from sparcom.provenance import file_sha256
 from sparcom.tune.output import atomic_folder, check_out, write_record
+from sparcom.zoo.catalog import load_model
 
 
 def lora_model(model, r: int, alpha: int, dropout: float, target_modules: Sequence[str] | str, seed: int):

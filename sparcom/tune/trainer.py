@@ -24,7 +24,7 @@ from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_templ
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.interrupts import interrupted
-from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.lora import ADAPTER_WEIGHTS
 from sparcom.outputs import lock
 from sparcom.progress import progress_bar
@@ -38,6 +38,7 @@ from sparcom.tune.examples import (
     iterate_steps,
 )
 from sparcom.tune.output import ADAPTER_SUBDIR, atomic_folder, check_out, write_record
+from sparcom.zoo.catalog import load_model
 
 METHODS = ("lora", "full")
 TEMPLATES = ("auto", "chat", "raw")

@@ -418,14 +418,14 @@ def assemble(dense: nn.Module, splits: Sequence[LayerSplit], top_k: int) -> nn.M
     missing = [name for name in missing if not (config.tie_word_embeddings and name == "lm_head.weight")]
     if missing or unexpected:
         raise SparcomError(f"MoE assembly mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}; "
-                           "this is a bug in sparcom.models.moefy")
+                           "this is a bug in sparcom.zoo.moefy")
     if config.tie_word_embeddings:
         model.get_output_embeddings().weight = model.get_input_embeddings().weight
     backbone = get_path(model, target.backbone)
     backbone.rotary_emb = type(backbone.rotary_emb)(config=config)  # its buffers were made on meta
     left = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if left:
-        raise SparcomError(f"MoE assembly left {left[:3]} unset; this is a bug in sparcom.models.moefy")
+        raise SparcomError(f"MoE assembly left {left[:3]} unset; this is a bug in sparcom.zoo.moefy")
     return model.eval()
 
 

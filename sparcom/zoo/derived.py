@@ -1,10 +1,10 @@
-"""MoE model folders built from a dense model (:mod:`sparcom.models.moefy`), and built-ins derived that way.
+"""MoE model folders built from a dense model (:mod:`sparcom.zoo.moefy`), and built-ins derived that way.
 
 :func:`write_moe_folder` turns a loaded dense Llama model into a GraniteMoE model folder that plain
 ``AutoModelForCausalLM.from_pretrained`` loads (``sparcom.build_moe`` / ``sparcom models build-moe`` load the model
 by name and call it; this module may not import the loader, which resolves the built-in names defined here): ``config.json``, ``model.safetensors`` (float32), the source's
 tokenizer files copied byte for byte, :data:`SPLIT_FILE` (which dense neuron each expert neuron is, per layer, and
-what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.models.builtin`, it is
+what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.zoo.builtin`, it is
 built in a folder staged beside its target (:func:`sparcom.outputs.staged_directory`), checks itself before the rename (the saved
 folder reloads to the same logits; every part but the MLP is bit-identical to the dense model; with all experts
 routed it equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
@@ -30,7 +30,10 @@ from pathlib import Path
 import torch
 
 from sparcom.errors import SparcomError
-from sparcom.models.builtin import (
+from sparcom.models.sites import model_sites
+from sparcom.outputs import lock, staged_directory
+from sparcom.provenance import file_sha256, software_versions
+from sparcom.zoo.builtin import (
     MANIFEST,
     PROBE_TEXT,
     BuiltinStatus,
@@ -40,10 +43,7 @@ from sparcom.models.builtin import (
     read_cache_manifest,
     recorded_files_problem,
 )
-from sparcom.models.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
-from sparcom.models.sites import model_sites
-from sparcom.outputs import lock, staged_directory
-from sparcom.provenance import file_sha256, software_versions
+from sparcom.zoo.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
 
 #: Bump when the build changes what it writes; older caches are then rebuilt.
 BUILDER_VERSION = 1
@@ -287,7 +287,7 @@ def get_derived(name: str) -> DerivedModel:
 
 def _parent_record(model: DerivedModel, cache_dir: str | Path | None, verify: Verify) -> dict:
     """The parent's cache folder (converted if needed) and the sha256 of its weights, from its own manifest."""
-    from sparcom.models.builtin import resolve_builtin
+    from sparcom.zoo.builtin import resolve_builtin
 
     folder = resolve_builtin(model.parent, cache_dir, verify)
     files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
@@ -319,7 +319,7 @@ def resolve_derived(name: str, cache_dir: str | Path | None = None, verify: Veri
                     progress: bool = True) -> Path:
     """The folder of derived built-in ``name`` (e.g. ``smollm2-135m-moe``), built from its parent on first use.
 
-    Like :func:`sparcom.models.builtin.resolve_builtin`: later calls check the cache (``full``: every file's sha256;
+    Like :func:`sparcom.zoo.builtin.resolve_builtin`: later calls check the cache (``full``: every file's sha256;
     ``quick``: sizes) against the settings and the parent's weights, and rebuild a stale or damaged one with a
     warning on stderr. One process builds under a lock; others wait and then find it built.
     """

@@ -31,16 +31,17 @@ import numpy as np
 import torch
 
 from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_components, flat_position
+from sparcom.data.batching import collate, plan_batches
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
 from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.loading import LoadedModel, load_model, tokenizer_fingerprint
+from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
 from sparcom.outputs import check_output_dir, lock, read_json, staged_directory
-from sparcom.profile.batching import collate, plan_batches
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
+from sparcom.zoo.catalog import load_model
 
 FORMAT = "sparcom-examples"
 VERSION = 1
@@ -206,7 +207,7 @@ def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATE
     """The top ``per_category`` members of each category's set by frequency and by the margin score, per kind,
     with each one's frequencies across categories (from the selection's source run, or ``run``)."""
     from sparcom.analysis.frequencies import kind_frequencies
-    from sparcom.profile.artifacts import ProfileRun, load_run
+    from sparcom.artifacts.run import ProfileRun, load_run
 
     if run is None:
         source = selection.meta.get("source_run")
@@ -289,7 +290,7 @@ def record_examples(
     made with, and — when ``components`` is None — the components: the top ``per_category`` members of each
     category's set by frequency and by specificity margin (needs its source run, or ``run``).
     """
-    from sparcom.analysis.selection_file import Selection, load_selection
+    from sparcom.artifacts.selection import Selection, load_selection
 
     started = time.perf_counter()
     if top_k < 1:
@@ -461,7 +462,7 @@ def load_examples(directory: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / EXAMPLES_FILE
     if not path.is_file():
-        raise SparcomError(f"{path}: not found; record examples with sparcom.profile.examples.record_examples")
+        raise SparcomError(f"{path}: not found; record examples with sparcom.examples.recording.record_examples")
     document = read_json(path, "record the examples again")
     if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
         raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sparcom.analysis.frequencies import Layout
+from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import component_keys, count_key, kinds_in, layers_of
 

@@ -1,0 +1,2 @@
+"""Typed readers and writers of sparcom's files: profile runs and selections (below analysis, so analysis never
+imports profile)."""

@@ -1,0 +1,1 @@
+"""Where selected components fire: a post-selection pass over only the selected components (``sparcom examples``)."""
