@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sparcom.errors import SparcomError
-from sparcom.models import builtin
+from sparcom.zoo import builtin
 from sparcom.zoo.builtin import (
     BUILTINS,
     MANIFEST,

@@ -274,7 +274,7 @@ def one_thread():
 @pytest.fixture
 def tiny_derived(dense_folder, monkeypatch):
     """A derived built-in whose parent is the tiny dense folder (no GGUF involved)."""
-    from sparcom.models import derived
+    from sparcom.zoo import derived
 
     folder, rows = dense_folder
     entry = derived.DerivedModel("tiny-moe", "tiny-dense", "instruct", "test entry", SETTINGS, str(rows))
@@ -286,7 +286,7 @@ def tiny_derived(dense_folder, monkeypatch):
 
 
 def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_derived, tmp_path, monkeypatch, capsys):
-    from sparcom.models import catalog, derived
+    from sparcom.zoo import catalog, derived
 
     assert catalog.is_builtin("tiny-moe") and "tiny-moe" in catalog.builtin_names()
     path = catalog.resolve("tiny-moe", tmp_path)  # the one entry point for every built-in name

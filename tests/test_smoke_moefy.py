@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sparcom.data import human
-from sparcom.models import builtin
 from sparcom.models.loading import load_model
+from sparcom.zoo import builtin
 from sparcom.zoo.derived import DENSE_TOLERANCE
 from sparcom.zoo.moefy import MoefySettings, moefy, retarget
 

@@ -13,8 +13,8 @@ from oracle import reference_counts
 from tiny import ROWS, write_dataset
 
 from sparcom import ProfileSettings, profile
-from sparcom.models import builtin
 from sparcom.models.loading import load_model
+from sparcom.zoo import builtin
 
 SMOL = builtin.BUILTINS["smollm2-135m-instruct"]
 GEMMA = builtin.BUILTINS["gemma-3-270m"]

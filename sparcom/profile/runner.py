@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from sparcom.artifacts import run as artifacts
 from sparcom.data.batching import Batch, collate, plan_batches
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
@@ -37,7 +38,6 @@ from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key,
 from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import get_path, model_sites
 from sparcom.outputs import check_parent, lock, write_problem
-from sparcom.profile import artifacts
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import (
     NON_FINITE_ADVICE,

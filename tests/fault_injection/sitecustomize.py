@@ -56,8 +56,9 @@ def _install(actions: dict[str, str]) -> None:
 
     import safetensors.numpy
 
+    from sparcom.artifacts import run as artifacts
     from sparcom.models.sites import get_path
-    from sparcom.profile import artifacts, runner
+    from sparcom.profile import runner
 
     original_batch = runner.Profiler._count_batch
 
