@@ -1,4 +1,7 @@
-"""The counts vocabulary: component kinds (one order), their names, and the key grammar of counts and masks.
+"""The counts vocabulary: the component kinds (one table, one order) and the key grammar of counts and masks.
+
+A :class:`Kind` says what a kind of component is — its names, how many axes one layer's array has and which site
+of a model it lives at — so code asks the table instead of testing kind names.
 
 Every count, selection mask and intervention is addressed by a key (DESIGN §3):
 
@@ -18,14 +21,40 @@ from dataclasses import dataclass
 
 from sparcom.errors import SparcomError
 
-#: Component kinds, in the one order tables, plots, masks and interventions use.
-KINDS: tuple[str, ...] = ("neuron", "shared_neuron", "expert", "expert_neuron")
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of component is: its names, the shape of one layer's components and the site it lives at.
+
+    ``site`` names the part of a model's site map (:class:`sparcom.models.sites.ModelSites`) that holds it:
+    ``dense`` and ``shared`` are activation modules whose last axis holds the neurons; ``moe`` is a routed-experts
+    layer, whose first axis is the experts (``ndim`` 1: the experts themselves; 2: [experts, neurons per expert]).
+    """
+
+    name: str
+    noun: str  # the selected sets of this kind, in prose
+    unit: str  # what one component is called in axis labels
+    ndim: int  # axes of one layer's counts and masks
+    site: str  # "dense" | "shared" | "moe"
+
+    @property
+    def routed(self) -> bool:
+        """Lives in a routed-experts layer (counted and deactivated through the routing, not an activation)."""
+        return self.site == "moe"
+
+
+#: Every component kind, in the one order tables, plots, masks and interventions use.
+KIND_TABLE: dict[str, Kind] = {k.name: k for k in (
+    Kind("neuron", "ISNs", "neurons", 1, "dense"),
+    Kind("shared_neuron", "shared-expert ISNs", "shared-expert neurons", 1, "shared"),
+    Kind("expert", "ISEs", "experts", 1, "moe"),
+    Kind("expert_neuron", "expert ISNs", "expert neurons", 2, "moe"),
+)}
+KINDS: tuple[str, ...] = tuple(KIND_TABLE)
 #: Short human names of the selected sets of each kind.
-KIND_NOUNS: dict[str, str] = {"neuron": "ISNs", "shared_neuron": "shared-expert ISNs", "expert": "ISEs",
-                              "expert_neuron": "expert ISNs"}
+KIND_NOUNS: dict[str, str] = {k.name: k.noun for k in KIND_TABLE.values()}
 #: What one component of a kind is called in axis labels.
-KIND_UNITS: dict[str, str] = {"neuron": "neurons", "shared_neuron": "shared-expert neurons", "expert": "experts",
-                              "expert_neuron": "expert neurons"}
+KIND_UNITS: dict[str, str] = {k.name: k.unit for k in KIND_TABLE.values()}
 
 TOKENS = "tokens"
 INSTRUCTIONS = "instructions"
@@ -37,6 +66,11 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise SparcomError(f"unknown component kind {kind!r}; choose from {', '.join(KINDS)}")
     return kind
+
+
+def kind_of(name: str) -> Kind:
+    """The :class:`Kind` called ``name``; a one-line error for anything else."""
+    return KIND_TABLE[check_kind(name)]
 
 
 @dataclass(frozen=True)

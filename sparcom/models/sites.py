@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sparcom.errors import SparcomError
-from sparcom.kinds import KINDS, check_kind
+from sparcom.kinds import KINDS, kind_of
 from sparcom.models.families import HOW_TO_ADD, Family, family_for
 from sparcom.models.moe import ExpertsLayout, experts_layout
 
@@ -107,16 +107,23 @@ class ModelSites:
     shared: dict[int, NeuronSite]
     moe: dict[int, MoeSite]
 
+    def sites_of(self, kind: str) -> dict[int, NeuronSite] | dict[int, MoeSite]:
+        """The sites ``kind`` lives at, by layer (its :class:`~sparcom.kinds.Kind` names the map)."""
+        return getattr(self, kind_of(kind).site)
+
+    def site(self, kind: str, layer: int) -> NeuronSite | MoeSite | None:
+        """The site of ``kind`` in ``layer``, or None when the layer has no such part."""
+        return self.sites_of(kind).get(layer)
+
     def shape(self, kind: str, layer: int) -> tuple[int, ...] | None:
-        """The count (and mask) shape of ``kind`` at ``layer``, or None when the layer has no such part."""
-        check_kind(kind)
-        if kind in ("neuron", "shared_neuron"):
-            site = (self.dense if kind == "neuron" else self.shared).get(layer)
-            return None if site is None else (site.width,)
-        moe = self.moe.get(layer)
-        if moe is None:
+        """The count (and mask) shape of ``kind`` at ``layer``, or None when the layer has no such part: an
+        activation site's neurons [I]; a MoE layer's experts [E], or experts × neurons [E, I_e] for a 2-D kind."""
+        site = self.site(kind, layer)
+        if site is None:
             return None
-        return (moe.num_experts,) if kind == "expert" else (moe.num_experts, moe.width)
+        if isinstance(site, NeuronSite):
+            return (site.width,)
+        return (site.num_experts, site.width)[:kind_of(kind).ndim]
 
     def shapes(self, kinds: tuple[str, ...] | None = None) -> dict[str, dict[int, tuple[int, ...]]]:
         """``{kind: {layer: shape}}`` for every kind the model has (or those of ``kinds``)."""

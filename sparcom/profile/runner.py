@@ -34,7 +34,15 @@ from sparcom.data.schema import InstructionRow, first_rows_per_category, read_ro
 from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.interrupts import Interrupted, deferred, interrupted
-from sparcom.kinds import GROUP_TOKENS_KEY, bootstrap_key, count_key, group_key, instructions_key, tokens_key
+from sparcom.kinds import (
+    GROUP_TOKENS_KEY,
+    KIND_TABLE,
+    bootstrap_key,
+    count_key,
+    group_key,
+    instructions_key,
+    tokens_key,
+)
 from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import get_path, model_sites
 from sparcom.outputs import check_parent, lock, write_problem
@@ -220,26 +228,24 @@ class Profiler:
         """Create every counter (so each key exists even for a category with no tokens there) and attach hooks."""
         handles = []
         replicates = self.settings.bootstrap
-        counted_kinds = ["neuron", "shared_neuron", "expert"] + (["expert_neuron"] if self.settings.expert_neurons
-                                                                 != "off" else [])
+        kinds = [k for k in KIND_TABLE.values() if k.name != "expert_neuron" or self.settings.expert_neurons != "off"]
         if self.groups is not None:
             self.store.zeros(GROUP_TOKENS_KEY, (len(self.groups.labels),))
-            for kind, layers in self.sites.shapes(tuple(counted_kinds)).items():
+            for kind, layers in self.sites.shapes(tuple(k.name for k in kinds)).items():
                 for layer, shape in layers.items():
-                    site = self.sites.moe.get(layer) or self.sites.dense.get(layer) or self.sites.shared[layer]
-                    self.store.zeros(group_key(kind, layer), (len(self.groups.labels), *shape), site.device,
-                                     dtype=torch.int32)
-        for kind, sites in (("neuron", self.sites.dense), ("shared_neuron", self.sites.shared)):
-            for site in sites.values():
+                    self.store.zeros(group_key(kind, layer), (len(self.groups.labels), *shape),
+                                     self.sites.site(kind, layer).device, dtype=torch.int32)
+        for kind in [k.name for k in kinds if not k.routed]:  # activation sites: one counting hook each
+            for layer, site in self.sites.sites_of(kind).items():
                 for category in categories:
-                    self.store.zeros(count_key(kind, category, site.layer), (site.width,), site.device)
-                hook = make_count_hook(self.store, self.board, kind, site.layer, site.width, replicates)
+                    self.store.zeros(count_key(kind, category, layer), (site.width,), site.device)
+                hook = make_count_hook(self.store, self.board, kind, layer, site.width, replicates)
                 handles.append(site.module.register_forward_hook(hook))
         self.expert_counters = []
-        kinds = ("expert", "expert_neuron") if self.settings.expert_neurons != "off" else ("expert",)
+        routed = [k.name for k in kinds if k.routed]
         for site in self.sites.moe.values():
             for category in categories:
-                for kind in kinds:
+                for kind in routed:
                     shape = self.sites.shape(kind, site.layer)
                     key = count_key(kind, category, site.layer)
                     self.store.zeros(key, shape, site.device)
