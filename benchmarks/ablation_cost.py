@@ -30,15 +30,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sparcom.causal.baseline import random_like
-from sparcom.causal.interventions import Ablation, ablate
+from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import ScoringPlan, batch_nll, build_batch
+from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.formatting import pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.models.logits import logits_at
 from sparcom.models.sites import model_sites
+from sparcom.random_sets import random_like
 
 CATEGORIES = ("cls", "code", "qa", "gen", "math", "sum")
 WORDS = ["the", "model", "reads", "an", "instruction", "and", "writes", "a", "careful", "answer", "about", "code",
@@ -74,11 +75,11 @@ def load(name: str):
     return loaded.model, loaded.tokenizer
 
 
-def one_percent(model) -> Ablation:
+def one_percent(model) -> ComponentSet:
     """A random set of 1 % of every layer's MLP neurons (the size of the paper's default selection)."""
     sites = model_sites(model)
     components = {"neuron": {layer: np.arange(max(1, site.width // 100)) for layer, site in sites.dense.items()}}
-    shaped = Ablation.from_indices(components, sites, "one-percent")
+    shaped = ComponentSet.from_indices(components, sites, "one-percent")
     return random_like(shaped, 0, "bench")
 
 

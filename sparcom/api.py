@@ -215,15 +215,11 @@ def ablate(
     ``--group-by instruction`` with ``rule``/``epsilon`` and ``folds=k``: every profiled row is scored with the sets
     selected on the other k − 1 folds. With ``out``, write the output folder; every finished condition is
     checkpointed beside it, and ``resume=True`` continues an interrupted check with the same arguments."""
-    import shutil
+    from functools import partial
 
-    from sparcom.causal.check import causal_check
-    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
+    from sparcom.causal.output import check_into_folder
     from sparcom.causal.settings import CausalSettings
-    from sparcom.distributed import join
     from sparcom.errors import SparcomError
-    from sparcom.interrupts import interrupted
-    from sparcom.outputs import check_output_dir, staged_directory
     from sparcom.report.causal import write_causal
 
     if settings is not None and setting_values:
@@ -232,37 +228,10 @@ def ablate(
         settings = settings or CausalSettings(**setting_values)
     except TypeError as exc:
         raise SparcomError(f"unknown causal-check setting: {exc}") from None
-    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
-    with ranks.step("checking the settings and the output folder"):
-        settings.check()
-        if resume and overwrite:
-            raise SparcomError("--resume and --overwrite exclude each other; choose one")
-        if resume and out is None:
-            raise SparcomError("--resume continues the check that writes --out; give --out")
-        if run is not None and settings.folds is None:
-            raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
-        chosen = _rule(rule, epsilon) if settings.folds is not None else None
-    check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
-                 progress=progress)
-    if out is None:
-        return causal_check(model, selection, data, **check)
-    with contextlib.ExitStack() as held:
-        with ranks.step("locking and checking the output folder"):
-            if ranks.is_main:  # rank 0 alone writes --out, so it alone holds its lock, for the whole call
-                held.enter_context(_claim(out))
-                check_output_dir(out, overwrite, marker=SUMMARY_FILE, kind=REPORT)
-                check_checkpoint(out, resume, overwrite)
-        try:
-            result = causal_check(model, selection, data, checkpoint=out, resume=resume, overwrite=overwrite, **check)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what was kept and how to go on
-            raise interrupted(exc, f"{out} was not written; the finished conditions are kept in "
-                                   f"{checkpoint_dir(out)}: continue with the same command and --resume") from None
-        with ranks.step("writing the output folder"):
-            if ranks.is_main:
-                with staged_directory(out, overwrite, marker=SUMMARY_FILE, kind=REPORT) as folder:
-                    write_causal(result, folder, plots=plots)
-                shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
-    return result
+    return check_into_folder(model, selection, data, settings, out=out, write=partial(write_causal, plots=plots),
+                             marker=SUMMARY_FILE, kind=REPORT, run=run, rule=lambda: _rule(rule, epsilon),
+                             resume=resume, overwrite=overwrite, dtype=dtype, device=device, device_map=device_map,
+                             progress=progress)
 
 
 def report(study_dirs, out_html: str | Path, *, title: str | None = None, cards_per_category: int = 6,

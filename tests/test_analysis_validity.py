@@ -12,7 +12,6 @@ from validity_data import synthetic_groups
 
 from sparcom.analysis import decoding as dec
 from sparcom.analysis.groups import GroupCounts, pool
-from sparcom.analysis.random_sets import block_counts, draw_like, uniform_subsets
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.validity import (
     bootstrap_stability,
@@ -23,6 +22,7 @@ from sparcom.analysis.validity import (
 )
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
+from sparcom.random_sets import block_counts, draw_like, uniform_subsets
 from sparcom.seeding import stream_seed
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparcom.causal.baseline import random_like, random_sets, stream_seed
-from sparcom.causal.interventions import Ablation
 from sparcom.causal.statistics import significance
+from sparcom.components import ComponentSet
+from sparcom.random_sets import random_like, random_sets
+from sparcom.seeding import stream_seed
 
 
 def selection_masks() -> dict[str, np.ndarray]:
@@ -29,8 +30,8 @@ def selection_masks() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def ablation() -> Ablation:
-    return Ablation.from_masks(selection_masks(), "math", ["neuron", "shared_neuron", "expert", "expert_neuron"])
+def ablation() -> ComponentSet:
+    return ComponentSet.from_masks(selection_masks(), "math", ["neuron", "shared_neuron", "expert", "expert_neuron"])
 
 
 def test_random_sets_keep_per_layer_and_per_expert_counts(ablation):
@@ -38,12 +39,12 @@ def test_random_sets_keep_per_layer_and_per_expert_counts(ablation):
         assert control.shapes == ablation.shapes
         for kind in ("neuron", "shared_neuron", "expert"):
             assert control.counts(kind) == ablation.counts(kind)
-            for layer, indices in control.components[kind].items():
+            for layer, indices in control.members[kind].items():
                 assert len(np.unique(indices)) == len(indices)
                 assert indices.min(initial=0) >= 0 and indices.max(initial=0) < ablation.shapes[kind][layer][0]
         for layer, counts in ablation.expert_counts().items():
             assert np.array_equal(control.expert_counts()[layer], counts)
-            pairs = control.components["expert_neuron"][layer]
+            pairs = control.members["expert_neuron"][layer]
             assert len({tuple(p) for p in pairs}) == len(pairs)
             assert pairs[:, 1].max() < 16
         assert control.size() == ablation.size()
@@ -54,10 +55,10 @@ def test_random_sets_are_reproducible_and_differ_between_seeds(ablation):
     first, again = random_like(ablation, 4, "neurons/math"), random_like(ablation, 4, "neurons/math")
     other_seed, other_label = random_like(ablation, 5, "neurons/math"), random_like(ablation, 4, "neurons/code")
     for kind in ablation.kinds:
-        for layer in ablation.components[kind]:
-            assert np.array_equal(first.components[kind][layer], again.components[kind][layer])
-    assert any(not np.array_equal(first.components["neuron"][j], other_seed.components["neuron"][j]) for j in (0, 1, 3))
-    assert any(not np.array_equal(first.components["neuron"][j], other_label.components["neuron"][j]) for j in (0, 1, 3))
+        for layer in ablation.members[kind]:
+            assert np.array_equal(first.members[kind][layer], again.members[kind][layer])
+    assert any(not np.array_equal(first.members["neuron"][j], other_seed.members["neuron"][j]) for j in (0, 1, 3))
+    assert any(not np.array_equal(first.members["neuron"][j], other_label.members["neuron"][j]) for j in (0, 1, 3))
     # the stream seed is a SHA-256 of its parts: fixed across processes, platforms and hash randomisation
     assert stream_seed(0, "neurons/math", "neuron", 0) == 6275158450072175102
     assert stream_seed(0, "a") != stream_seed(1, "a")
@@ -65,9 +66,9 @@ def test_random_sets_are_reproducible_and_differ_between_seeds(ablation):
 
 def test_random_sets_are_uniform_over_the_layer(ablation):
     hits = np.zeros(48)
-    one_layer = Ablation({"neuron": {0: np.arange(6)}}, {"neuron": {0: (48,)}}, "x")
+    one_layer = ComponentSet({"neuron": {0: np.arange(6)}}, {"neuron": {0: (48,)}}, "x")
     for seed in range(2000):
-        hits[random_like(one_layer, seed).components["neuron"][0]] += 1
+        hits[random_like(one_layer, seed).members["neuron"][0]] += 1
     expected = 2000 * 6 / 48
     assert np.all(np.abs(hits - expected) < 6 * np.sqrt(expected))
 

@@ -12,15 +12,16 @@ from causal_tiny import one_thread, random_masks, write_selection_dir  # noqa: F
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom.api import ablate as ablate_check
-from sparcom.causal.baseline import random_like
-from sparcom.causal.interventions import Ablation, ablate
+from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import ScoringPlan, example_nll
 from sparcom.causal.settings import CausalSettings
+from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import read_rows
 from sparcom.models.loading import load_model
 from sparcom.models.sites import model_sites
+from sparcom.random_sets import random_like
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
 SEEDS = 12
@@ -60,7 +61,7 @@ def test_kept_sums_are_direct_ablations(study):
     assert target.random_sums.shape == (6, SEEDS, len(result.examples))
     plan = [[i] for i in range(len(result.examples))]
     for a, category in ((1, "code"), (4, "math")):
-        ablation = Ablation.from_masks(study["masks"], category, ["neuron"])
+        ablation = ComponentSet.from_masks(study["masks"], category, ["neuron"])
         with ablate(model, ablation):
             direct, _ = example_nll(model, result.examples, plan, 0)
         np.testing.assert_allclose(target.selected_sums[a], direct, rtol=1e-6)

@@ -13,12 +13,14 @@ from matplotlib.image import imread
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 from typer.testing import CliRunner
 
-from sparcom.causal.check import causal_check, unique_masks
-from sparcom.causal.interventions import Ablation, ablate
+from sparcom.causal.check import causal_check
+from sparcom.causal.inputs import unique_masks
+from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import category_means, encode_scored
 from sparcom.causal.scoring import example_nll
 from sparcom.causal.settings import CausalSettings
 from sparcom.cli.app import app
+from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
@@ -126,7 +128,7 @@ def test_observed_cell_matches_a_direct_ablation(output, setup):
     examples = encode_scored(rows, loaded.tokenizer, "chat")
     plan = length_batches([len(e) for e in examples], 8)
     clean, counts = example_nll(loaded.model, examples, plan, 0)
-    with ablate(loaded.model, Ablation.from_masks(setup["masks"], "math", ["neuron"])):
+    with ablate(loaded.model, ComponentSet.from_masks(setup["masks"], "math", ["neuron"])):
         ablated, _ = example_nll(loaded.model, examples, plan, 0)
     before = category_means(examples, clean, counts, ["qa"])["qa"]["nll"]
     after = category_means(examples, ablated, counts, ["qa"])["qa"]["nll"]

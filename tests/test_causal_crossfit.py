@@ -17,16 +17,17 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 from sparcom import ProfileSettings, SelectionRule, identify, profile, wrap_model
 from sparcom.analysis.groups import load_groups, stratified_folds
 from sparcom.artifacts.selection import load_selection
-from sparcom.causal.baseline import random_like
 from sparcom.causal.check import causal_check
 from sparcom.causal.crossfit import fold_selections
-from sparcom.causal.interventions import Ablation, ablate
+from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import example_nll
 from sparcom.causal.settings import CausalSettings
+from sparcom.components import ComponentSet
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_model
+from sparcom.random_sets import random_like
 
 RULE = SelectionRule("percentile", 0.05)
 FOLDS = 3
@@ -89,7 +90,7 @@ def test_every_row_is_scored_once_with_its_own_folds_sets(study, crossfit):
         base, _ = example_nll(model, [example], [[0]], 0)
         assert crossfit.baseline_sums[i] == pytest.approx(base[0], rel=1e-6)
         for a, category in enumerate(target.ablated):
-            ablation = Ablation.from_masks(folds.selections[f].masks, category, ["neuron"])
+            ablation = ComponentSet.from_masks(folds.selections[f].masks, category, ["neuron"])
             with ablate(model, ablation):
                 direct, _ = example_nll(model, [example], [[0]], 0)
             assert target.selected_sums[a, i] == pytest.approx(direct[0], rel=1e-6)

@@ -8,7 +8,8 @@ import torch
 from causal_tiny import assert_same_state, hook_count, one_thread, shadowed_forwards, snapshot, tiny_moe  # noqa: F401
 from tiny import tiny_model
 
-from sparcom.causal.interventions import Ablation, ablate, check_ablation, renormalized
+from sparcom.causal.interventions import ablate, check_ablation, renormalized
+from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
 from sparcom.models.sites import model_sites
 
@@ -46,7 +47,7 @@ def test_dense_ablation_zeroes_exactly_the_targets(dense):
         dense(IDS)
     clean = dict(store)
     targets = np.array([0, 5, 17, 47])
-    with ablate(dense, Ablation.from_indices({"neuron": {1: targets}}, sites)), torch.no_grad():
+    with ablate(dense, ComponentSet.from_indices({"neuron": {1: targets}}, sites)), torch.no_grad():
         dense(IDS)
     for handle in handles:
         handle.remove()
@@ -62,7 +63,7 @@ def test_dense_model_is_bit_identical_after_exit_and_after_an_error(dense):
     before, hooks = snapshot(dense), hook_count(dense)
     with torch.no_grad():
         reference = dense(IDS).logits
-    ablation = Ablation.from_indices({"neuron": {0: [1, 2, 3], 1: list(range(10))}}, sites)
+    ablation = ComponentSet.from_indices({"neuron": {0: [1, 2, 3], 1: list(range(10))}}, sites)
     with ablate(dense, ablation), torch.no_grad():
         assert not torch.equal(dense(IDS).logits, reference)
     assert_same_state(dense, before)
@@ -81,9 +82,9 @@ def test_ablating_nothing_changes_nothing(dense):
     sites = model_sites(dense)
     with torch.no_grad():
         reference = dense(IDS).logits
-        with ablate(dense, Ablation.from_indices({"neuron": {0: [], 1: []}}, sites)):
+        with ablate(dense, ComponentSet.from_indices({"neuron": {0: [], 1: []}}, sites)):
             assert torch.equal(dense(IDS).logits, reference)
-        with ablate(dense, Ablation({}, {})):
+        with ablate(dense, ComponentSet({}, {})):
             assert torch.equal(dense(IDS).logits, reference)
 
 
@@ -92,7 +93,7 @@ def test_ablating_every_neuron_of_a_layer_changes_the_output(dense):
     store, handles = capture({0: sites.dense[0].module})
     with torch.no_grad():
         reference = dense(IDS).logits
-        with ablate(dense, Ablation.from_indices({"neuron": {0: range(sites.dense[0].width)}}, sites)):
+        with ablate(dense, ComponentSet.from_indices({"neuron": {0: range(sites.dense[0].width)}}, sites)):
             changed = dense(IDS).logits
     for handle in handles:
         handle.remove()
@@ -143,7 +144,7 @@ def test_expert_neurons_are_deactivated_exactly_and_restored(implementation):
     before, hooks = snapshot(model), hook_count(model)
     clean = _experts_call(site, IDS, model)
     pairs = [(0, 3), (0, 4), (5, 0), (7, 23)]
-    with ablate(model, Ablation.from_indices({"expert_neuron": {1: pairs}}, sites)):
+    with ablate(model, ComponentSet.from_indices({"expert_neuron": {1: pairs}}, sites)):
         ablated = _experts_call(site, IDS, model)
         hidden, index, weights = ablated["args"]
         assert torch.equal(hidden, clean["args"][0])  # layer 0 is untouched, so layer 1's input is the same
@@ -160,7 +161,7 @@ def test_expert_neurons_are_deactivated_exactly_and_restored(implementation):
 def test_expert_neuron_weights_restored_after_an_error(mixtral):
     sites = model_sites(mixtral)
     before = snapshot(mixtral)
-    with pytest.raises(ValueError), ablate(mixtral, Ablation.from_indices({"expert_neuron": {0: [(1, 1)]}}, sites)):
+    with pytest.raises(ValueError), ablate(mixtral, ComponentSet.from_indices({"expert_neuron": {0: [(1, 1)]}}, sites)):
         assert mixtral.model.layers[0].mlp.experts.down_proj[1, :, 1].abs().sum() == 0
         raise ValueError("boom")
     assert_same_state(mixtral, before)
@@ -172,7 +173,7 @@ def test_renormalize_drops_removed_experts_and_keeps_each_tokens_total(mixtral):
     clean = _experts_call(site, IDS, mixtral)
     _, index, weights = clean["args"]
     removed = [int(index[0, 0]), int(index[3, 1])]
-    with ablate(mixtral, Ablation.from_indices({"expert": {0: removed}}, sites)) as stats:
+    with ablate(mixtral, ComponentSet.from_indices({"expert": {0: removed}}, sites)) as stats:
         got = _experts_call(site, IDS, mixtral)
     _, new_index, new_weights = got["args"]
     assert torch.equal(new_index, index)
@@ -199,7 +200,7 @@ def test_next_best_routes_to_the_best_remaining_experts(mixtral):
     clean = _experts_call(site, IDS, mixtral)
     handle.remove()
     removed = sorted({int(clean["args"][1][0, 0]), int(clean["args"][1][1, 0])})
-    with ablate(mixtral, Ablation.from_indices({"expert": {0: removed}}, sites), expert_removal="next-best") as stats:
+    with ablate(mixtral, ComponentSet.from_indices({"expert": {0: removed}}, sites), expert_removal="next-best") as stats:
         got = _experts_call(site, IDS, mixtral)
         assert "forward" in site.router.__dict__
     _, index, weights = got["args"]
@@ -215,7 +216,7 @@ def test_next_best_routes_to_the_best_remaining_experts(mixtral):
 
 def test_next_best_refused_when_fewer_than_k_experts_remain(mixtral):
     sites = model_sites(mixtral)
-    ablation = Ablation.from_indices({"expert": {0: list(range(7))}}, sites)
+    ablation = ComponentSet.from_indices({"expert": {0: list(range(7))}}, sites)
     with pytest.raises(SparcomError, match="fewer than top-k"):
         check_ablation(ablation, sites, "next-best")
     check_ablation(ablation, sites, "renormalize")
@@ -226,7 +227,7 @@ def test_next_best_refused_for_a_router_without_topk():
     sites = model_sites(model)
     before = snapshot(model)
     with pytest.raises(SparcomError, match="renormalize"), torch.no_grad(), \
-            ablate(model, Ablation.from_indices({"expert": {0: [1]}}, sites), expert_removal="next-best"):
+            ablate(model, ComponentSet.from_indices({"expert": {0: [1]}}, sites), expert_removal="next-best"):
         model(IDS)
     assert shadowed_forwards(model) == 0
     assert_same_state(model, before)
@@ -240,7 +241,7 @@ def test_moe_model_with_shared_and_dense_layers(qwen_moe):
     with torch.no_grad():
         reference = qwen_moe(IDS).logits
     clean = store[0]
-    ablation = Ablation.from_indices({"shared_neuron": {0: [2, 9]}, "neuron": {1: [0, 39]},
+    ablation = ComponentSet.from_indices({"shared_neuron": {0: [2, 9]}, "neuron": {1: [0, 39]},
                                       "expert": {0: [1], 2: [3, 4]}, "expert_neuron": {2: [(0, 0), (6, 15)]}}, sites)
     for mode in ("renormalize", "next-best"):
         with ablate(qwen_moe, ablation, expert_removal=mode), torch.no_grad():
@@ -261,7 +262,7 @@ def test_moe_ablating_nothing_changes_nothing(qwen_moe):
     sites = model_sites(qwen_moe)
     with torch.no_grad():
         reference = qwen_moe(IDS).logits
-        empty = Ablation.from_indices({"expert": {0: []}, "expert_neuron": {2: []}, "shared_neuron": {0: []}}, sites)
+        empty = ComponentSet.from_indices({"expert": {0: []}, "expert_neuron": {2: []}, "shared_neuron": {0: []}}, sites)
         for mode in ("renormalize", "next-best"):
             with ablate(qwen_moe, empty, expert_removal=mode):
                 assert torch.equal(qwen_moe(IDS).logits, reference)
@@ -270,12 +271,12 @@ def test_moe_ablating_nothing_changes_nothing(qwen_moe):
 def test_ablations_that_do_not_fit_the_model_are_refused(qwen_moe):
     sites = model_sites(qwen_moe)
     with pytest.raises(SparcomError, match="has no neuron"):
-        Ablation.from_indices({"neuron": {0: [1]}}, sites)  # layer 0 is a MoE layer
-    wrong = Ablation({"neuron": {1: np.array([1])}}, {"neuron": {1: (41,)}})
+        ComponentSet.from_indices({"neuron": {0: [1]}}, sites)  # layer 0 is a MoE layer
+    wrong = ComponentSet({"neuron": {1: np.array([1])}}, {"neuron": {1: (41,)}})
     with pytest.raises(SparcomError, match="shape"):
         check_ablation(wrong, sites)
-    out_of_range = Ablation({"expert": {0: np.array([8])}}, {"expert": {0: (8,)}})
+    out_of_range = ComponentSet({"expert": {0: np.array([8])}}, {"expert": {0: (8,)}})
     with pytest.raises(SparcomError, match="out of range"):
         check_ablation(out_of_range, sites)
     with pytest.raises(SparcomError, match="expert removal"):
-        check_ablation(Ablation({}, {}), sites, "drop")
+        check_ablation(ComponentSet({}, {}), sites, "drop")

@@ -8,9 +8,10 @@ import torch
 from causal_tiny import one_thread, tiny_moe  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
-from sparcom.causal.interventions import Ablation, ablate
+from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import category_means, encode_scored
 from sparcom.causal.scoring import example_nll
+from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
@@ -71,14 +72,14 @@ def test_nll_under_ablation(model):
     plan = length_batches([len(e) for e in examples], 4)
     clean, _ = example_nll(model, examples, plan, pad_id=0)
     sites = model_sites(model)
-    with ablate(model, Ablation({}, {})):
+    with ablate(model, ComponentSet({}, {})):
         same, _ = example_nll(model, examples, plan, pad_id=0)
     assert np.array_equal(same, clean)  # identical batches: bit-identical
     layer = min([*sites.dense, *sites.moe])
     kind, shape = ("neuron", sites.shape("neuron", layer)) if layer in sites.dense else \
         ("expert_neuron", sites.shape("expert_neuron", layer))
     everything = np.argwhere(np.ones(shape, dtype=bool))
-    with ablate(model, Ablation({kind: {layer: everything[:, 0] if len(shape) == 1 else everything}},
+    with ablate(model, ComponentSet({kind: {layer: everything[:, 0] if len(shape) == 1 else everything}},
                                 {kind: {layer: shape}})):
         changed, _ = example_nll(model, examples, plan, pad_id=0)
     assert np.abs(changed - clean).max() > 1e-3

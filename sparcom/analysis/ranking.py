@@ -9,41 +9,12 @@ work) passes it as an array; :func:`top_components` does not care where a score 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from sparcom.analysis.specificity import contrast_scores
-from sparcom.components import Layout
+from sparcom.components import Component, Layout
 from sparcom.errors import SparcomError
-from sparcom.kinds import component_id, parse_component_id
-
-
-@dataclass(frozen=True, order=True)
-class Component:
-    """One countable unit: a neuron (kind, layer, index), an expert (``expert``, layer, expert number as index)
-    or an expert neuron (``expert_neuron``, layer, index, expert)."""
-
-    kind: str
-    layer: int
-    index: int
-    expert: int | None = None
-
-    @property
-    def key(self) -> str:
-        """``kind/layer/index`` or ``expert_neuron/layer/expert/index``: the id used in files and the report."""
-        return component_id(self.kind, self.layer, self.index, self.expert)
-
-    @classmethod
-    def from_key(cls, key: str) -> Component:
-        return cls(*parse_component_id(key))
-
-    def describe(self) -> str:
-        if self.kind == "expert":
-            return f"layer {self.layer}, expert {self.index}"
-        if self.expert is not None:
-            return f"layer {self.layer}, expert {self.expert}, neuron {self.index}"
-        return f"layer {self.layer}, neuron {self.index}"
 
 
 def frequency_score(p: np.ndarray) -> np.ndarray:

@@ -42,11 +42,11 @@ from sparcom.analysis.groups import (
     resample_weights,
     stratified_folds,
 )
-from sparcom.analysis.random_sets import draw_like
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.specificity import contrast_scores, entropy_specificity, moments_welch
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
+from sparcom.random_sets import draw_like
 
 DEFAULT_FOLDS = 5
 DEFAULT_RANDOM_SETS = 100

@@ -2,12 +2,16 @@
 reference responses, random control sets and their statistics (see docs/causal.md). Files are written by
 :mod:`sparcom.report.causal`; ``sparcom.ablate`` does both."""
 
-from sparcom.causal.baseline import random_like, random_sets
 from sparcom.causal.check import causal_check
-from sparcom.causal.interventions import EXPERT_REMOVAL, Ablation, AblationStats, ablate
+from sparcom.causal.interventions import EXPERT_REMOVAL, AblationStats, ablate
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
 from sparcom.causal.statistics import significance
+from sparcom.components import ComponentSet
+from sparcom.random_sets import random_like, random_sets
+
+#: The set :func:`ablate` deactivates, under its earlier name: a :class:`~sparcom.components.ComponentSet`.
+Ablation = ComponentSet
 
 __all__ = [
     "EXPERT_REMOVAL",
@@ -15,6 +19,7 @@ __all__ = [
     "AblationStats",
     "CausalResult",
     "CausalSettings",
+    "ComponentSet",
     "TargetResult",
     "ablate",
     "causal_check",

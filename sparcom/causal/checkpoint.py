@@ -1,13 +1,13 @@
 """Checkpoints of a causal check: each finished condition's per-row NLL sums, so ``--resume`` continues a killed run.
 
-A check is a list of conditions (unablated, each selected set, each random set; per fold when cross-fitting), each
-a pure function of the model, the scored rows and the ablation. After a condition finishes, its per-row sums are
-written atomically (temporary file, then rename) into a hidden folder beside ``--out``,
-``.{out name}.checkpoint/``. A resumed run loads the finished conditions and computes the rest; the numbers are
-the stored float64 values, so it ends with exactly the numbers of an uninterrupted run. The folder records the
-*settings digest* — a hash of everything that fixes the conditions' numbers: the model's weights fingerprint,
-dtype and device, the encoded rows and their batches, every selected set, the random-set seeds, the expert-removal
-mode — and a checkpoint made with another digest is refused. The folder is removed when the output is written.
+A check is a list of conditions (:mod:`sparcom.causal.plan`: unablated, each selected set, each random set; per
+fold when cross-fitting), each a pure function of the model, the scored rows and the set, and stored under its
+key's name. After a condition finishes, its per-row sums (or generations) are written atomically (temporary file,
+then rename) into a hidden folder beside ``--out``, ``.{out name}.checkpoint/``. A resumed run loads the finished
+conditions and computes the rest; the numbers are the stored float64 values, so it ends with exactly the numbers
+of an uninterrupted run. The folder records the *settings digest* of the plan
+(:func:`sparcom.causal.plan.plan_digest`: everything that fixes the conditions' numbers), and a checkpoint made
+with another digest is refused. The folder is removed when the output is written.
 """
 
 from __future__ import annotations

@@ -38,9 +38,8 @@ class FoldSelections:
     selections: list[Selection]  # [k]: selection f was made on every fold but f
 
     def summary(self) -> dict[str, Any]:
-        sizes = {kind: [{c: int(sum(int(m.sum()) for key, m in s.masks.items()
-                                   if key.startswith(f"{kind}/{c}/"))) for c in s.categories}
-                        for s in self.selections] for kind in self.selections[0].kinds}
+        sizes = {kind: [{c: s.size(kind, c) for c in s.categories} for s in self.selections]
+                 for kind in self.selections[0].kinds}
         per_fold = np.bincount(list(self.fold_of.values()), minlength=self.folds)
         return {"folds": self.folds, "seed": self.seed, "rule": self.rule.parameters,
                 "description": self.rule.describe(), "run": str(self.run.path),

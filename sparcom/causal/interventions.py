@@ -1,6 +1,6 @@
 """Reversible interventions: deactivate neurons, expert neurons and experts inside a ``with`` block.
 
-:func:`ablate` applies an :class:`Ablation` to the sites of the model's one site map (:mod:`sparcom.models.sites`,
+:func:`ablate` deactivates a :class:`~sparcom.components.ComponentSet` at the sites of the model's one site map (:mod:`sparcom.models.sites`,
 the same modules the profiler counts) and restores the model exactly when the block ends, also on an exception:
 hooks are removed, touched weights are written back bit for bit, shadowed attributes are taken away. Hooks are
 prepended, so any other hook on the same module sees the ablated values. How each kind is deactivated
@@ -10,7 +10,7 @@ documented once, in docs/causal.md ("The interventions").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,81 +20,13 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
-from sparcom.kinds import KINDS, CountKey
-from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, PerDevice, ShadowAttribute, model_sites
+from sparcom.kinds import KIND_TABLE, KINDS, Kind
+from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, PerDevice, ShadowAttribute, model_sites
 
 #: How a removed expert's slot is refilled; the first is the default.
 EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """A set of components to deactivate: per kind, per layer, the selected indices.
-
-    1-D kinds (``neuron``, ``shared_neuron``, ``expert``) hold sorted index vectors; ``expert_neuron`` holds
-    ``[n, 2]`` rows of (expert, neuron). ``shapes`` records each layer's mask shape, so that random sets of the
-    same shape can be drawn without the model (:mod:`sparcom.causal.baseline`).
-    """
-
-    components: Mapping[str, Mapping[int, np.ndarray]]
-    shapes: Mapping[str, Mapping[int, tuple[int, ...]]]
-    label: str = ""
-
-    @classmethod
-    def from_masks(cls, masks: Mapping[str, np.ndarray], category: str, kinds: tuple[str, ...] | list[str],
-                   label: str = "") -> Ablation:
-        """Build from boolean masks keyed like the counts (``{kind}/{category}/{layer}``)."""
-        components: dict[str, dict[int, np.ndarray]] = {}
-        shapes: dict[str, dict[int, tuple[int, ...]]] = {}
-        for key, mask in masks.items():
-            parsed = CountKey.parse(key)
-            if parsed is None or parsed.kind not in kinds or parsed.category != category:
-                continue
-            mask = np.asarray(mask, dtype=bool)
-            components.setdefault(parsed.kind, {})[parsed.layer] = (np.flatnonzero(mask) if mask.ndim == 1
-                                                                    else np.argwhere(mask))
-            shapes.setdefault(parsed.kind, {})[parsed.layer] = tuple(int(s) for s in mask.shape)
-        return cls(components, shapes, label or category)
-
-    @classmethod
-    def from_indices(cls, components: Mapping[str, Mapping[int, Any]], sites: ModelSites, label: str = "") -> Ablation:
-        """Build from plain index lists (e.g. ``{"neuron": {0: [3, 7]}}``); shapes come from the model's sites."""
-        built: dict[str, dict[int, np.ndarray]] = {}
-        shapes: dict[str, dict[int, tuple[int, ...]]] = {}
-        for kind, layers in components.items():
-            for layer, indices in layers.items():
-                shape = sites.shape(kind, int(layer))
-                if shape is None:
-                    raise SparcomError(f"layer {layer} of this model has no {kind} components")
-                array = np.asarray(indices, dtype=np.int64).reshape(-1, len(shape))
-                built.setdefault(kind, {})[int(layer)] = array[:, 0] if len(shape) == 1 else array
-                shapes.setdefault(kind, {})[int(layer)] = shape
-        return cls(built, shapes, label)
-
-    @property
-    def kinds(self) -> list[str]:
-        return [k for k in KINDS if k in self.components]
-
-    def size(self, kind: str | None = None) -> int:
-        kinds = [kind] if kind else self.kinds
-        return int(sum(len(v) for k in kinds for v in self.components.get(k, {}).values()))
-
-    def counts(self, kind: str) -> dict[int, int]:
-        """Selected components per layer."""
-        return {layer: len(v) for layer, v in sorted(self.components.get(kind, {}).items())}
-
-    def expert_counts(self) -> dict[int, np.ndarray]:
-        """``expert_neuron``: selected neurons per expert, per layer ([E] counts)."""
-        result = {}
-        for layer, pairs in sorted(self.components.get("expert_neuron", {}).items()):
-            experts = self.shapes["expert_neuron"][layer][0]
-            result[layer] = np.bincount(pairs[:, 0].astype(np.int64), minlength=experts) if len(pairs) else \
-                np.zeros(experts, dtype=np.int64)
-        return result
-
-    def is_empty(self) -> bool:
-        return self.size() == 0
 
 
 @dataclass
@@ -109,11 +41,11 @@ class AblationStats:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def check_ablation(ablation: Ablation, sites: ModelSites, expert_removal: str = "renormalize") -> None:
-    """Refuse an ablation that does not fit the model (wrong layers, shapes, indices out of range)."""
+def check_ablation(ablation: ComponentSet, sites: ModelSites, expert_removal: str = "renormalize") -> None:
+    """Refuse a set that does not fit the model (wrong layers, shapes, indices out of range)."""
     if expert_removal not in EXPERT_REMOVAL:
         raise SparcomError(f"expert removal must be one of {', '.join(EXPERT_REMOVAL)}, got {expert_removal!r}")
-    for kind in ablation.components:
+    for kind in ablation.members:
         if kind not in KINDS:
             raise SparcomError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
     for kind, layers in ablation.shapes.items():
@@ -126,14 +58,14 @@ def check_ablation(ablation: Ablation, sites: ModelSites, expert_removal: str = 
             if tuple(shape) != model_shape:
                 raise SparcomError(f"{kind} mask of layer {layer} has shape {tuple(shape)}, but this model's layer "
                                    f"{layer} has {model_shape}; the selection belongs to another model")
-    for kind, layers in ablation.components.items():
+    for kind, layers in ablation.members.items():
         for layer, indices in layers.items():
             shape = ablation.shapes[kind][layer]
             indices = np.asarray(indices)
             if indices.size and (indices.min() < 0 or np.any(indices.reshape(-1, len(shape)) >= np.asarray(shape))):
                 raise SparcomError(f"{kind} indices of layer {layer} are out of range for shape {shape}")
     if expert_removal == "next-best":
-        for layer, experts in ablation.components.get("expert", {}).items():
+        for layer, experts in ablation.members.get("expert", {}).items():
             site = sites.moe[layer]
             if site.top_k and site.num_experts - len(experts) < site.top_k:
                 raise SparcomError(f"layer {layer}: removing {len(experts)} of {site.num_experts} experts leaves fewer "
@@ -276,14 +208,14 @@ def _next_best_forward(site: MoeSite, original: Callable, removed: PerDevice[tor
 @contextmanager
 def ablate(
     model: nn.Module,
-    ablation: Ablation,
+    ablation: ComponentSet,
     *,
     sites: ModelSites | None = None,
     expert_removal: str = "renormalize",
 ) -> Iterator[AblationStats]:
     """Deactivate ``ablation``'s components of ``model`` inside the block; restore the model exactly afterwards.
 
-    >>> with ablate(model, Ablation.from_masks(selection.masks, "math", ["neuron"])) as stats:
+    >>> with ablate(model, ComponentSet.from_masks(selection.masks, "math", ["neuron"])) as stats:
     ...     logits = model(input_ids).logits
     """
     sites = sites or model_sites(model)
@@ -291,31 +223,44 @@ def ablate(
     stats = AblationStats()
     undo: list[Callable[[], None]] = []
     try:
-        for kind, site_map in (("neuron", sites.dense), ("shared_neuron", sites.shared)):
-            for layer, indices in sorted(ablation.components.get(kind, {}).items()):
-                if len(indices):
-                    site: NeuronSite = site_map[layer]
-                    hook = zero_units_hook(indices, site.width, f"{kind} layer {layer}")
-                    undo.append(site.module.register_forward_hook(hook, prepend=True).remove)
-        for layer, pairs in sorted(ablation.components.get("expert_neuron", {}).items()):
-            if len(pairs):
-                undo.append(_zero_down_columns(sites.moe[layer], np.asarray(pairs).reshape(-1, 2)))
-        for layer, experts in sorted(ablation.components.get("expert", {}).items()):
-            if not len(experts):
-                continue
-            moe = sites.moe[layer]
-            mask = np.zeros(moe.num_experts, dtype=bool)
-            mask[np.asarray(experts)] = True
-            lookup = PerDevice.tensor(mask, dtype=torch.bool)
-            if expert_removal == "renormalize":
-                handle = moe.experts.register_forward_pre_hook(_renormalize_pre_hook(lookup, stats), with_kwargs=True,
-                                                               prepend=True)
-                undo.append(handle.remove)
-            else:
-                original = moe.router.forward
-                undo.append(ShadowAttribute(moe.router, "forward",
-                                            _next_best_forward(moe, original, lookup, stats)).remove)
+        for kind in ablation.kinds:
+            for layer, members in sorted(ablation.members[kind].items()):
+                if len(members):
+                    undo.append(_DEACTIVATE[kind](sites, layer, np.asarray(members), kind, expert_removal, stats))
         yield stats
     finally:
         for step in reversed(undo):
             step()
+
+
+def _zero_units(sites: ModelSites, layer: int, indices: np.ndarray, kind: str, *_) -> Callable[[], None]:
+    site = sites.site(kind, layer)
+    return site.module.register_forward_hook(zero_units_hook(indices, site.width, f"{kind} layer {layer}"),
+                                             prepend=True).remove
+
+
+def _zero_expert_neurons(sites: ModelSites, layer: int, pairs: np.ndarray, *_) -> Callable[[], None]:
+    return _zero_down_columns(sites.moe[layer], pairs.reshape(-1, 2))
+
+
+def _remove_experts(sites: ModelSites, layer: int, experts: np.ndarray, kind: str, expert_removal: str,
+                    stats: AblationStats) -> Callable[[], None]:
+    moe = sites.moe[layer]
+    mask = np.zeros(moe.num_experts, dtype=bool)
+    mask[experts] = True
+    lookup = PerDevice.tensor(mask, dtype=torch.bool)
+    if expert_removal == "renormalize":
+        return moe.experts.register_forward_pre_hook(_renormalize_pre_hook(lookup, stats), with_kwargs=True,
+                                                     prepend=True).remove
+    return ShadowAttribute(moe.router, "forward", _next_best_forward(moe, moe.router.forward, lookup, stats)).remove
+
+
+def _deactivation(kind: Kind) -> Callable[..., Callable[[], None]]:
+    """How a kind is deactivated (docs/causal.md, "The interventions"): a kind at an activation site by zeroing
+    its outputs; expert neurons by zeroing their down-projection columns; experts by taking them out of the routing."""
+    if not kind.routed:
+        return _zero_units
+    return _zero_expert_neurons if kind.ndim == 2 else _remove_experts
+
+
+_DEACTIVATE = {name: _deactivation(kind) for name, kind in KIND_TABLE.items()}

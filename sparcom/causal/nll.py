@@ -93,9 +93,3 @@ def category_means(
                             "tokens": tokens, "instructions": len(members)}
     return result
 
-
-def mean_nll_matrix(examples: Sequence[ScoredExample], sums: np.ndarray, counts: np.ndarray,
-                    categories: Sequence[str]) -> np.ndarray:
-    """The pooled mean NLL of each category as a vector (order of ``categories``)."""
-    means = category_means(examples, sums, counts, categories)
-    return np.array([means[c]["nll"] for c in categories], dtype=np.float64)

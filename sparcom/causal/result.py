@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 
 from sparcom.causal import answers as ans
-from sparcom.causal.interventions import Ablation, AblationStats
+from sparcom.causal.interventions import AblationStats
 from sparcom.causal.nll import ScoredExample
+from sparcom.causal.plan import set_size
 from sparcom.causal.settings import FORMAT, SIGNIFICANCE_LEVEL, VERSION, CausalSettings
 from sparcom.causal.statistics import CausalStatistics, significance
+from sparcom.components import ComponentSet
 from sparcom.data.schema import category_label
 from sparcom.results import Tabular
 
@@ -24,7 +26,7 @@ class TargetResult:
     kinds: list[str]
     ablated: list[str]
     evaluated: list[str]
-    ablations: dict[str, Ablation]
+    ablations: dict[str, ComponentSet]
     nll: np.ndarray  # [A, C] mean NLL with c's set ablated
     delta: np.ndarray  # [A, C]
     random_delta: np.ndarray  # [A, N, C]
@@ -37,10 +39,11 @@ class TargetResult:
     def significance(self) -> dict[str, np.ndarray]:
         return significance(self.delta, self.random_delta)
 
-    def sizes(self) -> dict[str, int]:
-        """Set size per category (cross-fitting: the mean over the folds, rounded)."""
+    def sizes(self) -> dict[str, int | float]:
+        """Set size per category (cross-fitting: the mean of the per-fold sizes, :func:`~sparcom.causal.plan.set_size`;
+        the same number as the statistics' ``set_size``)."""
         if self.fold_sizes:
-            return {c: round(float(np.mean(self.fold_sizes[c]))) for c in self.ablated}
+            return {c: set_size(self.fold_sizes[c]) for c in self.ablated}
         return {c: self.ablations[c].size() for c in self.ablated}
 
     def tests(self) -> list[dict[str, Any]]:
@@ -180,14 +183,5 @@ class CausalResult(Tabular):
         }
 
 
-def set_size_rows(target: str, category: str, ablation: Ablation) -> list[dict[str, Any]]:
-    rows = []
-    for kind in ablation.kinds:
-        if kind == "expert_neuron":
-            for layer, per_expert in ablation.expert_counts().items():
-                rows += [{"target": target, "category": category, "kind": kind, "layer": layer, "expert": e,
-                          "selected": int(n)} for e, n in enumerate(per_expert) if n]
-        else:
-            rows += [{"target": target, "category": category, "kind": kind, "layer": layer, "expert": None,
-                      "selected": n} for layer, n in ablation.counts(kind).items()]
-    return rows
+def set_size_rows(target: str, category: str, ablation: ComponentSet) -> list[dict[str, Any]]:
+    return [{"target": target, "category": category, **row} for row in ablation.block_counts()]

@@ -34,6 +34,13 @@ class LoadedModel:
     tokenizer: Any
     info: dict[str, Any] = field(default_factory=dict)
 
+    def measurement(self) -> dict[str, Any]:
+        """What a selection made on this model records about it (the ablate aspects of
+        :data:`sparcom.provenance.MEASUREMENT`): architecture, weights fingerprint, tokenizer hash and sizes."""
+        return {"model.architecture": type(self.model).__name__, "model.fingerprint": self.info.get("fingerprint"),
+                "tokenizer_hash": tokenizer_fingerprint(self.tokenizer),
+                "model.sizes": model_sites(self.model).description(self.model)["sizes"]}
+
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     """Map a --dtype name to a torch dtype and check that the device can compute in it."""

@@ -1,0 +1,148 @@
+"""Random component sets with a selected set's shape: the one drawer of validity's baselines and the causal controls.
+
+A random set keeps the selected set's count in every *block*: every layer, and for expert neurons every expert of
+every layer (so a control sits in the same experts and has the same routing exposure). Within a block it is drawn
+uniformly without replacement from the block's candidates — by default all its components, the selected ones
+included: the null is "any set of this shape", not "any set avoiding the selection". Two parameters refine the
+blocks for matched controls without another drawer: ``strata`` ([N] integer labels, e.g. frequency or magnitude
+bins) splits every block by label, so the set keeps the selected count in every (layer, expert, bin); ``exclude``
+([N] bool, e.g. the selected components themselves) removes candidates.
+
+Each block of each draw has its own generator, seeded by :func:`~sparcom.seeding.stream_seed` from a stream label
+and the block's name, so a set does not depend on the order in which folds, categories or blocks are visited, nor
+on numpy's global state. Two strategies draw within a block. Both are uniform; they stay two because each one's
+numbers are pinned by recorded results (the causal check's ΔNLL pins, validity's decoding tests), and they differ
+in what a stream is:
+
+- :func:`per_set` (the causal controls): one set per seed; set r's block generators are seeded by
+  (seed + r, label, kind, layer[, expert]) and draw with numpy's ``Generator.choice`` — a set is fixed by its own
+  seed, whatever else is drawn;
+- :func:`batched` (validity's baselines): R sets at once; each block's one generator is seeded by (label...,
+  block position) and draws the R sets as the smallest of uniform keys (:func:`uniform_subsets`), one vectorised
+  partition per block — held-out decoding draws hundreds of sets per fold and category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparcom.components import ComponentSet, Layout
+from sparcom.errors import SparcomError
+from sparcom.seeding import stream_seed
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where one part of a random set is drawn: ``count`` of the flat positions ``candidates``."""
+
+    name: tuple[object, ...]  # (kind, layer[, expert][, stratum]): per_set's stream names it so
+    position: tuple[int, ...]  # (index among the layout's blocks[, stratum]): batched's stream names it so
+    candidates: np.ndarray  # sorted flat positions it may draw
+    count: int
+
+
+def blocks(layout: Layout, mask: np.ndarray, strata: np.ndarray | None = None,
+           exclude: np.ndarray | None = None) -> list[Block]:
+    """The blocks of a same-shape draw of ``mask`` [N] over ``layout``: per layer, or per (layer, expert) for a 2-D
+    kind; with ``strata`` ([N] ints) also per stratum; ``exclude`` ([N] bool) removes candidates."""
+    mask = np.asarray(mask, dtype=bool)
+    found = []
+    for index, (where, part) in enumerate(layout.groups("expert")):
+        name = (layout.kind, where["layer"], *([where["expert"]] if "expert" in where else []))
+        positions = np.arange(part.start, part.stop, dtype=np.int64)
+        labels = [None] if strata is None else np.unique(np.asarray(strata)[part])
+        for label in labels:
+            inside = positions if label is None else positions[np.asarray(strata)[part] == label]
+            extra = () if label is None else (int(label),)
+            candidates = inside if exclude is None else inside[~np.asarray(exclude, dtype=bool)[inside]]
+            count = int(mask[inside].sum())
+            if count > len(candidates):
+                raise SparcomError(f"{layout.kind} {', '.join(f'{k} {v}' for k, v in where.items())}"
+                                   f"{'' if label is None else f', stratum {label}'}: {count} components to draw "
+                                   f"but only {len(candidates)} candidates; use coarser strata or exclude less")
+            found.append(Block((*name, *extra), (index, *extra), candidates, count))
+    return found
+
+
+def block_counts(mask: np.ndarray, layout: Layout) -> np.ndarray:
+    """[B] selected components of ``mask[N]`` in each block of a same-shape draw."""
+    return np.array([b.count for b in blocks(layout, mask)], dtype=np.int64)
+
+
+def uniform_subsets(rng: np.random.Generator, size: int, count: int, replicates: int) -> np.ndarray:
+    """[R, count] rows of uniform random ``count``-subsets of range(size): the positions of the ``count`` smallest
+    of ``size`` uniform random keys per row (every subset equally likely; ties have probability 0).
+
+    One vectorised draw and one partition per block, whatever the count (a partial Fisher–Yates shuffle needs a
+    Python step per drawn element, which dominated held-out decoding at large ε).
+    """
+    if count == 0:
+        return np.zeros((replicates, 0), dtype=np.int64)
+    keys = rng.random((replicates, size))
+    if count == size:
+        return np.argsort(keys, axis=1).astype(np.int64)
+    return np.argpartition(keys, count - 1, axis=1)[:, :count].astype(np.int64)
+
+
+#: How a strategy draws: (blocks, sets, stream) → [sets, m] flat positions.
+Strategy = Callable[[Sequence[Block], int, Sequence[object]], np.ndarray]
+
+
+def per_set(found: Sequence[Block], replicates: int, stream: Sequence[object]) -> np.ndarray:
+    """Set r from block generators seeded by (seed + r, label..., block name), ``stream`` = (seed, label...)."""
+    seed, *label = stream
+    rows = []
+    for r in range(replicates):
+        parts = [b.candidates[np.sort(np.random.default_rng(stream_seed(seed + r, *label, *b.name)).choice(
+            len(b.candidates), size=b.count, replace=False))] for b in found if b.count]
+        rows.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+    return np.stack(rows) if rows else np.zeros((0, sum(b.count for b in found)), dtype=np.int64)
+
+
+def batched(found: Sequence[Block], replicates: int, stream: Sequence[object]) -> np.ndarray:
+    """All sets from one generator per block, seeded by (stream..., block position)."""
+    parts = [b.candidates[uniform_subsets(np.random.default_rng(stream_seed(*stream, *b.position)), len(b.candidates),
+                                          b.count, replicates)] for b in found if b.count]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((replicates, 0), dtype=np.int64)
+
+
+def draw(layout: Layout, mask: np.ndarray, replicates: int, stream: Sequence[object], strategy: Strategy = batched,
+         strata: np.ndarray | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
+    """[R, m] flat positions of ``replicates`` random sets with ``mask``'s per-block counts (each row sorted)."""
+    return np.sort(strategy(blocks(layout, mask, strata, exclude), replicates, stream), axis=1)
+
+
+def draw_like(mask: np.ndarray, layout: Layout, replicates: int, *label: object) -> np.ndarray:
+    """Validity's baseline: [R, m] flat indices of ``replicates`` random sets of ``mask``'s shape, drawn together.
+
+    ``label`` (e.g. seed, fold, category) names the stream; the same label gives the same sets.
+    """
+    return draw(layout, mask, replicates, label, batched)
+
+
+def random_like(selected: ComponentSet, seed: int, label: str | None = None, *,
+                strata: dict[str, np.ndarray] | None = None,
+                exclude: ComponentSet | None = None) -> ComponentSet:
+    """A causal control: one random set with ``selected``'s per-layer (and per-expert) counts.
+
+    ``label`` names the stream (e.g. ``"neurons/math"``); with the same ``seed`` and ``label`` the set is identical.
+    ``strata`` (per kind, [N] labels over the kind's layout) and ``exclude`` refine the blocks (module docstring).
+    """
+    name = selected.label if label is None else label
+    masks = {}
+    for kind in selected.shapes:
+        layout = selected.layout(kind)
+        chosen = draw(layout, selected.flat(kind), 1, (seed, name), per_set, (strata or {}).get(kind),
+                      exclude.flat(kind) if exclude is not None and kind in exclude.shapes else None)[0]
+        flat = np.zeros(layout.size, dtype=bool)
+        flat[chosen] = True
+        masks[kind] = layout.split(flat)
+    return ComponentSet.from_layer_masks(masks, f"random:{name}:{seed}")
+
+
+def random_sets(selected: ComponentSet, seeds: int, base_seed: int = 0, label: str | None = None) -> list[ComponentSet]:
+    """``seeds`` random sets for seeds ``base_seed, base_seed + 1, …``."""
+    return [random_like(selected, base_seed + s, label) for s in range(seeds)]
