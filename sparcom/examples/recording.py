@@ -24,20 +24,23 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_components, flat_position
+from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, card_components, flat_position
+from sparcom.components import Component, ComponentSet
 from sparcom.data.batching import collate, plan_batches
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
-from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
 from sparcom.errors import SparcomError
-from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
+from sparcom.kinds import kind_of
+from sparcom.models.loading import LoadedModel
 from sparcom.models.moe import expert_activation
-from sparcom.models.sites import ExpertsCall, model_sites
+from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, model_sites
 from sparcom.outputs import check_output_dir, lock, read_json, staged_directory
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
@@ -50,50 +53,6 @@ DEFAULT_TOP_K = 5
 DEFAULT_WINDOW = 12
 #: Components per category and ranking chosen by default (from the selection's source run).
 DEFAULT_PER_CATEGORY = 6
-
-
-@dataclass
-class _Site:
-    """Where the components of one (kind, layer) are read."""
-
-    kind: str
-    layer: int
-    module: torch.nn.Module
-    components: list[int]  # positions in the global component list, in the order of ``columns``
-    columns: list[int]  # neuron or expert index per component
-    experts: list[int] | None = None  # expert of each component (expert_neuron)
-    layout: Any = None  # ExpertsLayout for MoE sites
-
-
-def _resolve_sites(model: torch.nn.Module, components: Sequence[Component]) -> tuple[torch.nn.Module, list[_Site]]:
-    sites = model_sites(model)  # the same modules the profiler counts and the causal check deactivates
-    by_layer = {"neuron": sites.dense, "shared_neuron": sites.shared, "expert": sites.moe, "expert_neuron": sites.moe}
-    grouped: dict[tuple[str, int], _Site] = {}
-    for position, c in enumerate(components):
-        if c.kind not in by_layer:
-            raise SparcomError(f"component {c.key}: unknown kind {c.kind!r}")
-        site = by_layer[c.kind].get(c.layer)
-        if site is None:
-            raise SparcomError(f"component {c.key}: this model has no {c.kind} site at layer {c.layer}")
-        if c.kind in ("neuron", "shared_neuron"):
-            limit = site.width
-        elif c.kind == "expert":
-            limit = site.layout.num_experts
-        else:
-            limit = site.layout.width
-            if c.expert is None or not 0 <= c.expert < site.layout.num_experts:
-                raise SparcomError(f"component {c.key}: expert {c.expert} is not in layer {c.layer}")
-        if not 0 <= c.index < limit:
-            raise SparcomError(f"component {c.key}: index {c.index} is outside 0..{limit - 1}")
-        module = site.module if c.kind in ("neuron", "shared_neuron") else site.experts
-        entry = grouped.setdefault((c.kind, c.layer), _Site(c.kind, c.layer, module, [], [],
-                                                             [] if c.kind == "expert_neuron" else None,
-                                                             getattr(site, "layout", None)))
-        entry.components.append(position)
-        entry.columns.append(c.index)
-        if entry.experts is not None:
-            entry.experts.append(int(c.expert))
-    return sites.backbone, list(grouped.values())
 
 
 class _TopK:
@@ -118,62 +77,63 @@ class _TopK:
 
 
 class _Recorder:
-    """Hooks that write each site's component values of the current batch into ``values`` [B·T, M]."""
+    """Hooks that write the recorded components' values of the current batch into ``values`` [B·T, M], one column
+    per member of the recorded set, in the set's order (kind, layer, index)."""
 
-    def __init__(self, sites: list[_Site], total: int) -> None:
-        self.sites, self.total = sites, total
+    def __init__(self, sites: ModelSites, recorded: ComponentSet) -> None:
+        self.sites, self.recorded = sites, recorded
         self.values: torch.Tensor | None = None
 
-    def _store(self, site: _Site, flat: torch.Tensor) -> None:
-        if self.values is None:
-            return
-        self.values[:, site.components] = flat.to(self.values.device, torch.float32)
+    def _store(self, columns: slice, values: torch.Tensor) -> None:
+        if self.values is not None:
+            self.values[:, columns] = values.to(self.values.device, torch.float32)
 
     def attach(self) -> list:
-        handles = []
-        for site in self.sites:
-            if site.kind in ("neuron", "shared_neuron"):
-                columns = torch.tensor(site.columns, dtype=torch.long)
-
-                def hook(module, args, output, site=site, columns=columns):
-                    width = output.shape[-1]
-                    self._store(site, output.reshape(-1, width).index_select(1, columns.to(output.device)))
-
-                handles.append(site.module.register_forward_hook(hook))
-            else:
-                handles.append(site.module.register_forward_pre_hook(
-                    lambda module, args, kwargs, site=site: self._routed(site, module, args, kwargs),
-                    with_kwargs=True))
+        handles, start = [], 0
+        for kind in self.recorded.kinds:
+            for layer, members in sorted(self.recorded.members[kind].items()):
+                columns, start = slice(start, start + len(members)), start + len(members)
+                site = self.sites.site(kind, layer)
+                if kind_of(kind).routed:
+                    hook = partial(self._routed, site, kind_of(kind).ndim, np.asarray(members), columns)
+                    handles.append(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
+                else:
+                    hook = partial(self._activation, torch.as_tensor(np.asarray(members), dtype=torch.long), columns)
+                    handles.append(site.module.register_forward_hook(hook))
         return handles
 
-    def _routed(self, site: _Site, module, args: tuple, kwargs: dict) -> None:
+    def _activation(self, index: torch.Tensor, columns: slice, module, args, output) -> None:
+        width = output.shape[-1]
+        self._store(columns, output.reshape(-1, width).index_select(1, index.to(output.device)))
+
+    def _routed(self, site: MoeSite, ndim: int, members: np.ndarray, columns: slice, module, args: tuple,
+                kwargs: dict) -> None:
+        """An expert's routing weight (``ndim`` 1) or an expert neuron's activation (2), on its routed tokens."""
         if self.values is None:
             return
         call = ExpertsCall.parse(args, kwargs)
         x, index, weights = call.hidden_states, call.top_k_index, call.top_k_weights
         x = x.reshape(-1, x.shape[-1])
         index = index.reshape(x.shape[0], -1).to(torch.int64)
-        result = torch.full((x.shape[0], len(site.columns)), float("nan"), device=x.device)
-        if site.kind == "expert":
-            for column, expert in enumerate(site.columns):
+        result = torch.full((x.shape[0], len(members)), float("nan"), device=x.device)
+        if ndim == 1:
+            for column, expert in enumerate(members.tolist()):
                 hit = index == expert
                 routed = hit.any(dim=1)
-                if weights is None:
-                    value = routed.to(torch.float32)
-                else:
-                    value = (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
+                value = routed.to(torch.float32) if weights is None else \
+                    (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
                 result[routed, column] = value[routed]
         else:
-            for expert in sorted(set(site.experts)):
+            for expert in sorted(set(members[:, 0].tolist())):
                 rows = (index == expert).any(dim=1).nonzero().squeeze(1)
                 if rows.numel() == 0:
                     continue
-                wanted = [k for k, e in enumerate(site.experts) if e == expert]
-                columns = torch.tensor([site.columns[k] for k in wanted], dtype=torch.long, device=x.device)
+                wanted = np.flatnonzero(members[:, 0] == expert)
+                neurons = torch.as_tensor(members[wanted, 1], dtype=torch.long, device=x.device)
                 activation = expert_activation(module, site.layout, x.index_select(0, rows), expert)
-                result[rows.unsqueeze(1), torch.tensor(wanted, device=x.device)] = \
-                    activation.index_select(1, columns).to(torch.float32)
-        self._store(site, result)
+                result[rows.unsqueeze(1), torch.as_tensor(wanted, device=x.device)] = \
+                    activation.index_select(1, neurons).to(torch.float32)
+        self._store(columns, result)
 
 
 @dataclass
@@ -253,9 +213,7 @@ def check_model_matches(selection, model: LoadedModel) -> None:
     """Refuse a model that is not the one the selection was made on (architecture, sizes, weights, tokenizer):
     its components would be other neurons. Fields the selection does not record are not checked."""
     recorded = selection.meta.get("manifest") or {}
-    ours = {"model.architecture": type(model.model).__name__, "model.fingerprint": model.info.get("fingerprint"),
-            "tokenizer_hash": tokenizer_fingerprint(model.tokenizer),
-            "model.sizes": model_sites(model.model).description(model.model)["sizes"]}
+    ours = model.measurement()
     theirs = {dotted: recorded.get(dotted, ours[dotted]) for dotted in ours}
     reasons = mismatches(theirs, ours, ABLATE_ASPECTS, names=("selection", "this model"))
     if reasons:
@@ -265,6 +223,89 @@ def check_model_matches(selection, model: LoadedModel) -> None:
 
 def _token_text(tokenizer, token_id: int) -> str:
     return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+#: What a component's recorded value is, per kind (written into examples.json's settings).
+VALUES: dict[str, str] = {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
+                          "expert": "routing weight (tokens routed to the expert only)",
+                          "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}
+
+
+def _check_options(top_k: int, window: int, batch_size: int, rows_per_category: int | None) -> None:
+    for flag, value, least in (("--top-k", top_k, 1), ("--window", window, 0), ("--batch-size", batch_size, 1),
+                               ("--rows-per-category", rows_per_category, 1)):
+        if value is not None and value < least:
+            raise SparcomError(f"{flag} must be {'at least 1' if least else '0 or more'}, got {value}")
+
+
+@dataclass
+class _Pass:
+    """What one recording pass keeps, per recorded component (columns in the recorded set's order)."""
+
+    best: dict[str, _TopK]  # per category; the overall top is merged from them
+    totals: dict[str, torch.Tensor]  # per category [3, M]: sum of values, tokens with a value, tokens with a value > 0
+
+
+def _record(model: LoadedModel, recorded: ComponentSet, examples: list, order: list[str], fmt: FormatSettings,
+            batch_size: int, top_k: int, window: int, progress: bool) -> _Pass:
+    """One forward pass over the rows' batches with the recorder's hooks, keeping the top windows and totals."""
+    net, tokenizer = model.model, model.tokenizer
+    sites = model_sites(net)  # the same modules the profiler counts and the causal check deactivates
+    m, span = recorded.size(), 2 * window + 1
+    kept = _Pass({c: _TopK(m, top_k, span) for c in order}, {c: torch.zeros((3, m), dtype=torch.float64) for c in order})
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    device_in = net.get_input_embeddings().weight.device
+    recorder = _Recorder(sites, recorded)
+    handles = recorder.attach()
+    bar = progress_bar("instructions", enabled=progress)
+    try:
+        with bar, torch.inference_mode():
+            task = bar.add_task("recording", total=len(examples))
+            for planned in plan_batches(examples, order, batch_size):
+                batch = collate(planned, fmt.scope, pad_id, "right")
+                b, t = batch.input_ids.shape
+                recorder.values = torch.full((b * t, m), float("nan"))
+                sites.backbone(input_ids=batch.input_ids.to(device_in), attention_mask=batch.attention_mask.to(
+                    device_in), position_ids=batch.position_ids.to(device_in), use_cache=False)
+                values = recorder.values.reshape(b, t, m)
+                recorder.values = None
+                values[~batch.counted] = float("nan")
+                defined = ~torch.isnan(values)
+                total = kept.totals[batch.category]
+                total[0] += torch.where(defined, values, 0.0).sum(dim=(0, 1), dtype=torch.float64)
+                total[1] += defined.sum(dim=(0, 1))
+                total[2] += (values > 0).sum(dim=(0, 1))
+                top, where = torch.where(defined, values, float("-inf")).max(dim=1)  # [B, M]
+                padded = torch.nn.functional.pad(values.permute(0, 2, 1), (window, window), value=float("nan"))
+                windows = padded.gather(2, where.unsqueeze(-1) + torch.arange(span)).permute(1, 0, 2)  # [M, B, span]
+                row_ids = torch.tensor([e.row_index for e in batch.examples], dtype=torch.long)
+                kept.best[batch.category].add(top.T, row_ids.expand(m, b), where.T, windows)
+                bar.advance(task, len(batch.examples))
+    finally:
+        for handle in handles:
+            handle.remove()
+        recorder.values = None
+    return kept
+
+
+def _events(kept: _TopK, i: int, examples: list, rows: list[InstructionRow], tokenizer, window: int,
+            used: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Component ``i``'s kept top values as events with their token windows (and the rows they came from)."""
+    found = []
+    for k in range(kept.k):
+        value = float(kept.value[i, k])
+        if not np.isfinite(value):
+            continue
+        row_index, position = int(kept.row[i, k]), int(kept.position[i, k])
+        example, row = examples[row_index], rows[row_index]
+        start, stop = max(0, position - window), min(len(example), position + window + 1)
+        offset = start - (position - window)
+        values = kept.window[i, k, offset : offset + stop - start].tolist()
+        found.append({"row": row.id, "position": position, "value": value, "start": start,
+                      "tokens": [_token_text(tokenizer, tid) for tid in example.input_ids[start:stop]],
+                      "values": [None if v != v else round(v, 4) for v in values]})
+        used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
+    return found
 
 
 def record_examples(
@@ -293,12 +334,7 @@ def record_examples(
     from sparcom.artifacts.selection import Selection, load_selection
 
     started = time.perf_counter()
-    if top_k < 1:
-        raise SparcomError(f"--top-k must be at least 1, got {top_k}")
-    if window < 0:
-        raise SparcomError(f"--window must be 0 or more, got {window}")
-    if batch_size < 1:
-        raise SparcomError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_options(top_k, window, batch_size, rows_per_category)
     if not isinstance(selection, Selection):
         selection = load_selection(selection)
     extra: dict[str, dict[str, Any]] = {}
@@ -313,123 +349,51 @@ def record_examples(
     fmt = FormatSettings(manifest.get("scope") or "instruction", manifest.get("template_policy") or "auto",
                          manifest.get("system_prompt"))
     data = Path(data)
-    rows = read_rows(data, categories=categories, require_output=fmt.needs_response)
-    rows = _first_rows(rows, rows_per_category)
+    rows, _ = first_rows_per_category(read_rows(data, categories=categories, require_output=fmt.needs_response),
+                                      rows_per_category)
     if isinstance(model, str):
         model = load_model(model, dtype=dtype, device=device)
     check_model_matches(selection, model)
-    tokenizer, net = model.tokenizer, model.model
-    check_tokenizer(tokenizer)
-    template = resolve_template(tokenizer, manifest.get("template") or fmt.template)
-    examples = [encode_row(row, i, tokenizer, template, fmt.system_prompt, fmt.needs_response)
+    check_tokenizer(model.tokenizer)
+    recorded = ComponentSet.from_ids(chosen, model_sites(model.model))
+    template = resolve_template(model.tokenizer, manifest.get("template") or fmt.template)
+    examples = [encode_row(row, i, model.tokenizer, template, fmt.system_prompt, fmt.needs_response)
                 for i, row in enumerate(rows)]
     order = list(dict.fromkeys(r.category for r in rows))
-    plan = plan_batches(examples, order, batch_size)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    backbone, sites = _resolve_sites(net, chosen)
-    recorder = _Recorder(sites, len(chosen))
-    m, span = len(chosen), 2 * window + 1
-    best = {c: _TopK(m, top_k, span) for c in order}  # per category; the overall top is merged from them
-    # Per category: sum of the values, tokens with a value, tokens with a value > 0 (counted tokens only).
-    totals: dict[str, torch.Tensor] = {c: torch.zeros((3, m), dtype=torch.float64) for c in order}
-    device_in = net.get_input_embeddings().weight.device
-    handles = recorder.attach()
-    bar = progress_bar("instructions", enabled=progress)
-    try:
-        with bar, torch.inference_mode():
-            task = bar.add_task("recording", total=len(rows))
-            for planned in plan:
-                batch = collate(planned, fmt.scope, pad_id, "right")
-                b, t = batch.input_ids.shape
-                recorder.values = torch.full((b * t, m), float("nan"))
-                backbone(input_ids=batch.input_ids.to(device_in), attention_mask=batch.attention_mask.to(device_in),
-                         position_ids=batch.position_ids.to(device_in), use_cache=False)
-                values = recorder.values.reshape(b, t, m)
-                recorder.values = None
-                values[~batch.counted] = float("nan")
-                defined = ~torch.isnan(values)
-                total = totals[batch.category]
-                total[0] += torch.where(defined, values, 0.0).sum(dim=(0, 1), dtype=torch.float64)
-                total[1] += defined.sum(dim=(0, 1))
-                total[2] += (values > 0).sum(dim=(0, 1))
-                ranked = torch.where(torch.isnan(values), float("-inf"), values)
-                top, where = ranked.max(dim=1)  # [B, M]
-                padded = torch.nn.functional.pad(values.permute(0, 2, 1), (window, window), value=float("nan"))
-                take = where.unsqueeze(-1) + torch.arange(span)  # [B, M, span] in padded coordinates
-                windows = padded.gather(2, take).permute(1, 0, 2)  # [M, B, span]
-                row_ids = torch.tensor([e.row_index for e in batch.examples], dtype=torch.long)
-                best[batch.category].add(top.T, row_ids.expand(m, b), where.T, windows)
-                bar.advance(task, len(batch.examples))
-    finally:
-        for handle in handles:
-            handle.remove()
-        recorder.values = None
-
-    overall = _TopK(m, top_k, span)
-    for kept in best.values():
-        overall.add(kept.value, kept.row, kept.position, kept.window)
+    kept = _record(model, recorded, examples, order, fmt, batch_size, top_k, window, progress)
+    overall = _TopK(recorded.size(), top_k, 2 * window + 1)
+    for best in kept.best.values():
+        overall.add(best.value, best.row, best.position, best.window)
+    column = {c: i for i, c in enumerate(recorded.ids())}
     used: dict[str, dict[str, Any]] = {}
-
-    def describe(kept: _TopK, i: int) -> list[dict[str, Any]]:
-        found = []
-        for k in range(top_k):
-            value = float(kept.value[i, k])
-            if not np.isfinite(value):
-                continue
-            row_index, position = int(kept.row[i, k]), int(kept.position[i, k])
-            example, row = examples[row_index], rows[row_index]
-            start = max(0, position - window)
-            stop = min(len(example), position + window + 1)
-            offset = start - (position - window)
-            vals = kept.window[i, k, offset : offset + stop - start].tolist()
-            found.append({
-                "row": row.id, "position": position, "value": value, "start": start,
-                "tokens": [_token_text(tokenizer, tid) for tid in example.input_ids[start:stop]],
-                "values": [None if v != v else round(v, 4) for v in vals]})
-            used[row.id] = {"category": row.category, "source": row.source, "tokens": len(example)}
-        return found
-
-    events: list[list[dict[str, Any]]] = []
-    for i in range(m):
-        events.append(describe(overall, i))
-        extra.setdefault(chosen[i].key, {})["events_by_category"] = {c: describe(kept, i) for c, kept in best.items()}
-        stats = {}
-        for category, total in totals.items():
-            tokens = int(total[1, i])
-            stats[category] = {"mean": float(total[0, i] / tokens) if tokens else None, "tokens": tokens,
-                               "positive": int(total[2, i])}
-        extra.setdefault(chosen[i].key, {})["per_category"] = stats
-    meta = selection.meta
+    events = [_events(overall, column[c], examples, rows, model.tokenizer, window, used) for c in chosen]
+    for c in chosen:
+        i = column[c]
+        extra.setdefault(c.key, {})["events_by_category"] = {
+            category: _events(best, i, examples, rows, model.tokenizer, window, used) for category, best in kept.best.items()}
+        extra[c.key]["per_category"] = {category: {
+            "mean": float(total[0, i] / int(total[1, i])) if int(total[1, i]) else None, "tokens": int(total[1, i]),
+            "positive": int(total[2, i])} for category, total in kept.totals.items()}
     settings = {"top_k": top_k, "window": window, "scope": fmt.scope, "template": template,
                 "system_prompt": fmt.system_prompt, "rows_per_category": rows_per_category,
                 "batch_size": batch_size, "per_category": per_category if components is None else None,
-                "scores": SCORE_DESCRIPTIONS if components is None else None,
-                "values": {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
-                           "expert": "routing weight (tokens routed to the expert only)",
-                           "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}}
-    info = {**model.info, "architecture": type(net).__name__,
-            "dtype": str(next(net.parameters()).dtype).replace("torch.", "")}
-    selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
-                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
-                      "categories": selection.categories, "manifest": manifest}
-    data_info = {"path": str(data), "sha256": file_sha256(data), "rows": len(rows),
-                 "instructions": {c: sum(r.category == c for r in rows) for c in order}}
-    return ExamplesResult(chosen, events, used, settings, info, selection_info, data_info, extra,
+                "scores": SCORE_DESCRIPTIONS if components is None else None, "values": VALUES}
+    return ExamplesResult(chosen, events, used, settings, *_provenance(model, selection, data, rows, order), extra,
                           time.perf_counter() - started)
 
 
-def _first_rows(rows: list[InstructionRow], per_category: int | None) -> list[InstructionRow]:
-    if per_category is None:
-        return rows
-    if per_category < 1:
-        raise SparcomError(f"--rows-per-category must be at least 1, got {per_category}")
-    taken: dict[str, int] = {}
-    kept = []
-    for row in rows:
-        if taken.get(row.category, 0) < per_category:
-            kept.append(row)
-            taken[row.category] = taken.get(row.category, 0) + 1
-    return kept
+def _provenance(model: LoadedModel, selection, data: Path, rows: list[InstructionRow], order: list[str]
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The model, selection and data records of an examples output."""
+    meta = selection.meta
+    info = {**model.info, "architecture": type(model.model).__name__,
+            "dtype": str(next(model.model.parameters()).dtype).replace("torch.", "")}
+    selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
+                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
+                      "categories": selection.categories, "manifest": meta.get("manifest") or {}}
+    data_info = {"path": str(data), "sha256": file_sha256(data), "rows": len(rows),
+                 "instructions": {c: sum(r.category == c for r in rows) for c in order}}
+    return info, selection_info, data_info
 
 
 def check_examples_out(out: str | Path, overwrite: bool = False) -> None:
