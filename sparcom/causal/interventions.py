@@ -20,12 +20,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from sparcom.causal.settings import EXPERT_REMOVAL
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS, CountKey
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, PerDevice, ShadowAttribute, model_sites
-
-#: How a removed expert's slot is refilled; the first is the default.
-EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
 
 
 @dataclass(frozen=True)
