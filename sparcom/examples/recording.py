@@ -14,8 +14,8 @@ neuron's value is A of that neuron of that expert on the tokens routed to the ex
 expert's weights. Only counted tokens (the selection's scope) compete for the top; the window shows the values of
 every counted token in it and no value for the others (template tokens, padding).
 
-:func:`record_examples` computes; :func:`write_examples` writes ``examples.json`` into a directory;
-:func:`load_examples` reads it back.
+:func:`sparcom.api.record_examples` plans the pass (:mod:`sparcom.examples.plan`) and :func:`record` computes
+it; :func:`write_examples` writes ``examples.json`` into a directory; :func:`load_examples` reads it back.
 """
 
 from __future__ import annotations
@@ -30,26 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, card_components, flat_position
+from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component
 from sparcom.data.batching import collate, plan_batches
-from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, resolve_template
-from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.data.formatting import check_tokenizer, encode_row, resolve_template
 from sparcom.errors import SparcomError
+from sparcom.examples.plan import ExamplesPlan
+from sparcom.examples.settings import EXAMPLES_FILE, FORMAT, VERSION
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
-from sparcom.outputs import check_output_dir, lock, read_json, staged_directory
+from sparcom.outputs import read_json, staged_directory
 from sparcom.progress import progress_bar
-from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
+from sparcom.provenance import ABLATE_ASPECTS, file_sha256, mismatches, software_versions
 from sparcom.zoo.catalog import load_model
-
-FORMAT = "sparcom-examples"
-VERSION = 1
-EXAMPLES_FILE = "examples.json"
-DEFAULT_TOP_K = 5
-DEFAULT_WINDOW = 12
-#: Components per category and ranking chosen by default (from the selection's source run).
-DEFAULT_PER_CATEGORY = 6
 
 
 @dataclass
@@ -202,53 +195,6 @@ class ExamplesResult:
                 "wall_time_seconds": round(self.wall_time_seconds, 3), "software": software_versions()}
 
 
-def default_components(selection, run=None, per_category: int = DEFAULT_PER_CATEGORY,
-                       kinds: Sequence[str] | None = None) -> tuple[list[Component], dict[str, dict[str, Any]]]:
-    """The top ``per_category`` members of each category's set by frequency and by the margin score, per kind,
-    with each one's frequencies across categories (from the selection's source run, or ``run``)."""
-    from sparcom.analysis.frequencies import kind_frequencies
-    from sparcom.artifacts.run import ProfileRun, load_run
-
-    if run is None:
-        source = selection.meta.get("source_run")
-        if not source or not Path(source).is_dir():
-            raise SparcomError(f"{selection.path}: its source run {source!r} is not readable here; pass the run "
-                               "(run=...) or list the components to record")
-        run = source
-    if not isinstance(run, ProfileRun):
-        run = load_run(run)
-    categories = selection.categories
-    check_run_matches(selection, run)
-    chosen: list[Component] = []
-    extra: dict[str, dict[str, Any]] = {}
-    for kind in kinds or selection.kinds:
-        freqs = kind_frequencies(run.counts, categories, kind)
-        mask = np.stack([freqs.layout.flatten({j: selection.mask(kind, c, j) for j in freqs.layout.layers})
-                         for c in categories])
-        picked = card_components(freqs.p, mask, freqs.layout, categories, per_category)
-        for c in picked:
-            flat = flat_position(freqs.layout, c)
-            extra[c.key] = {"p": {cat: float(freqs.p[i, flat]) for i, cat in enumerate(categories)},
-                            "selected_for": [cat for i, cat in enumerate(categories) if mask[i, flat]]}
-        chosen += picked
-    return chosen, extra
-
-
-def check_run_matches(selection, run) -> None:
-    """Refuse a profile run that is not the selection's measurement (another model, sizes or tokenizer) or lacks
-    a category the selection names: its frequencies would describe other components."""
-    missing = [c for c in selection.categories if c not in run.categories]
-    if missing:
-        raise SparcomError(f"{run.path}: the run has no {', '.join(missing)} rows but the selection {selection.path} "
-                           f"names {'that category' if len(missing) == 1 else 'those categories'}; pass the "
-                           "selection's own profile run (--run)")
-    recorded = selection.meta.get("manifest") or {}
-    reasons = mismatches(recorded, measurement(run.manifest), ABLATE_ASPECTS, names=("selection", "run"))
-    if recorded and reasons:
-        raise SparcomError(f"{run.path}: not the run the selection {selection.path} was made from: {reasons[0]}; "
-                           "pass the selection's own profile run (--run)")
-
-
 def check_model_matches(selection, model: LoadedModel) -> None:
     """Refuse a model that is not the one the selection was made on (architecture, sizes, weights, tokenizer):
     its components would be other neurons. Fields the selection does not record are not checked."""
@@ -267,79 +213,69 @@ def _token_text(tokenizer, token_id: int) -> str:
     return tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def record_examples(
-    model: str | LoadedModel,
-    selection,
-    data: str | Path,
-    components: Sequence[Component | str] | None = None,
-    *,
-    run=None,
-    top_k: int = DEFAULT_TOP_K,
-    window: int = DEFAULT_WINDOW,
-    per_category: int = DEFAULT_PER_CATEGORY,
-    rows_per_category: int | None = None,
-    categories: Sequence[str] | None = None,
-    batch_size: int = 8,
-    dtype: str = "auto",
-    device: str = "cpu",
-    progress: bool = False,
-) -> ExamplesResult:
-    """Record, for each component, the ``top_k`` instructions of ``data`` where it fires most.
-
-    ``selection`` (a directory or a loaded Selection) gives the scope, template and system prompt the counts were
-    made with, and — when ``components`` is None — the components: the top ``per_category`` members of each
-    category's set by frequency and by specificity margin (needs its source run, or ``run``).
-    """
-    from sparcom.artifacts.selection import Selection, load_selection
-
+def record(model: str | LoadedModel, plan: ExamplesPlan, *, dtype: str = "auto", device: str = "cpu",
+           progress: bool = False) -> ExamplesResult:
+    """Record, for each planned component, the ``top_k`` instructions of the planned rows where it fires most
+    (and, per category, its mean value and positive share over the counted tokens)."""
     started = time.perf_counter()
-    if top_k < 1:
-        raise SparcomError(f"--top-k must be at least 1, got {top_k}")
-    if window < 0:
-        raise SparcomError(f"--window must be 0 or more, got {window}")
-    if batch_size < 1:
-        raise SparcomError(f"--batch-size must be at least 1, got {batch_size}")
-    if not isinstance(selection, Selection):
-        selection = load_selection(selection)
-    extra: dict[str, dict[str, Any]] = {}
-    if components is None:
-        chosen, extra = default_components(selection, run, per_category)
-    else:
-        chosen = [c if isinstance(c, Component) else Component.from_key(c) for c in components]
-    chosen = list(dict.fromkeys(chosen))
-    if not chosen:
-        raise SparcomError("no components to record: the selection's sets are empty")
-    manifest = selection.meta.get("manifest") or {}
-    fmt = FormatSettings(manifest.get("scope") or "instruction", manifest.get("template_policy") or "auto",
-                         manifest.get("system_prompt"))
-    data = Path(data)
-    rows = read_rows(data, categories=categories, require_output=fmt.needs_response)
-    rows = _first_rows(rows, rows_per_category)
     if isinstance(model, str):
         model = load_model(model, dtype=dtype, device=device)
-    check_model_matches(selection, model)
-    tokenizer, net = model.tokenizer, model.model
-    check_tokenizer(tokenizer)
-    template = resolve_template(tokenizer, manifest.get("template") or fmt.template)
-    examples = [encode_row(row, i, tokenizer, template, fmt.system_prompt, fmt.needs_response)
-                for i, row in enumerate(rows)]
-    order = list(dict.fromkeys(r.category for r in rows))
-    plan = plan_batches(examples, order, batch_size)
+    check_model_matches(plan.selection, model)
+    check_tokenizer(model.tokenizer)
+    template = resolve_template(model.tokenizer, plan.template)
+    fmt = plan.format
+    examples = [encode_row(row, i, model.tokenizer, template, fmt.system_prompt, fmt.needs_response)
+                for i, row in enumerate(plan.rows)]
+    best, totals = _scan(model, plan, examples, progress)
+    events, used, extra = _describe(plan, examples, model.tokenizer, best, totals)
+    settings = plan.settings
+    meta = plan.selection.meta
+    recorded = {"top_k": settings.top_k, "window": settings.window, "scope": fmt.scope, "template": template,
+                "system_prompt": fmt.system_prompt, "rows_per_category": settings.rows_per_category,
+                "batch_size": settings.batch_size,
+                "per_category": None if plan.listed else settings.components_per_category,
+                "scores": None if plan.listed else SCORE_DESCRIPTIONS, "values": VALUES}
+    net = model.model
+    info = {**model.info, "architecture": type(net).__name__,
+            "dtype": str(next(net.parameters()).dtype).replace("torch.", "")}
+    selection_info = {"path": str(Path(plan.selection.path).resolve()), "rule": meta.get("rule"),
+                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
+                      "categories": plan.selection.categories, "manifest": plan.manifest}
+    data_info = {"path": str(plan.data), "sha256": file_sha256(plan.data), "rows": len(plan.rows),
+                 "instructions": {c: sum(r.category == c for r in plan.rows) for c in totals}}
+    return ExamplesResult(plan.components, events, used, recorded, info, selection_info, data_info, extra,
+                          time.perf_counter() - started)
+
+
+#: What a recorded value is, per kind (written with the examples).
+VALUES = {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
+          "expert": "routing weight (tokens routed to the expert only)",
+          "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}
+
+
+def _scan(model: LoadedModel, plan: ExamplesPlan, examples: list, progress: bool
+          ) -> tuple[dict[str, _TopK], dict[str, torch.Tensor]]:
+    """One forward pass over the rows: per category the top values of each component with their windows, and
+    the sum of the values, the tokens with a value and the tokens with a value > 0 (counted tokens only)."""
+    settings, net = plan.settings, model.model
+    order = list(dict.fromkeys(r.category for r in plan.rows))
+    batches = plan_batches(examples, order, settings.batch_size)
+    tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    backbone, sites = _resolve_sites(net, chosen)
-    recorder = _Recorder(sites, len(chosen))
-    m, span = len(chosen), 2 * window + 1
-    best = {c: _TopK(m, top_k, span) for c in order}  # per category; the overall top is merged from them
-    # Per category: sum of the values, tokens with a value, tokens with a value > 0 (counted tokens only).
+    backbone, sites = _resolve_sites(net, plan.components)
+    recorder = _Recorder(sites, len(plan.components))
+    m, window = len(plan.components), settings.window
+    span = 2 * window + 1
+    best = {c: _TopK(m, settings.top_k, span) for c in order}  # per category; the overall top is merged from them
     totals: dict[str, torch.Tensor] = {c: torch.zeros((3, m), dtype=torch.float64) for c in order}
     device_in = net.get_input_embeddings().weight.device
     handles = recorder.attach()
     bar = progress_bar("instructions", enabled=progress)
     try:
         with bar, torch.inference_mode():
-            task = bar.add_task("recording", total=len(rows))
-            for planned in plan:
-                batch = collate(planned, fmt.scope, pad_id, "right")
+            task = bar.add_task("recording", total=len(plan.rows))
+            for planned in batches:
+                batch = collate(planned, plan.format.scope, pad_id, "right")
                 b, t = batch.input_ids.shape
                 recorder.values = torch.full((b * t, m), float("nan"))
                 backbone(input_ids=batch.input_ids.to(device_in), attention_mask=batch.attention_mask.to(device_in),
@@ -364,8 +300,15 @@ def record_examples(
         for handle in handles:
             handle.remove()
         recorder.values = None
+    return best, totals
 
-    overall = _TopK(m, top_k, span)
+
+def _describe(plan: ExamplesPlan, examples: list, tokenizer, best: dict[str, _TopK],
+              totals: dict[str, torch.Tensor]) -> tuple[list[list[dict[str, Any]]], dict, dict]:
+    """The events of each component (overall and per category), the rows they come from, and per category the
+    component's mean value and positive share."""
+    top_k, window, m = plan.settings.top_k, plan.settings.window, len(plan.components)
+    overall = _TopK(m, top_k, 2 * window + 1)
     for kept in best.values():
         overall.add(kept.value, kept.row, kept.position, kept.window)
     used: dict[str, dict[str, Any]] = {}
@@ -377,7 +320,7 @@ def record_examples(
             if not np.isfinite(value):
                 continue
             row_index, position = int(kept.row[i, k]), int(kept.position[i, k])
-            example, row = examples[row_index], rows[row_index]
+            example, row = examples[row_index], plan.rows[row_index]
             start = max(0, position - window)
             stop = min(len(example), position + window + 1)
             offset = start - (position - window)
@@ -390,51 +333,18 @@ def record_examples(
         return found
 
     events: list[list[dict[str, Any]]] = []
-    for i in range(m):
+    extra = {key: dict(value) for key, value in plan.extra.items()}
+    for i, component in enumerate(plan.components):
         events.append(describe(overall, i))
-        extra.setdefault(chosen[i].key, {})["events_by_category"] = {c: describe(kept, i) for c, kept in best.items()}
+        entry = extra.setdefault(component.key, {})
+        entry["events_by_category"] = {c: describe(kept, i) for c, kept in best.items()}
         stats = {}
         for category, total in totals.items():
             tokens = int(total[1, i])
             stats[category] = {"mean": float(total[0, i] / tokens) if tokens else None, "tokens": tokens,
                                "positive": int(total[2, i])}
-        extra.setdefault(chosen[i].key, {})["per_category"] = stats
-    meta = selection.meta
-    settings = {"top_k": top_k, "window": window, "scope": fmt.scope, "template": template,
-                "system_prompt": fmt.system_prompt, "rows_per_category": rows_per_category,
-                "batch_size": batch_size, "per_category": per_category if components is None else None,
-                "scores": SCORE_DESCRIPTIONS if components is None else None,
-                "values": {"neuron": "activation A = f(gate(x))", "shared_neuron": "activation A = f(gate(x))",
-                           "expert": "routing weight (tokens routed to the expert only)",
-                           "expert_neuron": "activation A of the expert neuron (tokens routed to the expert only)"}}
-    info = {**model.info, "architecture": type(net).__name__,
-            "dtype": str(next(net.parameters()).dtype).replace("torch.", "")}
-    selection_info = {"path": str(Path(selection.path).resolve()), "rule": meta.get("rule"),
-                      "epsilon": meta.get("epsilon"), "source_run": meta.get("source_run"),
-                      "categories": selection.categories, "manifest": manifest}
-    data_info = {"path": str(data), "sha256": file_sha256(data), "rows": len(rows),
-                 "instructions": {c: sum(r.category == c for r in rows) for c in order}}
-    return ExamplesResult(chosen, events, used, settings, info, selection_info, data_info, extra,
-                          time.perf_counter() - started)
-
-
-def _first_rows(rows: list[InstructionRow], per_category: int | None) -> list[InstructionRow]:
-    if per_category is None:
-        return rows
-    if per_category < 1:
-        raise SparcomError(f"--rows-per-category must be at least 1, got {per_category}")
-    taken: dict[str, int] = {}
-    kept = []
-    for row in rows:
-        if taken.get(row.category, 0) < per_category:
-            kept.append(row)
-            taken[row.category] = taken.get(row.category, 0) + 1
-    return kept
-
-
-def check_examples_out(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse an existing ``out`` unless ``overwrite``, and even then anything but an earlier examples output."""
-    check_output_dir(out, overwrite, marker=EXAMPLES_FILE, kind="examples output")
+        entry["per_category"] = stats
+    return events, used, extra
 
 
 def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = False) -> Path:
@@ -445,29 +355,17 @@ def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = Fa
     return Path(out)
 
 
-def run_examples(model: str | LoadedModel, selection, data: str | Path, out: str | Path,
-                 components: Sequence[Component | str] | None = None, *, overwrite: bool = False,
-                 **options) -> ExamplesResult:
-    """The planned ``sparcom examples``: check ``out`` first, run :func:`record_examples`, write ``out``."""
-    check_examples_out(out, overwrite)
-    with lock(out):  # a second pass into the same --out is refused at once
-        result = record_examples(model, selection, data, components, **options)
-        write_examples(result, out, overwrite=overwrite)
-    return result
-
-
 def load_examples(directory: str | Path) -> dict[str, Any]:
     """Read ``examples.json`` from a directory written by :func:`write_examples` (or the file itself)."""
     path = Path(directory)
     if path.is_dir():
         path = path / EXAMPLES_FILE
     if not path.is_file():
-        raise SparcomError(f"{path}: not found; record examples with sparcom.examples.recording.record_examples")
+        raise SparcomError(f"{path}: not found; record examples with sparcom.record_examples (sparcom examples)")
     document = read_json(path, "record the examples again")
     if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
         raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
     return document
 
 
-__all__ = ["Component", "ExamplesResult", "default_components", "load_examples", "record_examples",
-           "run_examples", "write_examples"]
+__all__ = ["Component", "ExamplesResult", "load_examples", "record", "write_examples"]
