@@ -176,7 +176,7 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
     rows, _ = first_rows_per_category(rows, settings.per_category, exclude)
     if not rows:
         raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on); score the "
-                           "profiled rows with cross-fitting instead (--run RUN --folds 5)")
+                           "profiled rows with cross-fitting instead (--run RUN --crossfit-folds 5)")
     return rows, len(exclude)
 
 
@@ -495,7 +495,7 @@ def causal_check(
         crossfit = None
         if settings.folds is not None:
             if selection is not None or run is None:
-                raise SparcomError("--folds selects on each fold's complement of a run: give --run RUN (profiled "
+                raise SparcomError("--crossfit-folds selects on each fold's complement of a run: give --run RUN (profiled "
                                    "with --group-by instruction) and --rule, not --selection")
             crossfit = fold_selections(_load_run(run), rule or SelectionRule(), settings.folds, settings.seed)
             selection = crossfit.selections[0]
@@ -503,7 +503,7 @@ def causal_check(
             rows, excluded = crossfit_rows(crossfit, data, settings), 0
         else:
             if selection is None:
-                raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --folds to "
+                raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --crossfit-folds to "
                                    "cross-fit")
             if not isinstance(selection, Selection):
                 selection = load_selection(selection)
