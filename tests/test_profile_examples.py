@@ -13,8 +13,8 @@ from oracle import activation_modules, example_text, token_counted
 from tiny import tiny_model, tiny_tokenizer
 
 from sparcom.analysis.ranking import Component
-from sparcom.errors import SparcomError
 from sparcom.api import record_examples
+from sparcom.errors import SparcomError
 from sparcom.examples.recording import load_examples, write_examples
 from sparcom.profile.runner import wrap_model
 
@@ -147,8 +147,7 @@ def test_bad_components(llama):
 
 def test_default_components_from_source_run(tmp_path, dataset):
     """Without a component list, the cards' components come from the selection and its source run."""
-    from sparcom import frequencies, identify
-    from sparcom import ProfileSettings, profile
+    from sparcom import ProfileSettings, frequencies, identify, profile
 
     loaded = wrap_model(tiny_model("llama", seed=4), tiny_tokenizer(), "tiny")
     run = profile(loaded, dataset, tmp_path / "run", ProfileSettings(batch_size=4), progress=False)

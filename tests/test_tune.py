@@ -13,14 +13,14 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from sparcom import TuneSettings, tune
 from sparcom.cli.app import app
 from sparcom.data.formatting import ROLE_RESPONSE, encode_row
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_adapter_folder, load_model
-from sparcom import TuneSettings, tune
-from sparcom.tune.lora import materialise_adapter
 from sparcom.tune.examples import batch_plan, collate, encode_examples, response_loss
+from sparcom.tune.lora import materialise_adapter
 
 pytest.importorskip("peft")
 
