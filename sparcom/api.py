@@ -286,16 +286,9 @@ def ablate(
     with the same arguments."""
     import shutil
 
-    from sparcom.causal.check import causal_check
-    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
-    from sparcom.distributed import join
     from sparcom.errors import SparcomError
-    from sparcom.interrupts import interrupted
-    from sparcom.outputs import check_output_dir, staged_directory
-    from sparcom.report.causal import write_causal
 
-    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
-    with ranks.step("checking the settings and the output folder"):
+    with _before_loading("checking the settings and the output folder", device, device_map):
         settings = resolve(CausalSettings, settings, options, "ablate")
         if resume and overwrite:
             raise SparcomError("--resume and --overwrite exclude each other; choose one")
@@ -305,6 +298,14 @@ def ablate(
             raise SparcomError("--run is for cross-fitting: add --crossfit-folds K (or give --selection instead of "
                                "--run)")
         chosen = settings.rule if settings.folds is not None else None
+    from sparcom.causal.check import causal_check
+    from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
+    from sparcom.distributed import join
+    from sparcom.interrupts import interrupted
+    from sparcom.outputs import check_output_dir, staged_directory
+    from sparcom.report.causal import write_causal
+
+    ranks = join(device, device_map)  # under torchrun every rank computes its share; rank 0 writes the folder
     check = dict(settings=settings, run=run, rule=chosen, dtype=dtype, device=device, device_map=device_map,
                  progress=progress)
     if out is None:
@@ -379,14 +380,15 @@ def tune(base, data, out: str | Path, settings: TuneSettings | None = None, *, o
     """Fine-tune ``base`` (a built-in name, folder, .gguf, hub id or a loaded model) on ``data`` (a JSON Lines
     file, ``"sparcom-sft"`` or rows) and write a model folder to ``out`` (atomically); see
     :func:`sparcom.tune.trainer.fine_tune`. Rows that repeat HexaInst are refused unless ``allow_hexainst``."""
-    from sparcom.tune.output import check_out
     from sparcom.tune.rows import training_rows
 
     settings = resolve(TuneSettings, settings, options, "tune")
-    out = Path(out)
-    check_out(out, overwrite)  # before any expensive work
-    rows = training_rows(data, allow_hexainst)
+    rows = training_rows(data, allow_hexainst)  # before torch loads
+    from sparcom.tune.output import check_out
     from sparcom.tune.trainer import TuneJob, fine_tune
+
+    out = Path(out)
+    check_out(out, overwrite)  # before the model loads
 
     job = TuneJob(out, overwrite, dtype, device, progress, command, **({"log": log} if log else {}))
     return fine_tune(base, rows, settings, job)

@@ -123,3 +123,39 @@ def test_a_renamed_flag_of_one_command_stays_valid_elsewhere(capsys):
     """--folds is still the validity folds of identify (refused here for its value, not for its name)."""
     code = main(["identify", "/no/such/run", "--folds", "1", "--out", "/nonexistent/never"])
     assert code == 2 and "is now" not in capsys.readouterr().err
+
+
+def test_arguments_are_refused_before_torch_is_imported(tmp_path):
+    """Bad settings, a bad dataset and a bad --out are refused before any model loads, and (one process) before
+    torch is even imported: the refusal costs no model and no torch start-up."""
+    import json
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?",
+                                "input": "", "output": "", "license": "CC0-1.0"}) + "\n")
+    taken = tmp_path / "taken"
+    (taken / "file").mkdir(parents=True)
+    cases = [
+        ["profile", "m", "--data", str(rows), "--out", str(tmp_path / "a"), "--per-category", "0"],
+        ["profile", "m", "--data", str(rows), "--out", str(tmp_path / "a"), "--scope", "response"],
+        ["profile", "m", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "a")],
+        ["profile", "m", "--data", str(rows), "--out", str(taken)],
+        ["tune", "m", "--data", str(rows), "--out", str(tmp_path / "b"), "--allow-hexainst"],
+        ["tune", "m", "--data", str(rows), "--out", str(tmp_path / "b"), "--lora-r", "0"],
+        ["ablate", "m", "--selection", str(tmp_path), "--data", str(rows), "--out", str(tmp_path / "c"),
+         "--seeds", "-1"],
+        ["ablate", "m", "--run", str(tmp_path), "--data", str(rows), "--out", str(tmp_path / "c")],
+        ["examples", "m", "--selection", str(tmp_path / "nope"), "--data", str(rows), "--out", str(tmp_path / "d")],
+        ["examples", "m", "--selection", str(tmp_path), "--data", str(rows), "--out", str(tmp_path / "d"),
+         "--top-k", "0"],
+    ]
+    code = ("import json, sys\nfrom sparcom.cli import main\nfor args in json.loads(sys.argv[1]):\n"
+            "    print(main(args), 'torch' in sys.modules, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:-1] == ["2 False"] * len(cases), (done.stdout, done.stderr)
+    assert len([line for line in done.stderr.splitlines() if line.startswith("error: ")]) == len(cases)
+    assert not any((tmp_path / name).exists() for name in "abcd")

@@ -141,9 +141,10 @@ def ablate_command(
     SIGTERM and Ctrl-C stop it with one line (exit 130); --resume continues from the last finished condition.
     """
     from sparcom.api import ablate
-    from sparcom.distributed import is_main_process
 
     result = ablate(model, selection, data, settings, run=run, out=out, resume=resume, dtype=dtype, device=device,
                     device_map=device_map, overwrite=overwrite, plots=plots, progress=not quiet)
+    from sparcom.distributed import is_main_process  # torch: only once the arguments were checked
+
     if is_main_process():  # under torchrun rank 0 alone prints (and writes)
         _print(result, out)

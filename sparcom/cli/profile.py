@@ -44,10 +44,11 @@ def profile_command(
     Under torchrun (torchrun --nproc-per-node N -m sparcom profile ...) the ranks share the batches; rank 0 writes.
     """
     from sparcom.api import profile
-    from sparcom.distributed import is_main_process
 
     run = profile(model, data, out, settings, dtype=dtype, device=device, device_map=device_map,
                   resume=resume, overwrite=overwrite, progress=not quiet)
+    from sparcom.distributed import is_main_process  # torch: only once the arguments were checked
+
     if is_main_process():
         print_run_summary(run)
 
