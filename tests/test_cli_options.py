@@ -10,7 +10,7 @@ import typer
 from sparcom.analysis.settings import CompareSettings, EvaluateSettings, IdentifySettings, SweepSettings
 from sparcom.causal.settings import CausalSettings
 from sparcom.cli import app, main
-from sparcom.cli.options import RENAMED, with_settings
+from sparcom.cli.options import with_settings
 from sparcom.examples.settings import ExamplesSettings
 from sparcom.profile.settings import ProfileSettings
 from sparcom.report.settings import ReportSettings
@@ -105,18 +105,6 @@ def test_parsing_builds_the_settings_the_api_takes():
     assert (tune.target_modules, tune.merge, tune.seed) == (("q_proj", "v_proj"), False, 3)
     assert parsed(ProfileSettings, ["--categories", "cls,qa"]).categories == ("cls", "qa")
     assert parsed(ExamplesSettings, ["--components-per-category", "2"]).components_per_category == 2
-
-
-@pytest.mark.parametrize(("path", "old", "new"), [(path, old, new) for path, flags in RENAMED.items()
-                                                  for old, (new, _) in flags.items()])
-def test_F1_an_old_spelling_is_refused_with_the_new_flag(path, old, new, capsys):
-    for spelling in ([old, "3"], [f"{old}=3"]):
-        capsys.readouterr()
-        code = main([*path, "model", *spelling, "--out", "/nonexistent/never"])
-        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert code == 2
-        assert len(err) == 1 and err[0].startswith("error: ") and f"{old} is now {new}" in err[0], err
-        assert f"pass {new}" in err[0]
 
 
 def test_a_renamed_flag_of_one_command_stays_valid_elsewhere(capsys):
