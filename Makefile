@@ -45,7 +45,7 @@ demo: setup $(GEMMA_STAMP)
 # Everything: retrain the demo adapter with its recorded recipe, then all 1,200 instructions.
 demo-full: setup $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom tune gemma-3-270m --data sparcom-sft \
-		--out results/demo-full/models/gemma-3-270m-sft-trained --threads 1 --seed 0 --overwrite
+		--out results/demo-full/models/gemma-3-270m-sft-trained --threads 1 --training-seed 0 --overwrite
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sparcom demo --full --out results/demo-full \
 		--adapter results/demo-full/models/gemma-3-270m-sft-trained/adapter
 

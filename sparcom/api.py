@@ -1,8 +1,19 @@
 """The public Python API: one function per step of the method, each returning a result object a notebook can use.
 
-Every ``sparcom`` command is a thin wrapper over one of these. Each takes paths or loaded objects, checks its inputs
-and its output folder before any expensive work, computes, and — when given ``out`` — writes one folder through the
-one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas DataFrames (``result.frames()``).
+Every ``sparcom`` command is a thin wrapper over one of these, and every step has the same shape::
+
+    step(inputs, settings=None, *, out=None, overwrite=False, <runtime options>, **settings_by_name)
+
+``settings`` is the step's settings dataclass (:class:`~sparcom.profile.settings.ProfileSettings`,
+:class:`~sparcom.analysis.settings.IdentifySettings`, …); the same settings can be given by name as keywords (the
+CLI flag's name: ``seeds=20``, ``crossfit_folds=5``), on top of ``settings`` when both are given. An unknown
+keyword is one clear error (:class:`~sparcom.settings.UnknownSetting`). Runtime options (device, dtype,
+progress) change how a step runs, not what it computes. A step whose result is a folder (``profile``, ``tune``,
+``build_moe``) takes it as an input; the others write ``out`` when given.
+
+Each step checks its settings, the files it reads and its output folder before any model loads (and, outside
+torchrun, before torch is imported), computes, and writes one folder through the one output policy
+(:mod:`sparcom.outputs`). Results carry their tables as pandas DataFrames (``result.frames()``).
 
     >>> import sparcom
     >>> run = sparcom.profile("smollm2-135m-instruct", "data/hexainst.jsonl", "runs/smol")
@@ -17,17 +28,30 @@ one output policy (:mod:`sparcom.outputs`). Results carry their tables as pandas
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies
 from sparcom.analysis.pipeline import CompareResult, IdentifyResult
-from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
-from sparcom.artifacts.run import ProfileRun, load_run
+from sparcom.analysis.selection import SelectionRule
+from sparcom.analysis.settings import CompareSettings, EvaluateSettings, IdentifySettings, SweepSettings
+from sparcom.artifacts.run import ProfileRun
+from sparcom.causal.settings import CausalSettings
+from sparcom.examples.settings import ExamplesSettings
+from sparcom.profile.settings import ProfileSettings
 from sparcom.report.files import SUMMARY_FILE
+from sparcom.report.settings import ReportSettings
+from sparcom.settings import resolve
+from sparcom.tune.settings import TuneSettings
 
 RunLike = ProfileRun | str | Path
 #: What an identify, compare or ablate folder is called when --overwrite refuses to replace something else.
 REPORT = "analysis output"
+
+
+# ----------------------------------------------------------------------------------------------- shared steps
 
 
 def _run(run: RunLike) -> ProfileRun:
@@ -57,10 +81,78 @@ def _report(out: str | Path | None, overwrite: bool, compute, write):
     return result
 
 
-def _rule(rule: SelectionRule | str, epsilon: float | None) -> SelectionRule:
-    if isinstance(rule, SelectionRule):
-        return rule if epsilon is None else rule.with_epsilon(epsilon)
-    return SelectionRule(rule, epsilon)
+def _launched() -> bool:
+    """True in a rank of a torchrun job (read from the environment, without importing torch)."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    return world.isdigit() and int(world) > 1
+
+
+@contextlib.contextmanager
+def _before_loading(where: str, device: str = "cpu", device_map: str | None = None) -> Iterator[bool]:
+    """Checks a step makes before any model loads; yields whether this process writes the output (rank 0).
+
+    A single process makes them before torch is imported; the ranks of a torchrun job make them together and
+    agree on the outcome, so a bad argument is one line from rank 0 (:mod:`sparcom.distributed`)."""
+    if not _launched():
+        yield True
+        return
+    from sparcom.distributed import join
+
+    ranks = join(device, device_map)
+    with ranks.step(where):
+        yield ranks.is_main
+
+
+# ----------------------------------------------------------------------------------------------- profile runs
+
+
+def profile(model, data: str | Path, out: str | Path, settings: ProfileSettings | None = None, *,
+            resume: bool = False, overwrite: bool = False, dtype: str = "auto", device: str = "cpu",
+            device_map: str | None = None, progress: bool = True, on_batch_end: Callable[[int], None] | None = None,
+            **options: Any) -> ProfileRun:
+    """Count, per category, how often every MLP neuron (and expert) of ``model`` (a spec string or a loaded
+    model, see :func:`wrap_model`) is active on the counted tokens of ``data``, into the run folder ``out``.
+
+    ``resume`` continues a killed run of ``out``. Started by torchrun, every rank calls this with the same
+    arguments: each loads the model onto its own devices and counts its share; rank 0 writes ``out``."""
+    from sparcom.data.schema import read_rows
+    from sparcom.errors import SparcomError
+    from sparcom.outputs import lock, prepare_output_dir
+
+    with contextlib.ExitStack() as held:
+        with _before_loading("checking the settings and data", device, device_map):
+            settings = resolve(ProfileSettings, settings, options, "profile")
+            read_rows(Path(data), categories=settings.categories, require_output=settings.format.needs_response)
+            if resume and overwrite:
+                raise SparcomError("--resume and --overwrite exclude each other; choose one")
+        with _before_loading("locking the run directory", device, device_map) as writes:
+            if writes:  # before the model loads: a second run into the same folder is refused at once
+                held.enter_context(lock(out))
+                prepare_output_dir(Path(out), resume, overwrite)
+        from sparcom.distributed import join, load_for_rank
+        from sparcom.profile.runner import Profiler
+
+        ranks = join(device, device_map)
+        if isinstance(model, str):
+            model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+        with ranks.step("preparing the counters"):
+            profiler = Profiler(model, settings)
+        return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress,
+                            on_batch_end=on_batch_end, ranks=ranks)
+
+
+def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
+    """A profile run folder, checked (``require_complete=False`` also reads an unfinished run)."""
+    from sparcom.artifacts.run import load_run as read
+
+    return read(path, require_complete=require_complete)
+
+
+def merge_runs(runs: Sequence[RunLike], out: str | Path, *, overwrite: bool = False) -> ProfileRun:
+    """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions) into ``out``."""
+    from sparcom.artifacts.run import merge_runs as merge
+
+    return merge(runs, out, overwrite=overwrite)
 
 
 def frequencies(run: RunLike, kind: str = "neuron") -> KindFrequencies:
@@ -69,134 +161,110 @@ def frequencies(run: RunLike, kind: str = "neuron") -> KindFrequencies:
     return kind_frequencies(run.counts, run.categories, kind)
 
 
-def identify(
-    run: RunLike,
-    rule: SelectionRule | str = DEFAULT_RULE,
-    epsilon: float | None = None,
-    *,
-    kinds: list[str] | None = None,
-    sweep: bool | list[float] = True,
-    bootstrap: bool = True,
-    ci_level: float = 0.95,
-    validity: bool = True,
-    folds: int = 5,
-    random_sets: int = 100,
-    validity_seed: int = 0,
-    resamples: int = 0,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    plots: bool = True,
-) -> IdentifyResult:
+# ----------------------------------------------------------------------------------------------- analysis
+
+
+def identify(run: RunLike, settings: IdentifySettings | SelectionRule | None = None, *,
+             out: str | Path | None = None, overwrite: bool = False, plots: bool = True,
+             **options: Any) -> IdentifyResult:
     """Select each category's instruction-specific components and describe the sets; with ``out``, write the
     selection artifact (what ``ablate`` reads) and the report folder.
 
-    On a run profiled with ``--group-by instruction`` the result also carries the selection's validity
-    (``result.validity[kind]``: held-out decoding with ``folds`` folds against ``random_sets`` random sets of the
-    same per-layer shape, stability, cross-source agreement; specificity columns in ``selected_components``);
-    ``validity=False`` skips it. ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the
-    instructions (needed for rule ``test``)."""
-    from sparcom.analysis.evidence import ValiditySettings
+    ``settings``: :class:`~sparcom.analysis.settings.IdentifySettings` (or just its rule, a
+    :class:`~sparcom.analysis.selection.SelectionRule`), or by name: ``rule``, ``epsilon``, ``kinds``, ``sweep``,
+    ``ci_level``, ``resamples``, ``validity``, ``folds``, ``random_sets``, ``validity_seed``, …. On a run profiled
+    with ``--group-by instruction`` the result also carries the selection's validity (``result.validity[kind]``:
+    held-out decoding against random sets of the same per-layer shape, stability, cross-source agreement);
+    ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the instructions (needed for rule
+    ``test``)."""
     from sparcom.analysis.pipeline import identify as select
-    from sparcom.errors import SparcomError
     from sparcom.report.outputs import write_identify
 
-    rule = _rule(rule, epsilon)
-    if not 0 < ci_level < 1:
-        raise SparcomError(f"--ci-level must be in (0, 1), got {ci_level}")
-    settings = ValiditySettings(validity, folds, random_sets, validity_seed).check()
+    settings = resolve(IdentifySettings, settings, options, "identify")
+
     def write(result, folder: Path) -> None:
         result.write_selection(folder)
         write_identify(result, folder, make_plots=plots)
 
-    return _report(out, overwrite, lambda: select(_run(run), rule, kinds, sweep=sweep, bootstrap=bootstrap,
-                                                  ci_level=ci_level, validity=settings, resamples=resamples), write)
+    return _report(out, overwrite, lambda: select(
+        _run(run), settings.rule, list(settings.kinds or []) or None, sweep=_grid(settings.sweep),
+        bootstrap=settings.bootstrap, ci_level=settings.ci_level, validity=settings.validity,
+        resamples=settings.resamples), write)
 
 
-def evaluate(
-    selection,
-    run: RunLike,
-    *,
-    kinds: list[str] | None = None,
-    folds: int = 5,
-    random_sets: int = 100,
-    seed: int = 0,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    plots: bool = True,
-):
+def _grid(sweep: bool | Sequence[float]) -> bool | list[float]:
+    return sweep if isinstance(sweep, bool) else list(sweep)
+
+
+def evaluate(selection, run: RunLike, settings: EvaluateSettings | None = None, *, out: str | Path | None = None,
+             overwrite: bool = False, plots: bool = True, **options: Any):
     """Decode the categories of OTHER instructions (``run``, profiled with ``--group-by instruction`` on the same
     model and settings) with the fixed sets of ``selection`` (an identify folder or a loaded
     :class:`~sparcom.artifacts.selection.Selection`), against random sets of the same per-layer shape, all
-    components and chance; nothing is re-selected. With ``out``, write the output folder."""
+    components and chance; nothing is re-selected. Settings: ``kinds``, ``folds``, ``random_sets``,
+    ``validity_seed``. With ``out``, write the output folder."""
     from sparcom.analysis.evaluation import evaluate as decode
-    from sparcom.analysis.evidence import ValiditySettings
-    from sparcom.artifacts.selection import Selection, load_selection
     from sparcom.report.validity import write_evaluate
 
-    settings = ValiditySettings(True, folds, random_sets, seed).check()
-    selection = selection if isinstance(selection, Selection) else load_selection(selection)
-    return _report(out, overwrite, lambda: decode(selection, _run(run), kinds, settings),
+    settings = resolve(EvaluateSettings, settings, options, "evaluate")
+    selection = selection if _is_selection(selection) else load_selection(selection)
+    return _report(out, overwrite, lambda: decode(selection, _run(run), _kinds(settings), settings.validity),
                    lambda result, folder: write_evaluate(result, folder, make_plots=plots))
 
 
-def sweep(
-    run: RunLike,
-    rules: list[SelectionRule | str] | None = None,
-    *,
-    kinds: list[str] | None = None,
-    epsilons: dict[str, list[float]] | None = None,
-    folds: int = 5,
-    random_sets: int = 100,
-    seed: int = 0,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    plots: bool = True,
-):
+def _kinds(settings) -> list[str] | None:
+    return list(settings.kinds) if settings.kinds else None
+
+
+def _is_selection(value) -> bool:
+    from sparcom.artifacts.selection import Selection
+
+    return isinstance(value, Selection)
+
+
+def sweep(run: RunLike, settings: SweepSettings | None = None, *, out: str | Path | None = None,
+          overwrite: bool = False, plots: bool = True, **options: Any):
     """The rule / ε study on a run profiled with ``--group-by instruction``: for every rule variant and ε of its
     grid, set sizes, general/unique shares, held-out decoding against random sets, stability and cross-source
-    agreement (:mod:`sparcom.analysis.rule_study`). ``rules``: SelectionRules or names (``contrast-mean`` is the
-    contrast against the mean of the others); default: every rule. With ``out``, write the output folder."""
-    from sparcom.analysis.evidence import ValiditySettings
+    agreement (:mod:`sparcom.analysis.rule_study`). Settings: ``rules`` (SelectionRules or names;
+    ``contrast-mean`` is the contrast against the mean of the others; default: every rule), ``epsilons`` (a grid
+    per rule), ``kinds``, ``folds``, ``random_sets``, ``validity_seed``. With ``out``, write the output folder."""
     from sparcom.analysis.rule_study import rule_study, study_rules
     from sparcom.report.validity import write_sweep
 
-    settings = ValiditySettings(True, folds, random_sets, seed).check()
-    if rules is not None:
-        rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in rules]
-    return _report(out, overwrite, lambda: rule_study(_run(run), rules, kinds, epsilons, settings),
+    settings = resolve(SweepSettings, settings, options, "sweep")
+    rules = None
+    if settings.rules is not None:
+        rules = [r if isinstance(r, SelectionRule) else study_rules([r])[0] for r in settings.rules]
+    return _report(out, overwrite, lambda: rule_study(_run(run), rules, _kinds(settings), settings.epsilons,
+                                                      settings.validity),
                    lambda result, folder: write_sweep(result, folder, make_plots=plots))
 
 
-def compare(
-    base: RunLike,
-    tuned: RunLike,
-    rule: SelectionRule | str = DEFAULT_RULE,
-    epsilon: float | None = None,
-    *,
-    kinds: list[str] | None = None,
-    force: bool = False,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    plots: bool = True,
-) -> CompareResult:
-    """Compare the selections of a base and a tuned run (same rule); with ``out``, write the report folder."""
+def compare(base: RunLike, tuned: RunLike, settings: CompareSettings | SelectionRule | None = None, *,
+            out: str | Path | None = None, overwrite: bool = False, plots: bool = True,
+            **options: Any) -> CompareResult:
+    """Compare the selections of a base and a tuned run (same rule); with ``out``, write the report folder.
+    Settings: the rule (``rule``, ``epsilon``, …), ``kinds``, ``force``."""
     from sparcom.analysis.pipeline import compare as compare_runs
     from sparcom.report.outputs import write_compare
 
-    rule = _rule(rule, epsilon)
-    return _report(out, overwrite, lambda: compare_runs(_run(base), _run(tuned), rule, kinds, force=force),
+    settings = resolve(CompareSettings, settings, options, "compare")
+    return _report(out, overwrite, lambda: compare_runs(_run(base), _run(tuned), settings.rule, _kinds(settings),
+                                                        force=settings.force),
                    lambda result, folder: write_compare(result, folder, make_plots=plots))
+
+
+# ----------------------------------------------------------------------------------------------- causal check
 
 
 def ablate(
     model,
     selection=None,
     data: str | Path | None = None,
-    settings=None,
+    settings: CausalSettings | None = None,
     *,
     run: RunLike | None = None,
-    rule: SelectionRule | str = DEFAULT_RULE,
-    epsilon: float | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     dtype: str = "auto",
@@ -205,42 +273,120 @@ def ablate(
     overwrite: bool = False,
     plots: bool = True,
     progress: bool = True,
-    **setting_values,
+    **options: Any,
 ):
     """The causal check: deactivate each category's selected set and measure ΔNLL against random sets of the same
     shape; per category, damage and specificity with intervals, Holm-corrected p-values and a verdict.
 
-    ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its fields as keywords, e.g.
+    ``settings`` is a :class:`~sparcom.causal.settings.CausalSettings` (or give its settings by name, e.g.
     ``seeds=20``). Either a ``selection`` (an identify folder) or, for cross-fitting, a ``run`` profiled with
-    ``--group-by instruction`` with ``rule``/``epsilon`` and ``folds=k``: every profiled row is scored with the sets
-    selected on the other k − 1 folds. With ``out``, write the output folder; every finished condition is
-    checkpointed beside it, and ``resume=True`` continues an interrupted check with the same arguments."""
+    ``--group-by instruction`` with ``crossfit_folds=k`` and the rule (``rule``, ``epsilon``, ``against``, …):
+    every profiled row is scored with the sets selected on the other k − 1 folds. With ``out``, write the output
+    folder; every finished condition is checkpointed beside it, and ``resume=True`` continues an interrupted check
+    with the same arguments."""
     from functools import partial
 
-    from sparcom.causal.output import check_into_folder
-    from sparcom.causal.settings import CausalSettings
     from sparcom.errors import SparcomError
+
+    with _before_loading("checking the settings and the output folder", device, device_map):
+        settings = resolve(CausalSettings, settings, options, "ablate")
+        if resume and overwrite:
+            raise SparcomError("--resume and --overwrite exclude each other; choose one")
+        if resume and out is None:
+            raise SparcomError("--resume continues the check that writes --out; give --out")
+        if run is not None and settings.folds is None:
+            raise SparcomError("--run is for cross-fitting: add --crossfit-folds K (or give --selection instead of "
+                               "--run)")
+    from sparcom.causal.output import check_into_folder
     from sparcom.report.causal import write_causal
 
-    if settings is not None and setting_values:
-        raise SparcomError("give either settings= or keyword settings, not both")
-    try:
-        settings = settings or CausalSettings(**setting_values)
-    except TypeError as exc:
-        raise SparcomError(f"unknown causal-check setting: {exc}") from None
+    chosen = settings.rule if settings.folds is not None else None
     return check_into_folder(model, selection, data, settings, out=out, write=partial(write_causal, plots=plots),
-                             marker=SUMMARY_FILE, kind=REPORT, run=run, rule=lambda: _rule(rule, epsilon),
-                             resume=resume, overwrite=overwrite, dtype=dtype, device=device, device_map=device_map,
+                             marker=SUMMARY_FILE, kind=REPORT, run=run, rule=chosen, resume=resume,
+                             overwrite=overwrite, dtype=dtype, device=device, device_map=device_map,
                              progress=progress)
 
 
-def report(study_dirs, out_html: str | Path, *, title: str | None = None, cards_per_category: int = 6,
-           overwrite: bool = False) -> Path:
-    """One self-contained HTML page of a study's outputs (identify, compare, ablate, examples, runs)."""
+# ----------------------------------------------------------------------------------------------- examples, report
+
+
+def record_examples(model, selection, data: str | Path, components: Sequence[Any] | None = None,
+                    settings: ExamplesSettings | None = None, *, run: RunLike | None = None,
+                    out: str | Path | None = None, overwrite: bool = False, dtype: str = "auto", device: str = "cpu",
+                    progress: bool = False, **options: Any):
+    """Record where each component fires most: its ``top_k`` instructions of ``data`` with a token window, and
+    per category its mean value and positive share (what the report's neuron and expert cards show).
+
+    ``components``: keys such as ``neuron/3/17`` (default: the top ``components_per_category`` members of each
+    category's set of ``selection``, ranked on its source run or ``run``). ``selection`` (a folder or a loaded
+    Selection) also gives the scope, template and system prompt the counts were made with. With ``out``, write
+    ``examples.json`` there. Settings: ``top_k``, ``window``, ``components_per_category``, ``rows_per_category``,
+    ``batch_size``, ``categories``."""
+    from sparcom.examples.plan import plan_examples
+    from sparcom.examples.settings import check_examples_out
+
+    settings = resolve(ExamplesSettings, settings, options, "record_examples")
+    if out is not None:
+        check_examples_out(out, overwrite)
+    with _claim(out):  # a second pass into the same --out is refused at once
+        plan = plan_examples(selection, data, settings, components, run)
+        from sparcom.examples.recording import record, write_examples
+
+        result = record(model, plan, dtype=dtype, device=device, progress=progress)
+        if out is not None:
+            write_examples(result, out, overwrite=overwrite)
+    return result
+
+
+def report(study_dirs: Sequence[str | Path], out_html: str | Path, settings: ReportSettings | None = None, *,
+           overwrite: bool = False, **options: Any) -> Path:
+    """One self-contained HTML page of a study's outputs (identify, compare, ablate, examples, runs).
+    Settings: ``title``, ``cards`` (per category and ranking)."""
     from sparcom.report.html import render_report
 
-    return render_report([Path(p) for p in study_dirs], out_html, title=title, cards_per_category=cards_per_category,
-                         overwrite=overwrite)
+    settings = resolve(ReportSettings, settings, options, "report")
+    return render_report([Path(p) for p in study_dirs], out_html, title=settings.title,
+                         cards_per_category=settings.cards_per_category, overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+def tune(base, data, out: str | Path, settings: TuneSettings | None = None, *, overwrite: bool = False,
+         dtype: str = "auto", device: str = "cpu", progress: bool = True, allow_hexainst: bool = False,
+         command: str | None = None, log: Callable[[str], None] | None = None, **options: Any):
+    """Fine-tune ``base`` (a built-in name, folder, .gguf, hub id or a loaded model) on ``data`` (a JSON Lines
+    file, ``"sparcom-sft"`` or rows) and write a model folder to ``out`` (atomically); see
+    :func:`sparcom.tune.trainer.fine_tune`. Rows that repeat HexaInst are refused unless ``allow_hexainst``."""
+    from sparcom.tune.rows import training_rows
+
+    settings = resolve(TuneSettings, settings, options, "tune")
+    rows = training_rows(data, allow_hexainst)  # before torch loads
+    from sparcom.tune.output import check_out
+    from sparcom.tune.trainer import TuneJob, fine_tune
+
+    out = Path(out)
+    check_out(out, overwrite)  # before the model loads
+
+    job = TuneJob(out, overwrite, dtype, device, progress, command, **({"log": log} if log else {}))
+    return fine_tune(base, rows, settings, job)
+
+
+def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, overwrite: bool = False, dtype: str = "auto",
+                  device: str = "cpu", threads: int | None = None, command: str | None = None) -> dict[str, Any]:
+    """Merge a trained LoRA adapter folder into ``base`` and write the full model to ``out`` (bit for bit the folder
+    ``tune`` wrote when it trained the adapter); returns the record written."""
+    from sparcom.settings import check
+    from sparcom.tune.lora import materialise_adapter
+    from sparcom.tune.output import check_out
+
+    check(TuneSettings(threads=threads))
+    check_out(Path(out), overwrite)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return materialise_adapter(base, adapter, out, overwrite=overwrite, dtype=dtype, device=device, command=command)
 
 
 def build_moe(model: str | Path, out: str | Path, settings=None, *, calibration: str | Path = "sparcom-sft",
@@ -275,3 +421,32 @@ def build_moe(model: str | Path, out: str | Path, settings=None, *, calibration:
         write_moe_folder(loaded.model, loaded.tokenizer, out, settings, calibration, extra, source_folder=plain,
                          overwrite=overwrite, progress=progress)
     return out
+
+
+def load_model(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | None = None, **options: Any):
+    """Load a model and its fast tokenizer: a hub id, a local folder, a .gguf file or a built-in name
+    (:func:`sparcom.zoo.catalog.load_model`; options ``revision``, ``max_memory``)."""
+    from sparcom.zoo.catalog import load_model as load
+
+    return load(spec, dtype=dtype, device=device, device_map=device_map, **options)
+
+
+def wrap_model(model, tokenizer, name: str = "in-memory"):
+    """Wrap an already loaded model and tokenizer (e.g. in tests or notebooks) for the steps that take a model."""
+    from sparcom.profile.runner import wrap_model as wrap
+
+    return wrap(model, tokenizer, name)
+
+
+def model_sites(model):
+    """Where each layer's MLP neurons, experts and shared experts live in ``model`` (the family table)."""
+    from sparcom.models.sites import model_sites as sites
+
+    return sites(model)
+
+
+def load_selection(path: str | Path):
+    """The selection artifact of an identify folder (masks per kind, category and layer, and their provenance)."""
+    from sparcom.artifacts.selection import load_selection as read
+
+    return read(path)

@@ -5,7 +5,7 @@ through :func:`staged_directory`: the folder is built under a temporary name nex
 place only when everything was written, so an error, an interruption or a full disk never leaves half a folder,
 and ``--overwrite`` replaces only a folder that is an earlier output of the same kind (it holds ``marker``). A
 profile run is the one exception: it is written in place with atomic checkpoints so that ``--resume`` can continue
-it (:func:`sparcom.profile.runner.prepare_output_dir`); it shares the checks here.
+it (:func:`prepare_output_dir`); it shares the checks here.
 """
 
 from __future__ import annotations
@@ -88,6 +88,27 @@ def check_output_dir(out: str | Path, overwrite: bool = False, marker: str | Non
             raise SparcomError(f"{out}: exists and is not a sparcom {kind} (no {marker}); "
                                "refusing to replace it, choose another --out")
     check_parent(out)
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Decide what to do with an existing output directory; True when a checkpoint should be resumed."""
+    if resume and overwrite:
+        raise SparcomError("--resume and --overwrite exclude each other; choose one")
+    check_parent(out)
+    if not out.exists():
+        return False
+    if out.is_file():
+        raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
+    if overwrite:
+        return False
+    if resume:
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise SparcomError(f"{out}: not writable (read-only or no permission); --resume writes its checkpoint "
+                               "and counts there: make it writable or copy the run elsewhere")
+        return True
+    if any(out.iterdir()):
+        raise SparcomError(f"{out}: output directory exists; pass --resume to continue it or --overwrite to replace it")
+    return False
 
 
 def _publish(folder: Path) -> None:

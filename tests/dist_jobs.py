@@ -49,7 +49,7 @@ def _rank_main(rank: int, world_size: int, port: int, job: dict[str, Any]) -> No
     outcome: dict[str, Any] = {"rank": rank}
     try:
         if job["call"] == "profile":
-            from sparcom.profile.runner import ProfileSettings, profile
+            from sparcom import ProfileSettings, profile
 
             data = job.get("data_by_rank", {}).get(str(rank), job["data"])
             run = profile(job["model"], data, job["out"], ProfileSettings(**job["settings"]),

@@ -264,7 +264,7 @@ def build_study(root: Path) -> dict[str, Path]:
     for name, (model, rows_path, settings, dtype) in made.items():
         paths[name] = profile(model_of(model, dtype), rows_path, runs / name, settings, progress=False).path
     paths["selection"] = root / "selection"
-    identify(paths["run"], "percentile", 0.05, sweep=False, plots=False, out=paths["selection"])
+    identify(paths["run"], rule="percentile", epsilon=0.05, sweep=False, plots=False, out=paths["selection"])
     paths["selection-wide"] = root / "selection-wide"
-    identify(paths["run-wide"], "percentile", 0.05, sweep=False, plots=False, out=paths["selection-wide"])
+    identify(paths["run-wide"], rule="percentile", epsilon=0.05, sweep=False, plots=False, out=paths["selection-wide"])
     return paths

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
-from sparcom import ProfileSettings, ablate, compare, identify, profile, wrap_model
-from sparcom.examples.recording import record_examples, write_examples
+from sparcom import ProfileSettings, ablate, compare, identify, profile, record_examples, wrap_model
+from sparcom.examples.recording import write_examples
 
 
 def build_study(root: Path, moe: bool = False) -> dict[str, Path]:

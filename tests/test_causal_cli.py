@@ -177,7 +177,7 @@ def _bad_selection(setup, tmp_path: Path, kind: str) -> Path:
     ({"--data": "missing.jsonl"}, "dataset file not found"),
     ({"--expert-removal": "drop"}, "--expert-removal must be one of"),
     ({"--targets": "experts"}, "target 'experts'"),
-    ({"--targets": "everything"}, "unknown target"),
+    ({"--targets": "everything"}, "--targets must be one of"),
     ({"--seeds": "-1"}, "--seeds"),
     ({"--per-category": "0"}, "--per-category"),
     ({"--dtype": "float8"}, "unknown dtype"),

@@ -132,7 +132,7 @@ def test_crossfit_refusals(study, tmp_path):
         fold_selections(grouped, RULE, 2)
     with pytest.raises(SparcomError, match="--exclude-profiled does not apply"):
         CausalSettings(folds=3, exclude_profiled=True).check()
-    with pytest.raises(SparcomError, match="--folds must be at least 2"):
+    with pytest.raises(SparcomError, match="--crossfit-folds must be at least 2"):
         CausalSettings(folds=1).check()
 
 
@@ -144,7 +144,7 @@ def test_crossfit_through_the_console_script(study, tmp_path):
     profile(load_model(str(model), dtype="float32"), study["data"], run, ProfileSettings(group_by="instruction"),
             progress=False)
     args = [str(SCRIPT), "ablate", str(model), "--run", str(run), "--rule", "percentile", "--epsilon", "0.05",
-            "--folds", "3", "--data", str(study["data"]), "--seeds", "2", "--replicates", "20", "--quiet",
+            "--crossfit-folds", "3", "--data", str(study["data"]), "--seeds", "2", "--replicates", "20", "--quiet",
             "--no-plots", "--dtype", "float32"]
     done = subprocess.run([*args, "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV,
                           timeout=600)

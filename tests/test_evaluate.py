@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     second = profile(model, write_rows(root / "second.jsonl", 4), root / "second", settings, progress=False)
     other = wrap_model(tiny_model("llama", seed=2), tiny_tokenizer())
     foreign = profile(other, root / "second.jsonl", root / "foreign", settings, progress=False)
-    sparcom.identify(first.path, "percentile", 0.05, folds=2, random_sets=5, out=root / "selection", plots=False)
+    sparcom.identify(first.path, rule="percentile", epsilon=0.05, folds=2, random_sets=5, out=root / "selection", plots=False)
     return {"root": root, "first": first.path, "second": second.path, "foreign": foreign.path,
             "selection": root / "selection"}
 

@@ -13,8 +13,9 @@ from oracle import activation_modules, example_text, token_counted
 from tiny import tiny_model, tiny_tokenizer
 
 from sparcom.analysis.ranking import Component
+from sparcom.api import record_examples
 from sparcom.errors import SparcomError
-from sparcom.examples.recording import load_examples, record_examples, write_examples
+from sparcom.examples.recording import load_examples, write_examples
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -122,18 +123,16 @@ def test_write_and_load(llama, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_run_examples_checks_out_before_recording(llama, tmp_path):
-    from sparcom.examples.recording import run_examples
-
+def test_record_examples_checks_out_before_recording(llama, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(SparcomError, match="output directory exists"):
-        run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "taken", ["neuron/5/0"])
+        record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/5/0"], out=tmp_path / "taken")
     with pytest.raises(SparcomError, match="not a sparcom examples output"):
-        run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "taken", ["neuron/0/0"],
-                     overwrite=True)
-    result = run_examples(llama["loaded"], llama["selection"], llama["data"], tmp_path / "ex", ["neuron/0/0"],
-                          top_k=1)
+        record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/0/0"], out=tmp_path / "taken",
+                        overwrite=True)
+    result = record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/0/0"], top_k=1,
+                             out=tmp_path / "ex")
     assert load_examples(tmp_path / "ex")["components"][0]["events"][0]["value"] == result.events[0][0]["value"]
 
 
@@ -148,8 +147,7 @@ def test_bad_components(llama):
 
 def test_default_components_from_source_run(tmp_path, dataset):
     """Without a component list, the cards' components come from the selection and its source run."""
-    from sparcom import frequencies, identify
-    from sparcom.profile.runner import ProfileSettings, profile
+    from sparcom import ProfileSettings, frequencies, identify, profile
 
     loaded = wrap_model(tiny_model("llama", seed=4), tiny_tokenizer(), "tiny")
     run = profile(loaded, dataset, tmp_path / "run", ProfileSettings(batch_size=4), progress=False)

@@ -13,13 +13,14 @@ from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from sparcom import TuneSettings, tune
 from sparcom.cli.app import app
 from sparcom.data.formatting import ROLE_RESPONSE, encode_row
 from sparcom.data.schema import read_rows
 from sparcom.errors import SparcomError
 from sparcom.models.loading import load_adapter_folder, load_model
-from sparcom.tune import TuneSettings, materialise_adapter, tune
 from sparcom.tune.examples import batch_plan, collate, encode_examples, response_loss
+from sparcom.tune.lora import materialise_adapter
 
 pytest.importorskip("peft")
 
@@ -212,7 +213,7 @@ def test_cli_trains_and_reports(base, rows_file, tmp_path):
     [
         (["--data", "missing.jsonl"], "file not found"),
         ([], "--data is required"),
-        (["--data", "{rows}", "--method", "qlora"], "--method must be lora or full"),
+        (["--data", "{rows}", "--method", "qlora"], "--method must be one of lora, full"),
         (["--data", "{rows}", "--lora-r", "0"], "--lora-r must be at least 1"),
         (["--data", "{rows}", "--method", "full", "--no-merge"], "full fine-tuning has none"),
         (["--from-adapter", "nowhere"], "folder not found"),

@@ -51,7 +51,7 @@ def loaded_groups(path: Path):
 @pytest.fixture(scope="module")
 def identified(grouped, tmp_path_factory):
     out = tmp_path_factory.mktemp("identify") / "contrast"
-    return sparcom.identify(grouped, "contrast", 0.05, out=out, **FAST), out
+    return sparcom.identify(grouped, rule="contrast", epsilon=0.05, out=out, **FAST), out
 
 
 def test_identify_validity_is_the_core_computed_on_the_runs_groups(grouped, identified):
@@ -96,7 +96,7 @@ def test_selected_components_carry_sortable_specificity_scores(grouped, identifi
 
 
 def test_test_rule_runs_its_sweep_and_resampled_intervals(grouped, tmp_path):
-    result = sparcom.identify(grouped, "test", 0.05, resamples=4, **FAST)
+    result = sparcom.identify(grouped, rule="test", epsilon=0.05, resamples=4, **FAST)
     groups = loaded_groups(grouped)
     analysis = result.kinds["neuron"]
     for row in analysis.sweep:
@@ -107,7 +107,7 @@ def test_test_rule_runs_its_sweep_and_resampled_intervals(grouped, tmp_path):
     direct = validity(groups, SelectionRule("test", 0.05), folds=4, random_sets=12, bootstrap=4)
     np.testing.assert_array_equal(result.validity["neuron"].bootstrap.masks, direct.bootstrap.masks)
     assert result.validity["neuron"].bootstrap.mean == direct.bootstrap.mean
-    without = sparcom.identify(grouped, "test", 0.05, validity=False, sweep=False)
+    without = sparcom.identify(grouped, rule="test", epsilon=0.05, validity=False, sweep=False)
     assert without.kinds["neuron"].intervals is None and without.validity == {}
     assert any("--resamples" in note for note in without.summary()["notes"])
 
@@ -142,7 +142,7 @@ def test_identify_cli_prints_validity_and_obeys_no_validity(grouped, tmp_path):
 
 def test_rule_study_rows_are_the_core_sweep_and_files_are_written(grouped, tmp_path):
     epsilons = {"percentile": [0.02, 0.05], "contrast": [0.02, 0.05], "test": [0.05, 0.1]}
-    study = sparcom.sweep(grouped, ["percentile", "contrast-mean", "test"], epsilons=epsilons, out=tmp_path / "s",
+    study = sparcom.sweep(grouped, rules=["percentile", "contrast-mean", "test"], epsilons=epsilons, out=tmp_path / "s",
                           **FAST)
     rules = [SelectionRule("percentile"), SelectionRule("contrast", against="mean"), SelectionRule("test")]
     direct = validity_sweep(loaded_groups(grouped), rules, epsilons, folds=4, random_sets=12)
@@ -217,4 +217,4 @@ def test_a_run_grouped_by_source_gets_cross_source_agreement_only(tmp_path):
     assert (tmp_path / "out" / "plots" / "neuron_cross_source.png").is_file()
     assert not (tmp_path / "out" / "plots" / "neuron_validity_random.png").exists()
     with pytest.raises(sparcom.SparcomError, match="per-instruction counts"):
-        sparcom.identify(run, "test", sweep=False)
+        sparcom.identify(run, rule="test", sweep=False)

@@ -27,6 +27,7 @@ from sparcom.analysis.validity import (
 from sparcom.artifacts.run import ProfileRun
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
+from sparcom.settings import check, options, setting
 
 #: What every output says when a run has no counts below the category.
 NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "
@@ -40,19 +41,28 @@ RESAMPLES_NOTE = ("bootstrap intervals of rule {rule} resample the instructions 
 class ValiditySettings:
     """How validity is measured: k folds, R random sets per fold, the seed of folds and draws, the CI level."""
 
-    enabled: bool = True
-    folds: int = DEFAULT_FOLDS
-    random_sets: int = DEFAULT_RANDOM_SETS
-    seed: int = 0
-    level: float = DEFAULT_LEVEL
+    enabled: bool = setting(True, flag="--validity/--no-validity", help=(
+        "On runs profiled with --group-by instruction: held-out decoding against random sets, stability, "
+        "cross-source agreement."))
+    folds: int = setting(DEFAULT_FOLDS, flag="--folds", help=(
+        "Folds of the held-out decoding (stratified by category and source)."))
+    random_sets: int = setting(DEFAULT_RANDOM_SETS, flag="--random-sets", help=(
+        "Random sets of the selection's per-layer shape per fold (the null of the decoding p-value)."))
+    seed: int = setting(0, flag="--validity-seed", help=(
+        "Seed of the validity folds, the random sets and the resampled instructions."))
+    level: float = setting(DEFAULT_LEVEL, keyword="validity_level", help="Level of the validity intervals.")
 
-    def check(self) -> ValiditySettings:
+    def check_together(self) -> None:
         if self.enabled:
             try:
                 check_settings(self.folds, self.random_sets, self.level)
             except SparcomError as exc:
-                raise SparcomError(f"{exc} (--folds, --random-sets, --validity-level)") from None
-        return self
+                names = ", ".join(flat.option.label for flat in options(ValiditySettings)
+                                  if flat.path[-1] in ("folds", "random_sets", "level"))
+                raise SparcomError(f"{exc} ({names})") from None
+
+    def check(self) -> ValiditySettings:
+        return check(self)
 
     def parameters(self) -> dict[str, Any]:
         return {"folds": self.folds, "random_sets": self.random_sets, "seed": self.seed, "level": self.level}

@@ -37,6 +37,7 @@ from sparcom.analysis.groups import GroupCounts, GroupMoments
 from sparcom.analysis.specificity import CONTRASTS, contrast_mask, welch_test_mask
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
+from sparcom.settings import check, setting
 
 RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape", "contrast", "test")
 #: Default ε of the fraction rules: the top 1% of components per category (see docs/analysis.md).
@@ -150,12 +151,24 @@ class SelectionRule:
     (threshold), or the minimum effect (test). ``against`` is the contrast's reference, ``fdr`` the test's level.
     """
 
-    name: str = "percentile"
-    epsilon: float | None = None
-    filter_rate: float = LAPE_FILTER_RATE
-    activation_bar_ratio: float = LAPE_ACTIVATION_BAR_RATIO
-    against: str = "max"
-    fdr: float = DEFAULT_FDR
+    name: str = setting("percentile", flag="--rule", choices=RULES, help=(
+        "Selection rule: percentile (the paper's: top ε of each category's frequencies over all layers), threshold "
+        "(p ≥ ε), layer-percentile (top ε within each layer), lape (lowest-entropy ε, Tang et al. 2024), contrast "
+        "(top ε of p_c minus the largest (--against max) or mean (--against mean) p of the other categories), test "
+        "(one-sided Welch test of c's instructions against the rest, Benjamini–Hochberg at --fdr, effect ≥ ε; needs "
+        "--group-by instruction). Default: contrast, recommended from the evidence in docs/analysis.md (\"Which "
+        "rule\"); --rule percentile reproduces the paper."))
+    epsilon: float | None = setting(None, flag="--epsilon", help=(
+        "Fraction selected per category (percentile, layer-percentile, contrast; LAPE's top rate), the absolute "
+        "frequency (threshold) or the minimum effect (test). Default 0.01 (test: 0.05); threshold needs it."))
+    filter_rate: float = setting(LAPE_FILTER_RATE, flag="--lape-filter-rate", help=(
+        "LAPE: quantile of p a component must exceed in some category to be considered."))
+    activation_bar_ratio: float = setting(LAPE_ACTIVATION_BAR_RATIO, flag="--lape-activation-bar", help=(
+        "LAPE: quantile of p a kept component must exceed to be assigned to a category."))
+    against: str = setting("max", flag="--against", choices=CONTRASTS, help=(
+        "contrast rule: subtract the largest (max) or the mean (mean) frequency of the other categories."))
+    fdr: float = setting(DEFAULT_FDR, flag="--fdr", help=(
+        "test rule: Benjamini–Hochberg false discovery rate per category."))
 
     def __post_init__(self) -> None:
         if self.name not in RULES:
@@ -173,6 +186,10 @@ class SelectionRule:
             raise SparcomError(f"unknown contrast {self.against!r}; choose from {', '.join(CONTRASTS)}")
         if self.name == "test":
             object.__setattr__(self, "fdr", _check_fraction("FDR", self.fdr))
+
+    def check(self) -> SelectionRule:
+        """The rule's values are checked when it is made; this checks the declared choices too."""
+        return check(self)
 
     def with_epsilon(self, epsilon: float) -> SelectionRule:
         return replace(self, epsilon=epsilon)

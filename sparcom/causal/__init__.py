@@ -1,29 +1,37 @@
 """The causal check: reversible interventions on neurons, expert neurons and experts, teacher-forced NLL of the
 reference responses, random control sets and their statistics (see docs/causal.md). Files are written by
-:mod:`sparcom.report.causal`; ``sparcom.ablate`` does both."""
+:mod:`sparcom.report.causal`; ``sparcom.ablate`` does both.
 
-from sparcom.causal.check import causal_check
-from sparcom.causal.interventions import EXPERT_REMOVAL, AblationStats, ablate
-from sparcom.causal.result import CausalResult, TargetResult
-from sparcom.causal.settings import CausalSettings
-from sparcom.causal.statistics import significance
-from sparcom.components import ComponentSet
-from sparcom.random_sets import random_like, random_sets
+Names are imported on first use, so the settings (:mod:`sparcom.causal.settings`) load without torch.
+"""
 
-#: The set :func:`ablate` deactivates, under its earlier name: a :class:`~sparcom.components.ComponentSet`.
-Ablation = ComponentSet
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "EXPERT_REMOVAL",
-    "Ablation",
-    "AblationStats",
-    "CausalResult",
-    "CausalSettings",
-    "ComponentSet",
-    "TargetResult",
-    "ablate",
-    "causal_check",
-    "random_like",
-    "random_sets",
-    "significance",
-]
+#: Public name → (module, attribute). ``Ablation`` is the set :func:`ablate` deactivates under its earlier name:
+#: a :class:`~sparcom.components.ComponentSet`.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "EXPERT_REMOVAL": ("sparcom.causal.settings", "EXPERT_REMOVAL"),
+    "Ablation": ("sparcom.components", "ComponentSet"),
+    "AblationStats": ("sparcom.causal.interventions", "AblationStats"),
+    "CausalResult": ("sparcom.causal.result", "CausalResult"),
+    "CausalSettings": ("sparcom.causal.settings", "CausalSettings"),
+    "ComponentSet": ("sparcom.components", "ComponentSet"),
+    "TargetResult": ("sparcom.causal.result", "TargetResult"),
+    "ablate": ("sparcom.causal.interventions", "ablate"),
+    "causal_check": ("sparcom.causal.check", "causal_check"),
+    "random_like": ("sparcom.random_sets", "random_like"),
+    "random_sets": ("sparcom.random_sets", "random_sets"),
+    "significance": ("sparcom.causal.statistics", "significance"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sparcom.causal' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value
+    return value

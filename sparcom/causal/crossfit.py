@@ -55,7 +55,7 @@ def fold_selections(run: ProfileRun, rule: SelectionRule, folds: int, seed: int 
 
     groups_meta = run.manifest.get("groups")
     if run.manifest.get("group_by") != "instruction" or not groups_meta:
-        raise SparcomError(f"{run.path}: --folds needs per-instruction counts, but this run was profiled with "
+        raise SparcomError(f"{run.path}: --crossfit-folds needs per-instruction counts, but this run was profiled with "
                            f"--group-by {run.manifest.get('group_by') or 'category'}; re-profile with "
                            "'sparcom profile ... --group-by instruction'")
     present = kinds_in(run.counts)
@@ -92,4 +92,4 @@ def _check_training_splits(category_index: np.ndarray, assignment: np.ndarray, f
         if (present == 0).any():
             missing = categories[int(np.argmin(present))]
             raise SparcomError(f"category {missing} has too few profiled instructions for {folds} folds (a training "
-                               "split has none of them); use fewer --folds")
+                               "split has none of them); use fewer --crossfit-folds")

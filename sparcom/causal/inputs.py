@@ -143,7 +143,7 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
     rows, _ = first_rows_per_category(rows, settings.per_category, exclude)
     if not rows:
         raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on); score the "
-                           "profiled rows with cross-fitting instead (--run RUN --folds 5)")
+                           "profiled rows with cross-fitting instead (--run RUN --crossfit-folds 5)")
     return rows, len(exclude)
 
 
@@ -230,14 +230,14 @@ def read_inputs(selection, data, settings: CausalSettings, run=None, rule=None
     data = Path(data)
     if settings.folds is not None:
         if selection is not None or run is None:
-            raise SparcomError("--folds selects on each fold's complement of a run: give --run RUN (profiled "
+            raise SparcomError("--crossfit-folds selects on each fold's complement of a run: give --run RUN (profiled "
                                "with --group-by instruction) and --rule, not --selection")
         run = run if isinstance(run, ProfileRun) else load_run(run)
         crossfit = fold_selections(run, rule or SelectionRule(), settings.folds, settings.seed)
         resolve_targets(crossfit.selections[0], settings.targets)
         return crossfit.selections[0], crossfit_rows(crossfit, data, settings), 0, crossfit
     if selection is None:
-        raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --folds to cross-fit")
+        raise SparcomError("give --selection (a 'sparcom identify' folder), or --run with --crossfit-folds to cross-fit")
     if not isinstance(selection, Selection):
         selection = load_selection(selection)
     resolve_targets(selection, settings.targets)

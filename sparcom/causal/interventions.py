@@ -20,13 +20,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from sparcom.causal.settings import EXPERT_REMOVAL
 from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE, KINDS, Kind
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, PerDevice, ShadowAttribute, model_sites
-
-#: How a removed expert's slot is refilled; the first is the default.
-EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
 
 
 @dataclass

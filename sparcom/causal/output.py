@@ -19,7 +19,6 @@ from sparcom.causal.checkpoint import check_checkpoint, checkpoint_dir
 from sparcom.causal.result import CausalResult
 from sparcom.causal.settings import CausalSettings
 from sparcom.distributed import join
-from sparcom.errors import SparcomError
 from sparcom.interrupts import interrupted
 from sparcom.outputs import check_output_dir, lock, staged_directory
 
@@ -35,25 +34,17 @@ def check_into_folder(
     marker: str,
     kind: str,
     run=None,
-    rule: Callable[[], SelectionRule] | None = None,
+    rule: SelectionRule | None = None,
     resume: bool = False,
     overwrite: bool = False,
     **options,
 ) -> CausalResult:
     """:func:`~sparcom.causal.check.causal_check` and, with ``out``, its folder written by ``write(result, folder)``
-    (``marker`` and ``kind`` name what an existing folder must be for ``overwrite`` to replace it). ``rule`` makes
-    the cross-fitting rule inside the checks every rank agrees on; ``options`` go to the check (dtype, device …)."""
+    (``marker`` and ``kind`` name what an existing folder must be for ``overwrite`` to replace it). The settings
+    and arguments are checked by the caller (:func:`sparcom.api.ablate`, before torch loads); ``rule`` is the
+    cross-fitting rule; ``options`` go to the check (dtype, device …)."""
     ranks = join(options.get("device", "cpu"), options.get("device_map"))
-    with ranks.step("checking the settings and the output folder"):
-        settings.check()
-        if resume and overwrite:
-            raise SparcomError("--resume and --overwrite exclude each other; choose one")
-        if resume and out is None:
-            raise SparcomError("--resume continues the check that writes --out; give --out")
-        if run is not None and settings.folds is None:
-            raise SparcomError("--run is for cross-fitting: add --folds K (or give --selection instead of --run)")
-        chosen = rule() if rule is not None and settings.folds is not None else None
-    check = dict(settings=settings, run=run, rule=chosen, **options)
+    check = dict(settings=settings, run=run, rule=rule, **options)
     if out is None:
         return causal_check(model, selection, data, **check)
     with contextlib.ExitStack() as held:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sparcom.causal.interventions import EXPERT_REMOVAL
+from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.causal.statistics import PARAMETRIC_MIN_SETS, REPLICATES, TESTS
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
+from sparcom.settings import check, comma_list, group, setting
 
 FORMAT = "sparcom-causal"
 VERSION = 1
@@ -18,6 +19,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "experts": ("expert",),
 }
 DEFAULT_SEEDS = 20
+#: How a removed expert's slot is refilled (:mod:`sparcom.causal.interventions`); the first is the default.
+EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
 SIGNIFICANCE_LEVEL = 0.05
 
 
@@ -25,63 +28,60 @@ SIGNIFICANCE_LEVEL = 0.05
 class CausalSettings:
     """How the causal check is run."""
 
-    seeds: int = DEFAULT_SEEDS
-    seed: int = 0
-    per_category: int | None = None
-    batch_size: int = 8
-    expert_removal: str = "renormalize"
-    targets: tuple[str, ...] | None = None
-    generate: bool = False
-    max_new_tokens: int = 64
-    generate_seeds: int = 3
-    exclude_profiled: bool = False
-    force: bool = False
+    seeds: int = setting(DEFAULT_SEEDS, flag="--seeds", low=0, help="Random control sets per category (0: none).")
+    seed: int = setting(0, flag="--random-set-seed", help=(
+        "First seed of the random control sets (set i draws from seed + i); also seeds the cross-fitting folds."))
+    per_category: int | None = setting(None, flag="--per-category", low=1,
+                                       help="Evaluate only the first N rows of each category.")
+    batch_size: int = setting(8, flag="--batch-size", low=1, help="Rows per forward pass.")
+    expert_removal: str = setting(EXPERT_REMOVAL[0], flag="--expert-removal", choices=EXPERT_REMOVAL, help=(
+        "renormalize (drop the expert, rescale the token's other weights) or next-best (route to the best "
+        "remaining experts)."))
+    targets: tuple[str, ...] | None = setting(
+        None, flag="--targets", choices=(*TARGETS, *KINDS), cli_type=list[str] | None, parse=comma_list,
+        help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert neurons), "
+             "experts, or a single kind. Default: every target the selection has.")
+    generate: bool = setting(False, flag="--generate", help=(
+        "Also measure greedy exact-match accuracy on cls, math and short qa answers."))
+    max_new_tokens: int = setting(64, flag="--max-new-tokens", low=1, help="Generation bound per answer.")
+    generate_seeds: int = setting(3, flag="--generate-seeds", low=0, help=(
+        "Random sets also scored by generation (the first N of --seeds)."))
+    exclude_profiled: bool = setting(False, flag="--exclude-profiled", help=(
+        "Skip rows the selection's profile run counted (held-out check)."))
+    force: bool = setting(False, flag="--force", help=(
+        "Ablate even if the selection was made on other weights or another tokenizer."))
     #: Deactivate only the components unique to each category (in its set and in no other category's set).
-    unique: bool = False
+    unique: bool = setting(False, flag="--unique", help=(
+        "Deactivate only the components unique to each category (selected for it and for no other category)."))
     #: Bootstrap replicates over rows for the intervals (statistics only: they do not change any NLL pass).
-    replicates: int = REPLICATES
+    replicates: int = setting(REPLICATES, flag="--replicates", low=1, help="Bootstrap replicates over rows.")
     #: How damage and specificity p-values are computed: empirical, parametric or auto (docs/causal.md).
-    test: str = "auto"
+    test: str = setting("auto", flag="--test", choices=TESTS, help=(
+        "p-values of damage and specificity: empirical, parametric (t tail of the random sets, normality "
+        "checked) or auto."))
     #: Score only the first N tokens of each reference response (None: all); the sequence ends after them.
-    max_scored_tokens: int | None = None
+    max_scored_tokens: int | None = setting(None, flag="--max-scored-tokens", low=1, help=(
+        "Score only the first N tokens of each reference response."))
     #: Cross-fitting: select on k − 1 folds of a run's instructions, score the held-out fold (None: a selection).
-    folds: int | None = None
+    folds: int | None = setting(None, flag="--crossfit-folds", low=2, help=(
+        "Cross-fitting (with --run): select on k − 1 folds of the run's instructions with the rule (--rule, "
+        "--epsilon, ...), score the held-out fold."))
+    #: Cross-fitting: the rule each fold's complement is selected with.
+    rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
-    def check(self) -> None:
-        if self.seeds < 0:
-            raise SparcomError(f"--seeds must be 0 (no random baseline) or more, got {self.seeds}")
-        if self.per_category is not None and self.per_category < 1:
-            raise SparcomError(f"--per-category must be at least 1, got {self.per_category}")
-        if self.batch_size < 1:
-            raise SparcomError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.expert_removal not in EXPERT_REMOVAL:
-            raise SparcomError(f"--expert-removal must be one of {', '.join(EXPERT_REMOVAL)}, "
-                               f"got {self.expert_removal!r}")
-        if self.max_new_tokens < 1:
-            raise SparcomError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.generate_seeds < 0:
-            raise SparcomError(f"--generate-seeds must be 0 or more, got {self.generate_seeds}")
-        if self.replicates < 1:
-            raise SparcomError(f"--replicates must be at least 1, got {self.replicates}")
-        if self.test not in TESTS:
-            raise SparcomError(f"--test must be one of {', '.join(TESTS)}, got {self.test!r}")
+    def check_together(self) -> None:
         if self.test == "parametric" and self.seeds < PARAMETRIC_MIN_SETS:
             raise SparcomError(f"--test parametric needs at least {PARAMETRIC_MIN_SETS} random sets (--seeds), "
                                f"got {self.seeds}")
-        if self.max_scored_tokens is not None and self.max_scored_tokens < 1:
-            raise SparcomError(f"--max-scored-tokens must be at least 1, got {self.max_scored_tokens}")
-        if self.folds is not None:
-            if self.folds < 2:
-                raise SparcomError(f"--folds must be at least 2, got {self.folds}")
-            if self.exclude_profiled:
-                raise SparcomError("--folds scores each profiled row with sets selected without it; "
-                                   "--exclude-profiled does not apply (drop it)")
-            if self.generate:
-                raise SparcomError("--generate is not available with --folds yet; run it on a selection with "
-                                   "--exclude-profiled")
-        for target in self.targets or ():
-            if target not in TARGETS and target not in KINDS:
-                raise SparcomError(f"unknown target {target!r}; choose from {', '.join([*TARGETS, *KINDS])}")
+        if self.folds is not None and self.exclude_profiled:
+            raise SparcomError("--crossfit-folds scores each profiled row with sets selected without it; "
+                               "--exclude-profiled does not apply (drop it)")
+        if self.folds is not None and self.generate:
+            raise SparcomError("--generate is not available with --crossfit-folds yet; run it on a selection with "
+                               "--exclude-profiled")
+
+    def check(self) -> CausalSettings:
+        return check(self)
 
     def to_json(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "seed": self.seed, "per_category": self.per_category,

@@ -26,6 +26,14 @@ app.add_typer(models.models_app, name="models")
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit code: 0, 2 for a sparcom error, click's code for usage errors, 130 interrupted."""
+    from sparcom.cli.options import renamed_flag
+    from sparcom.errors import SparcomError
+
+    try:
+        renamed_flag(sys.argv[1:] if argv is None else argv)
+    except SparcomError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="sparcom", standalone_mode=False)

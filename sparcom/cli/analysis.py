@@ -13,66 +13,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sparcom.analysis.selection import DEFAULT_RULE
+from sparcom.analysis.settings import CompareSettings, IdentifySettings
 from sparcom.cli.app import app, stdout_console
-from sparcom.errors import SparcomError
-
-RunArgument = Annotated[Path, typer.Argument(help="A profile run directory (from 'sparcom profile').",
-                                             show_default=False)]
-OutOption = Annotated[Path, typer.Option("--out", help="Output directory (must not exist unless --overwrite).")]
-RuleOption = Annotated[str, typer.Option("--rule", help=(
-    "Selection rule: percentile (the paper's: top ε of each category's frequencies over all layers), threshold "
-    "(p ≥ ε), layer-percentile (top ε within each layer), lape (lowest-entropy ε, Tang et al. 2024), contrast (top "
-    "ε of p_c minus the largest (--against max) or mean (--against mean) p of the other categories), test "
-    "(one-sided Welch test of c's instructions against the rest, Benjamini–Hochberg at --fdr, effect ≥ ε; needs "
-    "--group-by instruction). Default: contrast, recommended from the evidence in docs/analysis.md (\"Which "
-    "rule\"); --rule percentile reproduces the paper."))]
-EpsilonOption = Annotated[float | None, typer.Option(
-    "--epsilon", help="Fraction selected per category (percentile, layer-percentile, contrast; LAPE's top rate), "
-                      "the absolute frequency (threshold) or the minimum effect (test). Default 0.01 (test: 0.05); "
-                      "threshold needs it.")]
-AgainstOption = Annotated[str, typer.Option(
-    "--against", help="contrast rule: subtract the largest (max) or the mean (mean) frequency of the other "
-                      "categories.")]
-FdrOption = Annotated[float, typer.Option("--fdr", help="test rule: Benjamini–Hochberg false discovery rate per "
-                                                         "category.")]
-KindsOption = Annotated[list[str] | None, typer.Option(
-    "--kinds", help="Component kinds to analyse (repeat or comma-separate): neuron, shared_neuron, expert, "
-                    "expert_neuron. Default: all in the run.")]
-FilterOption = Annotated[float, typer.Option("--lape-filter-rate", help="LAPE: quantile of p a component must exceed "
-                                                                      "in some category to be considered.")]
-BarOption = Annotated[float, typer.Option("--lape-activation-bar", help="LAPE: quantile of p a kept component must "
-                                                                      "exceed to be assigned to a category.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out analysis directory.")]
-PlotsOption = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")]
-FoldsOption = Annotated[int, typer.Option("--folds", help="Folds of the held-out decoding (stratified by category "
-                                                         "and source).")]
-RandomSetsOption = Annotated[int, typer.Option("--random-sets", help="Random sets of the selection's per-layer shape "
-                                                                    "per fold (the null of the decoding p-value).")]
-SeedOption = Annotated[int, typer.Option("--validity-seed", help="Seed of the folds and the random sets.")]
-
-def _kinds(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _grid(text: str | None) -> list[float] | bool:
-    if text is None:
-        return True
-    if text.strip().lower() in ("", "none", "off"):
-        return False
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SparcomError(f"--sweep must be comma-separated numbers such as 0.005,0.01,0.02, got {text!r}") from None
-
-
-def _rule(rule: str, epsilon: float | None, filter_rate: float, bar: float, against: str = "max",
-          fdr: float = 0.05):
-    from sparcom.analysis.selection import SelectionRule
-
-    return SelectionRule(rule, epsilon, filter_rate, bar, against=against, fdr=fdr)
+from sparcom.cli.options import Overwrite, Plots, RunArgument, out_option, with_settings
 
 
 def _percent(value: float | None) -> str:
@@ -111,31 +54,13 @@ def _print_identify(result, folder: Path) -> None:
 
 
 @app.command("identify")
+@with_settings(IdentifySettings)
 def identify_command(
     run: RunArgument,
-    out: OutOption,
-    rule: RuleOption = DEFAULT_RULE,
-    epsilon: EpsilonOption = None,
-    kinds: KindsOption = None,
-    lape_filter_rate: FilterOption = 0.95,
-    lape_activation_bar: BarOption = 0.95,
-    sweep: Annotated[str | None, typer.Option(
-        "--sweep", help="Comma-separated ε values for the ε sweep ('off' to skip). Default: a grid per rule.")] = None,
-    ci_level: Annotated[float, typer.Option("--ci-level", help="Level of the bootstrap intervals.")] = 0.95,
-    against: AgainstOption = "max",
-    fdr: FdrOption = 0.05,
-    validity: Annotated[bool, typer.Option(
-        "--validity/--no-validity", help="On runs profiled with --group-by instruction: held-out decoding against "
-                                         "random sets, stability, cross-source agreement.")] = True,
-    folds: FoldsOption = 5,
-    random_sets: RandomSetsOption = 100,
-    validity_seed: SeedOption = 0,
-    resamples: Annotated[int, typer.Option(
-        "--resamples", help="Bootstrap intervals (and bootstrap stability) from this many resamples of the "
-                            "instructions (grouped runs; the only way for rule test; ~1–8 s each on SmolLM2). "
-                            "0: Poisson counters if the run has them.")] = 0,
-    plots: PlotsOption = True,
-    overwrite: OverwriteOption = False,
+    out: out_option("Output directory (selection, tables, plots, summary.json)"),
+    settings: IdentifySettings,
+    plots: Plots = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Select the instruction-specific neurons (ISNs) and experts (ISEs) of each category; measure their validity.
 
@@ -144,10 +69,7 @@ def identify_command(
     """
     from sparcom.api import identify
 
-    result = identify(run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar, against, fdr),
-                      kinds=_kinds(kinds), sweep=_grid(sweep), ci_level=ci_level, validity=validity, folds=folds,
-                      random_sets=random_sets, validity_seed=validity_seed, resamples=resamples, out=out,
-                      overwrite=overwrite, plots=plots)
+    result = identify(run, settings, out=out, overwrite=overwrite, plots=plots)
     _print_identify(result, out)
 
 
@@ -234,25 +156,17 @@ def _print_compare(result, folder: Path) -> None:
 
 
 @app.command("compare")
+@with_settings(CompareSettings)
 def compare_command(
     base_run: Annotated[Path, typer.Argument(help="Profile run of the base model.", show_default=False)],
     tuned_run: Annotated[Path, typer.Argument(help="Profile run of the tuned model.", show_default=False)],
-    out: OutOption,
-    rule: RuleOption = DEFAULT_RULE,
-    epsilon: EpsilonOption = None,
-    kinds: KindsOption = None,
-    lape_filter_rate: FilterOption = 0.95,
-    lape_activation_bar: BarOption = 0.95,
-    against: AgainstOption = "max",
-    fdr: FdrOption = 0.05,
-    force: Annotated[bool, typer.Option("--force", help="Compare despite different architecture, sizes, tokenizer, "
-                                                        "scope, template or system prompt.")] = False,
-    plots: PlotsOption = True,
-    overwrite: OverwriteOption = False,
+    out: out_option("Output directory (tables, plots, summary.json)"),
+    settings: CompareSettings,
+    plots: Plots = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare the ISNs/ISEs of a base and a tuned model: retained, gained, lost, correlation, routing shift."""
     from sparcom.api import compare
 
-    result = compare(base_run, tuned_run, _rule(rule, epsilon, lape_filter_rate, lape_activation_bar, against, fdr),
-                     kinds=_kinds(kinds), force=force, out=out, overwrite=overwrite, plots=plots)
+    result = compare(base_run, tuned_run, settings, out=out, overwrite=overwrite, plots=plots)
     _print_compare(result, out)

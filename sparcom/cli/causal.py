@@ -13,14 +13,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sparcom.analysis.selection import DEFAULT_RULE
+from sparcom.causal.settings import CausalSettings
 from sparcom.cli.app import app, stdout_console
-
-
-def _targets(values: list[str] | None) -> tuple[str, ...] | None:
-    if not values:
-        return None
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+from sparcom.cli.options import (
+    Data,
+    Device,
+    DeviceMap,
+    Dtype,
+    Overwrite,
+    Plots,
+    Quiet,
+    Resume,
+    out_option,
+    with_settings,
+)
 
 
 def _cell(delta: float, mean: float, std: float, p: float, level: float) -> str:
@@ -110,76 +116,35 @@ def _print_tests(out, target) -> None:
 
 
 @app.command("ablate")
+@with_settings(CausalSettings)
 def ablate_command(
     model: Annotated[str, typer.Argument(help="The model the selection was made on: hub id, folder, .gguf or "
                                               "built-in name.", show_default=False)],
-    data: Annotated[Path, typer.Option("--data", help="Instruction rows with reference outputs (JSON Lines).")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (must not exist unless --overwrite).")],
-    selection: Annotated[Path | None, typer.Option("--selection", help="A 'sparcom identify' output directory.")
+    data: Data,
+    out: out_option("Output directory (summary.json, tables, plots, generations.jsonl)"),
+    selection: Annotated[Path | None, typer.Option("--selection", help="A 'sparcom identify' output folder.")
                          ] = None,
-    run: Annotated[Path | None, typer.Option("--run", help="Cross-fitting: a run profiled with --group-by "
-                                                           "instruction (use with --folds, --rule, --epsilon).")] = None,
-    rule: Annotated[str, typer.Option("--rule", help="Cross-fitting: the selection rule applied on each fold's "
-                                                     "complement (percentile, threshold, layer-percentile, lape, "
-                                                     "contrast, test).")] = DEFAULT_RULE,
-    epsilon: Annotated[float | None, typer.Option("--epsilon", help="Cross-fitting: the rule's ε (default: the "
-                                                                    "rule's).")] = None,
-    folds: Annotated[int | None, typer.Option("--folds", help="Cross-fitting: select on k − 1 folds of the run's "
-                                                              "instructions, score the held-out fold.")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="Random control sets per category (0: none).")] = 20,
-    seed: Annotated[int, typer.Option("--seed", help="First seed of the random sets (seeds seed … seed+N−1).")] = 0,
-    per_category: Annotated[int | None, typer.Option("--per-category", help="Evaluate only the first N rows of "
-                                                                            "each category.")] = None,
-    targets: Annotated[list[str] | None, typer.Option(
-        "--targets", help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert "
-                          "neurons), experts, or a single kind. Default: every target the selection has.")] = None,
-    generate: Annotated[bool, typer.Option("--generate", help="Also measure greedy exact-match accuracy on cls, "
-                                                              "math and short qa answers.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation bound per answer.")] = 64,
-    generate_seeds: Annotated[int, typer.Option("--generate-seeds", help="Random sets also scored by generation "
-                                                                         "(the first N of --seeds).")] = 3,
-    expert_removal: Annotated[str, typer.Option(
-        "--expert-removal", help="renormalize (drop the expert, rescale the token's other weights) or next-best "
-                                 "(route to the best remaining experts).")] = "renormalize",
-    unique: Annotated[bool, typer.Option("--unique", help="Deactivate only the components unique to each category "
-                                                          "(selected for it and for no other category).")] = False,
-    exclude_profiled: Annotated[bool, typer.Option("--exclude-profiled", help="Skip rows the selection's profile "
-                                                                              "run counted (held-out check).")] = False,
-    test: Annotated[str, typer.Option("--test", help="p-values of damage and specificity: empirical, parametric "
-                                                     "(t tail of the random sets, normality checked) or auto.")
-                    ] = "auto",
-    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over rows.")] = 1000,
-    max_scored_tokens: Annotated[int | None, typer.Option("--max-scored-tokens", help="Score only the first N "
-                                                                                      "tokens of each reference "
-                                                                                      "response.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted check of --out (same "
-                                                          "arguments).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per forward pass.")] = 8,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    device_map: Annotated[str | None, typer.Option("--device-map", help="'auto' spreads a large model over "
-                                                                        "devices.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Ablate even if the selection was made on other weights "
-                                                        "or another tokenizer.")] = False,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out causal directory.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    run: Annotated[Path | None, typer.Option("--run", help="Cross-fitting instead of a selection: a run profiled "
+                                                           "with --group-by instruction (with --crossfit-folds and "
+                                                           "the rule options).")] = None,
+    settings: CausalSettings = None,
+    resume: Resume = False,
+    dtype: Dtype = "auto",
+    device: Device = "cpu",
+    device_map: DeviceMap = None,
+    plots: Plots = True,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
 ) -> None:
     """Deactivate each category's selected neurons/experts; ΔNLL per category against random sets of equal shape.
 
     SIGTERM and Ctrl-C stop it with one line (exit 130); --resume continues from the last finished condition.
     """
     from sparcom.api import ablate
-    from sparcom.causal.settings import CausalSettings
-    from sparcom.distributed import is_main_process
 
-    settings = CausalSettings(seeds=seeds, seed=seed, per_category=per_category, batch_size=batch_size,
-                              expert_removal=expert_removal, targets=_targets(targets), generate=generate,
-                              max_new_tokens=max_new_tokens, generate_seeds=generate_seeds,
-                              exclude_profiled=exclude_profiled, force=force, unique=unique, replicates=replicates,
-                              test=test, max_scored_tokens=max_scored_tokens, folds=folds)
-    result = ablate(model, selection, data, settings, run=run, rule=rule, epsilon=epsilon, out=out, resume=resume,
-                    dtype=dtype, device=device, device_map=device_map, overwrite=overwrite, plots=plots,
-                    progress=not quiet)
+    result = ablate(model, selection, data, settings, run=run, out=out, resume=resume, dtype=dtype, device=device,
+                    device_map=device_map, overwrite=overwrite, plots=plots, progress=not quiet)
+    from sparcom.distributed import is_main_process  # torch: only once the arguments were checked
+
     if is_main_process():  # under torchrun rank 0 alone prints (and writes)
         _print(result, out)

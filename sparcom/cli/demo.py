@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sparcom.cli.app import app
+from sparcom.cli.options import Plots
 
 
 @app.command("demo")
@@ -19,7 +20,7 @@ def demo_command(
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder for the tuned Gemma.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Dtype of every model (default bfloat16; every number in "
                                                    "SUMMARY.md names it).")] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="PNG figures in every output folder.")] = True,
+    plots: Plots = True,
 ) -> None:
     """Run the whole pipeline on the built-in real models; finished steps are reused on a second run."""
     from sparcom.demo import DemoConfig, run_demo

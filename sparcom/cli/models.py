@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from sparcom.cli.app import command_group, stdout_console
+from sparcom.cli.options import Overwrite, Quiet, out_option
 from sparcom.errors import SparcomError
 
 models_app = command_group("Built-in models (GGUF conversions and a MoE made from one), and building MoE models.")
@@ -73,7 +74,7 @@ def prepare_command(
 def build_moe_command(
     model: Annotated[str, typer.Argument(help="Dense Llama model: folder, .gguf, hub id or built-in name.")] = (
         "smollm2-135m-instruct"),
-    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: ./<model>-moe<E>k<k>).")] = None,
+    out: out_option("Folder to write (default: ./<model>-moe<E>k<k>)", optional=True) = None,
     experts: Annotated[int, typer.Option("--experts", help="Experts per layer (must divide the MLP width).")] = 16,
     top_k: Annotated[int, typer.Option("--top-k", help="Experts each token is routed to.")] = 4,
     calibration: Annotated[str, typer.Option(
@@ -81,17 +82,17 @@ def build_moe_command(
     calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Calibration token budget.")] = 8192,
     coactivation: Annotated[str, typer.Option(
         "--coactivation", help="Neuron feature clustered into experts: 'magnitude' or 'firing'.")] = "magnitude",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the balanced clustering.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier MoE folder at --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr.")] = False,
+    clustering_seed: Annotated[int, typer.Option("--clustering-seed", help="Seed of the balanced clustering.")] = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
 ) -> None:
     """MoEfy a dense Llama model: split each MLP into equal experts of co-activated neurons, fit a top-k router per
     layer, and save a GraniteMoE folder that plain transformers loads (docs/moe.md). Prints the folder."""
     from sparcom.api import build_moe
     from sparcom.zoo.moefy import MoefySettings
 
-    settings = MoefySettings(num_experts=experts, top_k=top_k, seed=seed, calibration_tokens=calibration_tokens,
-                             coactivation=coactivation)
+    settings = MoefySettings(num_experts=experts, top_k=top_k, seed=clustering_seed,
+                             calibration_tokens=calibration_tokens, coactivation=coactivation)
     settings.check()
     target = out if out is not None else Path(f"{Path(model).name}-moe{experts}k{top_k}")
     print(build_moe(model, target, settings, calibration=calibration, overwrite=overwrite, progress=not quiet))

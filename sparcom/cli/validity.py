@@ -13,32 +13,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sparcom.cli.analysis import (
-    FoldsOption,
-    KindsOption,
-    OutOption,
-    OverwriteOption,
-    PlotsOption,
-    RandomSetsOption,
-    RunArgument,
-    SeedOption,
-    _kinds,
-    print_decoding,
-)
+from sparcom.analysis.settings import EvaluateSettings, SweepSettings
+from sparcom.cli.analysis import print_decoding
 from sparcom.cli.app import app, stdout_console
+from sparcom.cli.options import Overwrite, Plots, RunArgument, out_option, with_settings
 
 
 @app.command("evaluate")
+@with_settings(EvaluateSettings)
 def evaluate_command(
     selection: Annotated[Path, typer.Argument(help="An identify output folder (its selection).", show_default=False)],
     run: RunArgument,
-    out: OutOption,
-    kinds: KindsOption = None,
-    folds: FoldsOption = 5,
-    random_sets: RandomSetsOption = 100,
-    validity_seed: SeedOption = 0,
-    plots: PlotsOption = True,
-    overwrite: OverwriteOption = False,
+    out: out_option("Output directory (tables, plots, summary.json)"),
+    settings: EvaluateSettings,
+    plots: Plots = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Decode OTHER instructions' categories with a selection's fixed sets, against random sets of the same shape.
 
@@ -48,8 +37,7 @@ def evaluate_command(
     from sparcom.api import evaluate
     from sparcom.kinds import KIND_UNITS
 
-    result = evaluate(selection, run, kinds=_kinds(kinds), folds=folds, random_sets=random_sets, seed=validity_seed,
-                      out=out, overwrite=overwrite, plots=plots)
+    result = evaluate(selection, run, settings, out=out, overwrite=overwrite, plots=plots)
     console = stdout_console()
     meta = result.selection.meta
     console.print(f"[bold]{result.selection.path}[/] ({meta.get('description') or meta.get('rule')}) on "
@@ -58,7 +46,7 @@ def evaluate_command(
         sizes = ", ".join(f"{c} {n:,}" for c, n in k.sizes.items())
         print_decoding(k.decoding.summary(), KIND_UNITS[kind],
                        f"{KIND_UNITS[kind]}: {k.decoding.decoders['set_score'].evaluated} instructions, "
-                       f"{folds}-fold (decoders fitted on training folds; sets fixed: {sizes})")
+                       f"{settings.validity.folds}-fold (decoders fitted on training folds; sets fixed: {sizes})")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {out}")
@@ -71,18 +59,13 @@ def _cell(value: float, percent: bool = True) -> str:
 
 
 @app.command("sweep")
+@with_settings(SweepSettings)
 def sweep_command(
     run: RunArgument,
-    out: OutOption,
-    rules: Annotated[str | None, typer.Option(
-        "--rules", help="Comma-separated rules to study: percentile (the paper's), layer-percentile, lape, contrast, "
-                        "contrast-mean, test, threshold. Default: all of them.")] = None,
-    kinds: KindsOption = None,
-    folds: FoldsOption = 5,
-    random_sets: RandomSetsOption = 100,
-    validity_seed: SeedOption = 0,
-    plots: PlotsOption = True,
-    overwrite: OverwriteOption = False,
+    out: out_option("Output directory (tables, plots, summary.json)"),
+    settings: SweepSettings,
+    plots: Plots = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """The rule / ε study: held-out validity of every rule over its ε grid (--group-by instruction runs).
 
@@ -91,12 +74,12 @@ def sweep_command(
     """
     from sparcom.api import sweep
 
-    names = [part.strip() for part in rules.split(",") if part.strip()] if rules else None
-    result = sweep(run, names, kinds=_kinds(kinds), folds=folds, random_sets=random_sets, seed=validity_seed,
-                   out=out, overwrite=overwrite, plots=plots)
+    result = sweep(run, settings, out=out, overwrite=overwrite, plots=plots)
+    validity = settings.validity
     console = stdout_console()
     for kind, rows in result.rows.items():
-        table = Table(title=f"{kind}: {folds}-fold held-out decoding, {random_sets} random sets per fold",
+        table = Table(title=f"{kind}: {validity.folds}-fold held-out decoding, {validity.random_sets} random sets "
+                            "per fold",
                       title_justify="left")
         for column in ("rule", "ε", "mean share", "unique", "set-score", "random", "p", "centroid", "random ",
                        "p ", "stability", "within/across"):

@@ -142,8 +142,8 @@ def balanced_subset(data: Path, per_category: int, out: Path) -> dict:
 
 
 def profile_one(config: DemoConfig, path: str, data: Path, out: Path) -> dict:
-    from sparcom.profile.runner import ProfileSettings, profile
-    from sparcom.zoo.catalog import load_model
+    from sparcom.api import load_model, profile
+    from sparcom.profile.settings import ProfileSettings
 
     settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction")
     run = profile(load_model(path, dtype=config.dtype), data, out, settings, resume=True)
@@ -177,7 +177,7 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
                   dtype=config.dtype, out=out, resume=resume, overwrite=not resume, plots=config.plots)
     if config.causal_folds:
         result = ablate(model_path, None, config.data, run=where.run(name), rule=rules()[tag],
-                        folds=config.causal_folds, **common)
+                        crossfit_folds=config.causal_folds, **common)
     else:
         result = ablate(model_path, where.identify(name, tag), config.data, exclude_profiled=True, **common)
     return {"wall_time_seconds": round(result.wall_time_seconds, 1)}
@@ -185,11 +185,11 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
 
 def record_examples(config: DemoConfig, model_path: str, where: Layout, name: str) -> dict:
     """Where the top selected components of the paper's sets fire most, for the report's cards."""
-    from sparcom.examples.recording import run_examples
+    from sparcom.api import record_examples as record
 
-    result = run_examples(model_path, where.identify(name, "paper"), config.data, where.examples(name),
-                          overwrite=True, rows_per_category=config.examples_per_category,
-                          batch_size=config.batch_size, dtype=config.dtype, progress=True)
+    result = record(model_path, where.identify(name, "paper"), config.data, out=where.examples(name),
+                    overwrite=True, rows_per_category=config.examples_per_category, batch_size=config.batch_size,
+                    dtype=config.dtype, progress=True)
     return {"components": len(result.components)}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from sparcom.artifacts import run as artifacts
 from sparcom.data.batching import Batch, collate, plan_batches
 from sparcom.data.formatting import FormatSettings, check_tokenizer, encode_row, pad_token_id, resolve_template
 from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
-from sparcom.distributed import Ranks, join, load_for_rank
+from sparcom.distributed import Ranks, join
 from sparcom.errors import SparcomError
 from sparcom.interrupts import Interrupted, deferred, interrupted
 from sparcom.kinds import (
@@ -45,7 +44,7 @@ from sparcom.kinds import (
 )
 from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
 from sparcom.models.sites import get_path, model_sites
-from sparcom.outputs import check_parent, lock, write_problem
+from sparcom.outputs import lock, prepare_output_dir, write_problem
 from sparcom.profile.counters import CountStore
 from sparcom.profile.hooks import (
     NON_FINITE_ADVICE,
@@ -56,58 +55,10 @@ from sparcom.profile.hooks import (
     ExpertCounter,
     make_count_hook,
 )
+from sparcom.profile.settings import ProfileSettings
 from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
 from sparcom.progress import progress_bar
 from sparcom.provenance import MEASUREMENT, file_sha256, get_field, software_versions
-
-#: --expert-neurons: capture the activations the experts compute (verified, recomputing where that is impossible),
-#: always recompute them from the expert weights, or count routed experts only.
-EXPERT_NEURON_MODES = ("auto", "recompute", "off")
-#: --group-by: counts per category only, or also per source half of each category, or per instruction.
-GROUP_BY = ("category", "source", "instruction")
-
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    """Everything that decides which tokens are counted and how batches are formed."""
-
-    scope: str = "instruction"
-    template: str = "auto"
-    system_prompt: str | None = None
-    batch_size: int = 8
-    token_budget: int | None = None
-    padding_side: str | None = None  # None: the tokenizer's own
-    per_category: int | None = None
-    categories: tuple[str, ...] | None = None
-    checkpoint_every: int = 20
-    bootstrap: int = 0
-    bootstrap_seed: int = 0
-    expert_neurons: str = "auto"
-    group_by: str = "category"
-    #: ``K/N``: count only shard K (0-based) of N of the whole run's batches (:mod:`sparcom.profile.sharing`).
-    shard: str | None = None
-
-    def check(self) -> None:
-        FormatSettings(self.scope, self.template, self.system_prompt)
-        if self.per_category is not None and self.per_category < 1:
-            raise SparcomError(f"--per-category must be at least 1, got {self.per_category}")
-        if self.batch_size < 1:
-            raise SparcomError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise SparcomError(f"--token-budget must be at least 1, got {self.token_budget}")
-        if self.padding_side not in (None, "left", "right"):
-            raise SparcomError(f"--padding-side must be left or right, got {self.padding_side!r}")
-        if self.checkpoint_every < 1:
-            raise SparcomError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
-        if self.bootstrap < 0:
-            raise SparcomError(f"--bootstrap must be 0 (off) or a number of replicates, got {self.bootstrap}")
-        if self.expert_neurons not in EXPERT_NEURON_MODES:
-            raise SparcomError(f"--expert-neurons must be one of {', '.join(EXPERT_NEURON_MODES)}, "
-                               f"got {self.expert_neurons!r}")
-        if self.group_by not in GROUP_BY:
-            raise SparcomError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
-        if self.shard is not None:
-            Shard.parse(self.shard)
 
 
 def replicate_weights(row_id: str, replicates: int, seed: int) -> torch.Tensor:
@@ -160,27 +111,6 @@ class GroupPlan:
         slot = torch.tensor([distinct.index(g) for g in of_example], dtype=torch.int64)
         slots = torch.where(batch.counted, slot[:, None], torch.full_like(batch.counted, -1, dtype=torch.int64))
         return BatchGroups(slots.reshape(-1), torch.tensor(distinct, dtype=torch.int64), len(self.labels))
-
-
-def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Decide what to do with an existing output directory; True when a checkpoint should be resumed."""
-    if resume and overwrite:
-        raise SparcomError("--resume and --overwrite exclude each other; choose one")
-    check_parent(out)
-    if not out.exists():
-        return False
-    if out.is_file():
-        raise SparcomError(f"{out}: exists and is a file; --out must be a directory")
-    if overwrite:
-        return False
-    if resume:
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise SparcomError(f"{out}: not writable (read-only or no permission); --resume writes its checkpoint "
-                               "and counts there: make it writable or copy the run elsewhere")
-        return True
-    if any(out.iterdir()):
-        raise SparcomError(f"{out}: output directory exists; pass --resume to continue it or --overwrite to replace it")
-    return False
 
 
 #: Beyond the measurement (:data:`sparcom.provenance.MEASUREMENT`), what fixes a run's batch plan and counts.
@@ -638,46 +568,6 @@ def _finished(out: Path) -> bool:
         return False
 
 
-def profile(
-    model: str | LoadedModel,
-    data: str | Path,
-    out: str | Path,
-    settings: ProfileSettings | None = None,
-    *,
-    dtype: str = "auto",
-    device: str = "cpu",
-    device_map: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_batch_end: Callable[[int], None] | None = None,
-) -> artifacts.ProfileRun:
-    """Profile ``model`` (a spec string or a :class:`LoadedModel`) on ``data``; the API behind ``sparcom profile``.
-
-    Started by torchrun, every rank calls this with the same arguments: each loads the model onto its own devices
-    (:func:`sparcom.distributed.placement`) and counts its share; rank 0 writes ``out``.
-    """
-    settings = settings or ProfileSettings()
-    ranks = join(device, device_map)
-    with ranks.step("checking the settings and data"):
-        settings.check()
-        read_rows(Path(data), categories=settings.categories,
-                  require_output=FormatSettings(settings.scope).needs_response)
-        if resume and overwrite:
-            raise SparcomError("--resume and --overwrite exclude each other; choose one")
-    with contextlib.ExitStack() as held:
-        with ranks.step("locking the run directory"):
-            if ranks.is_main:  # before the model loads: a second run into the same folder is refused at once
-                held.enter_context(lock(out))
-                prepare_output_dir(Path(out), resume, overwrite)
-        if isinstance(model, str):
-            model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
-        with ranks.step("preparing the counters"):
-            profiler = Profiler(model, settings)
-        return profiler.run(data, out, resume=resume, overwrite=overwrite, progress=progress,
-                            on_batch_end=on_batch_end, ranks=ranks)
-
-
 def _joint_source(sources: list[str | None]) -> str | None:
     """How a layer's expert neurons were counted over all ranks (ranks that counted nothing say nothing)."""
     distinct = list(dict.fromkeys(s for s in sources if s is not None))
@@ -694,4 +584,4 @@ def wrap_model(model: torch.nn.Module, tokenizer, name: str = "in-memory") -> Lo
     return LoadedModel(model.eval(), tokenizer, info)
 
 
-__all__ = ["ProfileSettings", "Profiler", "profile", "wrap_model"]
+__all__ = ["ProfileSettings", "Profiler", "wrap_model"]

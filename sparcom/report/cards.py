@@ -96,7 +96,7 @@ def render_cards(ctx, output: Output, kind: str) -> str:
         intro += not_computed("AI / human halves", "The run has no per-source counts, so the cards show each "
                                                    "category's frequency only.")
     if not examples_output:
-        intro += not_computed("Token examples", "Record them with sparcom.examples.recording.record_examples "
+        intro += not_computed("Token examples", "Record them with sparcom.record_examples "
                                                 "(the planned 'sparcom examples' command) and pass its folder.")
     else:
         settings = examples_output.document.get("settings") or {}

@@ -1,6 +1,5 @@
-"""``sparcom tune``: supervised fine-tuning of a base model (LoRA or full) into a model folder sparcom profiles."""
+"""``sparcom tune``: supervised fine-tuning of a base model (LoRA or full) into a model folder sparcom profiles.
 
-from sparcom.tune.lora import materialise_adapter
-from sparcom.tune.trainer import TuneResult, TuneSettings, tune
-
-__all__ = ["TuneResult", "TuneSettings", "materialise_adapter", "tune"]
+The entry point is :func:`sparcom.api.tune`; :mod:`sparcom.tune.settings` holds its settings (no torch),
+:mod:`sparcom.tune.trainer` the training and :mod:`sparcom.tune.lora` the adapters.
+"""

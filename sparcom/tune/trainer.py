@@ -9,7 +9,6 @@ its micro-batches (``--grad-accum`` of them), so a step's weight does not depend
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
@@ -21,7 +20,6 @@ from typing import Any
 import torch
 
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
-from sparcom.data.schema import InstructionRow, read_rows
 from sparcom.errors import SparcomError
 from sparcom.interrupts import interrupted
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
@@ -37,67 +35,14 @@ from sparcom.tune.examples import (
     encode_examples,
     iterate_steps,
 )
-from sparcom.tune.output import ADAPTER_SUBDIR, atomic_folder, check_out, write_record
+from sparcom.tune.output import ADAPTER_SUBDIR, atomic_folder, write_record
+from sparcom.tune.rows import TrainingRows
+from sparcom.tune.settings import TuneSettings
 from sparcom.zoo.catalog import load_model
 
-METHODS = ("lora", "full")
-TEMPLATES = ("auto", "chat", "raw")
-#: Learning rates used when --lr is not given.
-DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 RECORD_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """Everything that decides the training run (recorded in ``sparcom-tune.json``)."""
-
-    method: str = "lora"
-    epochs: int = 1
-    max_steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("all-linear",)
-    max_tokens: int | None = 256
-    seed: int = 0
-    template: str = "auto"
-    merge: bool = True
-    weight_decay: float = 0.0
-    threads: int | None = None
-
-    def check(self) -> None:
-        if self.method not in METHODS:
-            raise SparcomError(f"--method must be lora or full, got {self.method!r}")
-        if self.template not in TEMPLATES:
-            raise SparcomError(f"--template must be auto, chat or raw, got {self.template!r}")
-        for name, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
-                            ("--grad-accum", self.grad_accum), ("--lora-r", self.lora_r)):
-            if value < 1:
-                raise SparcomError(f"{name} must be at least 1, got {value}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise SparcomError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SparcomError(f"--lr must be a positive number, got {self.lr}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise SparcomError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.max_tokens is not None and self.max_tokens < 4:
-            raise SparcomError(f"--max-tokens must be at least 4, got {self.max_tokens}")
-        if self.threads is not None and self.threads < 1:
-            raise SparcomError(f"--threads must be at least 1, got {self.threads}")
-        if not self.target_modules or any(not t.strip() for t in self.target_modules):
-            raise SparcomError("--target-modules must name at least one module (or 'all-linear')")
-        if self.method == "full" and not self.merge:
-            raise SparcomError("--no-merge keeps a LoRA adapter apart from the base; full fine-tuning has none "
-                               "(drop --no-merge or use --method lora)")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
 
 @dataclass
@@ -107,46 +52,6 @@ class TuneResult:
     out: Path
     record: dict[str, Any]
     losses: list[float] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Data
-
-
-def load_training_rows(data: str | Path) -> tuple[list[InstructionRow], dict[str, Any]]:
-    """Rows from a JSON Lines file, or the built-in ``sparcom-sft`` set; with what the record says about them."""
-    from sparcom.data import tuning_data
-
-    path = Path(data)
-    if path.is_file():
-        rows = read_rows(path, require_output=True)
-        return rows, {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": len(rows)}
-    if str(data) == tuning_data.NAME:
-        rows = tuning_data.build_tuning_rows()
-        return rows, {
-            "path": tuning_data.NAME,
-            "sha256": hashlib.sha256(tuning_data.rows_bytes(rows)).hexdigest(),
-            "rows": len(rows),
-            "recipe": {"salt": tuning_data.SELECTION_SALT, "per_category": tuning_data.DEFAULT_PER_CATEGORY,
-                       "max_prompt_chars": tuning_data.MAX_PROMPT_CHARS,
-                       "max_output_chars": tuning_data.MAX_OUTPUT_CHARS, "sources": tuning_data.summary(rows)},
-        }
-    raise SparcomError(f"--data {data}: file not found; pass a JSON Lines file of instruction rows "
-                       f"or '{tuning_data.NAME}' for the built-in tuning set")
-
-
-def check_not_hexainst(rows: Sequence[InstructionRow]) -> None:
-    """Refuse training rows that repeat HexaInst rows (the set the tuned model is profiled on)."""
-    from sparcom.data import human, tuning_data
-
-    # Without the source packages only the AI half can be compared; ids and origins still catch a copied file.
-    footprint = tuning_data.hexainst_footprint(include_human=not human.missing_packages())
-    clash = tuning_data.overlapping_rows(rows, footprint)
-    if clash:
-        raise SparcomError(
-            f"{len(clash)} training row(s) repeat HexaInst rows (first: {clash[0]}); tuning on the profiling set "
-            f"would confound the base → tuned comparison; remove them or pass --allow-hexainst"
-        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,66 +167,52 @@ def _command_line() -> str:
     return " ".join(shlex.quote(part) for part in ["sparcom", *sys.argv[1:]]) if sys.argv else "sparcom tune"
 
 
-def tune(
-    base: str | LoadedModel,
-    data: str | Path | Sequence[InstructionRow],
-    out: str | Path,
-    settings: TuneSettings | None = None,
-    overwrite: bool = False,
-    dtype: str = "auto",
-    device: str = "cpu",
-    progress: bool = True,
-    allow_hexainst: bool = False,
-    command: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> TuneResult:
-    """Fine-tune ``base`` on ``data`` and write a model folder to ``out`` (atomically).
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
-    ``base``: anything :func:`~sparcom.models.loading.load_model` accepts, or an already loaded model.
-    ``data``: a JSON Lines file, ``"sparcom-sft"``, or rows. With ``settings.merge`` (default) ``out`` holds the
-    full tuned weights and tokenizer (plus ``adapter/`` for LoRA); without, the tokenizer and the adapter, whose
-    record names the base. Either way ``sparcom-tune.json`` records base, data, command, seed, settings and
-    results.
+
+@dataclass(frozen=True)
+class TuneJob:
+    """Where and how a run trains (nothing here changes what it learns): the output folder and the runtime."""
+
+    out: Path
+    overwrite: bool = False
+    dtype: str = "auto"
+    device: str = "cpu"
+    progress: bool = True
+    command: str | None = None  # the command line recorded (default: this process's)
+    log: Callable[[str], None] = _to_stderr
+
+
+def fine_tune(base: str | LoadedModel, rows: TrainingRows, settings: TuneSettings, job: TuneJob) -> TuneResult:
+    """Fine-tune ``base`` on ``rows`` and write a model folder to ``job.out`` (atomically); the settings, rows and
+    ``out`` were checked by :func:`sparcom.api.tune`.
+
+    ``base``: anything :func:`~sparcom.models.loading.load_model` accepts, or an already loaded model. With
+    ``settings.merge`` (default) ``out`` holds the full tuned weights and tokenizer (plus ``adapter/`` for LoRA);
+    without, the tokenizer and the adapter, whose record names the base. Either way ``sparcom-tune.json`` records
+    base, data, command, seed, settings and results.
     """
-    settings = settings or TuneSettings()
-    settings.check()
-    log = log or (lambda message: print(message, file=sys.stderr))
-    out = Path(out)
-    check_out(out, overwrite)  # before any expensive work
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        with lock(out):  # a second tune into the same --out is refused at once, not after training
-            return _tune(base, data, out, settings, overwrite, dtype, device, progress, allow_hexainst, command, log)
+        with lock(job.out):  # a second tune into the same --out is refused at once, not after training
+            return _tune(base, rows, settings, job)
     except KeyboardInterrupt as exc:
-        kept = f"{out} is unchanged" if out.exists() else f"nothing was written to {out}"
+        kept = f"{job.out} is unchanged" if job.out.exists() else f"nothing was written to {job.out}"
         raise interrupted(exc, f"{kept}; tune keeps no checkpoints, so the same command trains again from step 1"
                           ) from None
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, device, progress, allow_hexainst,
-          command, log) -> TuneResult:
-    started = time.perf_counter()
-
-    if isinstance(data, (str, Path)):
-        rows, data_info = load_training_rows(data)
-    else:
-        from sparcom.data.tuning_data import rows_bytes
-
-        rows = list(data)
-        if not rows:
-            raise SparcomError("no training rows given")
-        data_info = {"path": None, "sha256": hashlib.sha256(rows_bytes(rows)).hexdigest(), "rows": len(rows)}
-    if not allow_hexainst:
-        check_not_hexainst(rows)
-
+def _load_base(base: str | LoadedModel, settings: TuneSettings, job: TuneJob) -> tuple[LoadedModel, str]:
+    """The loaded base and how the record names it; a --no-merge base must be loadable again by name."""
     if isinstance(base, LoadedModel):
         loaded, spec = base, str(base.info.get("name_or_path", "model"))
     else:
-        loaded, spec = load_model(base, dtype=dtype, device=device), base
+        loaded, spec = load_model(base, dtype=job.dtype, device=job.device), base
     if loaded.info.get("gguf_file"):
         from sparcom.tune.lora import strip_gguf_marks
 
@@ -329,78 +220,96 @@ def _tune(base, data, out: Path, settings: TuneSettings, overwrite, dtype, devic
     if settings.method == "lora" and not settings.merge and loaded.info.get("source") not in ("builtin", "folder", "hub"):
         raise SparcomError("--no-merge needs a base that can be loaded again by name or folder; "
                            f"{spec!r} is {loaded.info.get('source')!r}: use --merge")
-    tokenizer, model = loaded.tokenizer, loaded.model
+    return loaded, base_reference(spec, loaded.info)
+
+
+def _encode(loaded: LoadedModel, rows: TrainingRows, settings: TuneSettings, job: TuneJob
+            ) -> tuple[list[TrainExample], int, str]:
+    """The training examples (rows longer than --max-tokens left out, never cut), how many were left out, and
+    the template used."""
+    tokenizer = loaded.tokenizer
     check_tokenizer(tokenizer)
     template = resolve_template(tokenizer, settings.template)
-    examples, dropped = encode_examples(rows, tokenizer, template, settings.max_tokens)
+    examples, dropped = encode_examples(rows.rows, tokenizer, template, settings.max_tokens)
     if not examples:
         raise SparcomError(f"every training row is longer than --max-tokens {settings.max_tokens}; raise it")
     if dropped:
-        log(f"sparcom: {len(dropped)} of {len(rows)} rows are longer than --max-tokens {settings.max_tokens} "
-            "and are left out (never cut)")
-    pad_id = pad_token_id(tokenizer)
+        job.log(f"sparcom: {len(dropped)} of {len(rows.rows)} rows are longer than --max-tokens "
+                f"{settings.max_tokens} and are left out (never cut)")
+    return examples, len(dropped), template
 
+
+def _trainable(model, settings: TuneSettings):
+    """The model with what trains switched on: all weights (full) or LoRA adapters; and the LoRA targets."""
     for param in model.parameters():
         param.requires_grad_(settings.method == "full")
-    targets: list[str] = []
-    if settings.method == "lora":
-        from sparcom.tune.lora import lora_model, target_names
+    if settings.method != "lora":
+        return model, []
+    from sparcom.tune.lora import lora_model, target_names
 
-        model = lora_model(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
-                           settings.target_modules, settings.seed)
-        targets = target_names(model)
+    model = lora_model(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout, settings.target_modules,
+                       settings.seed)
+    return model, target_names(model)
+
+
+def _tune(base: str | LoadedModel, rows: TrainingRows, settings: TuneSettings, job: TuneJob) -> TuneResult:
+    started = time.perf_counter()
+    loaded, ref = _load_base(base, settings, job)
+    examples, dropped, template = _encode(loaded, rows, settings, job)
+    model, targets = _trainable(loaded.model, settings)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in model.parameters())
     torch.manual_seed(settings.seed)
-    results = train(model, examples, pad_id, settings, progress=progress)
-
-    ref = base_reference(spec, loaded.info)
+    results = train(model, examples, pad_token_id(loaded.tokenizer), settings, progress=job.progress)
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "tool": "sparcom tune",
-        "command": command or _command_line(),
+        "command": job.command or _command_line(),
         "method": settings.method,
         "merged": settings.merge,
         "seed": settings.seed,
         "base": {"spec": ref, "source": loaded.info.get("source"), "fingerprint": loaded.info.get("fingerprint"),
                  "architecture": type(loaded.model).__name__,
                  "model_type": getattr(loaded.model.config, "model_type", None)},
-        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "tokenizer_fingerprint": tokenizer_fingerprint(loaded.tokenizer),
         "template": template,
-        "data": {**data_info, "rows_used": len(examples), "rows_dropped": len(dropped),
+        "data": {**rows.info, "rows_used": len(examples), "rows_dropped": dropped,
                  "tokens_per_example_max": max(len(e) for e in examples),
                  "response_tokens": sum(e.response_tokens for e in examples)},
         "settings": {**asdict(settings), "target_modules": list(settings.target_modules),
                      "learning_rate": settings.learning_rate, "warmup_fraction": WARMUP_FRACTION,
                      "max_grad_norm": MAX_GRAD_NORM, "optimizer": "AdamW", "schedule": "linear warm-up, linear decay",
-                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device,
+                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": job.device,
                      "threads": torch.get_num_threads()},
         "parameters": {"trainable": trainable, "total": total_params, "lora_targets": targets},
         "results": results,
         "versions": software_versions("peft"),
     }
+    _write(model, loaded, ref, record, settings, job, started)
+    return TuneResult(job.out, record, results["losses"])
 
-    with atomic_folder(out, overwrite) as work:
-        from sparcom.tune.lora import save_adapter, save_model_folder
 
+def _write(model, loaded: LoadedModel, ref: str, record: dict[str, Any], settings: TuneSettings, job: TuneJob,
+           started: float) -> None:
+    """The model folder (merged weights, or tokenizer + adapter), its adapter and records, renamed into place."""
+    from sparcom.tune.lora import save_adapter, save_model_folder
+
+    with atomic_folder(job.out, job.overwrite) as work:
         if settings.method == "lora":
             adapter_dir = work / ADAPTER_SUBDIR if settings.merge else work
             adapter_dir.mkdir(exist_ok=True)
-            if settings.merge:
-                sha = save_adapter(model, adapter_dir, ref)
-            else:  # loadable by plain transformers + peft too: point at the base's folder where there is one
-                sha = save_adapter(model, adapter_dir, loaded.info.get("resolved_path") or ref)
+            # unmerged: loadable by plain transformers + peft too, so point at the base's folder where there is one
+            sha = save_adapter(model, adapter_dir, ref if settings.merge else loaded.info.get("resolved_path") or ref)
             record["adapter"] = {"file": ADAPTER_WEIGHTS, "sha256": sha,
                                  "bytes": (adapter_dir / ADAPTER_WEIGHTS).stat().st_size}
             if settings.merge:
                 write_record(adapter_dir, record)
                 model = model.merge_and_unload()
         if settings.merge:
-            save_model_folder(model, tokenizer, work)
+            save_model_folder(model, loaded.tokenizer, work)
         else:
-            tokenizer.save_pretrained(str(work))
+            loaded.tokenizer.save_pretrained(str(work))
         record["wall_seconds"] = round(time.perf_counter() - started, 2)
         write_record(work, record)
         if settings.method == "lora" and settings.merge:
             write_record(work / ADAPTER_SUBDIR, record)
-    return TuneResult(out, record, results["losses"])
