@@ -86,7 +86,7 @@ def test_output_directory(output):
     assert summary["format"] == "sparcom-causal" and summary["overridden"] == []
     assert summary["settings"]["seeds"] == 3 and summary["settings"]["expert_removal"] == "renormalize"
     neurons = summary["targets"]["neurons"]
-    assert neurons["kinds"] == ["neuron"] and neurons["ablated"] == CATEGORIES == summary["evaluated"]
+    assert neurons["kinds"] == ["neuron"] and neurons["ablated"] == CATEGORIES == summary["data"]["categories"]
     assert np.asarray(neurons["delta_nll"]).shape == (6, 6)
     assert summary["template"] == "chat"
     for png in ("plots/delta_nll_neurons.png", "plots/accuracy.png"):

@@ -61,7 +61,7 @@ def test_dom_matches_summaries(loaded):
     assert int(general.replace(",", "")) == neuron["general"]
     selected = b.evaluate("Array.from(document.querySelectorAll('#identify-identify-base-neuron-summary tbody tr'))"
                           ".map(r => parseInt(r.cells[1].getAttribute('data-v')))")
-    assert selected == [neuron["selected"][c] for c in identify["categories"]]
+    assert selected == [neuron["selected"][c] for c in identify["data"]["categories"]]
     causal = json.loads((loaded["ablate"] / "summary.json").read_text())
     delta = b.evaluate("Array.from(document.querySelectorAll('#ablate-ablate-neurons-delta tbody tr'))"
                        ".map(r => Array.from(r.querySelectorAll('td')).map(td => parseFloat(td.getAttribute('data-v'))))")

@@ -111,7 +111,7 @@ def test_numbers_match_summaries(page, study):
     parsed = parse(page)
     summary = json.loads((study["identify"] / "summary.json").read_text())
     neuron = summary["kinds"]["neuron"]
-    cats = summary["categories"]
+    cats = summary["data"]["categories"]
     rows = _cells(parsed, "identify-identify-base-neuron-summary")
     assert [int(r[0]) for r in rows] == [neuron["selected"][c] for c in cats]
     assert [int(r[1]) for r in rows] == [neuron["unique"][c] for c in cats]
@@ -127,7 +127,7 @@ def test_numbers_match_summaries(page, study):
     delta = _cells(parsed, "ablate-ablate-neurons-delta")
     np.testing.assert_allclose(np.array(delta, dtype=float), np.array(causal["targets"]["neurons"]["delta_nll"]))
     baseline = _cells(parsed, "ablate-ablate-baseline-table")
-    assert [float(r[-1]) for r in baseline] == pytest.approx([causal["baseline"][c]["nll"] for c in causal["evaluated"]])
+    assert [float(r[-1]) for r in baseline] == pytest.approx([causal["baseline"][c]["nll"] for c in causal["data"]["categories"]])
     compared = json.loads((study["compare"] / "summary.json").read_text())
     changes = _cells(parsed, "compare-compare-neuron-changes-table")
     assert [int(r[2]) for r in changes] == [compared["kinds"]["neuron"]["per_category"][c]["retained"] for c in cats]
@@ -140,7 +140,7 @@ def test_layer_heatmap_matches_table(page, study):
     cells = _cells(parsed, "identify-identify-base-neuron-layer-heat")
     with (study["identify"] / "tables" / "selected_per_layer.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    cats = json.loads((study["identify"] / "summary.json").read_text())["categories"]
+    cats = json.loads((study["identify"] / "summary.json").read_text())["data"]["categories"]
     for i, category in enumerate(cats):
         expected = [int(r["selected"]) for r in rows if r["category"] == category]
         assert [int(float(v)) for v in cells[i]] == expected
@@ -152,7 +152,7 @@ def test_cards_match_direct_ranking(page, study):
 
     counts = load_file(str(study["run"] / "counts.safetensors"))
     masks = load_file(str(study["identify"] / "selection.safetensors"))
-    cats = json.loads((study["identify"] / "summary.json").read_text())["categories"]
+    cats = json.loads((study["identify"] / "summary.json").read_text())["data"]["categories"]
     parsed = parse(page)
     for c in cats:
         members = []
@@ -186,7 +186,7 @@ def test_missing_outputs_say_not_computed(study, tmp_path):
     assert "Cards: not computed." not in page  # the source run is readable at its recorded path
     shutil.copytree(study["identify"], tmp_path / "moved")
     summary = json.loads((tmp_path / "moved" / "summary.json").read_text())
-    summary["run"]["path"] = str(tmp_path / "gone")
+    summary["data"]["run"] = str(tmp_path / "gone")
     (tmp_path / "moved" / "summary.json").write_text(json.dumps(summary))
     page = render_html([tmp_path / "moved"])
     assert "Cards: not computed." in page

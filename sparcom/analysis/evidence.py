@@ -19,7 +19,6 @@ from sparcom.analysis.groups import GroupCounts, load_groups, partition_sums, re
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.validity import (
     DEFAULT_FOLDS,
-    DEFAULT_LEVEL,
     DEFAULT_RANDOM_SETS,
     Specificity,
     check_settings,
@@ -27,6 +26,7 @@ from sparcom.analysis.validity import (
 from sparcom.artifacts.run import ProfileRun
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
+from sparcom.stats import LEVEL
 
 #: What every output says when a run has no counts below the category.
 NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "
@@ -44,7 +44,7 @@ class ValiditySettings:
     folds: int = DEFAULT_FOLDS
     random_sets: int = DEFAULT_RANDOM_SETS
     seed: int = 0
-    level: float = DEFAULT_LEVEL
+    level: float = LEVEL
 
     def check(self) -> ValiditySettings:
         if self.enabled:

@@ -7,7 +7,7 @@ from sparcom.causal.check import causal_check
 from sparcom.causal.interventions import EXPERT_REMOVAL, Ablation, AblationStats, ablate
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
-from sparcom.causal.statistics import significance
+from sparcom.causal.statistics import cell_statistics
 
 __all__ = [
     "EXPERT_REMOVAL",
@@ -18,7 +18,7 @@ __all__ = [
     "TargetResult",
     "ablate",
     "causal_check",
+    "cell_statistics",
     "random_like",
     "random_sets",
-    "significance",
 ]

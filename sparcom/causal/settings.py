@@ -5,20 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sparcom.artifacts.causal import CAUSAL_FORMAT, CAUSAL_VERSION
+from sparcom.causal.decisions import PARAMETRIC_MIN_SETS, TESTS
 from sparcom.causal.interventions import EXPERT_REMOVAL
-from sparcom.causal.statistics import PARAMETRIC_MIN_SETS, REPLICATES, TESTS
+from sparcom.causal.statistics import REPLICATES
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
 
-FORMAT = "sparcom-causal"
-VERSION = 1
+FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
     "experts": ("expert",),
 }
 DEFAULT_SEEDS = 20
-SIGNIFICANCE_LEVEL = 0.05
 
 
 @dataclass(frozen=True)

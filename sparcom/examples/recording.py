@@ -38,7 +38,7 @@ from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
-from sparcom.outputs import check_output_dir, lock, read_json, staged_directory
+from sparcom.outputs import check_output_dir, lock, staged_directory
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, measurement, mismatches, software_versions
 from sparcom.zoo.catalog import load_model
@@ -456,18 +456,77 @@ def run_examples(model: str | LoadedModel, selection, data: str | Path, out: str
     return result
 
 
-def load_examples(directory: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Event:
+    """One of a component's top instructions: where it fired most, and the token window around it."""
+
+    row: str
+    position: int
+    value: float
+    start: int
+    tokens: list[str]
+    values: list[float | None]
+
+    @classmethod
+    def read(cls, f) -> Event:
+        values = f.raw("values") or []
+        return cls(f.text("row"), f.integer("position"), f.number("value"), f.integer("start"), f.texts("tokens"),
+                   [None if v is None else float(v) for v in values])
+
+
+@dataclass(frozen=True)
+class ComponentExamples:
+    key: str
+    events: list[Event]
+    #: The top instructions within each category (recorded per category), when recorded.
+    events_by_category: dict[str, list[Event]]
+    #: Mean value of the component on each category's counted tokens (None: no token), when recorded.
+    means: dict[str, float | None]
+
+    @classmethod
+    def read(cls, f) -> ComponentExamples:
+        by_category = f.opt_obj("events_by_category")
+        per_category = f.opt_obj("per_category")
+        return cls(f.text("key"), [Event.read(e) for e in f.items("events")],
+                   {c: [Event.read(e) for e in by_category.items(c)] for c in by_category.names()} if by_category else {},
+                   {c: per_category.obj(c).opt_number("mean") for c in per_category.names()} if per_category else {})
+
+
+@dataclass(frozen=True)
+class Examples:
+    """What an examples pass wrote (examples.json), typed."""
+
+    path: Path
+    model: str | None
+    selection: str | None
+    data: str | None
+    rows_recorded: int | None
+    top_k: int | None
+    window: int | None
+    scope: str | None
+    values: dict[str, str]
+    rows: dict[str, dict[str, Any]]
+    components: dict[str, ComponentExamples]
+    wall_time_seconds: float | None
+
+
+def load_examples(directory: str | Path) -> Examples:
     """Read ``examples.json`` from a directory written by :func:`write_examples` (or the file itself)."""
+    from sparcom.artifacts.fields import read_document
+
     path = Path(directory)
     if path.is_dir():
         path = path / EXAMPLES_FILE
     if not path.is_file():
         raise SparcomError(f"{path}: not found; record examples with sparcom.examples.recording.record_examples")
-    document = read_json(path, "record the examples again")
-    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
-        raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
-    return document
+    f = read_document(path, FORMAT, VERSION, "record the examples again")
+    settings, data = f.obj("settings"), f.obj("data")
+    return Examples(path.parent, f.obj("model").opt_text("name_or_path"), f.obj("selection").opt_text("path"),
+                    data.opt_text("path"), data.opt_integer("rows"), settings.opt_integer("top_k"),
+                    settings.opt_integer("window"), settings.opt_text("scope"), dict(settings.raw("values") or {}),
+                    dict(f.obj("rows").data), {c.key: c for c in map(ComponentExamples.read, f.items("components"))},
+                    f.opt_number("wall_time_seconds"))
 
 
-__all__ = ["Component", "ExamplesResult", "default_components", "load_examples", "record_examples",
+__all__ = ["Component", "ComponentExamples", "Event", "Examples", "ExamplesResult", "default_components", "load_examples", "record_examples",
            "run_examples", "write_examples"]
