@@ -24,6 +24,7 @@ from sparcom.analysis.validity import (
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.seeding import stream_seed
+from sparcom.stats import empirical_p, wilson_interval
 
 
 def plain_jaccard(a: set, b: set) -> float:

@@ -7,7 +7,7 @@ import pytest
 
 from sparcom.causal.baseline import random_like, random_sets, stream_seed
 from sparcom.causal.interventions import Ablation
-from sparcom.causal.statistics import significance
+from sparcom.causal.statistics import cell_statistics as significance
 
 
 def selection_masks() -> dict[str, np.ndarray]:

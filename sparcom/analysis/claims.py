@@ -21,13 +21,14 @@ The words are rendered by :mod:`sparcom.report.claims`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from sparcom.artifacts.causal import CausalSummary, Verdict
+from sparcom.artifacts.causal import CausalSummary, TestRow, Verdict
 from sparcom.artifacts.fields import Fields
 from sparcom.artifacts.summaries import IdentifySummary
 from sparcom.stats import ALPHA
@@ -138,7 +139,13 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
     if causal_summary is None:
         return [not_measured(name, why_not) for name, _, _ in CAUSAL_CLAIMS]
     found = causal_summary.targets.get(target)
-    tests = [t for t in (found.tests if found else []) if t.tested]
+    level = found.statistics.level if found and found.statistics else None
+    return causal_from_tests(found.tests if found else [], target, level)
+
+
+def causal_from_tests(rows: Sequence[TestRow], target: str, level: float | None = None) -> list[Claim]:
+    """Critical role and specificity from one target's typed test rows (``level``: of their intervals)."""
+    tests = [t for t in rows if t.tested]
     if not tests:
         return [not_measured(name, f"no tests for target {target!r} in the causal check") for name, _, _ in CAUSAL_CLAIMS]
     short = any(t.decision.verdict is Verdict.TOO_FEW_RANDOM_SETS for t in tests)
@@ -162,7 +169,7 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
             max(highs) if highs else None, len(passed), len(tests),
             evidence={"meaning": meaning, "target": target, "significant_categories": [t.ablated for t in passed],
                       "random_sets": tests[0].random_sets, "test": " / ".join(sorted({c.test for c in contrasts})),
-                      "level": found.statistics.level if found and found.statistics else None}))
+                      "level": level}))
     return claims
 
 
@@ -174,5 +181,5 @@ def claims_table(identify: IdentifySummary | None, causal_summary: CausalSummary
     return [generality(identify, kind), uniqueness(identify, kind), *causal(causal_summary, target, not_run)]
 
 
-__all__ = ["CAUSAL_CLAIMS", "CLAIMS", "Claim", "ClaimVerdict", "causal", "claims_table", "generality",
+__all__ = ["CAUSAL_CLAIMS", "CLAIMS", "Claim", "ClaimVerdict", "causal", "causal_from_tests", "claims_table", "generality",
            "not_measured", "uniqueness"]

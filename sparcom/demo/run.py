@@ -60,7 +60,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
     from sparcom.api import compare, identify
     from sparcom.data.hexainst import build_hexainst
-    from sparcom.demo.summary import write_index, write_summary
+    from sparcom.demo.summary import write_claims, write_index, write_summary
 
     config = config or DemoConfig()
     config.check()
@@ -121,6 +121,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     for report_name, roles_in in report_groups(order).items():
         steps.run(f"report-{report_name}", lambda report_name=report_name, roles_in=roles_in: write_report(
             config, where, report_name, roles_in))
+    write_claims(config, where, order)  # decided once, stored; the index and the summary read them back
     write_index(config, where, report_groups(order))
     summary = write_summary(config, where, steps.timings, order)
     console.print(f"[bold green]demo finished[/]: {summary} and {where.index}")
