@@ -17,7 +17,7 @@ import numpy as np
 from sparcom.causal.result import CausalResult
 from sparcom.data.schema import category_label
 from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, to_json, write_csv
-from sparcom.report.plots import figure_row, save_figure
+from sparcom.report.plots import _annotated_heatmap, figure_row, save_figure
 
 
 def causal_plot(target: str) -> str:
@@ -60,25 +60,21 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def _heatmap(ax, figure, values: np.ndarray, notes: list[list[str]], rows: list[str], cols: list[str],
              title: str, colorbar: str) -> None:
+    """A diverging annotated heatmap centred at 0 (:func:`sparcom.report.plots._annotated_heatmap`), the diagonal
+    (a set on its own category) outlined."""
     from matplotlib.colors import TwoSlopeNorm
 
     finite = values[np.isfinite(values)]
     limit = float(np.max(np.abs(finite))) if finite.size else 1.0
     limit = limit if limit > 0 else 1.0
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
-    image = ax.imshow(np.where(np.isfinite(values), values, 0.0), cmap=CMAP, norm=norm, aspect="auto")
-    ax.set_xticks(range(len(cols)), [category_label(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [category_label(c) for c in rows])
+    image = _annotated_heatmap(ax, values, [category_label(c) for c in rows], [category_label(c) for c in cols],
+                               cmap=CMAP, norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit), notes=notes)
     ax.set_xlabel("evaluated category (reference responses scored)")
     ax.set_ylabel("category whose set is deactivated")
     ax.set_title(title, fontsize=10)
     ax.tick_params(length=0)
     for i in range(len(rows)):
         for j in range(len(cols)):
-            value = values[i, j]
-            strong = np.isfinite(value) and abs(value) > 0.55 * limit
-            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7.5,
-                    color="white" if strong else "#111111")
             if rows[i] == cols[j]:
                 ax.add_patch(_diagonal_box(i, j))
     bar = figure.colorbar(image, ax=ax, shrink=0.85)

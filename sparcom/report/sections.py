@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sparcom.artifacts.causal import CausalSummary, CausalTarget
-from sparcom.artifacts.summaries import CompareSummary, IdentifySummary, KindComparison, KindSets
+from sparcom.artifacts.summaries import CompareSummary, IdentifySummary, KindComparison, KindSets, ValidityHeadline
 from sparcom.artifacts.summary import Header
 from sparcom.data.schema import category_label
 from sparcom.examples.recording import Examples
@@ -331,9 +331,29 @@ def validity(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Secti
         body = not_computed("Validity measures",
                             "This selection has no held-out decoding accuracy, cross-source agreement, stability or "
                             "per-component specificity yet (DESIGN §6).")
+    elif kind in s.validity:
+        body = (_validity_headline(output, kind, s.validity[kind].headline)
+                + details("every validity measure", generic_value(found, s.categories)))
     else:
         body = generic_value(found, s.categories)
     return [Section(_sid(output, kind, "validity"), "Validity", body, 4)]
+
+
+def _validity_headline(output: Output, kind: str, h: ValidityHeadline) -> str:
+    """The numbers a reader wants first: each decoder against its random sets, then all components, chance,
+    stability and the cross-source agreement."""
+    decoders = [{"decoder": name, **vars(d)} for name, d in h.decoders.items()]
+    body = table(decoders, [("decoder", "held-out decoder"), ("accuracy", "accuracy"), ("ci_low", "CI low"),
+                            ("ci_high", "CI high"), ("random_mean", "random sets"), ("p_value", "p")],
+                 formats={k: fmt_pct for k in ("accuracy", "ci_low", "ci_high", "random_mean")},
+                 table_id=_sid(output, kind, "validity-decoding"))
+    rest = [{"all_components": h.all_components, "chance": h.chance, "stability": h.stability,
+             "cross_source_within": h.cross_source_within, "cross_source_across": h.cross_source_across}]
+    return body + table(rest, [("all_components", "centroid on all components"), ("chance", "chance"),
+                               ("stability", "fold stability (Jaccard)"), ("cross_source_within", "cross-source within"),
+                               ("cross_source_across", "across")],
+                        formats={"all_components": fmt_pct, "chance": fmt_pct}, sortable=False,
+                        table_id=_sid(output, kind, "validity-headline"))
 
 
 EXPERT_FIGURES = (("expert_frequency.png", "Expert routing frequency per category"),
