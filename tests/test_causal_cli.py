@@ -88,7 +88,7 @@ def test_output_directory(output):
     neurons = summary["targets"]["neurons"]
     assert neurons["kinds"] == ["neuron"] and neurons["ablated"] == CATEGORIES == summary["data"]["categories"]
     assert np.asarray(neurons["delta_nll"]).shape == (6, 6)
-    assert summary["template"] == "chat"
+    assert summary["measurement"]["template"] == "chat"
     for png in ("plots/delta_nll_neurons.png", "plots/accuracy.png"):
         assert_png(output / png)
 
