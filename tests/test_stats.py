@@ -8,18 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from test_analysis_specificity import direct_quantile
 
 from sparcom import stats
 from sparcom.errors import SparcomError
-
-
-def plain_quantile(values: list[float], q: float) -> float:
-    """The linear-interpolation quantile of sorted values: position q · (n − 1) between its two neighbours."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 def test_percentile_interval_matches_the_sorted_values():
@@ -30,8 +22,8 @@ def test_percentile_interval_matches_the_sorted_values():
     low, high = stats.percentile_interval(samples, 0.9)
     for j in range(3):
         finite = [float(v) for v in samples[:, j] if math.isfinite(v)]
-        assert low[j] == pytest.approx(plain_quantile(finite, 0.05))
-        assert high[j] == pytest.approx(plain_quantile(finite, 0.95))
+        assert low[j] == pytest.approx(direct_quantile(finite, 0.05))
+        assert high[j] == pytest.approx(direct_quantile(finite, 0.95))
     assert math.isnan(low[3]) and math.isnan(high[3])
     one_d = stats.percentile_interval(np.arange(101.0), 0.9)
     assert tuple(float(v) for v in one_d) == (5.0, 95.0)

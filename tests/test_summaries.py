@@ -47,7 +47,7 @@ def test_the_stored_decision_is_the_one_the_statistics_made(tiny_study):
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["targets"]["neurons"].pop("delta_nll"), r"summary.json: field targets.neurons.delta_nll: missing"),
     (lambda d: d["targets"]["neurons"]["statistics"]["tests"][0]["decision"].update(verdict="maybe"),
-     r"field targets.neurons.statistics.tests\[0\].decision.verdict: unknown verdict 'maybe'"),
+     r"field targets.neurons.statistics.tests\[0\].decision.verdict: unknown Verdict 'maybe'"),
     (lambda d: d["baseline"]["cls"].update(nll="high"), r"field baseline.cls.nll: expected a number, found str"),
     (lambda d: d.update(version=1), r"sparcom-causal schema version 1, this sparcom reads version 2"),
 ])

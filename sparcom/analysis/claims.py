@@ -69,12 +69,7 @@ class Claim:
 
     @classmethod
     def read(cls, f: Fields) -> Claim:
-        text = f.text("verdict")
-        try:
-            verdict = ClaimVerdict(text)
-        except ValueError:
-            raise f.error(f"unknown claim verdict {text!r}", "verdict") from None
-        return cls(f.text("claim"), verdict, f.opt_number("number"), f.opt_number("low"), f.opt_number("high"),
+        return cls(f.text("claim"), f.choice("verdict", ClaimVerdict), f.opt_number("number"), f.opt_number("low"), f.opt_number("high"),
                    f.opt_integer("significant"), f.opt_integer("categories"), dict(f.obj("evidence").data))
 
 

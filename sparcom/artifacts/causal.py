@@ -60,12 +60,7 @@ class Decision:
 
     @classmethod
     def read(cls, f: Fields) -> Decision:
-        text = f.text("verdict")
-        try:
-            verdict = Verdict(text)
-        except ValueError:
-            raise f.error(f"unknown verdict {text!r}", "verdict") from None
-        return cls(verdict, f.flag("damage_significant"), f.flag("specificity_significant"), f.flag("caution"),
+        return cls(f.choice("verdict", Verdict), f.flag("damage_significant"), f.flag("specificity_significant"), f.flag("caution"),
                    f.text("reason"), f.number("alpha"), f.number("min_p_holm"), f.opt_integer("random_sets_needed"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from sparcom.errors import SparcomError
 from sparcom.outputs import read_json
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 REMEDY = "re-run the step that wrote it"
 
 
@@ -66,6 +68,14 @@ class Fields:
 
     def opt_text(self, key: str) -> str | None:
         return self._value(key, (str,), "text", True)
+
+    def choice(self, key: str, kind: type[E]) -> E:
+        """Text that must be one of an enumeration's values (e.g. a stored verdict)."""
+        text = self.text(key)
+        try:
+            return kind(text)
+        except ValueError:
+            raise self.error(f"unknown {kind.__name__} {text!r}", key) from None
 
     def integer(self, key: str) -> int:
         return self._value(key, (int,), "an integer", False)
