@@ -24,6 +24,7 @@ from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.random_sets import block_counts, draw_like, uniform_subsets
 from sparcom.seeding import stream_seed
+from sparcom.stats import empirical_p, wilson_interval
 
 
 def plain_jaccard(a: set, b: set) -> float:
@@ -54,20 +55,20 @@ def test_jaccard_matrix_and_pairwise_mean_match_set_formulas():
 
 
 def test_wilson_interval_by_formula_and_known_value():
-    low, high = dec.wilson_interval(8, 10, 0.95)
+    low, high = wilson_interval(8, 10, 0.95)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)  # the textbook 8/10 example
     z = 1.959963984540054
     for correct, total in ((0, 20), (13, 40), (40, 40)):
         p = correct / total
         centre = (p + z * z / (2 * total)) / (1 + z * z / total)
         half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-        assert dec.wilson_interval(correct, total) == pytest.approx((max(0, centre - half), min(1, centre + half)))
-    assert all(math.isnan(v) for v in dec.wilson_interval(0, 0))
+        assert wilson_interval(correct, total) == pytest.approx((max(0, centre - half), min(1, centre + half)))
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_empirical_p_counts_ties_as_at_least_as_good():
-    assert dec.empirical_p(0.5, np.array([0.1, 0.5, 0.7, 0.2])) == pytest.approx((1 + 2) / 5)
-    assert dec.empirical_p(0.9, np.array([0.1] * 99)) == pytest.approx(1 / 100)
+    assert empirical_p(0.5, np.array([0.1, 0.5, 0.7, 0.2])) == pytest.approx((1 + 2) / 5)
+    assert empirical_p(0.9, np.array([0.1] * 99)) == pytest.approx(1 / 100)
 
 
 # -- random sets ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparcom.causal.statistics import significance
+from sparcom.causal.statistics import cell_statistics as significance
 from sparcom.components import ComponentSet
 from sparcom.random_sets import random_like, random_sets
 from sparcom.seeding import stream_seed

@@ -12,6 +12,7 @@ from causal_tiny import one_thread, random_masks, write_selection_dir  # noqa: F
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom.api import ablate as ablate_check
+from sparcom.artifacts.causal import read_causal
 from sparcom.causal.interventions import ablate
 from sparcom.causal.nll import encode_scored
 from sparcom.causal.scoring import ScoringPlan, example_nll
@@ -22,6 +23,7 @@ from sparcom.data.schema import read_rows
 from sparcom.models.loading import load_model
 from sparcom.models.sites import model_sites
 from sparcom.random_sets import random_like
+from sparcom.report.verdicts import verdict_text
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
 SEEDS = 12
@@ -92,14 +94,14 @@ def test_statistics_are_the_plain_statistics_of_the_sums(study):
         np.testing.assert_allclose(target.random_delta[a], randoms, rtol=1e-9, atol=1e-12)
         spec = selected[own] - sum(x for j, x in enumerate(selected) if j != own) / 5
         spec_random = [r[own] - sum(x for j, x in enumerate(r) if j != own) / 5 for r in randoms]
-        test = next(t for t in target.tests() if t["ablated"] == category)
-        assert test["damage"] == pytest.approx(selected[own], rel=1e-9)
-        assert test["specificity"] == pytest.approx(spec, rel=1e-9)
-        assert test["specificity_p_empirical"] == pytest.approx((1 + sum(v >= spec for v in spec_random)) / (1 + SEEDS))
-        assert test["damage_p_empirical"] == pytest.approx((1 + sum(r[own] >= selected[own] for r in randoms))
+        test = next(t for t in target.tests() if t.ablated == category)
+        assert test.damage.estimate == pytest.approx(selected[own], rel=1e-9)
+        assert test.specificity.estimate == pytest.approx(spec, rel=1e-9)
+        assert test.specificity.p_empirical == pytest.approx((1 + sum(v >= spec for v in spec_random)) / (1 + SEEDS))
+        assert test.damage.p_empirical == pytest.approx((1 + sum(r[own] >= selected[own] for r in randoms))
                                                            / (1 + SEEDS))
-        assert test["damage_test"] in ("parametric", "empirical")  # auto with 12 sets: parametric unless rejected
-        assert f"{test['damage_test']})" in test["verdict"] or test["verdict"].startswith("not enough")
+        assert test.damage.test in ("parametric", "empirical")  # auto with 12 sets: parametric unless rejected
+        assert f"{test.damage.test})" in verdict_text(test) or verdict_text(test).startswith("not enough")
 
 
 def test_files_carry_the_tests(study):
@@ -109,7 +111,8 @@ def test_files_carry_the_tests(study):
     assert neurons["statistics"]["test"]["requested"] == "auto"
     assert neurons["statistics"]["test"]["used"] == "parametric"
     assert neurons["statistics"]["random_sets"] == SEEDS and neurons["statistics"]["bootstrap"]["replicates"] == 100
-    assert set(neurons["verdicts"]) == set(CATEGORIES)
+    stored = {t.ablated: t.decision for t in read_causal(out).targets["neurons"].tests}
+    assert set(stored) == set(CATEGORIES)
     with (out / "tables" / "specificity_tests.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["ablated"] for r in rows] == CATEGORIES
@@ -119,4 +122,4 @@ def test_files_carry_the_tests(study):
         assert (out / "tables" / f"{name}.csv").is_file(), name
     image = out / "plots" / "delta_nll_normalised_neurons.png"
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert result.summary()["targets"]["neurons"]["verdicts"] == neurons["verdicts"]
+    assert {t.ablated: t.decision for t in result.targets["neurons"].tests()} == stored  # read back as computed

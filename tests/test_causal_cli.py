@@ -81,16 +81,16 @@ def test_output_directory(output):
     for name in summary["files"]:
         assert (output / name).is_file(), name
     assert {"tables/delta_nll.csv", "tables/random_delta_nll.csv", "tables/nll_baseline.csv",
-            "tables/delta_nll_matrix_neurons.csv", "tables/set_sizes.csv", "tables/specificity.csv",
+            "tables/delta_nll_matrix_neurons.csv", "tables/set_sizes.csv",
             "tables/per_example_nll.csv", "tables/accuracy.csv", "generations.jsonl",
             "plots/delta_nll_neurons.png", "plots/accuracy.png"} <= set(summary["files"])
     assert not list(output.parent.glob(".out.*"))  # the staging directory was renamed away
     assert summary["format"] == "sparcom-causal" and summary["overridden"] == []
     assert summary["settings"]["seeds"] == 3 and summary["settings"]["expert_removal"] == "renormalize"
     neurons = summary["targets"]["neurons"]
-    assert neurons["kinds"] == ["neuron"] and neurons["ablated"] == CATEGORIES == summary["evaluated"]
+    assert neurons["kinds"] == ["neuron"] and neurons["ablated"] == CATEGORIES == summary["data"]["categories"]
     assert np.asarray(neurons["delta_nll"]).shape == (6, 6)
-    assert summary["template"] == "chat"
+    assert summary["measurement"]["template"] == "chat"
     for png in ("plots/delta_nll_neurons.png", "plots/accuracy.png"):
         assert_png(output / png)
 
@@ -231,7 +231,7 @@ def test_moe_model_through_the_api(tmp_path, removal):
     assert all(r["expert"] is not None for r in expert_rows)
     only = causal_check(loaded, selection, data, CausalSettings(seeds=0, targets=("expert",)), progress=False)
     assert list(only.targets) == ["expert"]
-    assert np.isnan(only.targets["expert"].significance()["p"]).all()
+    assert np.isnan(only.targets["expert"].cells()["p"]).all()
 
 
 def test_exclude_profiled_rows(setup, tmp_path):

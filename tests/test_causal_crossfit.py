@@ -102,7 +102,7 @@ def test_every_row_is_scored_once_with_its_own_folds_sets(study, crossfit):
     summary = crossfit.summary()
     assert summary["selection"]["crossfit"]["folds"] == FOLDS
     assert summary["selection"]["crossfit"]["instructions_per_fold"] == [12, 12, 12]
-    assert len(summary["targets"]["neurons"]["verdicts"]) == 6
+    assert len(summary["targets"]["neurons"]["statistics"]["tests"]) == 6
 
 
 def test_pooled_damage_is_the_plain_pooled_difference(crossfit):
@@ -113,8 +113,8 @@ def test_pooled_damage_is_the_plain_pooled_difference(crossfit):
         num = sum(target.selected_sums[a, i] - crossfit.baseline_sums[i] for i in range(len(labels))
                   if labels[i] == category)
         den = sum(int(crossfit.counts[i]) for i in range(len(labels)) if labels[i] == category)
-        test = next(t for t in stats.tests if t["ablated"] == category)
-        assert test["damage"] == pytest.approx(num / den, rel=1e-9)
+        test = next(t for t in stats.tests if t.ablated == category)
+        assert test.damage.estimate == pytest.approx(num / den, rel=1e-9)
         assert target.delta[a, target.evaluated.index(category)] == pytest.approx(num / den, rel=1e-9)
 
 

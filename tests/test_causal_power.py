@@ -11,12 +11,15 @@ import torch
 from causal_tiny import one_thread  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
+from sparcom import stats
+from sparcom.causal import decisions
 from sparcom.causal import statistics as st
 from sparcom.causal.nll import cap_scored, encode_scored
 from sparcom.causal.scoring import example_nll
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
+from sparcom.report.verdicts import verdict_label, verdict_text
 
 CATS = ["cls", "code", "qa", "gen", "math", "sum"]
 
@@ -51,35 +54,35 @@ def test_t_tail_matches_the_formula():
     for r in (10, 20, 57):
         randoms = rng.normal(0.1, 0.3, r)
         for observed in (-0.5, 0.1, 0.6, 1.5):
-            got = st.t_tail_p(np.array([observed]), randoms[None, :])[0]
+            got = stats.t_tail_p(np.array([observed]), randoms[None, :])[0]
             assert got == pytest.approx(plain_t_tail(observed, randoms.tolist()), rel=1e-6, abs=1e-12)
 
 
 def test_t_tail_edges():
-    assert np.isnan(st.t_tail_p(np.array([1.0]), np.ones((1, 12)))[0])  # no spread
-    assert np.isnan(st.t_tail_p(np.array([1.0]), np.zeros((1, 1)))[0])  # one random set
-    assert np.isnan(st.t_tail_p(np.array([np.nan]), np.arange(12.0)[None])[0])
+    assert np.isnan(stats.t_tail_p(np.array([1.0]), np.ones((1, 12)))[0])  # no spread
+    assert np.isnan(stats.t_tail_p(np.array([1.0]), np.zeros((1, 1)))[0])  # one random set
+    assert np.isnan(stats.t_tail_p(np.array([np.nan]), np.arange(12.0)[None])[0])
 
 
 def test_parametric_p_is_uniform_under_a_normal_null():
     """The observed value is one more draw of the random sets' normal distribution: P(p ≤ α) = α exactly."""
     rng = np.random.default_rng(1)
     draws = rng.normal(2.0, 0.5, (20000, 21))
-    p = st.t_tail_p(draws[:, 0], draws[:, 1:])
+    p = stats.t_tail_p(draws[:, 0], draws[:, 1:])
     for alpha in (0.01, 0.05, 0.2):
         assert np.mean(p <= alpha) == pytest.approx(alpha, abs=0.006)
 
 
 def test_normality_fallback_and_choice():
     rng = np.random.default_rng(2)
-    assert st.normality_p(rng.exponential(1.0, (1, 60)) ** 3)[0] < 0.01
-    assert np.isnan(st.normality_p(np.ones((1, 20)))[0])
-    assert st.choose_test("auto", 20, 6) == "parametric"
-    assert st.choose_test("auto", 119, 6) == "empirical"  # Holm can reach α without a model
-    assert st.choose_test("auto", 5, 6) == "empirical"  # too few sets to fit or check a distribution
-    assert st.choose_test("empirical", 20, 6) == "empirical"
+    assert stats.normality_p(rng.exponential(1.0, (1, 60)) ** 3)[0] < 0.01
+    assert np.isnan(stats.normality_p(np.ones((1, 20)))[0])
+    assert decisions.choose_test("auto", 20, 6) == "parametric"
+    assert decisions.choose_test("auto", 119, 6) == "empirical"  # Holm can reach α without a model
+    assert decisions.choose_test("auto", 5, 6) == "empirical"  # too few sets to fit or check a distribution
+    assert decisions.choose_test("empirical", 20, 6) == "empirical"
     with pytest.raises(SparcomError, match="unknown test"):
-        st.choose_test("bayes", 20, 6)
+        decisions.choose_test("bayes", 20, 6)
 
 
 def synthetic(seed: int, r: int, effect, per: int = 12, noise: float = 0.3, skew: bool = False):
@@ -99,14 +102,14 @@ def synthetic(seed: int, r: int, effect, per: int = 12, noise: float = 0.3, skew
 def test_twenty_random_sets_can_show_specificity_with_the_parametric_test():
     base, selected, random, tokens, labels = synthetic(0, 20, lambda a, c: 0.8 if a == c else 0.05)
     empirical = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
-    assert all(t["verdict"].startswith("not enough random sets") for t in empirical.tests)
+    assert all(verdict_text(t).startswith("not enough random sets") for t in empirical.tests)
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50, test="auto")
     assert res.test_used == "parametric" and res.summary()["test"]["used"] == "parametric"
     for t in res.tests:
-        assert t["damage_test"] == t["specificity_test"] == "parametric"
-        assert t["specificity_p"] == t["specificity_p_parametric"] < 1e-4
-        assert t["specificity_p_empirical"] == pytest.approx(1 / 21)
-        assert t["verdict"].startswith("specific:") and "parametric" in t["verdict"], t["verdict"]
+        assert t.damage.test == t.specificity.test == "parametric"
+        assert t.specificity.p == t.specificity.p_parametric < 1e-4
+        assert t.specificity.p_empirical == pytest.approx(1 / 21)
+        assert verdict_text(t).startswith("specific:") and "parametric" in verdict_text(t), verdict_text(t)
 
 
 def test_parametric_null_keeps_the_family_error_near_alpha():
@@ -114,27 +117,49 @@ def test_parametric_null_keeps_the_family_error_near_alpha():
     for seed in range(40):
         base, selected, random, tokens, labels = synthetic(200 + seed, 20, lambda a, c: 0.05, per=6)
         res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=10, test="parametric")
-        hits += any(st.significant(t["damage_p_holm"]) or st.significant(t["specificity_p_holm"]) for t in res.tests)
+        hits += any(stats.significant(t.damage.p_holm) or stats.significant(t.specificity.p_holm) for t in res.tests)
     assert hits <= 8  # two families at α = 0.05 each: about 4 expected of 40
 
 
 def test_heavy_tailed_random_sets_fall_back_to_the_empirical_p():
     base, selected, random, tokens, labels = synthetic(3, 40, lambda a, c: 3.0 if a == c else 0.05, skew=True)
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=10, test="parametric")
-    fallen = [t for t in res.tests if t["damage_test"] == "empirical"]
-    assert fallen, [t["damage_normality_p"] for t in res.tests]
+    fallen = [t for t in res.tests if t.damage.test == "empirical"]
+    assert fallen, [t.damage.normality_p for t in res.tests]
     for t in fallen:
-        assert t["damage_normality_p"] < st.NORMALITY_LEVEL and "Shapiro" in t["damage_test_note"]
-        assert t["damage_p"] == t["damage_p_empirical"]
-        assert t["verdict"].startswith("not enough random sets") and "Shapiro" in t["verdict"]
+        assert t.damage.normality_p < decisions.NORMALITY_LEVEL and "Shapiro" in t.damage.test_note
+        assert t.damage.p == t.damage.p_empirical
+        assert verdict_text(t).startswith("not enough random sets") and "Shapiro" in verdict_text(t)
     with pytest.raises(SparcomError, match="at least 10 random sets"):
         st.causal_statistics(base, selected, random[:, :5], tokens, labels, CATS, replicates=10, test="parametric")
 
 
 def test_verdict_labels():
-    assert st.verdict_label("specific: own damage ...; caution: not beyond ...") == "specific (caution)"
-    assert st.verdict_label("critical but not specific: own ...") == "critical but not specific"
-    assert st.verdict_label("no effect beyond random (damage ...)") == "no effect beyond random"
+    def label(damage, spec, scaled_low=1.0, reason="", min_p=0.0):
+        return verdict_label(decisions.decide(damage, spec, scaled_low, reason, 0.05, min_p, None))
+
+    assert label(0.01, 0.01, scaled_low=-0.1) == "specific (caution)"
+    assert label(0.01, 0.01) == "specific"
+    assert label(0.01, 0.2) == "critical but not specific"
+    assert label(0.2, 0.01) == "selective but not critical"
+    assert label(0.2, 0.2) == "no effect beyond random"
+    assert label(0.01, 0.01, min_p=6 / 21) == "not enough random sets"
+    assert label(0.01, 0.01, reason="its set is empty") == "not testable"
+
+
+def test_decide_follows_the_stated_rule():
+    """decide() against a direct reading of VERDICT_RULE on a grid of adjusted p-values (NaN included)."""
+    grid = [0.001, 0.05, 0.05 * (1 + 1e-12), 0.051, 1.0, float("nan")]
+    for damage in grid:
+        for spec in grid:
+            for min_p in (0.0, 6 / 120, 6 / 21):
+                d = decisions.decide(damage, spec, 0.5, "", 0.05, min_p, 119)
+                sig_d, sig_s = damage <= 0.05 * (1 + 1e-9), spec <= 0.05 * (1 + 1e-9)  # NaN compares False
+                assert (d.damage_significant, d.specificity_significant) == (sig_d, sig_s)
+                expected = ("not enough random sets" if min_p > 0.05 * (1 + 1e-9) else
+                            "specific" if sig_d and sig_s else "critical but not specific" if sig_d else
+                            "selective but not critical" if sig_s else "no effect beyond random")
+                assert d.verdict.value == expected
 
 
 # ------------------------------------------------------------------------------------------- the scored-token cap
@@ -165,24 +190,25 @@ def test_capped_scoring_is_the_first_tokens_of_full_scoring():
 
 
 def test_claim_rows_read_the_verdicts():
-    from sparcom.report.causal import claim_rows
+    from sparcom.analysis.claims import causal_from_tests
+    from sparcom.report.claims import verdict_words
 
     def rows(effect, r, test="auto", seed=7):
         base, selected, random, tokens, labels = synthetic(seed, r, effect)
         stats = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50, test=test)
-        return {row["claim"]: row for row in claim_rows({"targets": {"neurons": {"statistics": stats.summary()}}})}
+        return {c.claim: c for c in causal_from_tests(stats.tests, "neurons", stats.level)}
 
     specific = rows(lambda a, c: 0.8 if a == c else 0.05, 20)
-    assert specific["critical role"]["verdict"] == specific["specificity"]["verdict"] == "holds"
-    assert specific["specificity"]["significant"] == 6 and specific["specificity"]["test"] == "parametric"
-    assert specific["specificity"]["low"] < specific["specificity"]["number"] < specific["specificity"]["high"]
+    assert specific["critical role"].verdict == specific["specificity"].verdict == "holds"
+    assert specific["specificity"].significant == 6 and specific["specificity"].evidence["test"] == "parametric"
+    assert specific["specificity"].low < specific["specificity"].number < specific["specificity"].high
     general = [rows(lambda a, c: 2.5, 20, seed=seed) for seed in range(8, 12)]
-    assert all(g["critical role"]["verdict"] == "holds" for g in general)
+    assert all(g["critical role"].verdict == "holds" for g in general)
     # specificity of a general set is null: across 4 data sets × 6 categories at most one chance hit after Holm
-    assert sum(g["specificity"]["significant"] for g in general) <= 1
-    assert any(g["specificity"]["verdict"] == "does not hold" for g in general)
-    assert rows(lambda a, c: 0.8 if a == c else 0.05, 20, "empirical")["specificity"]["verdict"] == \
+    assert sum(g["specificity"].significant for g in general) <= 1
+    assert any(g["specificity"].verdict == "does not hold" for g in general)
+    assert rows(lambda a, c: 0.8 if a == c else 0.05, 20, "empirical")["specificity"].verdict == \
         "not enough evidence"
     partial = rows(lambda a, c: 0.8 if a == c and a < 2 else 0.05, 20)
-    assert partial["specificity"]["verdict"] == "partly (2 of 6 categories)"
-    assert claim_rows({"targets": {}}) == []
+    assert verdict_words(partial["specificity"]) == "partly (2 of 6 categories)"
+    assert [c.verdict for c in causal_from_tests([], "neurons")] == ["not measured", "not measured"]

@@ -10,8 +10,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from sparcom import stats
+from sparcom.causal import decisions
 from sparcom.causal import statistics as st
 from sparcom.errors import SparcomError
+from sparcom.report.verdicts import verdict_text
 
 # ------------------------------------------------------------------------------------------- plain oracles
 
@@ -118,14 +121,14 @@ def test_point_statistics_match_loops():
                  "scaled_specificity"):
         np.testing.assert_allclose(res.estimate[name], plain[name], rtol=1e-10, atol=1e-12, err_msg=name)
     for a, test in enumerate(res.tests):
-        assert test["ablated"] == ablated[a]
-        assert test["damage_p"] == pytest.approx(plain_p(plain["damage"][a], list(plain["damage_random"][a])))
-        assert test["specificity_p"] == pytest.approx(plain_p(plain["specificity"][a],
+        assert test.ablated == ablated[a]
+        assert test.damage.p == pytest.approx(plain_p(plain["damage"][a], list(plain["damage_random"][a])))
+        assert test.specificity.p == pytest.approx(plain_p(plain["specificity"][a],
                                                               list(plain["specificity_random"][a])))
         spec_r = plain["specificity_random"][a]
-        assert test["specificity_z"] == pytest.approx((plain["specificity"][a] - spec_r.mean()) / spec_r.std(ddof=1))
-    np.testing.assert_allclose([t["damage_p_holm"] for t in res.tests],
-                               plain_holm([t["damage_p"] for t in res.tests]))
+        assert test.specificity.z == pytest.approx((plain["specificity"][a] - spec_r.mean()) / spec_r.std(ddof=1))
+    np.testing.assert_allclose([t.damage.p_holm for t in res.tests],
+                               plain_holm([t.damage.p for t in res.tests]))
 
 
 def test_specificity_weights_categories_equally_not_by_tokens():
@@ -136,8 +139,8 @@ def test_specificity_weights_categories_equally_not_by_tokens():
     selected = np.array([[2.0, 1.0, 1.0, 0.0]])  # ΔNLL(a) = 2, ΔNLL(b) = 1, ΔNLL(c) = 0
     random = np.zeros((1, 3, 4))
     res = st.causal_statistics(base, selected, random, tokens, labels, ["a"], ["a", "b", "c"], replicates=2)
-    assert res.tests[0]["others"] == pytest.approx(0.5)  # (1 + 0) / 2, not (2 + 0) / 102 per token
-    assert res.tests[0]["specificity"] == pytest.approx(1.5)
+    assert res.tests[0].others == pytest.approx(0.5)  # (1 + 0) / 2, not (2 + 0) / 102 per token
+    assert res.tests[0].specificity.estimate == pytest.approx(1.5)
 
 
 def test_bootstrap_with_fixed_resample_matches_loops():
@@ -222,22 +225,22 @@ def test_empirical_p_matches_loop():
     observed = rng.normal(size=(4,))
     random = rng.normal(size=(4, 9))
     random[0, :3] = observed[0]  # ties count against the observed value
-    p = st.empirical_p(observed, random)
+    p = stats.empirical_p(observed, random)
     for i in range(4):
         assert p[i] == pytest.approx(plain_p(observed[i], list(random[i])))
-    assert np.isnan(st.empirical_p(observed, np.zeros((4, 0)))).all()
+    assert np.isnan(stats.empirical_p(observed, np.zeros((4, 0)))).all()
 
 
 def test_holm_matches_plain_and_textbook():
-    np.testing.assert_allclose(st.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     rng = np.random.default_rng(11)
     for _ in range(200):
         m = int(rng.integers(1, 9))
         p = rng.choice([1 / 121, 2 / 121, 0.03, 0.2, 0.5, 1.0], size=m) if rng.random() < 0.5 else rng.random(m)
         p = p.astype(float)
         p[rng.random(m) < 0.2] = np.nan
-        np.testing.assert_allclose(st.holm(p), plain_holm(list(p)), rtol=1e-12, equal_nan=True)
-    assert np.isnan(st.holm([np.nan, np.nan])).all()
+        np.testing.assert_allclose(stats.holm(p), plain_holm(list(p)), rtol=1e-12, equal_nan=True)
+    assert np.isnan(stats.holm([np.nan, np.nan])).all()
 
 
 def test_random_sets_needed_by_brute_force():
@@ -246,14 +249,14 @@ def test_random_sets_needed_by_brute_force():
         r = 0
         while Fraction(tests, 1 + r) > alpha_f:
             r += 1
-        assert st.random_sets_needed(tests, alpha) == r
-    assert st.random_sets_needed(6) == 119
-    assert st.random_sets_needed(36) == 719  # Bonferroni over a 6 × 6 matrix
+        assert stats.random_sets_needed(tests, alpha) == r
+    assert stats.random_sets_needed(6) == 119
+    assert stats.random_sets_needed(36) == 719  # Bonferroni over a 6 × 6 matrix
     # at the boundary: six tests each with the best p of 119 random sets all survive Holm, of 118 none does
     for r, expected in ((119, True), (118, False)):
-        adjusted = st.holm([1 / (1 + r)] * 6)
-        assert all(st.significant(p) is expected for p in adjusted)
-        assert st.min_holm_p(r, 6) == pytest.approx(6 / (1 + r))
+        adjusted = stats.holm([1 / (1 + r)] * 6)
+        assert all(stats.significant(p) is expected for p in adjusted)
+        assert stats.min_holm_p(r, 6) == pytest.approx(6 / (1 + r))
 
 
 # ------------------------------------------------------------------------------------------- synthetic cases
@@ -282,13 +285,13 @@ def test_truly_specific_sets_are_called_specific():
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=400, seed=2)
     assert len(res.tests) == 6
     for test in res.tests:
-        assert test["verdict"].startswith("specific:"), test["verdict"]
-        assert "caution" not in test["verdict"]
-        assert test["damage_p_holm"] <= 0.05 and test["specificity_p_holm"] <= 0.05
-        assert test["specificity_p"] == pytest.approx(1 / 151)
-        assert test["specificity_low"] > 0.1 and test["specificity_excess_low"] > 0.1  # true value 0.55
-        assert test["scaled_specificity_low"] > 0
-    z = np.array(res.summary()["normalised"]["z"])
+        assert verdict_text(test).startswith("specific:"), verdict_text(test)
+        assert "caution" not in verdict_text(test)
+        assert test.damage.p_holm <= 0.05 and test.specificity.p_holm <= 0.05
+        assert test.specificity.p == pytest.approx(1 / 151)
+        assert test.specificity.low > 0.1 and test.specificity.excess_low > 0.1  # true value 0.55
+        assert test.scaled_specificity_low > 0
+    z = res.cells["z"]  # per-cell z, descriptive
     assert np.all(np.diag(z) > 5) and np.all(np.abs(z[~np.eye(6, dtype=bool)]) < 4)
 
 
@@ -297,9 +300,9 @@ def test_general_sets_are_critical_but_not_specific():
     base, selected, random, tokens, labels = synthetic(1, 150, lambda a, c: 2.5)
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=200, seed=2)
     for test in res.tests:
-        assert test["verdict"].startswith("critical but not specific"), test["verdict"]
-        assert test["damage_p_holm"] <= 0.05 and test["specificity_p_holm"] > 0.05
-        assert test["damage"] > 2 and abs(test["specificity"]) < 0.25
+        assert verdict_text(test).startswith("critical but not specific"), verdict_text(test)
+        assert test.damage.p_holm <= 0.05 and test.specificity.p_holm > 0.05
+        assert test.damage.estimate > 2 and abs(test.specificity.estimate) < 0.25
 
 
 def test_strong_set_on_a_fragile_category_gets_the_proportion_caution():
@@ -316,10 +319,10 @@ def test_strong_set_on_a_fragile_category_gets_the_proportion_caution():
     selected = base[None] + (2.0 * f + rng.normal(0, 0.2, (6, n))) * tokens
     random = base[None, None] + (0.2 * f + rng.normal(0, 0.2, (6, r, n))) * tokens
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=300, seed=1)
-    math_test = next(t for t in res.tests if t["ablated"] == "math")
-    assert math_test["verdict"].startswith("specific:") and "caution" in math_test["verdict"]
-    assert math_test["ratio_random"] == pytest.approx(2.0, rel=0.1)
-    assert math_test["scaled_specificity_low"] < 0 < math_test["scaled_specificity_high"]
+    math_test = next(t for t in res.tests if t.ablated == "math")
+    assert verdict_text(math_test).startswith("specific:") and "caution" in verdict_text(math_test)
+    assert math_test.ratio_random == pytest.approx(2.0, rel=0.1)
+    assert math_test.scaled_specificity_low < 0 < math_test.scaled_specificity_high
 
 
 def test_null_sets_are_not_called_specific():
@@ -329,11 +332,11 @@ def test_null_sets_are_not_called_specific():
     for seed in range(30):
         base, selected, random, tokens, labels = synthetic(100 + seed, 119, lambda a, c: 0.05, per=10)
         res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=20, seed=seed)
-        hit = any(t["damage_p_holm"] <= 0.05 or t["specificity_p_holm"] <= 0.05 for t in res.tests)
+        hit = any(t.damage.p_holm <= 0.05 or t.specificity.p_holm <= 0.05 for t in res.tests)
         hits += hit
         if not hit:
-            assert all(t["verdict"].startswith("no effect beyond random") for t in res.tests)
-        raw_p += [t["specificity_p"] for t in res.tests] + [t["damage_p"] for t in res.tests]
+            assert all(verdict_text(t).startswith("no effect beyond random") for t in res.tests)
+        raw_p += [t.specificity.p for t in res.tests] + [t.damage.p for t in res.tests]
     # at most 2 × 0.05 × 30 = 3 expected (two families); on these data the uncorrected p-values give 12
     assert hits <= 6
     raw_p = np.array(raw_p)
@@ -345,16 +348,16 @@ def test_selective_but_not_critical():
     base, selected, random, tokens, labels = synthetic(6, 150, lambda a, c: 0.05 if a == c else -0.5)
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
     for test in res.tests:
-        assert test["verdict"].startswith("selective but not critical"), test["verdict"]
-        assert test["damage_p_holm"] > 0.05 and test["specificity_p_holm"] <= 0.05
+        assert verdict_text(test).startswith("selective but not critical"), verdict_text(test)
+        assert test.damage.p_holm > 0.05 and test.specificity.p_holm <= 0.05
 
 
 def test_too_few_random_sets_says_so():
     base, selected, random, tokens, labels = synthetic(0, 20, lambda a, c: 0.6 if a == c else 0.05)
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
     for test in res.tests:
-        assert test["verdict"].startswith("not enough random sets: with 20 (need at least 119)"), test["verdict"]
-        assert test["damage_p"] == pytest.approx(1 / 21)
+        assert verdict_text(test).startswith("not enough random sets: with 20 (need at least 119)"), verdict_text(test)
+        assert test.damage.p == pytest.approx(1 / 21)
     assert res.summary()["power"]["random_sets_needed"] == 119
 
 
@@ -365,20 +368,20 @@ def test_untested_categories_leave_the_holm_family():
     base, selected, random, tokens, labels = synthetic(4, 30, lambda a, c: 0.6 if a == c else 0.0)
     sizes = [10, 0, 10, 10, 10, 10]
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, set_sizes=sizes, replicates=20)
-    code = next(t for t in res.tests if t["ablated"] == "code")
-    assert code["verdict"] == "not testable: its set is empty" and np.isnan(code["damage_p_holm"])
-    others = [t["damage_p"] for t in res.tests if t["ablated"] != "code"]
-    assert [t["damage_p_holm"] for t in res.tests if t["ablated"] != "code"] == pytest.approx(plain_holm(others))
+    code = next(t for t in res.tests if t.ablated == "code")
+    assert verdict_text(code) == "not testable: its set is empty" and np.isnan(code.damage.p_holm)
+    others = [t.damage.p for t in res.tests if t.ablated != "code"]
+    assert [t.damage.p_holm for t in res.tests if t.ablated != "code"] == pytest.approx(plain_holm(others))
     assert res.summary()["power"]["tests"] == 5
     # no random sets: cells still get intervals, nothing is tested
     none = st.causal_statistics(base, selected, random[:, :0], tokens, labels, CATS, replicates=20)
-    assert all(t["verdict"] == "not testable: no random sets (seeds 0)" for t in none.tests)
+    assert all(verdict_text(t) == "not testable: no random sets (seeds 0)" for t in none.tests)
     assert np.isfinite(none.low["delta"]).all() and np.isnan(none.estimate["excess"]).all()
     # an ablated category without evaluated rows has a row in the matrix but no test
     keep = [i for i, c in enumerate(labels) if c != "sum"]
     partial = st.causal_statistics(base[keep], selected[:, keep], random[:, :, keep], tokens[keep],
                                    [labels[i] for i in keep], CATS, replicates=20)
-    assert partial.evaluated == CATS[:5] and [t["ablated"] for t in partial.tests] == CATS[:5]
+    assert partial.evaluated == CATS[:5] and [t.ablated for t in partial.tests] == CATS[:5]
     assert partial.estimate["delta"].shape == (6, 5)
 
 
@@ -399,13 +402,13 @@ def test_summary_tables_and_matrices():
     res = st.causal_statistics(base, selected, random, tokens, labels, CATS, target="experts", replicates=30)
     summary = json.loads(json.dumps(res.summary(), allow_nan=False))
     assert summary["target"] == "experts" and summary["bootstrap"]["replicates"] == 30
-    assert len(summary["tests"]) == 6 and summary["verdict_rule"] == st.VERDICT_RULE
+    assert len(summary["tests"]) == 6 and summary["verdict_rule"] == decisions.VERDICT_RULE
     tables = res.tables()
     assert len(tables["delta_nll_paired"]) == 36 and len(tables["specificity_tests"]) == 6
     cell = tables["delta_nll_paired"][8]  # code → qa
     assert (cell["ablated"], cell["evaluated"]) == ("code", "qa")
     assert cell["delta_nll"] == pytest.approx(res.delta[1, 2])
-    sig = st.significance(res.delta, np.stack([plain_cells_all(random[a], base, tokens, labels) for a in range(6)]))
+    sig = st.cell_statistics(res.delta, np.stack([plain_cells_all(random[a], base, tokens, labels) for a in range(6)]))
     assert cell["z"] == pytest.approx(sig["z"][1, 2]) and cell["random_mean"] == pytest.approx(sig["mean"][1, 2])
     assert cell["ratio_to_random_mean"] == pytest.approx(res.delta[1, 2] / sig["mean"][1, 2])
     matrices = res.matrices()
@@ -418,7 +421,7 @@ def plain_cells_all(random_a, base, tokens, labels):
     return np.array([plain_cells(list(cond), list(base), list(tokens), labels, CATS) for cond in random_a])
 
 
-def test_significance_is_the_package_export():
+def test_cell_statistics_is_the_package_export():
     import sparcom.causal
 
-    assert sparcom.causal.significance is st.significance
+    assert sparcom.causal.cell_statistics is st.cell_statistics

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from sparcom.report.claims import causal_rows, claims_table, generality_row, uniqueness_row
+from sparcom.analysis.claims import causal_from_tests, claims_table, generality, uniqueness
+from sparcom.artifacts.causal import Contrast, TestRow
+from sparcom.artifacts.summaries import (
+    Bootstrap,
+    Decoding,
+    IdentifySummary,
+    Interval,
+    KindSets,
+    KindValidity,
+    ValidityHeadline,
+)
+from sparcom.causal.decisions import decide
+from sparcom.report.claims import claim_text, verdict_words
+
+NAN = float("nan")
 
 
 def identify_summary(general=5, selected=50, unique=10, interval=(2, 8), decoding=(0.6, 0.17, 0.01),
-                     cross=(0.5, 0.2)) -> dict:
-    counts = {"general": general, "selected_any": selected, "unique_total": unique,
-              "shares": {"general_share": general / selected, "unique_share": unique / selected}}
+                     cross=(0.5, 0.2)) -> IdentifySummary:
+    boot = None
     if interval is not None:
-        counts["bootstrap"] = {"intervals": {"general": {"estimate": general, "low": interval[0], "high": interval[1]},
-                                             "general_share": {"estimate": general / selected,
-                                                               "low": interval[0] / selected,
-                                                               "high": interval[1] / selected}}}
-    headline = {"chance": 1 / 6}
-    if decoding is not None:
-        headline["set_score"] = {"accuracy": decoding[0], "random_mean": decoding[1], "p_value": decoding[2],
-                                 "ci_low": decoding[0] - 0.1, "ci_high": decoding[0] + 0.1}
-    if cross is not None:
-        headline.update(cross_source_within=cross[0], cross_source_across=cross[1])
-    return {"kinds": {"neuron": counts}, "validity": {"neuron": {"headline": headline}}}
+        boot = Bootstrap(True, None, 20, "resampled", 0.95, {
+            "general": Interval(general, interval[0], interval[1]),
+            "general_share": Interval(general / selected, interval[0] / selected, interval[1] / selected)})
+    sets = KindSets(100, 2, {}, selected, general, {}, {}, unique, 0, {},
+                    {"general_share": general / selected, "unique_share": unique / selected}, {}, None, boot)
+    decoders = {} if decoding is None else {
+        "set_score": Decoding(decoding[0], decoding[0] - 0.1, decoding[0] + 0.1, decoding[1], decoding[2])}
+    within, across = cross if cross is not None else (NAN, NAN)
+    headline = ValidityHeadline(decoders, NAN, 1 / 6, NAN, within, across)
+    return IdentifySummary(Path("identify"), None, None, {"neuron": sets}, {"neuron": KindValidity(headline, {})},
+                           None, [])
 
 
 @pytest.mark.parametrize(("interval", "general", "verdict"), [
@@ -33,9 +48,9 @@ def identify_summary(general=5, selected=50, unique=10, interval=(2, 8), decodin
     (None, 0, "does not hold"),
 ])
 def test_generality_verdict_follows_the_general_count_interval(interval, general, verdict):
-    row = generality_row(identify_summary(general=general, interval=interval))
-    assert row["verdict"] == verdict
-    assert row["number"] == pytest.approx(general / 50)
+    claim = generality(identify_summary(general=general, interval=interval))
+    assert claim.verdict == verdict
+    assert claim.number == pytest.approx(general / 50)
 
 
 @pytest.mark.parametrize(("unique", "decoding", "cross", "verdict"), [
@@ -48,33 +63,39 @@ def test_generality_verdict_follows_the_general_count_interval(interval, general
     (10, None, None, "not enough evidence"),  # no held-out evidence
 ])
 def test_uniqueness_verdict_needs_unique_sets_that_decode_and_survive_the_source(unique, decoding, cross, verdict):
-    assert uniqueness_row(identify_summary(unique=unique, decoding=decoding, cross=cross))["verdict"] == verdict
+    assert uniqueness(identify_summary(unique=unique, decoding=decoding, cross=cross)).verdict == verdict
 
 
-def ablate_summary(holm_damage, holm_spec, random_sets=20) -> dict:
-    tests = []
+def contrast(p_holm: float, excess: float, low: float, high: float) -> Contrast:
+    return Contrast(excess, low, high, 0.0, 1.0, excess, low, high, NAN, p_holm, p_holm, "parametric", p_holm,
+                    p_holm, NAN, "")
+
+
+def test_rows(holm_damage, holm_spec, random_sets=20) -> list[TestRow]:
+    rows = []
     for i, (d, s) in enumerate(zip(holm_damage, holm_spec, strict=True)):
-        tests.append({"ablated": f"c{i}", "damage_p_holm": d, "specificity_p_holm": s, "damage_excess": 1.0 + i,
-                      "damage_excess_low": 0.5, "damage_excess_high": 2.0 + i, "specificity_excess": 0.1 * i,
-                      "specificity_excess_low": -0.2, "specificity_excess_high": 0.3, "damage_test": "parametric",
-                      "specificity_test": "parametric", "verdict": "x", "reason": None})
-    return {"targets": {"neurons": {"statistics": {"tests": tests, "random_sets": random_sets,
-                                                   "power": {"alpha": 0.05}}}}}
+        rows.append(TestRow(f"c{i}", 10, random_sets, contrast(d, 1.0 + i, 0.5, 2.0 + i), 0.0,
+                            contrast(s, 0.1 * i, -0.2, 0.3), NAN, NAN, NAN, NAN,
+                            decide(d, s, NAN, "", 0.05, 0.0, None)))
+    return rows
+
+
+test_rows.__test__ = False  # a builder, not a test
 
 
 def test_causal_rows_count_categories_significant_after_holm():
-    rows = {r["claim"]: r for r in causal_rows(ablate_summary([0.01, 0.02, 0.001], [0.5, 0.01, 0.9]), "neurons")}
-    assert rows["critical role"]["verdict"] == "holds"
-    assert rows["specificity"]["verdict"] == "partly (1 of 3 categories)"
-    assert rows["critical role"]["number"] == pytest.approx(2.0)  # median of 1, 2, 3
+    claims = {c.claim: c for c in causal_from_tests(test_rows([0.01, 0.02, 0.001], [0.5, 0.01, 0.9]), "neurons")}
+    assert claims["critical role"].verdict == "holds"
+    assert verdict_words(claims["specificity"]) == "partly (1 of 3 categories)"
+    assert claims["critical role"].number == pytest.approx(2.0)  # median of 1, 2, 3
 
 
 def test_claims_table_marks_unmeasured_causal_claims_with_the_reason():
-    rows = claims_table(identify_summary(), None, not_run="causal check not run in `make demo`")
-    assert [r["claim"] for r in rows] == ["generality", "uniqueness", "critical role", "specificity"]
-    assert [r["verdict"] for r in rows[2:]] == ["not measured", "not measured"]
-    assert "make demo" in rows[2]["text"]
-    assert claims_table({}, None)[0]["verdict"] == "not measured"
+    claims = claims_table(identify_summary(), None, not_run="causal check not run in `make demo`")
+    assert [c.claim for c in claims] == ["generality", "uniqueness", "critical role", "specificity"]
+    assert [c.verdict for c in claims[2:]] == ["not measured", "not measured"]
+    assert "make demo" in claim_text(claims[2])
+    assert claims_table(None, None)[0].verdict == "not measured"
 
 
 def test_balanced_rows_share_each_category_over_its_sources_in_file_order():

@@ -67,6 +67,11 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     verdicts = {re.findall(r"\*\*(.+?)\*\*", line)[-1] for line in table}
     assert verdicts <= {"holds", "does not hold", "not enough evidence", "not measured"} | {
         v for v in verdicts if v.startswith("partly (")}
+    # The table renders the decisions stored in claims.json (decided once; index.html reads the same file).
+    stored = json.loads((out / "claims.json").read_text())["models"]
+    for model, claims_of in stored.items():
+        shown = [re.findall(r"\*\*(.+?)\*\*", line)[-1] for line in table if line.startswith(f"| {model} (")]
+        assert [v.split(" (")[0] for v in shown] == [c["verdict"] for c in claims_of], model
     # The quick demo checks SmolLM2 and the MoE causally; the Gemma pair says why its causal rows are missing.
     gemma_causal = [line for line in table if line.startswith("| gemma-3-270m-base") and "critical role" in line]
     assert "make demo-full" in gemma_causal[0] and "not measured" in gemma_causal[0]

@@ -18,6 +18,7 @@ from sparcom import ProfileSettings, profile, wrap_model
 from sparcom.analysis.groups import load_groups, stratified_folds
 from sparcom.artifacts.run import load_run
 from sparcom.artifacts.selection import load_selection
+from sparcom.artifacts.summaries import read_evaluate
 from sparcom.errors import SparcomError
 
 CATEGORIES = ("cls", "code", "qa", "gen", "math", "sum")
@@ -104,6 +105,9 @@ def test_fixed_sets_decode_the_other_run_as_the_direct_loop_does(runs, tmp_path)
     assert summary["format"] == "sparcom-evaluate"
     headline = summary["headline"]["neuron"]
     assert headline["set_score"]["accuracy"] == correct["set_score"] / 24 and headline["chance"] == 1 / 6
+    typed = read_evaluate(tmp_path / "ev")  # the typed reader gives the same numbers, and the common header
+    assert typed.headline["neuron"].decoders["set_score"].accuracy == correct["set_score"] / 24
+    assert typed.header.data.categories == list(CATEGORIES) and typed.header.data.run == str(runs["second"])
     for name in ("tables/evaluate_decoding.csv", "tables/evaluate_confusion.csv", "tables/evaluate_sets.csv",
                  "plots/neuron_validity_confusion.png", "plots/neuron_validity_random.png"):
         assert (tmp_path / "ev" / name).is_file(), name

@@ -15,7 +15,8 @@ from tiny import tiny_model, tiny_tokenizer
 from sparcom.analysis.ranking import Component
 from sparcom.api import record_examples
 from sparcom.errors import SparcomError
-from sparcom.examples.recording import load_examples, write_examples
+from sparcom.examples.files import load_examples
+from sparcom.examples.recording import write_examples
 from sparcom.profile.runner import wrap_model
 
 CATEGORIES = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -108,13 +109,12 @@ def test_write_and_load(llama, tmp_path):
     result = record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/0/1"], top_k=2)
     out = write_examples(result, tmp_path / "ex")
     document = load_examples(out)
-    assert document["components"][0]["key"] == "neuron/0/1"
-    assert len(document["components"][0]["events"]) == 2
-    entry = document["components"][0]
-    shown = entry["events"] + [e for events in entry["events_by_category"].values() for e in events]
-    assert set(document["rows"]) == {e["row"] for e in shown}
-    assert {e["row"] for e in entry["events"]} <= {e["row"] for events in entry["events_by_category"].values()
-                                                   for e in events}
+    assert list(document.components) == ["neuron/0/1"]
+    entry = document.components["neuron/0/1"]
+    assert len(entry.events) == 2
+    shown = entry.events + [e for events in entry.events_by_category.values() for e in events]
+    assert set(document.rows) == {e.row for e in shown}
+    assert {e.row for e in entry.events} <= {e.row for events in entry.events_by_category.values() for e in events}
     with pytest.raises(SparcomError, match="output directory exists"):
         write_examples(result, out)
     (out / "examples.json").write_text("{broken")
@@ -133,7 +133,8 @@ def test_record_examples_checks_out_before_recording(llama, tmp_path):
                         overwrite=True)
     result = record_examples(llama["loaded"], llama["selection"], llama["data"], ["neuron/0/0"], top_k=1,
                              out=tmp_path / "ex")
-    assert load_examples(tmp_path / "ex")["components"][0]["events"][0]["value"] == result.events[0][0]["value"]
+    written = load_examples(tmp_path / "ex").components[result.components[0].key]
+    assert written.events[0].value == result.events[0][0]["value"]
 
 
 def test_bad_components(llama):

@@ -61,7 +61,7 @@ def test_dom_matches_summaries(loaded):
     assert int(general.replace(",", "")) == neuron["general"]
     selected = b.evaluate("Array.from(document.querySelectorAll('#identify-identify-base-neuron-summary tbody tr'))"
                           ".map(r => parseInt(r.cells[1].getAttribute('data-v')))")
-    assert selected == [neuron["selected"][c] for c in identify["categories"]]
+    assert selected == [neuron["selected"][c] for c in identify["data"]["categories"]]
     causal = json.loads((loaded["ablate"] / "summary.json").read_text())
     delta = b.evaluate("Array.from(document.querySelectorAll('#ablate-ablate-neurons-delta tbody tr'))"
                        ".map(r => Array.from(r.querySelectorAll('td')).map(td => parseFloat(td.getAttribute('data-v'))))")
@@ -150,3 +150,36 @@ def test_screenshots(loaded, tmp_path):
         shots.append(shutil.copy(path, SCREENSHOTS / path.name))
     print("report screenshots:", *shots)
     assert b.errors == []
+
+
+def test_the_causal_headline_is_the_stored_decision(loaded):
+    """"At a glance" and the tests table show the decisions stored in summary.json (the CLI prints the same count)."""
+    from sparcom.artifacts.causal import read_causal
+    from sparcom.report.verdicts import specific_headline, verdict_label
+
+    b = loaded["browser"]
+    tests = read_causal(loaded["ablate"]).targets["neurons"].tests
+    specific, tested = specific_headline(tests)
+    glance = b.evaluate("document.querySelector('#overview').textContent")
+    assert f"Specific in {specific} of {tested} categories" in glance
+    shown = b.evaluate("Array.from(document.querySelectorAll('#ablate-ablate-neurons-tests-table tbody tr'))"
+                       ".map(r => r.cells[r.cells.length - 1].textContent)")
+    assert shown == [verdict_label(t.decision) for t in tests]
+
+
+def test_moe_page_numbers_in_the_browser(browser, tmp_path):
+    """The MoE study's page in the browser: no console error, and each kind's set sizes are the typed results."""
+    from report_study import build_study
+
+    from sparcom.artifacts.summaries import read_identify
+
+    paths = build_study(tmp_path, moe=True)
+    out = tmp_path / "moe.html"
+    render_report([tmp_path], out)
+    browser.open(out)
+    assert browser.errors == []
+    summary = read_identify(paths["identify"])
+    for kind, k in summary.kinds.items():
+        selected = browser.evaluate(f"Array.from(document.querySelectorAll('#identify-identify-base-{kind}-summary "
+                                    "tbody tr')).map(r => parseInt(r.cells[1].getAttribute('data-v')))")
+        assert selected == [k.selected[c] for c in summary.categories], kind

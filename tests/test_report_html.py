@@ -4,6 +4,7 @@ cards as computed directly from the run, and one-line errors for bad inputs."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -111,7 +112,7 @@ def test_numbers_match_summaries(page, study):
     parsed = parse(page)
     summary = json.loads((study["identify"] / "summary.json").read_text())
     neuron = summary["kinds"]["neuron"]
-    cats = summary["categories"]
+    cats = summary["data"]["categories"]
     rows = _cells(parsed, "identify-identify-base-neuron-summary")
     assert [int(r[0]) for r in rows] == [neuron["selected"][c] for c in cats]
     assert [int(r[1]) for r in rows] == [neuron["unique"][c] for c in cats]
@@ -127,7 +128,7 @@ def test_numbers_match_summaries(page, study):
     delta = _cells(parsed, "ablate-ablate-neurons-delta")
     np.testing.assert_allclose(np.array(delta, dtype=float), np.array(causal["targets"]["neurons"]["delta_nll"]))
     baseline = _cells(parsed, "ablate-ablate-baseline-table")
-    assert [float(r[-1]) for r in baseline] == pytest.approx([causal["baseline"][c]["nll"] for c in causal["evaluated"]])
+    assert [float(r[-1]) for r in baseline] == pytest.approx([causal["baseline"][c]["nll"] for c in causal["data"]["categories"]])
     compared = json.loads((study["compare"] / "summary.json").read_text())
     changes = _cells(parsed, "compare-compare-neuron-changes-table")
     assert [int(r[2]) for r in changes] == [compared["kinds"]["neuron"]["per_category"][c]["retained"] for c in cats]
@@ -140,7 +141,7 @@ def test_layer_heatmap_matches_table(page, study):
     cells = _cells(parsed, "identify-identify-base-neuron-layer-heat")
     with (study["identify"] / "tables" / "selected_per_layer.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    cats = json.loads((study["identify"] / "summary.json").read_text())["categories"]
+    cats = json.loads((study["identify"] / "summary.json").read_text())["data"]["categories"]
     for i, category in enumerate(cats):
         expected = [int(r["selected"]) for r in rows if r["category"] == category]
         assert [int(float(v)) for v in cells[i]] == expected
@@ -152,7 +153,7 @@ def test_cards_match_direct_ranking(page, study):
 
     counts = load_file(str(study["run"] / "counts.safetensors"))
     masks = load_file(str(study["identify"] / "selection.safetensors"))
-    cats = json.loads((study["identify"] / "summary.json").read_text())["categories"]
+    cats = json.loads((study["identify"] / "summary.json").read_text())["data"]["categories"]
     parsed = parse(page)
     for c in cats:
         members = []
@@ -186,7 +187,7 @@ def test_missing_outputs_say_not_computed(study, tmp_path):
     assert "Cards: not computed." not in page  # the source run is readable at its recorded path
     shutil.copytree(study["identify"], tmp_path / "moved")
     summary = json.loads((tmp_path / "moved" / "summary.json").read_text())
-    summary["run"]["path"] = str(tmp_path / "gone")
+    summary["data"]["run"] = str(tmp_path / "gone")
     (tmp_path / "moved" / "summary.json").write_text(json.dumps(summary))
     page = render_html([tmp_path / "moved"])
     assert "Cards: not computed." in page
@@ -284,3 +285,77 @@ def test_partial_studies(study, tmp_path):
     assert len(ids) == len(set(ids))
     assert "identify-a-identify-neuron-sets" in ids and "identify-b-identify-neuron-sets" in ids
     assert "Base → tuned comparison: not computed." in page
+
+
+def assert_identify_numbers(parsed: Elements, folder: Path, prefix: str) -> None:
+    """Every kind's per-category table and headline counts on the page equal the typed identify summary."""
+    from sparcom.artifacts.summaries import read_identify
+
+    summary = read_identify(folder)
+    for kind, k in summary.kinds.items():
+        rows = _cells(parsed, f"{prefix}-{kind}-summary")
+        assert [int(r[0]) for r in rows] == [k.selected[c] for c in summary.categories], kind
+        assert [int(r[1]) for r in rows] == [k.unique[c] for c in summary.categories], kind
+        shares = [(float(r[2]) if r[2] else None, float(r[3]) if r[3] else None) for r in rows]
+        expected = [(k.shares[f"unique_share_{c}"], k.shares[f"general_share_{c}"]) for c in summary.categories]
+        for got, want in zip(shares, expected, strict=True):
+            for a, b in zip(got, want, strict=True):
+                assert (a is None and math.isnan(b)) if a is None else a == pytest.approx(b), kind
+
+
+def test_moe_report_numbers_are_the_typed_results(tmp_path):
+    """The MoE study's page: every kind's sets and the expert comparison equal the typed summaries."""
+    from sparcom.artifacts.summaries import read_compare
+
+    paths = build_study(tmp_path, moe=True)
+    parsed = parse(render_html([tmp_path]))
+    assert_identify_numbers(parsed, paths["identify"], "identify-identify-base")
+    compared = read_compare(paths["compare"])
+    for kind, k in compared.kinds.items():
+        rows = _cells(parsed, f"compare-compare-{kind}-changes-table")
+        assert [[int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])] for r in rows] == [
+            [k.per_category[c].base, k.per_category[c].tuned, k.per_category[c].retained, k.per_category[c].gained,
+             k.per_category[c].lost] for c in compared.categories], kind
+    assert {"expert", "expert_neuron"} <= set(compared.kinds)
+
+
+@pytest.fixture(scope="module")
+def validity_study(tmp_path_factory) -> dict[str, Path]:
+    """A real grouped tiny run (profiled per instruction, AI and human rows) and its identify with validity."""
+    import torch
+    from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
+
+    from sparcom import ProfileSettings, identify, profile, wrap_model
+
+    root = tmp_path_factory.mktemp("validity-report")
+    rows = [(c, f"{ins} (variant {k})" if k else ins, text, out) for k in range(4) for c, ins, text, out in ROWS]
+    data = write_dataset(root / "rows.jsonl", rows)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loaded = wrap_model(tiny_model("llama", seed=1), tiny_tokenizer(), "tiny-grouped")
+        run = profile(loaded, data, root / "run", ProfileSettings(batch_size=8, group_by="instruction"),
+                      progress=False)
+        identify(run, "contrast", 0.05, out=root / "identify", plots=False, folds=2, random_sets=20)
+    finally:
+        torch.set_num_threads(previous)
+    return {"run": root / "run", "identify": root / "identify"}
+
+
+def test_validity_report_numbers_are_the_typed_results(validity_study):
+    from sparcom.artifacts.summaries import read_identify
+
+    summary = read_identify(validity_study["identify"])
+    assert summary.validity, summary.validity_note
+    parsed = parse(render_html([validity_study["identify"]]))
+    for kind, v in summary.validity.items():
+        h = v.headline
+        rows = _cells(parsed, f"identify-identify-{kind}-validity-decoding")
+        assert len(rows) == len(h.decoders) > 0
+        for row, d in zip(rows, h.decoders.values(), strict=True):
+            expected = (d.accuracy, d.ci_low, d.ci_high, d.random_mean, d.p_value)
+            assert [float(x) for x in row] == pytest.approx(expected), kind
+        rest = _cells(parsed, f"identify-identify-{kind}-validity-headline")[0]
+        for shown, value in zip(rest, (h.all_components, h.chance, h.stability, h.cross_source_within,
+                                       h.cross_source_across), strict=True):
+            assert (shown == "") if math.isnan(value) else float(shown) == pytest.approx(value), kind

@@ -25,6 +25,7 @@ from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import summary_statistics
 from sparcom.analysis.validity import validity, validity_sweep
 from sparcom.artifacts.run import load_run
+from sparcom.artifacts.summaries import read_identify, read_sweep
 from sparcom.cli.app import app
 from sparcom.report.files import to_json
 
@@ -61,6 +62,9 @@ def test_identify_validity_is_the_core_computed_on_the_runs_groups(grouped, iden
     written = json.loads((out / "summary.json").read_text())
     assert written["validity"]["neuron"] == to_json(direct.summary())
     assert written["validity"]["available"] is True and written["validity"]["settings"]["folds"] == 4
+    headline = read_identify(out).validity["neuron"].headline  # the typed reader: the same numbers
+    assert headline.decoders["set_score"].accuracy == direct.decoding.decoders["set_score"].accuracy
+    assert headline.stability == direct.stability.mean
     np.testing.assert_array_equal(result.kinds["neuron"].mask, direct.mask)
     decoding = read_csv(out / "tables" / "validity_decoding.csv")
     by_decoder = {r["decoder"]: r for r in decoding}
@@ -159,6 +163,8 @@ def test_rule_study_rows_are_the_core_sweep_and_files_are_written(grouped, tmp_p
     assert paper["variant"] == "percentile" and paper["epsilon"] == 0.01
     assert set(summary["kinds"]["neuron"]["best_set_score_per_rule"]) == {r.variant for r in rules}
     assert len(read_csv(tmp_path / "s" / "tables" / "validity_sweep.csv")) == len(rows)
+    typed = read_sweep(tmp_path / "s")
+    assert typed.kinds["neuron"]["paper_rule"] == paper and typed.header.data.run == str(grouped)
     assert (tmp_path / "s" / "plots" / "neuron_validity_sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -17,9 +17,8 @@ import numpy as np
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import summary_statistics
 from sparcom.components import Layout
-from sparcom.errors import SparcomError
+from sparcom.stats import LEVEL, percentile_interval
 
-DEFAULT_LEVEL = 0.95
 HOW_TO_ENABLE = ("confidence intervals need bootstrap counters: profile with 'sparcom profile ... --bootstrap 200' "
                  "(Poisson bootstrap over instructions; merges and resumes like the plain counts)")
 
@@ -50,26 +49,13 @@ def mask_statistics(masks: Iterable[np.ndarray], categories: Sequence[str]) -> d
     return {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
 
 
-def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
-    """The central ``level`` percentile interval of the finite samples (NaN, NaN when there are none)."""
-    if not 0 < level < 1:
-        raise SparcomError(f"confidence level must be in (0, 1), got {level}")
-    finite = np.asarray(samples, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    tail = round((1 - level) / 2, 12)  # 0.05 for level 0.9, not 0.04999…
-    low, high = np.quantile(finite, [tail, 1 - tail])
-    return float(low), float(high)
-
-
 def interval_rows(kind: str, estimates: dict[str, float], samples: dict[str, np.ndarray],
-                  level: float = DEFAULT_LEVEL) -> list[dict]:
+                  level: float = LEVEL) -> list[dict]:
     """One row per statistic: the estimate on all data, the interval, and the replicates' mean and spread."""
     rows = []
     for name, values in samples.items():
         finite = values[np.isfinite(values)]
-        low, high = percentile_interval(values, level)
+        low, high = (float(x) for x in percentile_interval(values, level))
         rows.append({"kind": kind, "statistic": name, "estimate": float(estimates[name]), "level": level,
                      "low": low, "high": high,
                      "replicate_mean": float(finite.mean()) if finite.size else float("nan"),

@@ -16,7 +16,6 @@ Ties go to the first category (argmax / argmin). With nothing to decode on (all 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from statistics import NormalDist
 
 import numpy as np
 
@@ -137,27 +136,6 @@ def centroid_predict_all(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
     distance = (centroids * centroids).sum(axis=1)[None, :] - 2.0 * (z @ centroids.T)
     return np.argmin(distance, axis=1)
-
-
-def wilson_interval(correct: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (NaN, NaN when total = 0).
-
-    With p̂ = correct/total and z the (1 + level)/2 normal quantile: (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
-    """
-    if total == 0:
-        return float("nan"), float("nan")
-    z = NormalDist().inv_cdf((1 + level) / 2)
-    phat = correct / total
-    denominator = 1 + z * z / total
-    centre = (phat + z * z / (2 * total)) / denominator
-    half = z * np.sqrt(phat * (1 - phat) / total + z * z / (4 * total * total)) / denominator
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
-def empirical_p(observed: float, random: np.ndarray) -> float:
-    """(1 + #{random ≥ observed}) / (1 + R): the one-sided permutation-style p of ``observed``."""
-    random = np.asarray(random, dtype=np.float64)
-    return float((1 + np.sum(random >= observed)) / (1 + random.size))
 
 
 def confusion(true: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

@@ -25,10 +25,11 @@ import numpy as np
 
 from sparcom.analysis.evidence import ValiditySettings, run_groups
 from sparcom.analysis.groups import pool
-from sparcom.analysis.pipeline import run_info
 from sparcom.analysis.validity import HeldOutDecoding, held_out_fixed, set_specificity, specificity
 from sparcom.artifacts.run import ProfileRun, load_manifest
 from sparcom.artifacts.selection import Selection
+from sparcom.artifacts.summaries import EVALUATE_FORMAT, SUMMARY_VERSION
+from sparcom.artifacts.summary import run_header
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_NOUNS, kinds_in
@@ -71,10 +72,9 @@ class EvaluateResult(Tabular):
 
     def summary(self) -> dict[str, Any]:
         meta = self.selection.meta
-        return {"format": "sparcom-evaluate", "version": 1,
+        return {**run_header(EVALUATE_FORMAT, SUMMARY_VERSION, self.run, self.settings.parameters()),
                 "selection": {"path": str(self.selection.path), "rule": meta.get("parameters"),
                               "rule_description": meta.get("description"), "source_run": meta.get("source_run")},
-                "run": run_info(self.run), "categories": list(self.categories), "settings": self.settings.parameters(),
                 "headline": self.headline(), "kinds": {k: e.summary() for k, e in self.kinds.items()},
                 "notes": self.notes}
 

@@ -19,7 +19,6 @@ from sparcom.analysis.groups import GroupCounts, load_groups, partition_sums, re
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.validity import (
     DEFAULT_FOLDS,
-    DEFAULT_LEVEL,
     DEFAULT_RANDOM_SETS,
     Specificity,
     check_settings,
@@ -28,6 +27,7 @@ from sparcom.artifacts.run import ProfileRun
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.settings import check, options, setting
+from sparcom.stats import LEVEL
 
 #: What every output says when a run has no counts below the category.
 NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "
@@ -50,7 +50,7 @@ class ValiditySettings:
         "Random sets of the selection's per-layer shape per fold (the null of the decoding p-value)."))
     seed: int = setting(0, flag="--validity-seed", help=(
         "Seed of the validity folds, the random sets and the resampled instructions."))
-    level: float = setting(DEFAULT_LEVEL, keyword="validity_level", help="Level of the validity intervals.")
+    level: float = setting(LEVEL, keyword="validity_level", help="Level of the validity intervals.")
 
     def check_together(self) -> None:
         if self.enabled:

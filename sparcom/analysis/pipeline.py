@@ -31,10 +31,13 @@ from sparcom.analysis.validity import Specificity, Stability, ValidityResult, so
 from sparcom.analysis.validity import validity as validity_of
 from sparcom.artifacts.run import ProfileRun
 from sparcom.artifacts.selection import masks_by_key, write_selection
+from sparcom.artifacts.summaries import COMPARE_FORMAT, IDENTIFY_FORMAT, SUMMARY_VERSION
+from sparcom.artifacts.summary import run_header
 from sparcom.errors import SparcomError
-from sparcom.kinds import KINDS, instructions_key, kinds_in
+from sparcom.kinds import KINDS, kinds_in
 from sparcom.provenance import measurement
 from sparcom.results import Tabular
+from sparcom.stats import LEVEL
 
 POISSON_COUNTERS = "Poisson weights per instruction, counted by the profiler (--bootstrap)"
 RESAMPLED_INSTRUCTIONS = "instructions resampled with replacement within category and source (--resamples)"
@@ -100,7 +103,7 @@ class KindAnalysis:
 
 
 def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list[float] = True,
-                 replicates=None, replicate_total: int | None = None, ci_level: float = boot.DEFAULT_LEVEL,
+                 replicates=None, replicate_total: int | None = None, ci_level: float = LEVEL,
                  groups: GroupCounts | None = None, replicate_masks: np.ndarray | None = None) -> KindAnalysis:
     """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals).
 
@@ -153,15 +156,6 @@ def _select_kinds(run: ProfileRun, kinds: list[str] | None) -> list[str]:
     return [k for k in KINDS if k in kinds]
 
 
-def run_info(run: ProfileRun) -> dict[str, Any]:
-    """What a summary says about its source run."""
-    manifest = run.manifest
-    return {"path": str(run.path), "model": manifest.get("model", {}).get("name_or_path"),
-            "fingerprint": measurement(manifest),
-            "counted_tokens": {c: run.tokens(c) for c in run.categories},
-            "instructions": {c: run.instructions(c) for c in run.categories if instructions_key(c) in run.counts}}
-
-
 @dataclass
 class IdentifyResult(Tabular):
     """Everything ``sparcom identify`` reports about one run."""
@@ -212,9 +206,11 @@ class IdentifyResult(Tabular):
         notes = list(self.notes)
         if any(a.intervals is None for a in self.kinds.values()) and not any(n.startswith("bootstrap") for n in notes):
             notes.append(boot.HOW_TO_ENABLE)
-        return {"format": "sparcom-identify", "version": 1, "run": run_info(self.run),
+        settings = {"rule": self.rule.parameters, "ci_level": self.ci_level,
+                    "validity": self.validity_settings.parameters()}
+        return {**run_header(IDENTIFY_FORMAT, SUMMARY_VERSION, self.run, settings),
                 "rule": self.rule.parameters, "rule_description": self.rule.describe(),
-                "categories": list(self.categories), "kinds": {k: a.summary() for k, a in self.kinds.items()},
+                "kinds": {k: a.summary() for k, a in self.kinds.items()},
                 "validity": self.validity_summary(), "notes": notes}
 
     def tables(self) -> dict[str, list[dict]]:
@@ -253,7 +249,7 @@ def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
 
 
 def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
-             sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = boot.DEFAULT_LEVEL,
+             sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = LEVEL,
              validity: ValiditySettings | None = None, resamples: int = 0) -> IdentifyResult:
     """Select and describe the instruction-specific components of every (or the given) kind of ``run``.
 
@@ -354,9 +350,10 @@ class CompareResult(Tabular):
     notes: list[str]
 
     def summary(self) -> dict[str, Any]:
-        return {"format": "sparcom-compare", "version": 1, "base": run_info(self.base_run),
-                "tuned": run_info(self.tuned_run), "rule": self.rule.parameters,
-                "rule_description": self.rule.describe(), "categories": list(self.categories),
+        settings = {"rule": self.rule.parameters}
+        return {**run_header(COMPARE_FORMAT, SUMMARY_VERSION, self.base_run, settings),
+                "tuned": run_header(COMPARE_FORMAT, SUMMARY_VERSION, self.tuned_run, settings),
+                "rule": self.rule.parameters, "rule_description": self.rule.describe(),
                 "forced_despite": self.overridden, "notes": self.notes,
                 "kinds": {k: c.summary() for k, c in self.kinds.items()}}
 

@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis.evidence import NO_GROUPS_NOTE, ValiditySettings, has_groups, run_groups
-from sparcom.analysis.pipeline import _select_kinds, run_info
+from sparcom.analysis.pipeline import _select_kinds
 from sparcom.analysis.selection import PAPER_RULE, RULES, SelectionRule
 from sparcom.analysis.validity import validity_sweep
 from sparcom.artifacts.run import ProfileRun
+from sparcom.artifacts.summaries import SUMMARY_VERSION, SWEEP_FORMAT
+from sparcom.artifacts.summary import run_header
 from sparcom.errors import SparcomError
 from sparcom.results import Tabular
 
@@ -101,9 +103,9 @@ class RuleStudy(Tabular):
             kinds[kind] = {"paper_rule": {k: paper[0][k] for k in SUMMARY_COLUMNS} if paper else None,
                            "best_set_score_per_rule": _best(rows),
                            "rows": [{k: r[k] for k in SUMMARY_COLUMNS if k in r} for r in rows]}
-        return {"format": "sparcom-sweep", "version": 1, "run": run_info(self.run),
-                "rules": [r.parameters | {"variant": r.variant} for r in self.rules],
-                "settings": self.settings.parameters(), "kinds": kinds, "notes": self.notes}
+        return {**run_header(SWEEP_FORMAT, SUMMARY_VERSION, self.run, self.settings.parameters()),
+                "rules": [r.parameters | {"variant": r.variant} for r in self.rules], "kinds": kinds,
+                "notes": self.notes}
 
     def tables(self) -> dict[str, list[dict]]:
         return {"validity_sweep": [row for rows in self.rows.values() for row in rows]}

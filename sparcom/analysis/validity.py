@@ -47,10 +47,10 @@ from sparcom.analysis.specificity import contrast_scores, entropy_specificity, m
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.random_sets import draw_like
+from sparcom.stats import LEVEL, check_level, empirical_p, wilson_interval
 
 DEFAULT_FOLDS = 5
 DEFAULT_RANDOM_SETS = 100
-DEFAULT_LEVEL = 0.95
 DECODERS: tuple[str, ...] = ("set_score", "centroid")
 
 
@@ -143,7 +143,7 @@ class DecoderResult:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return dec.wilson_interval(self.correct, self.evaluated, self.level)
+        return wilson_interval(self.correct, self.evaluated, self.level)
 
     @property
     def random_accuracy(self) -> np.ndarray:
@@ -155,7 +155,7 @@ class DecoderResult:
     def p_value(self) -> float:
         if self.random_correct is None or self.random_correct.size == 0:
             return float("nan")
-        return dec.empirical_p(self.correct, self.random_correct)
+        return float(empirical_p(self.correct, self.random_correct))
 
     def summary(self) -> dict[str, Any]:
         low, high = self.interval
@@ -517,14 +517,13 @@ def _evaluate(ctx: _Context, rule: SelectionRule, random_sets: int, level: float
 def check_settings(folds: int, random_sets: int, level: float) -> None:
     if random_sets < 1:
         raise SparcomError(f"random sets must be at least 1 (100 or more for a p-value), got {random_sets}")
-    if not 0 < level < 1:
-        raise SparcomError(f"confidence level must be in (0, 1), got {level}")
+    check_level(level)
     if folds < 2:
         raise SparcomError(f"held-out decoding needs at least 2 folds, got {folds}")
 
 
 def validity(groups: GroupCounts, rule: SelectionRule, folds: int = DEFAULT_FOLDS, seed: int = 0,
-             random_sets: int = DEFAULT_RANDOM_SETS, level: float = DEFAULT_LEVEL, bootstrap: int = 0,
+             random_sets: int = DEFAULT_RANDOM_SETS, level: float = LEVEL, bootstrap: int = 0,
              ) -> ValidityResult:
     """Cross-source agreement, held-out decoding, stability and specificity scores of ``rule`` on ``groups``."""
     check_settings(folds, random_sets, level)
@@ -547,7 +546,7 @@ def source_agreement(groups: GroupCounts, rule: SelectionRule) -> ValidityResult
 
 
 def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                   random_sets: int = DEFAULT_RANDOM_SETS, level: float = DEFAULT_LEVEL) -> HeldOutDecoding:
+                   random_sets: int = DEFAULT_RANDOM_SETS, level: float = LEVEL) -> HeldOutDecoding:
     """Held-out decoding of ``groups`` with fixed sets ``mask[K, N]`` (rows in ``groups.category_order``).
 
     Nothing is re-selected: the k folds only fit the decoders (standardisation and centroids on the training
@@ -565,7 +564,7 @@ def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_F
 
 def validity_sweep(groups: GroupCounts, rules: Sequence[SelectionRule],
                    epsilons: Mapping[str, Sequence[float]] | None = None, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                   random_sets: int = DEFAULT_RANDOM_SETS, level: float = DEFAULT_LEVEL) -> list[dict]:
+                   random_sets: int = DEFAULT_RANDOM_SETS, level: float = LEVEL) -> list[dict]:
     """One row per rule and ε (the rule's sweep grid, or ``epsilons[rule.name]``, plus the rule's own ε).
 
     Each row: set sizes and general/unique shares of the selection on all groups; held-out decoding of both

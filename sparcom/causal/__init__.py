@@ -22,7 +22,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "causal_check": ("sparcom.causal.check", "causal_check"),
     "random_like": ("sparcom.random_sets", "random_like"),
     "random_sets": ("sparcom.random_sets", "random_sets"),
-    "significance": ("sparcom.causal.statistics", "significance"),
+    "cell_statistics": ("sparcom.causal.statistics", "cell_statistics"),
 }
 
 __all__ = sorted(_EXPORTS)

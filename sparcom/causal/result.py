@@ -7,12 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.artifacts.causal import TestRow
+from sparcom.artifacts.summary import header, model_info
 from sparcom.causal import answers as ans
 from sparcom.causal.interventions import AblationStats
 from sparcom.causal.nll import ScoredExample
 from sparcom.causal.plan import set_size
-from sparcom.causal.settings import FORMAT, SIGNIFICANCE_LEVEL, VERSION, CausalSettings
-from sparcom.causal.statistics import CausalStatistics, significance
+from sparcom.causal.settings import FORMAT, VERSION, CausalSettings
+from sparcom.causal.statistics import DESCRIPTIVE_NOTE, CausalStatistics, cell_statistics
 from sparcom.components import ComponentSet
 from sparcom.data.schema import category_label
 from sparcom.results import Tabular
@@ -36,8 +38,9 @@ class TargetResult:
     statistics: CausalStatistics | None = None  # damage and specificity tests (sparcom.causal.statistics)
     fold_sizes: dict[str, list[int]] | None = None  # cross-fitting: each category's set size in every fold
 
-    def significance(self) -> dict[str, np.ndarray]:
-        return significance(self.delta, self.random_delta)
+    def cells(self) -> dict[str, np.ndarray]:
+        """Per cell against that cell's random sets (descriptive: the decisions are :meth:`tests`)."""
+        return cell_statistics(self.delta, self.random_delta)
 
     def sizes(self) -> dict[str, int | float]:
         """Set size per category (cross-fitting: the mean of the per-fold sizes, :func:`~sparcom.causal.plan.set_size`;
@@ -46,25 +49,9 @@ class TargetResult:
             return {c: set_size(self.fold_sizes[c]) for c in self.ablated}
         return {c: self.ablations[c].size() for c in self.ablated}
 
-    def tests(self) -> list[dict[str, Any]]:
-        """Per tested category: damage and specificity with intervals, p-values (and their test), verdict."""
+    def tests(self) -> list[TestRow]:
+        """Per category: damage and specificity with intervals, p-values (and their test), and the decision."""
         return self.statistics.tests if self.statistics is not None else []
-
-    def specificity(self) -> list[dict[str, Any]]:
-        """Per ablated category in the evaluated set: its own ΔNLL minus the mean ΔNLL on the other categories."""
-        rows = []
-        sig = self.significance()
-        for a, category in enumerate(self.ablated):
-            if category not in self.evaluated:
-                continue
-            own = self.evaluated.index(category)
-            others = [j for j in range(len(self.evaluated)) if j != own]
-            off = float(np.mean(self.delta[a, others])) if others else float("nan")
-            rows.append({"target": self.name, "ablated": category, "own_delta_nll": float(self.delta[a, own]),
-                         "mean_other_delta_nll": off, "specificity": float(self.delta[a, own]) - off,
-                         "own_excess_over_random": float(sig["excess"][a, own]),
-                         "own_p_value": float(sig["p"][a, own])})
-        return rows
 
 
 @dataclass
@@ -94,13 +81,13 @@ class CausalResult(Tabular):
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """CSV tables by file stem (long format, one row per cell / seed / layer / example)."""
         tables: dict[str, list[dict[str, Any]]] = {"nll_baseline": [], "delta_nll": [], "random_delta_nll": [],
-                                                   "specificity": [], "set_sizes": [], "per_example_nll": []}
+                                                   "set_sizes": [], "per_example_nll": []}
         for category in self.evaluated:
             b = self.baseline[category]
             tables["nll_baseline"].append({"category": category, "label": category_label(category),
                                            "instructions": b["instructions"], "tokens": b["tokens"], "nll": b["nll"]})
         for name, t in self.targets.items():
-            sig = t.significance()
+            sig = t.cells()
             sizes = t.sizes()
             for a, ablated in enumerate(t.ablated):
                 for j, evaluated in enumerate(t.evaluated):
@@ -118,7 +105,6 @@ class CausalResult(Tabular):
                             "target": name, "ablated": ablated, "seed": self.settings.seed + s, "evaluated": evaluated,
                             "delta_nll": t.random_delta[a, s, j]})
                 tables["set_sizes"] += set_size_rows(name, ablated, t.ablations[ablated])
-            tables["specificity"] += t.specificity()
             if t.statistics is not None:
                 for stem, rows in t.statistics.tables().items():
                     tables.setdefault(stem, []).extend(rows)
@@ -150,36 +136,35 @@ class CausalResult(Tabular):
     def summary(self) -> dict[str, Any]:
         targets = {}
         for name, t in self.targets.items():
-            sig = t.significance()
+            sig = t.cells()
             targets[name] = {
                 "kinds": t.kinds, "ablated": t.ablated, "evaluated": t.evaluated, "set_sizes": t.sizes(),
                 "nll_ablated": t.nll, "delta_nll": t.delta,
                 "random": {"seeds": int(t.random_delta.shape[1]), "mean": sig["mean"], "std": sig["std"],
                            "min": sig["min"], "max": sig["max"]},
-                "excess_over_random": sig["excess"], "z": sig["z"], "p_value": sig["p"],
-                "specificity": t.specificity(),
+                "excess_over_random": sig["excess"],
+                "descriptive_cells": {"note": DESCRIPTIVE_NOTE, "z": sig["z"], "p_value": sig["p"]},
                 "expert_removal": {c: {"removed_slots": s.removed_slots, "routed_slots": s.routed_slots,
                                        "fallback_tokens": s.fallback_tokens} for c, s in t.stats.items()
                                    if s.routed_slots} or None,
                 "statistics": t.statistics.summary() if t.statistics is not None else None,
-                "verdicts": {r["ablated"]: r["verdict"] for r in t.tests()},
                 "fold_set_sizes": t.fold_sizes,
             }
         accuracy = None
         if self.settings.generate:
             accuracy = {"checks": {c: ans.CHECKS[c] for c in self.evaluated if c in ans.CHECKS},
                         "rows": self.accuracy}
+        data = {**self.data, "run": None, "categories": list(self.evaluated),
+                "tokens": self.data.get("scored_tokens", {})}
+        data.pop("scored_tokens", None)
         return {
-            "format": FORMAT, "version": VERSION, "model": self.model, "selection": self.selection, "data": self.data,
-            "template": self.template, "system_prompt": self.system_prompt, "settings": self.settings.to_json(),
-            "significance": {"z": "(ΔNLL − random mean) / random std (ddof 1)",
-                             "p_value": "(1 + #{random ΔNLL ≥ observed}) / (1 + seeds), one-sided",
-                             "level": SIGNIFICANCE_LEVEL},
-            "nll_unit": "nats per response token, tokens pooled within a category",
-            "evaluated": self.evaluated,
+            **header(FORMAT, VERSION, model=model_info(self.model), data=data, settings=self.settings.to_json(),
+                     measurement={"template": self.template, "system_prompt": self.system_prompt,
+                                  "nll_unit": "nats per response token, tokens pooled within a category"},
+                     software=self.software),
+            "selection": self.selection,
             "baseline": self.baseline, "targets": targets, "accuracy": accuracy, "notes": self.notes,
             "overridden": self.overridden, "wall_time_seconds": round(self.wall_time_seconds, 3),
-            "software": self.software,
         }
 
 

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
-from sparcom.causal.statistics import PARAMETRIC_MIN_SETS, REPLICATES, TESTS
+from sparcom.artifacts.causal import CAUSAL_FORMAT, CAUSAL_VERSION
+from sparcom.causal.decisions import PARAMETRIC_MIN_SETS, TESTS
+from sparcom.causal.statistics import REPLICATES
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
 from sparcom.settings import check, comma_list, group, setting
 
-FORMAT = "sparcom-causal"
-VERSION = 1
+FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
@@ -21,7 +22,6 @@ TARGETS: dict[str, tuple[str, ...]] = {
 DEFAULT_SEEDS = 20
 #: How a removed expert's slot is refilled (:mod:`sparcom.causal.interventions`); the first is the default.
 EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
-SIGNIFICANCE_LEVEL = 0.05
 
 
 @dataclass(frozen=True)

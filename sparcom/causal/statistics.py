@@ -21,39 +21,32 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from sparcom.artifacts.causal import TestRow
+from sparcom.causal.decisions import TEST_RULE, VERDICT_RULE, test_rows
 from sparcom.errors import SparcomError
+from sparcom.stats import ALPHA, LEVEL, empirical_p, min_holm_p, percentile_interval, random_sets_needed
 
-LEVEL = 0.95
-ALPHA = 0.05
 REPLICATES = 1000
 #: Bootstrap replicates handled at once (bounds memory: chunk × conditions × categories float64 values).
 CHUNK = 250
-#: How the p-value of a damage or specificity test is computed (``test=``): ``empirical`` ranks S_c among the random
-#: sets; ``parametric`` reads it from the tail of a normal distribution fitted to them (Student's t, see
-#: :func:`t_tail_p`); ``auto`` is empirical when there are enough random sets for Holm to reach α, else parametric.
-TESTS: tuple[str, ...] = ("empirical", "parametric", "auto")
-#: Fewest random sets for the parametric test: with fewer, neither the fit nor the normality check says much.
-PARAMETRIC_MIN_SETS = 10
-#: The parametric test is replaced by the empirical one when Shapiro–Wilk rejects normality at this level.
-NORMALITY_LEVEL = 0.05
-#: Relative slack when comparing a p-value with α: p-values are rationals k / (1 + R) times integers, and the
-#: boundary case (e.g. 6 × 1/120 against 0.05) must not fail by one unit in the last place.
-_P_SLACK = 1e-9
+#: What the per-cell numbers are (and are not): the decisions are the tests' (Holm over categories).
+DESCRIPTIVE_NOTE = ("per cell, against the random sets of that cell, unadjusted for the many cells: descriptive "
+                    "only; the decisions are each category's damage and specificity tests (tests[].decision)")
 
 
-# ------------------------------------------------------------------------------------------- per-cell significance
+# ------------------------------------------------------------------------------------------- per-cell description
 
 
-def significance(observed: np.ndarray, random: np.ndarray) -> dict[str, np.ndarray]:
-    """Per cell of ``observed`` [A, C] against ``random`` [A, N, C]: mean, std, excess, z and empirical p.
+def cell_statistics(observed: np.ndarray, random: np.ndarray) -> dict[str, np.ndarray]:
+    """Per cell of ``observed`` [A, C] against ``random`` [A, N, C]: mean, std, min, max, excess, z and the
+    empirical p of the cell alone (descriptive: see :data:`DESCRIPTIVE_NOTE`).
 
-    ``p = (1 + #{random ≥ observed}) / (1 + N)`` (one-sided: is the selected set more damaging than random sets?);
-    ``z = (observed − mean) / std`` with the sample standard deviation (ddof 1), NaN when N < 2 or std = 0.
+    ``p = (1 + #{random ≥ observed}) / (1 + N)``; ``z = (observed − mean) / std`` with the sample standard deviation
+    (ddof 1), NaN when N < 2 or std = 0.
     """
     observed = np.asarray(observed, dtype=np.float64)
     random = np.asarray(random, dtype=np.float64)
@@ -65,113 +58,9 @@ def significance(observed: np.ndarray, random: np.ndarray) -> dict[str, np.ndarr
     std = random.std(axis=1, ddof=1) if n > 1 else nan
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(std > 0, (observed - mean) / np.where(std > 0, std, 1.0), np.nan)
-    p = (1 + (random >= observed[:, None, :]).sum(axis=1)) / (1 + n)
+    p = empirical_p(observed, np.moveaxis(random, 1, -1))
     return {"mean": mean, "std": std, "min": random.min(axis=1), "max": random.max(axis=1),
             "excess": observed - mean, "z": z, "p": p}
-
-
-# ------------------------------------------------------------------------------------------- tests and corrections
-
-
-def empirical_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """One-sided empirical p of ``observed`` [...] against ``random`` [..., R]: (1 + #{random ≥ observed}) / (1 + R).
-
-    NaN where the observed value is NaN or there are no random values.
-    """
-    observed = np.asarray(observed, dtype=np.float64)
-    random = np.asarray(random, dtype=np.float64)
-    r = random.shape[-1]
-    if r == 0:
-        return np.full(observed.shape, np.nan)
-    p = (1 + (random >= observed[..., None]).sum(axis=-1)) / (1 + r)
-    return np.where(np.isnan(observed), np.nan, p)
-
-
-def t_tail_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """One-sided parametric p of ``observed`` [...] against ``random`` [..., R], under the model that the random
-    values and, under the null, the observed value are independent draws of one normal distribution.
-
-    T = (observed − mean) / (s · √(1 + 1/R)) with the random values' mean and sample standard deviation s (ddof 1)
-    follows Student's t with R − 1 degrees of freedom exactly under that model (the prediction interval of a new
-    draw), so p = P(t_{R−1} ≥ T). NaN where R < 2, s = 0 or the observed value is NaN.
-    """
-    from scipy.special import stdtr
-
-    observed = np.asarray(observed, dtype=np.float64)
-    random = np.asarray(random, dtype=np.float64)
-    r = random.shape[-1]
-    if r < 2:
-        return np.full(observed.shape, np.nan)
-    mean = random.mean(axis=-1)
-    sd = random.std(axis=-1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (observed - mean) / (sd * np.sqrt(1 + 1 / r))
-    p = stdtr(r - 1, -t)
-    return np.where((sd > 0) & np.isfinite(t), p, np.nan)
-
-
-def normality_p(random: np.ndarray) -> np.ndarray:
-    """Shapiro–Wilk p-value of the random values [..., R] along the last axis (NaN for R < 3 or constant values):
-    small values say the normal model of :func:`t_tail_p` does not fit."""
-    from scipy.stats import shapiro
-
-    random = np.asarray(random, dtype=np.float64)
-    flat = random.reshape(-1, random.shape[-1])
-    out = np.full(flat.shape[0], np.nan)
-    for i, values in enumerate(flat):
-        if values.size >= 3 and np.isfinite(values).all() and np.ptp(values) > 0:
-            out[i] = float(shapiro(values).pvalue)
-    return out.reshape(random.shape[:-1])
-
-
-def choose_test(test: str, random_sets: int, tests: int, alpha: float = ALPHA) -> str:
-    """The test ``auto`` stands for: empirical when its best Holm-adjusted p, tests / (1 + R), reaches α (or when
-    there are too few random sets to fit a distribution), parametric otherwise."""
-    if test not in TESTS:
-        raise SparcomError(f"unknown test {test!r}; choose from {', '.join(TESTS)}")
-    if test != "auto":
-        return test
-    if random_sets < PARAMETRIC_MIN_SETS or tests < 1 or random_sets >= random_sets_needed(tests, alpha):
-        return "empirical"
-    return "parametric"
-
-
-def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control); NaN entries are not tests and stay NaN.
-
-    Sorted ascending, p_(i) becomes max_{j ≤ i} min(1, (m − j + 1) · p_(j)) with m the number of tests.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    adjusted = np.full(p.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    m = tested.size
-    if m == 0:
-        return adjusted
-    order = tested[np.argsort(p[tested], kind="stable")]
-    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted[order] = np.maximum.accumulate(scaled)
-    return adjusted
-
-
-def random_sets_needed(tests: int, alpha: float = ALPHA) -> int:
-    """The fewest random sets R for which the best empirical p, 1 / (1 + R), survives Holm (or Bonferroni) over
-    ``tests`` tests at level ``alpha``: tests / (1 + R) ≤ alpha, i.e. R ≥ tests / alpha − 1 (exact arithmetic)."""
-    if tests < 1 or not 0 < alpha < 1:
-        raise SparcomError(f"random_sets_needed: need tests ≥ 1 and 0 < alpha < 1, got {tests} and {alpha}")
-    bound = Fraction(tests) / Fraction(str(alpha)) - 1
-    return max(0, -(-bound.numerator // bound.denominator))
-
-
-def min_holm_p(random_sets: int, tests: int) -> float:
-    """The smallest Holm-adjusted p any test can reach with ``random_sets`` random sets and ``tests`` tests."""
-    if random_sets < 1 or tests < 1:
-        return float("nan")
-    return min(1.0, tests / (1 + random_sets))
-
-
-def significant(p: float, alpha: float = ALPHA) -> bool:
-    """p ≤ alpha (with a hair of slack for the rational boundary case); False for NaN."""
-    return bool(np.isfinite(p) and p <= alpha * (1 + _P_SLACK))
 
 
 # ------------------------------------------------------------------------------------------- rows and resamples
@@ -285,37 +174,7 @@ def contrasts(cells: np.ndarray, own: np.ndarray) -> dict[str, np.ndarray]:
                 "ratio_random": ratio, "scaled_specificity": own_cells[..., 0] - ratio * others[..., 0]}
 
 
-def percentile_intervals(samples: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Central percentile interval over axis 0, ignoring NaN replicates (NaN where none is finite)."""
-    if not 0 < level < 1:
-        raise SparcomError(f"confidence level must be in (0, 1), got {level}")
-    tail = round((1 - level) / 2, 12)
-    samples = np.where(np.isfinite(samples), samples, np.nan)
-    defined = np.isfinite(samples).any(axis=0)
-    safe = np.where(defined[None], samples, 0.0)
-    low, high = np.nanquantile(safe, [tail, 1 - tail], axis=0)
-    return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
-
-
 # ------------------------------------------------------------------------------------------- result
-
-
-VERDICT_RULE = (
-    "damage test: own ΔNLL of S_c against the random sets of its shape; specificity test: own ΔNLL minus the mean "
-    "ΔNLL of the other categories, S_c against the same contrast of each random set; both one-sided empirical "
-    "p-values, Holm-adjusted across the categories of a target, significant when p_holm ≤ alpha. specific = both "
-    "significant; critical but not specific = damage only; selective but not critical = specificity only; no "
-    "effect beyond random = neither; not enough random sets = no p_holm can reach alpha (R < K / alpha − 1 for K "
-    "tested categories). A 'specific' verdict gets a caution when the bootstrap interval of the scaled "
-    "specificity (own − ρ · others, ρ the random sets' own/others ratio) does not lie above 0.")
-
-TEST_RULE = (
-    "empirical p = (1 + #{random sets with a value ≥ S_c's}) / (1 + R). parametric p = P(t_{R−1} ≥ T), "
-    "T = (S_c's value − random mean) / (random sd · √(1 + 1/R)): exact if the random sets' values are normal "
-    "(a new draw's prediction interval); used only where Shapiro–Wilk does not reject normality at "
-    f"{NORMALITY_LEVEL} (else the empirical p, with a note), and only with at least {PARAMETRIC_MIN_SETS} random "
-    "sets. auto = empirical when R ≥ K / alpha − 1 (Holm can reach alpha), else parametric. Each test row names "
-    "the test behind its p (damage_test, specificity_test).")
 
 
 @dataclass
@@ -337,9 +196,11 @@ class CausalStatistics:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     defined_replicates: dict[str, np.ndarray]
-    cell_significance: dict[str, np.ndarray]
+    #: Per cell against that cell's random sets (:func:`cell_statistics`): descriptive, not a decision.
+    cells: dict[str, np.ndarray]
     ratio_to_random: np.ndarray  # [A, C] ΔNLL / random mean (NaN where the random mean ≤ 0)
-    tests: list[dict[str, Any]] = field(default_factory=list)
+    #: One typed row per tested (or untestable) category, each with its stored decision.
+    tests: list[TestRow] = field(default_factory=list)
     #: The test asked for (:data:`TESTS`) and the one it stood for (``auto`` → empirical or parametric).
     test: str = "empirical"
     test_used: str = "empirical"
@@ -350,14 +211,18 @@ class CausalStatistics:
     def delta(self) -> np.ndarray:
         return self.estimate["delta"]
 
+    @property
+    def tested(self) -> int:
+        """How many categories were tested (the size of the Holm family)."""
+        return sum(1 for t in self.tests if t.tested)
+
     def random_sets_needed(self) -> int | None:
-        tested = sum(1 for t in self.tests if np.isfinite(t["damage_p"]))
-        return random_sets_needed(tested, self.alpha) if tested else None
+        return random_sets_needed(self.tested, self.alpha) if self.tested else None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: matrices as nested lists, one entry per tested category, the rules in words."""
-        sig = self.cell_significance
-        tested = sum(1 for t in self.tests if np.isfinite(t["damage_p"]))
+        sig = self.cells
+        tested = self.tested
 
         def interval(name: str) -> dict[str, Any]:
             return {"estimate": _jsonable(self.estimate[name]), "low": _jsonable(self.low[name]),
@@ -372,9 +237,8 @@ class CausalStatistics:
                                     "resample for every condition; percentile intervals"},
             "delta_nll": interval("delta"), "excess_over_random": interval("excess"),
             "normalised": {"random_mean": _jsonable(sig["mean"]), "random_std": _jsonable(sig["std"]),
-                           "ratio_to_random_mean": _jsonable(self.ratio_to_random), "z": _jsonable(sig["z"]),
-                           "p_value": _jsonable(sig["p"])},
-            "tests": [{k: _jsonable(v) for k, v in t.items()} for t in self.tests],
+                           "ratio_to_random_mean": _jsonable(self.ratio_to_random)},
+            "tests": [t.to_json() for t in self.tests],
             "power": {"alpha": self.alpha, "tests": tested,
                       "min_p_holm": _jsonable(min_holm_p(self.random_sets, tested)),
                       "random_sets_needed": self.random_sets_needed()},
@@ -384,7 +248,7 @@ class CausalStatistics:
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """CSV rows by file stem: one row per cell, one row per tested category."""
-        sig = self.cell_significance
+        sig = self.cells
         cells = []
         for a, ablated in enumerate(self.ablated):
             for j, evaluated in enumerate(self.evaluated):
@@ -398,12 +262,12 @@ class CausalStatistics:
                     "excess_low": self.low["excess"][a, j], "excess_high": self.high["excess"][a, j],
                     "ratio_to_random_mean": self.ratio_to_random[a, j], "z": sig["z"][a, j], "p_value": sig["p"][a, j],
                     "level": self.level})
-        tests = [{"target": self.target, **t} for t in self.tests]
+        tests = [{"target": self.target, **t.table_row()} for t in self.tests]
         return {name: rows for name, rows in {"delta_nll_paired": cells, "specificity_tests": tests}.items() if rows}
 
     def matrices(self) -> dict[str, list[dict[str, Any]]]:
         """Wide matrices normalised per cell by the random sets of that cell (rows: ablated, columns: evaluated)."""
-        sig = self.cell_significance
+        sig = self.cells
         result = {}
         for name, values in (("z", sig["z"]), ("excess", sig["excess"]), ("ratio", self.ratio_to_random)):
             result[f"delta_nll_{name}_matrix_{self.target}"] = [
@@ -424,56 +288,91 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-# ------------------------------------------------------------------------------------------- verdicts
+@dataclass(frozen=True)
+class PairedDesign:
+    """The checked inputs of :func:`causal_statistics`: every condition scores the same rows."""
+
+    diff: np.ndarray  # [A, 1 + R, n] per-row summed ΔNLL of S_c and of each random set
+    tokens: np.ndarray  # [n] float64
+    labels: list[str]
+    ablated: list[str]
+    evaluated: list[str]
+    members: list[np.ndarray]
+    sizes: list[int | None]
+    own: np.ndarray  # [A] the evaluated column of each ablated category, −1 when absent
+
+    @property
+    def random_sets(self) -> int:
+        return self.diff.shape[1] - 1
 
 
-def verdict(test: dict[str, Any], alpha: float, min_p: float, needed: int | None = None) -> str:
-    """One line in plain words for one category's tests (the rule is :data:`VERDICT_RULE`); each p-value is
-    followed by the test that produced it."""
-    if test.get("reason"):
-        return f"not testable: {test['reason']}"
-    if not min_p <= alpha * (1 + _P_SLACK):
-        need = f" (need at least {needed})" if needed is not None else ""
-        notes = "; ".join(n for n in (test.get("damage_test_note"), test.get("specificity_test_note")) if n)
-        return (f"not enough random sets: with {test['random_sets']}{need} p_holm cannot go below {min_p:.3g}; "
-                f"unadjusted damage p = {_fmt_p(test['damage_p'])}, specificity p = {_fmt_p(test['specificity_p'])}"
-                + (f" ({notes})" if notes else ""))
-    damage = significant(test["damage_p_holm"], alpha)
-    spec = significant(test["specificity_p_holm"], alpha)
-    pd = f"{_fmt_p(test['damage_p_holm'])}, {test.get('damage_test', 'empirical')}"
-    ps = f"{_fmt_p(test['specificity_p_holm'])}, {test.get('specificity_test', 'empirical')}"
-    if damage and spec:
-        text = (f"specific: own damage exceeds random sets (p_holm = {pd}) and exceeds the damage to the other "
-                f"categories by more than random sets do (p_holm = {ps})")
-        if not test["scaled_specificity_low"] > 0:
-            text += ("; caution: not beyond what the set's damage to the others predicts in proportion "
-                     "(scaled specificity interval reaches 0 or is undefined)")
-        return text
-    if damage:
-        return (f"critical but not specific: own damage exceeds random sets (p_holm = {pd}), but not the damage to "
-                f"the other categories by more than random sets do (p_holm = {ps})")
-    if spec:
-        return (f"selective but not critical: own-minus-others exceeds random sets (p_holm = {ps}), own damage "
-                f"alone does not (p_holm = {pd})")
-    return f"no effect beyond random (damage p_holm = {pd}; specificity p_holm = {ps})"
+def paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes) -> PairedDesign:
+    """Check the shapes and values of :func:`causal_statistics`' inputs and pair every condition with the rows."""
+    base = np.asarray(base, dtype=np.float64)
+    selected = np.asarray(selected, dtype=np.float64)
+    random = np.asarray(random, dtype=np.float64)
+    tokens = np.asarray(tokens)
+    labels, ablated = list(row_categories), list(ablated)
+    n, a = base.shape[0], len(ablated)
+    if random.ndim == 2 and random.shape[0] == a and random.shape[1] == 0:
+        random = random.reshape(a, 0, n)
+    if selected.shape != (a, n) or random.ndim != 3 or random.shape[0] != a or random.shape[2] != n:
+        raise SparcomError(f"causal statistics: expected selected [{a}, {n}] and random [{a}, R, {n}], got "
+                           f"{selected.shape} and {random.shape}")
+    if tokens.shape != (n,) or len(labels) != n:
+        raise SparcomError(f"causal statistics: tokens and row categories must have {n} entries")
+    if not np.issubdtype(tokens.dtype, np.integer) or (tokens < 1).any():
+        raise SparcomError("causal statistics: every row needs a positive integer count of scored tokens")
+    for name, values in (("unablated", base), ("selected", selected), ("random", random)):
+        if not np.isfinite(values).all():
+            raise SparcomError(f"causal statistics: the {name} NLL sums contain NaN or infinite values")
+    if evaluated is None:
+        present = list(dict.fromkeys(labels))
+        evaluated = [c for c in ablated if c in present] + [c for c in present if c not in ablated]
+    evaluated = list(evaluated)
+    sizes = list(set_sizes) if set_sizes is not None else [None] * a
+    if len(sizes) != a:
+        raise SparcomError(f"causal statistics: {len(sizes)} set sizes for {a} ablated categories")
+    own = np.array([evaluated.index(c) if c in evaluated else -1 for c in ablated], dtype=np.int64)
+    diff = np.concatenate([selected[:, None, :], random], axis=1) - base[None, None, :]
+    return PairedDesign(diff, tokens.astype(np.float64), labels, ablated, evaluated,
+                        category_members(labels, evaluated), sizes, own)
 
 
-#: The verdicts' leading words (:func:`verdict_label` returns the one a verdict line starts with).
-VERDICTS: tuple[str, ...] = ("specific", "critical but not specific", "selective but not critical",
-                             "no effect beyond random", "not enough random sets", "not testable")
+#: The statistics given with bootstrap intervals.
+INTERVAL_STATISTICS = ("delta", "excess", "damage", "damage_excess", "specificity", "specificity_excess",
+                       "scaled_specificity")
 
 
-def verdict_label(text: str) -> str:
-    """The short verdict of a verdict line ("specific (caution)" when it carries the proportion caution)."""
-    label = next((v for v in sorted(VERDICTS, key=len, reverse=True) if text.startswith(v)), text)
-    return f"{label} (caution)" if label == "specific" and "caution" in text else label
+@dataclass(frozen=True)
+class Intervals:
+    """Point estimates, percentile intervals and replicates of every statistic in :data:`INTERVAL_STATISTICS`."""
+
+    estimate: dict[str, np.ndarray]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    defined: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]
+    replicates: int
 
 
-def _fmt_p(p: float) -> str:
-    return f"{p:.3g}" if np.isfinite(p) else "n/a"
-
-
-# ------------------------------------------------------------------------------------------- the computation
+def bootstrap_intervals(design: PairedDesign, point: dict[str, np.ndarray], resample: np.ndarray,
+                        level: float) -> Intervals:
+    """Recompute every statistic on each row resample (the same resample for every condition) in chunks."""
+    n = design.diff.shape[-1]
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in INTERVAL_STATISTICS}
+    for start in range(0, resample.shape[0], CHUNK):
+        weights = resample_weights(resample[start:start + CHUNK], n)
+        rep = _with_excess(contrasts(pooled_cells(design.diff, design.tokens, design.members, weights), design.own))
+        for k in INTERVAL_STATISTICS:
+            samples[k].append(rep[k])
+    stacked = {k: np.concatenate(v, axis=0) for k, v in samples.items()}
+    estimate = {k: np.asarray(v) for k, v in _with_excess(point).items() if k in INTERVAL_STATISTICS}
+    low, high, defined = {}, {}, {}
+    for k in INTERVAL_STATISTICS:
+        low[k], high[k] = percentile_interval(stacked[k], level)
+        defined[k] = np.isfinite(stacked[k]).sum(axis=0)
+    return Intervals(estimate, low, high, defined, stacked, int(resample.shape[0]))
 
 
 def causal_statistics(
@@ -501,166 +400,29 @@ def causal_statistics(
     every condition); ``row_categories`` [n]; ``evaluated``: the columns (default: the ablated categories present,
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
     with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``test`` is one of
-    :data:`TESTS`: how the damage and specificity p-values are computed (each test row names the one used).
+    :data:`~sparcom.causal.decisions.TESTS`: how the damage and specificity p-values are computed (each test row
+    names the one used).
     """
-    base = np.asarray(base, dtype=np.float64)
-    selected = np.asarray(selected, dtype=np.float64)
-    random = np.asarray(random, dtype=np.float64)
-    tokens = np.asarray(tokens)
-    labels = list(row_categories)
-    ablated = list(ablated)
-    n = base.shape[0]
-    a = len(ablated)
-    if random.ndim == 2 and random.shape[0] == a and random.shape[1] == 0:
-        random = random.reshape(a, 0, n)
-    if selected.shape != (a, n) or random.ndim != 3 or random.shape[0] != a or random.shape[2] != n:
-        raise SparcomError(f"causal statistics: expected selected [{a}, {n}] and random [{a}, R, {n}], got "
-                           f"{selected.shape} and {random.shape}")
-    if tokens.shape != (n,) or len(labels) != n:
-        raise SparcomError(f"causal statistics: tokens and row categories must have {n} entries")
-    if not np.issubdtype(tokens.dtype, np.integer) or (tokens < 1).any():
-        raise SparcomError("causal statistics: every row needs a positive integer count of scored tokens")
-    for name, values in (("unablated", base), ("selected", selected), ("random", random)):
-        if not np.isfinite(values).all():
-            raise SparcomError(f"causal statistics: the {name} NLL sums contain NaN or infinite values")
-    if evaluated is None:
-        present = list(dict.fromkeys(labels))
-        evaluated = [c for c in ablated if c in present] + [c for c in present if c not in ablated]
-    evaluated = list(evaluated)
-    members = category_members(labels, evaluated)
-    sizes = list(set_sizes) if set_sizes is not None else [None] * a
-    if len(sizes) != a:
-        raise SparcomError(f"causal statistics: {len(sizes)} set sizes for {a} ablated categories")
-    tokens = tokens.astype(np.float64)
-    r = random.shape[1]
-    own = np.array([evaluated.index(c) if c in evaluated else -1 for c in ablated], dtype=np.int64)
-
-    # per-row summed ΔNLL of every condition: [A, 1 + R, n]
-    diff = np.concatenate([selected[:, None, :], random], axis=1) - base[None, None, :]
-    cells = pooled_cells(diff, tokens, members)  # [A, 1 + R, C]
-    point = contrasts(cells, own)
-    cell_sig = significance(point["delta"], cells[:, 1:])
+    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
+    cells = pooled_cells(design.diff, design.tokens, design.members)  # [A, 1 + R, C]
+    point = contrasts(cells, design.own)
+    described = cell_statistics(point["delta"], cells[:, 1:])
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio_to_random = np.where(cell_sig["mean"] > 0, point["delta"] / cell_sig["mean"], np.nan)
-
+        ratio_to_random = np.where(described["mean"] > 0, point["delta"] / described["mean"], np.nan)
+    labels = design.labels
     resample = resample_indices(labels, replicates, seed) if resample is None else check_resample(resample, labels)
-    names = ("delta", "excess", "damage", "damage_excess", "specificity", "specificity_excess",
-             "scaled_specificity")
-    samples: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for start in range(0, resample.shape[0], CHUNK):
-        weights = resample_weights(resample[start:start + CHUNK], n)
-        rep = _with_excess(contrasts(pooled_cells(diff, tokens, members, weights), own))
-        for k in names:
-            samples[k].append(rep[k])
-    stacked = {k: np.concatenate(v, axis=0) for k, v in samples.items()}
-    estimate = {k: np.asarray(v) for k, v in _with_excess(point).items() if k in names}
-    low, high, defined = {}, {}, {}
-    for k in names:
-        low[k], high[k] = percentile_intervals(stacked[k], level)
-        defined[k] = np.isfinite(stacked[k]).sum(axis=0)
-
-    reasons = []
-    for i in range(a):
-        reason = ""
-        if sizes[i] == 0:
-            reason = "its set is empty"
-        elif own[i] < 0:
-            reason = "its own category is not among the evaluated rows"
-        elif r == 0:
-            reason = "no random sets (seeds 0)"
-        elif len(evaluated) < 2:
-            reason = "no other evaluated category to compare with"
-        reasons.append(reason)
-    untested = np.array([bool(x) for x in reasons])
-    family = int((~untested).sum())
-    chosen = choose_test(test, r, family, alpha)
-    if chosen == "parametric" and r < PARAMETRIC_MIN_SETS:
-        raise SparcomError(f"the parametric test needs at least {PARAMETRIC_MIN_SETS} random sets, got {r}")
-    pvalues = {name: _pvalues(point[name], point[f"{name}_random"], chosen, untested)
-               for name in ("damage", "specificity")}
-    damage_p, spec_p = pvalues["damage"]["p"], pvalues["specificity"]["p"]
-    damage_holm, spec_holm = holm(damage_p), holm(spec_p)
-    min_p = min_holm_p(r, family)
-    needed = random_sets_needed(family, alpha) if family else None
-
-    tests = []
-    for i, category in enumerate(ablated):
-        if own[i] < 0:
-            continue
-        dr, sr = point["damage_random"][i], point["specificity_random"][i]
-        row: dict[str, Any] = {
-            "ablated": category, "set_size": sizes[i], "random_sets": r,
-            "damage": float(point["damage"][i]), "damage_low": float(low["damage"][i]),
-            "damage_high": float(high["damage"][i]),
-            "damage_random_mean": float(dr.mean()) if r else float("nan"),
-            "damage_random_std": float(dr.std(ddof=1)) if r > 1 else float("nan"),
-            "damage_excess": float(estimate["damage_excess"][i]),
-            "damage_excess_low": float(low["damage_excess"][i]), "damage_excess_high": float(high["damage_excess"][i]),
-            "damage_p": float(damage_p[i]), "damage_p_holm": float(damage_holm[i]),
-            **_test_fields("damage", pvalues["damage"], i),
-            "others": float(point["others"][i]),
-            "specificity": float(point["specificity"][i]), "specificity_low": float(low["specificity"][i]),
-            "specificity_high": float(high["specificity"][i]),
-            "specificity_random_mean": float(sr.mean()) if r else float("nan"),
-            "specificity_random_std": float(sr.std(ddof=1)) if r > 1 else float("nan"),
-            "specificity_excess": float(estimate["specificity_excess"][i]),
-            "specificity_excess_low": float(low["specificity_excess"][i]),
-            "specificity_excess_high": float(high["specificity_excess"][i]),
-            "specificity_z": _z(float(point["specificity"][i]), sr),
-            "specificity_p": float(spec_p[i]), "specificity_p_holm": float(spec_holm[i]),
-            **_test_fields("specificity", pvalues["specificity"], i),
-            "ratio_random": float(point["ratio_random"][i]),
-            "scaled_specificity": float(point["scaled_specificity"][i]),
-            "scaled_specificity_low": float(low["scaled_specificity"][i]),
-            "scaled_specificity_high": float(high["scaled_specificity"][i]),
-            "reason": reasons[i],
-        }
-        empirical = "empirical" in (row["damage_test"], row["specificity_test"])
-        row["verdict"] = verdict(row, alpha, min_p if empirical else 0.0, needed)
-        tests.append(row)
-
+    intervals = bootstrap_intervals(design, point, resample, level)
+    tests, chosen = test_rows(design.ablated, design.sizes, design.own, point, intervals, test, alpha,
+                              len(design.evaluated))
+    pairs = list(zip(design.evaluated, design.members, strict=True))
     return CausalStatistics(
-        target=target, ablated=ablated, evaluated=evaluated, set_sizes=dict(zip(ablated, sizes, strict=True)),
-        rows={c: int(idx.size) for c, idx in zip(evaluated, members, strict=True)},
-        tokens={c: int(tokens[idx].sum()) for c, idx in zip(evaluated, members, strict=True)},
-        random_sets=r, replicates=int(resample.shape[0]), seed=seed, level=level, alpha=alpha,
-        estimate=estimate, low=low, high=high, defined_replicates=defined, cell_significance=cell_sig,
-        ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen, samples=stacked)
-
-
-def _pvalues(observed: np.ndarray, random: np.ndarray, chosen: str, untested: np.ndarray) -> dict[str, Any]:
-    """Both p-values of one statistic per category, and the one used: the parametric p where ``chosen`` is
-    parametric and the normal model is not rejected, the empirical p otherwise (with the reason)."""
-    empirical = np.where(untested, np.nan, empirical_p(observed, random))
-    a = observed.shape[0]
-    parametric, normality = np.full(a, np.nan), np.full(a, np.nan)
-    if random.shape[-1] >= 3:
-        try:
-            parametric = np.where(untested, np.nan, t_tail_p(observed, random))
-            normality = np.where(untested, np.nan, normality_p(random))
-        except ImportError:
-            if chosen == "parametric":
-                raise SparcomError("the parametric test needs scipy: pip install 'sparcom[analysis]'") from None
-    used, tests, notes = empirical.copy(), ["empirical"] * a, [""] * a
-    if chosen == "parametric":
-        for i in range(a):
-            if untested[i]:
-                continue
-            if normality[i] < NORMALITY_LEVEL:
-                notes[i] = (f"normality of the random sets rejected (Shapiro–Wilk p = {normality[i]:.2g}): "
-                            "empirical p used")
-            elif not np.isfinite(parametric[i]):
-                notes[i] = "the random sets do not vary: empirical p used"
-            else:
-                used[i], tests[i] = parametric[i], "parametric"
-    return {"p": used, "empirical": empirical, "parametric": parametric, "normality": normality, "test": tests,
-            "note": notes}
-
-
-def _test_fields(name: str, values: dict[str, Any], i: int) -> dict[str, Any]:
-    return {f"{name}_test": values["test"][i], f"{name}_p_empirical": float(values["empirical"][i]),
-            f"{name}_p_parametric": float(values["parametric"][i]),
-            f"{name}_normality_p": float(values["normality"][i]), f"{name}_test_note": values["note"][i]}
+        target=target, ablated=design.ablated, evaluated=design.evaluated,
+        set_sizes=dict(zip(design.ablated, design.sizes, strict=True)),
+        rows={c: int(idx.size) for c, idx in pairs}, tokens={c: int(design.tokens[idx].sum()) for c, idx in pairs},
+        random_sets=design.random_sets, replicates=intervals.replicates, seed=seed, level=level, alpha=alpha,
+        estimate=intervals.estimate, low=intervals.low, high=intervals.high, defined_replicates=intervals.defined,
+        cells=described, ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen,
+        samples=intervals.samples)
 
 
 def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -673,15 +435,6 @@ def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _z(observed: float, random: np.ndarray) -> float:
-    if random.size < 2:
-        return float("nan")
-    std = float(random.std(ddof=1))
-    return (observed - float(random.mean())) / std if std > 0 else float("nan")
-
-
-__all__ = ["ALPHA", "LEVEL", "NORMALITY_LEVEL", "PARAMETRIC_MIN_SETS", "REPLICATES", "TESTS", "TEST_RULE",
-           "VERDICTS", "VERDICT_RULE", "CausalStatistics", "causal_statistics", "choose_test", "contrasts", "empirical_p", "holm",
-           "min_holm_p", "normality_p", "percentile_intervals", "pooled_cells", "random_sets_needed",
-           "resample_indices", "resample_weights", "significance", "significant", "t_tail_p", "verdict",
-           "verdict_label"]
+__all__ = ["CHUNK", "DESCRIPTIVE_NOTE", "INTERVAL_STATISTICS", "REPLICATES", "CausalStatistics", "Intervals",
+           "PairedDesign", "bootstrap_intervals", "category_members", "causal_statistics", "cell_statistics",
+           "check_resample", "contrasts", "paired_design", "pooled_cells", "resample_indices", "resample_weights"]

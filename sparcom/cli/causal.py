@@ -29,16 +29,14 @@ from sparcom.cli.options import (
 )
 
 
-def _cell(delta: float, mean: float, std: float, p: float, level: float) -> str:
+def _cell(delta: float, mean: float, std: float, p: float) -> str:
     if not math.isfinite(mean):
         return f"{delta:+.3f}"
-    star = "*" if math.isfinite(p) and p <= level else ""
     spread = f"±{std:.3f}" if math.isfinite(std) else ""
-    return f"[bold]{delta:+.3f}[/]{star}\n{mean:+.3f}{spread}\np={p:.2g}"
+    return f"[bold]{delta:+.3f}[/]\n{mean:+.3f}{spread}\np={p:.2g}"
 
 
 def _print(result, folder: Path) -> None:
-    from sparcom.causal.settings import SIGNIFICANCE_LEVEL as level
     from sparcom.data.schema import category_label
 
     out = stdout_console()
@@ -53,16 +51,16 @@ def _print(result, folder: Path) -> None:
     baseline = "  ".join(f"{category_label(c)} {result.baseline[c]['nll']:.3f}" for c in result.evaluated)
     out.print(f"unablated mean NLL (nats/token): {baseline}")
     for name, target in result.targets.items():
-        sig = target.significance()
-        table = Table(title=f"ΔNLL, {name} ({', '.join(target.kinds)}): observed / random mean ± std / p "
-                            f"(* p ≤ {level})", title_justify="left")
+        sig = target.cells()
+        table = Table(title=f"ΔNLL, {name} ({', '.join(target.kinds)}): observed / random mean ± std / per-cell p "
+                            "(unadjusted, descriptive: the decisions are the tests below)", title_justify="left")
         table.add_column("deactivated set")
         for c in target.evaluated:
             table.add_column(category_label(c), justify="right")
         sizes = target.sizes()
         for a, c in enumerate(target.ablated):
             table.add_row(f"{category_label(c)} ({sizes[c]:,})",
-                          *(_cell(target.delta[a, j], sig["mean"][a, j], sig["std"][a, j], sig["p"][a, j], level)
+                          *(_cell(target.delta[a, j], sig["mean"][a, j], sig["std"][a, j], sig["p"][a, j])
                             for j in range(len(target.evaluated))))
         out.print(table)
         _print_tests(out, target)
@@ -90,27 +88,22 @@ def _p(p: float, holm: float, test: str) -> str:
 
 def _print_tests(out, target) -> None:
     """Per category: damage and specificity with intervals, their random means, p → p_holm (test) and verdict."""
-    from sparcom.causal.statistics import verdict_label
     from sparcom.data.schema import category_label
+    from sparcom.report.verdicts import specific_headline, verdict_label
 
     stats = target.statistics
     if stats is None or not stats.tests:
         return
-    table = Table(title=f"damage and specificity, {target.name}: selected set [95% bootstrap interval over rows] vs "
+    table = Table(title=f"damage and specificity, {target.name}: selected set [{stats.level:.0%} bootstrap interval over rows] vs "
                         f"{stats.random_sets} random sets; p → Holm-adjusted p (test)", title_justify="left")
     for column in ("set", "damage", "random", "p", "specificity", "random ", "p ", "verdict"):
         table.add_column(column.strip(), justify="left" if column in ("set", "verdict") else "right")
     for t in stats.tests:
-        verdict = verdict_label(t["verdict"])
-        table.add_row(category_label(t["ablated"]), _interval(t["damage"], t["damage_low"], t["damage_high"]),
-                      _interval(t["damage_random_mean"], math.nan, math.nan),
-                      _p(t["damage_p"], t["damage_p_holm"], t["damage_test"]),
-                      _interval(t["specificity"], t["specificity_low"], t["specificity_high"]),
-                      _interval(t["specificity_random_mean"], math.nan, math.nan),
-                      _p(t["specificity_p"], t["specificity_p_holm"], t["specificity_test"]), verdict)
+        cells = [(_interval(c.estimate, c.low, c.high), _interval(c.random_mean, math.nan, math.nan),
+                  _p(c.p, c.p_holm, c.test)) for c in (t.damage, t.specificity)]
+        table.add_row(category_label(t.ablated), *cells[0], *cells[1], verdict_label(t.decision))
     out.print(table)
-    held = sum(1 for t in stats.tests if t["verdict"].startswith("specific:"))
-    tested = sum(1 for t in stats.tests if not t["reason"])
+    held, tested = specific_headline(stats.tests)
     out.print(f"specific after Holm correction: {held} of {tested} categories (α = {stats.alpha}; "
               f"test {stats.test} → {stats.test_used})")
 

@@ -60,7 +60,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
     from sparcom.api import compare, identify
     from sparcom.data.hexainst import build_hexainst
-    from sparcom.demo.summary import write_index, write_summary
+    from sparcom.demo.summary import write_claims, write_index, write_summary
 
     config = config or DemoConfig()
     config.check()
@@ -96,16 +96,16 @@ def run_demo(config: DemoConfig | None = None) -> Path:
         steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], profiled,
                                                                                where.run(name)))
         for tag, rule in rules().items():
-            steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _summary_counts(identify(
+            steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _selected(identify(
                 where.run(name), rule, folds=config.folds, random_sets=config.random_sets,
                 resamples=config.resamples if tag == "paper" else 0,
-                out=where.identify(name, tag), overwrite=True, plots=config.plots)))
+                out=where.identify(name, tag), overwrite=True, plots=config.plots), where.identify(name, tag)))
 
     if BASE in paths and TUNED in paths:
         for tag, rule in rules().items():
-            steps.run(f"compare-gemma-{tag}", lambda tag=tag, rule=rule: compare(
+            steps.run(f"compare-gemma-{tag}", lambda tag=tag, rule=rule: _changes(compare(
                 where.run(MODEL_NAMES[BASE]), where.run(MODEL_NAMES[TUNED]), rule, out=where.compare(tag),
-                overwrite=True, plots=config.plots).summary()["kinds"]["neuron"]["per_category"])
+                overwrite=True, plots=config.plots), where.compare(tag)))
 
     for role, tag, target, removal in config.causal:
         if role not in paths:
@@ -121,14 +121,28 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     for report_name, roles_in in report_groups(order).items():
         steps.run(f"report-{report_name}", lambda report_name=report_name, roles_in=roles_in: write_report(
             config, where, report_name, roles_in))
+    write_claims(config, where, order)  # decided once, stored; the index and the summary read them back
     write_index(config, where, report_groups(order))
     summary = write_summary(config, where, steps.timings, order)
     console.print(f"[bold green]demo finished[/]: {summary} and {where.index}")
     return summary
 
 
-def _summary_counts(result) -> dict:
-    return {kind: data["selected"] for kind, data in result.summary()["kinds"].items()}
+def _selected(_result, out: Path) -> dict:
+    """The step record of an identify (run first, its result unused): set sizes per kind, read back through the
+    typed reader of what it wrote."""
+    from sparcom.artifacts.summaries import read_identify
+
+    return {kind: k.selected for kind, k in read_identify(out).kinds.items()}
+
+
+def _changes(_result, out: Path) -> dict:
+    """The step record of a compare: the neuron sets' changes per category, read back like :func:`_selected`."""
+    from dataclasses import asdict
+
+    from sparcom.artifacts.summaries import read_compare
+
+    return {c: asdict(change) for c, change in read_compare(out).kinds["neuron"].per_category.items()}
 
 
 def balanced_subset(data: Path, per_category: int, out: Path) -> dict:

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 
+from sparcom.analysis.claims import Claim, claims_table
+from sparcom.artifacts.causal import CausalSummary, TestRow, read_causal
+from sparcom.artifacts.fields import read_document
+from sparcom.artifacts.summaries import Decoding, IdentifySummary, read_compare, read_identify
 from sparcom.data.schema import category_label
 from sparcom.demo.config import BASE, INSTRUCT, MODEL_NAMES, MOE, TUNED, DemoConfig
 from sparcom.demo.layout import RULE_TAGS, Layout, rules
+from sparcom.outputs import write_json_atomic, write_text_atomic
+from sparcom.report.claims import claim_text, claim_uncertainty, verdict_words
 from sparcom.report.files import SUMMARY_FILE
+from sparcom.report.verdicts import verdict_text
+from sparcom.report.widgets import fmt_pct
 
 #: The component kind whose claims each model answers, and the causal target that removes it.
 CLAIM_KIND = {INSTRUCT: ("neuron", "neurons"), BASE: ("neuron", "neurons"), TUNED: ("neuron", "neurons"),
               MOE: ("expert", "experts")}
+#: The demo's claims, decided once and stored beside SUMMARY.md (read back by index.html).
+CLAIMS_FILE, CLAIMS_FORMAT, CLAIMS_VERSION = "claims.json", "sparcom-demo-claims", 1
+NO_DECODING = Decoding(*[float("nan")] * 5)
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{100 * value:.1f}%"
+def _identify(where: Layout, name: str, tag: str = "paper") -> IdentifySummary | None:
+    """The typed identify summary of one model and rule, None when that step did not run."""
+    folder = where.identify(name, tag)
+    return read_identify(folder) if (folder / SUMMARY_FILE).is_file() else None
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -43,35 +51,48 @@ def _ablate_dirs(where: Layout, name: str) -> list[Path]:
     return sorted(p for p in folder.glob("*") if (p / SUMMARY_FILE).is_file()) if folder.is_dir() else []
 
 
-def _claims_ablate(where: Layout, role: str) -> Path | None:
+def _claims_ablate(where: Layout, role: str) -> CausalSummary | None:
     """The causal check that answers a model's claims: the paper's sets, renormalised expert removal."""
     _, target = CLAIM_KIND[role]
     path = where.ablate(MODEL_NAMES[role], "paper", target, "renormalize")
-    return path if (path / SUMMARY_FILE).is_file() else None
+    return read_causal(path) if (path / SUMMARY_FILE).is_file() else None
 
 
-def claims_section(config: DemoConfig, where: Layout, order: list[str]) -> list[str]:
-    from sparcom.report.claims import claims_table
+def model_claims(config: DemoConfig, where: Layout, role: str) -> list[Claim]:
+    """The four claims of one model, decided from its typed identify and causal summaries."""
+    kind, target = CLAIM_KIND[role]
+    not_run = ("causal check not run in `make demo` (its budget); `make demo-full` runs it"
+               if not any(r == role for r, *_ in config.causal) else "causal check output missing")
+    return claims_table(_identify(where, MODEL_NAMES[role]), _claims_ablate(where, role), kind, target, not_run)
 
+
+def write_claims(config: DemoConfig, where: Layout, order: list[str]) -> dict[str, list[Claim]]:
+    """Decide every model's claims once and store them (``claims.json`` beside SUMMARY.md) for both pages."""
+    claims = {MODEL_NAMES[role]: model_claims(config, where, role) for role in order}
+    write_json_atomic(where.out / CLAIMS_FILE, {"format": CLAIMS_FORMAT, "version": CLAIMS_VERSION,
+                                                "models": {m: [c.to_json() for c in cs] for m, cs in claims.items()}})
+    return claims
+
+
+def read_claims(where: Layout) -> dict[str, list[Claim]]:
+    """The stored claims (:func:`write_claims`), typed."""
+    f = read_document(where.out / CLAIMS_FILE, CLAIMS_FORMAT, CLAIMS_VERSION, "run the demo again")
+    return {m: [Claim.read(c) for c in f.obj("models").items(m)] for m in f.obj("models").names()}
+
+
+def claims_section(config: DemoConfig, claims: dict[str, list[Claim]], order: list[str]) -> list[str]:
     lines = ["## Do the paper's claims hold here?", "",
              "Each claim is judged on the paper's rule (top ε = 1% of each category's activation frequencies) from "
              "this demo's own outputs: generality and uniqueness from `identify` with held-out validity, critical "
              "role and specificity from the causal check (paired bootstrap over rows, Holm over categories, "
              f"{config.seeds} random sets of each set's per-layer shape). Verdicts: holds / partly / does not hold / "
-             "not enough evidence / not measured. The rules behind each verdict: `sparcom/report/claims.py`.", "",
+             "not enough evidence / not measured, stored in `claims.json`. The rules behind each verdict: "
+             "`sparcom/analysis/claims.py`.", "",
              "| model | claim | number | uncertainty | verdict |", "|---|---|---|---|---|"]
     for role in order:
-        name = MODEL_NAMES[role]
-        kind, target = CLAIM_KIND[role]
-        identify = _load(where.identify(name, "paper") / SUMMARY_FILE)
-        ablate_dir = _claims_ablate(where, role)
-        not_run = ("causal check not run in `make demo` (its budget); `make demo-full` runs it"
-                   if not any(r == role for r, *_ in config.causal) else "causal check output missing")
-        rows = claims_table(identify, _load(ablate_dir / SUMMARY_FILE) if ablate_dir else None, kind, target,
-                            not_run=not_run)
-        for row in rows:
-            lines.append(f"| {name} ({kind}s) | {row['claim']} | {row['text']} | {row['uncertainty']} | "
-                         f"**{row['verdict']}** |")
+        name, (kind, _) = MODEL_NAMES[role], CLAIM_KIND[role]
+        lines += [f"| {name} ({kind}s) | {c.claim} | {claim_text(c)} | {claim_uncertainty(c)} | "
+                  f"**{verdict_words(c)}** |" for c in claims[name]]
     return [*lines, ""]
 
 
@@ -92,18 +113,16 @@ def validity_section(where: Layout, order: list[str]) -> list[str]:
     for role in order:
         name = MODEL_NAMES[role]
         for tag in RULE_TAGS:
-            validity = _load(where.identify(name, tag) / SUMMARY_FILE).get("validity") or {}
-            for kind, v in validity.items():
-                if not isinstance(v, dict) or "headline" not in v:
-                    continue
-                h = v["headline"]
-                s, c = h.get("set_score") or {}, h.get("centroid") or {}
+            identify = _identify(where, name, tag)
+            for kind, v in (identify.validity if identify else {}).items():
+                h = v.headline
+                s, c = (h.decoders.get(d, NO_DECODING) for d in ("set_score", "centroid"))
                 lines.append(
-                    f"| {name} | {kind} | {tag} | {_pct(s.get('accuracy'))} [{_pct(s.get('ci_low'))}, "
-                    f"{_pct(s.get('ci_high'))}] | {_pct(s.get('random_mean'))} | {_num(s.get('p_value'), '.2g')} | "
-                    f"{_pct(c.get('accuracy'))} | {_pct(c.get('random_mean'))} | {_pct(h.get('all_components'))} | "
-                    f"{_pct(h.get('chance'))} | {_num(h.get('stability'), '.2f')} | "
-                    f"{_num(h.get('cross_source_within'), '.2f')} / {_num(h.get('cross_source_across'), '.2f')} |")
+                    f"| {name} | {kind} | {tag} | {fmt_pct(s.accuracy)} [{fmt_pct(s.ci_low)}, {fmt_pct(s.ci_high)}] "
+                    f"| {fmt_pct(s.random_mean)} | {_num(s.p_value, '.2g')} | {fmt_pct(c.accuracy)} | "
+                    f"{fmt_pct(c.random_mean)} | {fmt_pct(h.all_components)} | {fmt_pct(h.chance)} | "
+                    f"{_num(h.stability, '.2f')} | {_num(h.cross_source_within, '.2f')} / "
+                    f"{_num(h.cross_source_across, '.2f')} |")
     return [*lines, ""]
 
 
@@ -111,29 +130,27 @@ def identify_section(where: Layout, name: str) -> list[str]:
     """Per-category counts and general/unique shares of one model under the paper's rule, with its plots."""
     from sparcom.report.outputs import identify_plot
 
-    folder = where.identify(name, "paper")
-    summary = _load(folder / SUMMARY_FILE)
-    if not summary.get("kinds"):
+    summary = _identify(where, name)
+    if summary is None or not summary.kinds:
         return [f"*{name}: no identify output*", ""]
     lines = [f"### {name}", ""]
-    for kind, counts in summary["kinds"].items():
-        shares = counts["shares"]
-        lines += [f"**{kind}** — {counts['components']:,} in {counts['layers']} layers. Selected by at least one "
-                  f"category: **{counts['selected_any']:,}**; general (all six): **{counts['general']:,}** "
-                  f"({_pct(shares.get('general_share'))} of the selected); unique to one category: "
-                  f"**{counts['unique_total']:,}** ({_pct(shares.get('unique_share'))}); never active: "
-                  f"{counts['dead']:,}.", "",
+    for kind, k in summary.kinds.items():
+        lines += [f"**{kind}** — {k.components:,} in {k.layers} layers. Selected by at least one category: "
+                  f"**{k.selected_any:,}**; general (all six): **{k.general:,}** "
+                  f"({fmt_pct(k.shares.get('general_share'))} of the selected); unique to one category: "
+                  f"**{k.unique_total:,}** ({fmt_pct(k.shares.get('unique_share'))}); never active: "
+                  f"{k.activity.get('dead', 0):,}.", "",
                   "| category | selected | unique | unique share | general share |", "|---|---:|---:|---:|---:|"]
-        for category in summary["categories"]:
-            lines.append(f"| {category_label(category)} | {counts['selected'][category]:,} | "
-                         f"{counts['unique'][category]:,} | {_pct(shares.get(f'unique_share_{category}'))} | "
-                         f"{_pct(shares.get(f'general_share_{category}'))} |")
+        lines += [f"| {category_label(c)} | {k.selected[c]:,} | {k.unique[c]:,} | "
+                  f"{fmt_pct(k.shares.get(f'unique_share_{c}'))} | {fmt_pct(k.shares.get(f'general_share_{c}'))} |"
+                  for c in summary.categories]
         lines += ["", *_image(where, f"{kind}: general, shared, unique per layer",
-                              folder / identify_plot(kind, "sets_per_layer"))]
+                              summary.path / identify_plot(kind, "sets_per_layer"))]
         if kind == "expert":
-            lines += [*_image(where, "Expert routing frequency per category", folder / "plots/expert_frequency.png"),
+            lines += [*_image(where, "Expert routing frequency per category",
+                              summary.path / "plots/expert_frequency.png"),
                       *_image(where, "Expert routing frequency minus its mean",
-                              folder / "plots/expert_frequency_deviation.png")]
+                              summary.path / "plots/expert_frequency_deviation.png")]
         lines.append("")
     return lines
 
@@ -142,22 +159,20 @@ def compare_section(where: Layout) -> list[str]:
     from sparcom.report.outputs import compare_plot
 
     folder = where.compare("paper")
-    summary = _load(folder / SUMMARY_FILE)
-    neuron = summary.get("kinds", {}).get("neuron")
+    summary = read_compare(folder) if (folder / SUMMARY_FILE).is_file() else None
+    neuron = summary.kinds.get("neuron") if summary else None
     if not neuron:
         return ["*no comparison output*", ""]
     lines = ["Paper's rule, base vs tuned selected on the same rows.", "",
              "| category | base ISNs | tuned ISNs | retained | gained | lost | Jaccard | Spearman ρ of p |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for category in summary["categories"]:
-        c = neuron["per_category"][category]
-        rho = neuron["correlation"][category]["spearman"]
-        lines.append(f"| {category_label(category)} | {c['base']:,} | {c['tuned']:,} | {c['retained']:,} | "
-                     f"{c['gained']:,} | {c['lost']:,} | {c['jaccard']:.3f} | {rho:.3f} |")
-    structure = neuron["structure"]
-    lines += ["", f"General ISNs: {structure['general']['base']:,} → {structure['general']['tuned']:,}; "
-              f"selected by any category: {structure['selected_any']['base']:,} → "
-              f"{structure['selected_any']['tuned']:,}.", "",
+    for category in summary.categories:
+        c, rho = neuron.per_category[category], neuron.correlation[category].spearman
+        lines.append(f"| {category_label(category)} | {c.base:,} | {c.tuned:,} | {c.retained:,} | "
+                     f"{c.gained:,} | {c.lost:,} | {c.jaccard:.3f} | {rho:.3f} |")
+    general, union = neuron.structure["general"], neuron.structure["selected_any"]
+    lines += ["", f"General ISNs: {general.base:,.0f} → {general.tuned:,.0f}; selected by any category: "
+              f"{union.base:,.0f} → {union.tuned:,.0f}.", "",
               *_image(where, "Retained, gained and lost ISNs", folder / compare_plot("neuron", "set_changes")), ""]
     return lines
 
@@ -175,29 +190,30 @@ def causal_section(where: Layout, order: list[str]) -> list[str]:
     for role in order:
         name = MODEL_NAMES[role]
         for folder in _ablate_dirs(where, name):
-            summary = _load(folder / SUMMARY_FILE)
-            settings = summary.get("settings", {})
-            for target_name, target in summary.get("targets", {}).items():
-                stats = target.get("statistics") or {}
-                tests = stats.get("tests") or []
+            summary = read_causal(folder)
+            settings = summary.header.settings
+            for target_name, target in summary.targets.items():
                 found = True
+                rows = target.statistics.rows if target.statistics else {}
                 lines += [f"### {name}: {folder.name}", "",
                           f"{settings.get('seeds')} random sets; {settings.get('expert_removal')} expert removal; "
-                          f"rows: {', '.join(f'{category_label(c)} {n}' for c, n in (stats.get('rows') or {}).items())}"
-                          f"; dtype {summary.get('model', {}).get('dtype', '–')}.", "",
-                          "| set of | damage (excess over random) [95% CI] | p (Holm) | specificity excess [95% CI] | "
-                          "p (Holm) | test | verdict |", "|---|---:|---:|---:|---:|---|---|"]
-                for t in tests:
-                    lines.append(
-                        f"| {category_label(t['ablated'])} | {t['damage_excess']:+.3f} [{t['damage_excess_low']:+.3f}, "
-                        f"{t['damage_excess_high']:+.3f}] | {_num(t['damage_p_holm'], '.2g')} | "
-                        f"{t['specificity_excess']:+.3f} [{t['specificity_excess_low']:+.3f}, "
-                        f"{t['specificity_excess_high']:+.3f}] | {_num(t['specificity_p_holm'], '.2g')} | "
-                        f"{t.get('damage_test', '–')} | {t['verdict']} |")
-                lines += ["", *_image(where, "ΔNLL matrix", folder / causal_plot(target_name)),
+                          f"rows: {', '.join(f'{category_label(c)} {n}' for c, n in rows.items())}"
+                          f"; dtype {summary.header.model.dtype or '–'}.", "", *_tests_table(target.tests), "",
+                          *_image(where, "ΔNLL matrix", folder / causal_plot(target_name)),
                           *_image(where, "ΔNLL normalised by the random sets", folder / normalised_plot(target_name)),
                           ""]
     return lines if found else [*lines, "*no causal check ran*", ""]
+
+
+def _tests_table(tests: list[TestRow]) -> list[str]:
+    def interval(c) -> str:
+        return f"{c.excess:+.3f} [{c.excess_low:+.3f}, {c.excess_high:+.3f}]"
+
+    return ["| set of | damage (excess over random) [95% CI] | p (Holm) | specificity excess [95% CI] | p (Holm) | "
+            "test | verdict |", "|---|---:|---:|---:|---:|---|---|",
+            *(f"| {category_label(t.ablated)} | {interval(t.damage)} | {_num(t.damage.p_holm, '.2g')} | "
+              f"{interval(t.specificity)} | {_num(t.specificity.p_holm, '.2g')} | {t.damage.test} | "
+              f"{verdict_text(t)} |" for t in tests)]
 
 
 def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
@@ -216,14 +232,16 @@ def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
 
 
 def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str, float]], order: list[str]) -> Path:
-    """``SUMMARY.md``: the claims, the validity evidence, the sets, base → tuned, the causal checks, the times."""
+    """``SUMMARY.md``: the claims (as stored in claims.json by :func:`write_claims`), the validity evidence, the
+    sets, base → tuned, the causal checks, the times."""
     rows = ("all rows" if config.per_category is None else
             f"{config.per_category} rows of each category (its first AI-written and human-written rows, half each)")
+    claims = read_claims(where)
     lines = ["# sparcom demo — results", "",
              f"Data: HexaInst, {rows}, profiled with `--group-by instruction` (scope `instruction`: the user text "
              f"only; chat template where the tokenizer has one). Every model ran in **{config.dtype}**. "
              f"Interactive reports: [index.html](index.html).", "",
-             *claims_section(config, where, order), *validity_section(where, order),
+             *claims_section(config, claims, order), *validity_section(where, order),
              "## The selected sets (paper's rule)", ""]
     for role in order:
         lines += identify_section(where, MODEL_NAMES[role])
@@ -237,20 +255,15 @@ def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str
 
 
 def write_index(config: DemoConfig, where: Layout, groups: dict[str, list[str]]) -> Path:
-    """``index.html``: one self-contained page linking the per-model reports, with each model's claim verdicts."""
-    from sparcom.report.claims import claims_table
-
+    """``index.html``: one self-contained page linking the per-model reports, with each model's stored claims
+    (claims.json, written with SUMMARY.md)."""
+    claims = read_claims(where)
     items = []
     for report_name, roles in groups.items():
         path = where.report(report_name)
-        verdicts: list[str] = []
-        for role in roles:
-            kind, target = CLAIM_KIND[role]
-            ablate_dir = _claims_ablate(where, role)
-            rows = claims_table(_load(where.identify(MODEL_NAMES[role], "paper") / SUMMARY_FILE),
-                                _load(ablate_dir / SUMMARY_FILE) if ablate_dir else None, kind, target)
-            verdicts.append(f"{html.escape(MODEL_NAMES[role])}: " + "; ".join(
-                f"{html.escape(r['claim'])} <b>{html.escape(r['verdict'])}</b>" for r in rows))
+        verdicts = [f"{html.escape(MODEL_NAMES[role])}: " + "; ".join(
+            f"{html.escape(c.claim)} <b>{html.escape(verdict_words(c))}</b>" for c in claims.get(MODEL_NAMES[role], []))
+            for role in roles]
         size = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
         items.append(f"<li><a href=\"{html.escape(_rel(where, path))}\">{html.escape(report_name)}</a> ({size})"
                      f"<br><small>{'<br>'.join(verdicts)}</small></li>")
@@ -260,9 +273,7 @@ def write_index(config: DemoConfig, where: Layout, groups: dict[str, list[str]])
             f"<p>HexaInst, {'all rows' if config.per_category is None else f'{config.per_category} rows per category'}"
             f", {html.escape(config.dtype)}. The written summary with every number: "
             "<a href=\"SUMMARY.md\">SUMMARY.md</a>.</p><h2>Reports</h2><ul>" + "".join(items) + "</ul></body></html>\n")
-    from sparcom.outputs import write_text_atomic
-
     return write_text_atomic(where.index, page)
 
 
-__all__ = ["claims_section", "write_index", "write_summary"]
+__all__ = ["claims_section", "model_claims", "read_claims", "write_claims", "write_index", "write_summary"]

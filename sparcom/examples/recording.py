@@ -40,7 +40,7 @@ from sparcom.examples.settings import EXAMPLES_FILE, FORMAT, VERSION
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
 from sparcom.models.sites import ExpertsCall, model_sites
-from sparcom.outputs import read_json, staged_directory
+from sparcom.outputs import staged_directory
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, mismatches, software_versions
 from sparcom.zoo.catalog import load_model
@@ -356,17 +356,4 @@ def write_examples(result: ExamplesResult, out: str | Path, overwrite: bool = Fa
     return Path(out)
 
 
-def load_examples(directory: str | Path) -> dict[str, Any]:
-    """Read ``examples.json`` from a directory written by :func:`write_examples` (or the file itself)."""
-    path = Path(directory)
-    if path.is_dir():
-        path = path / EXAMPLES_FILE
-    if not path.is_file():
-        raise SparcomError(f"{path}: not found; record examples with sparcom.record_examples (sparcom examples)")
-    document = read_json(path, "record the examples again")
-    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
-        raise SparcomError(f"{path}: not a {FORMAT} version {VERSION} file; record the examples again")
-    return document
-
-
-__all__ = ["Component", "ExamplesResult", "load_examples", "record", "write_examples"]
+__all__ = ["ExamplesResult", "record", "write_examples"]

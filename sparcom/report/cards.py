@@ -20,6 +20,7 @@ from sparcom.analysis.ranking import SCORE_DESCRIPTIONS, Component, flat_positio
 from sparcom.artifacts.selection import load_selection
 from sparcom.data.schema import category_label
 from sparcom.errors import SparcomError
+from sparcom.examples.files import Event
 from sparcom.kinds import KIND_NOUNS
 from sparcom.report.plots import category_color
 from sparcom.report.studies import Output
@@ -41,8 +42,7 @@ def _has_halves(run_output: Output) -> bool:
 
 def render_cards(ctx, output: Output, kind: str) -> str:
     """The cards block of one kind of one identify output, or a "not computed" line saying what is missing."""
-    document = output.document
-    run_path = (document.get("run") or {}).get("path")
+    run_path = output.summary.header.data.run
     run_output = ctx.study.run_for(run_path)
     if run_output is None:
         return not_computed("Cards", f"They need the profile run {run_path} (its frequencies), which is not readable "
@@ -53,7 +53,7 @@ def render_cards(ctx, output: Output, kind: str) -> str:
         return not_computed("Cards", f"The selection masks are not readable ({exc}).")
     if kind not in selection.kinds:
         return not_computed("Cards", f"the selection has no {kind} masks")
-    categories = list(document["categories"])
+    categories = list(output.summary.categories)
     freqs = kind_frequencies(run_output.run.counts, categories, kind)
     layout = freqs.layout
     mask = np.stack([layout.flatten({j: selection.mask(kind, c, j) for j in layout.layers}) for c in categories])
@@ -64,8 +64,9 @@ def render_cards(ctx, output: Output, kind: str) -> str:
         if values is not None:
             scores[name] = values
     examples_output = ctx.study.examples_for(output.path)
-    examples = {c["key"]: c for c in (examples_output.document.get("components") or [])} if examples_output else {}
-    rows = examples_output.document.get("rows", {}) if examples_output else {}
+    recorded = examples_output.summary if examples_output else None
+    examples = recorded.components if recorded else {}
+    rows = recorded.rows if recorded else {}
     n = ctx.cards_per_category
     membership = mask.sum(axis=0)
 
@@ -95,16 +96,13 @@ def render_cards(ctx, output: Output, kind: str) -> str:
     if not _has_halves(run_output):
         intro += not_computed("AI / human halves", "The run has no per-source counts, so the cards show each "
                                                    "category's frequency only.")
-    if not examples_output:
+    if recorded is None:
         intro += not_computed("Token examples", "Record them with sparcom.record_examples "
                                                 "(the planned 'sparcom examples' command) and pass its folder.")
     else:
-        settings = examples_output.document.get("settings") or {}
-        intro += note(f"Examples: the top {settings.get('top_k')} instructions of "
-                      f"{escape(str(examples_output.document.get('data', {}).get('path')))} by the component's "
-                      f"largest value on a counted token ({escape((settings.get('values') or {}).get(kind, ''))}); "
-                      f"±{settings.get('window')} tokens shown, shaded by value; tokens outside the counted scope "
-                      "in grey.")
+        intro += note(f"Examples: the top {recorded.top_k} instructions of {escape(str(recorded.data))} by the "
+                      f"component's largest value on a counted token ({escape(recorded.values.get(kind, ''))}); "
+                      f"±{recorded.window} tokens shown, shaded by value; tokens outside the counted scope in grey.")
     return (f'<div class="card-controls" role="group" aria-label="ranking">{buttons}</div>{intro}'
             f'<div class="card-groups" data-kind="{escape(kind)}">{"".join(groups)}</div>')
 
@@ -122,8 +120,8 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
     flat = flat_position(layout, component)
     own = categories.index(category)
     members = int(membership[flat])
-    entry = examples.get(component.key) or {}
-    means = {c: (v or {}).get("mean") for c, v in (entry.get("per_category") or {}).items()}
+    entry = examples.get(component.key)
+    means = entry.means if entry else {}
     peak = max((abs(v) for v in means.values() if v is not None), default=0.0) or 1.0
     bars = [f'<div class="pbar head{" with-mean" if means else ""}"><span></span><span class="ph">p</span><span></span>'
             + ('<span class="ph">mean value</span><span></span>' if means else "") + "</div>"]
@@ -152,9 +150,9 @@ def _card(ctx, categories, p, mask, membership, layout, component: Component, ca
             f'{escape(_class_label(members, len(categories)))}</span></div>'
             f'<div class="card-sub">{escape(KIND_NOUNS.get(kind, kind)[:-1] if kind != "expert" else "ISE")} · '
             f'{escape(component.describe())} · #{rank} by {escape(score_name)} ({fmt_num(score)})</div>')
-    recorded = _examples(entry.get("events"), rows, categories) if entry else (
+    recorded = _examples(entry.events, rows, categories) if entry else (
         '<p class="missing small">Not in the examples pass (record it with components=[...]).</p>' if examples else "")
-    own_events = (entry.get("events_by_category") or {}).get(category)
+    own_events = entry.events_by_category.get(category) if entry else None
     if own_events is not None:
         # Inert until opened (the script instantiates the template), so the page stays light to load.
         recorded += (f'<details class="own"><summary>top {len(own_events)} within '
@@ -171,31 +169,31 @@ def _halves(halves: dict[str, dict[str, float]], categories) -> str:
     return f'<p class="small">{cells}</p>'
 
 
-def _examples(events: list[dict] | None, rows: dict, categories) -> str:
+def _examples(events: list[Event], rows: dict, categories) -> str:
     if not events:
         return '<p class="missing small">No counted token of the recorded data activated it.</p>'
-    peak = max((abs(v) for e in events for v in e.get("values", []) if v is not None), default=1.0) or 1.0
+    peak = max((abs(v) for e in events for v in e.values if v is not None), default=1.0) or 1.0
     lines = []
     for event in events:
-        row = rows.get(event["row"], {})
+        row = rows.get(event.row, {})
         category = row.get("category", "")
         tokens = []
-        for offset, (text, value) in enumerate(zip(event.get("tokens", []), event.get("values", []), strict=False)):
-            position = event["start"] + offset
+        for offset, (text, value) in enumerate(zip(event.tokens, event.values, strict=False)):
+            position = event.start + offset
             shown = escape(text).replace("\n", "↵")
             if value is None:
                 tokens.append(f'<span class="tk off">{shown}</span>')
                 continue
             alpha = min(abs(value) / peak, 1.0)
             hue = "230,97,0" if value >= 0 else "0,114,178"
-            top = " top" if position == event["position"] else ""
+            top = " top" if position == event.position else ""
             tokens.append(f'<span class="tk{top}" style="background:rgba({hue},{alpha:.2f})" '
                           f'data-tip="{escape(repr(text))}: {value:.3f}">{shown}</span>')
         badge = (f'<span class="cat" style="--c:{category_color(category, categories)}">'
                  f'{escape(category_label(category))}</span>') if category else ""
         source = f' <span class="src">{escape(row.get("source", ""))}</span>' if row.get("source") else ""
-        lines.append(f'<li><div class="ex-meta">{badge}{source} <span class="rid">{escape(event["row"])}</span> '
-                     f'<span class="val">max {_value(event["value"])}</span></div>'
+        lines.append(f'<li><div class="ex-meta">{badge}{source} <span class="rid">{escape(event.row)}</span> '
+                     f'<span class="val">max {_value(event.value)}</span></div>'
                      f'<div class="ex-text">{"".join(tokens)}</div></li>')
     return f'<ol class="examples">{"".join(lines)}</ol>'
 

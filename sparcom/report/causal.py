@@ -1,7 +1,8 @@
 """The causal check's output folder: summary.json, tables (CSV, long and wide), generations.jsonl, and figures.
 
 The ΔNLL heatmap has two panels: the measured ΔNLL of each (ablated set, evaluated category) cell, annotated
-with its value and z-score, and the excess over the random sets' mean, annotated with the empirical p-value.
+with its value and z-score, and the excess over the random sets' mean, annotated with the cell's empirical p-value
+(descriptive: the decisions are each category's Holm-adjusted tests, drawn in the normalised figure).
 Both use a diverging colour map (PuOr, readable with colour-vision deficiencies) centred at 0, so damage (NLL
 up) and help (NLL down) are told apart at a glance.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from sparcom.causal.result import CausalResult
 from sparcom.data.schema import category_label
 from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, to_json, write_csv
-from sparcom.report.plots import figure_row, save_figure
+from sparcom.report.plots import _annotated_heatmap, figure_row, save_figure
 
 
 def causal_plot(target: str) -> str:
@@ -59,25 +60,21 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def _heatmap(ax, figure, values: np.ndarray, notes: list[list[str]], rows: list[str], cols: list[str],
              title: str, colorbar: str) -> None:
+    """A diverging annotated heatmap centred at 0 (:func:`sparcom.report.plots._annotated_heatmap`), the diagonal
+    (a set on its own category) outlined."""
     from matplotlib.colors import TwoSlopeNorm
 
     finite = values[np.isfinite(values)]
     limit = float(np.max(np.abs(finite))) if finite.size else 1.0
     limit = limit if limit > 0 else 1.0
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
-    image = ax.imshow(np.where(np.isfinite(values), values, 0.0), cmap=CMAP, norm=norm, aspect="auto")
-    ax.set_xticks(range(len(cols)), [category_label(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [category_label(c) for c in rows])
+    image = _annotated_heatmap(ax, values, [category_label(c) for c in rows], [category_label(c) for c in cols],
+                               cmap=CMAP, norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit), notes=notes)
     ax.set_xlabel("evaluated category (reference responses scored)")
     ax.set_ylabel("category whose set is deactivated")
     ax.set_title(title, fontsize=10)
     ax.tick_params(length=0)
     for i in range(len(rows)):
         for j in range(len(cols)):
-            value = values[i, j]
-            strong = np.isfinite(value) and abs(value) > 0.55 * limit
-            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7.5,
-                    color="white" if strong else "#111111")
             if rows[i] == cols[j]:
                 ax.add_patch(_diagonal_box(i, j))
     bar = figure.colorbar(image, ax=ax, shrink=0.85)
@@ -92,7 +89,7 @@ def _diagonal_box(i: int, j: int):
 
 def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     """ΔNLL matrix of one target and its excess over the random baseline, annotated; one PNG."""
-    sig = target.significance()
+    sig = target.cells()
     rows, cols = target.ablated, target.evaluated
     seeds = target.random_delta.shape[1]
     sizes = target.sizes()
@@ -102,7 +99,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     left = [[_fmt(target.delta[i, j]) + ("" if not np.isfinite(sig["z"][i, j]) else f"\nz={sig['z'][i, j]:.1f}")
              for j in range(len(cols))] for i in range(len(rows))]
     right = [[_fmt(sig["excess"][i, j]) + ("" if not np.isfinite(sig["p"][i, j]) else
-                                            f"\np={sig['p'][i, j]:.2g}{'*' if sig['p'][i, j] <= 0.05 else ''}")
+                                            f"\np={sig['p'][i, j]:.2g}")
               for j in range(len(cols))] for i in range(len(rows))]
     _heatmap(axes[0], figure, target.delta, left, rows, cols,
              "ΔNLL = NLL with the set deactivated − NLL unablated", "ΔNLL (nats per response token)")
@@ -115,7 +112,8 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     sets = "unique sets" if result.settings.unique else "selected sets"
     figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {short_model_name(result.model.get('name_or_path'))}"
                     + (f" · expert removal: {removal}" if removal else "")
-                    + "\nrow labels: category (set size); * p ≤ 0.05, p = (1 + #random ≥ observed) / (1 + seeds)",
+                    + "\nrow labels: category (set size); per-cell p = (1 + #random ≥ observed) / (1 + seeds), "
+                      "unadjusted (descriptive)",
                     fontsize=10.5)
     return save_figure(figure, path)
 
@@ -124,7 +122,7 @@ def normalised_heatmap(result, target, path: str | Path) -> Path:
     """Left: each cell's z against the random sets of that cell (the diagonal reads at a glance); right: each
     category's specificity (own ΔNLL − mean on the others) with its bootstrap interval against its random sets."""
     stats = target.statistics
-    sig = stats.cell_significance
+    sig = stats.cells
     rows, cols = target.ablated, target.evaluated
     z = sig["z"]
     width = 2 * (3.0 + 0.95 * len(cols))
@@ -135,22 +133,22 @@ def normalised_heatmap(result, target, path: str | Path) -> Path:
     _heatmap(axes[0], figure, z, notes, rows, cols,
              "z = (ΔNLL − random mean) / random sd, per cell (cell text: z, ΔNLL)", "z (random sets of the same shape)")
     ax = axes[1]
-    tests = [t for t in stats.tests if not t["reason"]]
+    tests = [t for t in stats.tests if t.tested]
     for y, test in enumerate(tests):
-        a = target.ablated.index(test["ablated"])
+        a = target.ablated.index(test.ablated)
         values = _random_specificity(target, a)
         ax.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=8, color="#999999",
                    zorder=2, label="random sets" if y == 0 else None)
-        low, high = test["specificity_low"], test["specificity_high"]
-        ax.plot([low, high], [y, y], color="#B35806", linewidth=2.2, zorder=3)
-        ax.scatter([test["specificity"]], [y], s=40, color="#B35806", zorder=4,
-                   label="selected set (95% bootstrap interval)" if y == 0 else None)
-        mark = "*" if test["specificity_p_holm"] <= stats.alpha * (1 + 1e-9) else ""
-        ax.annotate(f"p_holm={test['specificity_p_holm']:.2g}{mark} ({test['specificity_test']})", (0.99, y),
+        spec = test.specificity
+        ax.plot([spec.low, spec.high], [y, y], color="#B35806", linewidth=2.2, zorder=3)
+        ax.scatter([spec.estimate], [y], s=40, color="#B35806", zorder=4,
+                   label=f"selected set ({stats.level:.0%} bootstrap interval)" if y == 0 else None)
+        mark = "*" if test.decision.specificity_significant else ""
+        ax.annotate(f"p_holm={spec.p_holm:.2g}{mark} ({spec.test})", (0.99, y),
                     xycoords=("axes fraction", "data"), xytext=(0, -7), textcoords="offset points", va="top",
                     ha="right", fontsize=7.5, color="#333333")
     ax.axvline(0, color="#444444", linewidth=0.8)
-    ax.set_yticks(range(len(tests)), [category_label(t["ablated"]) for t in tests])
+    ax.set_yticks(range(len(tests)), [category_label(t.ablated) for t in tests])
     ax.invert_yaxis()
     ax.set_xlabel("specificity = own ΔNLL − mean ΔNLL on the other categories (nats per token)")
     ax.set_title(f"specificity of each set against {stats.random_sets} random sets of its shape", fontsize=10)
@@ -204,61 +202,3 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
                     f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
     return save_figure(figure, path)
-
-
-# ------------------------------------------------------------------------------------------- the paper's claims
-
-CLAIMS = {"critical": ("critical role", "damage", "own ΔNLL beyond random sets of the same shape"),
-          "specific": ("specificity", "specificity", "own ΔNLL minus the mean on the other categories, beyond random "
-                                                     "sets")}
-
-
-def claim_rows(summary: dict, target: str = "neurons") -> list[dict]:
-    """The causal half of "do the paper's claims hold here?" from an ablate ``summary.json``: one row for the
-    critical role (damage vs random) and one for specificity (own vs others vs random), each with its number (the
-    median over categories of the excess over the random sets' mean, nats per token), its uncertainty (the range of
-    the per-category 95 % bootstrap intervals of that excess), how many categories pass after Holm, the test(s)
-    behind the p-values and a plain verdict: holds (every tested category significant), does not hold (none, with
-    enough random sets for a significant result to be possible), partly (k of K), or not enough evidence (none,
-    and too few random sets or untestable categories). Empty when the summary has no tests for ``target``."""
-    stats = (summary.get("targets", {}).get(target) or {}).get("statistics") or {}
-    tests = [t for t in stats.get("tests", []) if not t.get("reason")]
-    if not tests:
-        return []
-    rows = []
-    for name, key, meaning in CLAIMS.values():
-        passed = [t for t in tests if _significant(t[f"{key}_p_holm"], stats.get("power", {}).get("alpha", 0.05))]
-        short = [t for t in tests if t["verdict"].startswith("not enough random sets")]
-        excess = [t[f"{key}_excess"] for t in tests if t[f"{key}_excess"] is not None]
-        lows = [t[f"{key}_excess_low"] for t in tests if t[f"{key}_excess_low"] is not None]
-        highs = [t[f"{key}_excess_high"] for t in tests if t[f"{key}_excess_high"] is not None]
-        if len(passed) == len(tests):
-            verdict = "holds"
-        elif passed:
-            verdict = f"partly ({len(passed)} of {len(tests)} categories)"
-        elif short:
-            verdict = "not enough evidence"
-        else:
-            verdict = "does not hold"
-        tests_used = sorted({t[f"{key}_test"] for t in tests})
-        rows.append({
-            "claim": name, "meaning": meaning, "target": target,
-            "number": float(np.median(excess)) if excess else None,
-            "low": min(lows) if lows else None, "high": max(highs) if highs else None,
-            "categories": len(tests), "significant": len(passed),
-            "significant_categories": [t["ablated"] for t in passed], "random_sets": stats.get("random_sets"),
-            "test": " / ".join(tests_used), "verdict": verdict,
-            "text": (f"{len(passed)} of {len(tests)} categories after Holm ({' / '.join(tests_used)} test, "
-                     f"{stats.get('random_sets')} random sets); excess over random: median "
-                     f"{_num(np.median(excess) if excess else None)}, per-category 95% intervals within "
-                     f"[{_num(min(lows) if lows else None)}, {_num(max(highs) if highs else None)}] nats/token"),
-        })
-    return rows
-
-
-def _significant(p, alpha: float) -> bool:
-    return p is not None and np.isfinite(p) and p <= alpha * (1 + 1e-9)
-
-
-def _num(value) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:+.3f}"

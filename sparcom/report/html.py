@@ -31,20 +31,14 @@ def _asset(name: str) -> str:
 def _categories(study) -> list[str]:
     found: list[str] = []
     for output in study.outputs:
-        d = output.document
-        listed = d.get("categories") or d.get("evaluated") or (d.get("selection") or {}).get("categories") or []
-        found += [c for c in listed if isinstance(c, str) and c not in found]
+        listed = output.header.data.categories if output.header is not None else []
+        found += [c for c in listed if c not in found]
     ordered = [c for c in CATEGORIES if c in found]
     return ordered + [c for c in found if c not in ordered]
 
 
 def _layers(study) -> int | None:
-    for output in study.outputs:
-        d = output.document
-        sizes = ((d.get("run") or {}).get("fingerprint") or {}).get("model.sizes") or (d.get("model") or {}).get("sizes")
-        if isinstance(sizes, dict) and sizes.get("layers"):
-            return int(sizes["layers"])
-    return None
+    return next((o.header.model.layers for o in study.outputs if o.header is not None and o.header.model.layers), None)
 
 
 def _title(study) -> str:
@@ -52,11 +46,10 @@ def _title(study) -> str:
 
     names: list[str] = []
     for output in study.outputs:
-        d = output.document
-        for value in ((d.get("run") or {}).get("model"), (d.get("base") or {}).get("model"),
-                      (d.get("tuned") or {}).get("model"), (d.get("model") or {}).get("name_or_path")):
-            if isinstance(value, str) and short_model_name(value) not in names:
-                names.append(short_model_name(value))
+        headers = [output.header] + ([output.summary.tuned] if output.kind == "compare" else [])
+        for header in headers:
+            if header is not None and short_model_name(header.model.name_or_path) not in names:
+                names.append(short_model_name(header.model.name_or_path))
     return " · ".join(names[:3]) or "sparcom study"
 
 

@@ -96,24 +96,27 @@ def selected_per_layer(rows: Sequence[dict], categories: Sequence[str], kind: st
 
 
 def _annotated_heatmap(ax, matrix: np.ndarray, row_labels, col_labels, vmin=0.0, vmax=1.0, fmt="{:.2f}",
-                       cmap="viridis", norm=None, nan_text="n/a"):
-    shown = np.ma.masked_invalid(np.asarray(matrix, dtype=np.float64))
+                       cmap="viridis", norm=None, nan_text="n/a", notes=None, max_cells: int = 100):
+    """The one annotated heatmap: colour per cell (NaN grey), and in each cell ``notes[i][j]`` or the value in
+    ``fmt`` (only up to ``max_cells`` cells), black or white by the colour's luminance."""
+    values = np.asarray(matrix, dtype=np.float64)
     from matplotlib import colormaps
 
     colormap = colormaps[cmap].with_extremes(bad="#EEEEEE")
-    image = ax.imshow(shown, cmap=colormap, vmin=None if norm else vmin, vmax=None if norm else vmax, norm=norm,
-                      aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=None if norm else vmin,
+                      vmax=None if norm else vmax, norm=norm, aspect="auto")
     ax.set_xticks(range(len(col_labels)), labels=col_labels)
     ax.set_yticks(range(len(row_labels)), labels=row_labels)
-    if matrix.size <= 100:
-        for (i, j), value in np.ndenumerate(np.asarray(matrix, dtype=np.float64)):
+    if notes is not None or values.size <= max_cells:
+        for (i, j), value in np.ndenumerate(values):
             if np.isnan(value):
                 text, color = nan_text, "#555555"
             else:
                 rgba = colormap(image.norm(value))
                 luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
                 text, color = fmt.format(value), "black" if luminance > 0.5 else "white"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8.5, color=color)
+            ax.text(j, i, notes[i][j] if notes is not None else text, ha="center", va="center",
+                    fontsize=7.5 if notes is not None else 8.5, color=color)
     return image
 
 

@@ -18,14 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.artifacts.causal import CausalSummary, CausalTarget
+from sparcom.artifacts.summaries import CompareSummary, IdentifySummary, KindComparison, KindSets, ValidityHeadline
+from sparcom.artifacts.summary import Header
 from sparcom.data.schema import category_label
-from sparcom.errors import SparcomError
+from sparcom.examples.files import Examples
 from sparcom.kinds import KIND_NOUNS, KIND_UNITS
 from sparcom.report import svg
 from sparcom.report.cards import render_cards
 from sparcom.report.files import short_model_name
 from sparcom.report.plots import GAINED_COLOR, GENERAL_COLOR, LOST_COLOR, RETAINED_COLOR, SHARED_COLOR
 from sparcom.report.studies import Output, Study
+from sparcom.report.verdicts import specific_headline, verdict_label, verdict_text
 from sparcom.report.widgets import (
     Markup,
     Section,
@@ -87,105 +91,112 @@ def _labels(categories: Sequence[str]) -> list[str]:
 
 
 def overview(ctx: Context) -> list[Section]:
-    """At a glance: one line per output with its headline numbers."""
+    """At a glance: one line per output with its headline numbers (the causal check: its stored decisions)."""
     items = []
     for output in ctx.study.outputs:
-        d = output.document
-        if output.kind == "identify":
-            for kind, k in d.get("kinds", {}).items():
-                chance = (k.get("chance_baseline") or {}).get("chance_unique_share")
-                items.append(
-                    f"<li><b>{escape(short_model_name(d.get('run', {}).get('model')))}</b> — {fmt_int(k.get('selected_any'))} "
-                    f"{escape(KIND_UNITS.get(kind, kind))} selected by at least one category "
-                    f"({escape(d.get('rule_description', ''))}); <b>{fmt_int(k.get('general'))}</b> general "
-                    f"({fmt_pct((k.get('shares') or {}).get('general_share'))}), <b>{fmt_int(k.get('unique_total'))}"
-                    f"</b> unique to one category ({fmt_pct((k.get('shares') or {}).get('unique_share'))}; "
-                    f"{fmt_pct(chance)} if the sets were drawn at random).</li>")
-        elif output.kind == "compare":
-            for kind, k in d.get("kinds", {}).items():
-                jaccards = [v.get("jaccard") for v in (k.get("per_category") or {}).values()]
-                finite = [float(j) for j in jaccards if j is not None and math.isfinite(float(j))]
-                mean = sum(finite) / len(finite) if finite else None
-                items.append(f"<li><b>{escape(short_model_name(d.get('base', {}).get('model')))} → "
-                             f"{escape(short_model_name(d.get('tuned', {}).get('model')))}</b> — {escape(KIND_NOUNS.get(kind, kind))}: "
-                             f"mean Jaccard of the base and tuned sets {fmt_num(mean)}.</li>")
-        elif output.kind == "ablate":
-            level = (d.get("significance") or {}).get("level", 0.05)
-            for name, t in (d.get("targets") or {}).items():
-                rows = t.get("specificity") or []
-                seeds = (t.get("random") or {}).get("seeds") or 0
-                below = sum(1 for r in rows if r.get("own_p_value") is not None and r["own_p_value"] <= level)
-                own = _mean([r.get("own_delta_nll") for r in rows])
-                other = _mean([r.get("mean_other_delta_nll") for r in rows])
-                excess = _mean([r.get("own_excess_over_random") for r in rows])
-                floor = f"; with {seeds} random sets the smallest possible p is {fmt_num(1 / (1 + seeds))}" \
-                    if seeds and 1 / (1 + seeds) > level else ""
-                items.append(f"<li><b>causal check ({escape(name)})</b> on "
-                             f"{escape(short_model_name(d.get('model', {}).get('name_or_path')))} — deactivating a "
-                             f"category's set raises its own NLL by {fmt_signed(own)} nats/token on average, the "
-                             f"other categories' by {fmt_signed(other)}; {fmt_signed(excess)} beyond random sets of "
-                             f"the same per-layer shape. p ≤ {fmt_num(level)} for {below} of {len(rows)} "
-                             f"categories{floor}.</li>")
-        elif output.kind == "examples":
-            items.append(f"<li><b>token examples</b> for {len(d.get('components', []))} components, top "
-                         f"{fmt_int((d.get('settings') or {}).get('top_k'))} instructions each.</li>")
+        glance = GLANCES.get(output.kind)
+        items += glance(output) if glance else []
     if not items:
         return []
     return [Section("overview", "At a glance", f'<ul class="glance">{"".join(items)}</ul>')]
 
 
+def _identify_glance(output: Output) -> list[str]:
+    s: IdentifySummary = output.summary
+    return [f"<li><b>{escape(short_model_name(s.header.model.name_or_path))}</b> — {fmt_int(k.selected_any)} "
+            f"{escape(KIND_UNITS.get(kind, kind))} selected by at least one category ({escape(s.rule.description)}); "
+            f"<b>{fmt_int(k.general)}</b> general ({fmt_pct(k.shares.get('general_share'))}), "
+            f"<b>{fmt_int(k.unique_total)}</b> unique to one category ({fmt_pct(k.shares.get('unique_share'))}; "
+            f"{fmt_pct(k.chance.get('chance_unique_share'))} if the sets were drawn at random).</li>"
+            for kind, k in s.kinds.items()]
+
+
+def _compare_glance(output: Output) -> list[str]:
+    s: CompareSummary = output.summary
+    return [f"<li><b>{escape(short_model_name(s.header.model.name_or_path))} → "
+            f"{escape(short_model_name(s.tuned.model.name_or_path))}</b> — {escape(KIND_NOUNS.get(kind, kind))}: "
+            f"mean Jaccard of the base and tuned sets {fmt_num(_mean([c.jaccard for c in k.per_category.values()]))}."
+            "</li>" for kind, k in s.kinds.items()]
+
+
+def _ablate_glance(output: Output) -> list[str]:
+    s: CausalSummary = output.summary
+    items = []
+    for name, t in s.targets.items():
+        tests = [r for r in t.tests if r.tested]
+        model = escape(short_model_name(s.header.model.name_or_path))
+        if not tests:
+            items.append(f"<li><b>causal check ({escape(name)})</b> on {model} — no category could be tested "
+                         f"({escape(t.tests[0].decision.reason if t.tests else 'no tests')}).</li>")
+            continue
+        specific, tested = specific_headline(tests)
+        stats = t.statistics
+        items.append(
+            f"<li><b>causal check ({escape(name)})</b> on {model} — deactivating a category's set raises its own NLL "
+            f"by {fmt_signed(_mean([r.damage.estimate for r in tests]))} nats/token on average, the other "
+            f"categories' by {fmt_signed(_mean([r.others for r in tests]))}; "
+            f"{fmt_signed(_mean([r.damage.excess for r in tests]))} beyond random sets of the same per-layer shape. "
+            f"<b>Specific in {specific} of {tested} categories</b> after Holm (α = {fmt_num(stats.alpha)}, "
+            f"{escape(stats.test_used)} test, {stats.random_sets} random sets); critical in "
+            f"{sum(r.decision.damage_significant for r in tests)}.</li>")
+    return items
+
+
+def _examples_glance(output: Output) -> list[str]:
+    e: Examples = output.summary
+    return [f"<li><b>token examples</b> for {len(e.components)} components, top {fmt_int(e.top_k)} instructions "
+            "each.</li>"]
+
+
+GLANCES: dict[str, Callable[[Output], list[str]]] = {
+    "identify": _identify_glance, "compare": _compare_glance, "ablate": _ablate_glance, "examples": _examples_glance}
+
+
 def provenance(ctx: Context) -> list[Section]:
-    """Where every number comes from: models, data, settings, software, per output."""
+    """Where every number comes from: models, data, settings, software, per output (one header for every kind)."""
     blocks = []
     for output in ctx.study.outputs:
-        d = output.document
         pairs: list[tuple[str, Any]] = [("folder", str(output.path))]
-        if output.kind == "run":
-            model = d.get("model", {})
-            dataset = d.get("dataset", {})
-            pairs += [("model", model.get("name_or_path")), ("architecture", model.get("architecture")),
-                      ("weights fingerprint", (model.get("fingerprint") or "")[:16] or None),
-                      ("dataset", dataset.get("path")), ("dataset sha256", (dataset.get("sha256") or "")[:16] or None),
-                      ("instructions", _per_cat(d.get("instructions"))), ("counted tokens", _per_cat(d.get("counted_tokens"))),
-                      ("scope", d.get("scope")), ("template", f"{d.get('template')} (policy {d.get('template_policy')})"),
-                      ("system prompt", d.get("system_prompt") or "none"), ("dtype", d.get("dtype")),
-                      ("batching", _compact(d.get("batching_plan"))), ("wall time (s)", d.get("wall_time_seconds")),
-                      ("software", _compact(d.get("software")))]
-        elif output.kind == "identify":
-            run = d.get("run", {})
-            fp = run.get("fingerprint") or {}
-            pairs += [("source run", run.get("path")), ("model", run.get("model")),
-                      ("architecture", fp.get("model.architecture")),
-                      ("weights fingerprint", (fp.get("model.fingerprint") or "")[:16] or None),
-                      ("rule", d.get("rule_description")), ("scope", fp.get("scope")),
-                      ("template", fp.get("template")), ("dtype", fp.get("dtype")),
-                      ("instructions", _per_cat(run.get("instructions"))),
-                      ("counted tokens", _per_cat(run.get("counted_tokens")))]
-        elif output.kind == "compare":
-            pairs += [("base run", d.get("base", {}).get("path")), ("base model", d.get("base", {}).get("model")),
-                      ("tuned run", d.get("tuned", {}).get("path")), ("tuned model", d.get("tuned", {}).get("model")),
-                      ("rule", d.get("rule_description")),
-                      ("compared despite", "; ".join(d.get("forced_despite") or []) or "nothing")]
-        elif output.kind == "ablate":
-            data = d.get("data", {})
-            pairs += [("model", d.get("model", {}).get("name_or_path")), ("selection", d.get("selection", {}).get("path")),
-                      ("selection rule", d.get("selection", {}).get("description")),
-                      ("data", data.get("path")), ("data sha256", (data.get("sha256") or "")[:16] or None),
-                      ("evaluated instructions", _per_cat(data.get("instructions"))),
-                      ("excluded (profiled) rows", data.get("excluded_profiled")),
-                      ("settings", _compact(d.get("settings"))), ("NLL unit", d.get("nll_unit")),
-                      ("wall time (s)", d.get("wall_time_seconds"))]
-        elif output.kind == "examples":
-            settings = d.get("settings", {})
-            pairs += [("model", d.get("model", {}).get("name_or_path")), ("selection", d.get("selection", {}).get("path")),
-                      ("data", d.get("data", {}).get("path")), ("rows", d.get("data", {}).get("rows")),
-                      ("top K", settings.get("top_k")), ("window", settings.get("window")),
-                      ("scope", settings.get("scope")), ("wall time (s)", d.get("wall_time_seconds"))]
+        if output.header is not None:
+            pairs += _header_pairs(output.header)
+        pairs += PROVENANCE_EXTRAS.get(output.kind, lambda o: [])(output)
         blocks.append(f'<div class="prov"><h4>{escape(output.kind)} · {escape(output.name)}</h4>'
                       f"{key_values(pairs)}</div>")
     return [Section("provenance", "Provenance and settings",
                     details(f"{len(blocks)} inputs: models, data, settings and software versions",
                             f'<div class="prov-grid">{"".join(blocks)}</div>'))]
+
+
+def _header_pairs(h: Header) -> list[tuple[str, Any]]:
+    return [("model", h.model.name_or_path), ("architecture", h.model.architecture),
+            ("weights fingerprint", (h.model.fingerprint or "")[:16] or None), ("dtype", h.model.dtype),
+            ("source run", h.data.run), ("data", h.data.path), ("data sha256", (h.data.sha256 or "")[:16] or None),
+            ("instructions", _per_cat(h.data.instructions)), ("tokens", _per_cat(h.data.tokens)),
+            ("measurement", _compact(h.measurement)), ("settings", _compact(h.settings)),
+            ("software", _compact(h.software))]
+
+
+def _compare_extras(output: Output) -> list[tuple[str, Any]]:
+    s: CompareSummary = output.summary
+    return [("rule", s.rule.description), ("tuned model", s.tuned.model.name_or_path),
+            ("tuned run", s.tuned.data.run), ("compared despite", "; ".join(s.forced_despite) or "nothing")]
+
+
+def _ablate_extras(output: Output) -> list[tuple[str, Any]]:
+    s: CausalSummary = output.summary
+    return [("selection", s.selection.get("path")), ("selection rule", s.selection.get("description")),
+            ("wall time (s)", s.wall_time_seconds)]
+
+
+def _examples_extras(output: Output) -> list[tuple[str, Any]]:
+    e: Examples = output.summary
+    return [("model", e.model), ("selection", e.selection), ("data", e.data), ("rows", e.rows_recorded),
+            ("top K", e.top_k), ("window", e.window), ("scope", e.scope), ("wall time (s)", e.wall_time_seconds)]
+
+
+PROVENANCE_EXTRAS: dict[str, Callable[[Output], list[tuple[str, Any]]]] = {
+    "identify": lambda o: [("rule", o.summary.rule.description)], "compare": _compare_extras,
+    "ablate": _ablate_extras, "examples": _examples_extras}
 
 
 def _per_cat(values: dict | None) -> str | None:
@@ -203,47 +214,45 @@ def _compact(values: dict | None) -> str | None:
 # --------------------------------------------------------------------------------------------- identify
 
 
-def selection_summary(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def selection_summary(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """General / shared / unique per category, with the chance baseline and bootstrap intervals."""
-    cats = output.document["categories"]
-    shares = k.get("shares") or {}
-    rows = [{"category": Markup(ctx.badge(c)), "_cat": c, "selected": (k.get("selected") or {}).get(c),
-             "unique": (k.get("unique") or {}).get(c), "unique_share": shares.get(f"unique_share_{c}"),
-             "general_share": shares.get(f"general_share_{c}")} for c in cats]
+    cats = output.summary.categories
+    rows = [{"category": Markup(ctx.badge(c)), "_cat": c, "selected": k.selected[c], "unique": k.unique[c],
+             "unique_share": k.shares.get(f"unique_share_{c}"), "general_share": k.shares.get(f"general_share_{c}")}
+            for c in cats]
     body = table(rows, [("category", "category"), ("selected", "selected"), ("unique", "unique"),
                         ("unique_share", "unique share"), ("general_share", "general share")],
                  formats={"unique_share": fmt_pct, "general_share": fmt_pct},
                  row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, kind, "summary"))
-    chance = k.get("chance_baseline") or {}
-    shared = ", ".join(f"by {m}: {fmt_int(v)}" for m, v in (k.get("shared_by") or {}).items())
-    totals = [("components", k.get("components")), ("layers", k.get("layers")),
-              ("selected by at least one category", k.get("selected_any")),
-              ("general (in every set)", Markup(f'<span data-stat="general">{fmt_int(k.get("general"))}</span> '
-                                                f'({fmt_pct(shares.get("general_share"))} of the selected; chance '
-                                                f'{fmt_num(chance.get("chance_general"))})')),
+    shared = ", ".join(f"by {m}: {fmt_int(v)}" for m, v in k.shared_by.items())
+    totals = [("components", k.components), ("layers", k.layers), ("selected by at least one category", k.selected_any),
+              ("general (in every set)", Markup(f'<span data-stat="general">{fmt_int(k.general)}</span> '
+                                                f'({fmt_pct(k.shares.get("general_share"))} of the selected; chance '
+                                                f'{fmt_num(k.chance.get("chance_general"))})')),
               ("shared", shared or None),
-              ("unique to one category", Markup(f'<span data-stat="unique_total">{fmt_int(k.get("unique_total"))}'
-                                                f'</span> ({fmt_pct(shares.get("unique_share"))}; chance '
-                                                f'{fmt_pct(chance.get("chance_unique_share"))})')),
-              ("never selected", k.get("never_selected")), ("dead (never active)", k.get("dead")),
-              ("always on", k.get("always_on"))]
+              ("unique to one category", Markup(f'<span data-stat="unique_total">{fmt_int(k.unique_total)}'
+                                                f'</span> ({fmt_pct(k.shares.get("unique_share"))}; chance '
+                                                f'{fmt_pct(k.chance.get("chance_unique_share"))})')),
+              ("never selected", k.never_selected), ("dead (never active)", k.activity.get("dead")),
+              ("always on", k.activity.get("always_on"))]
     body = f'<div class="two">{body}{key_values(totals)}</div>'
-    boot = k.get("bootstrap") or {}
-    if boot.get("available"):
-        intervals = [{"statistic": name, **v} for name, v in (boot.get("intervals") or {}).items()]
-        body += details(f"bootstrap intervals ({fmt_pct(boot.get('level'))}, {fmt_int(boot.get('replicates'))} "
-                        "replicates)", table(intervals, [("statistic", "statistic"), ("estimate", "estimate"),
-                                                         ("low", "low"), ("high", "high")]))
+    boot = k.bootstrap
+    if boot is not None and boot.available:
+        intervals = [{"statistic": name, "estimate": v.estimate, "low": v.low, "high": v.high}
+                     for name, v in boot.intervals.items()]
+        body += details(f"bootstrap intervals ({fmt_pct(boot.level)}, {fmt_int(boot.replicates)} replicates)",
+                        table(intervals, [("statistic", "statistic"), ("estimate", "estimate"), ("low", "low"),
+                                          ("high", "high")]))
     else:
-        body += not_computed("Confidence intervals", boot.get("note") or "")
+        body += not_computed("Confidence intervals", (boot.note or "") if boot else "")
     body += note("<b>General</b>: selected for every category; <b>unique</b>: for one category only. The chance "
                  "values are what independent random sets of the same sizes would give.")
     return [Section(_sid(output, kind, "sets"), "General, shared and unique", body, 4)]
 
 
-def per_layer(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def per_layer(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """Selected components per layer and category (heatmap) and their general/shared/unique split (bars)."""
-    cats = output.document["categories"]
+    cats = output.summary.categories
     selected = [r for r in (output.table("selected_per_layer") or []) if r.get("kind") == kind]
     sets_rows = [r for r in (output.table("sets_per_layer") or []) if r.get("kind") == kind]
     if not selected and not sets_rows:
@@ -272,29 +281,25 @@ def per_layer(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]
     return [Section(_sid(output, kind, "layers"), "Per layer", body, 4)]
 
 
-def overlap(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def overlap(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """Pairwise Jaccard and containment of the category sets."""
-    o = k.get("overlap")
-    if not o:
+    o = k.overlap
+    if o is None:
         return []
-    cats = o["categories"]
-    labels = _labels(cats)
-    sizes = (k.get("selected") or {})
-    inter = o.get("intersection")
-    jt = [[f"{labels[a]} ∩ {labels[b]}: {fmt_int(inter[a][b]) if inter else '?'} shared; Jaccard "
-           f"{fmt_num(o['jaccard'][a][b])}" for b in range(len(cats))] for a in range(len(cats))]
-    ct = [[f"{fmt_pct(o['containment_row_in_column'][a][b])} of the {fmt_int(sizes.get(cats[a]))} {labels[a]} "
-           f"{KIND_NOUNS.get(kind, kind)} are also {labels[b]} {KIND_NOUNS.get(kind, kind)}" for b in range(len(cats))]
-          for a in range(len(cats))]
+    cats, labels, noun = o.categories, _labels(o.categories), KIND_NOUNS.get(kind, kind)
+    jt = [[f"{labels[a]} ∩ {labels[b]}: {fmt_int(o.intersection[a][b])} shared; Jaccard {fmt_num(o.jaccard[a][b])}"
+           for b in range(len(cats))] for a in range(len(cats))]
+    ct = [[f"{fmt_pct(o.containment[a][b])} of the {fmt_int(k.selected.get(cats[a]))} {labels[a]} {noun} are also "
+           f"{labels[b]} {noun}" for b in range(len(cats))] for a in range(len(cats))]
     common = dict(row_title="", col_title="", vmin=0.0, vmax=1.0, row_attrs=_cat_attrs(cats), col_attrs=_cat_attrs(cats))
     body = ('<div class="two"><div><h5>Jaccard |A∩B| / |A∪B|</h5>'
-            + heatmap(o["jaccard"], labels, labels, tips=jt, heat_id=_sid(output, kind, "jaccard"), **common)
+            + heatmap(o.jaccard, labels, labels, tips=jt, heat_id=_sid(output, kind, "jaccard"), **common)
             + '</div><div><h5>Containment |A∩B| / |A| (row A in column B)</h5>'
-            + heatmap(o["containment_row_in_column"], labels, labels, fmt=fmt_pct, tips=ct, **common) + "</div></div>")
+            + heatmap(o.containment, labels, labels, fmt=fmt_pct, tips=ct, **common) + "</div></div>")
     return [Section(_sid(output, kind, "overlap"), "Overlap between categories", body, 4)]
 
 
-def epsilon_sweep(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def epsilon_sweep(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """How the general and unique shares change with ε (line chart and table)."""
     rows = [r for r in (output.table("epsilon_sweep") or []) if r.get("kind") == kind]
     if not rows:
@@ -318,16 +323,37 @@ def epsilon_sweep(ctx: Context, output: Output, kind: str, k: dict) -> list[Sect
     return [Section(_sid(output, kind, "sweep"), "ε sweep", f'<div class="two">{chart}{tab}</div>', 4)]
 
 
-def validity(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
-    """Validity measures of the selection (DESIGN §6) when the summary carries them."""
-    found = k.get("validity") or (output.document.get("validity") or {}).get(kind)
+def validity(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
+    """Validity measures of the selection (DESIGN §6) when the summary carries them (shown generically)."""
+    s: IdentifySummary = output.summary
+    found = k.extra.get("validity") or (s.validity[kind].raw if kind in s.validity else None)
     if not found:
         body = not_computed("Validity measures",
                             "This selection has no held-out decoding accuracy, cross-source agreement, stability or "
                             "per-component specificity yet (DESIGN §6).")
+    elif kind in s.validity:
+        body = (_validity_headline(output, kind, s.validity[kind].headline)
+                + details("every validity measure", generic_value(found, s.categories)))
     else:
-        body = generic_value(found, output.document.get("categories") or [])
+        body = generic_value(found, s.categories)
     return [Section(_sid(output, kind, "validity"), "Validity", body, 4)]
+
+
+def _validity_headline(output: Output, kind: str, h: ValidityHeadline) -> str:
+    """The numbers a reader wants first: each decoder against its random sets, then all components, chance,
+    stability and the cross-source agreement."""
+    decoders = [{"decoder": name, **vars(d)} for name, d in h.decoders.items()]
+    body = table(decoders, [("decoder", "held-out decoder"), ("accuracy", "accuracy"), ("ci_low", "CI low"),
+                            ("ci_high", "CI high"), ("random_mean", "random sets"), ("p_value", "p")],
+                 formats={k: fmt_pct for k in ("accuracy", "ci_low", "ci_high", "random_mean")},
+                 table_id=_sid(output, kind, "validity-decoding"))
+    rest = [{"all_components": h.all_components, "chance": h.chance, "stability": h.stability,
+             "cross_source_within": h.cross_source_within, "cross_source_across": h.cross_source_across}]
+    return body + table(rest, [("all_components", "centroid on all components"), ("chance", "chance"),
+                               ("stability", "fold stability (Jaccard)"), ("cross_source_within", "cross-source within"),
+                               ("cross_source_across", "across")],
+                        formats={"all_components": fmt_pct, "chance": fmt_pct}, sortable=False,
+                        table_id=_sid(output, kind, "validity-headline"))
 
 
 EXPERT_FIGURES = (("expert_frequency.png", "Expert routing frequency per category"),
@@ -335,7 +361,7 @@ EXPERT_FIGURES = (("expert_frequency.png", "Expert routing frequency per categor
                   ("expert_neuron_per_expert.png", "Selected expert neurons per expert and layer"))
 
 
-def expert_figures(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def expert_figures(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """Static figures that read better than tables: layer × expert heatmaps of MoE runs."""
     if kind not in ("expert", "expert_neuron"):
         return []
@@ -346,27 +372,25 @@ def expert_figures(ctx: Context, output: Output, kind: str, k: dict) -> list[Sec
     return [Section(_sid(output, kind, "figures"), "Layer × expert", "".join(figures), 4)]
 
 
-def cards(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def cards(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
     """Cards for the top members of each category's set, by frequency and by specificity."""
     return [Section(_sid(output, kind, "cards"), f"{KIND_NOUNS.get(kind, kind)}: cards",
                     render_cards(ctx, output, kind), 4)]
 
 
-IDENTIFY_SECTIONS: list[Callable[[Context, Output, str, dict], list[Section]]] = [
+IDENTIFY_SECTIONS: list[Callable[[Context, Output, str, KindSets], list[Section]]] = [
     selection_summary, per_layer, overlap, epsilon_sweep, validity, expert_figures, cards]
 
 
 def identify_sections(ctx: Context) -> list[Section]:
     sections = []
     for output in ctx.study.of("identify"):
-        d = output.document
-        model = short_model_name(d.get("run", {}).get("model"))
-        rule = (d.get("rule") or {}).get("rule") if isinstance(d.get("rule"), dict) else d.get("rule")
-        title = f"Selection: {model}" + (f" · {rule}" if rule else "")  # one model, two rules: tell them apart
-        sections.append(Section(_sid(output), title,
-                                note(f"{escape(d.get('rule_description', ''))}. Source run "
-                                     f"<code>{escape(str(d.get('run', {}).get('path')))}</code>."), 2))
-        for kind, k in d.get("kinds", {}).items():
+        s: IdentifySummary = output.summary
+        title = f"Selection: {short_model_name(s.header.model.name_or_path)}" + (f" · {s.rule.name}" if s.rule.name else "")
+        sections.append(Section(_sid(output), title,  # one model, two rules: the rule tells them apart
+                                note(f"{escape(s.rule.description)}. Source run "
+                                     f"<code>{escape(str(s.header.data.run))}</code>."), 2))
+        for kind, k in s.kinds.items():
             sections.append(Section(_sid(output, kind), f"{KIND_NOUNS.get(kind, kind)} ({KIND_UNITS.get(kind, kind)})",
                                     "", 3))
             for section in IDENTIFY_SECTIONS:
@@ -380,36 +404,31 @@ def identify_sections(ctx: Context) -> list[Section]:
 # --------------------------------------------------------------------------------------------- compare
 
 
-def compare_sets(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
-    cats = output.document["categories"]
-    rows = []
-    for c in cats:
-        change = (k.get("per_category") or {}).get(c, {})
-        corr = (k.get("correlation") or {}).get(c, {})
-        rows.append({"category": Markup(ctx.badge(c)), "_cat": c, **change, "spearman": corr.get("spearman"),
-                     "pearson": corr.get("pearson"), "mean_abs_change": corr.get("mean_abs_change")})
+def compare_sets(ctx: Context, output: Output, kind: str, k: KindComparison) -> list[Section]:
+    cats = output.summary.categories
+    rows = [{"category": Markup(ctx.badge(c)), "_cat": c, **vars(k.per_category[c]),
+             **vars(k.correlation[c])} for c in cats]
     tab = table(rows, [("category", "category"), ("base", "base"), ("tuned", "tuned"), ("retained", "retained"),
                        ("gained", "gained"), ("lost", "lost"), ("jaccard", "Jaccard"),
                        ("spearman", "Spearman ρ of p"), ("mean_abs_change", "mean |Δp|")],
                 row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, kind, "changes-table"))
-    structure = [{"statistic": name, **v} for name, v in (k.get("structure") or {}).items()]
+    structure = [{"statistic": name, **vars(v)} for name, v in k.structure.items()]
     struct = details("every set statistic, base → tuned", table(structure, [("statistic", "statistic"),
                                                                              ("base", "base"), ("tuned", "tuned"),
                                                                              ("change", "change")]))
     bars = svg.stacked_bars([category_label(c) for c in cats], [
-        ("retained", RETAINED_COLOR, [(k.get("per_category") or {}).get(c, {}).get("retained") for c in cats]),
-        ("gained", GAINED_COLOR, [(k.get("per_category") or {}).get(c, {}).get("gained") for c in cats]),
-        ("lost", LOST_COLOR, [(k.get("per_category") or {}).get(c, {}).get("lost") for c in cats])],
+        (name, colour, [getattr(k.per_category[c], name) for c in cats])
+        for name, colour in (("retained", RETAINED_COLOR), ("gained", GAINED_COLOR), ("lost", LOST_COLOR))],
         x_title="category", y_title=KIND_UNITS.get(kind, kind), width=520, layer_attr=False, tip_prefix="")
     return [Section(_sid(output, kind, "changes"), "Retained, gained and lost",
                     f'<div class="two">{tab}{bars}</div>{struct}', 4)]
 
 
-def compare_per_layer(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def compare_per_layer(ctx: Context, output: Output, kind: str, k: KindComparison) -> list[Section]:
     rows = [r for r in (output.table("compare_per_layer") or []) if r.get("kind") == kind]
     if not rows:
         return []
-    cats = output.document["categories"]
+    cats = output.summary.categories
     layers = sorted({int(r["layer"]) for r in rows})
     cell = {(int(r["layer"]), r["category"]): r for r in rows}
     values = [[(cell.get((j, c)) or {}).get("jaccard") for j in layers] for c in cats]
@@ -428,12 +447,10 @@ def compare_per_layer(ctx: Context, output: Output, kind: str, k: dict) -> list[
     return [Section(_sid(output, kind, "layers"), "Jaccard of base and tuned sets per layer", body, 4)]
 
 
-def compare_transitions(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
-    t = k.get("class_transitions")
-    if not t:
+def compare_transitions(ctx: Context, output: Output, kind: str, k: KindComparison) -> list[Section]:
+    classes, matrix = k.classes, k.transitions
+    if not classes:
         return []
-    classes = t["classes"]
-    matrix = t["base_rows_tuned_columns"]
     tips = [[f"{fmt_int(matrix[a][b])} {KIND_UNITS.get(kind, kind)}: {classes[a]} in the base → {classes[b]} "
              "in the tuned model" for b in range(len(classes))] for a in range(len(classes))]
     shown = [[math.log10(1 + v) for v in row] for row in matrix]
@@ -442,13 +459,13 @@ def compare_transitions(ctx: Context, output: Output, kind: str, k: dict) -> lis
     return [Section(_sid(output, kind, "transitions"), "Class transitions (colour: log scale)", body, 4)]
 
 
-def routing_shift(ctx: Context, output: Output, kind: str, k: dict) -> list[Section]:
+def routing_shift(ctx: Context, output: Output, kind: str, k: KindComparison) -> list[Section]:
     if kind != "expert":
         return []
     rows = output.table("routing_shift") or []
     if not rows:
         return []
-    cats = output.document["categories"]
+    cats = output.summary.categories
     layers = sorted({int(r["layer"]) for r in rows})
     cell = {(int(r["layer"]), r["category"]): r for r in rows}
     values = [[(cell.get((j, c)) or {}).get("js_divergence_bits") for j in layers] for c in cats]
@@ -460,18 +477,19 @@ def routing_shift(ctx: Context, output: Output, kind: str, k: dict) -> list[Sect
     return [Section(_sid(output, kind, "routing"), "Routing shift (Jensen–Shannon divergence, bits)", body, 4)]
 
 
-COMPARE_SECTIONS: list[Callable[[Context, Output, str, dict], list[Section]]] = [
+COMPARE_SECTIONS: list[Callable[[Context, Output, str, KindComparison], list[Section]]] = [
     compare_sets, compare_per_layer, compare_transitions, routing_shift]
 
 
 def compare_sections(ctx: Context) -> list[Section]:
     sections = []
     for output in ctx.study.of("compare"):
-        d = output.document
-        title = f"Base → tuned: {short_model_name(d.get('base', {}).get('model'))} → {short_model_name(d.get('tuned', {}).get('model'))}"
-        notes = "".join(note(escape(n)) for n in d.get("notes") or [])
-        sections.append(Section(_sid(output), title, notes + note(escape(d.get("rule_description", ""))), 2))
-        for kind, k in d.get("kinds", {}).items():
+        s: CompareSummary = output.summary
+        title = (f"Base → tuned: {short_model_name(s.header.model.name_or_path)} → "
+                 f"{short_model_name(s.tuned.model.name_or_path)}")
+        notes = "".join(note(escape(n)) for n in s.notes)
+        sections.append(Section(_sid(output), title, notes + note(escape(s.rule.description)), 2))
+        for kind, k in s.kinds.items():
             sections.append(Section(_sid(output, kind), KIND_NOUNS.get(kind, kind), "", 3))
             for section in COMPARE_SECTIONS:
                 sections += section(ctx, output, kind, k)
@@ -483,89 +501,70 @@ def compare_sections(ctx: Context) -> list[Section]:
 
 # --------------------------------------------------------------------------------------------- causal
 
-KNOWN_TARGET_KEYS = {"kinds", "ablated", "evaluated", "set_sizes", "nll_ablated", "delta_nll", "random",
-                     "excess_over_random", "z", "p_value", "specificity", "expert_removal"}
-
-
-def causal_matrix(ctx: Context, output: Output, name: str, t: dict) -> list[Section]:
-    """ΔNLL per ablated and evaluated category, with the random sets in the hover and significant cells marked."""
-    d = output.document
-    ablated, evaluated = t["ablated"], t["evaluated"]
-    level = (d.get("significance") or {}).get("level", 0.05)
-    random = t.get("random") or {}
-    seeds = random.get("seeds") or 0
-    tips, marks = [], []
-    for a, ca in enumerate(ablated):
-        line, mark = [], []
-        for j, ce in enumerate(evaluated):
-            p = _at(t.get("p_value"), a, j)
-            line.append(f"{category_label(ca)} {KIND_NOUNS.get('neuron') if name == 'neurons' else name} ablated → "
-                        f"{category_label(ce)}: ΔNLL {fmt_signed(_at(t.get('delta_nll'), a, j))}; random sets "
-                        f"{fmt_signed(_at(random.get('mean'), a, j))} ± {fmt_num(_at(random.get('std'), a, j))} "
-                        f"(n={seeds}); z {fmt_num(_at(t.get('z'), a, j))}; p {fmt_num(p)}")
-            mark.append(p is not None and seeds > 0 and p <= level)
-        tips.append(line)
-        marks.append(mark)
-    sizes = t.get("set_sizes") or {}
-    rows = [f"{category_label(c)} ({fmt_int(sizes.get(c))})" for c in ablated]
-    common = dict(row_title="ablated (size)", col_title="evaluated", diverging=True,
+def causal_matrix(ctx: Context, output: Output, name: str, t: CausalTarget) -> list[Section]:
+    """ΔNLL per ablated and evaluated category, with the random sets and each cell's (descriptive) z and p in the
+    hover; the decisions are the tests' (next section), so no cell is marked significant here."""
+    ablated, evaluated, seeds = t.ablated, t.evaluated, t.random_sets
+    unit = KIND_NOUNS.get("neuron") if name == "neurons" else name
+    tips = [[f"{category_label(ca)} {unit} ablated → {category_label(ce)}: ΔNLL {fmt_signed(t.delta[a][j])}; "
+             f"random sets {fmt_signed(t.random_mean[a][j])} ± {fmt_num(t.random_std[a][j])} (n={seeds}); "
+             f"z {fmt_num(t.cell_z[a][j])}; p {fmt_num(t.cell_p[a][j])} (this cell alone, unadjusted)"
+             for j, ce in enumerate(evaluated)] for a, ca in enumerate(ablated)]
+    rows = [f"{category_label(c)} ({fmt_int(t.set_sizes.get(c))})" for c in ablated]
+    common = dict(row_title="ablated (size)", col_title="evaluated", diverging=True, tips=tips, fmt=fmt_signed,
                   row_attrs=_cat_attrs(ablated), col_attrs=_cat_attrs(evaluated))
     body = ('<div class="two"><div><h5>ΔNLL (nats per response token)</h5>'
-            + heatmap(t["delta_nll"], rows, _labels(evaluated), fmt=fmt_signed, tips=tips, marks=marks,
-                      heat_id=_sid(output, name, "delta"), **common) + "</div>")
+            + heatmap(t.delta, rows, _labels(evaluated), heat_id=_sid(output, name, "delta"), **common) + "</div>")
     if seeds:
         body += ("<div><h5>ΔNLL minus the random sets' mean</h5>"
-                 + heatmap(t["excess_over_random"], rows, _labels(evaluated), fmt=fmt_signed, tips=tips, marks=marks,
-                           **common) + "</div>")
+                 + heatmap(t.excess, rows, _labels(evaluated), **common) + "</div>")
     else:
         body += not_computed("Random baseline", "the check ran with --seeds 0")
-    body += "</div>" + note(f"Outlined cells: one-sided empirical p ≤ {fmt_num(level)} against {seeds} random sets "
-                            "with the same per-layer counts (with few random sets the smallest possible p is "
-                            f"{fmt_num(1 / (1 + seeds)) if seeds else '–'}).")
+    body += "</div>" + note(f"Random sets: {seeds} with the same per-layer counts as each set. The hover's per-cell "
+                            "z and p describe one cell against its random sets; they are not decisions.")
     return [Section(_sid(output, name, "matrix"), "Damage matrix", body, 4)]
 
 
-def _at(matrix, a: int, j: int):
-    try:
-        return matrix[a][j]
-    except (TypeError, IndexError):
-        return None
-
-
-def causal_specificity(ctx: Context, output: Output, name: str, t: dict) -> list[Section]:
-    rows = t.get("specificity") or []
-    if not rows:
+def causal_tests(ctx: Context, output: Output, name: str, t: CausalTarget) -> list[Section]:
+    """Each category's damage and specificity tests and the stored decision (Holm over the categories)."""
+    if t.statistics is None or not t.tests:
         return []
-    shown = [{"category": Markup(ctx.badge(r["ablated"])), "_cat": r["ablated"], **r} for r in rows]
-    body = table(shown, [("category", "ablated"), ("own_delta_nll", "own ΔNLL"),
-                         ("mean_other_delta_nll", "mean ΔNLL on the others"), ("specificity", "own − others"),
-                         ("own_excess_over_random", "own excess over random"), ("own_p_value", "p (own)")],
-                 formats={k: fmt_signed for k in ("own_delta_nll", "mean_other_delta_nll", "specificity",
-                                                  "own_excess_over_random")},
-                 row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, name, "specificity-table"))
-    return [Section(_sid(output, name, "specificity"), "Own-category damage", body, 4)]
+    stats = t.statistics
+    rows = [{"category": Markup(ctx.badge(r.ablated)), "_cat": r.ablated, "damage": r.damage.estimate,
+             "damage_excess": r.damage.excess, "damage_p_holm": r.damage.p_holm, "specificity": r.specificity.estimate,
+             "specificity_excess": r.specificity.excess, "specificity_p_holm": r.specificity.p_holm,
+             "test": " / ".join(dict.fromkeys((r.damage.test, r.specificity.test))),
+             "verdict": Markup(f'<span title="{escape(verdict_text(r))}">{escape(verdict_label(r.decision))}</span>')}
+            for r in t.tests]
+    body = table(rows, [("category", "ablated"), ("damage", "own ΔNLL"), ("damage_excess", "beyond random"),
+                        ("damage_p_holm", "p (Holm)"), ("specificity", "own − others"),
+                        ("specificity_excess", "beyond random"), ("specificity_p_holm", "p (Holm)"),
+                        ("test", "test"), ("verdict", "verdict")],
+                 formats={k: fmt_signed for k in ("damage", "damage_excess", "specificity", "specificity_excess")},
+                 row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, name, "tests-table"))
+    specific, tested = specific_headline(t.tests)
+    body += note(f"Specific in {specific} of {tested} tested categories: Holm-adjusted p ≤ α = {fmt_num(stats.alpha)} "
+                 f"for both tests ({escape(stats.test_used)} p-values, {stats.random_sets} random sets, "
+                 f"{fmt_pct(stats.level)} bootstrap intervals over {stats.replicates} resamples of the rows).")
+    return [Section(_sid(output, name, "tests"), "Damage and specificity tests", body, 4)]
 
 
-def causal_extra(ctx: Context, output: Output, name: str, t: dict) -> list[Section]:
-    """Whatever else a target carries (e.g. normalised matrices, corrected p-values): shown generically."""
-    extra = {k: v for k, v in t.items() if k not in KNOWN_TARGET_KEYS and v is not None}
-    if not extra:
+def causal_extra(ctx: Context, output: Output, name: str, t: CausalTarget) -> list[Section]:
+    """Whatever else a target carries (expert removal counts, fold sizes, later statistics): shown generically."""
+    if not t.extra:
         return []
-    cats = list(dict.fromkeys([*t.get("ablated", []), *t.get("evaluated", [])]))
+    cats = list(dict.fromkeys([*t.ablated, *t.evaluated]))
     body = "".join(f"<h5>{escape(key.replace('_', ' '))}</h5>"
-                   + generic_value(value, cats, rows=t.get("ablated"), cols=t.get("evaluated"))
-                   for key, value in extra.items())
+                   + generic_value(value, cats, rows=t.ablated, cols=t.evaluated) for key, value in t.extra.items())
     return [Section(_sid(output, name, "more"), "Further statistics", body, 4)]
 
 
-CAUSAL_SECTIONS: list[Callable[[Context, Output, str, dict], list[Section]]] = [
-    causal_matrix, causal_specificity, causal_extra]
+CAUSAL_SECTIONS: list[Callable[[Context, Output, str, CausalTarget], list[Section]]] = [
+    causal_matrix, causal_tests, causal_extra]
 
 
 def causal_baseline(ctx: Context, output: Output) -> list[Section]:
-    d = output.document
-    baseline = d.get("baseline") or {}
-    rows = [{"category": Markup(ctx.badge(c)), "_cat": c, **v} for c, v in baseline.items()]
+    rows = [{"category": Markup(ctx.badge(c)), "_cat": c, **vars(v)} for c, v in output.summary.baseline.items()]
     body = table(rows, [("category", "category"), ("instructions", "instructions"), ("tokens", "response tokens"),
                         ("nll", "NLL, unablated")], row_attrs=lambda r: {"data-cat": r["_cat"]},
                  table_id=_sid(output, "baseline-table"))
@@ -573,32 +572,30 @@ def causal_baseline(ctx: Context, output: Output) -> list[Section]:
 
 
 def causal_accuracy(ctx: Context, output: Output) -> list[Section]:
-    accuracy = output.document.get("accuracy")
+    accuracy = output.summary.accuracy
     if not accuracy:
         return [Section(_sid(output, "accuracy"), "Exact-match accuracy",
                         not_computed("Exact-match accuracy", "the check ran without --generate"), 3)]
-    rows = [r for r in accuracy.get("rows") or [] if r.get("condition") in ("unablated", "selected")]
+    rows = [r for r in accuracy if r["condition"] in ("unablated", "selected")]
     body = table(rows, [("target", "target"), ("ablated", "ablated"), ("condition", "condition"),
                         ("evaluated", "evaluated"), ("correct", "correct"), ("total", "total"),
                         ("accuracy", "accuracy")], formats={"accuracy": fmt_pct},
-                 row_attrs=lambda r: {"data-cat": r.get("evaluated")})
+                 row_attrs=lambda r: {"data-cat": r["evaluated"]})
     return [Section(_sid(output, "accuracy"), "Exact-match accuracy", body, 3)]
 
 
 def ablate_sections(ctx: Context) -> list[Section]:
     sections = []
     for output in ctx.study.of("ablate"):
-        d = output.document
-        model = short_model_name(d.get("model", {}).get("name_or_path"))
-        notes = "".join(note(escape(n)) for n in d.get("notes") or [])
-        sections.append(Section(_sid(output), f"Causal check: {model}",
-                                note(f"Mean NLL of the reference responses ({escape(d.get('nll_unit', ''))}) with each "
-                                     "category's set deactivated, minus the unablated NLL. "
-                                     f"z: {escape((d.get('significance') or {}).get('z', ''))}; "
-                                     f"p: {escape((d.get('significance') or {}).get('p_value', ''))}.") + notes, 2))
+        s: CausalSummary = output.summary
+        notes = "".join(note(escape(n)) for n in s.notes)
+        sections.append(Section(_sid(output), f"Causal check: {short_model_name(s.header.model.name_or_path)}",
+                                note(f"Mean NLL of the reference responses "
+                                     f"({escape(str(s.header.measurement.get('nll_unit')))}) with each category's set "
+                                     "deactivated, minus the unablated NLL.") + notes, 2))
         sections += causal_baseline(ctx, output)
-        for name, t in (d.get("targets") or {}).items():
-            sections.append(Section(_sid(output, name), f"Target: {name} ({', '.join(t.get('kinds', []))})", "", 3))
+        for name, t in s.targets.items():
+            sections.append(Section(_sid(output, name), f"Target: {name} ({', '.join(t.kinds)})", "", 3))
             for section in CAUSAL_SECTIONS:
                 sections += section(ctx, output, name, t)
         sections += causal_accuracy(ctx, output)
@@ -646,11 +643,8 @@ def generic_value(value: Any, categories: Sequence[str], rows: Sequence[str] | N
 
 
 def notes_section(ctx: Context) -> list[Section]:
-    notes = []
-    for output in ctx.study.outputs:
-        for text in output.document.get("notes") or []:
-            if isinstance(text, str):
-                notes.append(f"<li><b>{escape(output.kind)} · {escape(output.name)}</b>: {escape(text)}</li>")
+    notes = [f"<li><b>{escape(output.kind)} · {escape(output.name)}</b>: {escape(text)}</li>"
+             for output in ctx.study.outputs for text in getattr(output.summary, "notes", [])]
     if not notes:
         return []
     return [Section("notes", "Notes from the outputs", f'<ul>{"".join(notes)}</ul>')]
@@ -662,14 +656,8 @@ PAGE: list[Callable[[Context], list[Section]]] = [overview, provenance, identify
 
 
 def build_sections(ctx: Context) -> list[Section]:
-    sections = []
-    for part in PAGE:
-        try:
-            sections += part(ctx)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
-            raise SparcomError(f"a summary lacks what the {part.__name__.replace('_', ' ')} section needs "
-                               f"({type(exc).__name__}: {exc}); re-run the step that wrote it") from None
-    return sections
+    """Every section of the page, in order (the summaries were checked by their typed readers)."""
+    return [section for part in PAGE for section in part(ctx)]
 
 
 __all__ = ["CAUSAL_SECTIONS", "COMPARE_SECTIONS", "IDENTIFY_SECTIONS", "PAGE", "Context", "build_sections",

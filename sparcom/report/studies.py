@@ -10,33 +10,31 @@ counts of a run are read only when a section asks for them.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sparcom.artifacts.causal import CAUSAL_FORMAT, CAUSAL_VERSION, CausalSummary
+from sparcom.artifacts.fields import Fields, check_document
+from sparcom.artifacts.summaries import (
+    COMPARE_FORMAT,
+    IDENTIFY_FORMAT,
+    SUMMARY_VERSION,
+    CompareSummary,
+    IdentifySummary,
+)
+from sparcom.artifacts.summary import Header, manifest_header
 from sparcom.errors import SparcomError
+from sparcom.outputs import read_json
 
-#: summary.json "format" → output kind.
-SUMMARY_FORMATS = {"sparcom-identify": "identify", "sparcom-compare": "compare", "sparcom-causal": "ablate"}
+#: summary.json "format" → output kind and its typed reader.
+SUMMARY_FORMATS = {IDENTIFY_FORMAT: ("identify", IdentifySummary, SUMMARY_VERSION),
+                   COMPARE_FORMAT: ("compare", CompareSummary, SUMMARY_VERSION),
+                   CAUSAL_FORMAT: ("ablate", CausalSummary, CAUSAL_VERSION)}
 KIND_ORDER = ("run", "identify", "compare", "ablate", "examples")
 SEARCH_DEPTH = 2
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a one-line SparcomError saying the file is damaged."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SparcomError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno}); re-run the step that wrote it") \
-            from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SparcomError(f"{path}: unreadable ({exc}); re-run the step that wrote it") from None
-    if not isinstance(document, dict):
-        raise SparcomError(f"{path}: expected a JSON object, found {type(document).__name__}; re-run the step "
-                           "that wrote it")
-    return document
+REMEDY = "re-run the step that wrote it"
 
 
 def _number(text: str) -> Any:
@@ -56,11 +54,17 @@ def _number(text: str) -> Any:
 
 @dataclass
 class Output:
-    """One sparcom output folder: its kind, its main JSON document and lazy access to its tables and plots."""
+    """One sparcom output folder: its kind, its typed summary and lazy access to its tables and plots.
+
+    ``summary`` is an :class:`~sparcom.artifacts.summaries.IdentifySummary`, a
+    :class:`~sparcom.artifacts.summaries.CompareSummary`, a :class:`~sparcom.artifacts.causal.CausalSummary`, the
+    :class:`~sparcom.examples.recording.Examples` of an examples pass, or a profile run's
+    :class:`~sparcom.artifacts.summary.Header`.
+    """
 
     kind: str
     path: Path
-    document: dict[str, Any]
+    summary: Any
     _tables: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict, repr=False)
     #: A name unique within the study (the folder name, with its parent's when two folders share a name).
     label: str = ""
@@ -87,6 +91,11 @@ class Output:
         path = self.path / "plots" / name
         return path.read_bytes() if path.is_file() else None
 
+    @property
+    def header(self) -> Header | None:
+        """The common header (model, measurement, data, settings, software); None for an examples pass."""
+        return self.summary if isinstance(self.summary, Header) else getattr(self.summary, "header", None)
+
     @cached_property
     def run(self):
         """The loaded profile run (kind ``run``), or None for other kinds."""
@@ -98,27 +107,31 @@ class Output:
 
 
 def _identify_output(path: Path) -> Output | None:
-    candidates = [(path / "summary.json", None), (path / "manifest.json", "run"), (path / "examples.json", "examples")]
-    for file, kind in candidates:
-        if not file.is_file():
-            continue
-        document = read_json(file)
-        if kind is None:
-            fmt = document.get("format")
-            if fmt not in SUMMARY_FORMATS:
-                raise SparcomError(f"{file}: format {fmt!r} is not one sparcom writes ({', '.join(SUMMARY_FORMATS)})"
-                                   "; pass identify, compare, ablate, profile or examples output folders")
-            return Output(SUMMARY_FORMATS[fmt], path, document)
-        if kind == "run":
-            if not (path / "counts.safetensors").is_file() or not document.get("complete"):
-                raise SparcomError(f"{path}: a profile run that is not complete (no counts.safetensors or "
-                                   "complete=false); finish it with 'sparcom profile ... --resume'")
-            return Output("run", path, document)
-        from sparcom.examples.recording import FORMAT, VERSION
+    """The output in folder ``path`` read by its typed reader, or None when the folder is no sparcom output."""
+    summary, manifest, examples = path / "summary.json", path / "manifest.json", path / "examples.json"
+    if summary.is_file():
+        document = read_json(summary, REMEDY)
+        fmt = document.get("format") if isinstance(document, dict) else None
+        if fmt not in SUMMARY_FORMATS:
+            raise SparcomError(f"{summary}: format {fmt!r} is not one sparcom writes "
+                               f"({', '.join(SUMMARY_FORMATS)}); pass identify, compare, ablate, profile or examples "
+                               "output folders")
+        kind, reader, version = SUMMARY_FORMATS[fmt]
+        return Output(kind, path, reader.read(check_document(document, summary, fmt, version), path))
+    if manifest.is_file():
+        document = read_json(manifest, REMEDY)
+        if not (path / "counts.safetensors").is_file() or not isinstance(document, dict) \
+                or not document.get("complete"):
+            raise SparcomError(f"{path}: a profile run that is not complete (no counts.safetensors or "
+                               "complete=false); finish it with 'sparcom profile ... --resume'")
+        settings = {"batching": document.get("batching_plan"), "template_policy": document.get("template_policy"),
+                    "wall_time_seconds": document.get("wall_time_seconds")}
+        header = Header.read(Fields(manifest_header("sparcom-run", 1, document, path, settings), manifest))
+        return Output("run", path, header)
+    if examples.is_file():
+        from sparcom.examples.files import load_examples
 
-        if document.get("format") != FORMAT or document.get("version") != VERSION:
-            raise SparcomError(f"{file}: not a {FORMAT} version {VERSION} file; record the examples again")
-        return Output("examples", path, document)
+        return Output("examples", path, load_examples(path))
     return None
 
 
@@ -166,7 +179,7 @@ class Study:
         target = selection_path.resolve()
         examples = self.of("examples")
         for output in examples:
-            source = (output.document.get("selection") or {}).get("path")
+            source = output.summary.selection
             if source and Path(source).resolve() == target:
                 return output
         return examples[0] if len(examples) == 1 else None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparcom import stats
 from sparcom.analysis.validity import CrossSource, HeldOutDecoding, Stability
 from sparcom.data.schema import category_label
 from sparcom.kinds import KIND_NOUNS, KIND_UNITS
@@ -145,7 +146,7 @@ def sweep_figure(rows: Sequence[dict], kind: str, subtitle: str, path: str | Pat
         for ax, name, _ in panels:
             ax.plot(x, [r[f"{name}_accuracy"] for r in mine], marker="o", markersize=3.5, color=color, label=variant)
             ax.plot(x, [r[f"{name}_random_mean"] for r in mine], linestyle=":", color=color, linewidth=1.2)
-            significant = [r for r in mine if r[f"{name}_p"] <= 0.05]
+            significant = [r for r in mine if stats.significant(r[f"{name}_p"])]
             ax.scatter([r["mean_fraction"] for r in significant], [r[f"{name}_accuracy"] for r in significant],
                        s=40, facecolors="none", edgecolors=color, linewidths=1.2)
         axes[1, 0].plot(x, [r["stability"] for r in mine], marker="o", markersize=3.5, color=color, label=variant)
@@ -159,7 +160,7 @@ def sweep_figure(rows: Sequence[dict], kind: str, subtitle: str, path: str | Pat
             ax.axhline(chance, color="#222222", linestyle=":", linewidth=1)
         else:
             title += f" (chance {chance:.1%}, below the axis)"
-        ax.set_title(title + "\nopen circle: p ≤ 0.05 against the random sets", fontsize=9.5)
+        ax.set_title(title + f"\nopen circle: p ≤ {stats.ALPHA} against the random sets", fontsize=9.5)
         ax.set_ylabel("held-out accuracy")
         ax.yaxis.set_major_formatter(_percent_formatter())
     axes[0, 1].axhline(everything, color="#D55E00", linestyle="--", linewidth=1.2,
