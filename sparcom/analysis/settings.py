@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sparcom.analysis.bootstrap import DEFAULT_LEVEL
+from sparcom.stats import LEVEL as DEFAULT_LEVEL
 from sparcom.analysis.evidence import ValiditySettings
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.errors import SparcomError
