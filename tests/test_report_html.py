@@ -336,7 +336,7 @@ def validity_study(tmp_path_factory) -> dict[str, Path]:
         loaded = wrap_model(tiny_model("llama", seed=1), tiny_tokenizer(), "tiny-grouped")
         run = profile(loaded, data, root / "run", ProfileSettings(batch_size=8, group_by="instruction"),
                       progress=False)
-        identify(run, "contrast", 0.05, out=root / "identify", plots=False, folds=2, random_sets=20)
+        identify(run, rule="contrast", epsilon=0.05, out=root / "identify", plots=False, folds=2, random_sets=20)
     finally:
         torch.set_num_threads(previous)
     return {"run": root / "run", "identify": root / "identify"}

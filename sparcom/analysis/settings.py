@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sparcom.stats import LEVEL as DEFAULT_LEVEL
 from sparcom.analysis.evidence import ValiditySettings
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
 from sparcom.settings import check, comma_list, group, setting
+from sparcom.stats import LEVEL as DEFAULT_LEVEL
 
 
 def parse_grid(text: str | None) -> bool | tuple[float, ...]:

@@ -116,7 +116,7 @@ class TestRow:
     __test__ = False  # not a pytest class
 
     ablated: str
-    set_size: int | None
+    set_size: int | float | None
     random_sets: int
     damage: Contrast
     #: Mean ΔNLL of the set on the other evaluated categories.
@@ -151,7 +151,7 @@ class TestRow:
 
     @classmethod
     def read(cls, f: Fields) -> TestRow:
-        return cls(f.text("ablated"), f.opt_integer("set_size"), f.integer("random_sets"), Contrast.read(f, "damage"),
+        return cls(f.text("ablated"), f.opt_size("set_size"), f.integer("random_sets"), Contrast.read(f, "damage"),
                    f.number("others"), Contrast.read(f, "specificity"), f.number("ratio_random"),
                    f.number("scaled_specificity"), f.number("scaled_specificity_low"),
                    f.number("scaled_specificity_high"), Decision.read(f.obj("decision")))
@@ -186,7 +186,7 @@ class CausalTarget:
     kinds: list[str]
     ablated: list[str]
     evaluated: list[str]
-    set_sizes: dict[str, int]
+    set_sizes: dict[str, int | float]
     delta: list[list[float]]
     random_sets: int
     random_mean: list[list[float]]
@@ -209,7 +209,7 @@ class CausalTarget:
     @classmethod
     def read(cls, f: Fields, name: str) -> CausalTarget:
         random, cells, stats = f.obj("random"), f.obj("descriptive_cells"), f.opt_obj("statistics")
-        return cls(name, f.texts("kinds"), f.texts("ablated"), f.texts("evaluated"), f.counts("set_sizes"),
+        return cls(name, f.texts("kinds"), f.texts("ablated"), f.texts("evaluated"), f.sizes("set_sizes"),
                    f.matrix("delta_nll"), random.integer("seeds"), random.matrix("mean"), random.matrix("std"),
                    f.matrix("excess_over_random"), cells.matrix("z"), cells.matrix("p_value"),
                    TargetTests.read(stats) if stats else None,

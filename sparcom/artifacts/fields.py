@@ -129,6 +129,18 @@ class Fields:
         """An object of integers (e.g. rows per category)."""
         return self.mapping(key, Fields.integer)
 
+    def sizes(self, key: str) -> dict[str, int | float]:
+        """An object of set sizes: integers, or the mean of per-fold sizes of a cross-fitted check."""
+        return self.mapping(key, Fields.size)
+
+    def size(self, key: str) -> int | float:
+        value = self.number(key)
+        return int(value) if value.is_integer() else value
+
+    def opt_size(self, key: str) -> int | float | None:
+        value = self.opt_number(key)
+        return None if value is None else (int(value) if value.is_integer() else value)
+
     def _at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
