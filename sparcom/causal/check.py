@@ -34,7 +34,13 @@ from sparcom.causal.spread import share_passes
 from sparcom.causal.statistics import causal_statistics
 from sparcom.data.batching import length_batches
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
-from sparcom.data.schema import InstructionRow, category_label, first_rows_per_category, read_rows
+from sparcom.data.schema import (
+    InstructionRow,
+    category_label,
+    first_rows_per_category,
+    read_rows,
+    source_balanced_rows,
+)
 from sparcom.distributed import join, load_for_rank
 from sparcom.errors import SparcomError
 from sparcom.kinds import CountKey, count_key
@@ -169,11 +175,12 @@ class CheckInputs:
 
 
 def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[list[InstructionRow], int]:
-    """The rows to score (first ``per_category`` of each category, profiled ones skipped on request) and how many
+    """The rows to score (``per_category`` of each category, half AI-written and half human-written, each source's
+    first rows in file order; profiled ones skipped on request) and how many
     profiled ids were excluded; checked before any model loads."""
     rows = read_rows(data, require_output=True)
     exclude = profiled_ids(selection) if settings.exclude_profiled else set()
-    rows, _ = first_rows_per_category(rows, settings.per_category, exclude)
+    rows, _ = source_balanced_rows(rows, settings.per_category, exclude)
     if not rows:
         raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on); score the "
                            "profiled rows with cross-fitting instead (--run RUN --folds 5)")
@@ -181,9 +188,10 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
 
 
 def crossfit_rows(crossfit: FoldSelections, data: Path, settings: CausalSettings) -> list[InstructionRow]:
-    """The rows of ``data`` that the run profiled (each belongs to one fold), first ``per_category`` of each."""
+    """The rows of ``data`` that the run profiled (each belongs to one fold), ``per_category`` of each shared
+    equally over the sources."""
     rows = [r for r in read_rows(data, require_output=True) if r.id in crossfit.fold_of]
-    rows, _ = first_rows_per_category(rows, settings.per_category)
+    rows, _ = source_balanced_rows(rows, settings.per_category)
     if not rows:
         raise SparcomError(f"{data}: none of the run's profiled instructions is in this file; give the dataset "
                            f"{crossfit.run.path} was profiled on")

@@ -128,8 +128,9 @@ def ablate_command(
                                                               "instructions, score the held-out fold.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Random control sets per category (0: none).")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="First seed of the random sets (seeds seed … seed+N−1).")] = 0,
-    per_category: Annotated[int | None, typer.Option("--per-category", help="Evaluate only the first N rows of "
-                                                                            "each category.")] = None,
+    per_category: Annotated[int | None, typer.Option("--per-category", help="Evaluate only N rows of each "
+                                                                            "category, half AI-written, half human-written "
+                                                                            "(each source's first rows).")] = None,
     targets: Annotated[list[str] | None, typer.Option(
         "--targets", help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert "
                           "neurons), experts, or a single kind. Default: every target the selection has.")] = None,
