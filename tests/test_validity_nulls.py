@@ -286,3 +286,14 @@ def test_causal_rows_take_both_sources_equally_in_file_order():
     short = [_row(0, "a", "ai")] + [_row(i, "a", "human") for i in range(4)]
     assert [r.source for r in source_balanced_rows(short, 4)[0]].count("human") == 3  # the shortfall is filled
     assert source_balanced_rows(rows, None)[0] == rows
+
+
+def test_fast_pooling_equals_the_exact_partition_sums():
+    from sparcom.analysis.groups import partition_sums
+    from sparcom.analysis.pooling import Pool
+
+    groups, _ = synthetic_groups(seed=6)
+    weights = np.random.default_rng(0).integers(0, 3, groups.size)
+    exact = partition_sums(groups, np.zeros(groups.size, dtype=np.int64), 1, weights)
+    expected = exact.frequencies(groups.kind, groups.layout, [0]).p
+    np.testing.assert_array_equal(Pool(groups).frequencies(weights), expected)

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from sparcom.analysis.groups import GroupCounts, partition_sums
+from sparcom.analysis.groups import GroupCounts
+from sparcom.analysis.pooling import Pool
 from sparcom.analysis.selection import percentile_mask
 from sparcom.analysis.subsampling import SubsampleEstimate, stratum_ids, subsample, subsample_intervals
 from sparcom.errors import SparcomError
@@ -67,35 +68,29 @@ class GeneralityNull:
                 "decision": self.decision, "rule": self.rule}
 
 
-def _pooled(groups: GroupCounts, keep: np.ndarray) -> np.ndarray:
-    """[K, N] category frequencies of the kept groups."""
-    sums = partition_sums(groups, np.where(keep, 0, -1), 1)
-    return sums.frequencies(groups.kind, groups.layout, [0]).p
+def _general(pool: Pool, keep: np.ndarray, epsilon: float) -> np.ndarray:
+    return percentile_mask(pool.frequencies(keep), epsilon).all(axis=0)
 
 
-def _general(groups: GroupCounts, keep: np.ndarray, epsilon: float) -> np.ndarray:
-    return percentile_mask(_pooled(groups, keep), epsilon).all(axis=0)
+def _reference_top(pool: Pool, keep: np.ndarray, epsilon: float) -> np.ndarray:
+    """Top ε of the reference pooled over all its groups (one category however many it has)."""
+    weights = np.asarray(keep, dtype=np.float64)
+    counts = weights.astype(pool.dtype) @ pool.counts
+    return percentile_mask(counts / max(float(weights @ pool.tokens), 1.0), epsilon)[0]
 
 
-def _reference_top(reference: GroupCounts, keep: np.ndarray, epsilon: float) -> np.ndarray:
-    sums = partition_sums(reference, np.where(keep, 0, -1), 1)
-    counts, tokens = sums.counts[0].sum(axis=0), sums.tokens[0].sum()
-    return percentile_mask(counts / max(int(tokens), 1), epsilon)[0]
-
-
-def noise_dropout(groups: GroupCounts, epsilon: float, splits: int = BASELINE_SPLITS, seed: int = 0) -> float:
+def noise_dropout(groups: GroupCounts, epsilon: float, splits: int = BASELINE_SPLITS, seed: int = 0,
+                  pool: Pool | None = None) -> float:
     """Mean share of the general set of one stratified half that is not top-ε on the other half pooled over all
     categories (NaN if no half has general components)."""
+    pool = pool or Pool(groups)
     strata = stratum_ids(groups.categories, groups.sources)
     rng = np.random.default_rng(stream_seed(seed, "generality-baseline"))
     shares = []
     for _ in range(splits):
         half = subsample(strata, 0.5, rng)
-        general = _general(groups, half, epsilon)
-        other = _pooled(groups, ~half)
-        weights = np.bincount(groups.category_index[~half], weights=groups.tokens[~half],
-                              minlength=len(groups.category_order))
-        fresh = percentile_mask((weights[:, None] * other).sum(axis=0) / max(weights.sum(), 1), epsilon)[0]
+        general = _general(pool, half, epsilon)
+        fresh = _reference_top(pool, ~half, epsilon)
         if general.any():
             shares.append(float((general & ~fresh).sum() / general.sum()))
     return float(np.mean(shares)) if shares else float("nan")
@@ -124,13 +119,14 @@ def generality_null(groups: GroupCounts, reference: GroupCounts, epsilon: float 
         raise SparcomError(f"the reference run has {reference.layout.size} {reference.kind} components but the "
                            f"instruction run has {groups.layout.size}; profile both with the same model")
     g = groups.size
+    pool, reference_pool = Pool(groups), Pool(reference)
     everything = np.ones(g + reference.size, dtype=bool)
-    general = _general(groups, everything[:g], epsilon)
-    top_reference = _reference_top(reference, everything[g:], epsilon)
+    general = _general(pool, everything[:g], epsilon)
+    top_reference = _reference_top(reference_pool, everything[g:], epsilon)
 
     def statistic(keep: np.ndarray) -> np.ndarray:
-        general_m = _general(groups, keep[:g], epsilon)
-        top_m = _reference_top(reference, keep[g:], epsilon)
+        general_m = _general(pool, keep[:g], epsilon)
+        top_m = _reference_top(reference_pool, keep[g:], epsilon)
         size = general_m.sum()
         return np.array([(general_m & ~top_m).sum() / size if size else np.nan])
 
@@ -138,7 +134,7 @@ def generality_null(groups: GroupCounts, reference: GroupCounts, epsilon: float 
                          [*groups.sources, *reference.sources])
     share = subsample_intervals(statistic, ["instruction_general_share"], strata, seed=seed,
                                 **subsampling)["instruction_general_share"]
-    baseline = noise_dropout(groups, epsilon, seed=seed)
+    baseline = noise_dropout(groups, epsilon, seed=seed, pool=pool)
     count = int(general.sum())
     decision, rule = decide(share, baseline, count)
     return GeneralityNull(epsilon, count, int((general & top_reference).sum()), baseline, share, decision, rule)

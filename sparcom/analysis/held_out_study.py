@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis import sets
-from sparcom.analysis.groups import GroupCounts, partition_sums
+from sparcom.analysis.groups import GroupCounts
+from sparcom.analysis.pooling import Pool
 from sparcom.analysis.selection import PAPER_RULE, SelectionRule
 from sparcom.analysis.subsampling import stratum_ids, subsample
+from sparcom.analysis.uniqueness import select_parts
 from sparcom.analysis.validity import jaccard_matrix, validity, validity_sweep
 from sparcom.data.split import DevelopmentSplit
 from sparcom.errors import SparcomError
@@ -37,13 +39,13 @@ def split_half_stability(groups: GroupCounts, rule: SelectionRule, splits: int =
     selected on one half and on the other (disjoint) half."""
     strata = stratum_ids(groups.categories, groups.sources)
     rng = np.random.default_rng(stream_seed(seed, "split-half-stability"))
+    pool = Pool(groups)
     values = []
     for _ in range(splits):
         half = subsample(strata, 0.5, rng)
-        sums = partition_sums(groups, np.where(half, 0, 1), 2)
-        masks = [rule.apply(sums.frequencies(groups.kind, groups.layout, [i]).p, groups.layout, sums.moments[i])
-                 for i in range(2)]
-        values.append(np.diag(jaccard_matrix(masks[0], masks[1])))
+        masks = select_parts(groups, rule, np.where(half, 0, 1), 2, pool)
+        if masks is not None:
+            values.append(np.diag(jaccard_matrix(masks[0], masks[1])))
     return np.nanmean(np.array(values), axis=0)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis.groups import SOURCES, GroupCounts, partition_sums
+from sparcom.analysis.pooling import Pool
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import membership
 from sparcom.analysis.subsampling import SubsampleEstimate, stratum_ids, subsample_intervals
@@ -43,16 +44,36 @@ def unique_members(mask: np.ndarray) -> np.ndarray:
     return mask & (membership(mask) == 1)[None, :]
 
 
-def within_minus_across(groups: GroupCounts, rule: SelectionRule, keep: np.ndarray) -> float:
+def select_parts(groups: GroupCounts, rule: SelectionRule, part: np.ndarray, parts: int,
+                 pool: Pool | None = None) -> list[np.ndarray] | None:
+    """The rule's [K, N] selection on each part of the groups (``part[g]`` in 0..parts-1, −1 left out); None when
+    a category has no tokens in some part. Rules that read only p pool through ``pool`` (fast); ``test`` needs
+    the per-group moments of :func:`~sparcom.analysis.groups.partition_sums`."""
+    if rule.name == "test" or pool is None:
+        sums = partition_sums(groups, part, parts)
+        if (sums.tokens == 0).any():
+            return None
+        return [rule.apply(sums.frequencies(groups.kind, groups.layout, [i]).p, groups.layout, sums.moments[i])
+                for i in range(parts)]
+    masks = []
+    for i in range(parts):
+        in_part = part == i
+        if (np.bincount(groups.category_index[in_part], weights=groups.tokens[in_part],
+                        minlength=pool.k) == 0).any():
+            return None
+        masks.append(rule.apply(pool.frequencies(in_part), groups.layout))
+    return masks
+
+
+def within_minus_across(groups: GroupCounts, rule: SelectionRule, keep: np.ndarray, pool: Pool | None = None,
+                        ) -> float:
     """d = mean diagonal − mean off-diagonal of the AI × human Jaccard matrix on the kept groups (NaN if a half
     of some category is empty)."""
     source = np.asarray(groups.sources)
     part = np.where(keep, np.select([source == s for s in SOURCES], [0, 1], default=-1), -1)
-    sums = partition_sums(groups, part, 2)
-    if (sums.tokens == 0).any():
+    masks = select_parts(groups, rule, part, 2, pool)
+    if masks is None:
         return float("nan")
-    masks = [rule.apply(sums.frequencies(groups.kind, groups.layout, [i]).p, groups.layout, sums.moments[i])
-             for i in range(2)]
     jaccard = jaccard_matrix(masks[0], masks[1])
     off = ~np.eye(jaccard.shape[0], dtype=bool)
     return float(np.nanmean(np.diag(jaccard)) - np.nanmean(jaccard[off]))
@@ -102,9 +123,10 @@ def uniqueness(groups: GroupCounts, rule: SelectionRule, margin: float = MARGIN,
                folds: int = 5, random_sets: int = 100, seed: int = 0, **subsampling: Any) -> Uniqueness:
     """The margin with its interval and the unique-member decoding of ``rule`` on ``groups``."""
     strata = stratum_ids(groups.categories, groups.sources)
+    pool = Pool(groups)
 
     def statistic(keep: np.ndarray) -> np.ndarray:
-        return np.array([within_minus_across(groups, rule, keep)])
+        return np.array([within_minus_across(groups, rule, keep, pool)])
 
     difference = subsample_intervals(statistic, ["within_minus_across"], strata, seed=seed,
                                      **subsampling)["within_minus_across"]
