@@ -132,7 +132,7 @@ def generality_null(groups: GroupCounts, reference: GroupCounts, epsilon: float 
 
     strata = stratum_ids([*groups.categories, *(f"reference:{c}" for c in reference.categories)],
                          [*groups.sources, *reference.sources])
-    share = subsample_intervals(statistic, ["instruction_general_share"], strata, seed=seed,
+    share = subsample_intervals(statistic, ["instruction_general_share"], strata, seed=seed, bounds=(0.0, 1.0),
                                 **subsampling)["instruction_general_share"]
     baseline = noise_dropout(groups, epsilon, seed=seed, pool=pool)
     count = int(general.sum())

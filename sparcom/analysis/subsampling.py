@@ -27,6 +27,7 @@ this interval mostly does (not at the nominal level: the extrapolation is approx
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -131,15 +132,27 @@ def _trend(statistic: Statistic, strata: np.ndarray, base: np.ndarray, fractions
 def subsample_intervals(statistic: Statistic, names: Sequence[str], strata: np.ndarray,
                         fractions: Sequence[float] = DEFAULT_FRACTIONS, replicates: int = DEFAULT_REPLICATES,
                         halves: int = DEFAULT_HALVES, inner: int = DEFAULT_INNER, level: float = DEFAULT_LEVEL,
-                        seed: int = 0) -> dict[str, SubsampleEstimate]:
-    """The trend-extrapolated estimate and interval (see the module) of every statistic ``statistic`` returns."""
+                        seed: int = 0, bounds: tuple[float, float] | None = None) -> dict[str, SubsampleEstimate]:
+    """The trend-extrapolated estimate and interval (see the module) of every statistic ``statistic`` returns.
+
+    ``bounds`` (e.g. (0, 1) for shares): the range of the statistics; the extrapolation and the interval are
+    clipped to it (a straight line in m^(-1/2) knows no bounds). Undefined subsamples (NaN) are left out.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, which is the answer
+        return _intervals(statistic, names, np.asarray(strata), fractions, replicates, halves, inner, level, seed,
+                          bounds)
+
+
+def _intervals(statistic: Statistic, names: Sequence[str], strata: np.ndarray, fractions: Sequence[float],
+               replicates: int, halves: int, inner: int, level: float, seed: int,
+               bounds: tuple[float, float] | None) -> dict[str, SubsampleEstimate]:
     if not 0 < level < 1:
         raise SparcomError(f"confidence level must be in (0, 1), got {level}")
     if replicates < 1 or halves < 2 or inner < 1:
         raise SparcomError("subsampling needs replicates ≥ 1, halves ≥ 2 and inner ≥ 1")
     if any(not 0 < f < 1 for f in fractions):
         raise SparcomError(f"subsample fractions must be in (0, 1), got {list(fractions)}")
-    strata = np.asarray(strata)
     rng = np.random.default_rng(stream_seed(seed, "subsampling"))
     everything = np.ones(strata.size, dtype=bool)
     means, corrected, own_noise = _trend(statistic, strata, everything, fractions, replicates, rng)
@@ -148,9 +161,12 @@ def subsample_intervals(statistic: Statistic, names: Sequence[str], strata: np.n
     inner_noise = np.nanmean(np.array([h[2] for h in half]), axis=0)
     se = np.sqrt(np.maximum(spread - inner_noise, 0.0) + own_noise)
     z = NormalDist().inv_cdf((1 + level) / 2)
+    low, high = corrected - z * se, corrected + z * se
+    if bounds is not None:
+        corrected, low, high = (np.clip(v, *bounds) for v in (corrected, low, high))
     result = {}
     for s, name in enumerate(names):
         result[name] = SubsampleEstimate(name, float(means[-1, s]), (*map(float, fractions), 1.0),
                                          tuple(float(v) for v in means[:, s]), float(corrected[s]), float(se[s]),
-                                         float(corrected[s] - z * se[s]), float(corrected[s] + z * se[s]), level)
+                                         float(low[s]), float(high[s]), level)
     return result

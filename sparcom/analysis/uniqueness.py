@@ -128,7 +128,7 @@ def uniqueness(groups: GroupCounts, rule: SelectionRule, margin: float = MARGIN,
     def statistic(keep: np.ndarray) -> np.ndarray:
         return np.array([within_minus_across(groups, rule, keep, pool)])
 
-    difference = subsample_intervals(statistic, ["within_minus_across"], strata, seed=seed,
+    difference = subsample_intervals(statistic, ["within_minus_across"], strata, seed=seed, bounds=(-1.0, 1.0),
                                      **subsampling)["within_minus_across"]
     sizes: list[np.ndarray] = []
 
