@@ -297,3 +297,9 @@ def test_fast_pooling_equals_the_exact_partition_sums():
     exact = partition_sums(groups, np.zeros(groups.size, dtype=np.int64), 1, weights)
     expected = exact.frequencies(groups.kind, groups.layout, [0]).p
     np.testing.assert_array_equal(Pool(groups).frequencies(weights), expected)
+
+
+def test_a_constant_statistic_has_no_bias_flag():
+    strata = np.repeat([0, 1], 10)
+    result = subsample_intervals(lambda keep: np.array([1.0]), ["one"], strata, **FAST)["one"]
+    assert result.corrected == pytest.approx(1.0) and not result.bias_large

@@ -43,6 +43,8 @@ DEFAULT_REPLICATES = 20
 DEFAULT_HALVES = 16
 DEFAULT_INNER = 4
 DEFAULT_LEVEL = 0.95
+#: Differences below this are floating-point rounding of the extrapolation, not bias.
+ROUNDING = 1e-9
 
 #: A statistic of a subsample: [G] bool (which groups are in it) → [S] values.
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -70,7 +72,7 @@ class SubsampleEstimate:
     @property
     def bias_large(self) -> bool:
         """|bias| > SE/2: the plug-in alone would misplace an interval."""
-        return bool(np.isfinite(self.bias) and abs(self.bias) > self.se / 2)
+        return bool(np.isfinite(self.bias) and abs(self.bias) > max(self.se / 2, ROUNDING))
 
     def summary(self) -> dict[str, Any]:
         return {"statistic": self.statistic, "estimate": self.estimate, "corrected": self.corrected,
