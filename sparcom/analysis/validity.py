@@ -562,6 +562,16 @@ def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_F
     return _held_out(_context(groups, folds, seed), lambda f, m: mask, random_sets, level)
 
 
+def held_out_select(groups: GroupCounts, select: Callable[[KindFrequencies, GroupMoments], np.ndarray],
+                    folds: int = DEFAULT_FOLDS, seed: int = 0, random_sets: int = DEFAULT_RANDOM_SETS,
+                    level: float = DEFAULT_LEVEL) -> HeldOutDecoding:
+    """Held-out decoding with sets that ``select`` derives from each training split (e.g. only the unique members
+    of a rule's sets), against random sets of their per-layer shape, with the same folds and streams as
+    :func:`validity`."""
+    check_settings(folds, random_sets, level)
+    return _held_out(_context(groups, folds, seed), select, random_sets, level)
+
+
 def validity_sweep(groups: GroupCounts, rules: Sequence[SelectionRule],
                    epsilons: Mapping[str, Sequence[float]] | None = None, folds: int = DEFAULT_FOLDS, seed: int = 0,
                    random_sets: int = DEFAULT_RANDOM_SETS, level: float = LEVEL) -> list[dict]:

@@ -25,7 +25,7 @@ from sparcom.causal.settings import TARGETS, CausalSettings
 from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.formatting import check_tokenizer, pad_token_id, resolve_template
-from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows
+from sparcom.data.schema import InstructionRow, first_rows_per_category, read_rows, source_balanced_rows
 from sparcom.errors import SparcomError
 from sparcom.kinds import CountKey, count_key
 from sparcom.models.loading import LoadedModel
@@ -140,7 +140,7 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
     profiled ids were excluded; checked before any model loads."""
     rows = read_rows(data, require_output=True)
     exclude = profiled_ids(selection) if settings.exclude_profiled else set()
-    rows, _ = first_rows_per_category(rows, settings.per_category, exclude)
+    rows, _ = source_balanced_rows(rows, settings.per_category, exclude)
     if not rows:
         raise SparcomError("no rows left to evaluate (all were profiled and --exclude-profiled is on); score the "
                            "profiled rows with cross-fitting instead (--run RUN --crossfit-folds 5)")
@@ -150,7 +150,7 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
 def crossfit_rows(crossfit: FoldSelections, data: Path, settings: CausalSettings) -> list[InstructionRow]:
     """The rows of ``data`` that the run profiled (each belongs to one fold), first ``per_category`` of each."""
     rows = [r for r in read_rows(data, require_output=True) if r.id in crossfit.fold_of]
-    rows, _ = first_rows_per_category(rows, settings.per_category)
+    rows, _ = source_balanced_rows(rows, settings.per_category)
     if not rows:
         raise SparcomError(f"{data}: none of the run's profiled instructions is in this file; give the dataset "
                            f"{crossfit.run.path} was profiled on")

@@ -32,7 +32,7 @@ class CausalSettings:
     seed: int = setting(0, flag="--random-set-seed", help=(
         "First seed of the random control sets (set i draws from seed + i); also seeds the cross-fitting folds."))
     per_category: int | None = setting(None, flag="--per-category", low=1,
-                                       help="Evaluate only the first N rows of each category.")
+                                       help="Evaluate only N rows of each category, half AI-written, half human-written (each source's first rows).")
     batch_size: int = setting(8, flag="--batch-size", low=1, help="Rows per forward pass.")
     expert_removal: str = setting(EXPERT_REMOVAL[0], flag="--expert-removal", choices=EXPERT_REMOVAL, help=(
         "renormalize (drop the expert, rescale the token's other weights) or next-best (route to the best "

@@ -163,6 +163,41 @@ def first_rows_per_category(rows: Sequence[InstructionRow], per_category: int | 
     return kept, categories
 
 
+def source_balanced_rows(rows: Sequence[InstructionRow], per_category: int | None = None,
+                         exclude: Collection[str] = ()) -> tuple[list[InstructionRow], list[str]]:
+    """``per_category`` rows of each category taken equally from its sources (AI-written and human-written), each
+    source's first rows in file order, ``exclude`` ids skipped; and the categories in first-seen order.
+
+    The first rows of a HexaInst category are all AI-written (the file lists AI before human), so "the first N"
+    scores one source only. Here the quota is shared evenly (sources in sorted order get the remainder first);
+    a source with too few rows leaves its shortfall to the others. The kept rows stay in file order. With
+    ``per_category`` None every row is kept (the same as :func:`first_rows_per_category`).
+    """
+    if per_category is None:
+        return first_rows_per_category(rows, None, exclude)
+    available: dict[str, dict[str, list[int]]] = {}
+    categories: list[str] = []
+    for position, row in enumerate(rows):
+        if row.id in exclude:
+            continue
+        if row.category not in categories:
+            categories.append(row.category)
+        available.setdefault(row.category, {}).setdefault(row.source, []).append(position)
+    kept: set[int] = set()
+    for by_source in available.values():
+        sources = sorted(by_source)
+        need, taken = per_category, dict.fromkeys(sources, 0)
+        while need > 0:
+            open_sources = [s for s in sources if taken[s] < len(by_source[s])]
+            if not open_sources:
+                break
+            for source in open_sources[:need]:
+                kept.add(by_source[source][taken[source]])
+                taken[source] += 1
+                need -= 1
+    return [row for position, row in enumerate(rows) if position in kept], categories
+
+
 def balanced_rows(rows: Sequence[InstructionRow], per_category: int) -> list[InstructionRow]:
     """``per_category`` rows of each category shared evenly over its sources (the first sources seen get the
     remainder), each source's first rows in file order: a subset that keeps HexaInst's AI/human halves, so the
