@@ -564,7 +564,7 @@ def held_out_fixed(groups: GroupCounts, mask: np.ndarray, folds: int = DEFAULT_F
 
 def held_out_select(groups: GroupCounts, select: Callable[[KindFrequencies, GroupMoments], np.ndarray],
                     folds: int = DEFAULT_FOLDS, seed: int = 0, random_sets: int = DEFAULT_RANDOM_SETS,
-                    level: float = DEFAULT_LEVEL) -> HeldOutDecoding:
+                    level: float = LEVEL) -> HeldOutDecoding:
     """Held-out decoding with sets that ``select`` derives from each training split (e.g. only the unique members
     of a rule's sets), against random sets of their per-layer shape, with the same folds and streams as
     :func:`validity`."""

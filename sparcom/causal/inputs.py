@@ -136,8 +136,9 @@ class CheckInputs:
 
 
 def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[list[InstructionRow], int]:
-    """The rows to score (first ``per_category`` of each category, profiled ones skipped on request) and how many
-    profiled ids were excluded; checked before any model loads."""
+    """The rows to score (``per_category`` of each category, half AI-written and half human-written, each source's
+    first rows in file order; profiled ones skipped on request) and how many profiled ids were excluded; checked
+    before any model loads."""
     rows = read_rows(data, require_output=True)
     exclude = profiled_ids(selection) if settings.exclude_profiled else set()
     rows, _ = source_balanced_rows(rows, settings.per_category, exclude)
@@ -148,7 +149,8 @@ def evaluated_rows(selection, data: Path, settings: CausalSettings) -> tuple[lis
 
 
 def crossfit_rows(crossfit: FoldSelections, data: Path, settings: CausalSettings) -> list[InstructionRow]:
-    """The rows of ``data`` that the run profiled (each belongs to one fold), first ``per_category`` of each."""
+    """The rows of ``data`` that the run profiled (each belongs to one fold), ``per_category`` of each shared
+    equally over the sources."""
     rows = [r for r in read_rows(data, require_output=True) if r.id in crossfit.fold_of]
     rows, _ = source_balanced_rows(rows, settings.per_category)
     if not rows:
