@@ -19,7 +19,7 @@ Everything here is pure numpy; nothing loads a model.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -345,6 +345,8 @@ class CausalStatistics:
     test_used: str = "empirical"
     #: The bootstrap replicates of every statistic with an interval ([B, A, C] or [B, A]), for further intervals.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The stored decisions of both claims when a decision rule was passed (sparcom.causal.decisions.decide).
+    decisions: Any = None
 
     @property
     def delta(self) -> np.ndarray:
@@ -380,7 +382,7 @@ class CausalStatistics:
                       "random_sets_needed": self.random_sets_needed()},
             "test": {"requested": self.test, "used": self.test_used, "rule": TEST_RULE},
             "verdict_rule": VERDICT_RULE,
-        }
+        } | ({"decisions": self.decisions.summary()} if self.decisions is not None else {})
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """CSV rows by file stem: one row per cell, one row per tested category."""
@@ -493,6 +495,7 @@ def causal_statistics(
     alpha: float = ALPHA,
     resample: np.ndarray | None = None,
     test: str = "empirical",
+    decision: Callable[..., Any] | None = None,
 ) -> CausalStatistics:
     """All statistics of one target from per-row summed NLL.
 
@@ -502,6 +505,9 @@ def causal_statistics(
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
     with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``test`` is one of
     :data:`TESTS`: how the damage and specificity p-values are computed (each test row names the one used).
+    ``decision`` (sparcom.causal.decisions.decide, passed in so this module does not import it) decides both claims
+    from the same inputs; its decisions are stored and each test row names its outcomes (``damage_decision``,
+    ``specificity_decision``).
     """
     base = np.asarray(base, dtype=np.float64)
     selected = np.asarray(selected, dtype=np.float64)
@@ -618,6 +624,13 @@ def causal_statistics(
         empirical = "empirical" in (row["damage_test"], row["specificity_test"])
         row["verdict"] = verdict(row, alpha, min_p if empirical else 0.0, needed)
         tests.append(row)
+    decisions = None
+    if decision is not None:
+        decisions = decision(base, selected, random, tokens, labels, ablated, evaluated, set_sizes=sizes, alpha=alpha)
+        for row in tests:
+            for claim in ("damage", "specificity"):
+                stored = next(d for d in decisions.by_claim(claim) if d.category == row["ablated"])
+                row[f"{claim}_decision"] = stored.outcome.value
 
     return CausalStatistics(
         target=target, ablated=ablated, evaluated=evaluated, set_sizes=dict(zip(ablated, sizes, strict=True)),
@@ -625,7 +638,8 @@ def causal_statistics(
         tokens={c: int(tokens[idx].sum()) for c, idx in zip(evaluated, members, strict=True)},
         random_sets=r, replicates=int(resample.shape[0]), seed=seed, level=level, alpha=alpha,
         estimate=estimate, low=low, high=high, defined_replicates=defined, cell_significance=cell_sig,
-        ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen, samples=stacked)
+        ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen, samples=stacked,
+        decisions=decisions)
 
 
 def _pvalues(observed: np.ndarray, random: np.ndarray, chosen: str, untested: np.ndarray) -> dict[str, Any]:
