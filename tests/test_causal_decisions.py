@@ -283,7 +283,7 @@ def test_strong_non_specific_set_with_shared_fragility():
     runs = 40
     for _ in range(runs):
         data = bench.simulate(scenario, rng)
-        old_hits += bool(bench.old_rule(data)["old claims"]["specificity"])
+        old_hits += bool(bench.old_rule(data)[0]["old claims"]["specificity"])
         res = dc.decide(*data, CATS)
         new_hits += res.claims["specificity"].holds > 0
         damage_holds += res.claims["damage"].outcome == "holds"
