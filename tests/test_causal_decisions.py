@@ -231,6 +231,18 @@ def test_untestable_categories_stay_in_the_denominator():
     assert all(d.tested == 5 for d in res.damage)
 
 
+def test_bad_input_is_refused_in_one_line():
+    base, selected, random, tokens, labels = small(1)
+    with pytest.raises(SparcomError, match="expected selected"):
+        dc.decide(base, selected[:2], random, tokens, labels, CATS[:3])
+    with pytest.raises(SparcomError, match="positive count"):
+        dc.decide(base, selected, random, np.zeros_like(tokens), labels, CATS[:3])
+    bad = selected.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(SparcomError, match="NaN"):
+        dc.decide(base, bad, random, tokens, labels, CATS[:3])
+
+
 def test_p_below_what_the_random_sets_resolve_is_printed_as_a_bound():
     assert dc.format_p(0.004, 20) == "< 0.005"
     assert dc.format_p(0.006, 20) == "0.006"

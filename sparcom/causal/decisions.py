@@ -229,6 +229,10 @@ def decide(base: np.ndarray, selected: np.ndarray, random: np.ndarray, tokens: n
     if selected.shape != (a, n) or random.ndim != 3 or random.shape[0] != a or random.shape[2] != n:
         raise SparcomError(f"decide: expected selected [{a}, {n}] and random [{a}, R, {n}], got {selected.shape} "
                            f"and {random.shape}")
+    if tokens.shape != (n,) or len(labels) != n or (tokens < 1).any():
+        raise SparcomError(f"decide: every one of the {n} rows needs a category and a positive count of scored tokens")
+    if not (np.isfinite(base).all() and np.isfinite(selected).all() and np.isfinite(random).all()):
+        raise SparcomError("decide: the NLL sums contain NaN or infinite values")
     if evaluated is None:
         present = list(dict.fromkeys(labels))
         evaluated = [c for c in ablated if c in present] + [c for c in present if c not in ablated]
