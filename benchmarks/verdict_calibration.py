@@ -1,6 +1,6 @@
 """Calibration of the causal verdicts (critical role, specificity) by simulation: false-positive rate and power
 of the old rule (causal_statistics' verdict and the claims table's count) beside the new one
-(sparcom.causal.decisions.decide), on per-row NLL tables generated under null and alternative scenarios.
+(sparcom.causal.row_aware.decide), on per-row NLL tables generated under null and alternative scenarios.
 
 Usage: python benchmarks/verdict_calibration.py [--quick] [--runs N] [--json PATH] [--seed S] [--part P]
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sparcom.causal.decisions import Outcome, decide, significant
+from sparcom.causal.row_aware import Outcome, decide, significant
 from sparcom.causal.statistics import causal_statistics, holm, verdict_label
 from sparcom.report.causal import claim_rows
 

@@ -12,7 +12,7 @@ from causal_tiny import one_thread  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer
 
 from sparcom.causal import statistics as st
-from sparcom.causal.decisions import Outcome, decide
+from sparcom.causal.row_aware import Outcome, decide
 from sparcom.causal.nll import cap_scored, encode_scored
 from sparcom.causal.scoring import example_nll
 from sparcom.data.batching import length_batches
@@ -129,7 +129,7 @@ def test_heavy_tailed_random_sets_fall_back_to_the_empirical_p():
         assert t["damage_p"] == t["damage_p_empirical"]
         assert t["verdict"].startswith("not enough random sets") and "Shapiro" in t["verdict"]
     # The verdict above checks no p_holm and switches test per category (review §2). The rule that replaces it
-    # (sparcom.causal.decisions) has one test for the whole family: with 40 random sets no p_holm can reach α
+    # (sparcom.causal.row_aware) has one test for the whole family: with 40 random sets no p_holm can reach α
     # (6 / 41 > 0.05), so every category is "not enough evidence" for that reason, and the claim counted from
     # the same stored decisions says so.
     new = decide(base, selected, random, tokens, labels, CATS)

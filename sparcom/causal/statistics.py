@@ -345,7 +345,7 @@ class CausalStatistics:
     test_used: str = "empirical"
     #: The bootstrap replicates of every statistic with an interval ([B, A, C] or [B, A]), for further intervals.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
-    #: The stored decisions of both claims when a decision rule was passed (sparcom.causal.decisions.decide).
+    #: The stored decisions of both claims when a decision rule was passed (sparcom.causal.row_aware.decide).
     decisions: Any = None
 
     @property
@@ -505,7 +505,7 @@ def causal_statistics(
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
     with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``test`` is one of
     :data:`TESTS`: how the damage and specificity p-values are computed (each test row names the one used).
-    ``decision`` (sparcom.causal.decisions.decide, passed in so this module does not import it) decides both claims
+    ``decision`` (sparcom.causal.row_aware.decide, passed in so this module does not import it) decides both claims
     from the same inputs; its decisions are stored and each test row names its outcomes (``damage_decision``,
     ``specificity_decision``).
     """

@@ -1,4 +1,4 @@
-"""The one decision per causal claim (sparcom.causal.decisions): its statistics against loop implementations of
+"""The one decision per causal claim (sparcom.causal.row_aware): its statistics against loop implementations of
 their formulas, the rule at the α boundary, the claim counted from stored decisions (untestable categories kept),
 the review's mixed-family inconsistency rebuilt and gone, and the calibration benchmark's quick run (which can
 fail: it asserts the new rule's false-positive rates and the old rule's failure)."""
@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from sparcom.causal import decisions as dc
 from sparcom.causal import statistics as st
-from sparcom.causal.decisions import Outcome
+from sparcom.causal.row_aware import Outcome
 from sparcom.errors import SparcomError
 from sparcom.report.causal import claim_rows
 
