@@ -15,6 +15,7 @@ from sparcom import stats
 from sparcom.causal import decisions
 from sparcom.causal import statistics as st
 from sparcom.causal.nll import cap_scored, encode_scored
+from sparcom.causal.row_aware import Outcome, decide
 from sparcom.causal.scoring import example_nll
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import InstructionRow
@@ -130,6 +131,13 @@ def test_heavy_tailed_random_sets_fall_back_to_the_empirical_p():
         assert t.damage.normality_p < decisions.NORMALITY_LEVEL and "Shapiro" in t.damage.test_note
         assert t.damage.p == t.damage.p_empirical
         assert verdict_text(t).startswith("not enough random sets") and "Shapiro" in verdict_text(t)
+    # The verdict above checks no p_holm and switches test per category (review §2). The rule that replaces it
+    # (sparcom.causal.row_aware) has one test for the whole family: with 40 random sets no p_holm can reach α
+    # (6 / 41 > 0.05), so every category is "not enough evidence" for that reason, and the claim counted from
+    # the same stored decisions says so.
+    new = decide(base, selected, random, tokens, labels, CATS)
+    assert all(d.outcome is Outcome.NOT_ENOUGH and "need R ≥ 119" in d.reason for d in new.damage)
+    assert new.claims["damage"].outcome == "not enough evidence" and new.claims["damage"].holds == 0
     with pytest.raises(SparcomError, match="at least 10 random sets"):
         st.causal_statistics(base, selected, random[:, :5], tokens, labels, CATS, replicates=10, test="parametric")
 

@@ -30,12 +30,12 @@ from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.sets import membership
 from sparcom.analysis.subsampling import SubsampleEstimate, stratum_ids, subsample_intervals
 from sparcom.analysis.validity import DecoderResult, held_out_select, jaccard_matrix
+from sparcom.stats import ALPHA
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "not enough evidence"
 #: Within − across Jaccard the sets must exceed: a tenth of the Jaccard scale, fixed before any data were seen
 #: (sets that share one member in ten more within a category than across are barely "their own").
 MARGIN = 0.10
-ALPHA = 0.05
 
 
 def unique_members(mask: np.ndarray) -> np.ndarray:
