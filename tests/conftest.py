@@ -1,13 +1,75 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers share the cores (before torch loads)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A suite started with SIGINT ignored (`nohup make test &`, `trap '' INT`, some CI runners) would pass that on to
+# every process it starts, and sparcom rightly leaves an ignored signal alone: the Ctrl-C tests would see runs that
+# cannot be interrupted. The suite's own process gets Python's Ctrl-C handler back (so children start with the
+# default), and the helpers that send signals also reset them in the child (tests/faults.py).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 from tiny import tiny_tokenizer, write_dataset
+
+#: What a skip may not hide when ``SPARCOM_REQUIRE`` names it (CI sets all three in .ci/run): the marker of the tests
+#: that skip without it.
+REQUIREMENTS = {"browser": "browser", "weights": "smoke", "readonly": "readonly"}
+#: Fixtures that hold real converted weights: their tests share one xdist worker, which converts each model once.
+WEIGHTS_FIXTURES = {"smol_cache", "gemma_cache", "gemma_tuned"}
+
+
+def required() -> set[str]:
+    names = {name.strip() for name in os.environ.get("SPARCOM_REQUIRE", "").split(",") if name.strip()}
+    unknown = names - set(REQUIREMENTS)
+    if unknown:
+        raise pytest.UsageError(f"SPARCOM_REQUIRE: unknown {sorted(unknown)}; choose from {sorted(REQUIREMENTS)}")
+    return names
+
+
+def pytest_configure(config):
+    required()  # a misspelt requirement stops the run instead of requiring nothing
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``--dist loadgroup``: the real-weight tests on one worker (each model converted once), the
+    distributed tests on one worker (their ranks are processes of their own)."""
+    for item in items:
+        if WEIGHTS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("weights"))
+        elif item.path.name == "test_distributed.py":
+            item.add_marker(pytest.mark.xdist_group("distributed"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip of a test whose requirement SPARCOM_REQUIRE names is a failure (CI must not lose those tests)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    needs = [name for name in sorted(required()) if item.get_closest_marker(REQUIREMENTS[name])]
+    if needs:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but SPARCOM_REQUIRE requires {', '.join(needs)}: {reason}"
+
+
+@pytest.fixture
+def cli(capfd):
+    """``cli(*args)``: one ``sparcom`` command run in this process through ``sparcom.cli.main`` (what the console
+    script runs), as a CompletedProcess with its exit code, stdout and stderr."""
+    from faults import run_cli
+
+    return lambda *args: run_cli(capfd, *args)
 
 
 @pytest.fixture

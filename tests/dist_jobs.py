@@ -8,19 +8,26 @@ survivors end. A job can make one rank fail (raise a SparcomError) or die (SIGKI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A free port, held for the block: bound (not listening) with SO_REUSEADDR, so the system gives it to no other
+    process meanwhile (a port that is merely free when chosen can be taken before the job binds it), while the job's
+    TCPStore, which binds with SO_REUSEADDR too, can listen on it."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
@@ -95,12 +102,13 @@ def launch(world_size: int, job: dict[str, Any], results: Path, timeout: float =
     results.mkdir(parents=True, exist_ok=True)
     job = {**job, "results": str(results)}
     context = multiprocessing.get_context("spawn")
-    port = free_port()
-    processes = [context.Process(target=_rank_main, args=(rank, world_size, port, job)) for rank in range(world_size)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout)
+    with reserved_port() as port:
+        processes = [context.Process(target=_rank_main, args=(rank, world_size, port, job))
+                     for rank in range(world_size)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout)
     hung = [p for p in processes if p.is_alive()]
     for process in hung:
         process.kill()

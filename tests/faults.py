@@ -1,9 +1,15 @@
-"""Helpers for the fault catalogue's tests (docs/errors.md): run the installed ``sparcom`` script as a user would, and
-check what it said, its exit code and what it left on disk.
+"""Helpers for the fault catalogue's tests (docs/errors.md): run sparcom as a user would, and check what it said,
+its exit code and what it left on disk.
 
-Each case runs the real console script in a subprocess; faults of the environment are real too: a file-size limit
-(``ulimit -f``) set on the subprocess, a read-only folder (permissions, or a read-only bind mount when the tests run
-as root, who ignores permissions), signals, and ``kill -9`` at chosen points (tests/fault_injection/sitecustomize.py).
+Most cases run the command line in this process (:func:`run_cli`, the ``cli`` fixture): ``sparcom.cli.main`` is
+exactly what the installed script runs, and its exit code, stdout and stderr are checked the same way. The cases
+whose point is the process run the installed console script in a subprocess (:func:`sparcom`, :func:`start`):
+signals and ``kill -9`` at chosen points (tests/fault_injection/sitecustomize.py), a file-size limit
+(``ulimit -f``) set on the subprocess, a read-only folder (permissions, or a read-only bind mount when the tests
+run as root, who ignores permissions), and two processes on one folder.
+
+Every error line a case produces is compared with the line docs/errors.md quotes for that case
+(:func:`assert_catalogue_line`), so the catalogue cannot drift from what sparcom says.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -19,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 SCRIPT = Path(sys.executable).with_name("sparcom")
 INJECTION = Path(__file__).parent / "fault_injection"
+CATALOGUE = ROOT / "docs" / "errors.md"
 #: One thread per subprocess: tiny models gain nothing from more, a busy machine loses, and the causal check's
 #: numbers are compared with an in-process run on one thread.
 BASE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1",
@@ -41,26 +50,30 @@ def environment(fault: str | None = None) -> dict[str, str]:
     return {**BASE_ENV, "SPARCOM_FAULT": fault, "PYTHONPATH": os.pathsep.join([str(INJECTION), BASE_ENV["PYTHONPATH"]])}
 
 
-def file_size_limit(limit: int):
-    """A preexec_fn: the subprocess may write no file larger than ``limit`` bytes (``ulimit -f``). SIGXFSZ keeps
-    its default (kill), so the test shows what sparcom itself does about it."""
+def child_setup(limit: int | None = None):
+    """A preexec_fn: the child starts with SIGINT and SIGTERM at their defaults, whatever the suite was started
+    with (``nohup`` or ``trap '' INT`` make them ignored, and sparcom rightly leaves an ignored signal alone), and,
+    with ``limit``, may write no file larger than ``limit`` bytes (``ulimit -f``; SIGXFSZ keeps its default, kill,
+    so the test shows what sparcom itself does about it)."""
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        if limit:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     return apply
 
 
 def sparcom(*args, fault: str | None = None, limit: int | None = None, cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed script to the end."""
+    """Run the installed script to the end, in a subprocess."""
     return subprocess.run([str(SCRIPT), *(str(a) for a in args)], capture_output=True, text=True,
-                          env=environment(fault), cwd=cwd, timeout=timeout,
-                          preexec_fn=file_size_limit(limit) if limit else None)
+                          env=environment(fault), cwd=cwd, timeout=timeout, preexec_fn=child_setup(limit))
 
 
 def start(*args, fault: str | None = None) -> subprocess.Popen:
     """Start the installed script (for signals sent from outside and runs at the same time)."""
     return subprocess.Popen([str(SCRIPT), *(str(a) for a in args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=environment(fault))
+                            text=True, env=environment(fault), preexec_fn=child_setup())
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -68,23 +81,32 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.Comple
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def run_cli(capfd, *args) -> subprocess.CompletedProcess:
+    """Run one command in this process through ``sparcom.cli.main`` (what the console script runs): its exit code
+    and what it wrote to stdout and stderr, captured at the file descriptors (so a library's log line counts too)."""
+    from sparcom.cli import main
+
+    capfd.readouterr()  # drop what the test's own set-up printed
+    argv = [str(a) for a in args]
+    code = main(argv)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["sparcom", *argv], code, out, err)
+
+
 def lines_of(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.strip()]
 
 
 def assert_error(done: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:
-    """One ``error:`` line on stderr containing every fragment, the exit code, no traceback; the line."""
+    """One ``error:`` line on stderr containing every fragment, the exit code, no traceback, and the line is the
+    one docs/errors.md quotes for the running test's case; the line."""
     lines = lines_of(done)
     assert done.returncode == code, (done.returncode, done.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    record = os.environ.get("SPARCOM_RECORD_ERRORS")  # collects the lines quoted in docs/errors.md
-    if record:
-        with open(record, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST"), "code": done.returncode,
-                                     "line": lines[0]}) + "\n")
+    assert_catalogue_line(lines[0])
     return lines[0]
 
 
@@ -95,6 +117,76 @@ def assert_interrupted(done: subprocess.CompletedProcess, signal_name: str, *fra
 def assert_ok(done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------------------------- the catalogue's quotes
+
+CASE = r"[A-Z]\d+"
+#: The stand-ins docs/errors.md uses for the paths given on the command line.
+PLACEHOLDERS = ("RUN1", "RUN2", "RUN", "OUT", "DATA", "SEL", "PARENT", "FILE", "CACHE", "TUNED", "BASE")
+#: How a quoted line starts: an error, the warning of a rebuilt cache (E16), an accepted file (D3).
+QUOTED = ("error: ", "sparcom: warning: ", "OK: ")
+
+
+def catalogue_rows() -> dict[str, str]:
+    """Case id → its table row in docs/errors.md."""
+    rows = {}
+    for line in CATALOGUE.read_text(encoding="utf-8").splitlines():
+        found = re.match(rf"\|\s*({CASE})\s*\|", line)
+        if found:
+            assert found.group(1) not in rows, f"case {found.group(1)} appears twice"
+            rows[found.group(1)] = line
+    return rows
+
+
+@cache
+def catalogue_quotes() -> dict[str, list[str]]:
+    """Case id → the lines its "what sparcom says" cell quotes (in backticks, starting like a line sparcom prints)."""
+    quotes = {}
+    for case, row in catalogue_rows().items():
+        says = row.split("|")[4]
+        found = [text for text in re.findall(r"`([^`]+)`", says) if text.startswith(QUOTED)]
+        if found:
+            quotes[case] = found
+    return quotes
+
+
+def quote_pattern(quote: str) -> re.Pattern:
+    """The quoted line as a pattern for the real one: a placeholder stands for a path, ``(...)`` and ``...`` for
+    text left out; everything else must be exactly what sparcom prints."""
+    words = "|".join(PLACEHOLDERS)
+    parts = re.split(rf"(\(\.\.\.\)|\.\.\.|(?<![A-Za-z])(?:{words})(?![A-Za-z0-9]))", quote)
+    pattern = "".join(".*" if part in ("(...)", "...") else r"\S+" if part in PLACEHOLDERS else re.escape(part)
+                      for part in parts)
+    return re.compile(pattern)
+
+
+def cases_of(test_id: str) -> list[str]:
+    """The catalogue cases a test covers, from its pytest id: a parameter id that starts with one ("C1-scope",
+    "I5-SIGINT"), else the ids that start its name (test_A1_I9_I10_…, or a range test_C1_to_C5_…)."""
+    name, _, param = test_id.split("::")[-1].split(" ")[0].partition("[")
+    found = re.match(rf"({CASE})-", param)
+    if found:
+        return [found.group(1)]
+    parts = name.removeprefix("test_").split("_")
+    if len(parts) > 2 and parts[1] == "to":
+        first, last = parts[0], parts[2]
+        return [f"{first[0]}{n}" for n in range(int(first[1:]), int(last[1:]) + 1)]
+    cases = []
+    while parts and re.fullmatch(CASE, parts[0]):
+        cases.append(parts.pop(0))
+    return cases
+
+
+def assert_catalogue_line(line: str) -> None:
+    """``line`` is one of the lines docs/errors.md quotes for the running test's case(s), when it quotes any."""
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "")
+    quotes = [q for case in cases_of(test_id) for q in catalogue_quotes().get(case, [])
+              if q.split(":")[0] == line.split(":")[0]]
+    if not quotes:
+        return
+    assert any(quote_pattern(q).fullmatch(line) for q in quotes), \
+        f"docs/errors.md quotes {quotes} for {cases_of(test_id)}, but sparcom said:\n{line}"
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -172,9 +264,9 @@ def send_when(path: Path, process: subprocess.Popen, signum: int) -> None:
     process.send_signal(signum)
 
 
-__all__ = ["SCRIPT", "assert_error", "assert_interrupted", "assert_no_litter", "assert_ok", "assert_same_counts",
-           "counts_of", "file_size_limit", "finish", "read_only", "send_when", "signal", "snapshot", "sparcom",
-           "start", "wait_for"]
+__all__ = ["SCRIPT", "assert_catalogue_line", "assert_error", "assert_interrupted", "assert_no_litter", "assert_ok",
+           "assert_same_counts", "child_setup", "counts_of", "finish", "read_only", "run_cli", "send_when", "signal",
+           "snapshot", "sparcom", "start", "wait_for"]
 
 
 # --------------------------------------------------------------------------------------------- the shared study

@@ -90,7 +90,8 @@ def reference_counts(model, tokenizer, data: Path, scope: str, chat: bool, syste
             counts[f"tokens/{cat}"] = counts[f"tokens/{cat}"] + int(mask.sum())
             counts[f"instructions/{cat}"] = counts[f"instructions/{cat}"] + 1
             for layer, act in enumerate(stored):
-                full = act.reshape(-1, act.shape[-1]).numpy()  # [T, I] (OPT flattens the batch)
+                # [T, I] (OPT flattens the batch); float32 holds every bfloat16 value exactly, so the signs stay
+                full = act.reshape(-1, act.shape[-1]).float().numpy()
                 active = (full[mask] > 0).sum(axis=0).astype(np.int64)
                 key = f"neuron/{cat}/{layer}"
                 counts[key] = counts[key] + active if key in counts else active

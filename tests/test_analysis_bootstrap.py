@@ -70,7 +70,8 @@ def test_missing_replicates_are_reported_not_fatal():
 
 
 def test_identify_with_replicates_gives_intervals_around_the_estimate():
-    run = make_run(synthetic_counts(3, categories=("a", "b", "c"), replicates=40, moe=True))
+    counts = synthetic_counts(3, categories=("a", "b", "c"), replicates=40, moe=True)
+    run = make_run(counts)
     result = identify(run, sweep=False, ci_level=0.9)
     for kind in ("neuron", "expert", "expert_neuron"):
         rows = {r["statistic"]: r for r in result.kinds[kind].intervals}
@@ -78,8 +79,18 @@ def test_identify_with_replicates_gives_intervals_around_the_estimate():
         for name in ("general", "unique_total", "selected_a"):
             row = rows[name]
             assert row["replicates"] == 40 and row["level"] == 0.9
-            assert row["low"] <= row["high"]
         # every replicate selects the favourite neurons planted in the synthetic counts, so the selected count varies
         # little; the estimate on all data is inside the interval
         assert rows["selected_a"]["low"] <= rows["selected_a"]["estimate"] <= rows["selected_a"]["high"]
+    # The neuron interval of "selected in a" from the replicate counters directly: p_r = count_r / tokens_r per
+    # category (layers side by side), the rule applied to each replicate, the 5th and 95th percentiles.
+    layout = result.kinds["neuron"].freqs.layout
+    selected_a = []
+    for r in range(40):
+        p = np.stack([np.concatenate([counts[f"bootstrap/neuron/{c}/{layer}"][r].numpy() for layer in range(3)])
+                      / int(counts[f"bootstrap/tokens/{c}"][r]) for c in ("a", "b", "c")])
+        selected_a.append(int(result.rule.apply(p, layout)[0].sum()))
+    row = {r["statistic"]: r for r in result.kinds["neuron"].intervals}["selected_a"]
+    assert (row["low"], row["high"]) == tuple(np.quantile(selected_a, [0.05, 0.95]))
+    assert row["estimate"] == int(result.kinds["neuron"].mask[0].sum())
     assert result.summary()["kinds"]["neuron"]["bootstrap"]["available"] is True

@@ -408,20 +408,24 @@ def test_summary_tables_and_matrices():
     cell = tables["delta_nll_paired"][8]  # code → qa
     assert (cell["ablated"], cell["evaluated"]) == ("code", "qa")
     assert cell["delta_nll"] == pytest.approx(res.delta[1, 2])
-    sig = st.cell_statistics(res.delta, np.stack([plain_cells_all(random[a], base, tokens, labels) for a in range(6)]))
-    assert cell["z"] == pytest.approx(sig["z"][1, 2]) and cell["random_mean"] == pytest.approx(sig["mean"][1, 2])
-    assert cell["ratio_to_random_mean"] == pytest.approx(res.delta[1, 2] / sig["mean"][1, 2])
+    # z and the random mean of a cell by their formulas over the plain-loop cells of the 30 random sets
+    randoms = np.stack([plain_cells_all(random[a], base, tokens, labels) for a in range(6)])  # [A, R, C]
+    observed = np.array([plain_cells(list(selected[a]), list(base), list(tokens), labels, CATS) for a in range(6)])
+
+    def z(a, c):
+        values = randoms[a, :, c]
+        return (observed[a, c] - values.mean()) / values.std(ddof=1)
+
+    assert cell["random_mean"] == pytest.approx(randoms[1, :, 2].mean(), rel=1e-9)
+    assert cell["z"] == pytest.approx(z(1, 2), rel=1e-9)
+    assert cell["ratio_to_random_mean"] == pytest.approx(observed[1, 2] / randoms[1, :, 2].mean(), rel=1e-9)
     matrices = res.matrices()
     assert set(matrices) == {"delta_nll_z_matrix_experts", "delta_nll_excess_matrix_experts",
                              "delta_nll_ratio_matrix_experts"}
-    assert matrices["delta_nll_z_matrix_experts"][4]["math"] == pytest.approx(sig["z"][4, 4])
+    assert matrices["delta_nll_z_matrix_experts"][4]["math"] == pytest.approx(z(4, 4), rel=1e-9)
+    assert matrices["delta_nll_excess_matrix_experts"][4]["math"] == pytest.approx(
+        observed[4, 4] - randoms[4, :, 4].mean(), rel=1e-9)
 
 
 def plain_cells_all(random_a, base, tokens, labels):
     return np.array([plain_cells(list(cond), list(base), list(tokens), labels, CATS) for cond in random_a])
-
-
-def test_cell_statistics_is_the_package_export():
-    import sparcom.causal
-
-    assert sparcom.causal.cell_statistics is st.cell_statistics

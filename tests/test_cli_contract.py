@@ -1,53 +1,45 @@
-"""The exit-code contract, as a user meets it: the installed ``sparcom`` console script in a subprocess.
+"""The exit-code contract, as a user meets it: every error of every command is one ``error:`` line on stderr and exit
+code 2 (usage errors: click's code), with no traceback and nothing left in ``--out``; success is exit code 0.
 
-Every error of every command is one ``error:`` line on stderr and exit code 2 (usage errors: click's code), with no
-traceback and nothing left in ``--out``; success is exit code 0. An in-process runner once hid commands that printed
-an error and exited 0, so these tests run the real script.
+The cases run through ``sparcom.cli.main`` in this process (the ``cli`` fixture): it is exactly what the console
+script runs, and its return value is the script's exit code. (typer's ``CliRunner`` once hid commands that printed an
+error and exited 0; ``main`` does not go through it.) One case per command, usage errors, ``python -m sparcom`` and a
+shell chain also run the installed script in a subprocess.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from faults import BASE_ENV as ENV
+from faults import SCRIPT, assert_error, sparcom
 from tiny import tiny_model, tiny_tokenizer, write_dataset
-
-SCRIPT = Path(sys.executable).with_name("sparcom")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200",
-       "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-
-
-def sparcom(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *(str(a) for a in args)], capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=600)
-
-
-def assert_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A tiny model folder, a dataset, a finished profile run and a selection, made through the script itself."""
+    """A tiny model folder, a dataset, a finished profile run and a selection, made by the commands in-process."""
+    from sparcom.cli import main
+
     root = tmp_path_factory.mktemp("contract")
     model = root / "tiny-llama"
     tiny_model("llama", seed=1).save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)
     data = write_dataset(root / "rows.jsonl")
-    done = sparcom("profile", model, "--data", data, "--out", root / "run", "--quiet", "--per-category", 1)
-    assert done.returncode == 0, done.stderr
-    done = sparcom("identify", root / "run", "--out", root / "selection", "--no-plots", "--epsilon", "0.05")
-    assert done.returncode == 0, done.stderr
+    assert main(["profile", str(model), "--data", str(data), "--out", str(root / "run"), "--quiet", "--per-category",
+                 "1"]) == 0
+    assert main(["identify", str(root / "run"), "--out", str(root / "selection"), "--no-plots", "--epsilon",
+                 "0.05"]) == 0
+    (root / "broken.jsonl").write_text(json.dumps(GOOD_ROW) + "\n{broken\n")
     return {"root": root, "model": model, "data": data, "run": root / "run", "selection": root / "selection"}
+
+
+GOOD_ROW = {"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?", "input": "",
+            "output": "Because.", "license": "CC0-1.0"}
 
 
 def test_the_script_is_the_installed_entry_point():
@@ -56,7 +48,8 @@ def test_the_script_is_the_installed_entry_point():
     assert done.returncode == 0 and "identify" in done.stdout
 
 
-@pytest.mark.parametrize(("name", "args", "fragments"), [
+#: (case, command line, fragments of the one error line); {…} are filled from the study fixture.
+ERROR_CASES = [
     ("profile", ["profile", "{model}", "--data", "{root}/missing.jsonl", "--out", "{out}"], ["dataset file not found"]),
     ("merge", ["merge", "{run}", "--out", "{out}"], ["at least two runs"]),
     ("show", ["show", "/no/such/run"], ["profile run directory not found"]),
@@ -100,20 +93,39 @@ def test_the_script_is_the_installed_entry_point():
     ("sweep-without-groups", ["sweep", "{run}", "--out", "{out}"], ["--group-by instruction"]),
     ("sweep-unknown-rule", ["sweep", "{run}", "--rules", "percentile,nope", "--out", "{out}"],
      ["unknown rule 'nope'"]),
-])
-def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, name, args, fragments):
-    good = {"id": "a", "category": "qa", "source": "ai", "origin": "t", "instruction": "Why?", "input": "",
-            "output": "Because.", "license": "CC0-1.0"}
-    (study["root"] / "broken.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+]
+
+
+@pytest.mark.parametrize(("name", "args", "fragments"), ERROR_CASES)
+def test_every_command_fails_with_one_line_and_exit_code_2(study, tmp_path, cli, name, args, fragments):
     out = tmp_path / "out"
-    values = {"model": study["model"], "root": study["root"], "run": study["run"], "data": study["data"],
-              "selection": study["selection"], "out": out}
-    done = sparcom(*(a.format(**{k: str(v) for k, v in values.items()}) for a in args))
-    assert_error(done, *fragments)
+    assert_error(cli(*filled(args, study, out)), *fragments)
     assert not out.exists(), f"{name} left {out} behind"
 
 
-def test_evaluate_refuses_a_run_of_another_measurement_with_one_line(study, tmp_path):
+def filled(args: list[str], study, out: Path) -> list[str]:
+    values = {"model": study["model"], "root": study["root"], "run": study["run"], "data": study["data"],
+              "selection": study["selection"], "out": out}
+    return [a.format(**{k: str(v) for k, v in values.items()}) for a in args]
+
+
+def first_case_per_command() -> list:
+    """The first error case of each command in the table above."""
+    cases = {}
+    for _, args, fragments in ERROR_CASES:
+        command = " ".join(args[:2]) if args[0] in ("data", "models") else args[0]
+        cases.setdefault(command, pytest.param(args, fragments, id=command.replace(" ", "-")))
+    return list(cases.values())
+
+
+@pytest.mark.parametrize(("args", "fragments"), first_case_per_command())
+def test_every_command_fails_the_same_through_the_console_script(study, tmp_path, args, fragments):
+    out = tmp_path / "out"
+    assert_error(sparcom(*filled(args, study, out)), *fragments)
+    assert not out.exists()
+
+
+def test_evaluate_refuses_a_run_of_another_measurement_with_one_line(study, tmp_path, cli):
     """A selection made on float32 counts cannot decode bfloat16 counts (or another model's): one line, exit 2."""
     doctored = tmp_path / "selection"
     doctored.mkdir()
@@ -123,7 +135,7 @@ def test_evaluate_refuses_a_run_of_another_measurement_with_one_line(study, tmp_
     meta = json.loads((doctored / "selection.json").read_text())
     meta["manifest"]["dtype"] = "bfloat16"
     (doctored / "selection.json").write_text(json.dumps(meta))
-    done = sparcom("evaluate", doctored, study["run"], "--out", tmp_path / "out")
+    done = cli("evaluate", doctored, study["run"], "--out", tmp_path / "out")
     assert_error(done, "is not the measurement the selection", "dtype differs")
     assert not (tmp_path / "out").exists()
 
@@ -142,15 +154,15 @@ def test_failures_are_visible_to_a_shell_chain(study, tmp_path):
     assert done.returncode == 2 and "chained-ok" not in done.stdout
 
 
-def test_successes_exit_0_and_write_what_they_say(study, tmp_path):
-    done = sparcom("show", study["run"])
+def test_successes_exit_0_and_write_what_they_say(study, tmp_path, cli):
+    done = cli("show", study["run"])
     assert done.returncode == 0 and "counted tokens" in done.stdout
-    done = sparcom("data", "validate", study["data"])
+    done = cli("data", "validate", study["data"])
     assert done.returncode == 0 and done.stdout.startswith("OK:")
-    done = sparcom("compare", study["run"], study["run"], "--out", tmp_path / "c", "--no-plots")
+    done = cli("compare", study["run"], study["run"], "--out", tmp_path / "c", "--no-plots")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["format"] == "sparcom-compare"
-    done = sparcom("identify", study["run"], "--out", study["selection"], "--no-plots")
+    done = cli("identify", study["run"], "--out", study["selection"], "--no-plots")
     assert done.returncode == 2 and "--overwrite" in done.stderr  # an existing --out is never replaced silently
 
 
@@ -160,18 +172,18 @@ def test_python_dash_m_runs_the_same_cli(study):
     assert_error(done, "profile run directory not found")
 
 
-def test_build_moe_writes_a_granitemoe_folder_that_profiles(study, tmp_path):
+def test_build_moe_writes_a_granitemoe_folder_that_profiles(study, tmp_path, cli):
     """`sparcom models build-moe` on the tiny Llama: exit 0, the folder it prints, and `sparcom profile` counts experts."""
     out = tmp_path / "moe"
-    done = sparcom("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
+    done = cli("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
                    study["data"], "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
     assert json.loads((out / "config.json").read_text())["model_type"] == "granitemoe"
-    done = sparcom("profile", out, "--data", study["data"], "--out", tmp_path / "run", "--quiet", "--per-category", 1)
+    done = cli("profile", out, "--data", study["data"], "--out", tmp_path / "run", "--quiet", "--per-category", 1)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["model"]["sizes"]["moe"]["num_experts"] == 4 and manifest["model"]["sizes"]["moe"]["top_k"] == 2
-    done = sparcom("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
+    done = cli("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
                    study["data"], "--out", out, "--quiet")
     assert_error(done, "--overwrite")

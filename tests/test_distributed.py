@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from causal_tiny import one_thread, tiny_moe  # noqa: F401
-from dist_jobs import free_port, launch, rank_environment
+from dist_jobs import launch, rank_environment, reserved_port
 from oracle import reference_counts
 from test_profile_oracle import assert_same_counts
 from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
@@ -287,8 +287,9 @@ def test_torchrun_dash_m_sparcom_profile_writes_the_single_process_bytes(folders
     common = ["--data", folders["data"], "--quiet", "--batch-size", "2", "--checkpoint-every", "1"]
     done = run_script(BIN / "sparcom", "profile", folders["dense"], "--out", tmp_path / "single", *common)
     assert done.returncode == 0, done.stderr
-    done = run_script(BIN / "torchrun", "--nproc-per-node", "2", "--master-port", free_port(), "-m", "sparcom",
-                      "profile", folders["dense"], "--out", tmp_path / "dist", *common)
+    with reserved_port() as port:
+        done = run_script(BIN / "torchrun", "--nproc-per-node", "2", "--master-port", port, "-m", "sparcom",
+                          "profile", folders["dense"], "--out", tmp_path / "dist", *common)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("counted tokens") == 1  # rank 0 alone prints the summary
     assert counts_bytes(tmp_path / "dist") == counts_bytes(tmp_path / "single")
@@ -298,13 +299,14 @@ def test_torchrun_dash_m_sparcom_profile_writes_the_single_process_bytes(folders
 @pytest.mark.slow
 def test_two_nodes_meet_through_torchruns_rendezvous(folders, tmp_path):
     """Two torchrun launchers (one per 'node', one rank each) joined by the c10d rendezvous, as on a cluster."""
-    port = free_port()
-    nodes = [subprocess.Popen([str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
-                               "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "sparcom-test", "-m",
-                               "sparcom", "profile", str(folders["moe"]), "--data", str(folders["data"]), "--out",
-                               str(tmp_path / "dist"), "--quiet", "--batch-size", "2", "--group-by", "source"],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    finished = [node.communicate(timeout=600) for node in nodes]
+    with reserved_port() as port:
+        nodes = [subprocess.Popen([str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
+                                   "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "sparcom-test", "-m",
+                                   "sparcom", "profile", str(folders["moe"]), "--data", str(folders["data"]),
+                                   "--out", str(tmp_path / "dist"), "--quiet", "--batch-size", "2", "--group-by",
+                                   "source"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        finished = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], finished
     reference = single(folders["moe"], folders["data"], tmp_path / "single", batch_size=2, group_by="source")
     assert counts_bytes(tmp_path / "dist") == counts_bytes(reference)
@@ -314,15 +316,15 @@ def test_two_nodes_meet_through_torchruns_rendezvous(folders, tmp_path):
 @pytest.mark.slow
 def test_one_rank_that_cannot_load_the_model_ends_the_job_with_one_line(folders, tmp_path):
     """Two console scripts joined as ranks of one job; rank 1's node lacks the model folder."""
-    port = free_port()
     out = tmp_path / "run"
     processes = []
-    for rank, model in ((0, folders["dense"]), (1, tmp_path / "not-on-this-node")):
-        env = {**ENV, **rank_environment(rank, 2, port)}
-        processes.append(subprocess.Popen([str(BIN / "sparcom"), "profile", str(model), "--data", str(folders["data"]),
-                                           "--out", str(out), "--quiet"], env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
-    finished = [p.communicate(timeout=600) for p in processes]
+    with reserved_port() as port:
+        for rank, model in ((0, folders["dense"]), (1, tmp_path / "not-on-this-node")):
+            env = {**ENV, **rank_environment(rank, 2, port)}
+            processes.append(subprocess.Popen([str(BIN / "sparcom"), "profile", str(model), "--data",
+                                               str(folders["data"]), "--out", str(out), "--quiet"], env=env,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        finished = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [2, 2]
     errors = [line for _, stderr in finished for line in stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: rank 1 of 2 failed while loading the model: "), finished
@@ -332,9 +334,10 @@ def test_one_rank_that_cannot_load_the_model_ends_the_job_with_one_line(folders,
 
 @pytest.mark.slow
 def test_torchrun_job_whose_ranks_fail_exits_non_zero_with_one_sparcom_line(folders, tmp_path):
-    done = run_script(BIN / "torchrun", "--nproc-per-node", "2", "--master-port", free_port(), "-m", "sparcom",
-                      "profile", folders["dense"], "--data", folders["data"], "--out", tmp_path / "run", "--quiet",
-                      "--per-category", "0")
+    with reserved_port() as port:
+        done = run_script(BIN / "torchrun", "--nproc-per-node", "2", "--master-port", port, "-m", "sparcom",
+                          "profile", folders["dense"], "--data", folders["data"], "--out", tmp_path / "run",
+                          "--quiet", "--per-category", "0")
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert ours == ["error: every rank failed while checking the settings and data: --per-category must be at least "

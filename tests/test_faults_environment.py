@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from faults import (
+    assert_catalogue_line,
     assert_error,
     assert_no_litter,
     assert_ok,
@@ -64,18 +65,18 @@ def identify_args(study, out: Path) -> list:
 # --------------------------------------------------------------------------------------------- output folders
 
 
-def test_E1_out_below_a_file(fault_study, tmp_path):
+def test_E1_out_below_a_file(fault_study, tmp_path, cli):
     (tmp_path / "file").write_text("keep")
-    done = sparcom(*identify_args(fault_study, tmp_path / "file" / "out"))
+    done = cli(*identify_args(fault_study, tmp_path / "file" / "out"))
     assert_error(done, f"cannot create {tmp_path / 'file' / 'out'}", "is not a folder", "choose another --out")
     assert (tmp_path / "file").read_text() == "keep"
 
 
-def test_E2_overwrite_refuses_a_folder_that_is_not_a_sparcom_output(fault_study, tmp_path):
+def test_E2_overwrite_refuses_a_folder_that_is_not_a_sparcom_output(fault_study, tmp_path, cli):
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.tex").write_text("precious")
-    done = sparcom(*identify_args(fault_study, out), "--overwrite")
+    done = cli(*identify_args(fault_study, out), "--overwrite")
     assert_error(done, f"{out}: exists and is not a sparcom analysis output (no summary.json)", "choose another --out")
     assert snapshot(out) == {"chapter1.tex": snapshot(out)["chapter1.tex"]}
     assert (out / "chapter1.tex").read_text() == "precious"
@@ -142,6 +143,7 @@ def test_E8_full_disk_while_merging(fault_study, tmp_path):
 # --------------------------------------------------------------------------------------------- read-only folders
 
 
+@pytest.mark.readonly
 def test_E9_read_only_output_folder(fault_study, tmp_path):
     parent = tmp_path / "shared"
     parent.mkdir()
@@ -151,6 +153,7 @@ def test_E9_read_only_output_folder(fault_study, tmp_path):
     assert list(parent.iterdir()) == []
 
 
+@pytest.mark.readonly
 def test_E10_resume_in_a_read_only_run_folder(fault_study, partial_run, tmp_path):
     run = shutil.copytree(partial_run["partial"], tmp_path / "run")
     before = snapshot(run)
@@ -204,43 +207,50 @@ def test_E13_tune_into_a_folder_another_process_is_writing(fault_study, tmp_path
 # --------------------------------------------------------------------------------------------- the demo and the models
 
 
-def test_E14_demo_out_is_a_file(tmp_path):
+def test_E14_demo_out_is_a_file(tmp_path, cli):
     (tmp_path / "results").write_text("keep")
-    done = sparcom("demo", "--out", tmp_path / "results", "--data", tmp_path / "h.jsonl")
+    done = cli("demo", "--out", tmp_path / "results", "--data", tmp_path / "h.jsonl")
     assert_error(done, f"{tmp_path / 'results'}: exists and is a file", "--out must be a directory")
     assert (tmp_path / "results").read_text() == "keep"
 
 
-def test_E15_demo_resumed_with_a_damaged_step_record(tmp_path):
+def test_E15_demo_resumed_with_a_damaged_step_record(tmp_path, cli):
     steps = tmp_path / "demo" / "steps"
     steps.mkdir(parents=True)
     (steps / "01-hexainst.json").write_text('{"seconds": 1.0, "res')
-    done = sparcom("demo", "--out", tmp_path / "demo", "--data", tmp_path / "h.jsonl")
+    done = cli("demo", "--out", tmp_path / "demo", "--data", tmp_path / "h.jsonl")
     assert_error(done, f"{steps / '01-hexainst.json'}: damaged step record", "delete it to run step 01-hexainst again")
     assert not (tmp_path / "h.jsonl").exists()
 
 
 @pytest.mark.smoke
-def test_E16_damaged_model_cache_is_rebuilt(smol_cache, tmp_path):
-    from sparcom.zoo.builtin import check_cache
+@pytest.mark.slow
+@pytest.mark.xdist_group("weights")
+def test_E16_damaged_model_cache_is_rebuilt(smol_cache, tmp_path, cli):
+    """The suite's one rebuild of real weights (tests/test_builtin_models.py checks the detection of damaged weights
+    without converting again): one warning line, and a rebuilt cache identical to the session's conversion."""
+    from sparcom.zoo.builtin import MANIFEST, check_cache
 
     name = "smollm2-135m-instruct"
     cache = tmp_path / "cache"
     shutil.copytree(smol_cache / name, cache / name)
     tokenizer = cache / name / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text()[:1000])
-    done = sparcom("models", "prepare", name, "--cache-dir", cache)
+    done = cli("models", "prepare", name, "--cache-dir", cache)
     assert_ok(done)
     # One warning line; the rest of stderr is the conversion's progress bars.
     warning = [line for line in done.stderr.splitlines() if "warning" in line or "error" in line]
     assert len(warning) == 1 and "is invalid (tokenizer.json has size 1000" in warning[0], done.stderr
     assert "rebuilding" in warning[0]
+    assert_catalogue_line(warning[0])
     assert done.stdout.strip() == str(cache / name)
     assert check_cache(name, cache / name, "full") == ""
-    assert json.loads((cache / name / "sparcom-cache.json").read_text())
+    rebuilt, session = (json.loads((folder / name / MANIFEST).read_text()) for folder in (cache, smol_cache))
+    assert rebuilt["files"] == session["files"]  # the conversion is deterministic: every file's sha256 is the same
     assert_no_litter(cache)
 
 
+@pytest.mark.readonly
 def test_E17_models_prepare_into_a_read_only_cache(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -11,9 +11,13 @@ is set, to a comma-separated list of actions:
   process at the start of the N-th counted batch, as a person or a scheduler would;
 - ``slow:S``         sleep S seconds in every counted batch (a window for signals sent from outside);
 - ``hold:PATH``      wait in the first counted batch until PATH exists (a run that is surely still counting);
-- ``tune-sigint@step:N`` / ``tune-sigterm@step:N``  the signal sent at the N-th optimizer step of ``sparcom tune``.
+- ``tune-sigint@step:N`` / ``tune-sigterm@step:N``  the signal sent at the N-th optimizer step of ``sparcom tune``;
+- ``sigint@condition:N`` / ``sigterm@condition:N``  the signal sent right after the causal check (``ablate``)
+  has checkpointed its N-th condition in this process.
 
-The kill is SIGKILL, exactly what ``kill -9`` does: no handler, no clean-up, no flush.
+The kill is SIGKILL, exactly what ``kill -9`` does: no handler, no clean-up, no flush. A SIGINT or SIGTERM is sent
+only to a process that would notice it: if the signal is ignored (a process started with it ignored keeps it so),
+the process stops with exit code 97 and says why, so a test of an interrupt cannot pass because nothing listened.
 """
 
 from __future__ import annotations
@@ -29,12 +33,20 @@ def _actions() -> dict[str, str]:
                 for item in plan.split(",") if item)
 
 
+#: The exit code of a process asked to interrupt itself while it ignores the signal.
+IGNORED_EXIT = 97
+
+
 def _send(name: str) -> None:
-    os.kill(os.getpid(), getattr(signal, name))
+    signum = getattr(signal, name)
+    if signum != signal.SIGKILL and signal.getsignal(signum) == signal.SIG_IGN:
+        os.write(2, f"fault injection: {name} is ignored in this process; the test cannot interrupt it\n".encode())
+        os._exit(IGNORED_EXIT)
+    os.kill(os.getpid(), signum)
 
 
 def _install(actions: dict[str, str]) -> None:
-    counts = {"batch": 0, "write": 0, "replace": 0, "step": 0}
+    counts = {"batch": 0, "write": 0, "replace": 0, "step": 0, "condition": 0}
 
     def at(key: str, point: str) -> bool:
         return actions.get(key) == point
@@ -52,6 +64,22 @@ def _install(actions: dict[str, str]) -> None:
             return original_step(self, *args, **kwargs)
 
         torch.optim.AdamW.step = step
+        return
+
+    if any(value.startswith("condition:") for value in actions.values()):
+        from sparcom.causal.checkpoint import ConditionStore
+
+        original_condition = ConditionStore.save
+
+        def save_condition(self, *args, **kwargs):
+            result = original_condition(self, *args, **kwargs)
+            counts["condition"] += 1
+            for key, name in (("sigint", "SIGINT"), ("sigterm", "SIGTERM")):
+                if at(key, f"condition:{counts['condition']}"):
+                    _send(name)
+            return result
+
+        ConditionStore.save = save_condition
         return
 
     import safetensors.numpy
