@@ -116,7 +116,7 @@ def docs_world(tmp_path_factory) -> dict[str, Path]:
     inputs["runs/qwen-base"] = profile(str(moe), inputs["data/hexainst.jsonl"], root / "runs" / "qwen-base",
                                        ProfileSettings(per_category=4), progress=False).path
     inputs["analysis/smollm2"] = root / "analysis" / "smollm2"
-    identify(inputs["runs/qwen-base"], "percentile", 0.05, sweep=False, plots=False, out=inputs["analysis/smollm2"])
+    identify(inputs["runs/smol-instr"], rule="percentile", epsilon=0.05, sweep=False, plots=False, out=inputs["analysis/smollm2"])
     return {"root": root, "inputs": inputs, "builtins": {"smollm2-135m-instruct": dense}, "moe": moe}
 
 

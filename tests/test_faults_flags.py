@@ -4,6 +4,7 @@ line naming the new flag and exit code 2. In-process through ``sparcom.cli.main`
 from __future__ import annotations
 
 import pytest
+from faults import assert_catalogue_line
 
 from sparcom.cli import main
 from sparcom.cli.options import RENAMED
@@ -19,3 +20,5 @@ def test_F1_an_old_spelling_is_refused_with_the_new_flag(path, old, new, capsys)
         assert code == 2
         assert len(err) == 1 and err[0].startswith("error: ") and f"{old} is now {new}" in err[0], err
         assert f"pass {new}" in err[0]
+        if path == ("ablate",) and old == "--folds":  # the line docs/errors.md quotes for F1
+            assert_catalogue_line(err[0])
