@@ -7,7 +7,8 @@ from sparcom.data import human
 from sparcom.models.loading import load_model
 from sparcom.zoo import builtin
 from sparcom.zoo.derived import DENSE_TOLERANCE
-from sparcom.zoo.moefy import MoefySettings, moefy, retarget
+from sparcom.zoo.moe_assembly import retarget
+from sparcom.zoo.moefy import MoefySettings, moefy
 
 SMOL = builtin.BUILTINS["smollm2-135m-instruct"]
 pytestmark = [
