@@ -7,11 +7,12 @@ tokenizer files copied byte for byte, :data:`SPLIT_FILE` (which dense neuron eac
 what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.zoo.builtin`, it is
 built in a folder staged beside its target (:func:`sparcom.outputs.staged_directory`), checks itself before the rename (the saved
 folder reloads to the same logits; every part but the MLP is bit-identical to the dense model; with all experts
-routed it equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
-``granitemoe`` with the built shape), and records the size and sha256 of every file.
+routed the exact construction equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
+``granitemoe`` or ``granitemoeshared`` with the built shape), and records the size and sha256 of every file.
 
 :data:`DERIVED` names built-in entries made this way on first use: ``smollm2-135m-moe`` is
-``smollm2-135m-instruct`` split into 16 experts of 96 neurons, top-4, calibrated on ``sparcom-sft``.
+``smollm2-135m-instruct`` with a 512-neuron shared expert and 64 experts of 16 neurons, top-16, refitted down
+projections, calibrated on ``sparcom-sft``.
 :func:`resolve_derived` returns its cache folder, building it once (under a lock) and rebuilding it, with a warning,
 when it is damaged or stale. The build is deterministic: the same software and thread count give the same bytes.
 """
