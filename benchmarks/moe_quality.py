@@ -1,4 +1,5 @@
-"""Quality of the MoEfied SmolLM2 (``smollm2-135m-moe``) against the dense model it was made from.
+"""Quality of the MoEfied SmolLM2 (``smollm2-135m-moe``) against the dense model it was made from (per-layer detail;
+the quality curve over constructions and k is ``moe_curve.py``).
 
 Usage: python benchmarks/moe_quality.py [--cache-dir DIR] [--per-group N] [--share-tokens T] [--json PATH]
 
@@ -69,7 +70,8 @@ def nll_table(models: dict, tokenizer, rows, batch_size: int) -> dict:
 
 def layer_shares(dense, moe, split_record: dict, inputs: list[torch.Tensor]) -> list[dict]:
     from sparcom.models.sites import model_sites
-    from sparcom.zoo.moefy import expert_norms, mlp_blocks, neuron_outputs, routed_share, top_k_overlap
+    from sparcom.zoo.moe_split import expert_norms, neuron_outputs, routed_share, top_k_overlap
+    from sparcom.zoo.moefy import mlp_blocks
 
     routers = {j: site.router for j, site in model_sites(moe).moe.items()}
     rows = []
@@ -134,16 +136,8 @@ def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list
     """Experts from contribution magnitudes (default) vs from co-firing, on a few layers: the share of each held-out
     token's expert output norm carried by its best 4 experts, and by the fitted router's 4."""
     from sparcom.data.tuning_data import build_tuning_rows
-    from sparcom.zoo.moefy import (
-        MoefySettings,
-        calibration_examples,
-        expert_norms,
-        mlp_blocks,
-        mlp_inputs,
-        neuron_outputs,
-        routed_share,
-        split_layer,
-    )
+    from sparcom.zoo.moe_split import expert_norms, neuron_outputs, routed_share
+    from sparcom.zoo.moefy import MoefySettings, calibration_examples, mlp_blocks, mlp_inputs, split_layer
 
     settings = MoefySettings()
     examples = calibration_examples(build_tuning_rows(), tokenizer, settings.calibration_tokens)
@@ -154,7 +148,9 @@ def coactivation_choice(dense, tokenizer, held: list[torch.Tensor], layers: list
             mlp = mlp_blocks(dense)[j]
             h, _ = neuron_outputs(mlp, held[j])
             for coactivation in ("magnitude", "firing"):
-                split = split_layer(mlp, calibration[j], MoefySettings(coactivation=coactivation), settings.seed + j)
+                split = split_layer(mlp, calibration[j], torch.zeros(calibration[j].shape[0], dtype=torch.bool),
+                                    MoefySettings(num_experts=16, top_k=4, shared_neurons=0, refit=0,
+                                                  coactivation=coactivation), settings.seed + j)
                 norms = expert_norms(mlp, h, split.members)
                 results.append({"layer": j, "coactivation": coactivation, "best_share_4": routed_share(norms, norms, 4),
                                 "router_share_4": routed_share(held[j] @ torch.from_numpy(split.router).T, norms, 4)})
@@ -223,7 +219,8 @@ def main() -> None:
     from sparcom.zoo.builtin import MANIFEST
     from sparcom.zoo.catalog import resolve
     from sparcom.zoo.derived import SPLIT_FILE
-    from sparcom.zoo.moefy import calibration_examples, mlp_inputs, retarget
+    from sparcom.zoo.moe_assembly import retarget
+    from sparcom.zoo.moefy import calibration_examples, mlp_inputs
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sparcom-moe-bench-"))
     dense_path = resolve("smollm2-135m-instruct", cache)

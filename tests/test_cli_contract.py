@@ -68,7 +68,8 @@ ERROR_CASES = [
      ["unknown built-in model"]),
     ("models-build-moe-top-k", ["models", "build-moe", "{model}", "--experts", "4", "--top-k", "9", "--out", "{out}"],
      ["--top-k must be between 1 and the number of experts (4)"]),
-    ("models-build-moe-experts", ["models", "build-moe", "{model}", "--experts", "7", "--out", "{out}"],
+    ("models-build-moe-experts", ["models", "build-moe", "{model}", "--experts", "7", "--top-k", "2",
+                                  "--shared-neurons", "0", "--out", "{out}"],
      ["do not split into 7 equal experts"]),
     ("models-build-moe-calibration", ["models", "build-moe", "{model}", "--calibration", "{root}/nope.jsonl",
                                       "--out", "{out}"], ["nope.jsonl: file not found"]),
@@ -175,8 +176,8 @@ def test_python_dash_m_runs_the_same_cli(study):
 def test_build_moe_writes_a_granitemoe_folder_that_profiles(study, tmp_path, cli):
     """`sparcom models build-moe` on the tiny Llama: exit 0, the folder it prints, and `sparcom profile` counts experts."""
     out = tmp_path / "moe"
-    done = cli("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--calibration",
-                   study["data"], "--out", out, "--quiet")
+    done = cli("models", "build-moe", study["model"], "--experts", "4", "--top-k", "2", "--shared-neurons", "0",
+               "--refit", "0", "--calibration", study["data"], "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
     assert json.loads((out / "config.json").read_text())["model_type"] == "granitemoe"

@@ -1,8 +1,11 @@
-"""MoEfication of a tiny dense Llama: exact slices, exact 1/k weights, k = E equals dense, routers beat chance,
-balanced clustering, the saved folder profiles exactly against the MoE oracle, and builds are deterministic."""
+"""MoEfication of a tiny dense Llama: exact slices, exact 1/k weights, k = E equals dense (shared expert included),
+routers beat chance, balanced clustering, the shared expert holds the neurons of largest mean contribution, the
+down-projection refit solves its ridge problem and passes its held-out check, the saved folder profiles exactly
+against the MoE oracle, and builds are deterministic."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -19,19 +22,16 @@ from sparcom.errors import SparcomError
 from sparcom.models.loading import load_model
 from sparcom.zoo.builtin import MANIFEST
 from sparcom.zoo.derived import DENSE_TOLERANCE, SPLIT_FILE
-from sparcom.zoo.moefy import (
-    MoefySettings,
-    balanced_clusters,
-    calibration_examples,
-    mlp_inputs,
-    moefy,
-    retarget,
-    routed_share,
-    top_k_overlap,
-    within_share,
-)
+from sparcom.zoo.moe_assembly import retarget
+from sparcom.zoo.moe_recovery import refit_down
+from sparcom.zoo.moe_split import balanced_clusters, routed_share, top_k_overlap, within_share
+from sparcom.zoo.moefy import MoefySettings, calibration_examples, mlp_inputs, moefy
 
-SETTINGS = MoefySettings(num_experts=8, top_k=2, calibration_tokens=3000, iterations=20)
+#: The construction without a shared expert or refit (exact slices throughout; a GraniteMoE model).
+SETTINGS = MoefySettings(num_experts=8, top_k=2, shared_neurons=0, refit=0, calibration_tokens=3000, iterations=20)
+#: With a shared expert of 32 of the 64 neurons (a GraniteMoeShared model), exact slices; and with the refit.
+SHARED = dataclasses.replace(SETTINGS, shared_neurons=32)
+REFIT = dataclasses.replace(SHARED, refit=0.3)
 INSTRUCTIONS = [
     "Explain why the sky looks blue on a clear day.", "List three uses of a paper clip.",
     "Translate 'good morning' into French.", "Write a haiku about autumn leaves.",
@@ -151,11 +151,11 @@ def test_non_mlp_parts_are_bit_identical_and_routing_weights_are_exactly_one_ove
     assert torch.equal(index.sort(1).values, fitted.topk(SETTINGS.top_k, dim=1).indices.sort(1).values)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_all_experts_routed_equals_the_dense_model(tied):
+@pytest.mark.parametrize(("tied", "settings"), [(False, SETTINGS), (True, SETTINGS), (False, SHARED), (True, SHARED)])
+def test_all_experts_routed_equals_the_dense_model(tied, settings):
     dense = dense_llama(tied=tied, seed=4)
-    result = moefy(dense, tiny_tokenizer(), calibration_rows(), SETTINGS)
-    every = retarget(result.model, SETTINGS.num_experts)
+    result = moefy(dense, tiny_tokenizer(), calibration_rows(), settings)
+    every = retarget(result.model, settings.num_experts)
     ids = probe_ids()
     with torch.no_grad():
         reference, logits = dense(ids).logits, every(ids).logits
@@ -168,11 +168,12 @@ def test_all_experts_routed_equals_the_dense_model(tied):
 
 
 def test_router_picks_the_largest_experts_better_than_chance(built):
-    """On its training tokens, the router's top-k overlaps the k largest expert outputs far more than a random map."""
+    """On its training tokens (the MLP inputs of the MoE itself: layers are split in order on the MoE's own inputs),
+    the router's top-k overlaps the k largest expert outputs far more than a random map."""
     dense, result = built
     tokenizer = tiny_tokenizer()
     examples = calibration_examples(calibration_rows(), tokenizer, SETTINGS.calibration_tokens)
-    inputs = mlp_inputs(dense, examples, pad_id=tokenizer.pad_token_id)
+    inputs = mlp_inputs(result.model, examples, pad_id=tokenizer.pad_token_id)
     generator = torch.Generator().manual_seed(5)
     for layer, split, x in zip(dense.model.layers, result.splits, inputs, strict=True):
         h = layer.mlp.act_fn(layer.mlp.gate_proj(x)) * layer.mlp.up_proj(x)
@@ -184,11 +185,98 @@ def test_router_picks_the_largest_experts_better_than_chance(built):
         assert router == pytest.approx(split.stats["router_overlap"])
 
 
+@pytest.fixture(scope="module")
+def built_shared():
+    dense = dense_llama(seed=7)
+    tokenizer = tiny_tokenizer()
+    return dense, {name: moefy(dense, tokenizer, calibration_rows(), settings)
+                   for name, settings in (("exact", SHARED), ("refit", REFIT))}
+
+
+def test_shared_expert_holds_the_neurons_of_largest_mean_contribution_and_the_experts_partition_the_rest(
+        built_shared):
+    dense, results = built_shared
+    result = results["exact"]
+    tokenizer = tiny_tokenizer()
+    examples = calibration_examples(calibration_rows(), tokenizer, SHARED.calibration_tokens)
+    inputs = mlp_inputs(result.model, examples, pad_id=tokenizer.pad_token_id)  # what each layer was split on
+    k = SHARED.top_k
+    for layer, moe_layer, split, x in zip(dense.model.layers, result.model.model.layers, result.splits, inputs,
+                                          strict=True):
+        mlp = layer.mlp
+        with torch.no_grad():
+            h = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+        mean_contribution = [float(h[:, i].abs().mean() * mlp.down_proj.weight[:, i].detach().norm()) for i in range(64)]
+        expected = sorted(sorted(range(64), key=lambda i: -mean_contribution[i])[:32])
+        assert split.shared.tolist() == expected
+        assert sorted([*split.shared.tolist(), *split.members.reshape(-1).tolist()]) == list(range(64))
+        shared = torch.from_numpy(split.shared)
+        assert torch.equal(moe_layer.shared_mlp.input_linear.weight,
+                           torch.cat([mlp.gate_proj.weight[shared], mlp.up_proj.weight[shared]]))
+        assert torch.equal(moe_layer.shared_mlp.output_linear.weight, mlp.down_proj.weight[:, shared])
+        experts = moe_layer.block_sparse_moe.experts
+        assert split.members.shape == (8, 4) and split.down is None
+        for e, m in enumerate(torch.from_numpy(split.members)):
+            assert torch.equal(experts.gate_up_proj[e], torch.cat([mlp.gate_proj.weight[m], mlp.up_proj.weight[m]]))
+            assert torch.equal(experts.down_proj[e], mlp.down_proj.weight[:, m] * k)
+
+
+def test_refit_changes_only_down_columns_and_keeps_them_only_where_held_out_rows_improve(built_shared):
+    dense, results = built_shared
+    result = results["refit"]
+    k = REFIT.top_k
+    kept = 0
+    for layer, moe_layer, split in zip(dense.model.layers, result.model.model.layers, result.splits, strict=True):
+        mlp, experts, stats = layer.mlp, moe_layer.block_sparse_moe.experts, split.stats
+        down = split.down if split.down is not None else mlp.down_proj.weight
+        assert (split.down is not None) == (stats["refit_heldout_error_after"] < stats["refit_heldout_error_before"])
+        kept += split.down is not None
+        for e, m in enumerate(torch.from_numpy(split.members)):
+            assert torch.equal(experts.gate_up_proj[e], torch.cat([mlp.gate_proj.weight[m], mlp.up_proj.weight[m]]))
+            assert torch.equal(experts.down_proj[e], down[:, m] * k)
+        assert torch.equal(moe_layer.shared_mlp.output_linear.weight, down[:, torch.from_numpy(split.shared)])
+    assert kept >= 1  # the tiny model's layers lose enough to routing for the refit to help somewhere
+
+
+def test_refit_solves_its_ridge_problem_and_is_refused_when_held_out_rows_get_worse():
+    rng = np.random.default_rng(8)
+    h, down = rng.normal(size=(60, 6)), rng.normal(size=(3, 6))
+    mask = rng.random(size=(60, 6)) < 0.6
+    held = np.arange(60) >= 48
+    refit, stats = refit_down(torch.tensor(h), torch.tensor(mask), torch.tensor(down), torch.tensor(held), 0.5)
+    used, target = (h * mask)[~held], h[~held] @ down.T
+    lam = 0.5 * np.mean(np.diag(used.T @ used))
+    # min ||used Dᵀ − target||² + λ||D − down||²  ==  least squares on the stacked system
+    stacked = np.linalg.lstsq(np.vstack([used, np.sqrt(lam) * np.eye(6)]),
+                              np.vstack([target, np.sqrt(lam) * down.T]), rcond=None)[0].T
+    error = {name: np.sum(((h * mask)[held] @ d.T - h[held] @ down.T) ** 2) / np.sum((h[held] @ down.T) ** 2)
+             for name, d in (("before", down), ("after", stacked))}
+    assert stats["refit_heldout_error_before"] == pytest.approx(error["before"])
+    assert stats["refit_heldout_error_after"] == pytest.approx(error["after"])
+    assert error["after"] < error["before"] and refit is not None
+    np.testing.assert_allclose(refit.numpy(), stacked, rtol=1e-5, atol=1e-6)
+    # Held-out rows that lose nothing to routing: the exact down is perfect there, any refit is worse — refused.
+    mask[held] = True
+    refit, stats = refit_down(torch.tensor(h), torch.tensor(mask), torch.tensor(down), torch.tensor(held), 0.5)
+    assert refit is None and stats["refit_kept"] == 0 and stats["refit_heldout_error_before"] == 0
+    with pytest.raises(SparcomError, match="hold out"):
+        refit_down(torch.tensor(h), torch.tensor(mask), torch.tensor(down), torch.zeros(60, dtype=torch.bool), 0.5)
+
+
 def test_unsupported_models_and_settings_are_refused():
     with pytest.raises(SparcomError, match="Llama-architecture"):
         moefy(tiny_model("qwen2"), tiny_tokenizer(), calibration_rows(), SETTINGS)
     with pytest.raises(SparcomError, match="equal experts"):
-        moefy(dense_llama(), tiny_tokenizer(), calibration_rows(), MoefySettings(num_experts=6, top_k=2))
+        moefy(dense_llama(), tiny_tokenizer(), calibration_rows(), MoefySettings(num_experts=6, top_k=2,
+                                                                                 shared_neurons=0))
+    with pytest.raises(SparcomError, match="outside the shared expert"):  # 64 - 16 = 48 neurons: not 5 experts
+        MoefySettings(num_experts=5, top_k=2, shared_neurons=16).check(64)
+    with pytest.raises(SparcomError, match="multiple of 4"):  # experts of 6 neurons: transformers cannot run them
+        MoefySettings(num_experts=8, top_k=2, shared_neurons=16).check(64)
+    with pytest.raises(SparcomError, match="below the MLP width"):
+        MoefySettings(num_experts=8, top_k=2, shared_neurons=64).check(64)
+    with pytest.raises(SparcomError, match="shared-expert choice"):
+        MoefySettings(shared_by="random").check()
     with pytest.raises(SparcomError, match="--top-k"):
         MoefySettings(num_experts=8, top_k=9).check()
 
@@ -206,17 +294,18 @@ def dense_folder(tmp_path_factory):
     return folder, rows
 
 
-def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, dataset, tmp_path):
+@pytest.mark.parametrize(("settings", "family"), [(SETTINGS, "granitemoe"), (REFIT, "granitemoeshared")])
+def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, dataset, tmp_path, settings, family):
     from transformers import AutoModelForCausalLM
 
     folder, rows = dense_folder
-    out = build_moe(folder, tmp_path / "moe", SETTINGS, calibration=rows, progress=False)
+    out = build_moe(folder, tmp_path / "moe", settings, calibration=rows, progress=False)
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["family"] == "granitemoe" and manifest["checks"]["non_mlp_bit_identical"]
+    assert manifest["family"] == family and manifest["checks"]["non_mlp_bit_identical"]
     assert manifest["checks"]["all_experts_relative_logit_diff"] <= DENSE_TOLERANCE
     assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json", SPLIT_FILE}
     plain = AutoModelForCausalLM.from_pretrained(out)  # no sparcom code involved
-    assert type(plain).__name__ == "GraniteMoeForCausalLM" and plain.config.num_experts_per_tok == 2
+    assert plain.config.model_type == family and plain.config.num_experts_per_tok == 2
     for scope in ("instruction", "all"):
         run = profile(load_model(str(out)), dataset, tmp_path / scope, ProfileSettings(scope=scope, batch_size=3),
                       progress=False)
@@ -224,14 +313,15 @@ def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, data
         engine = {k: v for k, v in run.counts.items() if not k.startswith("bootstrap/")}
         assert set(engine) == set(reference)
         assert any(k.startswith("expert_neuron/") for k in reference)
+        assert any(k.startswith("shared_neuron/") for k in reference) == (family == "granitemoeshared")
         for key, value in reference.items():
             np.testing.assert_array_equal(np.asarray(engine[key]), value, err_msg=key)
 
 
 def test_two_builds_write_the_same_bytes_and_hexainst_is_refused(dense_folder, tmp_path):
     folder, rows = dense_folder
-    first = build_moe(folder, tmp_path / "a", SETTINGS, calibration=rows, progress=False)
-    second = build_moe(folder, tmp_path / "b", SETTINGS, calibration=rows, progress=False)
+    first = build_moe(folder, tmp_path / "a", REFIT, calibration=rows, progress=False)
+    second = build_moe(folder, tmp_path / "b", REFIT, calibration=rows, progress=False)
     files = [json.loads((path / MANIFEST).read_text())["files"] for path in (first, second)]
     assert files[0] == files[1]
     with pytest.raises(SparcomError, match="exists"):

@@ -75,8 +75,16 @@ def build_moe_command(
     model: Annotated[str, typer.Argument(help="Dense Llama model: folder, .gguf, hub id or built-in name.")] = (
         "smollm2-135m-instruct"),
     out: out_option("Folder to write (default: ./<model>-moe<E>k<k>)", optional=True) = None,
-    experts: Annotated[int, typer.Option("--experts", help="Experts per layer (must divide the MLP width).")] = 16,
-    top_k: Annotated[int, typer.Option("--top-k", help="Experts each token is routed to.")] = 4,
+    experts: Annotated[int, typer.Option(
+        "--experts", help="Routed experts per layer (must divide the MLP width minus the shared neurons).")] = 64,
+    top_k: Annotated[int, typer.Option("--top-k", help="Experts each token is routed to.")] = 16,
+    shared_neurons: Annotated[int, typer.Option(
+        "--shared-neurons", help="Neurons per layer in a shared expert every token uses (0: none).")] = 512,
+    shared_by: Annotated[str, typer.Option(
+        "--shared-by", help="Shared neurons: largest mean contribution ('magnitude') or firing rate ('frequency').")] = (
+        "magnitude"),
+    refit: Annotated[float, typer.Option(
+        "--refit", help="Ridge penalty of the down-projection refit (recovery); 0: exact slices.")] = 0.3,
     calibration: Annotated[str, typer.Option(
         "--calibration", help="Calibration rows, not HexaInst: 'sparcom-sft' or a JSON Lines file.")] = "sparcom-sft",
     calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Calibration token budget.")] = 8192,
@@ -86,13 +94,15 @@ def build_moe_command(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """MoEfy a dense Llama model: split each MLP into equal experts of co-activated neurons, fit a top-k router per
-    layer, and save a GraniteMoE folder that plain transformers loads (docs/moe.md). Prints the folder."""
+    """MoEfy a dense Llama model: a shared expert of its heaviest neurons, the rest in equal experts of co-activated
+    neurons, a top-k router per layer, optionally refitted down projections; saved as a GraniteMoE(Shared) folder that
+    plain transformers loads (docs/moe.md). Prints the folder."""
     from sparcom.api import build_moe
     from sparcom.zoo.moefy import MoefySettings
 
-    settings = MoefySettings(num_experts=experts, top_k=top_k, seed=clustering_seed,
-                             calibration_tokens=calibration_tokens, coactivation=coactivation)
+    settings = MoefySettings(num_experts=experts, top_k=top_k, shared_neurons=shared_neurons, shared_by=shared_by,
+                             refit=refit, seed=clustering_seed, calibration_tokens=calibration_tokens,
+                             coactivation=coactivation)
     settings.check()
     target = out if out is not None else Path(f"{Path(model).name}-moe{experts}k{top_k}")
     print(build_moe(model, target, settings, calibration=calibration, overwrite=overwrite, progress=not quiet))

@@ -7,11 +7,12 @@ tokenizer files copied byte for byte, :data:`SPLIT_FILE` (which dense neuron eac
 what the build measured) and :data:`MANIFEST`. Like the GGUF conversions in :mod:`sparcom.zoo.builtin`, it is
 built in a folder staged beside its target (:func:`sparcom.outputs.staged_directory`), checks itself before the rename (the saved
 folder reloads to the same logits; every part but the MLP is bit-identical to the dense model; with all experts
-routed it equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
-``granitemoe`` with the built shape), and records the size and sha256 of every file.
+routed the exact construction equals the dense model within :data:`DENSE_TOLERANCE`; sparcom's family table maps it as
+``granitemoe`` or ``granitemoeshared`` with the built shape), and records the size and sha256 of every file.
 
 :data:`DERIVED` names built-in entries made this way on first use: ``smollm2-135m-moe`` is
-``smollm2-135m-instruct`` split into 16 experts of 96 neurons, top-4, calibrated on ``sparcom-sft``.
+``smollm2-135m-instruct`` with a 512-neuron shared expert and 64 experts of 16 neurons, top-16, refitted down
+projections, calibrated on ``sparcom-sft``.
 :func:`resolve_derived` returns its cache folder, building it once (under a lock) and rebuilding it, with a warning,
 when it is damaged or stale. The build is deterministic: the same software and thread count give the same bytes.
 """
@@ -43,10 +44,11 @@ from sparcom.zoo.builtin import (
     read_cache_manifest,
     recorded_files_problem,
 )
-from sparcom.zoo.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy, retarget
+from sparcom.zoo.moe_assembly import assemble, retarget
+from sparcom.zoo.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy
 
 #: Bump when the build changes what it writes; older caches are then rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 #: Per layer: the dense neuron of every expert neuron, the router scale and the calibration measurements.
 SPLIT_FILE = "moefication.json"
 #: Largest |Δlogit| / max|logit| allowed between the dense model and its MoE with every expert routed (k = E): the
@@ -78,8 +80,9 @@ DERIVED: dict[str, DerivedModel] = {
             name="smollm2-135m-moe",
             parent="smollm2-135m-instruct",
             role="instruct",
-            description="SmolLM2-135M-Instruct MoEfied: GraniteMoE, 30 layers of 16 experts × 96 neurons, top-4, "
-                        "routers fitted on sparcom-sft (built on first use, a few minutes)",
+            description="SmolLM2-135M-Instruct MoEfied: GraniteMoeShared, 30 layers of a 512-neuron shared expert "
+                        "and 64 experts × 16 neurons, top-16 (50% of the MLP per token), routers and down "
+                        "projections fitted on sparcom-sft (built on first use, a few minutes)",
         ),
     )
 }
@@ -145,41 +148,71 @@ def _first_mlp_input(model, ids: torch.Tensor) -> torch.Tensor:
     return seen[0]
 
 
+def _moe_family(settings: MoefySettings) -> str:
+    return "granitemoeshared" if settings.shared_neurons else "granitemoe"
+
+
+def _check_site_map(saved, dense, settings: MoefySettings) -> str:
+    """The family sparcom's site map gives the saved folder, after checking it has the built shape."""
+    sites = model_sites(saved)  # sparcom profiles it through the ordinary family table
+    width = (dense.config.intermediate_size - settings.shared_neurons) // settings.num_experts
+    shapes = {(site.num_experts, site.width, site.top_k) for site in sites.moe.values()}
+    shared = {site.width for site in sites.shared.values()}
+    if (sites.family.name != _moe_family(settings) or len(sites.moe) != sites.layers
+            or shapes != {(settings.num_experts, width, settings.top_k)}
+            or shared != ({settings.shared_neurons} if settings.shared_neurons else set())):
+        raise SparcomError(f"the saved MoE's site map ({sites.family.name}, {len(sites.moe)} of {sites.layers} "
+                           f"MoE layers, (experts, width, top-k) {sorted(shapes)}, shared {sorted(shared)}) is not "
+                           "what was built; this is a bug")
+    return sites.family.name
+
+
 def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
-    """Check a saved MoE folder against the in-memory build and the dense model; the numbers for the manifest."""
+    """Check a saved MoE folder against the in-memory build and the dense model; the numbers for the manifest.
+
+    The k = E check runs on the exact construction (experts that are exact slices, shared expert included); with a
+    refit, the saved model's own k = E difference is recorded as well (it is not the dense model by design).
+    """
     from transformers import AutoModelForCausalLM
 
     ids = _probe_ids(tokenizer)
     saved = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
-    if type(saved).__name__ != "GraniteMoeForCausalLM":
-        raise SparcomError(f"the saved MoE loads as {type(saved).__name__}, not GraniteMoeForCausalLM; this is a bug")
+    expected = "GraniteMoeSharedForCausalLM" if result.settings.shared_neurons else "GraniteMoeForCausalLM"
+    if type(saved).__name__ != expected:
+        raise SparcomError(f"the saved MoE loads as {type(saved).__name__}, not {expected}; this is a bug")
     tied = saved.get_output_embeddings().weight.data_ptr() == saved.get_input_embeddings().weight.data_ptr()
     if dense.config.tie_word_embeddings and not tied:
         raise SparcomError("the saved MoE lost the tied input/output embeddings; this is a bug")
-    sites = model_sites(saved)  # sparcom profiles it through the ordinary family table
-    settings = result.settings
-    shapes = {(site.num_experts, site.width, site.top_k) for site in sites.moe.values()}
-    if sites.family.name != "granitemoe" or len(sites.moe) != sites.layers or shapes != {
-            (settings.num_experts, dense.config.intermediate_size // settings.num_experts, settings.top_k)}:
-        raise SparcomError(f"the saved MoE's site map ({sites.family.name}, {len(sites.moe)} of {sites.layers} "
-                           f"MoE layers, (experts, width, top-k) {sorted(shapes)}) is not what was built; this is a bug")
-    every = retarget(result.model, result.settings.num_experts)
+    family = _check_site_map(saved, dense, result.settings)
+    experts = result.settings.num_experts
+    exact = retarget(assemble(dense, result.splits, result.settings.top_k, exact=True), experts)
     with torch.no_grad():
         built, reloaded = result.model(ids).logits, saved(ids).logits
-        reference, all_experts = dense(ids).logits, every(ids).logits
+        reference, all_experts = dense(ids).logits, exact(ids).logits
+        refit_all = retarget(saved, experts)(ids).logits if any(s.down is not None for s in result.splits) else None
     reload_diff = float((built - reloaded).abs().max())
-    if not torch.allclose(built, reloaded, rtol=0, atol=1e-6):
-        raise SparcomError(f"the saved MoE disagrees with the one built in memory (max |Δlogit| {reload_diff:.3g})")
+    # Bit for bit in the weights; the logits may differ in the last float32 bits (memory-mapped tensors are aligned
+    # differently, and the kernels round differently), so they are held to the k = E tolerance.
+    memory, loaded = result.model.state_dict(), saved.state_dict()
+    different = sorted(set(memory) ^ set(loaded)) or [name for name in memory if not torch.equal(memory[name],
+                                                                                                  loaded[name])]
+    if different or reload_diff > DENSE_TOLERANCE * float(built.abs().max()):
+        raise SparcomError(f"the saved MoE disagrees with the one built in memory (tensors {different[:3]}, max "
+                           f"|Δlogit| {reload_diff:.3g}); this is a bug")
     if not torch.equal(_first_mlp_input(dense, ids), _first_mlp_input(saved, ids)):
         raise SparcomError("the MoE's attention/norms differ from the dense model's (layer 0 MLP input); this is a bug")
     dense_diff = float((reference - all_experts).abs().max())
     relative = dense_diff / float(reference.abs().max())
     if relative > DENSE_TOLERANCE:
-        raise SparcomError(f"with all {result.settings.num_experts} experts routed the MoE differs from the dense "
-                           f"model by {dense_diff:.3g} (relative {relative:.3g} > {DENSE_TOLERANCE}); this is a bug")
-    return {"probe_tokens": int(ids.shape[1]), "reload_max_abs_logit_diff": reload_diff,
-            "all_experts_max_abs_logit_diff": dense_diff, "all_experts_relative_logit_diff": relative,
-            "non_mlp_bit_identical": True, "family": sites.family.name}
+        raise SparcomError(f"with all {experts} experts routed the exact MoE differs from the dense model by "
+                           f"{dense_diff:.3g} (relative {relative:.3g} > {DENSE_TOLERANCE}); this is a bug")
+    checks = {"probe_tokens": int(ids.shape[1]), "reload_max_abs_logit_diff": reload_diff,
+              "all_experts_max_abs_logit_diff": dense_diff, "all_experts_relative_logit_diff": relative,
+              "non_mlp_bit_identical": True, "family": family}
+    if refit_all is not None:
+        checks["refit_all_experts_relative_logit_diff"] = float((reference - refit_all).abs().max()
+                                                                / reference.abs().max())
+    return checks
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,12 +220,20 @@ def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
 
 
 def _split_record(result: MoefyResult) -> dict:
+    refit = result.settings.refit > 0
     return {
-        "method": "MoEfication (Zhang et al. 2022): balanced co-activation clustering, ridge-regression routers",
+        "method": "MoEfication (Zhang et al. 2022) with a shared expert: the neurons of largest mean contribution in a "
+                  "shared expert, the rest in balanced co-activation clusters, ridge-regression routers, layers split "
+                  "in order on the MoE's own inputs" + (", down projections refitted by ridge least squares" if refit
+                                                        else ""),
         "settings": result.settings.to_dict(),
         "calibration": result.calibration,
-        "expert_neuron_is_dense_neuron": "layers[j].members[e][i] is the dense MLP neuron of expert e's neuron i",
-        "layers": [{"members": split.members.tolist(), "router_scale": split.scale,
+        "expert_neuron_is_dense_neuron": "layers[j].members[e][i] is the dense MLP neuron of expert e's neuron i; "
+                                         "layers[j].shared[i] that of the shared expert's neuron i",
+        "exact": "gate and up rows are exact slices of the dense MLP; down columns are "
+                 + ("refitted where layers[j].down is 'refit' (exact where 'exact')" if refit else "exact slices"),
+        "layers": [{"members": split.members.tolist(), "shared": split.shared.tolist(), "router_scale": split.scale,
+                    "down": "exact" if split.down is None else "refit",
                     "calibration": {k: round(v, 6) for k, v in split.stats.items()}}
                    for split in result.splits],
     }
@@ -238,7 +279,7 @@ def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, ca
             "format": 1,
             "builder_version": BUILDER_VERSION,
             **extra,
-            "family": "granitemoe",
+            "family": checks["family"],
             "calibration": {**record, **result.calibration},
             "settings": settings.to_dict(),
             "dtype": "float32",

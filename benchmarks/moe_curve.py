@@ -1,0 +1,141 @@
+"""Quality curve of MoEfied SmolLM2: held-out NLL vs the share of MLP neurons active per token.
+
+Usage: python benchmarks/moe_curve.py [--cache-dir DIR] [--per-group N] [--ks 2,4,8] [--json PATH]
+
+For each construction — ``old`` (16 experts of 96 neurons, no shared expert, no refit: the first built-in's
+partition), ``new`` (a 512-neuron shared expert and 64 experts of 16, exact slices) and ``new+refit`` (the same with
+the down-projection refit, the built-in ``smollm2-135m-moe``) — the MoE is assembled in memory for each k and scored
+on held-out HexaInst responses (teacher-forced NLL, nats per response token, pooled over the first N rows of every
+category and source; the same formatting as profiling), twice:
+
+- ``router``: the model as built (GraniteMoE(Shared) forward, routing by its fitted router);
+- ``oracle``: each layer's router replaced by one that picks the k experts with the largest true output norm
+  ||down_e h_e(x)|| — what the partition allows at best, so router − oracle is what the router loses and
+  oracle − dense what the partition loses.
+
+Active share = (shared neurons + k × expert width) / MLP width. The refit is fitted for the built k (16); at other k
+it is applied as fitted. Calibration text: ``sparcom-sft`` (never HexaInst); every layer is split in order on the
+MoE's own inputs, for the old partition too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from moe_quality import subset  # a sibling script, not a package
+
+
+class OracleRouter(nn.Module):
+    """Routes each token to the k experts whose true output (down_e h_e(x)) has the largest norm; weight 1/k."""
+
+    def __init__(self, experts: nn.Module, top_k: int):
+        super().__init__()
+        self.experts, self.top_k = experts, top_k
+
+    def forward(self, hidden: torch.Tensor):
+        gate_up = torch.einsum("th,ewh->tew", hidden, self.experts.gate_up_proj)
+        gate, up = gate_up.chunk(2, dim=-1)
+        h = self.experts.act_fn(gate) * up  # [T, E, I_e]
+        norms = torch.einsum("tew,ehw->teh", h, self.experts.down_proj).norm(dim=-1)  # [T, E]
+        index = norms.topk(self.top_k, dim=1).indices
+        return norms, torch.full(index.shape, 1.0 / self.top_k, dtype=hidden.dtype), index
+
+
+def with_oracle(moe: nn.Module) -> nn.Module:
+    import copy
+
+    oracle = copy.deepcopy(moe)
+    for layer in oracle.model.layers:
+        layer.block_sparse_moe.router = OracleRouter(layer.block_sparse_moe.experts, oracle.config.num_experts_per_tok)
+    return oracle.eval()
+
+
+def scorer(tokenizer, rows, batch_size: int):
+    from sparcom.causal.nll import encode_scored
+    from sparcom.causal.scoring import ScoringPlan
+    from sparcom.data.batching import length_batches
+    from sparcom.data.formatting import pad_token_id, resolve_template
+
+    examples = encode_scored(rows, tokenizer, resolve_template(tokenizer, "auto"))
+    plan = ScoringPlan.build(examples, length_batches([len(e) for e in examples], batch_size), pad_token_id(tokenizer))
+
+    def score(model) -> float:
+        with torch.no_grad():
+            sums = plan.run(model, None)
+        return float(sums.sum() / plan.counts.sum())
+    return score, int(plan.counts.sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--per-group", type=int, default=2, help="HexaInst rows per category and source")
+    parser.add_argument("--ks", default="", help="k values for every construction (default: a sweep each)")
+    parser.add_argument("--constructions", default="old,new,new+refit")
+    parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    from sparcom.data.hexainst import load_hexainst
+    from sparcom.data.tuning_data import build_tuning_rows
+    from sparcom.zoo.catalog import resolve
+    from sparcom.zoo.derived import load_dense_folder
+    from sparcom.zoo.moe_assembly import assemble
+    from sparcom.zoo.moefy import MoefySettings, calibration_examples, sequential_splits
+
+    dense, tokenizer = load_dense_folder(resolve("smollm2-135m-instruct", args.cache_dir))
+    score, tokens = scorer(tokenizer, subset(load_hexainst(), args.per_group), args.batch_size)
+    width = dense.config.intermediate_size
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"{tokens} scored tokens; load {load}; threads {torch.get_num_threads()}", file=sys.stderr, flush=True)
+    results = {"dense": score(dense), "points": [], "load_before": load, "scored_tokens": tokens}
+    print(f"dense NLL {results['dense']:.4f}", file=sys.stderr, flush=True)
+    built = MoefySettings()
+    constructions = {"old": MoefySettings(num_experts=16, top_k=4, shared_neurons=0, refit=0),
+                     "new": dataclasses.replace(built, refit=0), "new+refit": built}
+    sweeps = {"old": (2, 4, 8, 12), "new": (4, 8, 16, 32), "new+refit": (16,)}
+    rows = build_tuning_rows()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for name in args.constructions.split(","):
+        settings = constructions[name]
+        started = time.perf_counter()
+        examples = calibration_examples(rows, tokenizer, settings.calibration_tokens)
+        splits = sequential_splits(dense, examples, settings, pad)
+        build = time.perf_counter() - started
+        expert_width = (width - settings.shared_neurons) // settings.num_experts
+        for k in ([int(k) for k in args.ks.split(",")] if args.ks else sweeps[name]):
+            moe = assemble(dense, splits, k)
+            point = {"construction": name, "k": k, "experts": settings.num_experts, "shared": settings.shared_neurons,
+                     "active_share": (settings.shared_neurons + k * expert_width) / width,
+                     "router": score(moe), "build_seconds": build}
+            if not args.no_oracle:
+                point["oracle"] = score(with_oracle(moe))
+            results["points"].append(point)
+            print(json.dumps(point), file=sys.stderr, flush=True)
+    results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    dense_nll = results["dense"]
+    print("| construction | shared | experts × width | k | active share | NLL (router) | Δ% | NLL (oracle) | Δ% |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in results["points"]:
+        ew = (width - p["shared"]) // p["experts"]
+        oracle = (f"{p['oracle']:.3f} | {100 * (p['oracle'] / dense_nll - 1):+.1f}" if "oracle" in p else "– | –")
+        print(f"| {p['construction']} | {p['shared']} | {p['experts']} × {ew} | {p['k']} | {p['active_share']:.3f} | "
+              f"{p['router']:.3f} | {100 * (p['router'] / dense_nll - 1):+.1f} | {oracle} |")
+    print(f"\ndense {dense_nll:.4f} nats/token on {tokens} tokens; load {results['load_before']} → "
+          f"{results['load_after']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
