@@ -1,6 +1,7 @@
 """Calibration of the causal verdicts (critical role, specificity) by simulation: false-positive rate and power
-of the old rule (causal_statistics' verdict and the claims table's count) beside the new one
-(sparcom.causal.row_aware.decide), on per-row NLL tables generated under null and alternative scenarios.
+of the rule sparcom used before 2026-12-07 (re-implemented here: it is gone from the package) beside the live one
+(sparcom.causal.statistics.decide, the code the causal check runs), on per-row NLL tables generated under null and
+alternative scenarios.
 
 Usage: python benchmarks/verdict_calibration.py [--quick] [--runs N] [--json PATH] [--seed S] [--part P]
 
@@ -22,11 +23,13 @@ Alternatives: a truly specific set (s = 0.5 on the others, 0.5 + δ on its own c
 
 Per scenario and claim: the rate at which the claims table reports at least one category ("any": under the null
 the family-wise false-positive rate, target ≤ α), the per-category rate (under an alternative, the power), both
-with their Monte-Carlo standard errors, for four rules: "old claims" (claim_rows' count of p_holm ≤ α with the
-CLI's default test, auto), "old verdict" (the verdict line's label), "new" (decisions.decide) and "iut" (the
-intersection-union alternative the new rule was chosen over: the larger of the empirical p on these rows and the
-row t test of the excess, Holm; shown for its power, docs/causal.md says why it is not the rule). A sizing table
-then gives the power of the new rule for a specific set at a stated effect over rows and random sets.
+with their Monte-Carlo standard errors, for three rules: "old claims" (the old claims table's count of p_holm ≤ α
+under the old CLI default test, auto: the empirical rank p on these rows when R ≥ K/α − 1, else the t tail of the
+random sets with a Shapiro–Wilk fallback to the empirical p; re-implemented in :func:`old_p`), "new" (the live
+decision: the row-aware empirical test, Holm) and "iut" (the intersection-union alternative the new rule was chosen
+over: the larger of the empirical p on these rows and the row t test of the excess, Holm; shown for its power,
+docs/causal.md says why it is not the rule). A sizing table then gives the power of the new rule for a specific set
+at a stated effect over rows and random sets.
 """
 
 from __future__ import annotations
@@ -40,11 +43,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sparcom.analysis.claims import causal_from_tests
-from sparcom.artifacts.causal import Verdict
-from sparcom.causal.row_aware import Outcome, decide
-from sparcom.causal.statistics import causal_statistics
-from sparcom.stats import holm, significant
+from sparcom.artifacts.causal import Outcome
+from sparcom.causal.statistics import category_members, contrasts, decide, pooled_cells
+from sparcom.stats import empirical_p, holm, random_sets_needed, significant
 
 CATS = ["cls", "code", "qa", "gen", "math", "sum"]
 ALPHA = 0.05
@@ -108,38 +109,56 @@ def simulate(s: Scenario, rng: np.random.Generator):
     return base, base + selected, base + random, tokens, labels
 
 
-def old_rule(data, replicates: int = 30):
-    """Categories passing under today's code: the claims table's count and the verdict lines' labels (and the
-    statistics, for the intersection-union comparison)."""
+def old_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """The old per-category p under ``--test auto`` (what the claims table counted before 2026-12-07): the empirical
+    rank p on these rows when Holm could reach α with it, else the one-sided t tail of the random sets (a new
+    draw's prediction interval, t with R − 1 df), falling back to the empirical p where Shapiro–Wilk rejects
+    normality at 0.05. Rows are treated as fixed: the flaw the new rule fixes."""
+    from scipy.stats import shapiro
+    from scipy.stats import t as student
+
+    empirical = empirical_p(observed, random)
+    r = random.shape[-1]
+    if r >= random_sets_needed(observed.size, ALPHA) or r < 10:
+        return empirical
+    out = empirical.copy()
+    for i, values in enumerate(random):
+        sd = values.std(ddof=1)
+        if sd > 0 and shapiro(values).pvalue >= 0.05:
+            out[i] = student.sf((observed[i] - values.mean()) / (sd * np.sqrt(1 + 1 / r)), r - 1)
+    return out
+
+
+def old_rule(data) -> dict[str, dict[str, list[str]]]:
+    """Categories passing under the old rule: per claim, the categories with p_holm ≤ α (:func:`old_p`, Holm)."""
     base, selected, random, tokens, labels = data
-    stats = causal_statistics(base, selected, random, tokens, labels, CATS, replicates=replicates, test="auto")
-    rows = {c.claim: c for c in causal_from_tests(stats.tests, "neurons")}
-    verdicts = {t.ablated: t.decision.verdict for t in stats.tests}
-    critical = (Verdict.SPECIFIC, Verdict.CRITICAL)
-    return {"old claims": {claim: rows[CLAIM_KEYS[claim]].evidence.get("significant_categories", [])
-                           for claim in CLAIM_KEYS},
-            "old verdict": {"damage": [c for c, v in verdicts.items() if v in critical],
-                            "specificity": [c for c, v in verdicts.items() if v is Verdict.SPECIFIC]}}, stats
+    diff = np.concatenate([selected[:, None, :], random], axis=1) - base[None, None, :]
+    own = np.arange(len(CATS))
+    point = contrasts(pooled_cells(diff, tokens.astype(np.float64), category_members(labels, CATS)), own)
+    out = {}
+    for claim in CLAIM_KEYS:
+        p_holm = holm(old_p(point[claim], point[f"{claim}_random"]))
+        out[claim] = [c for c, p in zip(CATS, p_holm, strict=True) if significant(p, ALPHA)]
+    return {"old claims": out}
 
 
-def new_rule(data, stats=None) -> dict[str, dict[str, list[str]]]:
-    """Categories passing the new rule; with ``stats`` also the intersection-union alternative it was chosen over
+def new_rule(data, iut: bool = False) -> dict[str, dict[str, list[str]]]:
+    """Categories passing the live rule; with ``iut`` also the intersection-union alternative it was chosen over
     (empirical p on these rows and the row t test of the excess, p = the larger, Holm), to show the power cost."""
     base, selected, random, tokens, labels = data
-    result = decide(base, selected, random, tokens, labels, CATS, alpha=ALPHA)
-    out = {"new": {claim: [d.category for d in result.by_claim(claim) if d.outcome is Outcome.HOLDS]
+    tests, _ = decide(base, selected, random, tokens, labels, CATS, alpha=ALPHA)
+    out = {"new": {claim: [t.ablated for t in tests if t.decision.outcome(claim) is Outcome.HOLDS]
                    for claim in CLAIM_KEYS}}
-    if stats is not None:
+    if iut:
         from scipy.stats import t as student
 
         out["iut"] = {}
         for claim in CLAIM_KEYS:
-            ds = result.by_claim(claim)
-            rows = np.array([student.sf(d.excess / d.se_rows, d.df) if d.se_rows > 0 else float(d.excess <= 0)
-                             for d in ds])
-            emp = np.array([getattr(t, claim).p_empirical for t in stats.tests])
-            p_holm = holm(np.maximum(rows, emp))
-            out["iut"][claim] = [d.category for d, p in zip(ds, p_holm, strict=True) if significant(p, ALPHA)]
+            cs = [getattr(t, claim) for t in tests]
+            rows = np.array([student.sf(c.excess / c.se_rows, c.df) if c.se_rows > 0 else float(c.excess <= 0)
+                             for c in cs])
+            p_holm = holm(np.maximum(rows, np.array([c.p_empirical for c in cs])))
+            out["iut"][claim] = [t.ablated for t, p in zip(tests, p_holm, strict=True) if significant(p, ALPHA)]
     return out
 
 
@@ -149,11 +168,7 @@ def run(s: Scenario, runs: int, seed: int, old: bool = True) -> list[dict]:
     rng = np.random.default_rng(seed)
     for _ in range(runs):
         data = simulate(s, rng)
-        if old:
-            old_passed, stats = old_rule(data)
-            passed = new_rule(data, stats) | old_passed
-        else:
-            passed = new_rule(data)
+        passed = new_rule(data, iut=old) | old_rule(data) if old else new_rule(data)
         for rule, by_claim in passed.items():
             for claim, cats in by_claim.items():
                 counts.setdefault((rule, claim), []).append(len(cats))

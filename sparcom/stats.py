@@ -1,5 +1,5 @@
-"""The statistics every part of sparcom uses, written once: the significance level, empirical and parametric
-p-values, Holm's correction, percentile and Wilson intervals, and "is this p significant?".
+"""The statistics every part of sparcom uses, written once: the significance level, empirical p-values, Holm's
+correction, percentile and Wilson intervals, and "is this p significant?".
 
 Analysis (decoding against random sets, bootstrap intervals of set statistics) and the causal check (damage and
 specificity against random sets) both call these, so a formula or the level changes in one place. Everything is
@@ -42,43 +42,6 @@ def empirical_p(observed: np.ndarray | float, random: np.ndarray) -> np.ndarray:
         return np.full(observed.shape, np.nan)
     p = (1 + (random >= observed[..., None]).sum(axis=-1)) / (1 + r)
     return np.where(np.isnan(observed), np.nan, p)
-
-
-def t_tail_p(observed: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """One-sided parametric p of ``observed`` [...] against ``random`` [..., R], under the model that the random
-    values and, under the null, the observed value are independent draws of one normal distribution.
-
-    T = (observed − mean) / (s · √(1 + 1/R)) with the random values' mean and sample standard deviation s (ddof 1)
-    follows Student's t with R − 1 degrees of freedom exactly under that model (the prediction interval of a new
-    draw), so p = P(t_{R−1} ≥ T). NaN where R < 2, s = 0 or the observed value is NaN.
-    """
-    from scipy.special import stdtr
-
-    observed = np.asarray(observed, dtype=np.float64)
-    random = np.asarray(random, dtype=np.float64)
-    r = random.shape[-1]
-    if r < 2:
-        return np.full(observed.shape, np.nan)
-    mean = random.mean(axis=-1)
-    sd = random.std(axis=-1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (observed - mean) / (sd * np.sqrt(1 + 1 / r))
-    p = stdtr(r - 1, -t)
-    return np.where((sd > 0) & np.isfinite(t), p, np.nan)
-
-
-def normality_p(random: np.ndarray) -> np.ndarray:
-    """Shapiro–Wilk p-value of the random values [..., R] along the last axis (NaN for R < 3 or constant values):
-    small values say the normal model of :func:`t_tail_p` does not fit."""
-    from scipy.stats import shapiro
-
-    random = np.asarray(random, dtype=np.float64)
-    flat = random.reshape(-1, random.shape[-1])
-    out = np.full(flat.shape[0], np.nan)
-    for i, values in enumerate(flat):
-        if values.size >= 3 and np.isfinite(values).all() and np.ptp(values) > 0:
-            out[i] = float(shapiro(values).pvalue)
-    return out.reshape(random.shape[:-1])
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -150,5 +113,5 @@ def wilson_interval(correct: int, total: int, level: float = LEVEL) -> tuple[flo
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-__all__ = ["ALPHA", "LEVEL", "P_SLACK", "check_level", "empirical_p", "holm", "min_holm_p", "normality_p",
-           "percentile_interval", "random_sets_needed", "significant", "t_tail_p", "wilson_interval"]
+__all__ = ["ALPHA", "LEVEL", "P_SLACK", "check_level", "empirical_p", "holm", "min_holm_p", "percentile_interval",
+           "random_sets_needed", "significant", "wilson_interval"]

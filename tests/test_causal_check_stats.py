@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
 from causal_tiny import one_thread, random_masks, write_selection_dir  # noqa: F401
-from scipy.stats import shapiro
+from scipy.stats import t as student
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom.api import ablate as ablate_check
@@ -101,28 +102,37 @@ def test_statistics_are_the_plain_statistics_of_the_sums(study):
         assert test.specificity.p_empirical == pytest.approx((1 + sum(v >= spec for v in spec_random)) / (1 + SEEDS))
         assert test.damage.p_empirical == pytest.approx((1 + sum(r[own] >= selected[own] for r in randoms))
                                                            / (1 + SEEDS))
-        # auto with 12 sets (fewer than Holm needs for 6 tests): parametric, unless Shapiro–Wilk rejects normality
-        # of the random sets' damage at 0.05, then empirical
-        normality = shapiro([r[own] for r in randoms]).pvalue
-        assert test.damage.normality_p == pytest.approx(normality, rel=1e-9)
-        assert test.damage.test == ("empirical" if normality < 0.05 else "parametric")
-        assert f"{test.damage.test})" in verdict_text(test) or verdict_text(test).startswith("not enough")
+        # the decision's row-aware p: each random set counts by P(t_ν ≥ (x_S − x_r) / SE) with SE the row standard
+        # error of the paired excess (delta method, by loops here), ν its Welch–Satterthwaite df
+        e = [(target.selected_sums[a][i] - base[i]) - sum(target.random_sums[a, s][i] - base[i] for s in range(SEEDS))
+             / SEEDS for i in range(len(labels))]
+        rows = [i for i in range(len(labels)) if labels[i] == category]
+        if len(rows) < 2:  # the row variance is undefined: the category cannot be decided
+            assert math.isnan(test.damage.p) and "fewer than two rows" in test.decision.damage_reason
+            continue
+        total = sum(int(counts[i]) for i in rows)
+        ratio = sum(e[i] for i in rows) / total
+        var = len(rows) / (len(rows) - 1) * sum((e[i] - ratio * int(counts[i])) ** 2 for i in rows) / total ** 2
+        se = math.sqrt(var)
+        want = (1 + sum(student.sf((selected[own] - r[own]) / se, len(rows) - 1) for r in randoms)) / (1 + SEEDS)
+        assert test.damage.p == pytest.approx(want, rel=1e-9) and test.damage.se_rows == pytest.approx(se, rel=1e-9)
+        assert test.damage.test == "row-aware empirical" and "row-aware empirical" in verdict_text(test)
 
 
 def test_files_carry_the_tests(study):
     out, result = study["out"], study["result"]
     summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     neurons = summary["targets"]["neurons"]
-    assert neurons["statistics"]["test"]["requested"] == "auto"
-    assert neurons["statistics"]["test"]["used"] == "parametric"
+    assert neurons["statistics"]["rule"].startswith("row-aware empirical p")
+    assert set(neurons["statistics"]["claims"]) == {"damage", "specificity"}
     assert neurons["statistics"]["random_sets"] == SEEDS and neurons["statistics"]["bootstrap"]["replicates"] == 100
     stored = {t.ablated: t.decision for t in read_causal(out).targets["neurons"].tests}
     assert set(stored) == set(CATEGORIES)
     with (out / "tables" / "specificity_tests.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["ablated"] for r in rows] == CATEGORIES
-    assert {"damage_test", "specificity_test", "damage_p_empirical", "damage_p_parametric", "damage_normality_p",
-            "verdict", "specificity_low", "specificity_high"} <= set(rows[0])
+    assert {"damage_test", "specificity_test", "damage_p_empirical", "damage_se_rows", "damage_df", "verdict",
+            "damage_outcome", "specificity_outcome", "specificity_low", "specificity_high"} <= set(rows[0])
     for name in ("delta_nll_paired", "delta_nll_z_matrix_neurons", "delta_nll_excess_matrix_neurons"):
         assert (out / "tables" / f"{name}.csv").is_file(), name
     image = out / "plots" / "delta_nll_normalised_neurons.png"

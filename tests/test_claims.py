@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sparcom.analysis.claims import causal_from_tests, claims_table, generality, uniqueness
-from sparcom.artifacts.causal import Contrast, TestRow
+from sparcom.analysis.claims import causal_from_decisions, claims_table, generality, uniqueness
+from sparcom.artifacts.causal import Contrast, Decision, Outcome, TestRow, verdict_of
 from sparcom.artifacts.summaries import (
     Bootstrap,
     Decoding,
@@ -17,7 +17,7 @@ from sparcom.artifacts.summaries import (
     KindValidity,
     ValidityHeadline,
 )
-from sparcom.causal.decisions import decide
+from sparcom.causal.decisions import RULE, TEST_NAME, claim_decision
 from sparcom.report.claims import claim_text, verdict_words
 
 NAN = float("nan")
@@ -67,27 +67,50 @@ def test_uniqueness_verdict_needs_unique_sets_that_decode_and_survive_the_source
 
 
 def contrast(p_holm: float, excess: float, low: float, high: float) -> Contrast:
-    return Contrast(excess, low, high, 0.0, 1.0, excess, low, high, NAN, p_holm, p_holm, "parametric", p_holm,
-                    p_holm, NAN, "")
+    return Contrast(excess, low, high, 0.0, 1.0, excess, low, high, NAN, p_holm, p_holm, TEST_NAME, p_holm, 0.1,
+                    7.0)
+
+
+def outcome_of(p_holm: float) -> Outcome:
+    return Outcome.HOLDS if p_holm <= 0.05 else Outcome.DOES_NOT_HOLD
 
 
 def test_rows(holm_damage, holm_spec, random_sets=20) -> list[TestRow]:
     rows = []
     for i, (d, s) in enumerate(zip(holm_damage, holm_spec, strict=True)):
+        dmg, spec = outcome_of(d), outcome_of(s)
+        decision = Decision(verdict_of(dmg, spec), dmg, spec, "", "", 0.05, 3 / 21, 59, RULE)
         rows.append(TestRow(f"c{i}", 10, random_sets, contrast(d, 1.0 + i, 0.5, 2.0 + i), 0.0,
-                            contrast(s, 0.1 * i, -0.2, 0.3), NAN, NAN, NAN, NAN,
-                            decide(d, s, NAN, "", 0.05, 0.0, None)))
+                            contrast(s, 0.1 * i, -0.2, 0.3), NAN, NAN, NAN, NAN, decision))
     return rows
 
 
 test_rows.__test__ = False  # a builder, not a test
 
 
-def test_causal_rows_count_categories_significant_after_holm():
-    claims = {c.claim: c for c in causal_from_tests(test_rows([0.01, 0.02, 0.001], [0.5, 0.01, 0.9]), "neurons")}
+def test_causal_claims_copy_the_stored_claim_decisions():
+    rows = test_rows([0.01, 0.02, 0.001], [0.5, 0.01, 0.9])
+    stored = {claim: claim_decision(claim, [t.decision.outcome(claim) for t in rows], [t.ablated for t in rows])
+              for claim in ("damage", "specificity")}
+    claims = {c.claim: c for c in causal_from_decisions(rows, stored, "neurons")}
     assert claims["critical role"].verdict == "holds"
     assert verdict_words(claims["specificity"]) == "partly (1 of 3 categories)"
+    assert claims["specificity"].evidence["significant_categories"] == ["c1"]
     assert claims["critical role"].number == pytest.approx(2.0)  # median of 1, 2, 3
+    assert claims["critical role"].evidence["test"] == TEST_NAME and "row-aware" in claims["specificity"].evidence["rule"]
+
+
+@pytest.mark.parametrize(("outcomes", "expected"), [
+    (["holds", "holds"], "holds"),
+    (["holds", "does not hold"], "partly (1 of 2 categories)"),
+    (["holds", "not enough evidence"], "partly (1 of 2 categories)"),  # not enough evidence never overrides a pass
+    (["does not hold", "not enough evidence"], "not enough evidence"),
+    (["does not hold", "does not hold"], "does not hold"),
+])
+def test_claim_decision_counts_every_category(outcomes, expected):
+    decision = claim_decision("specificity", [Outcome(o) for o in outcomes], ["a", "b"])
+    assert decision.outcome == expected and decision.categories == 2
+    assert decision.holds == outcomes.count("holds") and decision.not_enough == outcomes.count("not enough evidence")
 
 
 def test_claims_table_marks_unmeasured_causal_claims_with_the_reason():

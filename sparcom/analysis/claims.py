@@ -11,9 +11,10 @@ outputs, never from a number typed in:
   the same per-layer shape, and the cross-source Jaccard within a category against across categories. Holds when
   unique components exist, the decoding beats the random sets (p < α) and, where both halves exist, the sets
   agree more within a category than across.
-- **critical role** and **specificity**: the causal check's stored decisions (``damage_significant`` and
-  ``specificity_significant`` of each category): holds when every tested category passes, partly when some do,
-  not enough evidence when none does and some category had too few random sets, does not hold otherwise.
+- **critical role** and **specificity**: the causal check's stored claim decisions
+  (:func:`sparcom.causal.decisions.decide_target`: the row-aware empirical test, Holm, one α), copied, never
+  recomputed: holds when every category holds, partly when some do, not enough evidence when none does and some
+  could not be decided, does not hold otherwise.
 
 The words are rendered by :mod:`sparcom.report.claims`.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sparcom.artifacts.causal import CausalSummary, TestRow, Verdict
+from sparcom.artifacts.causal import CausalSummary, ClaimDecision, TestRow
 from sparcom.artifacts.fields import Fields
 from sparcom.artifacts.summaries import IdentifySummary
 from sparcom.stats import ALPHA
@@ -134,37 +135,39 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
     if causal_summary is None:
         return [not_measured(name, why_not) for name, _, _ in CAUSAL_CLAIMS]
     found = causal_summary.targets.get(target)
-    level = found.statistics.level if found and found.statistics else None
-    return causal_from_tests(found.tests if found else [], target, level)
+    if found is None or found.statistics is None or not found.tests:
+        return [not_measured(name, f"no tests for target {target!r} in the causal check")
+                for name, _, _ in CAUSAL_CLAIMS]
+    stats = found.statistics
+    return causal_from_decisions(found.tests, stats.claims, target, stats.level)
 
 
-def causal_from_tests(rows: Sequence[TestRow], target: str, level: float | None = None) -> list[Claim]:
-    """Critical role and specificity from one target's typed test rows (``level``: of their intervals)."""
-    tests = [t for t in rows if t.tested]
-    if not tests:
-        return [not_measured(name, f"no tests for target {target!r} in the causal check") for name, _, _ in CAUSAL_CLAIMS]
-    short = any(t.decision.verdict is Verdict.TOO_FEW_RANDOM_SETS for t in tests)
+#: A stored claim outcome ("holds", "partly (k of K categories)", …) → the claims table's verdict.
+def _claim_verdict(outcome: str) -> ClaimVerdict:
+    return ClaimVerdict.PARTLY if outcome.startswith("partly") else ClaimVerdict(outcome)
+
+
+def causal_from_decisions(rows: Sequence[TestRow], decisions: dict[str, ClaimDecision], target: str,
+                          level: float | None = None) -> list[Claim]:
+    """Critical role and specificity as the causal check decided them (``decisions``: its stored claim decisions,
+    keyed "damage" and "specificity"), with the numbers of its typed test rows beside them."""
     claims = []
     for name, key, meaning in CAUSAL_CLAIMS:
-        passed = [t for t in tests if getattr(t.decision, f"{key}_significant")]
-        if len(passed) == len(tests):
-            verdict = ClaimVerdict.HOLDS
-        elif passed:
-            verdict = ClaimVerdict.PARTLY
-        elif short:
-            verdict = ClaimVerdict.NOT_ENOUGH_EVIDENCE
-        else:
-            verdict = ClaimVerdict.DOES_NOT_HOLD
-        contrasts = [getattr(t, key) for t in tests]
+        decision = decisions.get(key)
+        if decision is None:
+            claims.append(not_measured(name, f"no {key} decision for target {target!r} in the causal check"))
+            continue
+        contrasts = [getattr(t, key) for t in rows if t.tested]
         excess = [c.excess for c in contrasts if math.isfinite(c.excess)]
         lows = [c.excess_low for c in contrasts if math.isfinite(c.excess_low)]
         highs = [c.excess_high for c in contrasts if math.isfinite(c.excess_high)]
         claims.append(Claim(
-            name, verdict, float(np.median(excess)) if excess else None, min(lows) if lows else None,
-            max(highs) if highs else None, len(passed), len(tests),
-            evidence={"meaning": meaning, "target": target, "significant_categories": [t.ablated for t in passed],
-                      "random_sets": tests[0].random_sets, "test": " / ".join(sorted({c.test for c in contrasts})),
-                      "level": level}))
+            name, _claim_verdict(decision.outcome), float(np.median(excess)) if excess else None,
+            min(lows) if lows else None, max(highs) if highs else None, decision.holds, decision.categories,
+            evidence={"meaning": meaning, "target": target, "significant_categories": list(decision.holding),
+                      "not_enough": decision.not_enough, "random_sets": rows[0].random_sets if rows else None,
+                      "test": " / ".join(sorted({c.test for c in contrasts})) or "–", "level": level,
+                      "rule": rows[0].decision.rule if rows else ""}))
     return claims
 
 
@@ -176,5 +179,5 @@ def claims_table(identify: IdentifySummary | None, causal_summary: CausalSummary
     return [generality(identify, kind), uniqueness(identify, kind), *causal(causal_summary, target, not_run)]
 
 
-__all__ = ["CAUSAL_CLAIMS", "CLAIMS", "Claim", "ClaimVerdict", "causal", "causal_from_tests", "claims_table", "generality",
+__all__ = ["CAUSAL_CLAIMS", "CLAIMS", "Claim", "ClaimVerdict", "causal", "causal_from_decisions", "claims_table", "generality",
            "not_measured", "uniqueness"]

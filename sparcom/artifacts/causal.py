@@ -18,50 +18,115 @@ from sparcom.artifacts.fields import Fields, read_document
 from sparcom.artifacts.summary import Header, read_record
 
 CAUSAL_FORMAT = "sparcom-causal"
-#: The schema version of the causal summary (2: the common header, decisions stored as values).
-CAUSAL_VERSION = 2
+#: The schema version of the causal summary (2: the common header, decisions stored as values; 3: one calibrated
+#: decision per claim — the row-aware empirical test — stored with each category and each target).
+CAUSAL_VERSION = 3
+
+
+class Outcome(StrEnum):
+    """One category's decision for one claim (critical role or specificity)."""
+
+    HOLDS = "holds"
+    DOES_NOT_HOLD = "does not hold"
+    NOT_ENOUGH = "not enough evidence"
 
 
 class Verdict(StrEnum):
-    """What one category's tests say (the rule: :data:`sparcom.causal.decisions.VERDICT_RULE`)."""
+    """Both claims of one category in one phrase (derived from the two outcomes by :func:`verdict_of`)."""
 
     SPECIFIC = "specific"
     CRITICAL = "critical but not specific"
+    CRITICAL_UNDECIDED = "critical, specificity undecided"
     SELECTIVE = "selective but not critical"
+    SELECTIVE_UNDECIDED = "selective, damage undecided"
     NO_EFFECT = "no effect beyond random"
-    TOO_FEW_RANDOM_SETS = "not enough random sets"
-    NOT_TESTABLE = "not testable"
+    NOT_ENOUGH = "not enough evidence"
+
+
+_VERDICTS = {
+    (Outcome.HOLDS, Outcome.HOLDS): Verdict.SPECIFIC,
+    (Outcome.HOLDS, Outcome.DOES_NOT_HOLD): Verdict.CRITICAL,
+    (Outcome.HOLDS, Outcome.NOT_ENOUGH): Verdict.CRITICAL_UNDECIDED,
+    (Outcome.DOES_NOT_HOLD, Outcome.HOLDS): Verdict.SELECTIVE,
+    (Outcome.NOT_ENOUGH, Outcome.HOLDS): Verdict.SELECTIVE_UNDECIDED,
+    (Outcome.DOES_NOT_HOLD, Outcome.DOES_NOT_HOLD): Verdict.NO_EFFECT,
+}
+
+
+def verdict_of(damage: Outcome, specificity: Outcome) -> Verdict:
+    """The phrase for a category whose critical-role outcome is ``damage`` and specificity outcome ``specificity``:
+    "not enough evidence" when neither holds and one could not be decided."""
+    return _VERDICTS.get((damage, specificity), Verdict.NOT_ENOUGH)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One category's verdict and what it rests on (decided once; stored; only rendered elsewhere)."""
+    """One category's two claim outcomes and what they rest on (decided once by
+    :func:`sparcom.causal.decisions.decide_target`; stored; only rendered elsewhere)."""
 
     verdict: Verdict
-    #: Own damage beyond the random sets: Holm-adjusted damage p ≤ α.
-    damage_significant: bool
-    #: Own damage beyond the damage to the other categories, by more than random sets: adjusted p ≤ α.
-    specificity_significant: bool
-    #: A "specific" set whose scaled-specificity interval does not lie above 0 (or is undefined).
-    caution: bool
-    #: Why the category was not tested ("" when it was).
-    reason: str
+    damage: Outcome
+    specificity: Outcome
+    #: Why a claim is "not enough evidence" ("" when it was decided): untestable, or no p_holm could reach α.
+    damage_reason: str
+    specificity_reason: str
     alpha: float
-    #: The smallest Holm-adjusted p the category's test could reach (0 for a parametric family).
-    min_p_holm: float
-    #: Random sets an empirical family of this size needs for Holm to reach α (None: nothing tested).
+    #: The smallest Holm-adjusted p the family could reach: m / (1 + R) (NaN when nothing was tested).
+    best_p_holm: float
+    #: Random sets a family of this size needs for Holm to reach α (None: nothing tested).
     random_sets_needed: int | None
+    rule: str
+
+    @property
+    def damage_significant(self) -> bool:
+        return self.damage is Outcome.HOLDS
+
+    @property
+    def specificity_significant(self) -> bool:
+        return self.specificity is Outcome.HOLDS
+
+    @property
+    def reason(self) -> str:
+        """Why the category could not be tested ("" when it was): set when the damage test could not run."""
+        return self.damage_reason if self.damage_reason.startswith("not tested") else ""
+
+    def outcome(self, claim: str) -> Outcome:
+        return self.damage if claim == "damage" else self.specificity
 
     def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict.value, "damage_significant": self.damage_significant,
-                "specificity_significant": self.specificity_significant, "caution": self.caution,
-                "reason": self.reason, "alpha": self.alpha, "min_p_holm": _finite(self.min_p_holm),
-                "random_sets_needed": self.random_sets_needed}
+        return {"verdict": self.verdict.value, "damage": self.damage.value, "specificity": self.specificity.value,
+                "damage_reason": self.damage_reason, "specificity_reason": self.specificity_reason,
+                "alpha": self.alpha, "best_p_holm": _finite(self.best_p_holm),
+                "random_sets_needed": self.random_sets_needed, "rule": self.rule}
 
     @classmethod
     def read(cls, f: Fields) -> Decision:
-        return cls(f.choice("verdict", Verdict), f.flag("damage_significant"), f.flag("specificity_significant"), f.flag("caution"),
-                   f.text("reason"), f.number("alpha"), f.number("min_p_holm"), f.opt_integer("random_sets_needed"))
+        return cls(f.choice("verdict", Verdict), f.choice("damage", Outcome), f.choice("specificity", Outcome),
+                   f.text("damage_reason"), f.text("specificity_reason"), f.number("alpha"),
+                   f.number("best_p_holm"), f.opt_integer("random_sets_needed"), f.text("rule"))
+
+
+@dataclass(frozen=True)
+class ClaimDecision:
+    """A causal claim over one target's categories, counted from the stored category outcomes: holds in all K,
+    partly (k of K), does not hold (none, and every category was decided), not enough evidence (none, and some
+    could not be). K counts every ablated category present among the evaluated rows, untestable ones included."""
+
+    claim: str  # "critical role" or "specificity"
+    outcome: str
+    holds: int
+    categories: int
+    not_enough: int
+    holding: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"claim": self.claim, "outcome": self.outcome, "holds": self.holds, "categories": self.categories,
+                "not_enough": self.not_enough, "holding": list(self.holding)}
+
+    @classmethod
+    def read(cls, f: Fields) -> ClaimDecision:
+        return cls(f.text("claim"), f.text("outcome"), f.integer("holds"), f.integer("categories"),
+                   f.integer("not_enough"), tuple(f.texts("holding")))
 
 
 @dataclass(frozen=True)
@@ -79,12 +144,12 @@ class Contrast:
     z: float
     p: float
     p_holm: float
-    #: The test behind ``p``: empirical or parametric (with both p-values and the normality check kept).
+    #: The test behind ``p`` (the row-aware empirical test), the plain rank p beside it (descriptive: it treats
+    #: the rows as fixed), and the row standard error and degrees of freedom of the excess the test used.
     test: str
     p_empirical: float
-    p_parametric: float
-    normality_p: float
-    test_note: str
+    se_rows: float
+    df: float
 
     def to_json(self, name: str) -> dict[str, Any]:
         """Flat fields ``{name}``, ``{name}_low`` … (the columns of specificity_tests.csv)."""
@@ -102,8 +167,6 @@ class Contrast:
             key = name if field.name == "estimate" else f"{name}_{field.name}"
             if field.name == "test":
                 values[field.name] = f.text(key)
-            elif field.name == "test_note":
-                values[field.name] = f.opt_text(key) or ""
             else:
                 values[field.name] = f.number(key)
         return cls(**values)
@@ -147,7 +210,8 @@ class TestRow:
         """One CSV row: the flat fields with the decision's fields beside them."""
         row = self.to_json()
         decision = row.pop("decision")
-        return {**row, **decision}
+        outcomes = {f"{claim}_outcome": decision.pop(claim) for claim in ("damage", "specificity")}
+        return {**row, **outcomes, **decision}
 
     @classmethod
     def read(cls, f: Fields) -> TestRow:
@@ -166,16 +230,17 @@ class TargetTests:
     replicates: int
     level: float
     alpha: float
-    test_requested: str
-    test_used: str
     tests: list[TestRow]
+    #: Critical role and specificity over the target's categories, as decided (keys "damage", "specificity").
+    claims: dict[str, ClaimDecision]
+    rule: str
 
     @classmethod
     def read(cls, f: Fields) -> TargetTests:
-        boot, test, power = f.obj("bootstrap"), f.obj("test"), f.obj("power")
+        boot, power = f.obj("bootstrap"), f.obj("power")
         return cls(f.integer("random_sets"), f.counts("rows"), boot.integer("replicates"), boot.number("level"),
-                   power.number("alpha"), test.text("requested"), test.text("used"),
-                   [TestRow.read(t) for t in f.items("tests")])
+                   power.number("alpha"), [TestRow.read(t) for t in f.items("tests")],
+                   f.mapping("claims", lambda g, name: ClaimDecision.read(g.obj(name))), f.text("rule"))
 
 
 @dataclass(frozen=True)
@@ -263,5 +328,5 @@ def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-__all__ = ["CAUSAL_FORMAT", "CAUSAL_VERSION", "Baseline", "CausalSummary", "CausalTarget", "Contrast", "Decision",
-           "TargetTests", "TestRow", "Verdict", "read_causal"]
+__all__ = ["CAUSAL_FORMAT", "CAUSAL_VERSION", "Baseline", "CausalSummary", "CausalTarget", "ClaimDecision", "Contrast",
+           "Decision", "Outcome", "TargetTests", "TestRow", "Verdict", "read_causal", "verdict_of"]

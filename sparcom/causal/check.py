@@ -163,7 +163,7 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
     statistics = causal_statistics(
         base, selected, random, inputs.counts, [e.category for e in inputs.examples], inputs.categories,
         inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=name,
-        replicates=settings.replicates, seed=settings.seed, test=settings.test)
+        replicates=settings.replicates, seed=settings.seed)
     return TargetResult(name, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
                         nll, nll - base_vector[None, :], random_delta, stats, selected, random, statistics,
                         fold_sizes=sizes if inputs.crossfit is not None else None)

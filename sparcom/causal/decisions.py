@@ -1,204 +1,271 @@
-"""The damage and specificity tests of each category's set and the verdict they lead to, decided here once.
+"""The one decision per causal claim (critical role, specificity), fixed before the data are seen, made here once.
 
-:func:`test_rows` turns the point estimates, the bootstrap intervals and the random sets' values of one target
-into typed :class:`~sparcom.artifacts.causal.TestRow` values; :func:`decide` is the one place the verdict rule is
-written (:data:`VERDICT_RULE`). Everything downstream (summary.json, the report, the claims, the CLI) reads the
-stored :class:`~sparcom.artifacts.causal.Decision`.
+A verdict speaks of instructions in general, not of the rows scored, so the test has both sources of variance the
+claim generalises over: the random sets of S_c's shape (set to set) and the rows (instructions). The same test
+serves damage and specificity, every category and every target (docs/causal.md, "The decision rule"):
+
+- x_S = S_c's statistic on these rows, x_1 … x_R the same statistic of the R random sets, paired on the same rows;
+- SE = the row standard error of the paired excess x_S − mean_r x_r (delta method for the token-pooled cells, rows
+  independent within each category), ν its Welch–Satterthwaite degrees of freedom;
+- **row-aware empirical p** = (1 + Σ_r P(t_ν ≥ (x_S − x_r) / SE)) / (1 + R): the rank test of "S_c is one more
+  random set" in which each random set counts by the probability that row noise alone would put it at or above
+  S_c's value. With SE = 0 it is the plain empirical p; with random sets that do not vary it is the one-sided t
+  test of the excess over rows. Its smallest value is 1 / (1 + R), as for the plain empirical p.
+- Holm over the tested categories of a target, one α (:data:`sparcom.stats.ALPHA`). A claim **holds** for a
+  category iff p_holm ≤ α; otherwise it is **not enough evidence** when the category could not be tested or no
+  p_holm could have reached α (m / (1 + R) > α for m tested categories), else it **does not hold**. Not enough
+  evidence never overrides a pass; untestable categories stay in the claim's denominator.
+
+There is no per-category switching between tests and no pretest: the calibration of this rule under null
+scenarios (shared row fragility, skewed and heavy-tailed random-set damage, few rows) is shown by
+``benchmarks/verdict_calibration.py``, which runs this code. Pure numpy/scipy; nothing loads a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from sparcom.artifacts.causal import Contrast, Decision, TestRow, Verdict
+from sparcom.artifacts.causal import ClaimDecision, Contrast, Decision, Outcome, TestRow, verdict_of
 from sparcom.errors import SparcomError
-from sparcom.stats import (
-    ALPHA,
-    empirical_p,
-    holm,
-    min_holm_p,
-    normality_p,
-    random_sets_needed,
-    significant,
-    t_tail_p,
-)
+from sparcom.stats import empirical_p, holm, random_sets_needed, significant
 
-#: How the p-value of a damage or specificity test is computed (``test=``): ``empirical`` ranks S_c among the random
-#: sets; ``parametric`` reads it from the tail of a normal distribution fitted to them (Student's t, see
-#: :func:`sparcom.stats.t_tail_p`); ``auto`` is empirical when there are enough random sets for Holm to reach α,
-#: else parametric.
-TESTS: tuple[str, ...] = ("empirical", "parametric", "auto")
-#: Fewest random sets for the parametric test: with fewer, neither the fit nor the normality check says much.
-PARAMETRIC_MIN_SETS = 10
-#: The parametric test is replaced by the empirical one when Shapiro–Wilk rejects normality at this level.
-NORMALITY_LEVEL = 0.05
-
-VERDICT_RULE = (
-    "damage test: own ΔNLL of S_c against the random sets of its shape; specificity test: own ΔNLL minus the mean "
-    "ΔNLL of the other categories, S_c against the same contrast of each random set; both one-sided empirical "
-    "p-values, Holm-adjusted across the categories of a target, significant when p_holm ≤ alpha. specific = both "
-    "significant; critical but not specific = damage only; selective but not critical = specificity only; no "
-    "effect beyond random = neither; not enough random sets = no p_holm can reach alpha (R < K / alpha − 1 for K "
-    "tested categories). A 'specific' verdict gets a caution when the bootstrap interval of the scaled "
-    "specificity (own − ρ · others, ρ the random sets' own/others ratio) does not lie above 0.")
-
-TEST_RULE = (
-    "empirical p = (1 + #{random sets with a value ≥ S_c's}) / (1 + R). parametric p = P(t_{R−1} ≥ T), "
-    "T = (S_c's value − random mean) / (random sd · √(1 + 1/R)): exact if the random sets' values are normal "
-    "(a new draw's prediction interval); used only where Shapiro–Wilk does not reject normality at "
-    f"{NORMALITY_LEVEL} (else the empirical p, with a note), and only with at least {PARAMETRIC_MIN_SETS} random "
-    "sets. auto = empirical when R ≥ K / alpha − 1 (Holm can reach alpha), else parametric. Each test row names "
-    "the test behind its p (damage_test, specificity_test).")
+#: The rule every decision names (stored with it).
+RULE = ("row-aware empirical p = (1 + Σ_r P(t_ν ≥ (x_S − x_r) / SE_rows)) / (1 + R), Holm over the tested "
+        "categories of the target, holds iff p_holm ≤ alpha; not enough evidence when m / (1 + R) > alpha or the "
+        "category cannot be tested; damage = own ΔNLL, specificity = own ΔNLL minus the mean ΔNLL of the other "
+        "categories, each against the same statistic of the random sets of S_c's shape")
+#: The name each test row gives its test.
+TEST_NAME = "row-aware empirical"
+#: The statistic behind each claim, and the claim's name in the claims table.
+CLAIMS: dict[str, str] = {"damage": "critical role", "specificity": "specificity"}
 
 
-def choose_test(test: str, random_sets: int, tests: int, alpha: float = ALPHA) -> str:
-    """The test ``auto`` stands for: empirical when its best Holm-adjusted p, tests / (1 + R), reaches α (or when
-    there are too few random sets to fit a distribution), parametric otherwise."""
-    if test not in TESTS:
-        raise SparcomError(f"unknown test {test!r}; choose from {', '.join(TESTS)}")
-    if test != "auto":
-        return test
-    if random_sets < PARAMETRIC_MIN_SETS or tests < 1 or random_sets >= random_sets_needed(tests, alpha):
-        return "empirical"
-    return "parametric"
+# ------------------------------------------------------------------------------------------- the statistics
 
 
-def decide(damage_p_holm: float, specificity_p_holm: float, scaled_specificity_low: float, reason: str,
-           alpha: float, min_p_holm: float, needed: int | None) -> Decision:
-    """The verdict of one category (the rule is :data:`VERDICT_RULE`), with the booleans it rests on.
+def row_variance(excess_rows: np.ndarray, tokens: np.ndarray, members: Sequence[np.ndarray],
+                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row variance and Welch–Satterthwaite df of Σ_c w_c · (Σ_{i∈c} e_i / Σ_{i∈c} t_i), per ablated category.
 
-    ``min_p_holm`` is the smallest adjusted p the category's test can reach (0 when both of its tests are
-    parametric); when it exceeds α the verdict is "not enough random sets".
+    ``excess_rows`` [A, n] per-row summed paired differences e_i, ``weights`` [A, C]. Each token-pooled cell is a
+    ratio of sums; linearised (delta method), its variance over rows drawn within category c is
+    v_c = n_c / (n_c − 1) · Σ_{i∈c} (e_i − r_c t_i)² / T_c² with r_c = Σ e / Σ t and T_c = Σ t, and categories are
+    independent. Returns var [A] = Σ_c w_c² v_c and df [A] = var² / Σ_c (w_c² v_c)² / (n_c − 1) (inf when var = 0;
+    NaN when a weighted category has fewer than two rows).
     """
-    damage, spec = significant(damage_p_holm, alpha), significant(specificity_p_holm, alpha)
-    caution = False
+    a = excess_rows.shape[0]
+    parts = np.zeros((a, len(members)))
+    dof = np.zeros(len(members))
+    for j, idx in enumerate(members):
+        e, t = excess_rows[:, idx], tokens[idx]
+        total = t.sum()
+        ratio = e.sum(axis=1) / total
+        z = e - ratio[:, None] * t[None, :]
+        n = idx.size
+        dof[j] = n - 1
+        parts[:, j] = n / (n - 1) * (z ** 2).sum(axis=1) / total ** 2 if n > 1 else np.nan
+    weighted = np.where(weights != 0, weights ** 2 * parts, 0.0)
+    used = weights != 0
+    var = weighted.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denom = np.where(used, weighted ** 2 / np.where(dof > 0, dof, np.nan)[None, :], 0.0).sum(axis=1)
+        df = np.where(var > 0, var ** 2 / denom, np.inf)
+    df = np.where(np.isnan(var), np.nan, df)
+    return var, df
+
+
+def row_aware_p(observed: np.ndarray, random: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """(1 + Σ_r P(t_ν ≥ (observed − random_r) / se)) / (1 + R) per category: observed [A], random [A, R], se [A],
+    df [A]. se = 0 gives the plain empirical p (a random value ≥ observed counts 1); NaN se or df gives NaN."""
+    from scipy.special import ndtr, stdtr
+
+    observed = np.asarray(observed, dtype=np.float64)
+    random = np.asarray(random, dtype=np.float64)
+    r = random.shape[-1]
+    if r == 0:
+        return np.full(observed.shape, np.nan)
+    gap = observed[:, None] - random
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = gap / np.where(se > 0, se, 1.0)[:, None]
+        finite_df = np.isfinite(df)
+        tail = np.where(finite_df[:, None], stdtr(np.where(finite_df, df, 1.0)[:, None], -u), ndtr(-u))
+    counts = np.where((se > 0)[:, None], tail, (random >= observed[:, None]).astype(np.float64))
+    p = (1 + counts.sum(axis=1)) / (1 + r)
+    return np.where(np.isnan(se) | np.isnan(df) | np.isnan(observed), np.nan, p)
+
+
+def claim_weights(claim: str, own: np.ndarray, categories: int) -> np.ndarray:
+    """[A, C] weights of each evaluated category in a claim's statistic: damage = own cell; specificity = own cell
+    minus the unweighted mean of the others (the statistics of :func:`sparcom.causal.statistics.contrasts`)."""
+    a = own.size
+    w = np.zeros((a, categories))
+    if claim == "specificity" and categories > 1:
+        w[:] = -1.0 / (categories - 1)
+    elif claim == "specificity":
+        return np.full((a, categories), np.nan)
+    rows = np.flatnonzero(own >= 0)
+    w[rows, own[rows]] = 1.0
+    w[own < 0] = 0.0
+    return w
+
+
+# ------------------------------------------------------------------------------------------- the decision
+
+
+def outcome(p_holm: float, best_p_holm: float, alpha: float, reason: str = "") -> tuple[Outcome, str]:
+    """The rule: holds iff p_holm ≤ alpha; otherwise not enough evidence when the category was not tested or no
+    p_holm could reach alpha, else does not hold. A pass is never overridden."""
+    if not reason and significant(p_holm, alpha):
+        return Outcome.HOLDS, ""
     if reason:
-        verdict = Verdict.NOT_TESTABLE
-    elif not significant(min_p_holm, alpha):
-        verdict = Verdict.TOO_FEW_RANDOM_SETS
-    elif damage and spec:
-        verdict, caution = Verdict.SPECIFIC, not scaled_specificity_low > 0
-    elif damage:
-        verdict = Verdict.CRITICAL
-    elif spec:
-        verdict = Verdict.SELECTIVE
-    else:
-        verdict = Verdict.NO_EFFECT
-    return Decision(verdict, damage, spec, caution, reason, alpha, min_p_holm, needed)
+        return Outcome.NOT_ENOUGH, reason
+    if not significant(best_p_holm, alpha):
+        return Outcome.NOT_ENOUGH, f"no p_holm could reach alpha: the smallest is {best_p_holm:.3g}"
+    return Outcome.DOES_NOT_HOLD, ""
+
+
+def untestable(claim: str, size: int | float | None, own: int, r: int, categories: int, se: float) -> str:
+    """Why a category's claim cannot be tested ("" when it can)."""
+    if size == 0:
+        return "not tested: its set is empty"
+    if own < 0:
+        return "not tested: its own category is not among the evaluated rows"
+    if r == 0:
+        return "not tested: no random sets"
+    if claim == "specificity" and categories < 2:
+        return "not tested: no other evaluated category to compare with"
+    if not np.isfinite(se):
+        return "not tested: a category it needs has fewer than two rows, so the row variance is undefined"
+    return ""
 
 
 @dataclass(frozen=True)
-class PValues:
-    """Both p-values of one statistic per category, and the one used (with the test's name and a note)."""
+class ClaimTests:
+    """One claim's test over a target's ablated categories (arrays in the order of the ablated categories)."""
 
-    used: np.ndarray
-    empirical: np.ndarray
-    parametric: np.ndarray
-    normality: np.ndarray
-    test: list[str]
-    note: list[str]
-
-
-def p_values(observed: np.ndarray, random: np.ndarray, chosen: str, untested: np.ndarray) -> PValues:
-    """The parametric p where ``chosen`` is parametric and the normal model is not rejected, the empirical p
-    otherwise (with the reason)."""
-    empirical = np.where(untested, np.nan, empirical_p(observed, random))
-    a = observed.shape[0]
-    parametric, normality = np.full(a, np.nan), np.full(a, np.nan)
-    if random.shape[-1] >= 3:
-        try:
-            parametric = np.where(untested, np.nan, t_tail_p(observed, random))
-            normality = np.where(untested, np.nan, normality_p(random))
-        except ImportError:
-            if chosen == "parametric":
-                raise SparcomError("the parametric test needs scipy: pip install 'sparcom[analysis]'") from None
-    used, tests, notes = empirical.copy(), ["empirical"] * a, [""] * a
-    if chosen == "parametric":
-        for i in range(a):
-            if untested[i]:
-                continue
-            if normality[i] < NORMALITY_LEVEL:
-                notes[i] = (f"normality of the random sets rejected (Shapiro–Wilk p = {normality[i]:.2g}): "
-                            "empirical p used")
-            elif not np.isfinite(parametric[i]):
-                notes[i] = "the random sets do not vary: empirical p used"
-            else:
-                used[i], tests[i] = parametric[i], "parametric"
-    return PValues(used, empirical, parametric, normality, tests, notes)
+    p: np.ndarray
+    p_holm: np.ndarray
+    p_plain: np.ndarray  # the plain rank p on these rows (descriptive; also where the row variance is undefined)
+    se: np.ndarray
+    df: np.ndarray
+    outcomes: list[Outcome]
+    reasons: list[str]
+    best_p_holm: float
+    tested: int
 
 
-def untested_reasons(sizes: Sequence[int | None], own: np.ndarray, random_sets: int, evaluated: int) -> list[str]:
-    """Why each ablated category cannot be tested ("" where it can)."""
-    reasons = []
-    for size, column in zip(sizes, own, strict=True):
-        reason = ""
-        if size == 0:
-            reason = "its set is empty"
-        elif column < 0:
-            reason = "its own category is not among the evaluated rows"
-        elif random_sets == 0:
-            reason = "no random sets (seeds 0)"
-        elif evaluated < 2:
-            reason = "no other evaluated category to compare with"
-        reasons.append(reason)
-    return reasons
+def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
+               members: Sequence[np.ndarray], own: np.ndarray, sizes: Sequence[int | float | None],
+               alpha: float) -> ClaimTests:
+    """The row-aware test of one claim for every ablated category of a target, Holm over the tested ones.
+
+    ``point``: the contrasts of :func:`sparcom.causal.statistics.contrasts` (``{claim}`` [A], ``{claim}_random``
+    [A, R]); ``paired_rows`` [A, n]: per-row summed ΔNLL of S_c minus the random sets' mean on that row.
+    """
+    observed, rand = point[claim], point[f"{claim}_random"]
+    a, r = observed.shape[0], rand.shape[-1]
+    var, df = row_variance(paired_rows, tokens, members, np.nan_to_num(claim_weights(claim, own, len(members))))
+    se = np.sqrt(var)
+    reasons = [untestable(claim, sizes[i], int(own[i]), r, len(members), float(se[i])) for i in range(a)]
+    blocked = np.array([bool(x) for x in reasons], dtype=bool)
+    p = np.where(blocked, np.nan, row_aware_p(observed, rand, se, df))
+    p_holm = holm(p)
+    m = int(np.isfinite(p).sum())
+    best = min(1.0, m / (1 + r)) if m and r else float("nan")
+    outcomes, why = [], []
+    for i in range(a):
+        result, reason = outcome(float(p_holm[i]), best, alpha, reasons[i])
+        if result is Outcome.NOT_ENOUGH and not reasons[i]:
+            reason += f" with {r} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)})"
+        outcomes.append(result)
+        why.append(reason)
+    absent = np.array([sizes[i] == 0 or own[i] < 0 for i in range(a)], dtype=bool)
+    plain = np.where(absent, np.nan, empirical_p(observed, rand)) if r else np.full(a, np.nan)
+    return ClaimTests(p, p_holm, plain, se, df, outcomes, why, best, m)
 
 
-def _contrast(name: str, i: int, point: dict[str, np.ndarray], estimate: dict[str, np.ndarray],
-              low: dict[str, np.ndarray], high: dict[str, np.ndarray], p: PValues, holm_p: np.ndarray) -> Contrast:
+def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence[str]) -> ClaimDecision:
+    """A claim from its category outcomes: holds in all K, partly (k of K), does not hold (none, and every category
+    was decided), or not enough evidence (none, and some could not be). K counts every category given."""
+    if not outcomes:
+        raise SparcomError(f"claim_decision: no category decisions for {claim!r}")
+    holding = tuple(c for c, o in zip(categories, outcomes, strict=True) if o is Outcome.HOLDS)
+    short = sum(o is Outcome.NOT_ENOUGH for o in outcomes)
+    k, total = len(holding), len(outcomes)
+    if k == total:
+        verdict = Outcome.HOLDS.value
+    elif k:
+        verdict = f"partly ({k} of {total} categories)"
+    elif short:
+        verdict = Outcome.NOT_ENOUGH.value
+    else:
+        verdict = Outcome.DOES_NOT_HOLD.value
+    return ClaimDecision(CLAIMS.get(claim, claim), verdict, k, total, short, holding)
+
+
+def _contrast(name: str, i: int, point: dict[str, np.ndarray], intervals, tests: ClaimTests) -> Contrast:
     random = point[f"{name}_random"][i]
     r = random.shape[-1]
     observed = float(point[name][i])
     sd = float(random.std(ddof=1)) if r > 1 else float("nan")
+    est, low, high = _interval_parts(point, intervals)
     return Contrast(
         estimate=observed, low=float(low[name][i]), high=float(high[name][i]),
         random_mean=float(random.mean()) if r else float("nan"), random_std=sd,
-        excess=float(estimate[f"{name}_excess"][i]), excess_low=float(low[f"{name}_excess"][i]),
+        excess=float(est[f"{name}_excess"][i]), excess_low=float(low[f"{name}_excess"][i]),
         excess_high=float(high[f"{name}_excess"][i]),
         z=(observed - float(random.mean())) / sd if r > 1 and sd > 0 else float("nan"),
-        p=float(p.used[i]), p_holm=float(holm_p[i]), test=p.test[i], p_empirical=float(p.empirical[i]),
-        p_parametric=float(p.parametric[i]), normality_p=float(p.normality[i]), test_note=p.note[i])
+        p=float(tests.p[i]), p_holm=float(tests.p_holm[i]), test=TEST_NAME, p_empirical=float(tests.p_plain[i]),
+        se_rows=float(tests.se[i]), df=float(tests.df[i]))
 
 
-def test_rows(ablated: Sequence[str], sizes: Sequence[int | None], own: np.ndarray, point: dict[str, np.ndarray],
-              intervals: Any, test: str, alpha: float, evaluated: int) -> tuple[list[TestRow], str]:
-    """One typed row per ablated category present among the evaluated ones, and the test ``test`` stood for.
-
-    ``point`` holds the contrasts of :func:`sparcom.causal.statistics.contrasts`; ``intervals`` the bootstrap
-    estimate, low and high of each statistic (:class:`sparcom.causal.statistics.Intervals`).
-    """
+def _interval_parts(point: dict[str, np.ndarray], intervals) -> tuple[dict, dict, dict]:
+    """The bootstrap estimate, low and high of each statistic; without intervals, the point values and NaN bounds."""
+    if intervals is not None:
+        return intervals.estimate, intervals.low, intervals.high
     r = point["damage_random"].shape[-1]
-    reasons = untested_reasons(sizes, own, r, evaluated)
-    untested = np.array([bool(x) for x in reasons])
-    family = int((~untested).sum())
-    chosen = choose_test(test, r, family, alpha)
-    if chosen == "parametric" and r < PARAMETRIC_MIN_SETS:
-        raise SparcomError(f"the parametric test needs at least {PARAMETRIC_MIN_SETS} random sets, got {r}")
-    p = {name: p_values(point[name], point[f"{name}_random"], chosen, untested) for name in ("damage", "specificity")}
-    adjusted = {name: holm(p[name].used) for name in p}
-    min_p = min_holm_p(r, family)
-    needed = random_sets_needed(family, alpha) if family else None
+    est = {f"{k}_excess": point[k] - (point[f"{k}_random"].mean(axis=-1) if r else np.nan) for k in CLAIMS}
+    nan = {k: np.full(point["damage"].shape, np.nan) for k in ("damage", "specificity", "damage_excess",
+                                                                 "specificity_excess", "scaled_specificity")}
+    return est, nan, nan
+
+
+def decide_target(ablated: Sequence[str], sizes: Sequence[int | float | None], own: np.ndarray,
+                  point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
+                  members: Sequence[np.ndarray], intervals, alpha: float) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
+    """One typed row per ablated category present among the evaluated ones, each with its stored decision, and
+    both claims counted over those rows.
+
+    ``intervals``: the bootstrap estimate, low and high of each statistic
+    (:class:`sparcom.causal.statistics.Intervals`, or None: NaN bounds); they describe the numbers and take no part
+    in the decision.
+    """
+    tests = {claim: test_claim(claim, point, paired_rows, tokens, members, own, sizes, alpha) for claim in CLAIMS}
+    r = point["damage_random"].shape[-1]
+    tested = tests["damage"].tested
+    needed = random_sets_needed(tested, alpha) if tested else None
+    _, low, high = _interval_parts(point, intervals)
     rows = []
     for i, category in enumerate(ablated):
         if own[i] < 0:
             continue
-        damage, spec = (_contrast(name, i, point, intervals.estimate, intervals.low, intervals.high, p[name],
-                                  adjusted[name]) for name in ("damage", "specificity"))
-        empirical = "empirical" in (damage.test, spec.test)
-        decision = decide(damage.p_holm, spec.p_holm, float(intervals.low["scaled_specificity"][i]), reasons[i],
-                          alpha, min_p if empirical else 0.0, needed)
+        damage, spec = tests["damage"], tests["specificity"]
+        decision = Decision(verdict_of(damage.outcomes[i], spec.outcomes[i]), damage.outcomes[i],
+                            spec.outcomes[i], damage.reasons[i], spec.reasons[i], alpha, damage.best_p_holm,
+                            needed, RULE)
         rows.append(TestRow(
-            ablated=category, set_size=sizes[i], random_sets=r, damage=damage, others=float(point["others"][i]),
-            specificity=spec, ratio_random=float(point["ratio_random"][i]),
-            scaled_specificity=float(point["scaled_specificity"][i]),
-            scaled_specificity_low=float(intervals.low["scaled_specificity"][i]),
-            scaled_specificity_high=float(intervals.high["scaled_specificity"][i]), decision=decision))
-    return rows, chosen
+            ablated=category, set_size=sizes[i], random_sets=r, damage=_contrast("damage", i, point, intervals, damage),
+            others=float(point["others"][i]), specificity=_contrast("specificity", i, point, intervals, spec),
+            ratio_random=float(point["ratio_random"][i]), scaled_specificity=float(point["scaled_specificity"][i]),
+            scaled_specificity_low=float(low["scaled_specificity"][i]),
+            scaled_specificity_high=float(high["scaled_specificity"][i]), decision=decision))
+    claims = {claim: claim_decision(claim, [t.decision.outcome(claim) for t in rows], [t.ablated for t in rows])
+              for claim in CLAIMS} if rows else {}
+    return rows, claims
 
 
-__all__ = ["NORMALITY_LEVEL", "PARAMETRIC_MIN_SETS", "TESTS", "TEST_RULE", "VERDICT_RULE", "PValues", "choose_test",
-           "decide", "p_values", "test_rows", "untested_reasons"]
+__all__ = ["CLAIMS", "RULE", "TEST_NAME", "ClaimTests", "claim_decision", "claim_weights", "decide_target",
+           "outcome", "row_aware_p", "row_variance", "test_claim", "untestable"]

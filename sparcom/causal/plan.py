@@ -45,7 +45,7 @@ CONTROLS: dict[str, Callable[[ComponentSet, int, str], ComponentSet]] = {"shape"
 INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {"zero": ablate}
 #: Settings that only change the statistics computed from the stored sums (or nothing at all): not in the digest,
 #: so they may change on ``--resume``. Every other setting is hashed, including any added later.
-STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "test", "force"})
+STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "force"})
 
 
 @dataclass(frozen=True)

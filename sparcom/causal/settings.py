@@ -7,7 +7,6 @@ from typing import Any
 
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.artifacts.causal import CAUSAL_FORMAT, CAUSAL_VERSION
-from sparcom.causal.decisions import PARAMETRIC_MIN_SETS, TESTS
 from sparcom.causal.statistics import REPLICATES
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
@@ -55,10 +54,6 @@ class CausalSettings:
         "Deactivate only the components unique to each category (selected for it and for no other category)."))
     #: Bootstrap replicates over rows for the intervals (statistics only: they do not change any NLL pass).
     replicates: int = setting(REPLICATES, flag="--replicates", low=1, help="Bootstrap replicates over rows.")
-    #: How damage and specificity p-values are computed: empirical, parametric or auto (docs/causal.md).
-    test: str = setting("auto", flag="--test", choices=TESTS, help=(
-        "p-values of damage and specificity: empirical, parametric (t tail of the random sets, normality "
-        "checked) or auto."))
     #: Score only the first N tokens of each reference response (None: all); the sequence ends after them.
     max_scored_tokens: int | None = setting(None, flag="--max-scored-tokens", low=1, help=(
         "Score only the first N tokens of each reference response."))
@@ -70,9 +65,6 @@ class CausalSettings:
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
     def check_together(self) -> None:
-        if self.test == "parametric" and self.seeds < PARAMETRIC_MIN_SETS:
-            raise SparcomError(f"--test parametric needs at least {PARAMETRIC_MIN_SETS} random sets (--seeds), "
-                               f"got {self.seeds}")
         if self.folds is not None and self.exclude_profiled:
             raise SparcomError("--crossfit-folds scores each profiled row with sets selected without it; "
                                "--exclude-profiled does not apply (drop it)")
@@ -89,5 +81,5 @@ class CausalSettings:
                 "targets": list(self.targets) if self.targets else None, "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "generate_seeds": self.generate_seeds,
                 "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique,
-                "replicates": self.replicates, "test": self.test, "max_scored_tokens": self.max_scored_tokens,
+                "replicates": self.replicates, "max_scored_tokens": self.max_scored_tokens,
                 "folds": self.folds}

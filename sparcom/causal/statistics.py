@@ -1,15 +1,16 @@
 """Paired statistics of the causal check: ΔNLL cells, damage and specificity against random sets, bootstrap
-intervals over rows, Holm-corrected p-values and a verdict per category (the rules are in docs/causal.md).
+intervals over rows, and the one decision per claim (:mod:`sparcom.causal.decisions`; the rules in docs/causal.md).
 
 Every condition — the unablated model, each category's selected set S_c, each random set of S_c's shape — scores
 the same rows, so conditions are compared row by row. The inputs are per-row summed NLL over the row's scored
 tokens and the token counts, which are the same under every condition. A cell pools tokens within the evaluated
 category: ΔNLL(c, c') = Σ_{i ∈ c'} (sums_S_c[i] − sums_none[i]) / Σ_{i ∈ c'} tokens[i].
 
-Two kinds of uncertainty are reported and they answer different questions:
+Two kinds of uncertainty are reported:
 
-- the empirical p-value ranks the selected set among the R random sets of its shape *on these rows*
-  ("is this set unusual among sets of its shape?"); its smallest value is 1 / (1 + R);
+- the decision's row-aware empirical p ranks the selected set among the R random sets of its shape with the row
+  noise of the paired excess folded in ("is this set unusual among sets of its shape, for instructions like
+  these?"); its smallest value is 1 / (1 + R); the plain rank p on these rows is kept beside it, descriptive;
 - the bootstrap interval resamples the rows within each evaluated category, with the same resample for every
   condition (the pairing), and recomputes every number ("how precisely do these rows measure it?").
 
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from sparcom.artifacts.causal import TestRow
-from sparcom.causal.decisions import TEST_RULE, VERDICT_RULE, test_rows
+from sparcom.artifacts.causal import ClaimDecision, TestRow
+from sparcom.causal.decisions import RULE, decide_target
 from sparcom.errors import SparcomError
 from sparcom.stats import ALPHA, LEVEL, empirical_p, min_holm_p, percentile_interval, random_sets_needed
 
@@ -201,9 +202,8 @@ class CausalStatistics:
     ratio_to_random: np.ndarray  # [A, C] ΔNLL / random mean (NaN where the random mean ≤ 0)
     #: One typed row per tested (or untestable) category, each with its stored decision.
     tests: list[TestRow] = field(default_factory=list)
-    #: The test asked for (:data:`TESTS`) and the one it stood for (``auto`` → empirical or parametric).
-    test: str = "empirical"
-    test_used: str = "empirical"
+    #: Critical role and specificity over the categories (counted once from the stored category decisions).
+    claims: dict[str, ClaimDecision] = field(default_factory=dict)
     #: The bootstrap replicates of every statistic with an interval ([B, A, C] or [B, A]), for further intervals.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -242,8 +242,8 @@ class CausalStatistics:
             "power": {"alpha": self.alpha, "tests": tested,
                       "min_p_holm": _jsonable(min_holm_p(self.random_sets, tested)),
                       "random_sets_needed": self.random_sets_needed()},
-            "test": {"requested": self.test, "used": self.test_used, "rule": TEST_RULE},
-            "verdict_rule": VERDICT_RULE,
+            "claims": {name: claim.to_json() for name, claim in self.claims.items()},
+            "rule": RULE,
         }
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
@@ -304,6 +304,12 @@ class PairedDesign:
     @property
     def random_sets(self) -> int:
         return self.diff.shape[1] - 1
+
+    def paired_rows(self) -> np.ndarray:
+        """[A, n] per-row ΔNLL of S_c minus the random sets' mean on that row (NaN without random sets)."""
+        if self.random_sets == 0:
+            return np.full((self.diff.shape[0], self.diff.shape[2]), np.nan)
+        return self.diff[:, 0] - self.diff[:, 1:].mean(axis=1)
 
 
 def paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes) -> PairedDesign:
@@ -391,7 +397,6 @@ def causal_statistics(
     level: float = LEVEL,
     alpha: float = ALPHA,
     resample: np.ndarray | None = None,
-    test: str = "empirical",
 ) -> CausalStatistics:
     """All statistics of one target from per-row summed NLL.
 
@@ -399,9 +404,8 @@ def causal_statistics(
     ``random`` [A, R, n]: with each random set of S_c's shape; ``tokens`` [n]: scored tokens per row (the same under
     every condition); ``row_categories`` [n]; ``evaluated``: the columns (default: the ablated categories present,
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
-    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``test`` is one of
-    :data:`~sparcom.causal.decisions.TESTS`: how the damage and specificity p-values are computed (each test row
-    names the one used).
+    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). The decisions are
+    :func:`sparcom.causal.decisions.decide_target`'s.
     """
     design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
     cells = pooled_cells(design.diff, design.tokens, design.members)  # [A, 1 + R, C]
@@ -412,8 +416,8 @@ def causal_statistics(
     labels = design.labels
     resample = resample_indices(labels, replicates, seed) if resample is None else check_resample(resample, labels)
     intervals = bootstrap_intervals(design, point, resample, level)
-    tests, chosen = test_rows(design.ablated, design.sizes, design.own, point, intervals, test, alpha,
-                              len(design.evaluated))
+    tests, claims = decide_target(design.ablated, design.sizes, design.own, point, design.paired_rows(),
+                                  design.tokens, design.members, intervals, alpha)
     pairs = list(zip(design.evaluated, design.members, strict=True))
     return CausalStatistics(
         target=target, ablated=design.ablated, evaluated=design.evaluated,
@@ -421,8 +425,19 @@ def causal_statistics(
         rows={c: int(idx.size) for c, idx in pairs}, tokens={c: int(design.tokens[idx].sum()) for c, idx in pairs},
         random_sets=design.random_sets, replicates=intervals.replicates, seed=seed, level=level, alpha=alpha,
         estimate=intervals.estimate, low=intervals.low, high=intervals.high, defined_replicates=intervals.defined,
-        cells=described, ratio_to_random=ratio_to_random, tests=tests, test=test, test_used=chosen,
-        samples=intervals.samples)
+        cells=described, ratio_to_random=ratio_to_random, tests=tests, claims=claims, samples=intervals.samples)
+
+
+def decide(base: np.ndarray, selected: np.ndarray, random: np.ndarray, tokens: np.ndarray,
+           row_categories: Sequence[str], ablated: Sequence[str], evaluated: Sequence[str] | None = None, *,
+           set_sizes: Sequence[int | None] | None = None,
+           alpha: float = ALPHA) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
+    """The decisions of :func:`causal_statistics` alone (no bootstrap intervals: their bounds are NaN), from the same
+    inputs; the calibration benchmark and the power tests run this, the code the causal check runs."""
+    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
+    point = contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
+    return decide_target(design.ablated, design.sizes, design.own, point, design.paired_rows(), design.tokens,
+                         design.members, None, alpha)
 
 
 def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -437,4 +452,4 @@ def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 __all__ = ["CHUNK", "DESCRIPTIVE_NOTE", "INTERVAL_STATISTICS", "REPLICATES", "CausalStatistics", "Intervals",
            "PairedDesign", "bootstrap_intervals", "category_members", "causal_statistics", "cell_statistics",
-           "check_resample", "contrasts", "paired_design", "pooled_cells", "resample_indices", "resample_weights"]
+           "check_resample", "contrasts", "decide", "paired_design", "pooled_cells", "resample_indices", "resample_weights"]

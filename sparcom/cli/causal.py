@@ -105,7 +105,9 @@ def _print_tests(out, target) -> None:
     out.print(table)
     held, tested = specific_headline(stats.tests)
     out.print(f"specific after Holm correction: {held} of {tested} categories (α = {stats.alpha}; "
-              f"test {stats.test} → {stats.test_used})")
+              f"{stats.tests[0].damage.test} test)")
+    for claim in stats.claims.values():
+        out.print(f"{claim.claim}: {claim.outcome}")
 
 
 @app.command("ablate")

@@ -132,20 +132,31 @@ RENAMED: dict[tuple[str, ...], dict[str, tuple[str, str]]] = {
 }
 
 
+#: Flags that were removed: the command, the flag and why (the old spelling is refused with one line).
+REMOVED: dict[tuple[str, ...], dict[str, str]] = {
+    ("ablate",): {"--test": "the causal decision is one test fixed in advance, the row-aware empirical test "
+                            "(docs/causal.md, \"The decision rule\")"},
+}
+
+
 def renamed_flag(args: Sequence[str]) -> None:
-    """Refuse a renamed flag in a command line (``args`` after the program name) with its new name."""
-    for path, flags in RENAMED.items():
+    """Refuse a renamed flag in a command line (``args`` after the program name) with its new name, and a removed
+    flag with why it went."""
+    for path in dict.fromkeys([*RENAMED, *REMOVED]):
         if list(args[:len(path)]) != list(path):
             continue
+        renamed, removed = RENAMED.get(path, {}), REMOVED.get(path, {})
         for arg in args[len(path):]:
             if arg == "--":
                 break
             old = arg.split("=", 1)[0]
-            if old in flags:
-                new, why = flags[old]
+            if old in renamed:
+                new, why = renamed[old]
                 raise SparcomError(f"sparcom {' '.join(path)}: {old} is now {new} ({why}); pass {new}")
+            if old in removed:
+                raise SparcomError(f"sparcom {' '.join(path)}: {old} was removed: {removed[old]}; drop {old}")
 
 
-__all__ = ["RENAMED", "Data", "Device", "DeviceMap", "Dtype", "ModelArgument", "Overwrite", "Plots", "Quiet",
+__all__ = ["REMOVED", "RENAMED", "Data", "Device", "DeviceMap", "Dtype", "ModelArgument", "Overwrite", "Plots", "Quiet",
            "Resume", "RunArgument", "Selection", "comma_values", "out_option", "renamed_flag", "settings_parameters",
            "with_settings"]

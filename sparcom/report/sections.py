@@ -137,7 +137,7 @@ def _ablate_glance(output: Output) -> list[str]:
             f"categories' by {fmt_signed(_mean([r.others for r in tests]))}; "
             f"{fmt_signed(_mean([r.damage.excess for r in tests]))} beyond random sets of the same per-layer shape. "
             f"<b>Specific in {specific} of {tested} categories</b> after Holm (α = {fmt_num(stats.alpha)}, "
-            f"{escape(stats.test_used)} test, {stats.random_sets} random sets); critical in "
+            f"{escape(tests[0].damage.test)} test, {stats.random_sets} random sets); critical in "
             f"{sum(r.decision.damage_significant for r in tests)}.</li>")
     return items
 
@@ -544,7 +544,7 @@ def causal_tests(ctx: Context, output: Output, name: str, t: CausalTarget) -> li
                  row_attrs=lambda r: {"data-cat": r["_cat"]}, table_id=_sid(output, name, "tests-table"))
     specific, tested = specific_headline(t.tests)
     body += note(f"Specific in {specific} of {tested} tested categories: Holm-adjusted p ≤ α = {fmt_num(stats.alpha)} "
-                 f"for both tests ({escape(stats.test_used)} p-values, {stats.random_sets} random sets, "
+                 f"for both tests ({escape(t.tests[0].damage.test)} p-values, {stats.random_sets} random sets, "
                  f"{fmt_pct(stats.level)} bootstrap intervals over {stats.replicates} resamples of the rows).")
     return [Section(_sid(output, name, "tests"), "Damage and specificity tests", body, 4)]
 

@@ -1,7 +1,8 @@
-"""The one decision per causal claim (sparcom.causal.row_aware): its statistics against loop implementations of
-their formulas, the rule at the α boundary, the claim counted from stored decisions (untestable categories kept),
-the review's mixed-family inconsistency rebuilt and gone, and the calibration benchmark's quick run (which can
-fail: it asserts the new rule's false-positive rates and the old rule's failure)."""
+"""The one decision per causal claim (sparcom.causal.decisions, run by sparcom.causal.statistics): its statistics
+against loop implementations of their formulas, the rule at the α boundary, the claim counted from stored
+decisions (untestable categories kept), the review's mixed-family case decided by one rule, and the calibration
+benchmark's quick run (which can fail: it asserts the live rule's false-positive rates and the old rule's
+failure)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sparcom.analysis.claims import ClaimVerdict, causal_from_tests
-from sparcom.artifacts.causal import Verdict
-from sparcom.causal import row_aware as dc
+from sparcom.artifacts.causal import Outcome
+from sparcom.causal import decisions as dc
 from sparcom.causal import statistics as st
-from sparcom.causal.row_aware import Outcome
 from sparcom.errors import SparcomError
 from sparcom.stats import holm
 
@@ -34,6 +33,22 @@ def benchmark_module():
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+class Decided:
+    """The live decisions of one target, read the way the claims table reads them."""
+
+    def __init__(self, *args, **kwargs):
+        self.tests, self.claims = st.decide(*args, **kwargs)
+
+    def contrasts(self, claim: str):
+        return [getattr(t, claim) for t in self.tests]
+
+    def outcomes(self, claim: str) -> list[Outcome]:
+        return [t.decision.outcome(claim) for t in self.tests]
+
+    def reasons(self, claim: str) -> list[str]:
+        return [getattr(t.decision, f"{claim}_reason") for t in self.tests]
 
 
 def small(seed: int, per: int = 4, r: int = 5, cats: int = 3):
@@ -156,14 +171,17 @@ def test_row_aware_p_matches_its_formula_and_its_two_limits():
 def test_decide_matches_a_loop_implementation_and_the_statistics_module():
     base, selected, random, tokens, labels = small(7)
     ablated = CATS[:3]
-    res = dc.decide(base, selected, random, tokens, labels, ablated)
+    res = Decided(base, selected, random, tokens, labels, ablated)
     stats = st.causal_statistics(base, selected, random, tokens, labels, ablated, replicates=20)
     for claim in ("damage", "specificity"):
         want = loop_decision_p(base, selected, random, tokens, labels, ablated, ablated, claim)
-        got = [d.p for d in res.by_claim(claim)]
+        got = [c.p for c in res.contrasts(claim)]
         assert got == pytest.approx(want, rel=1e-9)
-        assert [d.p_holm for d in res.by_claim(claim)] == pytest.approx(list(holm(np.array(want))))
-        assert [d.excess for d in res.by_claim(claim)] == pytest.approx([getattr(t, claim).excess for t in stats.tests])
+        assert [c.p_holm for c in res.contrasts(claim)] == pytest.approx(list(holm(np.array(want))))
+        # the causal check's statistics carry the same decision as the decisions alone
+        assert [getattr(t, claim).p for t in stats.tests] == pytest.approx(want, rel=1e-9)
+        assert [t.decision for t in stats.tests] == [t.decision for t in res.tests]
+        assert [c.excess for c in res.contrasts(claim)] == pytest.approx([getattr(t, claim).excess for t in stats.tests])
 
 
 # ------------------------------------------------------------------------------------------- the rule
@@ -193,18 +211,16 @@ def beyond_every_random_set(r: int, tiny_rows: bool = True):
 
 
 def test_holm_boundary_with_119_and_118_random_sets():
-    res = dc.decide(*beyond_every_random_set(119), CATS)
-    for d in res.damage + res.specificity:
-        assert d.p == pytest.approx(1 / 120, rel=1e-9) and d.outcome is Outcome.HOLDS, d.explain()
+    res = Decided(*beyond_every_random_set(119), CATS)
+    for claim in ("damage", "specificity"):
+        assert [c.p for c in res.contrasts(claim)] == pytest.approx([1 / 120] * 6, rel=1e-9)
+        assert res.outcomes(claim) == [Outcome.HOLDS] * 6
     assert res.claims["damage"].outcome == "holds" and res.claims["specificity"].holds == 6
-    short = dc.decide(*beyond_every_random_set(118), CATS)
-    for d in short.damage + short.specificity:
-        assert d.outcome is Outcome.NOT_ENOUGH and "need R ≥ 119" in d.reason, d.explain()
+    short = Decided(*beyond_every_random_set(118), CATS)
+    for claim in ("damage", "specificity"):
+        assert short.outcomes(claim) == [Outcome.NOT_ENOUGH] * 6
+        assert all("need R ≥ 119" in why for why in short.reasons(claim))
     assert short.claims["damage"].outcome == "not enough evidence"
-
-
-def decision(category: str, result: Outcome, claim: str = "damage") -> dc.CategoryDecision:
-    return dc.CategoryDecision(claim, category, result, 1.0, 0.1, 7.0, 0.01, 0.05, 0.05, 6, 119, 0.05)
 
 
 @pytest.mark.parametrize(("outcomes", "want"), [
@@ -215,48 +231,44 @@ def decision(category: str, result: Outcome, claim: str = "damage") -> dc.Catego
     ([Outcome.DOES_NOT_HOLD] * 6, "does not hold"),
 ])
 def test_claim_is_counted_from_the_stored_decisions(outcomes, want):
-    result = dc.claim_decision([decision(c, o) for c, o in zip(CATS, outcomes, strict=True)])
-    assert result.outcome == want and result.categories == 6
+    result = dc.claim_decision("damage", outcomes, CATS)
+    assert result.outcome == want and result.categories == 6 and result.claim == "critical role"
     assert result.holds == sum(o is Outcome.HOLDS for o in outcomes)
     assert result.not_enough == sum(o is Outcome.NOT_ENOUGH for o in outcomes)
-    with pytest.raises(SparcomError, match="several claims"):
-        dc.claim_decision([decision("cls", Outcome.HOLDS), decision("qa", Outcome.HOLDS, "specificity")])
+    with pytest.raises(SparcomError, match="no category decisions"):
+        dc.claim_decision("damage", [], [])
 
 
 def test_untestable_categories_stay_in_the_denominator():
     base, selected, random, tokens, labels = beyond_every_random_set(119)
-    res = dc.decide(base, selected, random, tokens, labels, CATS, set_sizes=[5, 5, 5, 5, 5, 0])
-    empty = res.damage[-1]
-    assert empty.outcome is Outcome.NOT_ENOUGH and "empty" in empty.reason and not np.isfinite(empty.p)
+    res = Decided(base, selected, random, tokens, labels, CATS, set_sizes=[5, 5, 5, 5, 5, 0])
+    empty = res.tests[-1]
+    assert empty.decision.damage is Outcome.NOT_ENOUGH and "empty" in empty.decision.damage_reason
+    assert not np.isfinite(empty.damage.p) and not empty.tested
     assert res.claims["damage"].categories == 6 and res.claims["damage"].holds == 5
     assert res.claims["damage"].outcome == "partly (5 of 6 categories)"
-    assert all(d.tested == 5 for d in res.damage)
+    assert all(t.decision.best_p_holm == pytest.approx(5 / 120) for t in res.tests)
 
 
 def test_bad_input_is_refused_in_one_line():
     base, selected, random, tokens, labels = small(1)
     with pytest.raises(SparcomError, match="expected selected"):
-        dc.decide(base, selected[:2], random, tokens, labels, CATS[:3])
-    with pytest.raises(SparcomError, match="positive count"):
-        dc.decide(base, selected, random, np.zeros_like(tokens), labels, CATS[:3])
+        st.decide(base, selected[:2], random, tokens, labels, CATS[:3])
+    with pytest.raises(SparcomError, match="positive integer"):
+        st.decide(base, selected, random, np.zeros_like(tokens), labels, CATS[:3])
     bad = selected.copy()
     bad[0, 0] = np.nan
     with pytest.raises(SparcomError, match="NaN"):
-        dc.decide(base, bad, random, tokens, labels, CATS[:3])
-
-
-def test_p_below_what_the_random_sets_resolve_is_printed_as_a_bound():
-    assert dc.format_p(0.004, 20) == "< 0.005"
-    assert dc.format_p(0.006, 20) == "0.006"
-    assert dc.format_p(float("nan"), 20) == "n/a"
+        st.decide(base, bad, random, tokens, labels, CATS[:3])
 
 
 # ------------------------------------------------------------------------------------------- the review's cases
 
 
 def mixed_family(r: int = 20):
-    """The review's §2 case: five categories' random damage is normal (parametric p under auto), one category's is
-    heavy-tailed (Shapiro–Wilk rejects: its p is the empirical 1/21); every set beats all its random sets."""
+    """The review's §2 case: five categories' random damage is normal (the old parametric p under auto), one
+    category's is heavy-tailed (the old Shapiro–Wilk fallback gave it the empirical 1/21); every set beats all its
+    random sets. The old rule then said "6 of 6" in the claims table and "not enough random sets" in a verdict."""
     rng = np.random.default_rng(0)
     labels = [c for c in CATS for _ in range(8)]
     n = len(labels)
@@ -269,21 +281,16 @@ def mixed_family(r: int = 20):
     return base, selected, random, tokens, labels
 
 
-def test_the_mixed_family_inconsistency_is_gone():
+def test_the_mixed_family_is_decided_by_one_rule():
     base, selected, random, tokens, labels = mixed_family()
-    old = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=20, test="auto")
-    critical = next(c for c in causal_from_tests(old.tests, "neurons") if c.claim == "critical role")
-    # the old inconsistency, rebuilt: the claims table says 6 of 6 while a verdict says "not enough random sets"
-    assert critical.significant == 6 and critical.verdict is ClaimVerdict.HOLDS
-    assert old.tests[0].damage.test == "empirical"
-    assert old.tests[0].decision.verdict is Verdict.TOO_FEW_RANDOM_SETS
-    new = dc.decide(base, selected, random, tokens, labels, CATS)
-    outcomes = [d.outcome for d in new.damage]
-    # one rule: with 20 random sets no p_holm can reach α, so no category holds, and the claim says so
-    assert outcomes == [Outcome.NOT_ENOUGH] * 6
-    assert new.claims["damage"].outcome == "not enough evidence" and new.claims["damage"].holds == 0
-    enough = dc.decide(*mixed_family(119), CATS)  # with enough random sets the same rule passes every category
-    assert [d.outcome for d in enough.damage] == [Outcome.HOLDS] * 6 and enough.claims["damage"].outcome == "holds"
+    stats = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=20)
+    # one test for every category, no switching: with 20 random sets no p_holm can reach α, so no category holds,
+    # and the verdicts and the stored claim say the same
+    assert {t.damage.test for t in stats.tests} == {dc.TEST_NAME}
+    assert [t.decision.damage for t in stats.tests] == [Outcome.NOT_ENOUGH] * 6
+    assert stats.claims["damage"].outcome == "not enough evidence" and stats.claims["damage"].holds == 0
+    enough = Decided(*mixed_family(119), CATS)  # with enough random sets the same rule passes every category
+    assert enough.outcomes("damage") == [Outcome.HOLDS] * 6 and enough.claims["damage"].outcome == "holds"
 
 
 def test_strong_non_specific_set_with_shared_fragility():
@@ -296,8 +303,8 @@ def test_strong_non_specific_set_with_shared_fragility():
     runs = 40
     for _ in range(runs):
         data = bench.simulate(scenario, rng)
-        old_hits += bool(bench.old_rule(data)[0]["old claims"]["specificity"])
-        res = dc.decide(*data, CATS)
+        old_hits += bool(bench.old_rule(data)["old claims"]["specificity"])
+        res = Decided(*data, CATS)
         new_hits += res.claims["specificity"].holds > 0
         damage_holds += res.claims["damage"].outcome == "holds"
     assert old_hits >= runs // 2  # the review's finding, reproduced
