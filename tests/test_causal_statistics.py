@@ -337,7 +337,9 @@ def test_null_sets_are_not_called_specific():
         hit = any(t.damage.p_holm <= 0.05 or t.specificity.p_holm <= 0.05 for t in res.tests)
         hits += hit
         if not hit:
-            assert all(verdict_text(t).startswith("no effect beyond random") for t in res.tests)
+            # nothing holds: decided "no effect", or undecided where a set happened to beat all 119 random sets
+            assert all(verdict_text(t).startswith("no effect beyond random") or "beats all 119" in verdict_text(t)
+                       for t in res.tests)
         raw_p += [t.specificity.p for t in res.tests] + [t.damage.p for t in res.tests]
     # at most 2 × 0.05 × 30 = 3 expected (two families); on these data the uncorrected p-values give 12
     assert hits <= 6

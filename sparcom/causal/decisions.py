@@ -13,8 +13,9 @@ serves damage and specificity, every category and every target (docs/causal.md, 
   test of the excess over rows. Its smallest value is 1 / (1 + R), as for the plain empirical p.
 - Holm over the tested categories of a target, one α (:data:`sparcom.stats.ALPHA`). A claim **holds** for a
   category iff p_holm ≤ α; otherwise it is **not enough evidence** when the category could not be tested or no
-  p_holm could have reached α (m / (1 + R) > α for m tested categories), else it **does not hold**. Not enough
-  evidence never overrides a pass; untestable categories stay in the claim's denominator.
+  p_holm could have reached α (m / (1 + R) > α for m tested categories) or S_c beats every random set on these
+  rows yet misses α (the random sets cannot resolve it), else it **does not hold**. Not enough evidence never
+  overrides a pass; untestable categories stay in the claim's denominator.
 
 There is no per-category switching between tests and no pretest: the calibration of this rule under null
 scenarios (shared row fragility, skewed and heavy-tailed random-set damage, few rows) is shown by
@@ -35,7 +36,7 @@ from sparcom.stats import empirical_p, holm, random_sets_needed, significant
 #: The rule every decision names (stored with it).
 RULE = ("row-aware empirical p = (1 + Σ_r P(t_ν ≥ (x_S − x_r) / SE_rows)) / (1 + R), Holm over the tested "
         "categories of the target, holds iff p_holm ≤ alpha; not enough evidence when m / (1 + R) > alpha or the "
-        "category cannot be tested; damage = own ΔNLL, specificity = own ΔNLL minus the mean ΔNLL of the other "
+        "category cannot be tested or S_c beats every random set on these rows yet misses alpha; damage = own ΔNLL, specificity = own ΔNLL minus the mean ΔNLL of the other "
         "categories, each against the same statistic of the random sets of S_c's shape")
 #: The name each test row gives its test.
 TEST_NAME = "row-aware empirical"
@@ -175,16 +176,32 @@ def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray
     p_holm = holm(p)
     m = int(np.isfinite(p).sum())
     best = min(1.0, m / (1 + r)) if m and r else float("nan")
+    absent = np.array([sizes[i] == 0 or own[i] < 0 for i in range(a)], dtype=bool)
+    plain = np.where(absent, np.nan, empirical_p(observed, rand)) if r else np.full(a, np.nan)
     outcomes, why = [], []
     for i in range(a):
         result, reason = outcome(float(p_holm[i]), best, alpha, reasons[i])
         if result is Outcome.NOT_ENOUGH and not reasons[i]:
             reason += f" with {r} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)})"
+        elif result is Outcome.DOES_NOT_HOLD and plain[i] * (1 + r) <= 1 + 1e-9:
+            result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(float(p[i]), r, m, alpha)
         outcomes.append(result)
         why.append(reason)
-    absent = np.array([sizes[i] == 0 or own[i] < 0 for i in range(a)], dtype=bool)
-    plain = np.where(absent, np.nan, empirical_p(observed, rand)) if r else np.full(a, np.nan)
     return ClaimTests(p, p_holm, plain, se, df, outcomes, why, best, m)
+
+
+def beyond_every_random_set(p: float, r: int, m: int, alpha: float) -> str:
+    """Why a category whose set beats every random set on these rows, yet misses α, is "not enough evidence": the
+    R random sets cannot resolve it. Its p = (1 + R·q) / (1 + R), q the mean tail weight row noise gives a random
+    set; Holm's first step reaches α once m (1 + R q) / (1 + R) ≤ α, i.e. R ≥ (m − α) / (α − m q) when α > m q;
+    otherwise no number of random sets suffices and the row noise (too few rows) is what decides."""
+    q = (p * (1 + r) - 1) / r
+    if alpha > m * q:
+        need = int(np.ceil((m - alpha) / (alpha - m * q)))
+        return (f"its set beats all {r} random sets on these rows, but {r} random sets cannot resolve p below "
+                f"{m * p:.3g} after Holm over {m} categories (need about R ≥ {need} at this row noise)")
+    return (f"its set beats all {r} random sets on these rows, but the row noise keeps p_holm above alpha for any "
+            "number of random sets: more rows are needed")
 
 
 def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence[str]) -> ClaimDecision:
@@ -267,5 +284,5 @@ def decide_target(ablated: Sequence[str], sizes: Sequence[int | float | None], o
     return rows, claims
 
 
-__all__ = ["CLAIMS", "RULE", "TEST_NAME", "ClaimTests", "claim_decision", "claim_weights", "decide_target",
+__all__ = ["CLAIMS", "RULE", "TEST_NAME", "ClaimTests", "beyond_every_random_set", "claim_decision", "claim_weights", "decide_target",
            "outcome", "row_aware_p", "row_variance", "test_claim", "untestable"]
