@@ -189,7 +189,7 @@ def identify(run: RunLike, settings: IdentifySettings | SelectionRule | None = N
     return _report(out, overwrite, lambda: select(
         _run(run), settings.rule, list(settings.kinds or []) or None, sweep=_grid(settings.sweep),
         bootstrap=settings.bootstrap, ci_level=settings.ci_level, validity=settings.validity,
-        resamples=settings.resamples), write)
+        resamples=settings.resamples, reference=_run(settings.reference) if settings.reference else None), write)
 
 
 def _grid(sweep: bool | Sequence[float]) -> bool | list[float]:

@@ -51,7 +51,7 @@ def setting(tmp_path_factory) -> dict[str, Path]:
 def _config(setting, out: Path, **changes) -> DemoConfig:
     models = {role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)}
     return DemoConfig(out=out, data=setting["data"], per_category=4, dtype="float32", folds=2, random_sets=5,
-                      resamples=5, seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
+                      reference_rows=12, resamples=5, seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
                       models=models, plots=False, **changes)
 
 

@@ -84,7 +84,7 @@ def test_each_bound_and_choice_is_checked_by_the_one_validator(cls, flat):
 
 
 def _settings(cls, flat, value):
-    base = {"seeds": 20} if flat.name == "test" else {}  # the parametric test needs enough random sets
+    base = {}
     if flat.name == "rule":
         base = {"epsilon": 0.5}  # rule threshold has no default ε
     return resolve(cls, None, {**base, flat.name: value}, cls.__name__)
@@ -104,8 +104,6 @@ def test_messages_say_the_interval():
 
 
 def test_rules_binding_fields_together():
-    with pytest.raises(SparcomError, match="--test parametric needs at least 10 random sets"):
-        CausalSettings(test="parametric", seeds=5).check()
     with pytest.raises(SparcomError, match="--exclude-profiled does not apply"):
         CausalSettings(folds=3, exclude_profiled=True).check()
     with pytest.raises(SparcomError, match="full fine-tuning has none"):

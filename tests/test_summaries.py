@@ -25,7 +25,8 @@ def test_one_header_for_every_summary(tiny_study):
     assert identify.header.model.layers == causal.header.model.layers == 2
     assert identify.header.data.run == str(tiny_study["run"]) and causal.header.data.run is None
     assert identify.categories == compare.categories == causal.evaluated
-    assert identify.header.version == compare.header.version == causal.header.version == 2
+    assert identify.header.version == compare.header.version == 2
+    assert causal.header.version == 3  # the causal decisions' schema (one calibrated decision per claim)
     assert identify.header.software["sparcom"] and causal.header.software["sparcom"]
 
 
@@ -38,10 +39,15 @@ def test_the_stored_decision_is_the_one_the_statistics_made(tiny_study):
     assert [t["ablated"] for t in tests] == [r.ablated for r in rows]
     for stored, row in zip(tests, rows, strict=True):
         assert stored["decision"]["verdict"] == row.decision.verdict.value
-        assert stored["decision"]["damage_significant"] is row.decision.damage_significant
+        assert stored["decision"]["damage"] == row.decision.damage.value
+        assert stored["decision"]["specificity"] == row.decision.specificity.value
+        assert (row.decision.damage.value == "holds") is row.decision.damage_significant
         p = stored["damage_p_holm"]
         assert (p is None and math.isnan(row.damage.p_holm)) or p == row.damage.p_holm
         assert "verdict" not in stored  # no prose in the results
+    claims = written["targets"]["neurons"]["statistics"]["claims"]
+    assert {k: c.outcome for k, c in causal.targets["neurons"].statistics.claims.items()} == \
+        {k: c["outcome"] for k, c in claims.items()}
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -49,7 +55,7 @@ def test_the_stored_decision_is_the_one_the_statistics_made(tiny_study):
     (lambda d: d["targets"]["neurons"]["statistics"]["tests"][0]["decision"].update(verdict="maybe"),
      r"field targets.neurons.statistics.tests\[0\].decision.verdict: unknown Verdict 'maybe'"),
     (lambda d: d["baseline"]["cls"].update(nll="high"), r"field baseline.cls.nll: expected a number, found str"),
-    (lambda d: d.update(version=1), r"sparcom-causal schema version 1, this sparcom reads version 2"),
+    (lambda d: d.update(version=2), r"sparcom-causal schema version 2, this sparcom reads version 3"),
 ])
 def test_a_malformed_or_old_summary_is_one_line_naming_the_field(tiny_study, tmp_path, edit, message):
     folder = tmp_path / "ablate"

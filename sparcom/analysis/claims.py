@@ -3,14 +3,16 @@
 The paper (arXiv 2505.21191) makes four claims about the sets its rule selects; each is judged from sparcom's own
 outputs, never from a number typed in:
 
-- **generality**: some components are selected for every instruction category (the general set). Number: the
-  general share of the selected components; uncertainty: its interval over resampled instructions (``identify
-  --resamples``). Holds when the interval of the general count excludes 0.
-- **uniqueness**: each category has components of its own, and the sets carry the category on instructions they
-  were not selected on. Number: the unique share; evidence: held-out set-score decoding against random sets of
-  the same per-layer shape, and the cross-source Jaccard within a category against across categories. Holds when
-  unique components exist, the decoding beats the random sets (p < α) and, where both halves exist, the sets
-  agree more within a category than across.
+- **generality**: some components are general for *instructions* — selected for every category and not just as
+  top-frequent on a reference corpus that is not instructions (:mod:`sparcom.analysis.generality`, needs
+  ``identify --reference``). Number: the share of the general set that is instruction-general, with its
+  subsampling interval; holds when that interval lies above the noise baseline, does not hold when at or below it
+  (the general components are frequent components), otherwise not enough evidence. Without a reference run: not
+  enough evidence, saying how to get it (the old rule — the general count's interval excludes 0 — cannot fail).
+- **uniqueness**: each category has components of its own that carry it. Number: the unique share; decided by
+  :mod:`sparcom.analysis.uniqueness`: the within − across cross-source agreement above a margin (with its
+  subsampling interval) and held-out decoding by the unique members alone beating random sets (needs counts per
+  instruction; otherwise not enough evidence).
 - **critical role** and **specificity**: the causal check's stored claim decisions
   (:func:`sparcom.causal.decisions.decide_target`: the row-aware empirical test, Holm, one α), copied, never
   recomputed: holds when every category holds, partly when some do, not enough evidence when none does and some
@@ -29,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.analysis.nulls import NO_REFERENCE
 from sparcom.artifacts.causal import CausalSummary, ClaimDecision, TestRow
 from sparcom.artifacts.fields import Fields
 from sparcom.artifacts.summaries import IdentifySummary
-from sparcom.stats import ALPHA
 
 CLAIMS = ("generality", "uniqueness", "critical role", "specificity")
 #: The causal claims: name, the test they read, and what the number is.
@@ -78,56 +80,51 @@ def not_measured(claim: str, why: str) -> Claim:
     return Claim(claim, ClaimVerdict.NOT_MEASURED, evidence={"why": why})
 
 
+#: The nulls' decisions (:mod:`sparcom.analysis.generality`, :mod:`sparcom.analysis.uniqueness`) → the table's.
+_NULL_VERDICTS = {"holds": ClaimVerdict.HOLDS, "does not hold": ClaimVerdict.DOES_NOT_HOLD,
+                  "not enough evidence": ClaimVerdict.NOT_ENOUGH_EVIDENCE}
+
+
+def _kind(identify: IdentifySummary | None, kind: str):
+    return identify.kinds.get(kind) if identify else None
+
+
 def generality(identify: IdentifySummary | None, kind: str = "neuron") -> Claim:
-    """The generality claim from the identify summary of the paper's rule."""
-    counts = identify.kinds.get(kind) if identify else None
+    """The generality claim from the identify summary of the paper's rule: decided by the reference-corpus null
+    (general components that are *not* top-ε on text that is not instructions), stored with the selection."""
+    counts = _kind(identify, kind)
     if counts is None:
         return not_measured("generality", "no identify output for this kind")
-    intervals = counts.bootstrap.intervals if counts.bootstrap else {}
-    general, share = intervals.get("general"), intervals.get("general_share")
-    if general is None:
-        verdict = ClaimVerdict.NOT_ENOUGH_EVIDENCE if counts.general else ClaimVerdict.DOES_NOT_HOLD
-    elif general.low > 0:
-        verdict = ClaimVerdict.HOLDS
-    elif general.high == 0:
-        verdict = ClaimVerdict.DOES_NOT_HOLD
-    else:
-        verdict = ClaimVerdict.NOT_ENOUGH_EVIDENCE
-    return Claim("generality", verdict, counts.shares.get("general_share"), share.low if share else None,
-                 share.high if share else None,
-                 evidence={"general": counts.general, "selected_any": counts.selected_any,
-                           "general_low": general.low if general else None,
-                           "general_high": general.high if general else None})
+    null = counts.claim_nulls.generality if counts.claim_nulls else None
+    evidence: dict[str, Any] = {"general": counts.general, "selected_any": counts.selected_any}
+    if null is None:
+        why = counts.claim_nulls.notes[0] if counts.claim_nulls and counts.claim_nulls.notes else NO_REFERENCE
+        verdict = ClaimVerdict.DOES_NOT_HOLD if not counts.general else ClaimVerdict.NOT_ENOUGH_EVIDENCE
+        return Claim("generality", verdict, counts.shares.get("general_share"),
+                     evidence={**evidence, "why": "no component is general" if not counts.general else why})
+    evidence.update(reference_top=null.reference_top, instruction_general=null.instruction_general,
+                    noise_dropout=null.noise_dropout, epsilon=null.epsilon, rule=null.rule)
+    return Claim("generality", _NULL_VERDICTS[null.decision], null.share.estimate, null.share.low, null.share.high,
+                 evidence=evidence)
 
 
-def uniqueness(identify: IdentifySummary | None, kind: str = "neuron", alpha: float = ALPHA) -> Claim:
-    """The uniqueness claim from the identify summary with validity evidence (a grouped run)."""
-    counts = identify.kinds.get(kind) if identify else None
+def uniqueness(identify: IdentifySummary | None, kind: str = "neuron") -> Claim:
+    """The uniqueness claim from the identify summary: decided by the cross-source margin with its interval and the
+    held-out decoding of the unique members alone against random sets, stored with the selection."""
+    counts = _kind(identify, kind)
     if counts is None:
         return not_measured("uniqueness", "no identify output for this kind")
-    validity = identify.validity.get(kind) if identify else None
-    headline = validity.headline if validity else None
-    decoding = headline.decoders.get("set_score") if headline else None
-    within = headline.cross_source_within if headline else math.nan
-    across = headline.cross_source_across if headline else math.nan
-    cross_known = math.isfinite(within) and math.isfinite(across)
-    if not counts.unique_total:
-        verdict = ClaimVerdict.DOES_NOT_HOLD
-    elif not decoding:
-        verdict = ClaimVerdict.NOT_ENOUGH_EVIDENCE
-    elif (not math.isfinite(decoding.p_value) or decoding.p_value >= alpha
-          or decoding.accuracy <= decoding.random_mean or (cross_known and within <= across)):
-        verdict = ClaimVerdict.DOES_NOT_HOLD
-    else:
-        verdict = ClaimVerdict.HOLDS
-    evidence: dict[str, Any] = {"unique_total": counts.unique_total, "selected_any": counts.selected_any,
-                                "alpha": alpha}
-    if decoding:
-        evidence.update(decoding=asdict(decoding), chance=headline.chance)
-    if cross_known:
-        evidence.update(cross_source_within=within, cross_source_across=across)
-    return Claim("uniqueness", verdict, counts.shares.get("unique_share"),
-                 decoding.ci_low if decoding else None, decoding.ci_high if decoding else None, evidence=evidence)
+    test = counts.claim_nulls.uniqueness if counts.claim_nulls else None
+    evidence: dict[str, Any] = {"unique_total": counts.unique_total, "selected_any": counts.selected_any}
+    if test is None:
+        why = "no per-instruction counts: profile with --group-by instruction for the margin and held-out decoding"
+        verdict = ClaimVerdict.DOES_NOT_HOLD if not counts.unique_total else ClaimVerdict.NOT_ENOUGH_EVIDENCE
+        return Claim("uniqueness", verdict, counts.shares.get("unique_share"), evidence={**evidence, "why": why})
+    evidence.update(margin=test.margin, difference=asdict(test.difference), decoding=asdict(test.decoding),
+                    random_mean=test.random_mean, p_value=test.p_value, random_sets=test.random_sets,
+                    rule=test.reason)
+    return Claim("uniqueness", _NULL_VERDICTS[test.decision], counts.shares.get("unique_share"),
+                 test.difference.low, test.difference.high, evidence=evidence)
 
 
 def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "causal check not run") -> list[Claim]:

@@ -26,6 +26,7 @@ from sparcom.analysis.evidence import (
 )
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
 from sparcom.analysis.groups import GroupCounts
+from sparcom.analysis.nulls import ClaimNulls, claim_nulls
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
@@ -170,6 +171,8 @@ class IdentifyResult(Tabular):
     #: Specificity scores of every component, per kind (from the validity evidence when there is some).
     scores: dict[str, Specificity] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The generality null and the uniqueness test per kind (runs with counts per instruction).
+    nulls: dict[str, ClaimNulls] = field(default_factory=dict)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -210,7 +213,8 @@ class IdentifyResult(Tabular):
                     "validity": self.validity_settings.parameters()}
         return {**run_header(IDENTIFY_FORMAT, SUMMARY_VERSION, self.run, settings),
                 "rule": self.rule.parameters, "rule_description": self.rule.describe(),
-                "kinds": {k: a.summary() for k, a in self.kinds.items()},
+                "kinds": {k: {**a.summary(), **({"claim_nulls": self.nulls[k].summary()} if k in self.nulls else {})}
+                      for k, a in self.kinds.items()},
                 "validity": self.validity_summary(), "notes": notes}
 
     def tables(self) -> dict[str, list[dict]]:
@@ -250,7 +254,8 @@ def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
 
 def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
              sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = LEVEL,
-             validity: ValiditySettings | None = None, resamples: int = 0) -> IdentifyResult:
+             validity: ValiditySettings | None = None, resamples: int = 0,
+             reference: ProfileRun | None = None) -> IdentifyResult:
     """Select and describe the instruction-specific components of every (or the given) kind of ``run``.
 
     When the run keeps groups below the category, every kind also gets its validity evidence
@@ -258,7 +263,9 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     agreement, specificity scores) unless ``validity.enabled`` is False. Bootstrap intervals come from the run's
     Poisson counters, or, with ``resamples`` = B > 0 on a grouped run, from B resamples of the instructions (the
     only way for rules that need per-instruction counts, such as ``test``); the same resamples then give the
-    bootstrap stability of the validity evidence.
+    bootstrap stability of the validity evidence. On runs with counts per instruction each kind also gets the
+    claims' nulls (:mod:`sparcom.analysis.nulls`; the generality null needs ``reference``, a reference corpus
+    profiled raw by the same model with counts per instruction).
     """
     rule = rule or SelectionRule()
     settings = (validity or ValiditySettings()).check()
@@ -268,11 +275,14 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     per_instruction = grouped and run.manifest.get("group_by") == "instruction"
     if rule.needs_groups and not per_instruction:
         raise SparcomError(f"{run.path}: {GROUPS_NEEDED}")
+    if reference is not None and not (per_instruction and reference.manifest.get("group_by") == "instruction"):
+        raise SparcomError(f"{reference.path if per_instruction else run.path}: --reference compares counts per "
+                           "instruction; profile both runs with --group-by instruction")
     if resamples and not per_instruction:
         raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts per instruction; "
                            "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
-    analyses, evidence, scores, notes = {}, {}, {}, []
+    analyses, evidence, scores, notes, nulls = {}, {}, {}, [], {}
     for kind in _select_kinds(run, kinds):
         freqs = kind_frequencies(run.counts, categories, kind)
         groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
@@ -291,6 +301,9 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                 if masks is not None:
                     evidence[kind].bootstrap = Stability(groups.category_order, "bootstrap", masks)
                 scores[kind] = evidence[kind].scores
+            if per_instruction:
+                nulls[kind] = claim_nulls(groups, rule, run_groups(reference, kind) if reference else None,
+                                          settings.folds, settings.random_sets, settings.seed)
         if kind not in scores:
             moments = groups.moments if groups is not None and per_instruction else None
             scores[kind] = specificity(freqs.p, categories, moments)
@@ -300,7 +313,7 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         notes.append("validity evidence turned off (--no-validity)")
     if rule.needs_groups and bootstrap and not resamples:
         notes.append(RESAMPLES_NOTE.format(rule=rule.name))
-    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes)
+    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes, nulls)
 
 
 @dataclass

@@ -57,6 +57,10 @@ class IdentifySettings(AnalysisSettings):
         help="Bootstrap intervals (and bootstrap stability) from this many resamples of the instructions (grouped "
              "runs; the only way for rule test; ~1–8 s each on SmolLM2). 0: Poisson counters if the run has them.")
     validity: ValiditySettings = group(ValiditySettings)
+    reference: str | None = setting(
+        None, flag="--reference",
+        help="A reference corpus (not instructions) profiled raw by the same model with --group-by instruction: "
+             "the generality claim's null (are the general components just as frequent there?).")
     bootstrap: bool = setting(True, keyword="bootstrap",
                               help="Bootstrap intervals from the run's Poisson counters when it has them.")
 

@@ -59,6 +59,75 @@ class Overlap:
                    f.matrix("intersection"))
 
 
+def _number(f: Fields, key: str) -> float:
+    """A number that JSON stored as null when it was undefined (NaN)."""
+    value = f.opt_number(key)
+    return float("nan") if value is None else value
+
+
+@dataclass(frozen=True)
+class GeneralityNullRecord:
+    """The generality claim against a reference corpus, as decided (:mod:`sparcom.analysis.generality`)."""
+
+    epsilon: float
+    general: int
+    reference_top: int
+    instruction_general: int
+    #: Share of the general set not top-ε on the reference: subsampling estimate (trend-corrected) and interval.
+    share: Interval
+    noise_dropout: float
+    decision: str
+    rule: str
+
+    @classmethod
+    def read(cls, f: Fields) -> GeneralityNullRecord:
+        share = f.obj("instruction_general_share")
+        return cls(f.number("epsilon"), f.integer("general"), f.integer("reference_top"),
+                   f.integer("instruction_general"),
+                   Interval(_number(share, "corrected"), _number(share, "low"), _number(share, "high")),
+                   _number(f, "noise_dropout"), f.text("decision"), f.text("rule"))
+
+
+@dataclass(frozen=True)
+class UniquenessRecord:
+    """The uniqueness claim's margin test and unique-member decoding, as decided
+    (:mod:`sparcom.analysis.uniqueness`)."""
+
+    margin: float
+    #: within − across cross-source agreement: subsampling estimate (trend-corrected) and interval.
+    difference: Interval
+    decoding: Interval  # held-out accuracy of the unique members alone, with its interval
+    random_mean: float
+    p_value: float
+    random_sets: int
+    decision: str
+    reason: str
+
+    @classmethod
+    def read(cls, f: Fields) -> UniquenessRecord:
+        diff, dec = f.obj("within_minus_across"), f.obj("unique_decoding")
+        ci = dec.raw("ci") or [None, None]
+        return cls(f.number("margin"), Interval(_number(diff, "corrected"), _number(diff, "low"), _number(diff, "high")),
+                   Interval(_number(dec, "accuracy"), *(float("nan") if v is None else float(v) for v in ci)),
+                   _number(dec, "random_mean"), _number(dec, "p_value"), dec.integer("random_sets"),
+                   f.text("decision"), f.text("reason"))
+
+
+@dataclass(frozen=True)
+class ClaimNullsRecord:
+    """One kind's nulls of the set claims (None where they did not run; ``notes`` say why)."""
+
+    generality: GeneralityNullRecord | None
+    uniqueness: UniquenessRecord | None
+    notes: list[str]
+
+    @classmethod
+    def read(cls, f: Fields) -> ClaimNullsRecord:
+        general, unique = f.opt_obj("generality"), f.opt_obj("uniqueness")
+        return cls(GeneralityNullRecord.read(general) if general else None,
+                   UniquenessRecord.read(unique) if unique else None, f.texts("notes"))
+
+
 @dataclass(frozen=True)
 class KindSets:
     """General, shared and unique members of one kind's category sets (one kind of an identify summary)."""
@@ -80,9 +149,12 @@ class KindSets:
     bootstrap: Bootstrap | None
     #: Whatever else the summary holds for this kind (e.g. LAPE details), shown generically.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The set claims' nulls (runs with counts per instruction).
+    claim_nulls: ClaimNullsRecord | None = None
 
     KNOWN = ("components", "layers", "selected", "selected_any", "general", "shared_by", "unique", "unique_total",
-             "never_selected", "dead", "always_on", "shares", "chance_baseline", "overlap", "bootstrap")
+             "never_selected", "dead", "always_on", "shares", "chance_baseline", "overlap", "bootstrap",
+             "claim_nulls")
 
     @classmethod
     def read(cls, f: Fields) -> KindSets:
@@ -93,7 +165,8 @@ class KindSets:
             f.integer("never_selected"), {k: f.integer(k) for k in ("dead", "always_on") if f.has(k)},
             f.mapping("shares", Fields.number), f.mapping("chance_baseline", Fields.number),
             Overlap.read(overlap) if overlap else None, Bootstrap.read(boot) if boot else None,
-            {k: v for k, v in f.data.items() if k not in cls.KNOWN})
+            {k: v for k, v in f.data.items() if k not in cls.KNOWN},
+            ClaimNullsRecord.read(nulls) if (nulls := f.opt_obj("claim_nulls")) else None)
 
 
 @dataclass(frozen=True)
@@ -305,7 +378,28 @@ def read_sweep(folder: str | Path) -> SweepSummary:
     return _read(folder, SWEEP_FORMAT)
 
 
-__all__ = ["COMPARE_FORMAT", "EVALUATE_FORMAT", "IDENTIFY_FORMAT", "SUMMARY_VERSION", "SWEEP_FORMAT", "Bootstrap",
-           "CompareSummary", "EvaluateSummary", "IdentifySummary", "KindComparison", "KindSets", "KindValidity",
-           "Rule", "SweepSummary", "ValidityHeadline", "read_compare", "read_evaluate", "read_identify",
-           "read_sweep", "read_validity"]
+__all__ = [
+    "COMPARE_FORMAT",
+    "EVALUATE_FORMAT",
+    "IDENTIFY_FORMAT",
+    "SUMMARY_VERSION",
+    "SWEEP_FORMAT",
+    "Bootstrap",
+    "ClaimNullsRecord",
+    "CompareSummary",
+    "EvaluateSummary",
+    "GeneralityNullRecord",
+    "IdentifySummary",
+    "KindComparison",
+    "KindSets",
+    "KindValidity",
+    "Rule",
+    "SweepSummary",
+    "UniquenessRecord",
+    "ValidityHeadline",
+    "read_compare",
+    "read_evaluate",
+    "read_identify",
+    "read_sweep",
+    "read_validity",
+]

@@ -146,6 +146,23 @@ def build(
 
 
 @data_app.command()
+def reference(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the reference rows (JSON Lines).")] = Path(
+        "data/reference-xsum.jsonl"),
+    corpus: Annotated[str, typer.Option("--corpus", help="xsum (BBC news leads) or wikitext (Wikipedia sentences), "
+                                                         "read from an installed package (docs/analysis.md).")] = "xsum",
+    rows: Annotated[int, typer.Option("--rows", help="Passages to write (in file order).")] = 100,
+) -> None:
+    """Write a neutral reference corpus (prose that is not an instruction) for the generality claim's null:
+    profile it with --template raw --group-by instruction and pass the run to 'identify --reference'."""
+    from sparcom.data.reference import reference_rows
+
+    found = reference_rows(corpus, rows)
+    write_rows(found, out)
+    stdout_console().print(f"wrote {len(found)} {corpus} reference rows to {out}")
+
+
+@data_app.command()
 def validate(path: PathArgument) -> None:
     """Check every row of a dataset file; print OK and the counts, or the first problem."""
     rows = read_rows(path)

@@ -35,6 +35,8 @@ class DemoConfig:
     #: Every profile, causal check and examples pass runs in this dtype; every number in SUMMARY.md says so.
     dtype: str = "bfloat16"
     epsilon: float = 0.01
+    #: Reference passages (XSum, not instructions) each model profiles raw: the generality claim's null.
+    reference_rows: int = 100
     #: Validity: held-out decoding folds, random sets per fold, resampled instructions for the intervals.
     folds: int = 5
     random_sets: int = 100

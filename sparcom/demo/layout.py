@@ -24,6 +24,14 @@ class Layout:
     def run(self, name: str) -> Path:
         return self.out / "runs" / name
 
+    def reference_run(self, name: str) -> Path:
+        """The model's profile of the reference corpus (the generality claim's null)."""
+        return self.out / "runs" / f"{name}-reference"
+
+    @property
+    def reference_data(self) -> Path:
+        return self.out / "data" / "reference-xsum.jsonl"
+
     def identify(self, name: str, tag: str) -> Path:
         return self.out / "identify" / name / tag
 

@@ -80,6 +80,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     if config.per_category is not None:  # the subset keeps both sources of every category (cross-source measures)
         profiled = out / "data" / f"hexainst-{config.per_category}-per-category.jsonl"
         steps.run("subset", lambda: balanced_subset(config.data, config.per_category, profiled))
+    steps.run("reference", lambda: write_reference(config, where.reference_data))
     roles = [r for r in (INSTRUCT, BASE, MOE) if config.model(r)]
     paths = {role: steps.run(f"model-{MODEL_NAMES[role]}", lambda role=role: _resolve(config.model(role)))
              for role in roles}
@@ -95,10 +96,12 @@ def run_demo(config: DemoConfig | None = None) -> Path:
         name = MODEL_NAMES[role]
         steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], profiled,
                                                                                where.run(name)))
+        steps.run(f"profile-{name}-reference", lambda role=role, name=name: profile_one(
+            config, paths[role], where.reference_data, where.reference_run(name), template="raw"))
         for tag, rule in rules().items():
             steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _selected(identify(
                 where.run(name), rule, folds=config.folds, random_sets=config.random_sets,
-                resamples=config.resamples if tag == "paper" else 0,
+                resamples=config.resamples if tag == "paper" else 0, reference=str(where.reference_run(name)),
                 out=where.identify(name, tag), overwrite=True, plots=config.plots), where.identify(name, tag)))
 
     if BASE in paths and TUNED in paths:
@@ -155,11 +158,22 @@ def balanced_subset(data: Path, per_category: int, out: Path) -> dict:
     return {"path": str(out), "rows": len(rows)}
 
 
-def profile_one(config: DemoConfig, path: str, data: Path, out: Path) -> dict:
+def write_reference(config: DemoConfig, out: Path) -> dict:
+    """The reference corpus every model also profiles: prose that is not an instruction (the generality null)."""
+    from sparcom.data.reference import reference_rows
+    from sparcom.data.schema import write_rows
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = reference_rows("xsum", config.reference_rows)
+    write_rows(rows, out)
+    return {"path": str(out), "rows": len(rows), "corpus": "xsum"}
+
+
+def profile_one(config: DemoConfig, path: str, data: Path, out: Path, template: str = "auto") -> dict:
     from sparcom.api import load_model, profile
     from sparcom.profile.settings import ProfileSettings
 
-    settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction")
+    settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction", template=template)
     run = profile(load_model(path, dtype=config.dtype), data, out, settings, resume=True)
     return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
             "tokens_per_second": run.manifest["tokens_per_second"], "dtype": config.dtype}

@@ -27,17 +27,20 @@ def claim_text(claim: Claim) -> str:
     if claim.verdict is ClaimVerdict.NOT_MEASURED:
         return str(e.get("why", ""))
     if claim.claim == "generality":
-        return f"{e['general']:,} general of {e['selected_any']:,} selected ({fmt_pct(claim.number)})"
+        text = f"{e['general']:,} general of {e['selected_any']:,} selected"
+        if "instruction_general" not in e:
+            return f"{text}; {e.get('why', '')}"
+        return (f"{text}; {e['instruction_general']:,} of them not top {fmt_pct(e['epsilon'])} on the reference "
+                f"corpus ({e['reference_top']:,} are: frequent on any text), instruction-general share "
+                f"{fmt_pct(claim.number)} vs noise baseline {fmt_pct(e['noise_dropout'])}")
     if claim.claim == "uniqueness":
-        parts = [f"{e['unique_total']:,} unique of {e['selected_any']:,} ({fmt_pct(claim.number)})"]
-        if "decoding" in e:
-            d = e["decoding"]
-            parts.append(f"held-out set-score decoding {fmt_pct(d['accuracy'])} vs random sets "
-                         f"{fmt_pct(d['random_mean'])} (p = {_num(d['p_value'], 2)}; chance {fmt_pct(e['chance'])})")
-        if "cross_source_within" in e:
-            parts.append(f"cross-source Jaccard within {e['cross_source_within']:.2f} vs across "
-                         f"{e['cross_source_across']:.2f}")
-        return "; ".join(parts)
+        text = f"{e['unique_total']:,} unique of {e['selected_any']:,} ({fmt_pct(claim.number)})"
+        if "decoding" not in e:
+            return f"{text}; {e.get('why', '')}"
+        d, diff = e["decoding"], e["difference"]
+        return (f"{text}; within − across cross-source Jaccard {diff['estimate']:.3f} vs margin {e['margin']:.2f}; "
+                f"unique members alone decode held-out rows at {fmt_pct(d['estimate'])} vs random sets "
+                f"{fmt_pct(e['random_mean'])} (p = {_num(e['p_value'], 2)}, {e['random_sets']} random sets)")
     return (f"{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
             f"{e['random_sets']} random sets); excess over random: median {_signed(claim.number)}, per-category "
             f"{_level(e)} intervals within [{_signed(claim.low)}, {_signed(claim.high)}] nats/token")
@@ -55,12 +58,14 @@ def claim_uncertainty(claim: Claim) -> str:
         return "–"
     if claim.claim == "generality":
         if claim.low is None:
-            return "no interval (identify without --resamples)"
-        return f"[{fmt_pct(claim.low)}, {fmt_pct(claim.high)}] over resampled instructions"
+            return "no reference-corpus comparison"
+        return f"instruction-general share [{fmt_pct(claim.low)}, {fmt_pct(claim.high)}] (subsampling)"
     if claim.claim == "uniqueness":
-        if "decoding" not in e:
+        if claim.low is None:
             return "no held-out evidence (profile with --group-by instruction)"
-        return f"decoding CI [{fmt_pct(claim.low)}, {fmt_pct(claim.high)}]"
+        d = e["decoding"]
+        return (f"within − across [{claim.low:.3f}, {claim.high:.3f}] (subsampling); decoding CI "
+                f"[{fmt_pct(d['low'])}, {fmt_pct(d['high'])}]")
     if claim.low is None:
         return "–"
     return f"per-category {_level(e)} intervals within [{_num(claim.low)}, {_num(claim.high)}] nats/token"
