@@ -325,3 +325,10 @@ def test_calibration_benchmark_quick_run(tmp_path):
     old_a = [r for r in rows if r["rule"] == "old claims" and r["claim"] == "specificity"
              and r["scenario"].startswith("a ") and r["random_sets"] == 20]
     assert old_a and old_a[0]["rejection_rate"] >= 0.5
+
+
+def test_a_check_that_cannot_decide_says_so_before_it_runs():
+    assert dc.power_note(119, 6, 0.05) == "" and dc.power_note(0, 6, 0.05) == ""
+    note = dc.power_note(20, 6, 0.05)
+    assert "with 20 random sets no category can hold" in note and "needs R ≥ 119" in note and "--seeds" in note
+    assert dc.power_note(39, 2, 0.05) == ""  # 2 / 40 = 0.05: Holm over two categories can reach α

@@ -17,6 +17,7 @@ files in :mod:`sparcom.report.causal`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
+from sparcom.causal.decisions import power_note
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
 from sparcom.causal.interventions import AblationStats
 from sparcom.causal.nll import category_means
@@ -40,6 +42,7 @@ from sparcom.distributed import Ranks, join, load_for_rank
 from sparcom.models.loading import LoadedModel
 from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
+from sparcom.stats import ALPHA
 
 # ------------------------------------------------------------------------------------------- run
 
@@ -267,6 +270,11 @@ def causal_check(
     checks, prompts = _prompts(inputs, settings)
     plan = build_plan(inputs.folds, list(inputs.targets), inputs.categories, seeds=settings.seeds, seed=settings.seed,
                       prompts=len(prompts), generate_seeds=settings.generate_seeds, batch_size=settings.batch_size)
+    weak = power_note(settings.seeds, len(inputs.categories), ALPHA)
+    if weak:
+        inputs.notes.append(weak)
+        if ranks.is_main:
+            print(f"sparcom: warning: {weak}", file=sys.stderr)
     store = None
     with ranks.step("opening the check's checkpoint"):
         if checkpoint is not None and ranks.is_main:  # rank 0 alone keeps the checkpoint

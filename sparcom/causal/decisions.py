@@ -182,7 +182,8 @@ def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray
     for i in range(a):
         result, reason = outcome(float(p_holm[i]), best, alpha, reasons[i])
         if result is Outcome.NOT_ENOUGH and not reasons[i]:
-            reason += f" with {r} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)})"
+            reason += (f" with {r} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)}; "
+                       "more with row noise)")
         elif result is Outcome.DOES_NOT_HOLD and plain[i] * (1 + r) <= 1 + 1e-9:
             result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(float(p[i]), r, m, alpha)
         outcomes.append(result)
@@ -202,6 +203,18 @@ def beyond_every_random_set(p: float, r: int, m: int, alpha: float) -> str:
                 f"{m * p:.3g} after Holm over {m} categories (need about R ≥ {need} at this row noise)")
     return (f"its set beats all {r} random sets on these rows, but the row noise keeps p_holm above alpha for any "
             "number of random sets: more rows are needed")
+
+
+def power_note(random_sets: int, categories: int, alpha: float) -> str:
+    """A line said before a check runs when its decisions cannot hold whatever the data ("" when they can)."""
+    if random_sets < 1 or categories < 1:
+        return ""
+    needed = random_sets_needed(categories, alpha)
+    if random_sets >= needed:
+        return ""
+    return (f"with {random_sets} random sets no category can hold after Holm over {categories} categories at "
+            f"alpha = {alpha:g} (needs R ≥ {needed}; plan about {2 * needed + 1} for row noise, docs/causal.md): "
+            "the damage and specificity claims will be 'not enough evidence'; raise --seeds")
 
 
 def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence[str]) -> ClaimDecision:
@@ -284,5 +297,19 @@ def decide_target(ablated: Sequence[str], sizes: Sequence[int | float | None], o
     return rows, claims
 
 
-__all__ = ["CLAIMS", "RULE", "TEST_NAME", "ClaimTests", "beyond_every_random_set", "claim_decision", "claim_weights", "decide_target",
-           "outcome", "row_aware_p", "row_variance", "test_claim", "untestable"]
+__all__ = [
+    "CLAIMS",
+    "RULE",
+    "TEST_NAME",
+    "ClaimTests",
+    "beyond_every_random_set",
+    "claim_decision",
+    "claim_weights",
+    "decide_target",
+    "outcome",
+    "power_note",
+    "row_aware_p",
+    "row_variance",
+    "test_claim",
+    "untestable",
+]
