@@ -153,7 +153,7 @@ def test_the_digest_hashes_the_plan_and_the_settings_that_change_numbers():
     assert base == digest(plan_of())
     assert base != digest(build_plan(folds(), TARGETS, CATEGORIES, seeds=SEEDS, seed=101))  # other random sets
     assert base != digest(plan_of(), CausalSettings(seeds=SEEDS, expert_removal="next-best"))
-    assert base == digest(plan_of(), CausalSettings(seeds=SEEDS, replicates=10, test="empirical", force=True))
+    assert base == digest(plan_of(), CausalSettings(seeds=SEEDS, replicates=10, force=True))
     assert {f.name for f in dataclasses.fields(CausalSettings)} >= plan_module.STATISTICS_ONLY
 
 

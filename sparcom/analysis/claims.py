@@ -98,7 +98,8 @@ def generality(identify: IdentifySummary | None, kind: str = "neuron") -> Claim:
     null = counts.claim_nulls.generality if counts.claim_nulls else None
     evidence: dict[str, Any] = {"general": counts.general, "selected_any": counts.selected_any}
     if null is None:
-        why = counts.claim_nulls.notes[0] if counts.claim_nulls and counts.claim_nulls.notes else NO_REFERENCE
+        notes = counts.claim_nulls.notes if counts.claim_nulls else []
+        why = next((n for n in notes if not n.startswith("uniqueness")), NO_REFERENCE)
         verdict = ClaimVerdict.DOES_NOT_HOLD if not counts.general else ClaimVerdict.NOT_ENOUGH_EVIDENCE
         return Claim("generality", verdict, counts.shares.get("general_share"),
                      evidence={**evidence, "why": "no component is general" if not counts.general else why})
@@ -117,7 +118,9 @@ def uniqueness(identify: IdentifySummary | None, kind: str = "neuron") -> Claim:
     test = counts.claim_nulls.uniqueness if counts.claim_nulls else None
     evidence: dict[str, Any] = {"unique_total": counts.unique_total, "selected_any": counts.selected_any}
     if test is None:
-        why = "no per-instruction counts: profile with --group-by instruction for the margin and held-out decoding"
+        notes = counts.claim_nulls.notes if counts.claim_nulls else []
+        why = next((n for n in notes if n.startswith("uniqueness")), "no per-instruction counts: profile with "
+                   "--group-by instruction for the margin and held-out decoding")
         verdict = ClaimVerdict.DOES_NOT_HOLD if not counts.unique_total else ClaimVerdict.NOT_ENOUGH_EVIDENCE
         return Claim("uniqueness", verdict, counts.shares.get("unique_share"), evidence={**evidence, "why": why})
     evidence.update(margin=test.margin, difference=asdict(test.difference), decoding=asdict(test.decoding),

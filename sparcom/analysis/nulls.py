@@ -21,6 +21,7 @@ from sparcom.analysis.generality import GeneralityNull, generality_null
 from sparcom.analysis.groups import GroupCounts
 from sparcom.analysis.selection import PAPER_RULE, SelectionRule
 from sparcom.analysis.uniqueness import Uniqueness, uniqueness
+from sparcom.errors import SparcomError
 
 #: Why the generality null is missing, when it is.
 NO_REFERENCE = ("no reference corpus compared: profile one raw with the same model ('sparcom data reference', then "
@@ -54,8 +55,15 @@ def claim_nulls(groups: GroupCounts, rule: SelectionRule, reference: GroupCounts
     elif rule.name != PAPER_RULE.name:
         notes.append(NOT_PAPER_RULE)
     else:
-        general = generality_null(groups, reference, rule.epsilon, seed=seed)
-    unique = uniqueness(groups, rule, folds=folds, random_sets=random_sets, seed=seed)
+        try:
+            general = generality_null(groups, reference, rule.epsilon, seed=seed)
+        except SparcomError as exc:  # too few rows or another model's reference: the claim stays undecided
+            notes.append(f"generality null left out: {exc}")
+    unique = None
+    try:
+        unique = uniqueness(groups, rule, folds=folds, random_sets=random_sets, seed=seed)
+    except SparcomError as exc:  # e.g. a half-sample too small for the rule: the claim stays undecided
+        notes.append(f"uniqueness test left out: {exc}")
     return ClaimNulls(general, unique, notes)
 
 
