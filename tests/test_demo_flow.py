@@ -124,3 +124,16 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
         assert written["settings"]["folds"] == 2
     claims = summary.split("## Do the paper's claims hold here?")[1].split("\n## ")[0]
     assert "causal check not run" not in claims
+
+
+def test_the_fast_dtype_is_resolved_once_from_the_cpu(monkeypatch):
+    """``fast`` stands for bfloat16 only where the CPU computes it natively (emulated it is many times slower)."""
+    import torch
+
+    from sparcom.demo import config as demo_config
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert demo_config.fast_cpu_dtype() == expected
+        assert DemoConfig().resolved().dtype == expected
+    assert DemoConfig(dtype="float16").resolved().dtype == "float16"  # an explicit dtype is kept

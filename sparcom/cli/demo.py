@@ -18,8 +18,9 @@ def demo_command(
     full: Annotated[bool, typer.Option("--full", help="All 1,200 instructions and a larger causal check.")] = False,
     per_category: Annotated[int | None, typer.Option(help="Rows per category to profile (default 24).")] = None,
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder for the tuned Gemma.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="Dtype of every model (default bfloat16; every number in "
-                                                   "SUMMARY.md names it).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Dtype of every model (default fast: bfloat16 where the CPU "
+                                                   "computes it natively, else float32; every number in SUMMARY.md "
+                                                   "names it).")] = None,
     plots: Plots = True,
 ) -> None:
     """Run the whole pipeline on the built-in real models; finished steps are reused on a second run."""

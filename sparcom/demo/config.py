@@ -23,6 +23,17 @@ FULL_CAUSAL = ((INSTRUCT, "paper", "neurons", "renormalize"), (INSTRUCT, "recomm
                (MOE, "paper", "experts", "renormalize"), (MOE, "paper", "experts", "next-best"))
 
 
+def fast_cpu_dtype() -> str:
+    """bfloat16 when this CPU multiplies it natively (oneDNN's bfloat16 path), else float32."""
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bfloat16" if native else "float32"
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Sizes of the demo; the defaults are meant to finish in about 20 minutes on an idle 2-core CPU."""
@@ -33,7 +44,9 @@ class DemoConfig:
     per_category: int | None = 24
     batch_size: int = 8
     #: Every profile, causal check and examples pass runs in this dtype; every number in SUMMARY.md says so.
-    dtype: str = "bfloat16"
+    #: ``fast``: bfloat16 where the CPU computes it natively (AVX-512 BF16 / AMX), else float32 (emulated
+    #: bfloat16 is many times slower than float32 there); resolved once, before any step (:meth:`resolved`).
+    dtype: str = "fast"
     epsilon: float = 0.01
     #: Reference passages (XSum, not instructions) each model profiles raw: the generality claim's null.
     reference_rows: int = 100
@@ -63,6 +76,10 @@ class DemoConfig:
         return replace(cls(), **{"per_category": None, "ablate_per_category": 20, "causal_folds": 5,
                                  "causal": FULL_CAUSAL, "examples_per_category": 40, "max_scored_tokens": 32,
                                  **changes})
+
+    def resolved(self) -> DemoConfig:
+        """This configuration with ``dtype`` ``fast`` replaced by the dtype it stands for on this machine."""
+        return self if self.dtype != "fast" else replace(self, dtype=fast_cpu_dtype())
 
     def model(self, role: str) -> str | None:
         return self.models.get(role)
@@ -105,4 +122,5 @@ __all__ = [
     "QUICK_CAUSAL",
     "TUNED",
     "DemoConfig",
+    "fast_cpu_dtype",
 ]

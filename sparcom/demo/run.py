@@ -62,7 +62,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     from sparcom.data.hexainst import build_hexainst
     from sparcom.demo.summary import write_claims, write_index, write_summary
 
-    config = config or DemoConfig()
+    config = (config or DemoConfig()).resolved()
     config.check()
     out = config.out
     where = Layout(out)
