@@ -52,3 +52,52 @@ def test_bag_totals_are_the_profile_counted_tokens_per_instruction(dataset, tmp_
     groups = load_groups(run.counts, run.manifest["groups"], "neuron")
     bags = token_bags(read_rows(dataset), tokenizer, run.manifest["template"], FormatSettings(scope))
     np.testing.assert_array_equal(bags.tokens[bags.rows_for(groups.labels)], groups.tokens)
+
+
+def _rows_per_category(path, copies: int = 3):
+    """The tiny dataset repeated ``copies`` times with distinct ids and instructions (3 AI + 3 human per category)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    out = path.parent / "more-rows.jsonl"
+    with out.open("w") as handle:
+        for copy in range(copies):
+            for row in lines:
+                handle.write(json.dumps({**row, "id": f"{row['id']}-{copy}",
+                                         "instruction": f"{row['instruction']} (variant {copy})"}) + "\n")
+    return out
+
+
+def test_identify_with_probing_writes_curves_with_the_lexical_baseline_and_the_report_shows_them(cli, dataset,
+                                                                                                 tmp_path):
+    from sparcom.report.html import render_html
+
+    folder = tmp_path / "tiny-model"
+    tiny_model("llama", seed=1).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    rows = _rows_per_category(dataset)
+    done = cli("profile", str(folder), "--data", str(rows), "--out", str(tmp_path / "run"), "--group-by",
+               "instruction", "--batch-size", "6", "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = cli("identify", str(tmp_path / "run"), "--out", str(tmp_path / "ids"), "--probing", "--folds", "3",
+               "--random-sets", "5", "--sweep", "off", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "ids" / "summary.json").read_text())
+    probing = summary["validity"]["neuron"]["probing"]
+    assert probing["folds"] == 3 and probing["evaluated"] == 36
+    assert {"contrast", "percentile", "mean-difference", "l1-probe", "lexical"} <= set(probing["methods"])
+    assert probing["methods"]["lexical"]["family"] == "lexical"
+    assert summary["settings"]["validity"]["probing"] is True
+    table = (tmp_path / "ids" / "tables" / "probing_curves.csv").read_text()
+    assert "all lexical" in table and "all components" in table
+    page = render_html([tmp_path / "ids"])
+    assert "Sparse probing" in page and "contrast: matched sets" in page
+
+
+def test_identify_without_probing_is_unchanged(cli, dataset, tmp_path):
+    from sparcom import identify
+
+    run = profile(wrap_model(tiny_model("llama"), tiny_tokenizer()), _rows_per_category(dataset), tmp_path / "run",
+                  ProfileSettings(batch_size=6, group_by="instruction"), progress=False)
+    result = identify(run, folds=3, random_sets=5, sweep=False)
+    assert result.probing == {}
+    assert "probing" not in result.summary()["settings"]["validity"]
+    assert "probing" not in result.summary()["validity"]["neuron"]

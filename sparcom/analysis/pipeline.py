@@ -26,6 +26,7 @@ from sparcom.analysis.evidence import (
 )
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
 from sparcom.analysis.groups import GroupCounts
+from sparcom.analysis.probing import ProbingCurves, lexical_table, probing_curves
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
@@ -170,6 +171,8 @@ class IdentifyResult(Tabular):
     #: Specificity scores of every component, per kind (from the validity evidence when there is some).
     scores: dict[str, Specificity] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Sparse-probing curves per kind (``--probing`` on a run with counts per instruction).
+    probing: dict[str, ProbingCurves] = field(default_factory=dict)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -200,7 +203,8 @@ class IdentifyResult(Tabular):
             reason = next((n for n in self.notes if "validity" in n), NO_GROUPS_NOTE)
             return {"available": False, "note": reason}
         return {"available": True, "settings": self.validity_settings.parameters(),
-                **{kind: v.summary() for kind, v in self.validity.items()}}
+                **{kind: {**v.summary(), **({"probing": self.probing[kind].summary()} if kind in self.probing else {})}
+                   for kind, v in self.validity.items()}}
 
     def summary(self) -> dict[str, Any]:
         notes = list(self.notes)
@@ -234,6 +238,8 @@ class IdentifyResult(Tabular):
             for name, rows in v.tables().items():
                 if name != "specificity":  # the same scores are columns of selected_components
                     tables.setdefault(name, []).extend(rows)
+        for curves in self.probing.values():
+            tables.setdefault("probing_curves", []).extend(curves.rows())
         return {name: rows for name, rows in tables.items() if rows}
 
 
@@ -250,7 +256,7 @@ def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
 
 def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
              sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = LEVEL,
-             validity: ValiditySettings | None = None, resamples: int = 0) -> IdentifyResult:
+             validity: ValiditySettings | None = None, resamples: int = 0, token_bags=None) -> IdentifyResult:
     """Select and describe the instruction-specific components of every (or the given) kind of ``run``.
 
     When the run keeps groups below the category, every kind also gets its validity evidence
@@ -258,7 +264,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     agreement, specificity scores) unless ``validity.enabled`` is False. Bootstrap intervals come from the run's
     Poisson counters, or, with ``resamples`` = B > 0 on a grouped run, from B resamples of the instructions (the
     only way for rules that need per-instruction counts, such as ``test``); the same resamples then give the
-    bootstrap stability of the validity evidence.
+    bootstrap stability of the validity evidence. With ``validity.probing`` every kind also gets its sparse-probing
+    curves, and ``token_bags`` (:class:`sparcom.data.lexical.TokenBags` of the run's rows) add the lexical baseline.
     """
     rule = rule or SelectionRule()
     settings = (validity or ValiditySettings()).check()
@@ -272,7 +279,7 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts per instruction; "
                            "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
-    analyses, evidence, scores, notes = {}, {}, {}, []
+    analyses, evidence, scores, notes, probing = {}, {}, {}, [], {}
     for kind in _select_kinds(run, kinds):
         freqs = kind_frequencies(run.counts, categories, kind)
         groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
@@ -291,6 +298,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                 if masks is not None:
                     evidence[kind].bootstrap = Stability(groups.category_order, "bootstrap", masks)
                 scores[kind] = evidence[kind].scores
+            if settings.probing and per_instruction and kind in evidence:
+                probing[kind] = _probing(groups, settings, token_bags, notes)
         if kind not in scores:
             moments = groups.moments if groups is not None and per_instruction else None
             scores[kind] = specificity(freqs.p, categories, moments)
@@ -300,7 +309,20 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         notes.append("validity evidence turned off (--no-validity)")
     if rule.needs_groups and bootstrap and not resamples:
         notes.append(RESAMPLES_NOTE.format(rule=rule.name))
-    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes)
+    if settings.probing and not per_instruction:
+        notes.append("probing curves left out: they need counts per instruction (--group-by instruction)")
+    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes,
+                          {k: v for k, v in probing.items() if v is not None})
+
+
+def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes: list[str]) -> ProbingCurves | None:
+    """The kind's probing curves on the validity's folds, with the lexical baseline when the bags are given."""
+    try:
+        tables = [lexical_table(token_bags, groups)] if token_bags is not None else []
+        return probing_curves(groups, folds=settings.folds, seed=settings.seed, tables=tables)
+    except SparcomError as exc:
+        notes.append(f"probing curves of the {groups.kind} kind left out: {exc}")
+        return None
 
 
 @dataclass

@@ -532,3 +532,21 @@ def _assemble(groups: GroupCounts, rules: Sequence[SelectionRule], ks: tuple[int
                 ("supervised" if m in SUPERVISED else "lexical") for m in methods}
     return ProbingCurves(groups.kind, groups.category_order, ks, methods, families, folds, seed, random_sets, bins,
                          evaluated, accuracy, size, random, matched, all_features)
+
+
+def lexical_table(bags, groups: GroupCounts, name: str = "lexical") -> FeatureTable:
+    """The bag of tokens (:class:`sparcom.data.lexical.TokenBags`) of each of ``groups``' instructions, checked: each
+    instruction's counted tokens must equal the run's, or the words are not the tokens the counts used."""
+    missing = sorted(set(groups.labels) - set(bags.row_ids))
+    if missing:
+        raise SparcomError(f"the lexical baseline has no row {missing[0]!r} of the run's instructions ({len(missing)} "
+                           "missing); the run's dataset changed since profiling")
+    rows = bags.rows_for(groups.labels)
+    counts = bags.counts[rows]
+    differ = np.flatnonzero(counts.sum(axis=1) != groups.tokens)
+    if differ.size:
+        g = int(differ[0])
+        raise SparcomError(f"instruction {groups.labels[g]!r}: the lexical baseline counts {int(counts[g].sum())} "
+                           f"tokens but the run counted {int(groups.tokens[g])}; the tokenizer, template or scope "
+                           "differ from the run's")
+    return FeatureTable(name, counts, groups.tokens)

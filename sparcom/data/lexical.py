@@ -9,13 +9,16 @@ denominators equal the run's counted tokens per instruction, which the caller ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sparcom.data.formatting import FormatSettings, encode_row
-from sparcom.data.schema import InstructionRow
+from sparcom.data.schema import InstructionRow, read_rows
+from sparcom.errors import SparcomError
+from sparcom.provenance import file_sha256
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,20 @@ def token_bags(rows: Sequence[InstructionRow], tokenizer, template: str, setting
     for r, ids in enumerate(bags):
         np.add.at(counts[r], np.searchsorted(vocabulary, ids), 1)
     return TokenBags(tuple(row.id for row in rows), vocabulary, counts, settings.scope)
+
+
+def run_token_bags(manifest: Mapping[str, Any], tokenizer) -> TokenBags:
+    """The bags of a profile run's rows, formatted as the run formatted them: its dataset (checked by sha256), its
+    resolved template, scope and system prompt."""
+    dataset = manifest.get("dataset") or {}
+    path = dataset.get("path")
+    try:
+        digest = file_sha256(path)
+    except (OSError, TypeError):
+        raise SparcomError(f"the run's dataset {path} cannot be read; the lexical baseline needs the rows the run "
+                           "profiled") from None
+    if dataset.get("sha256") and digest != dataset["sha256"]:
+        raise SparcomError(f"the run's dataset {path} changed since profiling (sha256 differs); the lexical baseline "
+                           "needs the rows the run profiled")
+    settings = FormatSettings(manifest.get("scope", "instruction"), system_prompt=manifest.get("system_prompt"))
+    return token_bags(read_rows(path), tokenizer, manifest.get("template", "chat"), settings)
