@@ -112,13 +112,17 @@ def rule_ranking(rule: SelectionRule, p: np.ndarray, layout: Layout,
     return RULE_RANKINGS[rule.name](np.atleast_2d(np.asarray(p, dtype=np.float64)), layout, moments, rule)
 
 
-def top_k(score: np.ndarray, k: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
-    """[m] flat indices of the k highest finite scores (ties: higher tie-break, then lower position), m ≤ k."""
+def ranked(score: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of the finite scores, best first (ties: higher tie-break, then lower position)."""
     score = np.asarray(score, dtype=np.float64)
     eligible = np.flatnonzero(np.isfinite(score))
     second = np.zeros(score.size) if tiebreak is None else np.asarray(tiebreak, dtype=np.float64)
-    order = eligible[np.lexsort((eligible, -second[eligible], -score[eligible]))]
-    return np.sort(order[:k])
+    return eligible[np.lexsort((eligible, -second[eligible], -score[eligible]))]
+
+
+def top_k(score: np.ndarray, k: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """[m] flat indices of the k best of :func:`ranked` (sorted by position), m ≤ k."""
+    return np.sort(ranked(score, tiebreak)[:k])
 
 
 def mean_difference(moments: GroupMoments, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -134,17 +138,24 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def _design(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(design with an intercept column, balanced sample weights, FISTA step 1/L with L = ¼‖W^½ X‖₂²)."""
+    weights = np.where(y > 0, 0.5 / max(y.sum(), 1.0), 0.5 / max((1 - y).sum(), 1.0))
+    design = np.hstack([np.ones((x.shape[0], 1)), x])
+    return design, weights, 1.0 / max(0.25 * np.linalg.norm(design * np.sqrt(weights)[:, None], 2) ** 2, 1e-12)
+
+
 def l1_logistic(x: np.ndarray, y: np.ndarray, penalty: float, start: np.ndarray | None = None,
-                iterations: int = L1_ITERATIONS, tolerance: float = 1e-7) -> np.ndarray:
+                iterations: int = L1_ITERATIONS, tolerance: float = 1e-7,
+                prepared: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:
     """[1 + D] (intercept, weights) minimising Σ w_i logloss_i + penalty·‖weights‖₁ by FISTA.
 
-    Sample weights balance the classes (each class sums to ½); the intercept is not penalised.
+    Sample weights balance the classes (each class sums to ½); the intercept is not penalised. ``prepared`` is
+    :func:`_design` of (x, y), computed once along a path.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    weights = np.where(y > 0, 0.5 / max(y.sum(), 1.0), 0.5 / max((1 - y).sum(), 1.0))
-    design = np.hstack([np.ones((x.shape[0], 1)), x])
-    step = 1.0 / max(0.25 * np.linalg.norm(design * np.sqrt(weights)[:, None], 2) ** 2, 1e-12)
+    design, weights, step = prepared if prepared is not None else _design(x, y)
     beta = np.zeros(design.shape[1]) if start is None else start.copy()
     momentum, previous, t = beta.copy(), beta.copy(), 1.0
     for _ in range(iterations):
@@ -169,13 +180,14 @@ def l1_path_order(x: np.ndarray, y: np.ndarray, steps: int = L1_STEPS, ratio: fl
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    weights = np.where(y > 0, 0.5 / max(y.sum(), 1.0), 0.5 / max((1 - y).sum(), 1.0))
+    prepared = _design(x, y)
+    weights = prepared[1]
     top = float(np.max(np.abs(x.T @ (weights * (0.5 - y))))) if x.size else 0.0
     entry = np.full(x.shape[1], steps, dtype=np.int64)
     size = np.zeros(x.shape[1])
     beta = None
     for s in range(steps):
-        beta = l1_logistic(x, y, top * ratio ** (s / max(steps - 1, 1)), beta)
+        beta = l1_logistic(x, y, top * ratio ** (s / max(steps - 1, 1)), beta, prepared=prepared)
         new = (beta[1:] != 0) & (entry == steps)
         entry[new], size[new] = s, np.abs(beta[1:][new])
         if stop_at is not None and (entry < steps).sum() >= stop_at:
@@ -457,8 +469,9 @@ def _neuron_fold(groups: GroupCounts, rules: Sequence[SelectionRule], ks: tuple[
     strata = frequency_bins(freqs.counts, freqs.tokens, bins)
     layout, size = groups.layout, groups.layout.size
     for method, (score, tie) in _rankings(groups, rules, train, freqs.p, moments, max(ks)).items():
+        orders = [ranked(score[c], None if tie is None else tie[c]) for c in range(score.shape[0])]
         for i, k in enumerate(ks):
-            chosen = [top_k(score[c], k, None if tie is None else tie[c]) for c in range(score.shape[0])]
+            chosen = [np.sort(order[:k]) for order in orders]
 
             def controls(mask: np.ndarray, target: str, method: str = method, k: int = k) -> np.ndarray:
                 label = (seed, "probing", groups.kind, method, f, target, k)
@@ -493,8 +506,9 @@ def probing_curves(groups: GroupCounts, rules: Sequence[SelectionRule] | None = 
         everything["components"] += np.concatenate(_all_features(fold))
         for table in tables:
             table_fold, difference = _features_fold(table, groups, train, held)
+            orders = [ranked(difference[c]) for c in range(len(categories))]
             for i, k in enumerate(ks):
-                chosen = [top_k(difference[c], k) for c in range(len(categories))]
+                chosen = [np.sort(order[:k]) for order in orders]
                 feature_tally.add(table.name, i, len(ks),
                                   _score_sets(table_fold, chosen, lambda mask, target: None, difference.shape[1]))
             everything[table.name] += np.concatenate(_all_features(table_fold))
