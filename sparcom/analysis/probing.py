@@ -485,16 +485,17 @@ def _neuron_fold(groups: GroupCounts, rules: Sequence[SelectionRule], ks: tuple[
 def probing_curves(groups: GroupCounts, rules: Sequence[SelectionRule] | None = None,
                    ks: Sequence[int] = DEFAULT_KS, folds: int = 5, seed: int = 0,
                    random_sets: int = DEFAULT_RANDOM_SETS, bins: int = DEFAULT_BINS,
-                   tables: Sequence[FeatureTable] = ()) -> ProbingCurves:
+                   tables: Sequence[FeatureTable] = (), components: bool = True) -> ProbingCurves:
     """Sparse-probing curves of every rule's ranking and the supervised baselines on ``groups`` (module docstring),
-    with the validity's folds; each feature table adds its mean-difference curve and its all-feature point."""
+    with the validity's folds; each feature table adds its mean-difference curve and its all-feature point.
+    ``components=False`` computes the feature tables only (their folds are still the groups')."""
     ks = check_probing(ks, folds, random_sets, bins)
     rules = [SelectionRule(name) for name in DEFAULT_RULES] if rules is None else list(rules)
     assignment = stratified_folds(groups, folds, seed)
     sums = partition_sums(groups, assignment, folds)
     categories, counted = groups.category_order, groups.tokens > 0
     tally, feature_tally = _Tally(), _Tally()
-    everything = {"components": np.zeros(1 + 2 * len(categories)),
+    everything = {**({"components": np.zeros(1 + 2 * len(categories))} if components else {}),
                   **{t.name: np.zeros(1 + 2 * len(categories)) for t in tables}}
     positives = np.zeros(len(categories), dtype=np.int64)
     for f in range(folds):
@@ -502,8 +503,9 @@ def probing_curves(groups: GroupCounts, rules: Sequence[SelectionRule] | None = 
         held = np.flatnonzero((assignment == f) & counted)
         truth = groups.category_index[held]
         positives += np.bincount(truth, minlength=len(categories))
-        fold = _neuron_fold(groups, rules, ks, f, train, held, sums, (folds, seed, random_sets, bins), tally)
-        everything["components"] += np.concatenate(_all_features(fold))
+        if components:
+            fold = _neuron_fold(groups, rules, ks, f, train, held, sums, (folds, seed, random_sets, bins), tally)
+            everything["components"] += np.concatenate(_all_features(fold))
         for table in tables:
             table_fold, difference = _features_fold(table, groups, train, held)
             orders = [ranked(difference[c]) for c in range(len(categories))]
