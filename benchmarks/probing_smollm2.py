@@ -1,6 +1,7 @@
 """Sparse-probing curves and the lexical baseline on a real run profiled with ``--group-by instruction`` (issue 23).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/probing_smollm2.py RUN --out probing.json [--random-sets 20]
+       [--rules percentile,layer-percentile,lape,contrast,test]
 
 On RUN's neurons (the validity's 5 folds, seed 0): every rule's ranking, the supervised baselines, random and
 frequency-matched random sets, and the bag of the run's counted tokens (its scope). Then the bag of tokens of the
@@ -19,7 +20,8 @@ import time
 import numpy as np
 
 from sparcom.analysis.evidence import run_groups
-from sparcom.analysis.probing import SIX_WAY, FeatureTable, lexical_table, probing_curves
+from sparcom.analysis.probing import DEFAULT_RULES, SIX_WAY, FeatureTable, lexical_table, probing_curves
+from sparcom.analysis.selection import SelectionRule
 from sparcom.artifacts.run import load_run
 from sparcom.data.formatting import FormatSettings
 from sparcom.data.lexical import run_token_bags, token_bags
@@ -52,12 +54,14 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--out", required=True)
     parser.add_argument("--random-sets", type=int, default=20)
+    parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="rules whose rankings are compared")
     args = parser.parse_args()
+    rules = [SelectionRule(name) for name in args.rules.split(",")]
     run = load_run(args.run)
     groups = run_groups(run, "neuron")
     tokenizer = load_run_tokenizer(run.manifest["model"], run.manifest.get("tokenizer_hash"))
     start = time.perf_counter()
-    result = probing_curves(groups, random_sets=args.random_sets,
+    result = probing_curves(groups, rules, random_sets=args.random_sets,
                             tables=[lexical_table(run_token_bags(run.manifest, tokenizer), groups)])
     seconds = time.perf_counter() - start
     print(f"neurons and lexical ({run.manifest['scope']} scope): {seconds:.0f} s, load {os.getloadavg()[0]:.1f}")

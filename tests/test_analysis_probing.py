@@ -8,6 +8,7 @@ from validity_data import synthetic_groups
 
 from sparcom.analysis.groups import pool, stratified_folds
 from sparcom.analysis.probing import (
+    L1_STEPS,
     SIX_WAY,
     FeatureTable,
     balanced_accuracy,
@@ -125,7 +126,7 @@ def test_l1_path_enters_the_informative_features_first():
     assert entry[4] <= entry[11]
     weights = np.where(y > 0, 0.5 / y.sum(), 0.5 / (1 - y).sum())
     assert np.argmax(np.abs(x.T @ (weights * (0.5 - y)))) == 4  # the first to enter has the largest gradient at 0
-    assert (size[entry < 30] > 0).all()
+    assert (size[entry < L1_STEPS] > 0).all() and (size[entry == L1_STEPS] == 0).all()
 
 
 def _direct_curve(groups, rule, k, folds=5, seed=0):

@@ -57,10 +57,10 @@ DEFAULT_RANDOM_SETS = 20
 DEFAULT_BINS = 10
 SIX_WAY = "six-way"
 #: Components screened by |mean difference| before the L1 path (the path is run on these only).
-L1_SCREEN = 1024
-L1_STEPS = 30
+L1_SCREEN = 512
+L1_STEPS = 20
 L1_RATIO = 0.01
-L1_ITERATIONS = 100
+L1_ITERATIONS = 50
 
 
 # -- rankings ---------------------------------------------------------------------------------------------------
