@@ -101,3 +101,20 @@ def test_identify_without_probing_is_unchanged(cli, dataset, tmp_path):
     assert result.probing == {}
     assert "probing" not in result.summary()["settings"]["validity"]
     assert "probing" not in result.summary()["validity"]["neuron"]
+
+
+def test_bags_that_are_not_the_run_tokens_are_one_clear_error(dataset, tmp_path):
+    from sparcom.analysis.probing import lexical_table
+    from sparcom.errors import SparcomError
+
+    tokenizer = tiny_tokenizer()
+    run = profile(wrap_model(tiny_model("llama"), tokenizer), dataset, tmp_path / "run",
+                  ProfileSettings(batch_size=4, group_by="instruction"), progress=False)
+    groups = load_groups(run.counts, run.manifest["groups"], "neuron")
+    rows = read_rows(dataset)
+    table = lexical_table(token_bags(rows, tokenizer, "chat", FormatSettings("instruction")), groups)
+    np.testing.assert_array_equal(table.counts.sum(axis=1), groups.tokens)
+    with pytest.raises(SparcomError, match="tokenizer, template or scope differ"):
+        lexical_table(token_bags(rows, tokenizer, "chat", FormatSettings("prompt")), groups)
+    with pytest.raises(SparcomError, match="dataset changed"):
+        lexical_table(token_bags(rows[1:], tokenizer, "chat", FormatSettings("instruction")), groups)
