@@ -176,7 +176,7 @@ def identify(run: RunLike, settings: IdentifySettings | SelectionRule | None = N
     with ``--group-by instruction`` the result also carries the selection's validity (``result.validity[kind]``:
     held-out decoding against random sets of the same per-layer shape, stability, cross-source agreement);
     ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the instructions (needed for rule
-    ``test``)."""
+    ``test``); ``probing=True`` adds sparse-probing curves and the bag-of-tokens baseline (``result.probing``)."""
     from sparcom.analysis.pipeline import identify as select
     from sparcom.report.outputs import write_identify
 
@@ -186,10 +186,25 @@ def identify(run: RunLike, settings: IdentifySettings | SelectionRule | None = N
         result.write_selection(folder)
         write_identify(result, folder, make_plots=plots)
 
-    return _report(out, overwrite, lambda: select(
-        _run(run), settings.rule, list(settings.kinds or []) or None, sweep=_grid(settings.sweep),
-        bootstrap=settings.bootstrap, ci_level=settings.ci_level, validity=settings.validity,
-        resamples=settings.resamples, reference=_run(settings.reference) if settings.reference else None), write)
+    def compute() -> IdentifyResult:
+        loaded = _run(run)
+        return select(loaded, settings.rule, list(settings.kinds or []) or None, sweep=_grid(settings.sweep),
+                      bootstrap=settings.bootstrap, ci_level=settings.ci_level, validity=settings.validity,
+                      resamples=settings.resamples, token_bags=_token_bags(loaded, settings.validity),
+                      reference=_run(settings.reference) if settings.reference else None)
+
+    return _report(out, overwrite, compute, write)
+
+
+def _token_bags(run: ProfileRun, validity):
+    """The run's rows as bags of its counted tokens, for the lexical baseline of ``--probing`` (else None)."""
+    if not (validity.enabled and validity.probing and run.manifest.get("group_by") == "instruction"):
+        return None
+    from sparcom.data.lexical import run_token_bags
+    from sparcom.models.loading import load_run_tokenizer
+
+    return run_token_bags(run.manifest, load_run_tokenizer(run.manifest.get("model") or {},
+                                                           run.manifest.get("tokenizer_hash")))
 
 
 def _grid(sweep: bool | Sequence[float]) -> bool | list[float]:

@@ -34,7 +34,8 @@ def activation_modules(model):
 
 
 def example_text(row, tokenizer, chat: bool, system_prompt, with_response: bool):
-    """Text of one example and a per-character role map: 'U' user, 'P' other prompt, 'R' response, 'O' other."""
+    """Text of one example and a per-character role map: 'I' the instruction's own text, 'U' the rest of the user
+    text (the input), 'P' other prompt, 'R' response, 'O' other."""
     user = row["instruction"].strip() + ("\n\n" + row["input"].strip() if row["input"].strip() else "")
     if chat:
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
@@ -47,7 +48,7 @@ def example_text(row, tokenizer, chat: bool, system_prompt, with_response: bool)
     roles = ["P"] * len(prompt)
     at = prompt.rfind(user)
     for k in range(at, at + len(user)):
-        roles[k] = "U"
+        roles[k] = "I" if k < at + len(row["instruction"].strip()) else "U"
     text = prompt
     if with_response:
         text = prompt + sep + row["output"]
@@ -60,11 +61,13 @@ def token_counted(offsets, roles, prompt_len, scope):
     for start, end in offsets:
         chars = set(roles[start:end])
         if scope == "instruction":
-            counted.append("U" in chars)
+            counted.append("U" in chars or "I" in chars)
+        elif scope == "instruction-only":
+            counted.append("I" in chars)
         elif scope == "response":
             counted.append("R" in chars)
         elif scope == "prompt":
-            counted.append(start < prompt_len or "U" in chars or (start == end and start <= prompt_len))
+            counted.append(start < prompt_len or "U" in chars or "I" in chars or (start == end and start <= prompt_len))
         else:
             counted.append(True)
     return counted

@@ -54,3 +54,16 @@ def test_bbc_lead_cut_claim_in_hexainst_doc():
     assert (f"only {fit['tech']} of {total['tech']} technology articles would fit "
             f"({len(distinct_fitting['tech'])} distinct texts, fewer than the {quota} tech rows") in text
     assert f"{sum(fit.values())} of all {sum(total.values()):,} articles" in text
+
+
+def test_instruction_only_scope_claims_in_validity_doc():
+    """The AI half varies its instruction wording (100 per category) and 308 of its 600 rows have no input."""
+    from sparcom.data.hexainst import load_ai_rows
+
+    rows = load_ai_rows()
+    distinct = {c: len({r.instruction.strip() for r in rows if r.category == c}) for c in {r.category for r in rows}}
+    assert set(distinct.values()) == {100}
+    without_input = sum(1 for r in rows if not r.input.strip())
+    text = one_line(DOCS / "validity.md")
+    assert "100 distinct instructions per category" in text
+    assert f"{without_input} of the {len(rows)} AI rows have no input at all" in text

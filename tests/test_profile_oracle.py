@@ -10,7 +10,7 @@ from tiny import family_configs, tiny_model, tiny_tokenizer
 from sparcom import ProfileSettings, profile, wrap_model
 
 FAMILIES = sorted(family_configs(100))
-SCOPES = ["instruction", "prompt", "response", "all"]
+SCOPES = ["instruction", "prompt", "response", "all", "instruction-only"]
 
 
 def assert_same_counts(engine: dict, reference: dict) -> None:

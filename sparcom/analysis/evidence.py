@@ -51,6 +51,10 @@ class ValiditySettings:
     seed: int = setting(0, flag="--validity-seed", help=(
         "Seed of the validity folds, the random sets and the resampled instructions."))
     level: float = setting(LEVEL, keyword="validity_level", help="Level of the validity intervals.")
+    probing: bool = setting(False, flag="--probing/--no-probing", help=(
+        "Also sparse-probing curves (held-out decoding with k = 1 … 256 components per category for every rule's "
+        "ranking and supervised baselines, against random and frequency-matched random sets) and the bag-of-tokens "
+        "baseline on the same folds (loads the run's tokenizer and dataset; docs/validity.md)."))
 
     def check_together(self) -> None:
         if self.enabled:
@@ -65,7 +69,8 @@ class ValiditySettings:
         return check(self)
 
     def parameters(self) -> dict[str, Any]:
-        return {"folds": self.folds, "random_sets": self.random_sets, "seed": self.seed, "level": self.level}
+        result = {"folds": self.folds, "random_sets": self.random_sets, "seed": self.seed, "level": self.level}
+        return {**result, "probing": True} if self.probing else result
 
 
 def has_groups(run: ProfileRun) -> bool:

@@ -27,6 +27,7 @@ from sparcom.analysis.evidence import (
 from sparcom.analysis.frequencies import KindFrequencies, kind_frequencies, replicate_count, replicate_frequencies
 from sparcom.analysis.groups import GroupCounts
 from sparcom.analysis.nulls import ClaimNulls, claim_nulls
+from sparcom.analysis.probing import ProbingCurves, lexical_table, probing_curves
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
@@ -173,6 +174,8 @@ class IdentifyResult(Tabular):
     notes: list[str] = field(default_factory=list)
     #: The generality null and the uniqueness test per kind (runs with counts per instruction).
     nulls: dict[str, ClaimNulls] = field(default_factory=dict)
+    #: Sparse-probing curves per kind (``--probing`` on a run with counts per instruction).
+    probing: dict[str, ProbingCurves] = field(default_factory=dict)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -203,7 +206,8 @@ class IdentifyResult(Tabular):
             reason = next((n for n in self.notes if "validity" in n), NO_GROUPS_NOTE)
             return {"available": False, "note": reason}
         return {"available": True, "settings": self.validity_settings.parameters(),
-                **{kind: v.summary() for kind, v in self.validity.items()}}
+                **{kind: {**v.summary(), **({"probing": self.probing[kind].summary()} if kind in self.probing else {})}
+                   for kind, v in self.validity.items()}}
 
     def summary(self) -> dict[str, Any]:
         notes = list(self.notes)
@@ -238,6 +242,8 @@ class IdentifyResult(Tabular):
             for name, rows in v.tables().items():
                 if name != "specificity":  # the same scores are columns of selected_components
                     tables.setdefault(name, []).extend(rows)
+        for curves in self.probing.values():
+            tables.setdefault("probing_curves", []).extend(curves.rows())
         return {name: rows for name, rows in tables.items() if rows}
 
 
@@ -254,7 +260,7 @@ def expert_frequency_rows(freqs: KindFrequencies) -> list[dict]:
 
 def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str] | None = None,
              sweep: bool | list[float] = True, bootstrap: bool = True, ci_level: float = LEVEL,
-             validity: ValiditySettings | None = None, resamples: int = 0,
+             validity: ValiditySettings | None = None, resamples: int = 0, token_bags=None,
              reference: ProfileRun | None = None) -> IdentifyResult:
     """Select and describe the instruction-specific components of every (or the given) kind of ``run``.
 
@@ -265,7 +271,9 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     only way for rules that need per-instruction counts, such as ``test``); the same resamples then give the
     bootstrap stability of the validity evidence. On runs with counts per instruction each kind also gets the
     claims' nulls (:mod:`sparcom.analysis.nulls`; the generality null needs ``reference``, a reference corpus
-    profiled raw by the same model with counts per instruction).
+    profiled raw by the same model with counts per instruction). With ``validity.probing`` every kind also gets
+    its sparse-probing curves, and ``token_bags`` (:class:`sparcom.data.lexical.TokenBags` of the run's rows) add
+    the lexical baseline.
     """
     rule = rule or SelectionRule()
     settings = (validity or ValiditySettings()).check()
@@ -282,7 +290,7 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         raise SparcomError(f"{run.path}: --resamples resamples instructions, which needs counts per instruction; "
                            "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
-    analyses, evidence, scores, notes, nulls = {}, {}, {}, [], {}
+    analyses, evidence, scores, notes, nulls, probing = {}, {}, {}, [], {}, {}
     for kind in _select_kinds(run, kinds):
         freqs = kind_frequencies(run.counts, categories, kind)
         groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
@@ -304,6 +312,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
             if per_instruction:
                 nulls[kind] = claim_nulls(groups, rule, run_groups(reference, kind) if reference else None,
                                           settings.folds, settings.random_sets, settings.seed)
+            if settings.probing and per_instruction and kind in evidence:
+                probing[kind] = _probing(groups, settings, token_bags, notes)
         if kind not in scores:
             moments = groups.moments if groups is not None and per_instruction else None
             scores[kind] = specificity(freqs.p, categories, moments)
@@ -313,7 +323,20 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         notes.append("validity evidence turned off (--no-validity)")
     if rule.needs_groups and bootstrap and not resamples:
         notes.append(RESAMPLES_NOTE.format(rule=rule.name))
-    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes, nulls)
+    if settings.probing and not per_instruction:
+        notes.append("probing curves left out: they need counts per instruction (--group-by instruction)")
+    return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes, nulls,
+                          {k: v for k, v in probing.items() if v is not None})
+
+
+def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes: list[str]) -> ProbingCurves | None:
+    """The kind's probing curves on the validity's folds, with the lexical baseline when the bags are given."""
+    try:
+        tables = [lexical_table(token_bags, groups)] if token_bags is not None else []
+        return probing_curves(groups, folds=settings.folds, seed=settings.seed, tables=tables)
+    except SparcomError as exc:
+        notes.append(f"probing curves of the {groups.kind} kind left out: {exc}")
+        return None
 
 
 @dataclass

@@ -78,7 +78,7 @@ class CompareSettings(AnalysisSettings):
 class EvaluateSettings(AnalysisSettings):
     """``evaluate``: the held-out decoding of other instructions with a selection's fixed sets."""
 
-    validity: ValiditySettings = group(ValiditySettings, hide=("enabled",))
+    validity: ValiditySettings = group(ValiditySettings, hide=("enabled", "probing"))
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class SweepSettings(AnalysisSettings):
              "contrast-mean, test, threshold. Default: all of them.")
     epsilons: dict[str, list[float]] | None = setting(None, keyword="epsilons",
                                                       help="The ε grid of each rule (default: the rule's own).")
-    validity: ValiditySettings = group(ValiditySettings, hide=("enabled",))
+    validity: ValiditySettings = group(ValiditySettings, hide=("enabled", "probing"))
 
 
 __all__ = ["AnalysisSettings", "CompareSettings", "EvaluateSettings", "IdentifySettings", "SweepSettings",

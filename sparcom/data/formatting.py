@@ -1,7 +1,8 @@
 """Turn instruction rows into token ids and the roles of their tokens (DESIGN §2).
 
 A formatted example has spans of text: the template (system prompt, role markers), the user text (the
-instruction and its input) and, when teacher-forced, the reference response. Each token gets role bits from
+instruction and its input; the instruction's own text is a span of its own) and, when teacher-forced, the
+reference response. Each token gets role bits from
 the character spans it overlaps (through the fast tokenizer's offset mapping); a scope is then a mask over
 those bits. The response always follows the rendered prompt directly, so prompt tokens are identical whether
 or not a response is appended.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 
-SCOPES: tuple[str, ...] = ("instruction", "prompt", "response", "all")
+SCOPES: tuple[str, ...] = ("instruction", "prompt", "response", "all", "instruction-only")
 TEMPLATES: tuple[str, ...] = ("auto", "chat", "raw")
 
 # Role bits of a token; a token straddling two spans carries both bits.
@@ -22,6 +23,7 @@ ROLE_USER = 1
 ROLE_PROMPT = 2
 ROLE_RESPONSE = 4
 ROLE_OTHER = 8  # template text after the response start that is not the response itself
+ROLE_INSTRUCTION = 16  # the instruction's own text, without the row's input (always also ROLE_USER)
 
 RAW_SEPARATOR = "\n\n"
 
@@ -72,6 +74,8 @@ def in_scope(role: int, scope: str) -> bool:
         return bool(role & ROLE_RESPONSE)
     if scope == "all":
         return True
+    if scope == "instruction-only":
+        return bool(role & ROLE_INSTRUCTION)
     raise SparcomError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
 
 
@@ -149,12 +153,15 @@ def encode_row(
         text = prompt + separator + row.output
         response_end = len(text)
     encoded = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    instruction_end = user_start + len(row.instruction.strip())  # the user text starts with the instruction
     roles = []
     for start, end in encoded["offset_mapping"]:
         role = 0
         if end > start:
             if start < user_end and end > user_start:
                 role |= ROLE_USER
+            if start < instruction_end and end > user_start:
+                role |= ROLE_INSTRUCTION
             if start < response_end and end > response_start:
                 role |= ROLE_RESPONSE
         if start < len(prompt) or (end == start and start <= len(prompt)):

@@ -238,3 +238,23 @@ def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cp
     if record:
         info["tune"] = {k: record.get(k) for k in ("method", "seed", "data")}
     return LoadedModel(model, tokenizer, info)
+
+
+def load_run_tokenizer(model_info: dict, expected_hash: str | None = None):
+    """The fast tokenizer a profile run used (the manifest's ``model``: its resolved folder or hub id), checked
+    against the run's tokenizer hash, for analyses of the run's own tokens (the lexical baseline)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    source = model_info.get("resolved_path") or model_info.get("name_or_path")
+    gguf = model_info.get("gguf_file")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), **({"gguf_file": gguf} if gguf else {}))
+    except (OSError, ValueError, ImportError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparcomError(f"cannot load the run's tokenizer from {source!r}: {first}") from None
+    if expected_hash and tokenizer_fingerprint(tokenizer) != expected_hash:
+        raise SparcomError(f"the tokenizer at {source!r} is not the one the run used (its hash differs); the lexical "
+                           "baseline needs the run's tokenizer")
+    return tokenizer

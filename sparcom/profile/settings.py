@@ -22,7 +22,8 @@ class ProfileSettings:
     """Everything that decides which tokens are counted and how batches are formed."""
 
     scope: str = setting("instruction", flag="--scope", choices=SCOPES,
-                         help="Counted tokens: instruction, prompt, response or all.")
+                         help="Counted tokens: instruction (the user text: instruction and input), prompt, response, all, "
+                              "or instruction-only (the instruction's own text without the input).")
     template: str = setting("auto", flag="--template", choices=TEMPLATES,
                             help="Prompt format: auto, chat or raw.")
     system_prompt: str | None = setting(None, flag="--system-prompt",

@@ -28,6 +28,7 @@ from sparcom.report import svg
 from sparcom.report.cards import render_cards
 from sparcom.report.files import short_model_name
 from sparcom.report.plots import GAINED_COLOR, GENERAL_COLOR, LOST_COLOR, RETAINED_COLOR, SHARED_COLOR
+from sparcom.report.probing import probing_figure
 from sparcom.report.studies import Output, Study
 from sparcom.report.verdicts import specific_headline, verdict_label, verdict_text
 from sparcom.report.widgets import (
@@ -356,6 +357,12 @@ def _validity_headline(output: Output, kind: str, h: ValidityHeadline) -> str:
                         table_id=_sid(output, kind, "validity-headline"))
 
 
+def probing(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]:
+    """Sparse-probing curves and the lexical baseline, when identify ran with --probing (nothing otherwise)."""
+    body = probing_figure(output.table("probing_curves") or [], kind, _sid(output, kind, "probing-table"))
+    return [Section(_sid(output, kind, "probing"), "Sparse probing", body, 4)] if body else []
+
+
 EXPERT_FIGURES = (("expert_frequency.png", "Expert routing frequency per category"),
                   ("expert_frequency_deviation.png", "Expert routing frequency minus its mean over categories"),
                   ("expert_neuron_per_expert.png", "Selected expert neurons per expert and layer"))
@@ -379,7 +386,7 @@ def cards(ctx: Context, output: Output, kind: str, k: KindSets) -> list[Section]
 
 
 IDENTIFY_SECTIONS: list[Callable[[Context, Output, str, KindSets], list[Section]]] = [
-    selection_summary, per_layer, overlap, epsilon_sweep, validity, expert_figures, cards]
+    selection_summary, per_layer, overlap, epsilon_sweep, validity, probing, expert_figures, cards]
 
 
 def identify_sections(ctx: Context) -> list[Section]:
