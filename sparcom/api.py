@@ -131,9 +131,14 @@ def profile(model, data: str | Path, out: str | Path, settings: ProfileSettings 
                 prepare_output_dir(Path(out), resume, overwrite)
         from sparcom.distributed import join, load_for_rank
         from sparcom.profile.runner import Profiler
+        from sparcom.zoo.catalog import preview_model
 
         ranks = join(device, device_map)
         if isinstance(model, str):
+            with ranks.step("checking the rows against the model's files"):
+                skeleton = preview_model(model, dtype=dtype, device=device)
+                if skeleton is not None:  # a row too long for the model is refused before the weights load
+                    Profiler(skeleton, settings).check_rows(Path(data))
             model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
         with ranks.step("preparing the counters"):
             profiler = Profiler(model, settings)

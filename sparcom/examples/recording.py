@@ -44,7 +44,7 @@ from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, m
 from sparcom.outputs import staged_directory
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, mismatches, software_versions
-from sparcom.zoo.catalog import load_model
+from sparcom.zoo.catalog import load_model, preview_model
 
 
 class _TopK:
@@ -184,6 +184,10 @@ def record(model: str | LoadedModel, plan: ExamplesPlan, *, dtype: str = "auto",
     (and, per category, its mean value and positive share over the counted tokens)."""
     started = time.perf_counter()
     if isinstance(model, str):
+        skeleton = preview_model(model, dtype=dtype, device=device)
+        if skeleton is not None:  # another model's selection, or components it lacks: refused before loading
+            check_model_matches(plan.selection, skeleton)
+            ComponentSet.from_ids(plan.components, model_sites(skeleton.model))
         model = load_model(model, dtype=dtype, device=device)
     check_model_matches(plan.selection, model)
     check_tokenizer(model.tokenizer)
