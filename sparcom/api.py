@@ -302,6 +302,8 @@ def ablate(
         if run is not None and settings.folds is None:
             raise SparcomError("--run is for cross-fitting: add --crossfit-folds K (or give --selection instead of "
                                "--run)")
+        if selection is not None and not _is_selection(selection):
+            selection = load_selection(selection)  # a missing or damaged selection: one line, before torch loads
     from sparcom.causal.output import check_into_folder
     from sparcom.report.causal import write_causal
 
