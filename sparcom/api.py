@@ -135,8 +135,9 @@ def profile(model, data: str | Path, out: str | Path, settings: ProfileSettings 
 
         ranks = join(device, device_map)
         if isinstance(model, str):
-            with ranks.step("checking the rows against the model's files"):
+            with ranks.step("reading the model's files"):  # config, tokenizer, weights fingerprint: no weights
                 skeleton = preview_model(model, dtype=dtype, device=device)
+            with ranks.step("checking the rows against the model"):
                 if skeleton is not None:  # a row too long for the model is refused before the weights load
                     Profiler(skeleton, settings).check_rows(Path(data))
             model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
