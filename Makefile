@@ -38,7 +38,7 @@ $(GEMMA_STAMP): $(VENV)/.installed
 TEST_WORKERS ?= auto
 test: setup $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/ruff check sparcom tests benchmarks
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=20
 
 # The main job: HexaInst, SmolLM2-135M-Instruct and Gemma-3-270M base vs tuned (committed LoRA adapter),
 # a per-category subset; results in results/demo/ with SUMMARY.md. Finished steps are reused on a second run.

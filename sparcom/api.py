@@ -131,9 +131,15 @@ def profile(model, data: str | Path, out: str | Path, settings: ProfileSettings 
                 prepare_output_dir(Path(out), resume, overwrite)
         from sparcom.distributed import join, load_for_rank
         from sparcom.profile.runner import Profiler
+        from sparcom.zoo.catalog import preview_model
 
         ranks = join(device, device_map)
         if isinstance(model, str):
+            with ranks.step("reading the model's files"):  # config, tokenizer, weights fingerprint: no weights
+                skeleton = preview_model(model, dtype=dtype, device=device)
+            with ranks.step("checking the rows against the model"):
+                if skeleton is not None:  # a row too long for the model is refused before the weights load
+                    Profiler(skeleton, settings).check_rows(Path(data))
             model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
         with ranks.step("preparing the counters"):
             profiler = Profiler(model, settings)
@@ -312,6 +318,8 @@ def ablate(
         if run is not None and settings.folds is None:
             raise SparcomError("--run is for cross-fitting: add --crossfit-folds K (or give --selection instead of "
                                "--run)")
+        if selection is not None and not _is_selection(selection):
+            selection = load_selection(selection)  # a missing or damaged selection: one line, before torch loads
     from sparcom.causal.output import check_into_folder
     from sparcom.report.causal import write_causal
 

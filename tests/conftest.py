@@ -22,8 +22,6 @@ from tiny import tiny_tokenizer, write_dataset
 #: What a skip may not hide when ``SPARCOM_REQUIRE`` names it (CI sets all three in .ci/run): the marker of the tests
 #: that skip without it.
 REQUIREMENTS = {"browser": "browser", "weights": "smoke", "readonly": "readonly"}
-#: Fixtures that hold real converted weights: their tests share one xdist worker, which converts each model once.
-WEIGHTS_FIXTURES = {"smol_cache", "gemma_cache", "gemma_tuned"}
 
 
 def required() -> set[str]:
@@ -36,18 +34,6 @@ def required() -> set[str]:
 
 def pytest_configure(config):
     required()  # a misspelt requirement stops the run instead of requiring nothing
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``--dist loadgroup``: the real-weight tests, and the distributed tests (their ranks are processes
-    of their own). Measured 2026-12-07 with pytest-xdist 3.8: loadgroup did not keep a group on one worker (even
-    for a four-test file with explicit marks), so the conversions are shared through :func:`session_cache`."""
-    for item in items:
-        if WEIGHTS_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("weights"))
-        elif item.path.name == "test_distributed.py":
-            item.add_marker(pytest.mark.xdist_group("distributed"))
 
 
 @pytest.hookimpl(hookwrapper=True)

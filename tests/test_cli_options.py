@@ -138,6 +138,9 @@ def test_arguments_are_refused_before_torch_is_imported(tmp_path):
         ["examples", "m", "--selection", str(tmp_path / "nope"), "--data", str(rows), "--out", str(tmp_path / "d")],
         ["examples", "m", "--selection", str(tmp_path), "--data", str(rows), "--out", str(tmp_path / "d"),
          "--top-k", "0"],
+        ["ablate", "m", "--selection", str(tmp_path / "nope"), "--data", str(rows), "--out", str(tmp_path / "c")],
+        ["models", "list", "--cache-dir", str(rows)],
+        ["data", "build", "--out", str(tmp_path / "e" / "h.jsonl"), "--tokenizer", str(tmp_path / "nope")],
     ]
     code = ("import json, sys\nfrom sparcom.cli import main\nfor args in json.loads(sys.argv[1]):\n"
             "    print(main(args), 'torch' in sys.modules, flush=True)\n")
@@ -146,4 +149,4 @@ def test_arguments_are_refused_before_torch_is_imported(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == ["2 False"] * len(cases), (done.stdout, done.stderr)
     assert len([line for line in done.stderr.splitlines() if line.startswith("error: ")]) == len(cases)
-    assert not any((tmp_path / name).exists() for name in "abcd")
+    assert not any((tmp_path / name).exists() for name in "abcde")

@@ -315,7 +315,8 @@ def test_two_nodes_meet_through_torchruns_rendezvous(folders, tmp_path):
 
 @pytest.mark.slow
 def test_one_rank_that_cannot_load_the_model_ends_the_job_with_one_line(folders, tmp_path):
-    """Two console scripts joined as ranks of one job; rank 1's node lacks the model folder."""
+    """Two console scripts joined as ranks of one job; rank 1's node lacks the model folder (found when the ranks
+    read the model's files, before any weights load)."""
     out = tmp_path / "run"
     processes = []
     with reserved_port() as port:
@@ -327,7 +328,7 @@ def test_one_rank_that_cannot_load_the_model_ends_the_job_with_one_line(folders,
         finished = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [2, 2]
     errors = [line for _, stderr in finished for line in stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: rank 1 of 2 failed while loading the model: "), finished
+    assert len(errors) == 1 and errors[0].startswith("error: rank 1 of 2 failed while reading the model's files: "), finished
     assert "not-on-this-node" in errors[0] and "does not exist" in errors[0]
     assert "Traceback" not in "".join(stdout + stderr for stdout, stderr in finished)
 

@@ -225,7 +225,6 @@ def test_E15_demo_resumed_with_a_damaged_step_record(tmp_path, cli):
 
 @pytest.mark.smoke
 @pytest.mark.slow
-@pytest.mark.xdist_group("weights")
 def test_E16_damaged_model_cache_is_rebuilt(smol_cache, tmp_path, cli):
     """The suite's one rebuild of real weights (tests/test_builtin_models.py checks the detection of damaged weights
     without converting again): one warning line, and a rebuilt cache identical to the session's conversion."""

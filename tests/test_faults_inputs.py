@@ -37,6 +37,22 @@ def copy_run(study, name: str, to: Path) -> Path:
     return to
 
 
+@pytest.fixture
+def weight_loads(monkeypatch) -> list[str]:
+    """Every model whose weights a command loads: a loader that records the call and fails, for the cases whose
+    arguments must be refused before any weights load (the model's files, config and tokenizer are enough)."""
+    from transformers import AutoModelForCausalLM
+
+    loads: list[str] = []
+
+    def refuse(source, *args, **kwargs):
+        loads.append(str(source))
+        raise AssertionError(f"the weights of {source} were loaded before the arguments were checked")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    return loads
+
+
 # --------------------------------------------------------------------------------------------- datasets
 
 
@@ -115,11 +131,12 @@ def test_D9_data_build_into_a_path_below_a_file(tmp_path, cli):
 # --------------------------------------------------------------------------------------------- limits
 
 
-def test_L1_row_longer_than_the_model_positions_is_refused_with_its_id(fault_study, tmp_path, cli):
+def test_L1_row_longer_than_the_model_positions_is_refused_with_its_id(fault_study, tmp_path, cli, weight_loads):
     path = write_rows(tmp_path / "long.jsonl", [*rows_of(fault_study["data"]), LONG_ROW])
     done = cli("profile", fault_study["llama"], "--data", path, "--out", tmp_path / "run", "--quiet")
     assert_error(done, "row 'long-1'", "exceed the model's limit of 512 positions", "shorten the row or remove it")
     assert not (tmp_path / "run").exists()
+    assert weight_loads == []
 
 
 def test_L2_empty_response_under_scope_response(fault_study, tmp_path, cli):
@@ -250,27 +267,30 @@ def test_R8_counts_file_of_another_tool(fault_study, tmp_path, cli):
 # --------------------------------------------------------------------------------------------- selections
 
 
-def test_S1_ablate_with_a_selection_made_on_other_weights(fault_study, tmp_path, cli):
+def test_S1_ablate_with_a_selection_made_on_other_weights(fault_study, tmp_path, cli, weight_loads):
     done = cli("ablate", fault_study["llama-other-weights"], "--selection", fault_study["selection"], "--data",
                    fault_study["data"], "--out", tmp_path / "check", "--seeds", 0, "--quiet")
     assert_error(done, f"{fault_study['selection']}: selection made on another model", "model.fingerprint differs",
                  "pass --force")
     assert not (tmp_path / "check").exists()
+    assert weight_loads == []
 
 
-def test_S2_ablate_with_a_selection_made_with_another_tokenizer(fault_study, tmp_path, cli):
+def test_S2_ablate_with_a_selection_made_with_another_tokenizer(fault_study, tmp_path, cli, weight_loads):
     done = cli("ablate", fault_study["llama-other-tokenizer"], "--selection", fault_study["selection"], "--data",
                    fault_study["data"], "--out", tmp_path / "check", "--seeds", 0, "--quiet")
     assert_error(done, "selection made on another model", "tokenizer_hash differs")
     assert not (tmp_path / "check").exists()
+    assert weight_loads == []
 
 
-def test_S3_selection_whose_layer_widths_do_not_match_even_with_force(fault_study, tmp_path, cli):
+def test_S3_selection_whose_layer_widths_do_not_match_even_with_force(fault_study, tmp_path, cli, weight_loads):
     done = cli("ablate", fault_study["llama"], "--selection", fault_study["selection-wide"], "--data",
                    fault_study["data"], "--out", tmp_path / "check", "--seeds", 0, "--force", "--quiet")
     assert_error(done, "mask of layer 0 has shape (64,), but this model's layer 0 has (48,)",
                  "the selection belongs to another model")
     assert not (tmp_path / "check").exists()
+    assert weight_loads == []
 
 
 def test_S4_examples_with_a_run_lacking_a_category_of_the_selection(fault_study, tmp_path, cli):
@@ -292,12 +312,13 @@ def test_S5_truncated_selection_masks(fault_study, tmp_path, cli):
     assert not (tmp_path / "check").exists()
 
 
-def test_S6_examples_with_a_selection_made_on_another_model(fault_study, tmp_path, cli):
+def test_S6_examples_with_a_selection_made_on_another_model(fault_study, tmp_path, cli, weight_loads):
     done = cli("examples", fault_study["llama-other-weights"], "--selection", fault_study["selection"],
                    "--data", fault_study["data"], "--out", tmp_path / "examples", "--quiet")
     assert_error(done, "selection made on another model", "model.fingerprint differs",
                  "the model the selection was made on")
     assert not (tmp_path / "examples").exists()
+    assert weight_loads == []
 
 
 # --------------------------------------------------------------------------------------------- mismatches
@@ -332,3 +353,10 @@ def test_M3_merge_of_runs_with_other_settings(fault_study, tmp_path, cli):
     done = cli("merge", fault_study["run-a"], fault_study["run-b-prompt"], "--out", tmp_path / "merged")
     assert_error(done, f"cannot merge {fault_study['run-b-prompt']} with {fault_study['run-a']}", "scope differs")
     assert not (tmp_path / "merged").exists()
+
+
+def test_the_weight_loader_guard_sees_a_command_that_loads(fault_study, tmp_path, cli, weight_loads):
+    """The guard of the cases above is not vacuous: a valid command does reach the weights."""
+    with pytest.raises(AssertionError, match="were loaded before the arguments were checked"):
+        cli("profile", fault_study["llama"], "--data", fault_study["data"], "--out", tmp_path / "run", "--quiet")
+    assert weight_loads == [str(fault_study["llama"])]

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from sparcom.analysis import sets
-from sparcom.analysis.groups import GroupCounts, load_groups, partition_sums, resample_weights
+from sparcom.analysis.groups import GroupCounts, load_groups
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.validity import (
     DEFAULT_FOLDS,
     DEFAULT_RANDOM_SETS,
     Specificity,
     check_settings,
+    resampled_selections,
 )
 from sparcom.artifacts.run import ProfileRun
 from sparcom.components import Layout
@@ -103,13 +104,7 @@ def resample_masks(groups: GroupCounts, rule: SelectionRule, replicates: int, se
     """
     if replicates < 2:
         raise SparcomError(f"--resamples must be 0 (off) or at least 2, got {replicates}")
-    masks = np.zeros((replicates, len(groups.category_order), groups.layout.size), dtype=bool)
-    zeros = np.zeros(groups.size, dtype=np.int64)
-    for r in range(replicates):
-        sums = partition_sums(groups, zeros, 1, resample_weights(groups, r, seed))
-        freqs = sums.frequencies(groups.kind, groups.layout, [0])
-        masks[r] = rule.apply(freqs.p, groups.layout, sums.moments[0])
-    return masks
+    return resampled_selections(groups, rule, replicates, seed)
 
 
 def component_rows(mask: np.ndarray, p: np.ndarray, layout: Layout, categories: Sequence[str],

@@ -493,12 +493,19 @@ def bootstrap_stability(groups: GroupCounts, rule: SelectionRule, replicates: in
     """
     if replicates < 2:
         raise SparcomError(f"bootstrap stability needs at least 2 replicates, got {replicates}")
+    return Stability(groups.category_order, "bootstrap", resampled_selections(groups, rule, replicates, seed))
+
+
+def resampled_selections(groups: GroupCounts, rule: SelectionRule, replicates: int, seed: int = 0) -> np.ndarray:
+    """[B, K, N] selections of ``rule`` on B resamples of the groups within (category, source): resample r is
+    :func:`~sparcom.analysis.groups.resample_weights` (groups, r, seed), so every caller with the same seed sees
+    the same resamples (the bootstrap stability and the intervals of the set statistics share them)."""
     masks = np.zeros((replicates, len(groups.category_order), groups.layout.size), dtype=bool)
     zeros = np.zeros(groups.size, dtype=np.int64)
     for r in range(replicates):
         sums = partition_sums(groups, zeros, 1, resample_weights(groups, r, seed))
         masks[r] = _select(rule, sums.frequencies(groups.kind, groups.layout, [0]), sums.moments[0])
-    return Stability(groups.category_order, "bootstrap", masks)
+    return masks
 
 
 def _evaluate(ctx: _Context, rule: SelectionRule, random_sets: int, level: float, bootstrap: int) -> ValidityResult:

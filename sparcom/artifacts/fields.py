@@ -134,15 +134,19 @@ class Fields:
         return self.mapping(key, Fields.size)
 
     def size(self, key: str) -> int | float:
-        value = self.number(key)
-        return int(value) if value.is_integer() else value
+        return _size(self.number(key))
 
     def opt_size(self, key: str) -> int | float | None:
         value = self.opt_number(key)
-        return None if value is None else (int(value) if value.is_integer() else value)
+        return None if value is None else _size(value)
 
     def _at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
+
+
+def _size(value: float) -> int | float:
+    """A set size: an integer, or the mean of per-fold sizes (a cross-fitted check), as it was written."""
+    return int(value) if value.is_integer() else value
 
 
 def _number(value: Any, error: Callable[[], SparcomError]) -> float:

@@ -43,6 +43,7 @@ from sparcom.models.loading import LoadedModel
 from sparcom.progress import progress_bar
 from sparcom.provenance import file_sha256, software_versions
 from sparcom.stats import ALPHA
+from sparcom.zoo.catalog import preview_model
 
 # ------------------------------------------------------------------------------------------- run
 
@@ -264,6 +265,11 @@ def causal_check(
     with ranks.step("reading the selection and data"):
         selection, rows, excluded, crossfit = read_inputs(selection, data, settings, run, rule)
     if isinstance(model, str):
+        with ranks.step("reading the model's files"):  # config, tokenizer, weights fingerprint: no weights
+            skeleton = preview_model(model, dtype=dtype, device=device)
+        with ranks.step("checking the selection against the model"):
+            if skeleton is not None:  # a selection made on another model, or rows too long, refused before loading
+                prepare_inputs(skeleton, selection, rows, excluded, settings, crossfit)
         model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
     with ranks.step("checking the selection against the model"):
         inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)

@@ -101,13 +101,14 @@ def lengths_table(rows: Sequence[InstructionRow], tokenize: Callable[[str], int]
 
 
 def load_tokenizer(model_dir: Path) -> Callable[[str], int]:
-    """A token counter from a local tokenizer directory (no download)."""
+    """A token counter from a local tokenizer directory (no download); the folder is checked before transformers
+    (and torch) are imported."""
+    if not model_dir.is_dir():
+        raise SparcomError(f"{model_dir}: tokenizer directory not found; pass a local model or tokenizer folder")
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise SparcomError("--tokenizer needs transformers; run: pip install transformers") from None
-    if not model_dir.is_dir():
-        raise SparcomError(f"{model_dir}: tokenizer directory not found; pass a local model or tokenizer folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except Exception as exc:  # transformers raises many types for an unusable folder

@@ -26,10 +26,10 @@ CacheOption = Annotated[
 @models_app.command("list")
 def list_command(cache_dir: CacheOption = None) -> None:
     """List the built-in models: package, installed, cached, cache path, and the pip command when missing."""
-    from sparcom.zoo.catalog import statuses as builtin_statuses
-
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SparcomError(f"--cache-dir {cache_dir}: exists and is not a folder; pass a folder for the converted models")
+    from sparcom.zoo.catalog import statuses as builtin_statuses  # imports torch: after the arguments' checks
+
     statuses = builtin_statuses(cache_dir)
     table = Table(title="sparcom built-in models")
     table.add_column("name", no_wrap=True)

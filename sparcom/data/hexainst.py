@@ -9,13 +9,12 @@ one JSON Lines file; the same installed packages give the same bytes on every ma
 from __future__ import annotations
 
 import importlib.resources
-import json
 import warnings
 from collections import Counter
 from pathlib import Path
 
 from sparcom.data.human import ROWS_PER_CATEGORY, build_human_rows
-from sparcom.data.schema import CATEGORIES, InstructionRow, read_rows, row_from_dict, write_rows
+from sparcom.data.schema import CATEGORIES, InstructionRow, numbered_rows, read_rows, write_rows
 from sparcom.errors import SparcomError
 
 #: Where ``sparcom data build`` writes HexaInst by default (relative to the working directory; git-ignored).
@@ -39,16 +38,8 @@ def load_ai_rows(categories: tuple[str, ...] = CATEGORIES) -> list[InstructionRo
         resource = _ai_file(category)
         if not resource.is_file():
             continue
-        text = resource.read_text(encoding="utf-8")
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"sparcom/data/{AI_FOLDER}/{category}.jsonl:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-            row = row_from_dict(obj, where)
+        lines = resource.read_text(encoding="utf-8").splitlines()
+        for _, where, row in numbered_rows(lines, f"sparcom/data/{AI_FOLDER}/{category}.jsonl"):
             if row.category != category or row.source != "ai":
                 raise SparcomError(
                     f"{where}: row {row.id!r} has category {row.category!r} and source {row.source!r}; "

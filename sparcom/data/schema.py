@@ -14,7 +14,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,6 +87,21 @@ def row_from_dict(obj: object, where: str, require_output: bool = False) -> Inst
     return InstructionRow(**{f: obj[f] for f in REQUIRED_FIELDS})
 
 
+def numbered_rows(lines: Iterable[str], file: str, require_output: bool = False
+                  ) -> Iterator[tuple[int, str, InstructionRow]]:
+    """Each non-blank line of a JSON Lines file decoded and checked as a row: (line number, ``file:line`` for the
+    caller's own errors, row)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+        yield number, where, row_from_dict(obj, where, require_output=require_output)
+
+
 def read_rows(
     path: str | Path,
     categories: Sequence[str] | None = None,
@@ -100,15 +115,7 @@ def read_rows(
     path = Path(path)
     rows: list[InstructionRow] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(dataset_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SparcomError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
-        row = row_from_dict(obj, where, require_output=require_output)
+    for number, where, row in numbered_rows(dataset_lines(path), str(path), require_output):
         if categories is not None and row.category not in categories:
             raise SparcomError(
                 f"{where}: unknown category {row.category!r}; expected one of {', '.join(categories)}"

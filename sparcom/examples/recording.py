@@ -24,6 +24,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from sparcom.analysis.ranking import SCORE_DESCRIPTIONS
-from sparcom.components import Component
+from sparcom.components import Component, ComponentSet
 from sparcom.data.batching import collate, plan_batches
 from sparcom.data.formatting import check_tokenizer, encode_row, resolve_template
 from sparcom.errors import SparcomError
@@ -39,55 +40,11 @@ from sparcom.examples.plan import ExamplesPlan
 from sparcom.examples.settings import EXAMPLES_FILE, FORMAT, VERSION
 from sparcom.models.loading import LoadedModel, tokenizer_fingerprint
 from sparcom.models.moe import expert_activation
-from sparcom.models.sites import ExpertsCall, model_sites
+from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, model_sites
 from sparcom.outputs import staged_directory
 from sparcom.progress import progress_bar
 from sparcom.provenance import ABLATE_ASPECTS, file_sha256, mismatches, software_versions
-from sparcom.zoo.catalog import load_model
-
-
-@dataclass
-class _Site:
-    """Where the components of one (kind, layer) are read."""
-
-    kind: str
-    layer: int
-    module: torch.nn.Module
-    components: list[int]  # positions in the global component list, in the order of ``columns``
-    columns: list[int]  # neuron or expert index per component
-    experts: list[int] | None = None  # expert of each component (expert_neuron)
-    layout: Any = None  # ExpertsLayout for MoE sites
-
-
-def _resolve_sites(model: torch.nn.Module, components: Sequence[Component]) -> tuple[torch.nn.Module, list[_Site]]:
-    sites = model_sites(model)  # the same modules the profiler counts and the causal check deactivates
-    by_layer = {"neuron": sites.dense, "shared_neuron": sites.shared, "expert": sites.moe, "expert_neuron": sites.moe}
-    grouped: dict[tuple[str, int], _Site] = {}
-    for position, c in enumerate(components):
-        if c.kind not in by_layer:
-            raise SparcomError(f"component {c.key}: unknown kind {c.kind!r}")
-        site = by_layer[c.kind].get(c.layer)
-        if site is None:
-            raise SparcomError(f"component {c.key}: this model has no {c.kind} site at layer {c.layer}")
-        if c.kind in ("neuron", "shared_neuron"):
-            limit = site.width
-        elif c.kind == "expert":
-            limit = site.layout.num_experts
-        else:
-            limit = site.layout.width
-            if c.expert is None or not 0 <= c.expert < site.layout.num_experts:
-                raise SparcomError(f"component {c.key}: expert {c.expert} is not in layer {c.layer}")
-        if not 0 <= c.index < limit:
-            raise SparcomError(f"component {c.key}: index {c.index} is outside 0..{limit - 1}")
-        module = site.module if c.kind in ("neuron", "shared_neuron") else site.experts
-        entry = grouped.setdefault((c.kind, c.layer), _Site(c.kind, c.layer, module, [], [],
-                                                             [] if c.kind == "expert_neuron" else None,
-                                                             getattr(site, "layout", None)))
-        entry.components.append(position)
-        entry.columns.append(c.index)
-        if entry.experts is not None:
-            entry.experts.append(int(c.expert))
-    return sites.backbone, list(grouped.values())
+from sparcom.zoo.catalog import load_model, preview_model
 
 
 class _TopK:
@@ -112,62 +69,69 @@ class _TopK:
 
 
 class _Recorder:
-    """Hooks that write each site's component values of the current batch into ``values`` [B·T, M]."""
+    """Hooks that write the chosen components' values of the current batch into ``values`` [B·T, M], column ``m``
+    for the ``m``-th component of the plan. The components are read as one :class:`ComponentSet` over the model's
+    site map (which also checks that each one exists), one hook per (kind, layer) of the set."""
 
-    def __init__(self, sites: list[_Site], total: int) -> None:
-        self.sites, self.total = sites, total
+    def __init__(self, sites: ModelSites, components: Sequence[Component]) -> None:
+        self.sites = sites
+        self.chosen = ComponentSet.from_ids(components, sites)
+        self.column = {c: m for m, c in enumerate(components)}
         self.values: torch.Tensor | None = None
 
-    def _store(self, site: _Site, flat: torch.Tensor) -> None:
-        if self.values is None:
-            return
-        self.values[:, site.components] = flat.to(self.values.device, torch.float32)
+    def _store(self, columns: list[int], flat: torch.Tensor) -> None:
+        if self.values is not None:
+            self.values[:, columns] = flat.to(self.values.device, torch.float32)
 
     def attach(self) -> list:
+        """One hook per (kind, layer): an activation site's output, or a routed-experts module's inputs."""
         handles = []
-        for site in self.sites:
-            if site.kind in ("neuron", "shared_neuron"):
-                columns = torch.tensor(site.columns, dtype=torch.long)
+        for (kind, layer), group in groupby(self.chosen.ids(), key=lambda c: (c.kind, c.layer)):
+            members = list(group)
+            columns = [self.column[c] for c in members]
+            site = self.sites.site(kind, layer)
+            if isinstance(site, NeuronSite):
+                index = torch.tensor([c.index for c in members], dtype=torch.long)
 
-                def hook(module, args, output, site=site, columns=columns):
-                    width = output.shape[-1]
-                    self._store(site, output.reshape(-1, width).index_select(1, columns.to(output.device)))
+                def hook(module, args, output, columns=columns, index=index):
+                    flat = output.reshape(-1, output.shape[-1])
+                    self._store(columns, flat.index_select(1, index.to(output.device)))
 
                 handles.append(site.module.register_forward_hook(hook))
             else:
-                handles.append(site.module.register_forward_pre_hook(
-                    lambda module, args, kwargs, site=site: self._routed(site, module, args, kwargs),
-                    with_kwargs=True))
+                def pre_hook(module, args, kwargs, site=site, members=members, columns=columns):
+                    if self.values is not None:
+                        self._store(columns, _routed_values(site, members, module, ExpertsCall.parse(args, kwargs)))
+
+                handles.append(site.experts.register_forward_pre_hook(pre_hook, with_kwargs=True))
         return handles
 
-    def _routed(self, site: _Site, module, args: tuple, kwargs: dict) -> None:
-        if self.values is None:
-            return
-        call = ExpertsCall.parse(args, kwargs)
-        x, index, weights = call.hidden_states, call.top_k_index, call.top_k_weights
-        x = x.reshape(-1, x.shape[-1])
-        index = index.reshape(x.shape[0], -1).to(torch.int64)
-        result = torch.full((x.shape[0], len(site.columns)), float("nan"), device=x.device)
-        if site.kind == "expert":
-            for column, expert in enumerate(site.columns):
-                hit = index == expert
-                routed = hit.any(dim=1)
-                if weights is None:
-                    value = routed.to(torch.float32)
-                else:
-                    value = (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
-                result[routed, column] = value[routed]
-        else:
-            for expert in sorted(set(site.experts)):
-                rows = (index == expert).any(dim=1).nonzero().squeeze(1)
-                if rows.numel() == 0:
-                    continue
-                wanted = [k for k, e in enumerate(site.experts) if e == expert]
-                columns = torch.tensor([site.columns[k] for k in wanted], dtype=torch.long, device=x.device)
-                activation = expert_activation(module, site.layout, x.index_select(0, rows), expert)
-                result[rows.unsqueeze(1), torch.tensor(wanted, device=x.device)] = \
-                    activation.index_select(1, columns).to(torch.float32)
-        self._store(site, result)
+
+def _routed_values(site: MoeSite, members: list[Component], module, call: ExpertsCall) -> torch.Tensor:
+    """The values [tokens, members] of one MoE layer's chosen experts (routing weight) or expert neurons
+    (recomputed activation), NaN on the tokens not routed to the member's expert."""
+    x = call.hidden_states.reshape(-1, call.hidden_states.shape[-1])
+    index = call.top_k_index.reshape(x.shape[0], -1).to(torch.int64)
+    weights = call.top_k_weights
+    result = torch.full((x.shape[0], len(members)), float("nan"), device=x.device)
+    if members[0].expert is None:  # experts: each member's index is its expert
+        for column, c in enumerate(members):
+            hit = index == c.index
+            routed = hit.any(dim=1)
+            value = routed.to(torch.float32) if weights is None else \
+                (weights.reshape(hit.shape).to(torch.float32) * hit).sum(dim=1)
+            result[routed, column] = value[routed]
+        return result
+    for expert in sorted({c.expert for c in members}):
+        rows = (index == expert).any(dim=1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        wanted = [k for k, c in enumerate(members) if c.expert == expert]
+        neurons = torch.tensor([members[k].index for k in wanted], dtype=torch.long, device=x.device)
+        activation = expert_activation(module, site.layout, x.index_select(0, rows), expert)
+        result[rows.unsqueeze(1), torch.tensor(wanted, device=x.device)] = \
+            activation.index_select(1, neurons).to(torch.float32)
+    return result
 
 
 @dataclass
@@ -220,6 +184,10 @@ def record(model: str | LoadedModel, plan: ExamplesPlan, *, dtype: str = "auto",
     (and, per category, its mean value and positive share over the counted tokens)."""
     started = time.perf_counter()
     if isinstance(model, str):
+        skeleton = preview_model(model, dtype=dtype, device=device)
+        if skeleton is not None:  # another model's selection, or components it lacks: refused before loading
+            check_model_matches(plan.selection, skeleton)
+            ComponentSet.from_ids(plan.components, model_sites(skeleton.model))
         model = load_model(model, dtype=dtype, device=device)
     check_model_matches(plan.selection, model)
     check_tokenizer(model.tokenizer)
@@ -263,8 +231,9 @@ def _scan(model: LoadedModel, plan: ExamplesPlan, examples: list, progress: bool
     batches = plan_batches(examples, order, settings.batch_size)
     tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    backbone, sites = _resolve_sites(net, plan.components)
-    recorder = _Recorder(sites, len(plan.components))
+    sites = model_sites(net)  # the same modules the profiler counts and the causal check deactivates
+    backbone = sites.backbone
+    recorder = _Recorder(sites, plan.components)
     m, window = len(plan.components), settings.window
     span = 2 * window + 1
     best = {c: _TopK(m, settings.top_k, span) for c in order}  # per category; the overall top is merged from them

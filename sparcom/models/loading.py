@@ -8,7 +8,9 @@ of different models are never merged or compared by accident.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -157,11 +159,8 @@ def load_model(
     ``max_memory`` limits ``device_map`` to some devices (a rank of a torchrun job uses only its own GPUs);
     ``catalog`` resolves built-in names (:func:`sparcom.zoo.catalog.load_model` passes the zoo's).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM
 
-    hf_logging.disable_progress_bar()  # our own progress bar and one-line errors own the terminal
-    hf_logging.set_verbosity_error()
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if is_adapter_folder(spec) and not Path(spec, "config.json").exists():
@@ -177,24 +176,15 @@ def load_model(
         kwargs["device_map"] = device_map
         if max_memory:
             kwargs["max_memory"] = max_memory
-    try:
-        config = AutoConfig.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
-        family_for(getattr(config, "model_type", "unknown"))  # refuse unknown families before loading weights
-        tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
+    with _loading_errors(spec, kind):
+        _, tokenizer = _config_and_tokenizer(source, gguf)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except SparcomError:
-        raise
-    except (OSError, ValueError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        offline = " (model hubs may be unreachable: download the model to a folder and pass its path)" if kind == "hub" else ""
-        raise SparcomError(f"cannot load model {spec!r}: {first}{offline}") from None
     if not device_map:
         model = model.to(device)
     model.eval()
     model_sites(model)  # the family entry must fit this model: one line naming a missing path otherwise
     if folder is not None:
-        weights = [p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                   and (gguf is None or p.name == gguf)]
+        weights = _weight_files(folder, gguf)
         fingerprint = file_fingerprint(weights, folder) if weights else parameter_fingerprint(model)
     else:
         fingerprint = f"revision:{getattr(model.config, '_commit_hash', None) or revision or 'unknown'}"
@@ -208,6 +198,65 @@ def load_model(
         "device_map": device_map,
     }
     return LoadedModel(model, tokenizer, info)
+
+
+def preview_model(spec: str, dtype: str = "auto", device: str = "cpu",
+                  catalog: ModelCatalog | None = None) -> LoadedModel | None:
+    """The model without its weights: its real config and tokenizer, the fingerprint of its weight files and a
+    skeleton on the meta device (architecture, sizes, site shapes, dtype), so that a step refuses what does not fit
+    the model (a selection made on other weights, a row longer than its positions) before the weights load. None
+    where the identity of the weights needs them loaded (a hub id, an adapter folder, a folder without weight files):
+    the step then checks after loading, as it always does."""
+    from transformers import AutoModelForCausalLM
+
+    check_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    if is_adapter_folder(spec) and not Path(spec, "config.json").exists():
+        return None
+    kind, folder, gguf = _locate(spec, catalog)
+    weights = _weight_files(folder, gguf) if folder is not None else []
+    if not weights:
+        return None
+    with _loading_errors(spec, kind):
+        config, tokenizer = _config_and_tokenizer(str(folder), gguf)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    skeleton.eval()
+    model_sites(skeleton)
+    info = {"name_or_path": spec, "source": kind, "resolved_path": str(folder), "gguf_file": gguf, "revision": None,
+            "fingerprint": file_fingerprint(weights, folder), "device_map": None, "skeleton": True}
+    return LoadedModel(skeleton, tokenizer, info)
+
+
+def _weight_files(folder: Path, gguf: str | None) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+            and (gguf is None or p.name == gguf)]
+
+
+def _config_and_tokenizer(source: str, gguf: str | None) -> tuple[Any, Any]:
+    """The config (an unsupported family is refused here, before any weights load) and the fast tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bar and one-line errors own the terminal
+    hf_logging.set_verbosity_error()
+    extra = {"gguf_file": gguf} if gguf else {}
+    config = AutoConfig.from_pretrained(source, **extra)
+    family_for(getattr(config, "model_type", "unknown"))
+    return config, AutoTokenizer.from_pretrained(source, **extra)
+
+
+@contextlib.contextmanager
+def _loading_errors(spec: str, kind: str) -> Iterator[None]:
+    """A model that cannot be read is one line (with a hint about unreachable hubs for a hub id)."""
+    try:
+        yield
+    except SparcomError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        offline = " (model hubs may be unreachable: download the model to a folder and pass its path)" if kind == "hub" else ""
+        raise SparcomError(f"cannot load model {spec!r}: {first}{offline}") from None
 
 
 def load_adapter_folder(path: str | Path, dtype: str = "auto", device: str = "cpu",

@@ -438,6 +438,20 @@ class Profiler:
             return f"nothing was kept ({out} is removed; no checkpoint had been written)"
         return f"{out} keeps no checkpoint yet: --resume starts from the first batch"
 
+    def check_rows(self, data: Path) -> None:
+        """Read and encode the rows this run would count: what :func:`sparcom.api.profile` checks on the model's
+        skeleton (:func:`sparcom.models.loading.preview_model`) before the weights load, e.g. a row that is longer
+        than the model's positions."""
+        self._rows(data)
+
+    def _rows(self, data: Path) -> tuple[list[InstructionRow], list[str], list]:
+        """The rows this run counts, their categories and their encodings (a row too long is refused here)."""
+        settings = self.settings
+        rows = read_rows(data, categories=settings.categories,
+                         require_output=FormatSettings(settings.scope).needs_response)
+        rows, categories = first_rows_per_category(rows, settings.per_category)
+        return rows, categories, self.encode(rows)
+
     def _plan(self, data: Path) -> tuple[list[InstructionRow], list[str], list[list], dict[str, Any]]:
         """The rows (all of them: batches index into them), categories, this run's batches and its manifest.
 
@@ -445,10 +459,7 @@ class Profiler:
         run forms, so the shards' counts add up to the whole run's exactly.
         """
         settings = self.settings
-        rows = read_rows(data, categories=settings.categories,
-                         require_output=FormatSettings(settings.scope).needs_response)
-        rows, categories = first_rows_per_category(rows, settings.per_category)
-        examples = self.encode(rows)
+        rows, categories, examples = self._rows(data)
         plan = plan_batches(examples, categories, settings.batch_size, settings.token_budget)
         padding_side = settings.padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
         shard_record = None

@@ -3,7 +3,7 @@
 A card shows the component's frequency on every category (from the selection's profile run), its class
 (general / shared / unique), its rank and score, and — when an examples pass recorded it — the instructions where
 it fires most with the tokens highlighted by value. Rankings: ``frequency`` and ``margin`` (see
-:mod:`sparcom.analysis.ranking`), plus any score a :class:`~sparcom.report.sections.Context` score source gives
+:mod:`sparcom.analysis.ranking`), plus any score a :class:`~sparcom.report.context.Context` score source gives
 (e.g. the validity work's per-component specificity, once a selection carries it).
 """
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from sparcom.data.schema import CATEGORIES, category_label
 from sparcom.errors import SparcomError
 from sparcom.outputs import check_parent, write_text_atomic
-from sparcom.report.sections import DEFAULT_CARDS, Context, build_sections
+from sparcom.report.context import DEFAULT_CARDS, Context
+from sparcom.report.sections import build_sections
 from sparcom.report.studies import load_study
 from sparcom.report.widgets import Section, cat_badge
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparcom.report.sections import DEFAULT_CARDS
+from sparcom.report.context import DEFAULT_CARDS
 from sparcom.settings import check, setting
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from sparcom.errors import SparcomError
 from sparcom.models.loading import LoadedModel
 from sparcom.models.loading import load_model as load_folder
+from sparcom.models.loading import preview_model as preview_folder
 from sparcom.zoo.builtin import BUILTINS, BuiltinStatus, Verify, list_builtins, resolve_builtin
 from sparcom.zoo.derived import DERIVED, derived_statuses, resolve_derived
 
@@ -61,3 +62,9 @@ def load_model(spec: str, dtype: str = "auto", device: str = "cpu", device_map: 
     use, then cached)."""
     return load_folder(spec, dtype=dtype, device=device, device_map=device_map, revision=revision,
                        max_memory=max_memory, catalog=CATALOG)
+
+
+def preview_model(spec: str, dtype: str = "auto", device: str = "cpu") -> LoadedModel | None:
+    """:func:`sparcom.models.loading.preview_model` (the model without its weights, for checks made before they
+    load) that also takes every built-in name."""
+    return preview_folder(spec, dtype=dtype, device=device, catalog=CATALOG)
