@@ -159,7 +159,7 @@ def test_the_digest_hashes_the_plan_and_the_settings_that_change_numbers():
 
 def test_a_condition_kind_added_in_one_place_reaches_the_loop_shares_progress_and_digest(monkeypatch):
     """A new control is an entry of CONTROLS and an axis of the plan: nothing else changes, and all four see it."""
-    monkeypatch.setitem(plan_module.CONTROLS, "complement", lambda selected, seed, stream: random_like(
+    monkeypatch.setitem(plan_module.CONTROLS, "complement", lambda selected, seed, stream, matching: random_like(
         selected, seed, stream, exclude=selected))
     before, after = plan_of(), plan_of(Axes(controls=("shape", "complement")))
     added = [c for c in after if c.key.control == "complement"]

@@ -14,6 +14,8 @@ from sparcom.kinds import KINDS
 from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
+#: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
+CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency")
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
@@ -66,6 +68,18 @@ class CausalSettings:
     folds: int | None = setting(None, flag="--crossfit-folds", low=2, help=(
         "Cross-fitting (with --run): select on k − 1 folds of the run's instructions with the rule (--rule, "
         "--epsilon, ...), score the held-out fold."))
+    #: The random-set controls, each with its own null and results (the first is the check's main one).
+    controls: tuple[str, ...] = setting(
+        ("shape",), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, parse=comma_list,
+        help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
+             "random sets and results, the first is the main one): shape (same count per layer and expert), "
+             "frequency (also per bin of the pooled activation frequency, the selected components excluded; needs "
+             "the selection's profile run).")
+    #: Dose–response: also deactivate the top-k of every set for this many k on a geometric grid (None: off).
+    dose_points: int | None = setting(None, flag="--dose-response", low=2, help=(
+        "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "
+        "for N set sizes k on a geometric grid up to the set's size, each against random sets matched to it by "
+        "every --control (N passes more per category and random set)."))
     #: Cross-fitting: the rule each fold's complement is selected with.
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
@@ -76,6 +90,9 @@ class CausalSettings:
         if self.folds is not None and self.exclude_profiled:
             raise SparcomError("--crossfit-folds scores each profiled row with sets selected without it; "
                                "--exclude-profiled does not apply (drop it)")
+        if self.folds is not None and self.dose_points is not None:
+            raise SparcomError("--dose-response ranks one selection's sets; it is not available with "
+                               "--crossfit-folds (drop one of them)")
         if self.folds is not None and self.generate:
             raise SparcomError("--generate is not available with --crossfit-folds yet; run it on a selection with "
                                "--exclude-profiled")
@@ -90,4 +107,5 @@ class CausalSettings:
                 "max_new_tokens": self.max_new_tokens, "generate_seeds": self.generate_seeds,
                 "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique,
                 "replicates": self.replicates, "test": self.test, "max_scored_tokens": self.max_scored_tokens,
-                "folds": self.folds}
+                "folds": self.folds, **({"controls": list(self.controls)} if self.controls != ("shape",) else {}),
+                **({"dose_points": self.dose_points} if self.dose_points is not None else {})}
