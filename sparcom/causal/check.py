@@ -27,9 +27,10 @@ import numpy as np
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
-from sparcom.causal.interventions import AblationStats
+from sparcom.causal.interventions import AblationStats, InterventionReference
 from sparcom.causal.nll import category_means
-from sparcom.causal.plan import Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
+from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
+from sparcom.causal.reference import intervention_reference, read_means
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
 from sparcom.causal.spread import my_conditions, run_shared
@@ -48,8 +49,8 @@ class _Evaluator:
     """Runs one condition's pass on the model, with one progress bar and the checkpoint (rank 0 keeps it)."""
 
     def __init__(self, inputs: CheckInputs, settings: CausalSettings, prompts: list, bar, task,
-                 store: ConditionStore | None = None) -> None:
-        self.inputs, self.settings, self.prompts = inputs, settings, prompts
+                 store: ConditionStore | None = None, reference: InterventionReference | None = None) -> None:
+        self.inputs, self.settings, self.prompts, self.reference = inputs, settings, prompts, reference
         self.model, self.tokenizer = inputs.model.model, inputs.model.tokenizer
         self.bar, self.task, self.store = bar, task, store
 
@@ -60,9 +61,11 @@ class _Evaluator:
         """NLL: per-row summed NLL of the fold's rows and the ablation's counters; generation: the texts."""
         self.bar.update(self.task, description=condition.key.label)
         s = self.settings
-        with condition.deactivated(self.model, self.inputs.sites, s.expert_removal) as stats:
+        with condition.deactivated(self.model, self.inputs.sites, s.expert_removal, self.reference) as stats:
             if condition.key.pass_kind == "nll":
-                value = (condition.fold.scoring.run(self.model, self._step),
+                fold, prepare = condition.fold, stats.before_batch
+                before = None if prepare is None else (lambda batch: prepare(fold.rows[list(batch.rows)], batch))
+                value = (fold.scoring.run(self.model, self._step, before),
                          {"fallback_tokens": stats.fallback_tokens, "removed_slots": stats.removed_slots,
                           "routed_slots": stats.routed_slots})
             else:
@@ -130,10 +133,18 @@ def _category_vector(inputs: CheckInputs, sums: np.ndarray) -> np.ndarray:
     return np.array([means[c]["nll"] for c in inputs.evaluated])
 
 
+def result_name(target: str, intervention: str, settings: CausalSettings) -> str:
+    """A target's name in the results: plain for the first intervention asked for, ``target@intervention`` for the
+    others (one result per intervention)."""
+    return target if intervention == settings.interventions[0] else f"{target}@{intervention}"
+
+
 def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, results: Mapping[ConditionKey, Any],
-                   base: np.ndarray, per_example: dict[str, np.ndarray]) -> TargetResult:
-    """One target: per-row NLL sums with each category's set deactivated and with each of its random sets (per fold
-    when cross-fitting, pooled over the folds), the ΔNLL matrices and the paired statistics."""
+                   base: np.ndarray, per_example: dict[str, np.ndarray], intervention: str) -> TargetResult:
+    """One target under one intervention: per-row NLL sums with each category's set deactivated and with each of its
+    random sets (per fold when cross-fitting, pooled over the folds), the ΔNLL matrices and the paired
+    statistics."""
+    label = result_name(name, intervention, settings)
     a_count, seeds = len(inputs.categories), settings.seeds
     selected, random = np.tile(base, (a_count, 1)), np.tile(base, (a_count, seeds, 1))
     stats: dict[str, AblationStats] = {}
@@ -143,7 +154,7 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
         for fold in inputs.folds:
             if fold.sets[name][category].is_empty():
                 continue
-            key = ConditionKey("nll", "selected", name, category, fold.index)
+            key = ConditionKey("nll", "selected", name, category, fold.index, intervention=intervention)
             selected[a, fold.rows], counters = results[key]
             total = stats.setdefault(category, AblationStats())
             total.fallback_tokens += counters.get("fallback_tokens", 0)
@@ -152,7 +163,7 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
             for s in range(seeds):
                 random[a, s, fold.rows] = results[dataclasses.replace(key, role="random", draw=s)][0]
         if any(sizes[category]):
-            per_example[f"{name}:{category}"] = selected[a]
+            per_example[f"{label}:{category}"] = selected[a]
     base_vector = _category_vector(inputs, base)
     nll = np.stack([_category_vector(inputs, selected[a]) for a in range(a_count)])
     random_delta = np.zeros((a_count, seeds, len(inputs.evaluated)))
@@ -162,11 +173,11 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
                 random_delta[a, s] = _category_vector(inputs, random[a, s]) - base_vector
     statistics = causal_statistics(
         base, selected, random, inputs.counts, [e.category for e in inputs.examples], inputs.categories,
-        inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=name,
+        inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=label,
         replicates=settings.replicates, seed=settings.seed, test=settings.test)
-    return TargetResult(name, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
+    return TargetResult(label, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
                         nll, nll - base_vector[None, :], random_delta, stats, selected, random, statistics,
-                        fold_sizes=sizes if inputs.crossfit is not None else None)
+                        fold_sizes=sizes if inputs.crossfit is not None else None, intervention=intervention)
 
 
 def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results: Mapping[ConditionKey, Any],
@@ -205,7 +216,9 @@ def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results:
         inputs.notes.append(f"{target}: the {category_label(category)} set is empty{where}; its rows are unchanged "
                             "by definition")
     per_example = {"none": base}
-    targets = {name: _target_result(inputs, settings, name, results, base, per_example) for name in inputs.targets}
+    targets = {result_name(name, intervention, settings):
+               _target_result(inputs, settings, name, results, base, per_example, intervention)
+               for name in inputs.targets for intervention in settings.interventions}
     return Assembled(base, targets, per_example, *_accuracy(inputs, settings, plan, results, checks))
 
 
@@ -260,13 +273,16 @@ def causal_check(
     ranks = join(device, device_map)  # under torchrun: the conditions are shared over the ranks (causal/spread.py)
     with ranks.step("reading the selection and data"):
         selection, rows, excluded, crossfit = read_inputs(selection, data, settings, run, rule)
+        means = read_means(selection, settings, crossfit)
     if isinstance(model, str):
         model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
     with ranks.step("checking the selection against the model"):
         inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)
+    reference = intervention_reference(means, inputs.examples, settings, pad_token_id(model.tokenizer))
     checks, prompts = _prompts(inputs, settings)
     plan = build_plan(inputs.folds, list(inputs.targets), inputs.categories, seeds=settings.seeds, seed=settings.seed,
-                      prompts=len(prompts), generate_seeds=settings.generate_seeds, batch_size=settings.batch_size)
+                      prompts=len(prompts), generate_seeds=settings.generate_seeds, batch_size=settings.batch_size,
+                      axes=Axes(interventions=settings.interventions))
     store = None
     with ranks.step("opening the check's checkpoint"):
         if checkpoint is not None and ranks.is_main:  # rank 0 alone keeps the checkpoint
@@ -276,7 +292,7 @@ def causal_check(
     try:
         with bar:
             task = bar.add_task("baseline", total=plan.batches())
-            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store), ranks)
+            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store, reference), ranks)
     finally:
         if store is not None:
             store.release()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparcom.causal.checkpoint import Digest
-from sparcom.causal.interventions import AblationStats, ablate
+from sparcom.causal.interventions import AblationStats, InterventionReference, ablate, mean_ablate, resample_ablate
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.components import ComponentSet
 from sparcom.random_sets import random_like
@@ -40,9 +40,12 @@ ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: How a random control set is drawn, by control name (``shape``: the selected set's count in every layer and
 #: expert, uniformly; :mod:`sparcom.random_sets`): (selected set, seed, stream label) → random set.
 CONTROLS: dict[str, Callable[[ComponentSet, int, str], ComponentSet]] = {"shape": random_like}
-#: How a set is deactivated, by intervention name (``zero``: activations and expert-neuron columns zeroed, experts
-#: taken out of the routing; docs/causal.md "The interventions"): (model, set, sites=, expert_removal=) → context.
-INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {"zero": ablate}
+#: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
+#: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
+#: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken
+#: out of the routing under each. (model, set, sites=, expert_removal=, reference=) → context.
+INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {
+    "zero": ablate, "mean": mean_ablate, "resample": resample_ablate}
 #: Settings that only change the statistics computed from the stored sums (or nothing at all): not in the digest,
 #: so they may change on ``--resume``. Every other setting is hashed, including any added later.
 STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "test", "force"})
@@ -128,12 +131,15 @@ class Condition:
             return self.selected
         return CONTROLS[self.key.control](self.selected, self.seed, self.key.stream)
 
-    def deactivated(self, model, sites, expert_removal: str) -> AbstractContextManager[AblationStats]:
-        """A context in which ``model`` runs under this condition (the key's intervention on its set)."""
+    def deactivated(self, model, sites, expert_removal: str, reference: InterventionReference | None = None
+                    ) -> AbstractContextManager[AblationStats]:
+        """A context in which ``model`` runs under this condition (the key's intervention on its set, with the
+        check's ``reference``: means and donors)."""
         components = self.components()
         if components is None:
             return contextlib.nullcontext(AblationStats())
-        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal)
+        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal,
+                                                    reference=reference)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class TargetResult:
     random_sums: np.ndarray | None = None  # [A, N, n] per-row summed NLL with each random set
     statistics: CausalStatistics | None = None  # damage and specificity tests (sparcom.causal.statistics)
     fold_sizes: dict[str, list[int]] | None = None  # cross-fitting: each category's set size in every fold
+    intervention: str = "zero"  # how the sets were deactivated (sparcom.causal.plan.INTERVENTIONS)
 
     def cells(self) -> dict[str, np.ndarray]:
         """Per cell against that cell's random sets (descriptive: the decisions are :meth:`tests`)."""
@@ -138,7 +139,7 @@ class CausalResult(Tabular):
         for name, t in self.targets.items():
             sig = t.cells()
             targets[name] = {
-                "kinds": t.kinds, "ablated": t.ablated, "evaluated": t.evaluated, "set_sizes": t.sizes(),
+                "kinds": t.kinds, "intervention": t.intervention, "ablated": t.ablated, "evaluated": t.evaluated, "set_sizes": t.sizes(),
                 "nll_ablated": t.nll, "delta_nll": t.delta,
                 "random": {"seeds": int(t.random_delta.shape[1]), "mean": sig["mean"], "std": sig["std"],
                            "min": sig["min"], "max": sig["max"]},
