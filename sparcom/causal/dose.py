@@ -156,6 +156,7 @@ class DoseResponse:
     points: int
     ranking: str  # the rule whose score ranked the members
     curves: list[DoseCurve]
+    intervention: str = "zero"  # how every top-k set and random set was deactivated (the check's first)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         rows = [row for curve in self.curves for row in curve.rows()]
@@ -166,7 +167,7 @@ class DoseResponse:
         return {"dose_response": rows, "dose_response_cells": cells}
 
     def summary(self) -> dict[str, Any]:
-        return {"points": self.points, "ranking": self.ranking,
+        return {"points": self.points, "ranking": self.ranking, "intervention": self.intervention,
                 "band": "the random sets' mean, min and max at each k (own category; mean of the others)",
                 "curves": [{"target": c.target, "category": c.category, "sizes": c.sizes, "rows": c.rows()}
                            for c in self.curves]}

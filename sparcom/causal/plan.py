@@ -29,7 +29,7 @@ import numpy as np
 
 from sparcom.causal.checkpoint import Digest
 from sparcom.causal.controls import Matching, matched_like, shape_like
-from sparcom.causal.interventions import AblationStats, ablate
+from sparcom.causal.interventions import AblationStats, InterventionReference, ablate, mean_ablate, resample_ablate
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.components import ComponentSet
 
@@ -43,9 +43,12 @@ ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: (:mod:`sparcom.causal.controls`; the binned statistic is the plan's ``Axes.matching``).
 CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
     "shape": shape_like, "frequency": matched_like}
-#: How a set is deactivated, by intervention name (``zero``: activations and expert-neuron columns zeroed, experts
-#: taken out of the routing; docs/causal.md "The interventions"): (model, set, sites=, expert_removal=) → context.
-INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {"zero": ablate}
+#: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
+#: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
+#: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken
+#: out of the routing under each. (model, set, sites=, expert_removal=, reference=) → context.
+INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {
+    "zero": ablate, "mean": mean_ablate, "resample": resample_ablate}
 #: Settings that only change the statistics computed from the stored sums (or nothing at all), or that the plan's
 #: conditions hash themselves (``controls``, ``dose_points``: every condition's key names its control and its top-k
 #: size, and its set is hashed): not hashed as
@@ -137,12 +140,15 @@ class Condition:
             return self.selected
         return CONTROLS[self.key.control](self.selected, self.seed, self.key.stream, self.matching)
 
-    def deactivated(self, model, sites, expert_removal: str) -> AbstractContextManager[AblationStats]:
-        """A context in which ``model`` runs under this condition (the key's intervention on its set)."""
+    def deactivated(self, model, sites, expert_removal: str, reference: InterventionReference | None = None
+                    ) -> AbstractContextManager[AblationStats]:
+        """A context in which ``model`` runs under this condition (the key's intervention on its set, with the
+        check's ``reference``: means and donors)."""
         components = self.components()
         if components is None:
             return contextlib.nullcontext(AblationStats())
-        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal)
+        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal,
+                                                    reference=reference)
 
 
 @dataclass(frozen=True)
@@ -216,10 +222,11 @@ def build_plan(folds: Sequence[Fold], targets: Sequence[str], categories: Sequen
                     empty.append((target, category, fold.index))
                     continue
                 conditions += _set_conditions("nll", target, category, fold, selected, seeds, seed, fold.batches, axes)
+    first = dataclasses.replace(axes, interventions=axes.interventions[:1])  # dose–response: the main intervention
     for (target, category), subsets in (doses or {}).items():
         for k, subset in subsets:
             conditions += _set_conditions("nll", target, category, folds[0], subset, seeds, seed, folds[0].batches,
-                                          axes, size=k)
+                                          first, size=k)
     if prompts:
         batches = -(-prompts // batch_size)
         conditions.append(Condition(ConditionKey("generate", "unablated"), None, None, None, batches))

@@ -38,6 +38,7 @@ class TargetResult:
     random_sums: np.ndarray | None = None  # [A, N, n] per-row summed NLL with each random set
     statistics: CausalStatistics | None = None  # damage and specificity tests (sparcom.causal.statistics)
     fold_sizes: dict[str, list[int]] | None = None  # cross-fitting: each category's set size in every fold
+    intervention: str = "zero"  # how the sets were deactivated (sparcom.causal.plan.INTERVENTIONS)
     control: str = "shape"  # how the random sets were matched (sparcom.causal.plan.CONTROLS)
     matching: list[dict[str, Any]] = field(default_factory=list)  # MatchRow.row() per category and statistic
 
@@ -198,7 +199,8 @@ def target_summary(t: TargetResult) -> dict[str, Any]:
     """One target's record in summary.json (with its control and match when they are not the defaults)."""
     sig = t.cells()
     record = {
-        "kinds": t.kinds, "ablated": t.ablated, "evaluated": t.evaluated, "set_sizes": t.sizes(),
+        "kinds": t.kinds, "intervention": t.intervention, "ablated": t.ablated, "evaluated": t.evaluated,
+        "set_sizes": t.sizes(),
         "nll_ablated": t.nll, "delta_nll": t.delta,
         "random": {"seeds": int(t.random_delta.shape[1]), "mean": sig["mean"], "std": sig["std"],
                    "min": sig["min"], "max": sig["max"]},

@@ -24,6 +24,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
 DEFAULT_SEEDS = 20
 #: How a removed expert's slot is refilled (:mod:`sparcom.causal.interventions`); the first is the default.
 EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
+#: The names of :data:`sparcom.causal.plan.INTERVENTIONS` (kept here, without torch, so that the CLI checks its
+#: arguments before importing it; tests/test_causal_plan.py checks that they agree).
+INTERVENTION_NAMES: tuple[str, ...] = ("zero", "mean", "resample")
+#: The intervention a check runs unless told otherwise (chosen on SmolLM2: docs/causal.md "The interventions").
+DEFAULT_INTERVENTION = "zero"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,12 @@ class CausalSettings:
         None, flag="--targets", choices=(*TARGETS, *KINDS), cli_type=list[str] | None, parse=comma_list,
         help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert neurons), "
              "experts, or a single kind. Default: every target the selection has.")
+    #: How a set is deactivated; several give one result per intervention (the first: the plain target names).
+    interventions: tuple[str, ...] = setting(
+        (DEFAULT_INTERVENTION,), flag="--intervention", choices=INTERVENTION_NAMES, cli_type=list[str] | None,
+        cli_default=None, parse=lambda value: comma_list(value) or (DEFAULT_INTERVENTION,), help="How selected neurons are deactivated (repeat or comma-separate): zero, mean (their "
+        "mean activation over the profile run's counted tokens) or resample (their values on a row of another "
+        "category, same position class). Experts are removed from the routing under each.")
     generate: bool = setting(False, flag="--generate", help=(
         "Also measure greedy exact-match accuracy on cls, math and short qa answers."))
     max_new_tokens: int = setting(64, flag="--max-new-tokens", low=1, help="Generation bound per answer.")
@@ -93,6 +104,11 @@ class CausalSettings:
         if self.folds is not None and self.dose_points is not None:
             raise SparcomError("--dose-response ranks one selection's sets; it is not available with "
                                "--crossfit-folds (drop one of them)")
+        if len(set(self.interventions)) != len(self.interventions):
+            raise SparcomError(f"--intervention lists {', '.join(self.interventions)}: name each intervention once")
+        if "resample" in self.interventions and self.generate:
+            raise SparcomError("--generate is not available with --intervention resample (generated tokens have no "
+                               "donor positions); run the generation check with zero or mean")
         if self.folds is not None and self.generate:
             raise SparcomError("--generate is not available with --crossfit-folds yet; run it on a selection with "
                                "--exclude-profiled")
@@ -103,7 +119,8 @@ class CausalSettings:
     def to_json(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "seed": self.seed, "per_category": self.per_category,
                 "batch_size": self.batch_size, "expert_removal": self.expert_removal,
-                "targets": list(self.targets) if self.targets else None, "generate": self.generate,
+                "targets": list(self.targets) if self.targets else None, "interventions": list(self.interventions),
+                "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "generate_seeds": self.generate_seeds,
                 "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique,
                 "replicates": self.replicates, "test": self.test, "max_scored_tokens": self.max_scored_tokens,
