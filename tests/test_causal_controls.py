@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread  # noqa: F401
+from causal_tiny import one_thread, tiny_moe  # noqa: F401
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 from typer.testing import CliRunner
 
@@ -219,3 +219,37 @@ def test_cli_control_frequency_and_refusals(study, tmp_path):
 def read_csv(path) -> list[dict]:
     with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_magnitude_is_mean_abs_activation_times_the_down_column_norm(study):
+    from sparcom.causal.controls import down_column_norms, expected_contribution
+    from sparcom.kinds import sum_key
+    from sparcom.models.sites import model_sites
+
+    run, model = study["run"], study["model"].model
+    matching = expected_contribution(run, ["neuron"], model_sites(model))
+    tokens = sum(run.tokens(c) for c in run.categories)
+    parts = []
+    for j, layer in enumerate(model.model.layers):
+        mean_abs = sum(run.sums[sum_key("neuron", c, j, absolute=True)] for c in run.categories) / tokens
+        column = layer.mlp.down_proj.weight.detach().double()  # [H, I]
+        parts.append(mean_abs * np.sqrt((column ** 2).sum(dim=0).numpy()))
+    np.testing.assert_allclose(matching.values["neuron"], np.concatenate(parts), rtol=1e-12)
+    assert matching.statistic.startswith("mean |activation|")
+    moe = tiny_moe("qwen2_moe", seed=3)
+    sites = model_sites(moe)
+    layer = next(iter(sites.moe))
+    weight = sites.moe[layer].experts.down_proj.detach().double()  # [E, H, I]
+    np.testing.assert_allclose(down_column_norms(sites, "expert_neuron", layer),
+                               np.sqrt((weight ** 2).sum(dim=1).numpy()), rtol=1e-12)
+
+
+def test_the_magnitude_control_runs_with_its_own_null(study):
+    result = causal_check(study["model"], study["selection"], study["data"],
+                          CausalSettings(seeds=2, batch_size=4, controls=("magnitude",), per_category=2,
+                                         replicates=20), progress=False)
+    target = result.targets["neurons"]
+    assert target.control == "magnitude" and list(result.controls) == ["magnitude"]
+    assert {r["statistic"] for r in target.matching} == {"mean |activation| × ‖W_down column‖"}
+    for row in target.matching:
+        assert row["random_sets"] == 2 and np.isfinite(row["selected_mean"])

@@ -265,7 +265,7 @@ def _controls_and_doses(inputs: CheckInputs, settings: CausalSettings, selection
         return {}, None
     run = crossfit.run if crossfit is not None else source_run(selection, flags[0])
     kinds = sorted({k for kinds in inputs.targets.values() for k in kinds})
-    matching = control_matching(settings.controls, run, kinds)
+    matching = control_matching(settings.controls, run, kinds, inputs.sites)
     doses = dose_sets(inputs.sets, run, selection.meta, settings.dose_points) if settings.dose_points else None
     return matching, doses
 

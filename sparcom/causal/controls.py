@@ -5,7 +5,9 @@ neuron and a median one differ in more than their layer: zeroing a neuron that f
 residual stream on every token. A *matched* control also keeps the count in every bin of a per-component statistic:
 
 - ``frequency``: the activation frequency pooled over every category of the selection's profile run
-  (Σ_c count_c / Σ_c T_c), the quantity the paper's rule ranks by.
+  (Σ_c count_c / Σ_c T_c), the quantity the paper's rule ranks by;
+- ``magnitude``: the expected contribution E|A| × ‖W_down[:, i]‖, with E|A| from the run's activation sums
+  (pooled likewise; expert neurons over the tokens routed to their expert) and the column norm from the model.
 
 Bins are quantile bins of the statistic over all components of a kind, halving towards the top (levels
 1 − 2^−k: the top half, quarter, eighth, … of the components, down to a top bin of :data:`MIN_TOP_BIN`), so the
@@ -129,8 +131,86 @@ def pooled_frequency(run, kinds: Sequence[str]) -> Matching:
     return Matching.binned("pooled activation frequency", str(run.path), layouts, values)
 
 
-#: What a matched control matches on, by control name: (profile run, kinds) → the binned statistic.
-STATISTICS = {"frequency": pooled_frequency}
+#: Where a dense or shared MLP's down projection sits beside its activation module (the activation path's last
+#: name replaced), in the families' own names; the one found is checked to map the layer's neurons to the hidden size.
+DOWN_PROJECTIONS: tuple[str, ...] = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "fc_out")
+
+
+def _neuron_down_norms(sites, kind: str, layer: int) -> np.ndarray:
+    """[I] ‖W_down[:, i]‖ of a dense or shared-expert MLP: its down projection, found beside the activation."""
+    import torch
+
+    from sparcom.models.sites import find_path, get_path
+
+    family = sites.family
+    path = family.activation if kind == "neuron" else family.shared_activation
+    site = sites.site(kind, layer)
+    parent = path.rsplit(".", 1)[0] if "." in path else ""
+    decoder = get_path(sites.backbone, family.layers)[layer]
+    for name in DOWN_PROJECTIONS:
+        module = find_path(decoder, f"{parent}.{name}" if parent else name)
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.device.type == "meta":
+            continue
+        weight = weight.detach().to(torch.float64).cpu()
+        if isinstance(module, torch.nn.Linear) and weight.shape[1] == site.width:
+            return weight.norm(dim=0).numpy()
+        if type(module).__name__ == "Conv1D" and weight.shape[0] == site.width:  # GPT-2's [in, out]
+            return weight.norm(dim=1).numpy()
+    raise SparcomError(f"--control magnitude: no loaded down projection of {site.width} neurons beside {path} in "
+                       f"layer {layer} of this {family.name} model (looked for {', '.join(DOWN_PROJECTIONS)}); use "
+                       "--control frequency")
+
+
+def _expert_down_norms(sites, layer: int) -> np.ndarray:
+    """[E, I_e] ‖W_down[e][:, i]‖ of the routed experts (their 3-D ``down_proj``)."""
+    import torch
+
+    site = sites.site("expert_neuron", layer)
+    weight = getattr(site.experts, "down_proj", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 3 or weight.device.type == "meta":
+        raise SparcomError(f"--control magnitude: layer {layer}'s experts hold no loaded 3-D down_proj; use "
+                           "--control frequency")
+    weight = weight.detach().to(torch.float64).cpu()
+    return (weight.norm(dim=2) if site.layout.transposed else weight.norm(dim=1)).numpy()  # [E, I, H] / [E, H, I]
+
+
+def down_column_norms(sites, kind: str, layer: int) -> np.ndarray:
+    """‖W_down[:, i]‖ of every component of ``kind`` in ``layer`` (the layer's component shape)."""
+    if kind == "expert_neuron":
+        return _expert_down_norms(sites, layer)
+    if kind in ("neuron", "shared_neuron"):
+        return _neuron_down_norms(sites, kind, layer)
+    raise SparcomError(f"--control magnitude matches neurons; {kind} components have no activation of their own "
+                       "(use --control frequency for them)")
+
+
+def expected_contribution(run, kinds: Sequence[str], sites=None) -> Matching:
+    """The ``magnitude`` control's statistic: per kind, E|A| (pooled over every category of ``run``; expert neurons:
+    over the tokens routed to the expert) × ‖W_down[:, i]‖ — a component's expected contribution to the residual
+    stream."""
+    from sparcom.analysis.frequencies import kind_frequencies
+    from sparcom.artifacts.sums import kind_means, require_sums
+
+    require_sums(run, "--control magnitude")
+    if sites is None:
+        raise SparcomError("--control magnitude needs the model's down projections")
+    layouts, values = {}, {}
+    for kind in kinds:
+        layout = kind_frequencies(run.counts, run.categories, kind).layout
+        means = kind_means(run, kind)
+        layouts[kind] = layout
+        values[kind] = layout.flatten({j: means[j].mean_abs * down_column_norms(sites, kind, j)
+                                       for j in layout.layers})
+    return Matching.binned("mean |activation| × ‖W_down column‖", str(run.path), layouts, values)
+
+
+def _frequency(run, kinds: Sequence[str], sites=None) -> Matching:
+    return pooled_frequency(run, kinds)
+
+
+#: What a matched control matches on, by control name: (profile run, kinds, model sites) → the binned statistic.
+STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution}
 
 
 @dataclass(frozen=True)
@@ -182,6 +262,7 @@ def source_run(selection, flag: str):
     return load_run(source)
 
 
-def control_matching(controls: Sequence[str], run, kinds: Sequence[str]) -> dict[str, Matching]:
-    """Per matched control among ``controls``, its binned statistic over ``kinds``, read from ``run``."""
-    return {c: STATISTICS[c](run, kinds) for c in controls if c in STATISTICS}
+def control_matching(controls: Sequence[str], run, kinds: Sequence[str], sites=None) -> dict[str, Matching]:
+    """Per matched control among ``controls``, its binned statistic over ``kinds``, read from ``run`` (and, for
+    ``magnitude``, the model's ``sites``)."""
+    return {c: STATISTICS[c](run, kinds, sites) for c in controls if c in STATISTICS}

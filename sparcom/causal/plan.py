@@ -39,10 +39,10 @@ PASSES: tuple[str, ...] = ("nll", "generate")
 ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: How a random control set is drawn, by control name: (selected set, seed, stream label, matching) → random set.
 #: ``shape``: the selected set's count in every layer and expert, uniformly (:mod:`sparcom.random_sets`);
-#: ``frequency``: also in every bin of the pooled activation frequency, the selected components excluded
-#: (:mod:`sparcom.causal.controls`; the binned statistic is the plan's ``Axes.matching``).
+#: ``frequency`` / ``magnitude``: also in every bin of the pooled activation frequency / of E|A| × ‖W_down column‖,
+#: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``).
 CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
-    "shape": shape_like, "frequency": matched_like}
+    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like}
 #: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
 #: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
 #: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken

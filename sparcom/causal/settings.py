@@ -15,7 +15,7 @@ from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
 #: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
-CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency")
+CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude")
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
@@ -85,7 +85,8 @@ class CausalSettings:
         help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
              "random sets and results, the first is the main one): shape (same count per layer and expert), "
              "frequency (also per bin of the pooled activation frequency, the selected components excluded; needs "
-             "the selection's profile run).")
+             "the selection's profile run), magnitude (per bin of mean |activation| × ‖W_down column‖; needs a run "
+             "with activation sums).")
     #: Dose–response: also deactivate the top-k of every set for this many k on a geometric grid (None: off).
     dose_points: int | None = setting(None, flag="--dose-response", low=2, help=(
         "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "
@@ -104,6 +105,8 @@ class CausalSettings:
         if self.folds is not None and self.dose_points is not None:
             raise SparcomError("--dose-response ranks one selection's sets; it is not available with "
                                "--crossfit-folds (drop one of them)")
+        if len(set(self.controls)) != len(self.controls):
+            raise SparcomError(f"--control lists {', '.join(self.controls)}: name each control once")
         if len(set(self.interventions)) != len(self.interventions):
             raise SparcomError(f"--intervention lists {', '.join(self.interventions)}: name each intervention once")
         if "resample" in self.interventions and self.generate:
