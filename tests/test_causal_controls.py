@@ -253,3 +253,14 @@ def test_the_magnitude_control_runs_with_its_own_null(study):
     assert {r["statistic"] for r in target.matching} == {"mean |activation| × ‖W_down column‖"}
     for row in target.matching:
         assert row["random_sets"] == 2 and np.isfinite(row["selected_mean"])
+
+
+def test_the_bins_stated_in_the_causal_doc():
+    """docs/causal.md: on SmolLM2's 30 × 1,536 neurons the top bin is the top 45 (0.1 %), then 0.2 %, 0.4 %, …"""
+    from pathlib import Path
+
+    levels = quantile_levels(30 * 1536)
+    assert len(levels) == 10 and round(30 * 1536 * (1 - levels[-1])) == 45
+    assert [round(100 * (1 - v), 1) for v in levels[-5:]] == [1.6, 0.8, 0.4, 0.2, 0.1]
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "causal.md").read_text(encoding="utf-8").split())
+    assert "the top bin is the top 0.1 % (45 neurons) and the next ones the top 0.2 %, 0.4 %, 0.8 %, 1.6 %" in text
