@@ -118,3 +118,13 @@ def test_a_run_without_sums_is_refused_in_one_line_before_any_pass(study, tmp_pa
     result = runner.invoke(app, ["ablate", str(folder), "--selection", str(selection), "--data", str(study["data"]),
                                  "--out", str(tmp_path / "out"), "--intervention", "median", "--quiet"])
     assert result.exit_code == 2 and "--intervention" in result.stderr
+
+
+def test_generation_rows_name_their_intervention(study):
+    settings = CausalSettings(seeds=1, batch_size=4, interventions=("zero", "mean"), generate=True,
+                              max_new_tokens=2, generate_seeds=1, per_category=2)
+    result = causal_check(study["loaded"], study["selection"], study["data"], settings, progress=False)
+    targets = {row["target"] for row in result.accuracy}
+    assert targets == {"none", "neurons", "neurons@mean"}
+    with pytest.raises(Exception, match="--generate is not available with --intervention resample"):
+        CausalSettings(interventions=("resample",), generate=True).check()

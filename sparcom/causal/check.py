@@ -196,7 +196,8 @@ def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results
         key = condition.key
         if key.pass_kind != "generate":
             continue
-        row = {"target": key.target or "none", "ablated": key.category, "condition": key.role,
+        target = "none" if key.target is None else result_name(key.target, key.intervention, settings)
+        row = {"target": target, "ablated": key.category, "condition": key.role,
                "seed": None if key.draw is None else settings.seed + key.draw}
         per_category: dict[str, list[bool]] = {}
         for check, text in zip(checks, results[key], strict=True):

@@ -95,6 +95,10 @@ class CausalSettings:
     #: Cross-fitting: the rule each fold's complement is selected with.
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.interventions, tuple):  # "mean", "zero,mean" or a list from Python
+            object.__setattr__(self, "interventions", comma_list(self.interventions) or (DEFAULT_INTERVENTION,))
+
     def check_together(self) -> None:
         if self.test == "parametric" and self.seeds < PARAMETRIC_MIN_SETS:
             raise SparcomError(f"--test parametric needs at least {PARAMETRIC_MIN_SETS} random sets (--seeds), "
