@@ -224,7 +224,7 @@ def dose_response_figure(result, curves, path: str | Path) -> Path:
 
     cols = min(3, len(curves))
     rows = -(-len(curves) // cols)
-    figure, axes = figure_grid(4.2 * cols, 3.3 * rows + 0.9, rows, cols)
+    figure, axes = figure_grid(max(8.0, 4.2 * cols), 3.3 * rows + 0.9, rows, cols)  # room for the title and legend
     panels = [ax for row in axes for ax in row]
     controls = list(result.settings.controls)
     for ax, curve in zip(panels, curves, strict=False):
