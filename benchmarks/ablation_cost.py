@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/ablation_cost.py [--data data/hexainst.jsonl] [--per-category 8] [--repeats 3]
                                           [--max-scored-tokens N] [--model smollm2-135m-instruct|llama-shaped]
+                                          [--interventions zero,mean,resample]
 
 One *condition* is one ablated NLL pass over the scored rows, as the check runs it: the batches of a
 :class:`~sparcom.causal.scoring.ScoringPlan` (built once), a random set of 1 % of the MLP neurons deactivated
@@ -12,7 +13,10 @@ no loss. Both run interleaved ``--repeats`` times (machine noise hits both alike
 existed (tokenising nothing, but building the padded batches again for every condition). Also measured: tokens per
 second of the bare forward at twice the batch size — if it is not clearly faster, stacking two conditions into one
 batch cannot make a condition cheaper on this machine. The last lines project the check's total cost:
-1 + A · (1 + R) conditions for A ablated categories and R random sets. The machine's load average is printed (other
+1 + A · (1 + R) conditions for A ablated categories and R random sets. Each intervention of ``--interventions``
+(:data:`sparcom.causal.plan.INTERVENTIONS`) is timed the same way: ``mean`` with per-neuron means (their values do not
+change the cost), ``resample`` with its donor forward before each batch (donors of another category,
+:mod:`sparcom.causal.resample`). The machine's load average is printed (other
 jobs share the cores: read the ratios, not the absolute times); the process CPU time of each is printed too, which
 a busy machine inflates much less than the wall time (with one thread it is the wall time of an idle core).
 """
@@ -30,8 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sparcom.causal.interventions import ablate
+from sparcom.causal.interventions import InterventionReference, ablate
 from sparcom.causal.nll import encode_scored
+from sparcom.causal.plan import INTERVENTIONS
+from sparcom.causal.resample import DonorPlan
 from sparcom.causal.scoring import ScoringPlan, batch_nll, build_batch
 from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument("--max-scored-tokens", type=int, default=None)
     parser.add_argument("--random-sets", type=int, default=20, help="R for the projected total")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--interventions", default="zero,mean,resample", help="comma-separated INTERVENTIONS names")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,7 +117,13 @@ def main() -> None:
     ablation = one_percent(model)
     sites = model_sites(model)
 
-    cpu: dict[str, float] = {"bare": 0.0, "condition": 0.0, "rebuilt": 0.0, "bare_double": 0.0}
+    interventions = args.interventions.split(",")
+    rng = np.random.default_rng(0)
+    reference = InterventionReference(
+        {("neuron", layer): rng.normal(size=site.width) for layer, site in sites.dense.items()},
+        DonorPlan.draw(examples, 0, pad))
+    cpu: dict[str, float] = {"bare": 0.0, "condition": 0.0, "rebuilt": 0.0, "bare_double": 0.0,
+                             **{f"intervention {name}": 0.0 for name in interventions}}
 
     def timed(work, name: str) -> float:
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -125,13 +138,19 @@ def main() -> None:
         with ablate(model, ablation, sites=sites):
             batch_nll(model, batch)
 
+    def intervened(name: str, batch) -> None:
+        with INTERVENTIONS[name](model, ablation, sites=sites, reference=reference) as stats:
+            if stats.before_batch is not None:
+                stats.before_batch(list(batch.rows), batch)
+            batch_nll(model, batch)
+
     def rebuilt(batch) -> None:
         fresh = build_batch(examples, batch.rows, pad)
         with ablate(model, ablation, sites=sites):
             batch_nll(model, fresh)
 
     # Interleaved batch by batch, so that another job's burst hits all three alike.
-    times: dict[str, float] = {"bare": 0.0, "condition": 0.0, "rebuilt": 0.0, "bare_double": 0.0}
+    times: dict[str, float] = dict.fromkeys(cpu, 0.0)
     with torch.no_grad():
         bare(scoring.batches[0])  # warm-up
         for _ in range(args.repeats):
@@ -139,6 +158,9 @@ def main() -> None:
                 times["bare"] += timed(lambda b=batch: bare(b), "bare")
                 times["condition"] += timed(lambda b=batch: condition(b), "condition")
                 times["rebuilt"] += timed(lambda b=batch: rebuilt(b), "rebuilt")
+                for name in interventions:
+                    key = f"intervention {name}"
+                    times[key] += timed(lambda b=batch, n=name: intervened(n, b), key)
             for batch in double.batches:
                 times["bare_double"] += timed(lambda b=batch: bare(b), "bare_double")
     median = {k: v / args.repeats for k, v in times.items()}
@@ -158,6 +180,10 @@ def main() -> None:
     print(f"bare forward at batch size {2 * args.batch_size:<3}             {median['bare_double']:7.2f} s  "
           f"{tokens / median['bare_double']:8.0f} tok/s (×{median['bare'] / median['bare_double']:.2f} of batch "
           f"{args.batch_size})")
+    for name in interventions:
+        key = f"intervention {name}"
+        print(f"one condition under {name:<9} (1% neurons) {median[key]:7.2f} s  cost / bare "
+              f"{median[key] / median['bare']:.2f}  CPU {cpu[key]:7.2f} s  CPU cost / bare {cpu[key] / cpu['bare']:.2f}")
     for r in (args.random_sets, 119):
         passes = 1 + len(CATEGORIES) * (1 + r)
         print(f"projected check, 6 categories × (1 + {r}) + 1 = {passes} conditions: "

@@ -8,7 +8,10 @@ Every count, selection mask and intervention is addressed by a key (DESIGN §3):
 - ``tokens/{cat}`` and ``instructions/{cat}``: scalars, the counted tokens and instructions of a category;
 - ``{kind}/{cat}/{layer}``: the counts (or mask) of one component kind in one decoder layer (0-based);
 - ``bootstrap/`` + any of the above: the Poisson-bootstrap replicate counters ([R, ...]);
-- ``groups/tokens`` and ``groups/{kind}/{layer}``: counts below the category, one row per group (``--group-by``).
+- ``groups/tokens`` and ``groups/{kind}/{layer}``: counts below the category, one row per group (``--group-by``);
+- ``sums/{kind}/{cat}/{layer}`` and ``abs_sums/{kind}/{cat}/{layer}``: float64 sums of the activations A and of |A|
+  over the same counted tokens as the counts (expert neurons: over the tokens routed to the expert), stored beside
+  the counts (``sums.safetensors``) for mean ablation and magnitude-matched controls.
 
 This module is the only place that formats or parses them (in the manner of baukit's ``CombinedStat``, where only
 the container knows the key prefixes). It imports nothing heavy, so every layer of the package can use it.
@@ -60,6 +63,8 @@ TOKENS = "tokens"
 INSTRUCTIONS = "instructions"
 BOOTSTRAP = "bootstrap/"
 GROUPS = "groups/"
+SUMS = "sums/"
+ABS_SUMS = "abs_sums/"
 
 
 def check_kind(kind: str) -> str:
@@ -108,6 +113,16 @@ def instructions_key(category: str) -> str:
 def bootstrap_key(key: str) -> str:
     """The replicate counter of a plain key (``bootstrap/neuron/code/3``)."""
     return BOOTSTRAP + key
+
+
+def sum_key(kind: str, category: str, layer: int, absolute: bool = False) -> str:
+    """The activation sum (``absolute``: sum of |A|) of one kind, category and layer: ``sums/neuron/code/3``."""
+    return (ABS_SUMS if absolute else SUMS) + count_key(kind, category, layer)
+
+
+def is_sum_key(key: str) -> bool:
+    """A ``sums/`` or ``abs_sums/`` key (float64 activation sums, not counts)."""
+    return key.startswith((SUMS, ABS_SUMS))
 
 
 def group_key(kind: str, layer: int) -> str:

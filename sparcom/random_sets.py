@@ -6,7 +6,9 @@ uniformly without replacement from the block's candidates — by default all its
 included: the null is "any set of this shape", not "any set avoiding the selection". Two parameters refine the
 blocks for matched controls without another drawer: ``strata`` ([N] integer labels, e.g. frequency or magnitude
 bins) splits every block by label, so the set keeps the selected count in every (layer, expert, bin); ``exclude``
-([N] bool, e.g. the selected components themselves) removes candidates.
+([N] bool, e.g. the selected components themselves) removes candidates; :func:`merge_short_strata` merges a
+block's strata that lack candidates with their lower neighbours first (the matched controls of
+:mod:`sparcom.causal.controls`).
 
 Each block of each draw has its own generator, seeded by :func:`~sparcom.seeding.stream_seed` from a stream label
 and the block's name, so a set does not depend on the order in which folds, categories or blocks are visited, nor
@@ -65,6 +67,57 @@ def blocks(layout: Layout, mask: np.ndarray, strata: np.ndarray | None = None,
                                    f"but only {len(candidates)} candidates; use coarser strata or exclude less")
             found.append(Block((*name, *extra), (index, *extra), candidates, count))
     return found
+
+
+@dataclass(frozen=True)
+class Widening:
+    """Strata of one block merged because the highest of them lacked candidates for its selected count."""
+
+    block: tuple[object, ...]  # (kind, layer[, expert])
+    strata: tuple[int, ...]  # the merged labels, highest first; the merged stratum takes the lowest label
+    selected: int  # selected components in the merged strata
+    candidates: int  # candidates of the merged strata
+
+
+def merge_short_strata(layout: Layout, mask: np.ndarray, strata: np.ndarray, exclude: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, list[Widening]]:
+    """``strata`` [N] with, in every block, each stratum that has fewer candidates than selected components merged
+    with the strata below it until it has enough; a short lowest group joins the group above it.
+
+    Deterministic (strata are ordered labels, e.g. frequency bins, low to high): from the top of each block down,
+    a stratum is kept alone when it can be drawn, otherwise it absorbs the next lower one. A matched control
+    whose top bins hold mostly the selected components themselves (excluded) thus draws from the nearest lower
+    bins of the same block — the "near misses". Every merge is returned, so the control can say how it widened.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    merged = np.asarray(strata).astype(np.int64).copy()
+    allowed = np.ones(mask.size, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    widened: list[Widening] = []
+    for where, part in layout.groups("expert"):
+        labels = merged[part]
+        chosen, free = mask[part], allowed[part]
+        need = {int(v): int(chosen[labels == v].sum()) for v in np.unique(labels)}
+        have = {int(v): int(free[labels == v].sum()) for v in need}
+        groups: list[list[int]] = []
+        current: list[int] = []
+        for label in sorted(need, reverse=True):
+            current.append(label)
+            if sum(have[v] for v in current) >= sum(need[v] for v in current):
+                groups.append(current)
+                current = []
+        if current:
+            while groups and sum(have[v] for v in current) < sum(need[v] for v in current):
+                current = groups.pop() + current
+            groups.append(current)
+        name = (layout.kind, where["layer"], *([where["expert"]] if "expert" in where else []))
+        for group in groups:
+            if len(group) > 1:
+                labels[np.isin(labels, group)] = min(group)
+                if any(need[v] for v in group):
+                    widened.append(Widening(name, tuple(group), sum(need[v] for v in group),
+                                            sum(have[v] for v in group)))
+        merged[part] = labels
+    return merged, widened
 
 
 def block_counts(mask: np.ndarray, layout: Layout) -> np.ndarray:

@@ -69,8 +69,21 @@ def _add(counts, key, value):
     counts[key] = counts[key] + value if key in counts else value
 
 
-def reference_moe_counts(model, tokenizer, data: Path, scope: str, chat: bool = True, system_prompt=None):
-    """{key: np.int64 array}: tokens, instructions, neuron, shared_neuron, expert and expert_neuron counts."""
+def _add_sums(sums, key, values):
+    """Σ A and Σ |A| (float64) of ``values`` [n, ...] into ``sums`` (when given)."""
+    if sums is None:
+        return
+    values = np.asarray(values, dtype=np.float64)
+    for name, part in ((f"sums/{key}", values), (f"abs_sums/{key}", np.abs(values))):
+        sums[name] = sums.get(name, 0.0) + part.sum(axis=0)
+
+
+def reference_moe_counts(model, tokenizer, data: Path, scope: str, chat: bool = True, system_prompt=None,
+                         sums=None):
+    """{key: np.int64 array}: tokens, instructions, neuron, shared_neuron, expert and expert_neuron counts.
+
+    ``sums`` (a dict) receives the float64 sums of A and |A| over the same tokens (expert neurons: counted tokens
+    routed to the expert), keyed sums/{kind}/{cat}/{layer} and abs_sums/{kind}/{cat}/{layer}."""
     model_type = model.config.model_type
     stored: dict[tuple[str, int], object] = {}
     handles = []
@@ -103,6 +116,7 @@ def reference_moe_counts(model, tokenizer, data: Path, scope: str, chat: bool = 
                     full = value.reshape(-1, value.shape[-1]).numpy()
                     key = f"{'neuron' if kind == 'dense' else 'shared_neuron'}/{cat}/{j}"
                     _add(counts, key, (full[mask] > 0).sum(axis=0).astype(np.int64))
+                    _add_sums(sums, key, full[mask].astype(np.float32))
                     continue
                 x, index = value
                 experts = _find(model.model.layers[j], EXPERTS.get(model_type, "mlp.experts"))
@@ -110,13 +124,19 @@ def reference_moe_counts(model, tokenizer, data: Path, scope: str, chat: bool = 
                 index = index.numpy()
                 _add(counts, f"expert/{cat}/{j}",
                      np.bincount(index[mask].reshape(-1), minlength=num_experts).astype(np.int64))
-                per_expert = []
+                per_expert, values = [], []
                 for e in range(num_experts):
                     routed = np.nonzero((index == e).any(axis=1))[0]  # every token routed to e, counted or not
                     with torch.no_grad():
-                        active = (expert_gate_activation(model_type, experts, x[routed], e) > 0).numpy()
-                    per_expert.append(active[mask[routed]].sum(axis=0).astype(np.int64))
+                        activation = expert_gate_activation(model_type, experts, x[routed], e).float().numpy()
+                    per_expert.append((activation[mask[routed]] > 0).sum(axis=0).astype(np.int64))
+                    values.append(activation[mask[routed]])
                 _add(counts, f"expert_neuron/{cat}/{j}", np.stack(per_expert))
+                if sums is not None:
+                    for e, rows in enumerate(values):
+                        padded = np.zeros((rows.shape[0], num_experts, rows.shape[1]), dtype=np.float32)
+                        padded[:, e] = rows
+                        _add_sums(sums, f"expert_neuron/{cat}/{j}", padded)
     finally:
         for handle in handles:
             handle.remove()

@@ -2,7 +2,7 @@
 
 It shares nothing with the engine but the row format: it renders prompts itself, labels tokens from a
 character-level role map, runs the whole model on one example at a time (no padding, LM head included),
-keeps every activation tensor, and counts afterwards with numpy.
+keeps every activation tensor, and counts (and sums: Σ A, Σ |A| in float64) afterwards with numpy.
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ def token_counted(offsets, roles, prompt_len, scope):
     return counted
 
 
-def reference_counts(model, tokenizer, data: Path, scope: str, chat: bool, system_prompt=None):
-    """{key: np.int64 array} with the DESIGN §3 keys neuron/{cat}/{layer}, tokens/{cat}, instructions/{cat}."""
+def reference_counts(model, tokenizer, data: Path, scope: str, chat: bool, system_prompt=None, sums=None):
+    """{key: np.int64 array} with the DESIGN §3 keys neuron/{cat}/{layer}, tokens/{cat}, instructions/{cat}.
+
+    ``sums`` (a dict) receives sums/neuron/{cat}/{layer} and abs_sums/neuron/{cat}/{layer}: Σ A and Σ |A| over the
+    counted tokens, float64 (summed in row order, one token at a time after the float64 conversion)."""
     rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
     stored: list[torch.Tensor] = []
     handles = [m.register_forward_hook(lambda mod, a, out: stored.append(out.detach().clone()))
@@ -98,6 +101,10 @@ def reference_counts(model, tokenizer, data: Path, scope: str, chat: bool, syste
                 active = (full[mask] > 0).sum(axis=0).astype(np.int64)
                 key = f"neuron/{cat}/{layer}"
                 counts[key] = counts[key] + active if key in counts else active
+                if sums is not None:
+                    values = full[mask].astype(np.float64)
+                    for name, part in ((f"sums/{key}", values), (f"abs_sums/{key}", np.abs(values))):
+                        sums[name] = sums.get(name, np.zeros(values.shape[1])) + part.sum(axis=0)
     finally:
         for h in handles:
             h.remove()

@@ -12,7 +12,7 @@ import pytest
 from sparcom.causal import plan as plan_module
 from sparcom.causal.check import run_plan
 from sparcom.causal.plan import Axes, ConditionKey, Fold, build_plan, plan_digest, set_size
-from sparcom.causal.settings import CausalSettings
+from sparcom.causal.settings import INTERVENTION_NAMES, CausalSettings
 from sparcom.causal.spread import my_conditions
 from sparcom.components import ComponentSet
 from sparcom.distributed import SINGLE, Launch, Ranks
@@ -159,7 +159,7 @@ def test_the_digest_hashes_the_plan_and_the_settings_that_change_numbers():
 
 def test_a_condition_kind_added_in_one_place_reaches_the_loop_shares_progress_and_digest(monkeypatch):
     """A new control is an entry of CONTROLS and an axis of the plan: nothing else changes, and all four see it."""
-    monkeypatch.setitem(plan_module.CONTROLS, "complement", lambda selected, seed, stream: random_like(
+    monkeypatch.setitem(plan_module.CONTROLS, "complement", lambda selected, seed, stream, matching: random_like(
         selected, seed, stream, exclude=selected))
     before, after = plan_of(), plan_of(Axes(controls=("shape", "complement")))
     added = [c for c in after if c.key.control == "complement"]
@@ -180,3 +180,28 @@ def test_cross_fitted_set_size_is_the_mean_of_the_fold_sizes():
     assert set_size([7]) == 7 and isinstance(set_size([7]), int)
     assert set_size([4, 5, 6, 7]) == 5.5
     assert set_size([0, 0, 3]) == 1.0  # not tested only when every fold's set is empty
+
+
+def test_every_intervention_is_an_entry_that_the_plan_runs_once_per_set(monkeypatch):
+    """The interventions are entries of INTERVENTIONS; an axis of several gives each set and its random sets once per
+    intervention, seen by the loop, the shares, the progress total and the digest (a fake entry too)."""
+    assert tuple(plan_module.INTERVENTIONS) == INTERVENTION_NAMES  # what the CLI offers, without importing torch
+    monkeypatch.setitem(plan_module.INTERVENTIONS, "fake", plan_module.INTERVENTIONS["zero"])
+    before = plan_of()
+    after = plan_of(Axes(interventions=("zero", "mean", "fake")))
+    sets = sum(1 for c in before if c.key.role != "unablated")
+    assert len(after) == len(before) + 2 * sets
+    for name in ("mean", "fake"):
+        added = [c for c in after if c.key.intervention == name]
+        assert len(added) == sets and all(f"intervention={name}" in str(c.key) for c in added)
+        assert [c.key for c in added] == [dataclasses.replace(c.key, intervention=name) for c in before
+                                          if c.key.role != "unablated"]
+    evaluator = FakeEvaluator()
+    run_plan(after, evaluator, SINGLE)
+    assert evaluator.ran == after.keys() and after.batches() == before.batches() + 2 * sum(
+        c.batches for c in before if c.key.role != "unablated")
+    shared = {after.conditions[i].key for r in range(2) for i in my_conditions(len(after), Ranks(Launch(r, 2, r, 2)))}
+    assert shared == set(after.keys())
+    assert digest(after) != digest(before) != digest(plan_of(Axes(interventions=("mean",))))
+    random = [c for c in after if c.key.role == "random" and c.key.draw == 0 and c.key.category == "cls"]
+    assert len({c.components().digest() for c in random if c.key.fold == 0 and c.key.target == "neurons"}) == 1

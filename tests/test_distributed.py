@@ -203,8 +203,14 @@ def test_two_ranks_write_the_single_process_bytes_and_match_the_oracle(folders, 
     assert run.manifest["world_size"] == 2 and run.manifest["distributed"]["backend"] == "gloo"
     assert not (tmp_path / "dist" / CHECKPOINT_FILE).exists()
     model = tiny_model("llama", seed=1)
-    oracle = reference_counts(model, tiny_tokenizer(), data, "instruction", chat=True)
+    sums: dict = {}
+    oracle = reference_counts(model, tiny_tokenizer(), data, "instruction", chat=True, sums=sums)
     assert_same_counts({k: v for k, v in run.counts.items() if not k.startswith("groups/")}, oracle)
+    # The activation sums are summed over the ranks in float64: the single process's to float64 rounding.
+    assert run.sums.keys() == load_run(reference).sums.keys() == sums.keys()
+    for key, value in load_run(reference).sums.items():
+        np.testing.assert_allclose(run.sums[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(run.sums[key], sums[key], rtol=1e-9, atol=1e-9, err_msg=key)
 
 
 @pytest.mark.slow

@@ -312,6 +312,19 @@ def test_S5_truncated_selection_masks(fault_study, tmp_path, cli):
     assert not (tmp_path / "check").exists()
 
 
+def test_S7_mean_ablation_with_a_run_without_activation_sums(fault_study, tmp_path, cli):
+    run = copy_run(fault_study, "run", tmp_path / "old-run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["sums_sha256"]  # what a run of an older sparcom looks like: no sums file, no record of one
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "sums.safetensors").unlink()
+    assert_ok(cli("identify", run, "--out", tmp_path / "selection", "--rule", "percentile", "--no-plots"))
+    done = cli("ablate", fault_study["llama"], "--selection", tmp_path / "selection", "--data", fault_study["data"],
+               "--out", tmp_path / "check", "--seeds", 0, "--intervention", "mean", "--quiet")
+    assert_error(done, f"{run}: the run has no activation sums", "re-run 'sparcom profile'")
+    assert not (tmp_path / "check").exists()
+
+
 def test_S6_examples_with_a_selection_made_on_another_model(fault_study, tmp_path, cli, weight_loads):
     done = cli("examples", fault_study["llama-other-weights"], "--selection", fault_study["selection"],
                    "--data", fault_study["data"], "--out", tmp_path / "examples", "--quiet")

@@ -146,3 +146,18 @@ def test_capture_and_recompute_agree_in_bfloat16(dataset, tmp_path):
     for key in captured.counts:
         if key.startswith("expert/"):
             assert np.array_equal(captured.counts[key], recomputed.counts[key]), key
+
+
+@pytest.mark.parametrize("expert_neurons", ["auto", "recompute"])
+@pytest.mark.parametrize("implementation", ["eager", "batched_mm", "grouped_mm"])
+def test_activation_sums_match_reference(implementation, expert_neurons, dataset, tmp_path):
+    """Σ A and Σ |A| of dense, shared-expert and expert neurons (over the counted tokens routed to each expert)
+    equal the full-activation reference, captured or recomputed, for every experts implementation."""
+    from test_profile_oracle import assert_same_sums
+
+    model = tiny_moe_model("deepseek_v2", seed=1, experts_implementation=implementation)
+    reference: dict = {}
+    reference_moe_counts(model, tiny_tokenizer(), dataset, "all", sums=reference)
+    assert {k.split("/")[1] for k in reference} == {"neuron", "shared_neuron", "expert_neuron"}
+    result = run(model, dataset, tmp_path / "run", scope="all", batch_size=3, expert_neurons=expert_neurons)
+    assert_same_sums(result.sums, reference, rtol=1e-5)

@@ -86,3 +86,34 @@ def test_batched_bfloat16_counts_differ_from_one_row_passes_only_at_rounding_lev
     differences = sum(int(np.abs(np.asarray(run.counts[k]) - reference[k]).sum()) for k in neurons)
     total = sum(int(reference[k].sum()) for k in neurons)
     assert differences <= total * 1e-4, (differences, total)
+
+
+def assert_same_sums(engine: dict | None, reference: dict, rtol: float) -> None:
+    """Σ A and Σ |A| equal the reference's; a sum's tolerance is relative to its Σ |A| (the size of its terms)."""
+    assert engine is not None and set(engine) == set(reference)
+    for key in sorted(reference):
+        scale = reference[key.replace("sums/", "abs_sums/", 1) if key.startswith("sums/") else key]
+        np.testing.assert_array_less(np.abs(engine[key] - reference[key]), rtol * np.abs(scale) + 1e-12,
+                                     err_msg=key)
+        assert engine[key].dtype == np.float64
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "opt"])
+def test_activation_sums_match_the_full_activation_reference(model_type, dataset, tmp_path):
+    """One row per batch computes the same activations as the reference, so the sums agree to float64 rounding;
+    batched rows differ from one-row passes only by float32 matmul rounding."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(model_type)
+    reference: dict = {}
+    reference_counts(model, tokenizer, dataset, "instruction", chat=True, sums=reference)
+    single = profile(wrap_model(model, tokenizer), dataset, tmp_path / "one", ProfileSettings(batch_size=1),
+                     progress=False)
+    assert_same_sums(single.sums, reference, rtol=1e-9)
+    batched = profile(wrap_model(model, tokenizer), dataset, tmp_path / "four", ProfileSettings(batch_size=4),
+                      progress=False)
+    assert_same_sums(batched.sums, reference, rtol=1e-5)
+    from sparcom.artifacts.run import load_run
+
+    assert_same_sums(load_run(tmp_path / "four").sums, reference, rtol=1e-5)
+    negative = any(np.any(v < 0) for k, v in reference.items() if k.startswith("sums/"))
+    assert negative == (model_type != "opt")  # SiLU and GELU go below 0, OPT's ReLU does not

@@ -106,6 +106,11 @@ def test_merge_of_two_halves_equals_whole(loaded, tmp_path):
     assert set(merged.counts) == set(run_whole.counts)
     for key, value in run_whole.counts.items():
         assert np.array_equal(merged.counts[key], value), key
+    assert set(merged.sums) == set(run_whole.sums)  # the activation sums add like the counts (float64)
+    for key, value in run_whole.sums.items():
+        np.testing.assert_allclose(merged.sums[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+    assert load_run(tmp_path / "merged").sums.keys() == merged.sums.keys()
+
     def all_ids(run):
         return sorted(i for ids in run.manifest["instruction_ids"].values() for i in ids)
 
@@ -156,6 +161,9 @@ def test_killed_run_resumes_to_uninterrupted_counts(loaded, dataset, tmp_path):
     assert seen[0] == 5  # batches 1–4 were not recomputed
     for key, value in uninterrupted.counts.items():
         assert np.array_equal(resumed.counts[key], value), key
+    assert resumed.sums.keys() == uninterrupted.sums.keys()
+    for key, value in uninterrupted.sums.items():  # the same batches added in the same order: bit for bit
+        assert np.array_equal(resumed.sums[key], value), key
     assert not (tmp_path / "killed" / CHECKPOINT_FILE).exists()
     # Resuming a finished run returns it unchanged; resuming with other settings is refused.
     again = profile(loaded, dataset, tmp_path / "killed", settings, progress=False, resume=True)
@@ -228,3 +236,25 @@ def test_device_map_auto_through_the_loader(tmp_path, dataset):
     assert run_mapped.manifest["layer_devices"] == ["cpu"]
     for key, value in run_plain.counts.items():
         assert np.array_equal(run_mapped.counts[key], value), key
+
+
+def test_runs_without_activation_sums_stay_readable_and_merge_without_them(loaded, tmp_path):
+    """A run written before sparcom recorded activation sums (no sums file, no sha256 in its manifest) loads with
+    ``sums`` None; merged with a run that has them, the merged run has none (a partial sum would be wrong)."""
+    whole = write_dataset(tmp_path / "whole.jsonl")
+    lines = whole.read_text().splitlines(keepends=True)
+    (tmp_path / "first.jsonl").write_text("".join(lines[0::2]))
+    (tmp_path / "second.jsonl").write_text("".join(lines[1::2]))
+    for name in ("first", "second"):
+        profile(loaded, tmp_path / f"{name}.jsonl", tmp_path / name, ProfileSettings(), progress=False)
+    old = tmp_path / "first"
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    del manifest["sums_sha256"]
+    (old / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (old / "sums.safetensors").unlink()
+    assert load_run(old).sums is None and load_run(tmp_path / "second").sums is not None
+    merged = merge_runs([old, tmp_path / "second"], tmp_path / "merged")
+    assert merged.sums is None and not (tmp_path / "merged" / "sums.safetensors").exists()
+    (tmp_path / "second" / "sums.safetensors").write_bytes(b"damaged")
+    with pytest.raises(SparcomError, match=r"sums\.safetensors: the file differs"):
+        load_run(tmp_path / "second")

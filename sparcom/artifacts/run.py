@@ -1,4 +1,9 @@
-"""Profile run directories: ``counts.safetensors`` + ``manifest.json`` (DESIGN §3), the only reader and writer of runs.
+"""Profile run directories: ``counts.safetensors`` + ``sums.safetensors`` + ``manifest.json`` (DESIGN §3), the only
+reader and writer of runs.
+
+``sums.safetensors`` holds the float64 activation sums (``sums/…``, ``abs_sums/…``: :mod:`sparcom.kinds`) made by the
+same hooks over the same tokens as the counts; runs written before it existed have none (``ProfileRun.sums`` is
+None) and stay readable. A checkpoint keeps counts and sums in one file, so they are always replaced together.
 
 Everything is written atomically (temporary file, then rename), so a reader never sees half a file and a
 killed run leaves either the previous checkpoint or the new one; a checkpoint carries its own progress record, so
@@ -28,6 +33,7 @@ from sparcom.kinds import (
     count_key,
     instructions_key,
     is_group_counts,
+    is_sum_key,
     layers_of,
     tokens_key,
 )
@@ -44,12 +50,15 @@ from sparcom.provenance import MERGE_ASPECTS, file_sha256, mismatches
 
 FORMAT_VERSION = 1
 COUNTS_FILE = "counts.safetensors"
+SUMS_FILE = "sums.safetensors"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: Written by sparcom before checkpoints carried their progress record; removed when a run resumes or finishes.
 PROGRESS_FILE = "progress.json"
 #: The manifest field holding the sha256 of ``counts.safetensors``.
 COUNTS_SHA256 = "counts_sha256"
+#: The manifest field holding the sha256 of ``sums.safetensors`` (absent: the run has no activation sums).
+SUMS_SHA256 = "sums_sha256"
 
 def compact_dtype(array: np.ndarray) -> np.dtype:
     """The smallest unsigned integer type that holds every value of a non-negative count array."""
@@ -60,12 +69,27 @@ def compact_dtype(array: np.ndarray) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping[str, Any] | None = None) -> None:
+def split_sums(arrays: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(counts, activation sums) of a mapping that holds both; None for the sums when there are none."""
+    sums = {key: value for key, value in arrays.items() if is_sum_key(key)}
+    return {key: value for key, value in arrays.items() if not is_sum_key(key)}, sums or None
+
+
+def _stored_dtype(key: str, array: np.ndarray) -> np.dtype:
+    """How a key is stored: activation sums float64, counts below the category compact, other counts int64."""
+    if is_sum_key(key):
+        return np.dtype(np.float64)
+    return compact_dtype(array) if is_group_counts(key) else np.dtype(np.int64)
+
+
+def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping[str, Any] | None = None,
+                        what: str = "counts") -> None:
     """Write counters (numpy arrays or torch tensors) as safetensors, sorted by key, atomically.
 
     Counters are int64, except counts below the category (``groups/{kind}/{layer}``), which are stored in the
     smallest unsigned type that holds them: one row per instruction makes them the bulk of a run's bytes, and no
-    count exceeds its group's tokens. A checkpoint passes ``progress`` (how far the run got), stored in the same
+    count exceeds its group's tokens; activation sums (``sums/…``) are float64 (``what="sums"`` for the sums file). A
+    checkpoint passes ``progress`` (how far the run got), stored in the same
     file so that counts and progress are replaced together.
     """
     from safetensors.numpy import save_file
@@ -74,11 +98,10 @@ def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping
     numpy_arrays = {}
     for key, value in sorted(arrays.items()):
         array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-        dtype = compact_dtype(array) if is_group_counts(key) else np.int64
-        numpy_arrays[key] = np.require(array, dtype, "C")  # np.require keeps scalars 0-d
+        numpy_arrays[key] = np.require(array, _stored_dtype(key, array), "C")  # np.require keeps scalars 0-d
     # One metadata key for counts: safetensors writes a multi-key metadata dict in no fixed order, which would make
     # two identical runs differ in bytes (a checkpoint's bytes do not matter).
-    metadata = {"format": f"sparcom-counts/{FORMAT_VERSION}"}
+    metadata = {"format": f"sparcom-{what}/{FORMAT_VERSION}"}
     if progress is not None:
         metadata["progress"] = json.dumps(dict(progress), sort_keys=True)
     try:
@@ -109,7 +132,8 @@ def load_counts(path: Path) -> dict[str, np.ndarray]:
         raise SparcomError(f"{path}: unreadable {what} ({str(exc).splitlines()[0] if str(exc) else exc}); "
                            f"{fix}") from None
     wrong = [key for key, value in counts.items()
-             if value.dtype != np.int64 and not (is_group_counts(key) and value.dtype.kind == "u")]
+             if value.dtype != np.int64 and not (is_group_counts(key) and value.dtype.kind == "u")
+             and not (is_sum_key(key) and value.dtype == np.float64)]
     if wrong:
         raise SparcomError(f"{path}: counter {wrong[0]!r} is {counts[wrong[0]].dtype}, not int64; the file is not a "
                            f"sparcom {what}; {fix}")
@@ -133,11 +157,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 @dataclass
 class ProfileRun:
-    """A loaded profile: the raw counts and the manifest that says how they were made."""
+    """A loaded profile: the raw counts, the manifest that says how they were made and the activation sums (None
+    for runs made before sparcom recorded them; read them through :mod:`sparcom.artifacts.sums`)."""
 
     path: Path
     counts: dict[str, np.ndarray]
     manifest: dict[str, Any] = field(default_factory=dict)
+    sums: dict[str, np.ndarray] | None = None
 
     @property
     def categories(self) -> list[str]:
@@ -188,7 +214,27 @@ def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
     counts = load_counts(counts_path)
     if manifest.get("complete"):
         check_run(path, counts, manifest)
-    return ProfileRun(path, counts, manifest)
+    return ProfileRun(path, counts, manifest, load_sums(path, manifest))
+
+
+def load_sums(path: Path, manifest: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The activation sums of a finished run (None when its manifest records none: an older run), checked against
+    the sha256 the manifest records."""
+    recorded = manifest.get(SUMS_SHA256)
+    if not recorded or not manifest.get("complete"):
+        return None
+    sums_path = path / SUMS_FILE
+    fix = "restore the run or re-run 'sparcom profile'"
+    if not sums_path.is_file():
+        raise SparcomError(f"{path}: {MANIFEST_FILE} records activation sums but {SUMS_FILE} is missing: {fix}")
+    if file_sha256(sums_path) != recorded:
+        raise SparcomError(f"{sums_path}: the file differs from the one {MANIFEST_FILE} records (sha256); it was "
+                           f"edited or damaged: {fix}")
+    sums = load_counts(sums_path)
+    wrong = [key for key in sums if not is_sum_key(key)]
+    if wrong:
+        raise SparcomError(f"{sums_path}: key {wrong[0]!r} is not an activation sum: {fix}")
+    return sums
 
 
 def check_run(path: Path, counts: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
@@ -226,10 +272,16 @@ def check_run(path: Path, counts: Mapping[str, np.ndarray], manifest: Mapping[st
 
 
 def write_run(folder: Path, counts: Mapping[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write a finished run into ``folder``: the counts, then the manifest recording their sha256 (last, so a
-    manifest that says complete always has its counts)."""
+    """Write a finished run into ``folder``: the counts and the activation sums (the ``sums/…`` keys of ``counts``,
+    if any), then the manifest recording their sha256 (last, so a manifest that says complete always has its
+    files)."""
+    counts, sums = split_sums(counts)
     write_counts_atomic(folder / COUNTS_FILE, counts)
     manifest[COUNTS_SHA256] = file_sha256(folder / COUNTS_FILE)
+    manifest.pop(SUMS_SHA256, None)
+    if sums is not None:
+        write_counts_atomic(folder / SUMS_FILE, sums, what="sums")
+        manifest[SUMS_SHA256] = file_sha256(folder / SUMS_FILE)
     write_json_atomic(folder / MANIFEST_FILE, manifest)
     return manifest
 
@@ -272,6 +324,10 @@ def _merge(paths: list[str | Path], out: Path, overwrite: bool) -> ProfileRun:
                 raise SparcomError(f"cannot merge {run.path} with {first.path}: count {key!r} has shape "
                                    f"{tuple(value.shape)} in one run and {tuple(merged[key].shape)} in the other")
             merged[key] = merged[key] + value if key in merged else value.astype(np.int64, copy=True)
+    if all(run.sums is not None for run in runs):  # exact to float64 rounding, like the ranks' sums
+        for run in runs:
+            for key, value in run.sums.items():
+                merged[key] = merged[key] + value if key in merged else value.astype(np.float64, copy=True)
     groups = merged_groups(runs)
     if groups is not None:
         merged.update(groups[1])

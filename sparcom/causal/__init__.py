@@ -1,4 +1,4 @@
-"""The causal check: reversible interventions on neurons, expert neurons and experts, teacher-forced NLL of the
+"""The causal check: reversible interventions (zero, mean, resample) on neurons, expert neurons and experts, teacher-forced NLL of the
 reference responses, random control sets and their statistics (see docs/causal.md). Files are written by
 :mod:`sparcom.report.causal`; ``sparcom.ablate`` does both.
 
@@ -19,6 +19,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ComponentSet": ("sparcom.components", "ComponentSet"),
     "TargetResult": ("sparcom.causal.result", "TargetResult"),
     "ablate": ("sparcom.causal.interventions", "ablate"),
+    "mean_ablate": ("sparcom.causal.interventions", "mean_ablate"),
+    "resample_ablate": ("sparcom.causal.interventions", "resample_ablate"),
+    "InterventionReference": ("sparcom.causal.interventions", "InterventionReference"),
     "causal_check": ("sparcom.causal.check", "causal_check"),
     "random_like": ("sparcom.random_sets", "random_like"),
     "random_sets": ("sparcom.random_sets", "random_sets"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,11 +27,14 @@ import numpy as np
 
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
+from sparcom.causal.controls import STATISTICS, Matching, MatchRow, control_matching, match_row, source_run
 from sparcom.causal.decisions import power_note
+from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
-from sparcom.causal.interventions import AblationStats
+from sparcom.causal.interventions import AblationStats, InterventionReference
 from sparcom.causal.nll import category_means
-from sparcom.causal.plan import Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
+from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
+from sparcom.causal.reference import intervention_reference, read_means
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
 from sparcom.causal.spread import my_conditions, run_shared
@@ -52,8 +55,8 @@ class _Evaluator:
     """Runs one condition's pass on the model, with one progress bar and the checkpoint (rank 0 keeps it)."""
 
     def __init__(self, inputs: CheckInputs, settings: CausalSettings, prompts: list, bar, task,
-                 store: ConditionStore | None = None) -> None:
-        self.inputs, self.settings, self.prompts = inputs, settings, prompts
+                 store: ConditionStore | None = None, reference: InterventionReference | None = None) -> None:
+        self.inputs, self.settings, self.prompts, self.reference = inputs, settings, prompts, reference
         self.model, self.tokenizer = inputs.model.model, inputs.model.tokenizer
         self.bar, self.task, self.store = bar, task, store
 
@@ -64,9 +67,11 @@ class _Evaluator:
         """NLL: per-row summed NLL of the fold's rows and the ablation's counters; generation: the texts."""
         self.bar.update(self.task, description=condition.key.label)
         s = self.settings
-        with condition.deactivated(self.model, self.inputs.sites, s.expert_removal) as stats:
+        with condition.deactivated(self.model, self.inputs.sites, s.expert_removal, self.reference) as stats:
             if condition.key.pass_kind == "nll":
-                value = (condition.fold.scoring.run(self.model, self._step),
+                fold, prepare = condition.fold, stats.before_batch
+                before = None if prepare is None else (lambda batch: prepare(fold.rows[list(batch.rows)], batch))
+                value = (fold.scoring.run(self.model, self._step, before),
                          {"fallback_tokens": stats.fallback_tokens, "removed_slots": stats.removed_slots,
                           "routed_slots": stats.routed_slots})
             else:
@@ -120,10 +125,12 @@ def run_plan(plan: Plan, evaluator: _Evaluator, ranks: Ranks) -> dict[ConditionK
 
 
 class Assembled(NamedTuple):
-    """The per-row arrays, target results and accuracy rows built from a run's results."""
+    """The per-row arrays, target results (per control: the first control's are ``targets``) and accuracy rows
+    built from a run's results."""
 
     base_sums: np.ndarray
     targets: dict[str, TargetResult]
+    controls: dict[str, dict[str, TargetResult]]
     per_example: dict[str, np.ndarray]
     accuracy: list[dict[str, Any]]
     generations: list[dict[str, Any]]
@@ -134,10 +141,19 @@ def _category_vector(inputs: CheckInputs, sums: np.ndarray) -> np.ndarray:
     return np.array([means[c]["nll"] for c in inputs.evaluated])
 
 
+def result_name(target: str, intervention: str, settings: CausalSettings) -> str:
+    """A target's name in the results: plain for the first intervention asked for, ``target@intervention`` for the
+    others (one result per intervention)."""
+    return target if intervention == settings.interventions[0] else f"{target}@{intervention}"
+
+
 def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, results: Mapping[ConditionKey, Any],
-                   base: np.ndarray, per_example: dict[str, np.ndarray]) -> TargetResult:
-    """One target: per-row NLL sums with each category's set deactivated and with each of its random sets (per fold
-    when cross-fitting, pooled over the folds), the ΔNLL matrices and the paired statistics."""
+                   base: np.ndarray, per_example: dict[str, np.ndarray], intervention: str, control: str = "shape",
+                   matching: Sequence[MatchRow] = ()) -> TargetResult:
+    """One target under one intervention and one control: per-row NLL sums with each category's set deactivated
+    and with each of its random sets of that control (per fold when cross-fitting, pooled over the folds), the ΔNLL
+    matrices and the paired statistics against that control's sets alone."""
+    label = result_name(name, intervention, settings)
     a_count, seeds = len(inputs.categories), settings.seeds
     selected, random = np.tile(base, (a_count, 1)), np.tile(base, (a_count, seeds, 1))
     stats: dict[str, AblationStats] = {}
@@ -147,16 +163,17 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
         for fold in inputs.folds:
             if fold.sets[name][category].is_empty():
                 continue
-            key = ConditionKey("nll", "selected", name, category, fold.index)
+            key = ConditionKey("nll", "selected", name, category, fold.index, intervention=intervention)
             selected[a, fold.rows], counters = results[key]
             total = stats.setdefault(category, AblationStats())
             total.fallback_tokens += counters.get("fallback_tokens", 0)
             total.removed_slots += counters.get("removed_slots", 0)
             total.routed_slots += counters.get("routed_slots", 0)
             for s in range(seeds):
-                random[a, s, fold.rows] = results[dataclasses.replace(key, role="random", draw=s)][0]
+                random[a, s, fold.rows] = results[dataclasses.replace(key, role="random", draw=s,
+                                                                      control=control)][0]
         if any(sizes[category]):
-            per_example[f"{name}:{category}"] = selected[a]
+            per_example[f"{label}:{category}"] = selected[a]
     base_vector = _category_vector(inputs, base)
     nll = np.stack([_category_vector(inputs, selected[a]) for a in range(a_count)])
     random_delta = np.zeros((a_count, seeds, len(inputs.evaluated)))
@@ -166,11 +183,12 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
                 random_delta[a, s] = _category_vector(inputs, random[a, s]) - base_vector
     statistics = causal_statistics(
         base, selected, random, inputs.counts, [e.category for e in inputs.examples], inputs.categories,
-        inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=name,
+        inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=label,
         replicates=settings.replicates, seed=settings.seed)
-    return TargetResult(name, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
+    return TargetResult(label, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
                         nll, nll - base_vector[None, :], random_delta, stats, selected, random, statistics,
-                        fold_sizes=sizes if inputs.crossfit is not None else None)
+                        fold_sizes=sizes if inputs.crossfit is not None else None, intervention=intervention,
+                        control=control, matching=[m.row() for m in matching])
 
 
 def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results: Mapping[ConditionKey, Any],
@@ -182,7 +200,8 @@ def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results
         key = condition.key
         if key.pass_kind != "generate":
             continue
-        row = {"target": key.target or "none", "ablated": key.category, "condition": key.role,
+        target = "none" if key.target is None else result_name(key.target, key.intervention, settings)
+        row = {"target": target, "ablated": key.category, "condition": key.role,
                "seed": None if key.draw is None else settings.seed + key.draw}
         per_category: dict[str, list[bool]] = {}
         for check, text in zip(checks, results[key], strict=True):
@@ -198,7 +217,7 @@ def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results
 
 
 def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results: Mapping[ConditionKey, Any],
-             checks: list[ans.Check]) -> Assembled:
+             checks: list[ans.Check], matches: Sequence[MatchRow] | None = None) -> Assembled:
     """The check's per-row arrays, target results (with their statistics) and accuracy rows, from the results of
     the plan's conditions."""
     base = np.zeros(len(inputs.examples))
@@ -209,8 +228,72 @@ def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results:
         inputs.notes.append(f"{target}: the {category_label(category)} set is empty{where}; its rows are unchanged "
                             "by definition")
     per_example = {"none": base}
-    targets = {name: _target_result(inputs, settings, name, results, base, per_example) for name in inputs.targets}
-    return Assembled(base, targets, per_example, *_accuracy(inputs, settings, plan, results, checks))
+    controls = {control: {result_name(name, intervention, settings): _target_result(
+        inputs, settings, name, results, base, per_example, intervention, control,
+        [m for m in (matches or []) if (m.target, m.control) == (name, control)])
+        for name in inputs.targets for intervention in settings.interventions} for control in settings.controls}
+    return Assembled(base, controls[settings.controls[0]], controls, per_example,
+                     *_accuracy(inputs, settings, plan, results, checks))
+
+
+# ------------------------------------------------------------------------------------------- the controls
+
+
+def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) -> list[MatchRow]:
+    """How well every category's random sets match its selected set, per target and control, on every statistic a
+    matched control of the check matches on (the shape control is measured too: what it leaves unmatched).
+
+    Draws each random set of the NLL passes once (the sets are the same under every ``intervention``), before any
+    pass runs, so a set that cannot be drawn stops the check with one line before the model is used."""
+    groups: dict[tuple[str, str, str], dict[int | None, list[Condition]]] = {}
+    for condition in plan:
+        key = condition.key
+        if key.pass_kind == "nll" and key.role == "random" and key.size is None and key.intervention == intervention:
+            groups.setdefault((key.target, key.control, key.category), {}).setdefault(key.fold, []).append(condition)
+    rows = []
+    for (target, control, category), folds in groups.items():
+        drawn = [[c.components() for c in conditions] for conditions in folds.values()]
+        selected = [conditions[0].selected for conditions in folds.values()]
+        for statistic in matching.values():
+            merged = [w for s in selected for w in statistic.widened(s)[1]] if control in matching else []
+            rows.append(match_row(target, control, category, statistic, selected, drawn, merged))
+    return rows
+
+
+def _controls_and_doses(inputs: CheckInputs, settings: CausalSettings, selection, crossfit
+                        ) -> tuple[dict[str, Matching], dict | None]:
+    """The matched controls' binned statistics and the dose–response's top-k sets, both from the selection's
+    profile run (cross-fitting: the run the folds were selected from)."""
+    flags = [f"--control {c}" for c in settings.controls if c in STATISTICS]
+    flags += ["--dose-response"] if settings.dose_points is not None else []
+    if not flags:
+        return {}, None
+    run = crossfit.run if crossfit is not None else source_run(selection, flags[0])
+    kinds = sorted({k for kinds in inputs.targets.values() for k in kinds})
+    matching = control_matching(settings.controls, run, kinds, inputs.sites)
+    doses = dose_sets(inputs.sets, run, selection.meta, settings.dose_points) if settings.dose_points else None
+    return matching, doses
+
+
+def dose_response(inputs: CheckInputs, settings: CausalSettings, results: Mapping[ConditionKey, Any],
+                  base: np.ndarray, doses: Mapping[tuple[str, str], Sequence[tuple[int, Any]]], selection
+                  ) -> DoseResponse:
+    """Each (target, category)'s ΔNLL at every k of its grid, for the top-k set and each control's random sets;
+    the largest k is the whole set (the check's own conditions)."""
+    base_vector = _category_vector(inputs, base)
+    curves = []
+    for (target, category), subsets in doses.items():
+        full = inputs.sets[target][category].size()
+        sizes = [k for k, _ in subsets] + [full]
+        keys = [ConditionKey("nll", "selected", target, category, inputs.folds[0].index,
+                             intervention=settings.interventions[0], size=None if k == full else k) for k in sizes]
+        delta = np.stack([_category_vector(inputs, results[key][0]) - base_vector for key in keys])
+        random = {control: np.stack([np.stack([
+            _category_vector(inputs, results[dataclasses.replace(key, role="random", draw=s, control=control)][0])
+            - base_vector for s in range(settings.seeds)]).reshape(settings.seeds, -1) for key in keys])
+            for control in settings.controls}
+        curves.append(DoseCurve(target, category, sizes, list(inputs.evaluated), delta, random))
+    return DoseResponse(settings.dose_points, str(selection.meta.get("rule")), curves, settings.interventions[0])
 
 
 # ------------------------------------------------------------------------------------------- the check
@@ -264,6 +347,7 @@ def causal_check(
     ranks = join(device, device_map)  # under torchrun: the conditions are shared over the ranks (causal/spread.py)
     with ranks.step("reading the selection and data"):
         selection, rows, excluded, crossfit = read_inputs(selection, data, settings, run, rule)
+        means = read_means(selection, settings, crossfit)
     if isinstance(model, str):
         with ranks.step("reading the model's files"):  # config, tokenizer, weights fingerprint: no weights
             skeleton = preview_model(model, dtype=dtype, device=device)
@@ -273,9 +357,15 @@ def causal_check(
         model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
     with ranks.step("checking the selection against the model"):
         inputs = prepare_inputs(model, selection, rows, excluded, settings, crossfit)
+    reference = intervention_reference(means, inputs.examples, settings, pad_token_id(model.tokenizer))
     checks, prompts = _prompts(inputs, settings)
+    with ranks.step("ranking the dose-response sets and binning the matched controls' statistics"):
+        matching, doses = _controls_and_doses(inputs, settings, selection, crossfit)
     plan = build_plan(inputs.folds, list(inputs.targets), inputs.categories, seeds=settings.seeds, seed=settings.seed,
-                      prompts=len(prompts), generate_seeds=settings.generate_seeds, batch_size=settings.batch_size)
+                      prompts=len(prompts), generate_seeds=settings.generate_seeds, batch_size=settings.batch_size,
+                      axes=Axes(controls=settings.controls, interventions=settings.interventions, matching=matching),
+                      doses=doses)
+    matches = match_rows(plan, matching, settings.interventions[0]) if matching else None
     weak = power_note(settings.seeds, len(inputs.categories), ALPHA)
     if weak:
         inputs.notes.append(weak)
@@ -290,11 +380,12 @@ def causal_check(
     try:
         with bar:
             task = bar.add_task("baseline", total=plan.batches())
-            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store), ranks)
+            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store, reference), ranks)
     finally:
         if store is not None:
             store.release()
-    assembled = assemble(inputs, settings, plan, results, checks)
+    assembled = assemble(inputs, settings, plan, results, checks, matches)
+    dose = dose_response(inputs, settings, results, assembled.base_sums, doses, selection) if doses else None
     if store is not None and store.resumed:
         inputs.notes.append(f"resumed: {store.resumed} finished conditions were read from the checkpoint")
     baseline = category_means(inputs.examples, assembled.base_sums, inputs.counts, inputs.evaluated)
@@ -302,7 +393,7 @@ def causal_check(
                         inputs.system_prompt, inputs.examples, inputs.evaluated, baseline, assembled.base_sums,
                         inputs.counts, assembled.targets, assembled.per_example, assembled.accuracy,
                         assembled.generations, list(dict.fromkeys(inputs.notes)), inputs.overridden,
-                        time.perf_counter() - started, software_versions())
+                        time.perf_counter() - started, software_versions(), assembled.controls, dose)
 
 
 def _describe(inputs: CheckInputs, selection, data: Path, baseline: dict[str, dict[str, Any]]

@@ -1,5 +1,10 @@
 """Reversible interventions: deactivate neurons, expert neurons and experts inside a ``with`` block.
 
+Three interventions replace a selected neuron's activation A (docs/causal.md, "The interventions"): ``zero``
+(:func:`ablate`: A → 0), ``mean`` (:func:`mean_ablate`: A → its mean over a reference, the profile run's pooled
+counted tokens) and ``resample`` (:func:`resample_ablate`: A → its value on a donor row of another category at the
+same position class, :mod:`sparcom.causal.resample`). Experts are removed from the routing under all three.
+
 :func:`ablate` deactivates a :class:`~sparcom.components.ComponentSet` at the sites of the model's one site map (:mod:`sparcom.models.sites`,
 the same modules the profiler counts) and restores the model exactly when the block ends, also on an exception:
 hooks are removed, touched weights are written back bit for bit, shadowed attributes are taken away. Hooks are
@@ -20,11 +25,21 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from sparcom.causal.resample import DonorPlan, DonorValues
 from sparcom.causal.settings import EXPERT_REMOVAL
 from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE, KINDS, Kind
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, PerDevice, ShadowAttribute, model_sites
+
+
+@dataclass(frozen=True)
+class InterventionReference:
+    """What the interventions other than ``zero`` replace activations with: per (kind, layer) the mean activation
+    over the reference tokens (``mean``), and the donor rows of the scored rows (``resample``)."""
+
+    means: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    donors: DonorPlan | None = None
 
 
 @dataclass
@@ -37,6 +52,9 @@ class AblationStats:
     removed_slots: int = 0
     routed_slots: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    #: Called before each scored batch with its rows' positions in the check and the batch (resample: runs the
+    #: donors); None when the intervention needs nothing per batch.
+    before_batch: Callable[..., None] | None = None
 
 
 def check_ablation(ablation: ComponentSet, sites: ModelSites, expert_removal: str = "renormalize") -> None:
@@ -86,7 +104,120 @@ def zero_units_hook(indices: np.ndarray, width: int, where: str) -> Callable:
     return hook
 
 
+def replace_units_hook(indices: np.ndarray, width: int, where: str,
+                       replacement: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable:
+    """A forward hook that replaces the output's last axis at ``indices`` by ``replacement(current)`` ([..., k] →
+    [..., k]; None leaves the output as it is)."""
+    index = PerDevice.tensor(np.asarray(indices))
+
+    def hook(module: nn.Module, args, output):
+        if not isinstance(output, torch.Tensor) or output.shape[-1] != width:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise SparcomError(f"{where}: the activation output has shape {shape}, expected a last axis of {width}")
+        at = index.on(output.device)
+        new = replacement(output.index_select(output.dim() - 1, at))
+        if new is None:
+            return None
+        return output.index_copy(output.dim() - 1, at, new.to(output.dtype).expand(*output.shape[:-1], at.numel()))
+
+    return hook
+
+
+def _constant(values: np.ndarray) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``mean``: every token's selected activations become ``values`` [k]."""
+    table = PerDevice.tensor(np.asarray(values, dtype=np.float32), dtype=torch.float32)
+    return lambda current: table.on(current.device).to(current.dtype)
+
+
+def _resampled(donors: DonorValues, where: str) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """``resample``: kept while the donors run, replaced by the aligned donor values in the scored forward."""
+
+    def replacement(current: torch.Tensor) -> torch.Tensor | None:
+        if donors.capturing:
+            donors.capture(where, current)
+            return None
+        return donors.values(where, current)
+
+    return replacement
+
+
+def _layer_means(request: _Request, kind: str, layer: int) -> np.ndarray:
+    means = request.reference.means.get((kind, layer))
+    if means is None:
+        raise SparcomError(f"mean ablation: no mean activation of {kind} components in layer {layer}; the profile run "
+                           "that made the selection does not cover them (re-profile with this model)")
+    return means
+
+
 # ----------------------------------------------------------------------------------------------- expert neurons
+
+
+def _routed_calls(implementation: str, index: torch.Tensor, num_experts: int) -> list[torch.Tensor]:
+    """The expert of every row of each activation call an experts forward makes, in call order: the family's eager
+    loop (one call per expert hit, ascending), ``batched_mm`` (one call, (token, slot) order) or ``grouped_mm``
+    (one call, sorted by expert) — the plan the counting hooks verify (:class:`sparcom.profile.hooks.ExpertCounter`)."""
+    flat = index.reshape(-1).to(torch.int64)
+    if implementation == "grouped_mm":
+        return [torch.sort(flat)[0]]
+    if implementation == "batched_mm":
+        return [flat]
+    valid = flat[(flat >= 0) & (flat < num_experts)]
+    sizes = torch.bincount(valid, minlength=num_experts)
+    return [torch.full((int(sizes[e]),), int(e), dtype=torch.int64, device=flat.device)
+            for e in sizes.nonzero().squeeze(1).tolist()]
+
+
+def _mean_expert_neurons(site: MoeSite, pairs: np.ndarray, means: np.ndarray) -> Callable[[], None]:
+    """``mean`` for expert neurons: a hook on the experts' activation module replaces A of the selected (expert,
+    neuron) pairs by their means on the rows routed to that expert; the rows' experts follow from the call's
+    ``top_k_index`` and the implementation that runs (each call's row count is checked)."""
+    experts, layout = site.experts, site.layout
+    if layout.activation != "act_fn" or not isinstance(getattr(experts, "act_fn", None), nn.Module):
+        raise SparcomError(f"layer {site.layer}: {type(experts).__name__} has no activation module, so its expert "
+                           "neurons cannot be mean-ablated; use --intervention zero")
+    mask = np.zeros((layout.num_experts + 1, layout.width), dtype=bool)  # row E: invalid expert ids, never patched
+    mask[pairs[:, 0], pairs[:, 1]] = True
+    values = np.zeros(mask.shape, dtype=np.float32)
+    values[:-1][mask[:-1]] = means[mask[:-1]]
+    lookup, table = PerDevice.tensor(mask, dtype=torch.bool), PerDevice.tensor(values, dtype=torch.float32)
+    pending: list[torch.Tensor] = []
+
+    def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        implementation = getattr(getattr(module, "config", None), "_experts_implementation", None) or "eager"
+        if implementation not in ("eager", "batched_mm", "grouped_mm"):
+            raise SparcomError(f"layer {site.layer}: experts implementation {implementation!r} cannot be "
+                               "mean-ablated per expert neuron; use --intervention zero")
+        pending[:] = _routed_calls(implementation, ExpertsCall.parse(args, kwargs).top_k_index, layout.num_experts)
+
+    def act(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor | None:
+        if not pending:
+            return None  # a call outside a routed forward (the module is not shared with other MLPs in tests)
+        rows = pending.pop(0)
+        flat = output.reshape(-1, layout.width)
+        if flat.shape[0] != rows.numel():
+            raise SparcomError(f"layer {site.layer}: an expert activation call had {flat.shape[0]} rows, not the "
+                               f"{rows.numel()} its routing plans; use --intervention zero for this model")
+        rows = torch.where((rows >= 0) & (rows < layout.num_experts), rows, layout.num_experts).to(flat.device)
+        patched = torch.where(lookup.on(flat.device)[rows], table.on(flat.device)[rows].to(flat.dtype), flat)
+        return patched.reshape(output.shape)
+
+    def post(module: nn.Module, args, output) -> None:
+        if pending:
+            left = len(pending)
+            pending.clear()
+            raise SparcomError(f"layer {site.layer}: {left} planned expert activation calls did not happen; this "
+                               "experts implementation cannot be mean-ablated per expert neuron (use --intervention "
+                               "zero)")
+
+    handles = [experts.register_forward_pre_hook(pre, with_kwargs=True, prepend=True),
+               experts.act_fn.register_forward_hook(act, prepend=True), experts.register_forward_hook(post)]
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+
+    return remove
+
 
 
 def _zero_down_columns(site: MoeSite, pairs: np.ndarray) -> Callable[[], None]:
@@ -203,6 +334,42 @@ def _next_best_forward(site: MoeSite, original: Callable, removed: PerDevice[tor
 # ----------------------------------------------------------------------------------------------- the context
 
 
+@dataclass
+class _Request:
+    """One intervention being installed: which, with what reference, counting into which stats."""
+
+    intervention: str
+    expert_removal: str
+    stats: AblationStats
+    reference: InterventionReference
+    donors: DonorValues | None = None
+
+
+@contextmanager
+def _intervene(model: nn.Module, ablation: ComponentSet, intervention: str, sites: ModelSites | None,
+               expert_removal: str, reference: InterventionReference | None) -> Iterator[AblationStats]:
+    """Install ``intervention`` on ``ablation``'s components; remove every hook and restore every weight after."""
+    sites = sites or model_sites(model)
+    check_ablation(ablation, sites, expert_removal)
+    reference = reference or InterventionReference()
+    request = _Request(intervention, expert_removal, AblationStats(), reference)
+    if intervention == "resample":
+        if reference.donors is None:
+            raise SparcomError("resample ablation needs donor rows (an InterventionReference with donors)")
+        request.donors = DonorValues(sites.backbone, reference.donors)
+        request.stats.before_batch = request.donors.prepare
+    undo: list[Callable[[], None]] = []
+    try:
+        for kind in ablation.kinds:
+            for layer, members in sorted(ablation.members[kind].items()):
+                if len(members):
+                    undo.append(_DEACTIVATE[kind](sites, layer, np.asarray(members), kind, request))
+        yield request.stats
+    finally:
+        for step in reversed(undo):
+            step()
+
+
 @contextmanager
 def ablate(
     model: nn.Module,
@@ -210,55 +377,82 @@ def ablate(
     *,
     sites: ModelSites | None = None,
     expert_removal: str = "renormalize",
+    reference: InterventionReference | None = None,
 ) -> Iterator[AblationStats]:
-    """Deactivate ``ablation``'s components of ``model`` inside the block; restore the model exactly afterwards.
+    """Zero ``ablation``'s components of ``model`` inside the block (experts: removed from the routing); restore the
+    model exactly afterwards. ``reference`` is not needed (accepted so every intervention is called alike).
 
     >>> with ablate(model, ComponentSet.from_masks(selection.masks, "math", ["neuron"])) as stats:
     ...     logits = model(input_ids).logits
     """
-    sites = sites or model_sites(model)
-    check_ablation(ablation, sites, expert_removal)
-    stats = AblationStats()
-    undo: list[Callable[[], None]] = []
-    try:
-        for kind in ablation.kinds:
-            for layer, members in sorted(ablation.members[kind].items()):
-                if len(members):
-                    undo.append(_DEACTIVATE[kind](sites, layer, np.asarray(members), kind, expert_removal, stats))
+    with _intervene(model, ablation, "zero", sites, expert_removal, reference) as stats:
         yield stats
-    finally:
-        for step in reversed(undo):
-            step()
 
 
-def _zero_units(sites: ModelSites, layer: int, indices: np.ndarray, kind: str, *_) -> Callable[[], None]:
+@contextmanager
+def mean_ablate(model: nn.Module, ablation: ComponentSet, *, sites: ModelSites | None = None,
+                expert_removal: str = "renormalize", reference: InterventionReference | None = None,
+                ) -> Iterator[AblationStats]:
+    """Set ``ablation``'s neurons to their mean activation (``reference.means``; expert neurons: on the tokens
+    routed to their expert) inside the block; experts are removed as by :func:`ablate`."""
+    with _intervene(model, ablation, "mean", sites, expert_removal, reference) as stats:
+        yield stats
+
+
+@contextmanager
+def resample_ablate(model: nn.Module, ablation: ComponentSet, *, sites: ModelSites | None = None,
+                    expert_removal: str = "renormalize", reference: InterventionReference | None = None,
+                    ) -> Iterator[AblationStats]:
+    """Give ``ablation``'s neurons their values on each row's donor row (``reference.donors``,
+    :mod:`sparcom.causal.resample`) inside the block: call ``stats.before_batch(rows, batch)`` before each scored
+    batch. Experts are removed as by :func:`ablate`; expert neurons cannot be resampled (a donor token need not be
+    routed to the same expert)."""
+    with _intervene(model, ablation, "resample", sites, expert_removal, reference) as stats:
+        yield stats
+
+
+def _units(sites: ModelSites, layer: int, indices: np.ndarray, kind: str, request: _Request) -> Callable[[], None]:
     site = sites.site(kind, layer)
-    return site.module.register_forward_hook(zero_units_hook(indices, site.width, f"{kind} layer {layer}"),
-                                             prepend=True).remove
+    where = f"{kind} layer {layer}"
+    if request.intervention == "zero":
+        hook = zero_units_hook(indices, site.width, where)
+    elif request.intervention == "mean":
+        hook = replace_units_hook(indices, site.width, where, _constant(_layer_means(request, kind, layer)[indices]))
+    else:
+        hook = replace_units_hook(indices, site.width, where, _resampled(request.donors, where))
+    return site.module.register_forward_hook(hook, prepend=True).remove
 
 
-def _zero_expert_neurons(sites: ModelSites, layer: int, pairs: np.ndarray, *_) -> Callable[[], None]:
-    return _zero_down_columns(sites.moe[layer], pairs.reshape(-1, 2))
+def _expert_neurons(sites: ModelSites, layer: int, pairs: np.ndarray, kind: str,
+                    request: _Request) -> Callable[[], None]:
+    pairs = pairs.reshape(-1, 2)
+    if request.intervention == "zero":
+        return _zero_down_columns(sites.moe[layer], pairs)
+    if request.intervention == "mean":
+        return _mean_expert_neurons(sites.moe[layer], pairs, _layer_means(request, kind, layer))
+    raise SparcomError("expert neurons cannot be resample-ablated (a donor token is not routed to the same expert); "
+                       "use --intervention zero or mean, or --targets neuron,shared_neuron")
 
 
-def _remove_experts(sites: ModelSites, layer: int, experts: np.ndarray, kind: str, expert_removal: str,
-                    stats: AblationStats) -> Callable[[], None]:
-    moe = sites.moe[layer]
+def _remove_experts(sites: ModelSites, layer: int, experts: np.ndarray, kind: str,
+                    request: _Request) -> Callable[[], None]:
+    moe, stats = sites.moe[layer], request.stats
     mask = np.zeros(moe.num_experts, dtype=bool)
     mask[experts] = True
     lookup = PerDevice.tensor(mask, dtype=torch.bool)
-    if expert_removal == "renormalize":
+    if request.expert_removal == "renormalize":
         return moe.experts.register_forward_pre_hook(_renormalize_pre_hook(lookup, stats), with_kwargs=True,
                                                      prepend=True).remove
     return ShadowAttribute(moe.router, "forward", _next_best_forward(moe, moe.router.forward, lookup, stats)).remove
 
 
 def _deactivation(kind: Kind) -> Callable[..., Callable[[], None]]:
-    """How a kind is deactivated (docs/causal.md, "The interventions"): a kind at an activation site by zeroing
-    its outputs; expert neurons by zeroing their down-projection columns; experts by taking them out of the routing."""
+    """How a kind is deactivated (docs/causal.md, "The interventions"): a kind at an activation site through its
+    outputs; expert neurons through their down-projection columns (zero) or their activation (mean); experts by
+    taking them out of the routing (every intervention)."""
     if not kind.routed:
-        return _zero_units
-    return _zero_expert_neurons if kind.ndim == 2 else _remove_experts
+        return _units
+    return _expert_neurons if kind.ndim == 2 else _remove_experts
 
 
 _DEACTIVATE = {name: _deactivation(kind) for name, kind in KIND_TABLE.items()}

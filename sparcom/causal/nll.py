@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcom.data.formatting import encode_row
+from sparcom.data.formatting import encode_row, in_scope
 from sparcom.data.schema import InstructionRow
 from sparcom.errors import SparcomError
 
+#: Position classes of a formatted row's tokens: template (system prompt, role markers), user text, response.
+POSITION_CLASSES: tuple[str, ...] = ("template", "user", "response")
 #: Rows of logits turned into float32 log-probabilities at once (bounds memory for large vocabularies).
 LOGIT_CHUNK = 1024
 
@@ -34,6 +36,9 @@ class ScoredExample:
     category: str
     input_ids: tuple[int, ...]
     scored: tuple[bool, ...]
+    #: Each token's position class (:data:`POSITION_CLASSES`): resample ablation takes a token's donor value from
+    #: the donor's token of the same class and rank.
+    classes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -51,7 +56,7 @@ def cap_scored(example: ScoredExample, max_scored: int) -> ScoredExample:
         return example
     end = kept[-1] + 1
     scored = tuple(t in set(kept) for t in range(end))
-    return ScoredExample(example.row_id, example.category, example.input_ids[:end], scored)
+    return ScoredExample(example.row_id, example.category, example.input_ids[:end], scored, example.classes[:end])
 
 
 def encode_scored(
@@ -71,7 +76,8 @@ def encode_scored(
     examples = []
     for index, row in enumerate(rows):
         encoded = encode_row(row, index, tokenizer, template, system_prompt, with_response=True)
-        example = ScoredExample(row.id, row.category, encoded.input_ids, encoded.scope_mask("response"))
+        classes = tuple(2 if in_scope(role, "response") else int(in_scope(role, "instruction")) for role in encoded.roles)
+        example = ScoredExample(row.id, row.category, encoded.input_ids, encoded.scope_mask("response"), classes)
         if not example.tokens:
             raise SparcomError(f"row {row.id}: the reference output has no tokens to score; give it a non-empty output")
         if max_length and len(example) > max_length:

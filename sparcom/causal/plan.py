@@ -21,31 +21,39 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparcom.causal.checkpoint import Digest
-from sparcom.causal.interventions import AblationStats, ablate
+from sparcom.causal.controls import Matching, matched_like, shape_like
+from sparcom.causal.interventions import AblationStats, InterventionReference, ablate, mean_ablate, resample_ablate
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.components import ComponentSet
-from sparcom.random_sets import random_like
 
 #: What a pass measures: per-row summed NLL of the reference responses, or greedy generations of the prompts.
 PASSES: tuple[str, ...] = ("nll", "generate")
 #: What a condition deactivates: nothing, a category's selected set, or one of its random control sets.
 ROLES: tuple[str, ...] = ("unablated", "selected", "random")
-#: How a random control set is drawn, by control name (``shape``: the selected set's count in every layer and
-#: expert, uniformly; :mod:`sparcom.random_sets`): (selected set, seed, stream label) → random set.
-CONTROLS: dict[str, Callable[[ComponentSet, int, str], ComponentSet]] = {"shape": random_like}
-#: How a set is deactivated, by intervention name (``zero``: activations and expert-neuron columns zeroed, experts
-#: taken out of the routing; docs/causal.md "The interventions"): (model, set, sites=, expert_removal=) → context.
-INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {"zero": ablate}
-#: Settings that only change the statistics computed from the stored sums (or nothing at all): not in the digest,
-#: so they may change on ``--resume``. Every other setting is hashed, including any added later.
-STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "force"})
+#: How a random control set is drawn, by control name: (selected set, seed, stream label, matching) → random set.
+#: ``shape``: the selected set's count in every layer and expert, uniformly (:mod:`sparcom.random_sets`);
+#: ``frequency`` / ``magnitude``: also in every bin of the pooled activation frequency / of E|A| × ‖W_down column‖,
+#: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``).
+CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
+    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like}
+#: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
+#: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
+#: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken
+#: out of the routing under each. (model, set, sites=, expert_removal=, reference=) → context.
+INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] = {
+    "zero": ablate, "mean": mean_ablate, "resample": resample_ablate}
+#: Settings that only change the statistics computed from the stored sums (or nothing at all), or that the plan's
+#: conditions hash themselves (``controls``, ``dose_points``: every condition's key names its control and its top-k
+#: size, and its set is hashed): not hashed as
+#: settings. Every other setting is hashed, including any added later.
+STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "force", "controls", "dose_points"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class ConditionKey:
     draw: int | None = None  # the random set's index (seed = settings.seed + draw)
     control: str = "shape"
     intervention: str = "zero"
+    size: int | None = None  # dose–response: the top-k of the selected set (None: the whole set)
 
     def __post_init__(self) -> None:
         if self.pass_kind not in PASSES or self.role not in ROLES or self.control not in CONTROLS \
@@ -86,6 +95,8 @@ class ConditionKey:
         parts = [f"{self.target}/{self.category}"]
         if self.control != "shape":
             parts.append(self.control)
+        if self.size is not None:
+            parts.append(f"top{self.size}")
         if self.fold is not None:
             parts.append(f"fold{self.fold}")
         return "/".join(parts)
@@ -121,27 +132,33 @@ class Condition:
     selected: ComponentSet | None
     seed: int | None
     batches: int
+    matching: Matching | None = None  # what the key's control matches on (matched controls only)
 
     def components(self) -> ComponentSet | None:
         """What the condition deactivates: nothing, the selected set, or its random set of the key's control."""
         if self.key.role != "random":
             return self.selected
-        return CONTROLS[self.key.control](self.selected, self.seed, self.key.stream)
+        return CONTROLS[self.key.control](self.selected, self.seed, self.key.stream, self.matching)
 
-    def deactivated(self, model, sites, expert_removal: str) -> AbstractContextManager[AblationStats]:
-        """A context in which ``model`` runs under this condition (the key's intervention on its set)."""
+    def deactivated(self, model, sites, expert_removal: str, reference: InterventionReference | None = None
+                    ) -> AbstractContextManager[AblationStats]:
+        """A context in which ``model`` runs under this condition (the key's intervention on its set, with the
+        check's ``reference``: means and donors)."""
         components = self.components()
         if components is None:
             return contextlib.nullcontext(AblationStats())
-        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal)
+        return INTERVENTIONS[self.key.intervention](model, components, sites=sites, expert_removal=expert_removal,
+                                                    reference=reference)
 
 
 @dataclass(frozen=True)
 class Axes:
-    """The variants every selected set is run under: its random-set controls and its interventions."""
+    """The variants every selected set is run under: its random-set controls and its interventions, and for each
+    matched control the statistic it matches on."""
 
     controls: tuple[str, ...] = ("shape",)
     interventions: tuple[str, ...] = ("zero",)
+    matching: Mapping[str, Matching] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,24 +190,28 @@ def set_size(per_fold: Sequence[int]) -> int | float:
 
 
 def _set_conditions(pass_kind: str, target: str, category: str, fold: Fold | None, selected: ComponentSet,
-                    draws: int, seed: int, batches: int, axes: Axes) -> list[Condition]:
-    """One selected set under every intervention, each followed by its random sets under every control."""
+                    draws: int, seed: int, batches: int, axes: Axes, size: int | None = None) -> list[Condition]:
+    """One selected set (or, dose–response, its top ``size``) under every intervention, each followed by its random
+    sets under every control."""
     index = None if fold is None else fold.index
     found = []
     for intervention in axes.interventions:
-        key = ConditionKey(pass_kind, "selected", target, category, index, intervention=intervention)
+        key = ConditionKey(pass_kind, "selected", target, category, index, intervention=intervention, size=size)
         found.append(Condition(key, fold, selected, None, batches))
         for control in axes.controls:
             found += [Condition(dataclasses.replace(key, role="random", draw=s, control=control), fold, selected,
-                                seed + s, batches) for s in range(draws)]
+                                seed + s, batches, axes.matching.get(control)) for s in range(draws)]
     return found
 
 
 def build_plan(folds: Sequence[Fold], targets: Sequence[str], categories: Sequence[str], *, seeds: int, seed: int,
-               prompts: int = 0, generate_seeds: int = 0, batch_size: int = 1, axes: Axes = Axes()) -> Plan:
+               prompts: int = 0, generate_seeds: int = 0, batch_size: int = 1, axes: Axes = Axes(),
+               doses: Mapping[tuple[str, str], Sequence[tuple[int, ComponentSet]]] | None = None) -> Plan:
     """Every condition of a check: per fold the unablated NLL; per target, category and fold the selected set and
-    its ``seeds`` random sets; then, when there are ``prompts`` to generate from (checks without folds), the
-    unablated generation and, per target and category, the selected set and its first ``generate_seeds``."""
+    its ``seeds`` random sets; with ``doses`` ((target, category) → [(k, top-k set)], checks without folds), each
+    top-k set and its random sets; then, when there are ``prompts`` to generate from (checks without folds), the
+    unablated generation and, per target and category, the selected set and its first ``generate_seeds`` (of the
+    first control)."""
     conditions = [Condition(ConditionKey("nll", "unablated", fold=f.index), f, None, None, f.batches) for f in folds]
     empty = []
     for target in targets:
@@ -201,6 +222,11 @@ def build_plan(folds: Sequence[Fold], targets: Sequence[str], categories: Sequen
                     empty.append((target, category, fold.index))
                     continue
                 conditions += _set_conditions("nll", target, category, fold, selected, seeds, seed, fold.batches, axes)
+    first = dataclasses.replace(axes, interventions=axes.interventions[:1])  # dose–response: the main intervention
+    for (target, category), subsets in (doses or {}).items():
+        for k, subset in subsets:
+            conditions += _set_conditions("nll", target, category, folds[0], subset, seeds, seed, folds[0].batches,
+                                          first, size=k)
     if prompts:
         batches = -(-prompts // batch_size)
         conditions.append(Condition(ConditionKey("generate", "unablated"), None, None, None, batches))
@@ -208,9 +234,9 @@ def build_plan(folds: Sequence[Fold], targets: Sequence[str], categories: Sequen
         for target in targets:
             for category in categories:
                 selected = folds[0].sets[target][category]
-                if not selected.is_empty():
+                if not selected.is_empty():  # generations: the main (first) control's random sets only
                     conditions += _set_conditions("generate", target, category, None, selected, draws, seed, batches,
-                                                  axes)
+                                                  dataclasses.replace(axes, controls=axes.controls[:1]))
     return Plan(tuple(conditions), tuple(empty))
 
 
@@ -228,11 +254,13 @@ def plan_digest(plan: Plan, examples: Sequence, settings, model: dict) -> str:
         digest.add(example.row_id, [example.category, list(example.input_ids), list(example.scored)])
     for condition in plan:
         fold = condition.fold
-        digest.add(str(condition.key), {
-            "rows": None if fold is None else fold.rows.tolist(),
-            "batches": None if fold is None else [list(b.rows) for b in fold.scoring.batches],
-            "selected": None if condition.selected is None else condition.selected.digest(),
-            "seed": condition.seed, "cost": condition.batches})
+        record = {"rows": None if fold is None else fold.rows.tolist(),
+                  "batches": None if fold is None else [list(b.rows) for b in fold.scoring.batches],
+                  "selected": None if condition.selected is None else condition.selected.digest(),
+                  "seed": condition.seed, "cost": condition.batches}
+        if condition.matching is not None:
+            record["matching"] = condition.matching.digest()
+        digest.add(str(condition.key), record)
     return digest.hexdigest()
 
 

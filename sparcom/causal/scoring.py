@@ -78,11 +78,15 @@ class ScoringPlan:
     def tokens(self) -> int:
         return sum(b.tokens for b in self.batches)
 
-    def run(self, model: nn.Module, on_batch: Callable[[], None] | None = None) -> np.ndarray:
-        """Per example: the summed NLL (float64, nats) of its scored tokens under the model's current state."""
+    def run(self, model: nn.Module, on_batch: Callable[[], None] | None = None,
+            before_batch: Callable[[ScoringBatch], None] | None = None) -> np.ndarray:
+        """Per example: the summed NLL (float64, nats) of its scored tokens under the model's current state
+        (``before_batch`` is called with each batch before its forward: resample ablation runs its donors)."""
         sums = np.zeros(self.size, dtype=np.float64)
         with torch.no_grad():
             for batch in self.batches:
+                if before_batch is not None:
+                    before_batch(batch)
                 per_row = batch_nll(model, batch)
                 sums[list(batch.rows)] = per_row.numpy()
                 if on_batch is not None:

@@ -13,6 +13,8 @@ from sparcom.kinds import KINDS
 from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
+#: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
+CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude")
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
@@ -21,6 +23,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
 DEFAULT_SEEDS = 20
 #: How a removed expert's slot is refilled (:mod:`sparcom.causal.interventions`); the first is the default.
 EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
+#: The names of :data:`sparcom.causal.plan.INTERVENTIONS` (kept here, without torch, so that the CLI checks its
+#: arguments before importing it; tests/test_causal_plan.py checks that they agree).
+INTERVENTION_NAMES: tuple[str, ...] = ("zero", "mean", "resample")
+#: The intervention a check runs unless told otherwise (chosen on SmolLM2: docs/causal.md "The interventions").
+DEFAULT_INTERVENTION = "zero"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,12 @@ class CausalSettings:
         None, flag="--targets", choices=(*TARGETS, *KINDS), cli_type=list[str] | None, parse=comma_list,
         help="What to deactivate (repeat or comma-separate): neurons (dense, shared-expert and expert neurons), "
              "experts, or a single kind. Default: every target the selection has.")
+    #: How a set is deactivated; several give one result per intervention (the first: the plain target names).
+    interventions: tuple[str, ...] = setting(
+        (DEFAULT_INTERVENTION,), flag="--intervention", choices=INTERVENTION_NAMES, cli_type=list[str] | None,
+        cli_default=None, parse=lambda value: comma_list(value) or (DEFAULT_INTERVENTION,), help="How selected neurons are deactivated (repeat or comma-separate): zero, mean (their "
+        "mean activation over the profile run's counted tokens) or resample (their values on a row of another "
+        "category, same position class). Experts are removed from the routing under each.")
     generate: bool = setting(False, flag="--generate", help=(
         "Also measure greedy exact-match accuracy on cls, math and short qa answers."))
     max_new_tokens: int = setting(64, flag="--max-new-tokens", low=1, help="Generation bound per answer.")
@@ -61,13 +74,40 @@ class CausalSettings:
     folds: int | None = setting(None, flag="--crossfit-folds", low=2, help=(
         "Cross-fitting (with --run): select on k − 1 folds of the run's instructions with the rule (--rule, "
         "--epsilon, ...), score the held-out fold."))
+    #: The random-set controls, each with its own null and results (the first is the check's main one).
+    controls: tuple[str, ...] = setting(
+        ("shape",), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, parse=comma_list,
+        help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
+             "random sets and results, the first is the main one): shape (same count per layer and expert), "
+             "frequency (also per bin of the pooled activation frequency, the selected components excluded; needs "
+             "the selection's profile run), magnitude (per bin of mean |activation| × ‖W_down column‖; needs a run "
+             "with activation sums).")
+    #: Dose–response: also deactivate the top-k of every set for this many k on a geometric grid (None: off).
+    dose_points: int | None = setting(None, flag="--dose-response", low=2, help=(
+        "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "
+        "for N set sizes k on a geometric grid up to the set's size, each against random sets matched to it by "
+        "every --control (N passes more per category and random set)."))
     #: Cross-fitting: the rule each fold's complement is selected with.
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interventions, tuple):  # "mean", "zero,mean" or a list from Python
+            object.__setattr__(self, "interventions", comma_list(self.interventions) or (DEFAULT_INTERVENTION,))
 
     def check_together(self) -> None:
         if self.folds is not None and self.exclude_profiled:
             raise SparcomError("--crossfit-folds scores each profiled row with sets selected without it; "
                                "--exclude-profiled does not apply (drop it)")
+        if self.folds is not None and self.dose_points is not None:
+            raise SparcomError("--dose-response ranks one selection's sets; it is not available with "
+                               "--crossfit-folds (drop one of them)")
+        if len(set(self.controls)) != len(self.controls):
+            raise SparcomError(f"--control lists {', '.join(self.controls)}: name each control once")
+        if len(set(self.interventions)) != len(self.interventions):
+            raise SparcomError(f"--intervention lists {', '.join(self.interventions)}: name each intervention once")
+        if "resample" in self.interventions and self.generate:
+            raise SparcomError("--generate is not available with --intervention resample (generated tokens have no "
+                               "donor positions); run the generation check with zero or mean")
         if self.folds is not None and self.generate:
             raise SparcomError("--generate is not available with --crossfit-folds yet; run it on a selection with "
                                "--exclude-profiled")
@@ -78,8 +118,10 @@ class CausalSettings:
     def to_json(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "seed": self.seed, "per_category": self.per_category,
                 "batch_size": self.batch_size, "expert_removal": self.expert_removal,
-                "targets": list(self.targets) if self.targets else None, "generate": self.generate,
+                "targets": list(self.targets) if self.targets else None, "interventions": list(self.interventions),
+                "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "generate_seeds": self.generate_seeds,
                 "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique,
                 "replicates": self.replicates, "max_scored_tokens": self.max_scored_tokens,
-                "folds": self.folds}
+                "folds": self.folds, **({"controls": list(self.controls)} if self.controls != ("shape",) else {}),
+                **({"dose_points": self.dose_points} if self.dose_points is not None else {})}

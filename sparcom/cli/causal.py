@@ -64,6 +64,11 @@ def _print(result, folder: Path) -> None:
                             for j in range(len(target.evaluated))))
         out.print(table)
         _print_tests(out, target)
+    for control, targets in result.other_controls().items():
+        for target in targets.values():
+            _print_tests(out, target, f" ({control} control)")
+    _print_matching(out, result)
+    _print_dose(out, result)
     if result.accuracy:
         base = {r["evaluated"]: r for r in result.accuracy if r["condition"] == "unablated"}
         out.print("exact match unablated: " + "  ".join(
@@ -86,7 +91,7 @@ def _p(p: float, holm: float, test: str) -> str:
     return f"{p:.2g} → {holm:.2g}\n{test}"
 
 
-def _print_tests(out, target) -> None:
+def _print_tests(out, target, control: str = "") -> None:
     """Per category: damage and specificity with intervals, their random means, p → p_holm (test) and verdict."""
     from sparcom.data.schema import category_label
     from sparcom.report.verdicts import specific_headline, verdict_label
@@ -94,7 +99,7 @@ def _print_tests(out, target) -> None:
     stats = target.statistics
     if stats is None or not stats.tests:
         return
-    table = Table(title=f"damage and specificity, {target.name}: selected set [{stats.level:.0%} bootstrap interval over rows] vs "
+    table = Table(title=f"damage and specificity, {target.name}{control}: selected set [{stats.level:.0%} bootstrap interval over rows] vs "
                         f"{stats.random_sets} random sets; p → Holm-adjusted p (test)", title_justify="left")
     for column in ("set", "damage", "random", "p", "specificity", "random ", "p ", "verdict"):
         table.add_column(column.strip(), justify="left" if column in ("set", "verdict") else "right")
@@ -108,6 +113,45 @@ def _print_tests(out, target) -> None:
               f"{stats.tests[0].damage.test} test)")
     for claim in stats.claims.values():
         out.print(f"{claim.claim}: {claim.outcome}")
+
+
+def _print_matching(out, result) -> None:
+    """How well each control's random sets match the selected sets (mean of the matched statistic)."""
+    rows = [row for targets in result.controls.values() for t in targets.values() for row in t.matching]
+    if not rows:
+        return
+    table = Table(title=f"control match: mean {rows[0]['statistic']} of the selected set vs its random sets "
+                        "(mean, min–max over the sets); widened: blocks / selected components whose bin was "
+                        "merged with lower bins", title_justify="left")
+    for column in ("target", "control", "set", "selected", "random", "widened"):
+        table.add_column(column, justify="left" if column in ("target", "control", "set") else "right")
+    for r in rows:
+        table.add_row(r["target"], r["control"], r["category"], f"{r['selected_mean']:.3f}",
+                      f"{r['random_mean']:.3f} [{r['random_min']:.3f}, {r['random_max']:.3f}]",
+                      f"{r['widened_blocks']} / {r['widened_components']}")
+    out.print(table)
+
+
+def _print_dose(out, result) -> None:
+    """Per category: own-category ΔNLL of the top-k set and of its random sets (main control) at each k."""
+    from sparcom.data.schema import category_label
+
+    if result.dose is None:
+        return
+    control = result.settings.controls[0]
+    table = Table(title=f"dose–response ({result.dose.ranking} score): own-category ΔNLL of the top-k / random "
+                        f"mean, min–max ({control} control) / mean ΔNLL on the other categories",
+                  title_justify="left")
+    for column in ("set", "k", "own", "random", "others"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for curve in result.dose.curves:
+        own, others = curve.own_and_others(curve.delta)
+        band = curve.band(control)
+        for i, k in enumerate(curve.sizes):
+            table.add_row(f"{curve.target} {category_label(curve.category)}" if i == 0 else "", str(k),
+                          f"{own[i]:+.3f}", f"{band['own_mean'][i]:+.3f} [{band['own_min'][i]:+.3f}, "
+                          f"{band['own_max'][i]:+.3f}]", f"{others[i]:+.3f}")
+    out.print(table)
 
 
 @app.command("ablate")

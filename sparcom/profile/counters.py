@@ -1,4 +1,4 @@
-"""Exact integer counters that add and save (in the spirit of baukit's running statistics).
+"""Exact integer counters (and float64 activation sums) that add and save (in the spirit of baukit's running statistics).
 
 A :class:`CountStore` is a flat mapping from artifact keys (DESIGN §3, e.g. ``neuron/code/3``) to int64
 tensors. Tensors stay on whatever device they were created on (each layer's own device under a device map)
@@ -32,7 +32,8 @@ class CountStore:
               dtype: torch.dtype = torch.int64) -> torch.Tensor:
         """Create (or return the existing) counter ``key``; the tensor is updated in place by the hooks.
 
-        Counters are int64, except counts below the category (int32: a group's count never exceeds its tokens).
+        Counters are int64, except counts below the category (int32: a group's count never exceeds its tokens) and
+        the activation sums (float64).
         """
         if key not in self._tensors:
             self._tensors[key] = torch.zeros(tuple(shape), dtype=dtype, device=device)
@@ -60,4 +61,4 @@ class CountStore:
             if key in self._tensors:
                 self._tensors[key].copy_(value.to(self._tensors[key].dtype))
             else:
-                self._tensors[key] = value.to(torch.int64).clone()
+                self._tensors[key] = value.to(torch.float64 if value.is_floating_point() else torch.int64).clone()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sparcom.errors import SparcomError
-from sparcom.kinds import bootstrap_key, count_key, group_key
+from sparcom.kinds import bootstrap_key, count_key, group_key, sum_key
 from sparcom.models.moe import activate, expert_activation, gate_of_pairs
 from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
@@ -129,10 +129,25 @@ def add_group_counts(store: CountStore, kind: str, layer: int, below: BatchGroup
     counter.index_add_(0, below.groups, sums.round().to(torch.int32))
 
 
+def sum_counters(store: CountStore, kind: str, category: str, layer: int, shape: tuple[int, ...],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 counters of Σ A and Σ |A| of one kind, category and layer, on ``device`` (mean ablation and
+    magnitude-matched controls read them: :mod:`sparcom.artifacts.sums`)."""
+    found = []
+    for absolute in (False, True):
+        counter = store.zeros(sum_key(kind, category, layer, absolute), shape, device, dtype=torch.float64)
+        if counter.device != device:  # created earlier on another device (resume, device map)
+            counter.data = counter.data.to(device)
+        found.append(counter)
+    return found[0], found[1]
+
+
 def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: int, width: int, replicates: int):
-    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}`` (and, with groups
-    below the category, into ``groups/{kind}/{layer}``)."""
+    """Build a forward hook that counts rows with activation > 0 into ``{kind}/{cat}/{layer}`` and adds their
+    activations (and |activations|) into ``sums/…`` and ``abs_sums/…`` (and, with groups below the category, counts
+    into ``groups/{kind}/{layer}``)."""
     counters: dict[str, torch.Tensor] = {}
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     boot: dict[str, torch.Tensor] = {}
 
     def hook(module: nn.Module, args, output: torch.Tensor) -> None:
@@ -153,6 +168,12 @@ def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: in
             rows = flat if group.rows.numel() == flat.shape[0] else flat.index_select(0, group.rows)
             active = rows > 0
             counter += column_counts(active)
+            total, magnitude = sums.get(group.category) or (None, None)
+            if total is None or total.device != flat.device:
+                total, magnitude = sums[group.category] = sum_counters(store, kind, group.category, layer, (width,),
+                                                                       flat.device)
+            total += rows.sum(0, dtype=torch.float64)
+            magnitude += rows.abs().sum(0, dtype=torch.float64)
             if replicates:
                 key = bootstrap_key(count_key(kind, group.category, layer))
                 target = boot.get(group.category)
@@ -194,6 +215,8 @@ class _RoutedForward:
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     #: Per group: counts [E, I] of this forward as float32 (exact: integers far below 2^24), committed if verified.
     deltas: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: Per group: Σ A and Σ |A| [E, I] of this forward (float64), committed with the counts.
+    value_sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     #: Rows for the bootstrap replicates: (group index, tokens, experts, A > 0).
     boot_rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     #: Counts below the category: the batch's slots and this forward's per-slot counts [S, E, I] (float32).
@@ -401,11 +424,21 @@ class ExpertCounter:
             delta = pending.deltas.get(index)
             if delta is None:
                 delta = pending.deltas[index] = torch.zeros(num_experts, width, device=activation.device)
+            values = activation.index_select(0, keep).to(torch.float64)
+            total, magnitude = pending.value_sums.get(index) or pending.value_sums.setdefault(index, (
+                torch.zeros(num_experts, width, dtype=torch.float64, device=activation.device),
+                torch.zeros(num_experts, width, dtype=torch.float64, device=activation.device)))
             active = _fired(activation, keep)
             if pending.call_experts is not None:  # one expert per call
-                delta[pending.call_experts[pending.calls]] += active.sum(0)
+                expert = pending.call_experts[pending.calls]
+                delta[expert] += active.sum(0)
+                total[expert] += values.sum(0)
+                magnitude[expert] += values.abs().sum(0)
             else:
-                delta.index_add_(0, experts.index_select(0, keep), active)
+                routed = experts.index_select(0, keep)
+                delta.index_add_(0, routed, active)
+                total.index_add_(0, routed, values)
+                magnitude.index_add_(0, routed, values.abs())
             if self.replicates:
                 pending.boot_rows.append((index, tokens.index_select(0, keep), experts.index_select(0, keep),
                                           active > 0.5))
@@ -432,6 +465,8 @@ class ExpertCounter:
                     counter = self._counter("expert_neuron", group.category, (layout.num_experts, layout.width),
                                             delta.device)
                     counter += delta.round().to(torch.int64)
+                for index, (total, magnitude) in pending.value_sums.items():
+                    self._add_sums(pending.groups[index].category, total, magnitude)
                 for index, tokens, experts, active in pending.boot_rows:
                     self._add_bootstrap(pending.groups[index], pending.lookups[index][1][tokens], experts, active)
                 if pending.below is not None:
@@ -460,6 +495,13 @@ class ExpertCounter:
         if not _agrees(captured, reference):
             return "captured gate values differ from the gates recomputed from the expert weights"
         return None
+
+    def _add_sums(self, category: str, total: torch.Tensor, magnitude: torch.Tensor) -> None:
+        """Add one forward's Σ A and Σ |A| [E, I] into the run's expert-neuron sums of ``category``."""
+        shape = (self.layout.num_experts, self.layout.width)
+        run_total, run_magnitude = sum_counters(self.store, "expert_neuron", category, self.layer, shape, total.device)
+        run_total += total
+        run_magnitude += magnitude
 
     def _add_bootstrap(self, group: CountedRows, positions: torch.Tensor, experts: torch.Tensor,
                        active: torch.Tensor) -> None:
@@ -490,10 +532,15 @@ class ExpertCounter:
                     continue
                 rows = tokens[start : start + size]
                 start += size
-                active = expert_activation(self.experts, self.layout, pending.x.index_select(0, rows), expert) > 0
+                values = expert_activation(self.experts, self.layout, pending.x.index_select(0, rows), expert)
+                active = values > 0
                 counter = self._counter("expert_neuron", group.category, (num_experts, self.layout.width),
                                         active.device)
                 counter[expert] += active.sum(0)
+                total, magnitude = sum_counters(self.store, "expert_neuron", group.category, self.layer,
+                                                (num_experts, self.layout.width), active.device)
+                total[expert] += values.sum(0, dtype=torch.float64)
+                magnitude[expert] += values.abs().sum(0, dtype=torch.float64)
                 if self.replicates:
                     self._add_bootstrap(group, position[rows], routed[start - size : start], active)
                 if pending.below is not None:

@@ -40,6 +40,7 @@ from sparcom.kinds import (
     count_key,
     group_key,
     instructions_key,
+    is_sum_key,
     tokens_key,
 )
 from sparcom.models.loading import LoadedModel, parameter_fingerprint, tokenizer_fingerprint
@@ -54,6 +55,7 @@ from sparcom.profile.hooks import (
     CurrentBatch,
     ExpertCounter,
     make_count_hook,
+    sum_counters,
 )
 from sparcom.profile.settings import ProfileSettings
 from sparcom.profile.sharing import Shard, batch_cost, round_bounds, round_share
@@ -169,6 +171,7 @@ class Profiler:
             for layer, site in self.sites.sites_of(kind).items():
                 for category in categories:
                     self.store.zeros(count_key(kind, category, layer), (site.width,), site.device)
+                    sum_counters(self.store, kind, category, layer, (site.width,), site.device)
                 hook = make_count_hook(self.store, self.board, kind, layer, site.width, replicates)
                 handles.append(site.module.register_forward_hook(hook))
         self.expert_counters = []
@@ -181,6 +184,8 @@ class Profiler:
                     self.store.zeros(key, shape, site.device)
                     if replicates:
                         self.store.zeros(bootstrap_key(key), (replicates, *shape), site.device)
+                    if kind == "expert_neuron":
+                        sum_counters(self.store, kind, category, site.layer, shape, site.device)
             counter = ExpertCounter(self.store, self.board, site, replicates, self.settings.expert_neurons)
             self.expert_counters.append(counter)
             handles.extend(counter.attach())
@@ -424,7 +429,8 @@ class Profiler:
             if ranks.is_main:
                 artifacts.write_run(out, tensors, manifest)  # the counts, then the manifest with their sha256
                 (out / artifacts.CHECKPOINT_FILE).unlink(missing_ok=True)
-        return artifacts.ProfileRun(out, {key: value.numpy() for key, value in tensors.items()}, manifest)
+        counts, sums = artifacts.split_sums({key: value.numpy() for key, value in tensors.items()})
+        return artifacts.ProfileRun(out, counts, manifest, sums)
 
     def _kept(self, out: Path, batches: int, created: bool) -> str:
         """What a run that stopped early leaves in ``out``, and how to go on (removing a folder it made in vain)."""
@@ -502,7 +508,8 @@ class Profiler:
             shutil.rmtree(out)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp"):
+            for stale in (artifacts.PROGRESS_FILE, artifacts.CHECKPOINT_FILE + ".tmp", artifacts.COUNTS_FILE + ".tmp",
+                          artifacts.SUMS_FILE + ".tmp"):
                 with contextlib.suppress(FileNotFoundError):
                     (out / stale).unlink()  # left by an older sparcom or a killed write
             artifacts.write_json_atomic(out / artifacts.MANIFEST_FILE, {**manifest, "complete": False})
@@ -566,6 +573,9 @@ class Profiler:
         if progress.get("settings_digest") != digest:
             raise SparcomError(f"{out}: the checkpoint was made with other settings, model or data; "
                                "resume with the same arguments or use --overwrite")
+        if not any(map(is_sum_key, checkpoint)) and any(map(is_sum_key, self.store.keys())):
+            raise SparcomError(f"{out}: the checkpoint was written by an older sparcom without activation sums, so a "
+                               "resumed run would miss the sums of its first batches; start again with --overwrite")
         self.store.load_state_dict({key: torch.from_numpy(value) for key, value in checkpoint.items()})
         return (progress["batches_done"], progress["elapsed_seconds"], progress["real_tokens"],
                 progress["padded_tokens"])

@@ -30,6 +30,11 @@ def normalised_plot(target: str) -> str:
     return f"{PLOTS_DIR}/delta_nll_normalised_{target}.png"
 
 
+def dose_plot(target: str) -> str:
+    """Where a causal folder keeps the dose–response figure of a target (``--dose-response``)."""
+    return f"{PLOTS_DIR}/dose_response_{target}.png"
+
+
 def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path:
     """Write tables/*.csv, generations.jsonl (with --generate), plots/*.png and summary.json into ``folder``
     (an existing, staged output folder)."""
@@ -48,6 +53,10 @@ def write_causal(result: CausalResult, folder: Path, plots: bool = True) -> Path
                 normalised_heatmap(result, target, folder / normalised_plot(name))
         if result.accuracy:
             accuracy_heatmap(result, folder / PLOTS_DIR / "accuracy.png")
+        if result.dose is not None:
+            for name in dict.fromkeys(c.target for c in result.dose.curves):
+                dose_response_figure(result, [c for c in result.dose.curves if c.target == name],
+                                     folder / dose_plot(name))
     return finish_folder(folder, result.summary())
 
 
@@ -201,4 +210,47 @@ def accuracy_heatmap(result, path: str | Path) -> Path:
     figure.suptitle(f"Exact match before and after deactivating each category's set · "
                     f"{short_model_name(result.model.get('name_or_path'))} · max {result.settings.max_new_tokens} new tokens",
                     fontsize=10.5)
+    return save_figure(figure, path)
+
+
+OWN, OTHERS = "#B35806", "#542788"  # PuOr's ends: the set's own category, the other categories
+
+
+def dose_response_figure(result, curves, path: str | Path) -> Path:
+    """One panel per category: ΔNLL on its own category and the mean over the others against k (log axis), for the
+    top-k set (lines) and its random sets (the main control's band: min to max, dashed mean; other controls'
+    means dotted)."""
+    from sparcom.report.plots import figure_grid
+
+    cols = min(3, len(curves))
+    rows = -(-len(curves) // cols)
+    figure, axes = figure_grid(max(8.0, 4.2 * cols), 3.3 * rows + 0.9, rows, cols)  # room for the title and legend
+    panels = [ax for row in axes for ax in row]
+    controls = list(result.settings.controls)
+    for ax, curve in zip(panels, curves, strict=False):
+        k = np.asarray(curve.sizes, dtype=float)
+        own, others = curve.own_and_others(curve.delta)
+        for name, values, colour in (("own", own, OWN), ("others", others, OTHERS)):
+            for index, control in enumerate(controls):
+                band = curve.band(control)
+                if index == 0:
+                    ax.fill_between(k, band[f"{name}_min"], band[f"{name}_max"], color=colour, alpha=0.15, linewidth=0)
+                ax.plot(k, band[f"{name}_mean"], color=colour, linewidth=1, linestyle="--" if index == 0 else ":",
+                        label=f"{'own' if name == 'own' else 'others'}: {control} random mean")
+            ax.plot(k, values, color=colour, marker="o", markersize=3.5, linewidth=1.8,
+                    label=f"{'own category' if name == 'own' else 'other categories (mean)'}: top-k of the set")
+        ax.axhline(0, color="#444444", linewidth=0.7)
+        ax.set_xscale("log")
+        ax.set_xticks(k, [f"{int(v)}" for v in k], fontsize=7)
+        ax.minorticks_off()
+        ax.set_title(f"{curve.target}: {category_label(curve.category)} set ({curve.sizes[-1]:,})", fontsize=9.5)
+        ax.set_xlabel("k (top-k of the set by the rule's score)", fontsize=8)
+        ax.set_ylabel("ΔNLL (nats per response token)", fontsize=8)
+    for ax in panels[len(curves):]:
+        ax.set_visible(False)
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7.5, frameon=False)
+    seeds = result.settings.seeds
+    figure.suptitle(f"Dose–response: {short_model_name(result.model.get('name_or_path'))} · shaded: range of {seeds} "
+                    f"random sets ({controls[0]} control) matched to each top-k set", fontsize=10)
     return save_figure(figure, path)

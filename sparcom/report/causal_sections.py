@@ -25,6 +25,7 @@ from sparcom.report.widgets import (
     heatmap,
     not_computed,
     note,
+    png_figure,
     table,
 )
 
@@ -87,8 +88,20 @@ def causal_extra(ctx: Context, output: Output, name: str, t: CausalTarget) -> li
     return [Section(section_id(output, name, "more"), "Further statistics", body, 4)]
 
 
+def causal_dose(ctx: Context, output: Output, name: str, t: CausalTarget) -> list[Section]:
+    """The dose–response figure of a target (``ablate --dose-response``), drawn when the check was written."""
+    data = output.plot(f"dose_response_{name}.png")
+    if data is None:
+        return []
+    body = png_figure(data, f"Dose–response of {name}: ΔNLL against the top-k of each set") + note(
+        "Each category's set is deactivated top-k first (ranked by the selection rule's score) for k on a geometric "
+        "grid up to its size: ΔNLL on its own category and the mean over the others, against random sets matched "
+        "to each top-k set (shaded: their range). Numbers: tables/dose_response.csv.")
+    return [Section(section_id(output, name, "dose"), "Dose–response", body, 4)]
+
+
 CAUSAL_SECTIONS: list[Callable[[Context, Output, str, CausalTarget], list[Section]]] = [
-    causal_matrix, causal_tests, causal_extra]
+    causal_matrix, causal_tests, causal_dose, causal_extra]
 
 
 def causal_baseline(ctx: Context, output: Output) -> list[Section]:
