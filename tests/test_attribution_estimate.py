@@ -110,7 +110,7 @@ def examples():
 def test_estimate_equals_the_analytic_gradient_times_delta(examples, family, batch_size):
     model = tiny_model(family)
     found, nll = pass_effects(model, examples, batch_size)
-    direct, counts = example_nll(model, examples, length_batches([len(e) for e in examples], 3), pad_id=0)
+    direct, _counts = example_nll(model, examples, length_batches([len(e) for e in examples], 3), pad_id=0)
     assert nll == pytest.approx(direct, rel=1e-5, abs=1e-4)  # the pass's loss is the causal check's NLL
     for index, example in enumerate(examples):
         reference = analytic_effects(model, example)
@@ -176,9 +176,8 @@ def test_full_step_is_the_causal_checks_zero_ablation(examples):
     zeroed = moved_nll(model, example, 1, 5, 1.0)
     mask = np.zeros(sites.shape("neuron", 1), dtype=bool)
     mask[5] = True
-    with ablate(model, ComponentSet.from_layer_masks({"neuron": {1: mask}})):
-        with torch.no_grad():
-            ablated = float(row_nll(model, example))
+    with ablate(model, ComponentSet.from_layer_masks({"neuron": {1: mask}})), torch.no_grad():
+        ablated = float(row_nll(model, example))
     assert ablated == pytest.approx(zeroed, rel=1e-6)
     assert ablated != pytest.approx(base, rel=1e-9)
 
