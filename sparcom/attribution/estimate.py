@@ -118,10 +118,16 @@ def _hook(key: tuple[str, int], site: NeuronSite, replacement: Replacement, rows
                                f"[{rows}, T, {site.width}]")
         if not output.requires_grad:  # the first site: nothing before it needs a gradient
             output = output.detach().requires_grad_(True)
-        delta = replacement.at(*key, output) - output.detach().reshape(rows, -1, site.width).to(torch.float64)
+        value = output.detach()  # the same storage autograd keeps anyway: no copy held per layer
 
         def on_gradient(gradient: torch.Tensor) -> None:
-            into[key] = (gradient.reshape(rows, -1, site.width).to(torch.float64) * delta).sum(1)
+            # One layer at a time: (r − A) and the product in the activations' dtype (at least float32), the sum
+            # over positions in float64.
+            dtype = torch.promote_types(value.dtype, torch.float32)
+            a = value.reshape(rows, -1, site.width).to(dtype)
+            target = replacement.at(*key, a)
+            delta = (target.to(dtype) if isinstance(target, torch.Tensor) else target) - a
+            into[key] = (gradient.reshape(rows, -1, site.width).to(dtype) * delta).sum(1, dtype=torch.float64)
 
         output.register_hook(on_gradient)
         return output
