@@ -122,3 +122,16 @@ def test_cli_identify_with_the_rule_needs_the_attribution_run(cli, runs, tmp_pat
                tmp_path / "z", "--no-plots", "--no-validity")
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_cross_fitted_causal_check_judges_the_rules_sets(runs):
+    """The rule plugs into the causal check's cross-fitting like the others (the folds' sets are those checked
+    above); the check scores every profiled row once."""
+    run, attribution, data, _ = runs
+    loaded = wrap_model(tiny_model("llama"), tiny_tokenizer(), "tiny-llama")
+    result = sparcom.ablate(loaded, data=data, run=run, crossfit_folds=2, rule="attribution", epsilon=0.05,
+                            attribution=str(attribution.path), seeds=2, replicates=20, batch_size=4, progress=False,
+                            plots=False)
+    crossfit = result.summary()["selection"]["crossfit"]
+    assert crossfit["rule"]["rule"] == "attribution" and crossfit["rule"]["attribution"] == str(attribution.path)
+    assert sum(crossfit["instructions_per_fold"]) == 13
