@@ -158,6 +158,14 @@ def test_cli_writes_a_run_and_refuses_bad_input_with_one_line(cli, tmp_path, dat
         assert failed.returncode == 2, (args, failed.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, failed.stderr)
     assert not any((tmp_path / name).exists() for name in "abcd")
+    for k in (0, 1):
+        assert cli("attribute", folder, "--data", data, "--out", tmp_path / f"s{k}", "--quiet", "--shard",
+                   f"{k}/2").returncode == 0
+    merged = cli("merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "merged")
+    assert merged.returncode == 0, merged.stderr
+    assert "SUM" in merged.stdout and load_attribution(tmp_path / "merged").manifest["merged_from"]
+    mixed = cli("merge", tmp_path / "s0", tmp_path / "run", "--out", tmp_path / "mixed")
+    assert mixed.returncode == 2 and "disjoint rows" in mixed.stderr
 
 
 def test_rows_without_a_reference_response_are_refused(loaded, tmp_path):
