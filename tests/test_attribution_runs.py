@@ -183,3 +183,19 @@ def test_mean_replacement_with_zero_means_is_the_zero_replacement(loaded, data, 
     with pytest.raises(SparcomError, match="needs 48 mean activations"):
         sparcom.attribute(loaded, data, tmp_path / "short", replacement="mean", means={("neuron", 0): np.zeros(48)},
                           progress=False)
+
+
+def test_a_moe_run_holds_neurons_shared_neurons_and_experts(data, tmp_path):
+    from causal_tiny import tiny_moe
+    from test_attribution_estimate import analytic_expert_effects
+
+    model = tiny_moe("qwen2_moe")
+    loaded = wrap_model(model, tiny_tokenizer(), "tiny-qwen2-moe")
+    run = sparcom.attribute(loaded, data, tmp_path / "moe", batch_size=4, template="chat", progress=False)
+    assert run.manifest["kinds"] == ["expert", "neuron", "shared_neuron"]
+    assert run.effects("expert").layout.layers == (0, 2) and run.effects("neuron").layout.layers == (1,)
+    examples = [e for e in encode_scored(read_rows(data), tiny_tokenizer(), "chat") if e.category == "math"]
+    for layer in (0, 2):
+        expected = sum(analytic_expert_effects(model, e)[layer] for e in examples)
+        stored = run.value(count_key("expert", "math", layer))
+        assert np.abs(stored - expected).max() <= 1e-4 * np.abs(expected).max() + 1e-5

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sparcom.artifacts import attribution as artifact
-from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects
+from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects, site_width
 from sparcom.attribution.settings import AttributionSettings
 from sparcom.causal.nll import ScoredExample, encode_scored
 from sparcom.causal.scoring import ScoringPlan
@@ -79,8 +79,9 @@ class Attributor:
             raise SparcomError("means were given but --replacement is zero; pass replacement='mean' to use them")
         self.replacement = Replacement.mean(means) if settings.replacement == "mean" else Replacement()
         self.sites = model_sites(self.model)
-        self.targets = attributed_sites(self.sites, tuple(k for k in ("neuron", "shared_neuron")
-                                                          if self.sites.sites_of(k)))
+        # Experts are removed, not replaced: with the mean replacement only the neurons are attributed.
+        kinds = ("neuron", "shared_neuron", "expert") if self.replacement.name == "zero" else ("neuron", "shared_neuron")
+        self.targets = attributed_sites(self.sites, tuple(k for k in kinds if self.sites.sites_of(k)))
         self.replacement.check(self.targets)
 
     def plan(self, data: Path) -> AttributionPlan:
@@ -132,13 +133,13 @@ class Attributor:
             for key in (tokens_key(category), instructions_key(category), artifact.nll_key(category)):
                 sums[key] = torch.zeros((), dtype=torch.int64)
             for (kind, layer), site in self.targets.items():
-                sums[count_key(kind, category, layer)] = torch.zeros(site.width, dtype=torch.int64)
+                sums[count_key(kind, category, layer)] = torch.zeros(site_width(site), dtype=torch.int64)
         if self.settings.group_by == "instruction":
             rows = len(plan.rows)
             sums[GROUP_TOKENS_KEY] = torch.zeros(rows, dtype=torch.int64)
             sums[GROUP_NLL_KEY] = torch.zeros(rows, dtype=torch.int64)
             for (kind, layer), site in self.targets.items():
-                sums[group_key(kind, layer)] = torch.zeros(rows, site.width, dtype=torch.int64)
+                sums[group_key(kind, layer)] = torch.zeros(rows, site_width(site), dtype=torch.int64)
         return sums
 
     def add_batch(self, sums: dict[str, torch.Tensor], plan: AttributionPlan, scoring: ScoringPlan,
