@@ -199,3 +199,28 @@ def test_a_moe_run_holds_neurons_shared_neurons_and_experts(data, tmp_path):
         expected = sum(analytic_expert_effects(model, e)[layer] for e in examples)
         stored = run.value(count_key("expert", "math", layer))
         assert np.abs(stored - expected).max() <= 1e-4 * np.abs(expected).max() + 1e-5
+
+
+@pytest.mark.slow
+def test_two_ranks_write_the_single_process_bytes(data, tmp_path):
+    """Under torchrun (two gloo ranks launched as torchrun would) the ranks share the batches round by round and
+    rank 0 writes the bytes of one process."""
+    import torch
+    from dist_jobs import launch
+
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    settings = dict(batch_size=1, checkpoint_every=2, group_by="instruction", template="chat")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = sparcom.attribute(str(folder), data, tmp_path / "single", progress=False, **settings)
+    finally:
+        torch.set_num_threads(previous)
+    outcomes = launch(2, {"call": "attribute", "model": str(folder), "data": str(data),
+                          "out": str(tmp_path / "dist"), "settings": settings}, tmp_path / "results")
+    assert [o.get("ok") for o in outcomes] == [True, True], outcomes
+    assert outcomes[0]["world_size"] == 2
+    assert (tmp_path / "dist" / EFFECTS_FILE).read_bytes() == (single.path / EFFECTS_FILE).read_bytes()
+    assert not (tmp_path / "dist" / "checkpoint.safetensors").exists()
