@@ -135,3 +135,11 @@ def test_a_cross_fitted_causal_check_judges_the_rules_sets(runs):
     crossfit = result.summary()["selection"]["crossfit"]
     assert crossfit["rule"]["rule"] == "attribution" and crossfit["rule"]["attribution"] == str(attribution.path)
     assert sum(crossfit["instructions_per_fold"]) == 13
+
+
+def test_steps_that_cannot_take_the_rule_say_so(runs):
+    run, attribution, _, _ = runs
+    with pytest.raises(SparcomError, match="compare does not take"):
+        sparcom.compare(run, run, rule="attribution", attribution=str(attribution.path))
+    with pytest.raises(SparcomError, match="cross-fitted causal check"):
+        sparcom.sweep(run, rules=("attribution",))

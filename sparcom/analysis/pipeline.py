@@ -408,6 +408,9 @@ def compare(base_run: ProfileRun, tuned_run: ProfileRun, rule: SelectionRule | N
             kinds: list[str] | None = None, force: bool = False) -> CompareResult:
     """Compare the selections and frequencies of a base and a tuned run of the same architecture and settings."""
     rule = rule or SelectionRule()
+    if rule.needs_effects:
+        raise SparcomError("compare selects both runs with one rule; rule 'attribution' would need an attribution run "
+                           "of each model, which compare does not take yet: compare with a frequency rule")
     reasons = cmp.incompatibilities(base_run.manifest, tuned_run.manifest)
     if reasons and not force:
         raise SparcomError(f"cannot compare {tuned_run.path} with {base_run.path}: {reasons[0]}"
