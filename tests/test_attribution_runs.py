@@ -80,6 +80,7 @@ def test_merged_shards_are_the_whole_run_byte_for_byte(loaded, data, tmp_path, g
     merged = sparcom.merge_runs([s.path for s in shards], tmp_path / "merged")
     assert (merged.path / EFFECTS_FILE).read_bytes() == (whole.path / EFFECTS_FILE).read_bytes()
     assert merged.manifest["instruction_ids"].keys() == whole.manifest["instruction_ids"].keys()
+    assert merged.manifest["scored_tokens"] == whole.manifest["scored_tokens"]
     with pytest.raises(SparcomError, match="disjoint rows"):
         sparcom.merge_runs([shards[0].path, shards[0].path], tmp_path / "twice")
 

@@ -235,6 +235,7 @@ def merge_attributions(paths: list[str | Path], out: str | Path, overwrite: bool
                                        f"{merged[key].shape} elsewhere")
                 merged[key] = merged[key] + value if key in merged else value.copy()
         manifest = merged_manifest([r.manifest for r in runs], [str(r.path) for r in runs])
+        manifest["scored_tokens"] = {c: int(merged[tokens_key(c)]) for c in manifest["categories"]}
         with staged_directory(out, overwrite, marker=MANIFEST_FILE, kind="attribution run") as staging:
             write_attribution(staging, merged, manifest)
     return load_attribution(out)
