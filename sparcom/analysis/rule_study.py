@@ -59,7 +59,7 @@ def study_rules(names: Sequence[str] = STUDY_RULES, against: str = "max", fdr: f
             rules.append(SelectionRule(name, **extra))
         else:
             raise SparcomError(f"unknown rule {name!r} for the study; choose from "
-                               f"{', '.join([*RULES, *EXTRA_VARIANTS])}")
+                               f"{', '.join([*(r for r in RULES if r != 'attribution'), *EXTRA_VARIANTS])}")
     return rules
 
 
