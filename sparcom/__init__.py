@@ -7,6 +7,9 @@ with one settings dataclass per step:
 - ``profile(model, data, out, ProfileSettings)`` → :class:`ProfileRun` (counts + manifest); ``load_run``,
   ``merge_runs``;
 - ``frequencies(run, kind)`` → p[K, N] with its layout;
+- ``attribute(model, data, out, AttributionSettings)`` → :class:`AttributionRun` (each neuron's estimated effect of
+  its deactivation on the reference responses' NLL, what ``identify`` with rule ``attribution`` selects on);
+  ``load_attribution``;
 - ``identify(run, IdentifySettings, out=...)`` → :class:`IdentifyResult` (with validity evidence on grouped runs);
   ``evaluate(selection, other_run, EvaluateSettings)``; ``sweep(run, SweepSettings)`` → :class:`RuleStudy`;
   ``compare(base, tuned, CompareSettings)``;
@@ -36,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     # the steps and the files they read (sparcom/api.py is every public function's home)
     **dict.fromkeys(["profile", "load_run", "merge_runs", "frequencies", "identify", "evaluate", "sweep", "compare",
                      "ablate", "record_examples", "report", "tune", "merge_adapter", "build_moe", "load_model", "wrap_model",
-                     "model_sites", "load_selection"], "sparcom.api"),
+                     "model_sites", "load_selection", "attribute", "load_attribution"], "sparcom.api"),
     # the settings of each step
     "ProfileSettings": "sparcom.profile.settings",
     "IdentifySettings": "sparcom.analysis.settings",
@@ -49,8 +52,10 @@ _EXPORTS: dict[str, str] = {
     "ExamplesSettings": "sparcom.examples.settings",
     "ReportSettings": "sparcom.report.settings",
     "TuneSettings": "sparcom.tune.settings",
+    "AttributionSettings": "sparcom.attribution.settings",
     # the results
     "ProfileRun": "sparcom.artifacts.run",
+    "AttributionRun": "sparcom.artifacts.attribution",
     "IdentifyResult": "sparcom.analysis.pipeline",
     "CompareResult": "sparcom.analysis.pipeline",
     "EvaluateResult": "sparcom.analysis.evaluation",

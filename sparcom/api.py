@@ -38,6 +38,7 @@ from sparcom.analysis.pipeline import CompareResult, IdentifyResult
 from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.settings import CompareSettings, EvaluateSettings, IdentifySettings, SweepSettings
 from sparcom.artifacts.run import ProfileRun
+from sparcom.attribution.settings import AttributionSettings
 from sparcom.causal.settings import CausalSettings
 from sparcom.examples.settings import ExamplesSettings
 from sparcom.profile.settings import ProfileSettings
@@ -154,11 +155,59 @@ def load_run(path: str | Path, require_complete: bool = True) -> ProfileRun:
     return read(path, require_complete=require_complete)
 
 
-def merge_runs(runs: Sequence[RunLike], out: str | Path, *, overwrite: bool = False) -> ProfileRun:
-    """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions) into ``out``."""
+def merge_runs(runs: Sequence[RunLike], out: str | Path, *, overwrite: bool = False):
+    """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions) into ``out``;
+    attribution runs (:func:`attribute`) merge the same way, by adding their sums."""
+    from sparcom.artifacts.attribution import is_attribution_run, merge_attributions
     from sparcom.artifacts.run import merge_runs as merge
 
+    if runs and not isinstance(runs[0], ProfileRun) and is_attribution_run(runs[0]):
+        return merge_attributions(list(runs), out, overwrite=overwrite)
     return merge(runs, out, overwrite=overwrite)
+
+
+def attribute(model, data: str | Path, out: str | Path, settings: AttributionSettings | None = None, *,
+              means=None, resume: bool = False, overwrite: bool = False, dtype: str = "auto",
+              device: str = "cpu", device_map: str | None = None, progress: bool = True, **options: Any):
+    """Estimate, per category and MLP neuron of ``model``, what deactivating the neuron does to the summed NLL of the
+    reference responses of ``data`` (gradient × (replacement − activation), one forward + backward per batch), into
+    the attribution run ``out`` — what ``identify --rule attribution`` selects on.
+
+    ``replacement`` (a setting): ``zero`` (default) or ``mean``, which needs ``means``: {(kind, layer): each
+    neuron's mean activation} (from a profile that recorded activation sums). Under torchrun every rank calls this with the same arguments; rank 0 writes ``out``."""
+    from sparcom.data.schema import read_rows
+    from sparcom.errors import SparcomError
+    from sparcom.outputs import lock, prepare_output_dir
+
+    with contextlib.ExitStack() as held:
+        with _before_loading("checking the settings and data", device, device_map):
+            settings = resolve(AttributionSettings, settings, options, "attribute")
+            read_rows(Path(data), categories=settings.categories, require_output=True)
+            if resume and overwrite:
+                raise SparcomError("--resume and --overwrite exclude each other; choose one")
+            if settings.replacement == "mean" and not means:
+                raise SparcomError("--replacement mean needs each neuron's mean activation, which the command line "
+                                   "cannot give yet; pass means={(kind, layer): values} to sparcom.attribute")
+        with _before_loading("locking the run directory", device, device_map) as writes:
+            if writes:
+                held.enter_context(lock(out))
+                prepare_output_dir(Path(out), resume, overwrite)
+        from sparcom.attribution.runner import Attributor
+        from sparcom.distributed import join, load_for_rank
+
+        ranks = join(device, device_map)
+        if isinstance(model, str):
+            model = load_for_rank(model, ranks, dtype=dtype, device=device, device_map=device_map)
+        with ranks.step("preparing the attribution"):
+            attributor = Attributor(model, settings, means)
+        return attributor.run(data, out, ranks, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def load_attribution(path: str | Path):
+    """A finished attribution run folder (:func:`attribute`), checked."""
+    from sparcom.artifacts.attribution import load_attribution as read
+
+    return read(path)
 
 
 def frequencies(run: RunLike, kind: str = "neuron") -> KindFrequencies:

@@ -62,6 +62,11 @@ def _rank_main(rank: int, world_size: int, port: int, job: dict[str, Any]) -> No
             run = profile(job["model"], data, job["out"], ProfileSettings(**job["settings"]),
                           resume=job.get("resume", False), progress=False, on_batch_end=on_batch_end)
             outcome.update(ok=True, counts_keys=len(run.counts), tokens=run.manifest["counted_tokens"])
+        elif job["call"] == "attribute":
+            from sparcom import attribute
+
+            run = attribute(job["model"], job["data"], job["out"], progress=False, **job["settings"])
+            outcome.update(ok=True, sums_keys=len(run.sums), world_size=run.manifest["world_size"])
         else:  # the causal check, counting the NLL passes this rank runs
             from sparcom.api import ablate
             from sparcom.causal.scoring import ScoringPlan

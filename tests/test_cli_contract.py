@@ -79,6 +79,8 @@ ERROR_CASES = [
     ("report", ["report", "{root}/nope", "--out", "{out}/r.html"], ["nope"]),
     ("examples", ["examples", "{model}", "--selection", "{root}/nope", "--data", "{data}", "--out", "{out}"],
      ["selection directory not found"]),
+    ("attribute", ["attribute", "{model}", "--data", "{root}/missing.jsonl", "--out", "{out}"],
+     ["dataset file not found"]),
     ("identify-test-without-groups", ["identify", "{run}", "--rule", "test", "--out", "{out}"],
      ["rule 'test' needs per-instruction counts", "--group-by instruction"]),
     ("identify-bad-folds", ["identify", "{run}", "--folds", "1", "--out", "{out}"], ["at least 2 folds"]),

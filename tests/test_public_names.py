@@ -20,10 +20,10 @@ import sparcom
 KINDS = {
     **dict.fromkeys(["profile", "load_run", "merge_runs", "frequencies", "identify", "evaluate", "sweep", "compare",
                      "ablate", "record_examples", "report", "tune", "merge_adapter", "build_moe", "load_model",
-                     "wrap_model", "model_sites", "load_selection"], "function"),
+                     "wrap_model", "model_sites", "load_selection", "attribute", "load_attribution"], "function"),
     **dict.fromkeys(["ProfileSettings", "IdentifySettings", "CompareSettings", "EvaluateSettings", "SweepSettings",
                      "ValiditySettings", "SelectionRule", "CausalSettings", "ExamplesSettings", "ReportSettings",
-                     "TuneSettings", "ProfileRun", "IdentifyResult", "CompareResult", "EvaluateResult", "RuleStudy",
+                     "TuneSettings", "AttributionSettings", "AttributionRun", "ProfileRun", "IdentifyResult", "CompareResult", "EvaluateResult", "RuleStudy",
                      "ValidityResult", "Selection", "CausalResult", "ExamplesResult", "TuneResult", "SparcomError"],
                     "class"),
     "__version__": "str",

@@ -15,6 +15,7 @@ import numpy as np
 from sparcom.analysis import bootstrap as boot
 from sparcom.analysis import compare as cmp
 from sparcom.analysis import sets
+from sparcom.analysis.attribution import attributed_kinds, attribution_of, rule_effects
 from sparcom.analysis.evidence import (
     NO_GROUPS_NOTE,
     RESAMPLES_NOTE,
@@ -31,6 +32,7 @@ from sparcom.analysis.probing import ProbingCurves, lexical_table, probing_curve
 from sparcom.analysis.selection import GROUPS_NEEDED, SelectionRule, lape
 from sparcom.analysis.validity import Specificity, Stability, ValidityResult, source_agreement, specificity
 from sparcom.analysis.validity import validity as validity_of
+from sparcom.artifacts.attribution import AttributionRun
 from sparcom.artifacts.run import ProfileRun
 from sparcom.artifacts.selection import masks_by_key, write_selection
 from sparcom.artifacts.summaries import COMPARE_FORMAT, IDENTIFY_FORMAT, SUMMARY_VERSION
@@ -41,6 +43,8 @@ from sparcom.provenance import measurement
 from sparcom.results import Tabular
 from sparcom.stats import LEVEL
 
+ATTRIBUTION_NOTE = ("rule 'attribution' ranks estimated effects, so the frequency-based validity evidence and bootstrap "
+                    "intervals are left out; judge its sets with the causal check, cross-fitted (--crossfit-folds)")
 POISSON_COUNTERS = "Poisson weights per instruction, counted by the profiler (--bootstrap)"
 RESAMPLED_INSTRUCTIONS = "instructions resampled with replacement within category and source (--resamples)"
 
@@ -106,16 +110,18 @@ class KindAnalysis:
 
 def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list[float] = True,
                  replicates=None, replicate_total: int | None = None, ci_level: float = LEVEL,
-                 groups: GroupCounts | None = None, replicate_masks: np.ndarray | None = None) -> KindAnalysis:
+                 groups: GroupCounts | None = None, replicate_masks: np.ndarray | None = None,
+                 effects: np.ndarray | None = None) -> KindAnalysis:
     """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals).
 
-    ``groups`` are the groups pooled into ``freqs`` (rows in its category order); the ``test`` rule needs them.
+    ``groups`` are the groups pooled into ``freqs`` (rows in its category order); the ``test`` rule needs them, and
+    the ``attribution`` rule needs the estimated ``effects`` [K, N] (:mod:`sparcom.analysis.attribution`).
     Bootstrap intervals come from ``replicates`` (p of each Poisson replicate, the rule applied to each) or from
     ``replicate_masks`` [B, K, N] (selections on resampled instructions, :func:`~sparcom.analysis.evidence.
     resample_masks`).
     """
     layout, cats, p = freqs.layout, freqs.categories, freqs.p
-    mask = rule.apply(p, layout, groups)
+    mask = rule.apply(p, layout, groups, effects)
     details = None
     if rule.name == "lape":
         result = lape(p, rule.epsilon, rule.filter_rate, rule.activation_bar_ratio)
@@ -131,7 +137,7 @@ def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list
     )
     if sweep:
         grid = None if sweep is True else list(sweep)
-        analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid, groups)
+        analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid, groups, effects)
     if replicate_masks is not None:
         samples = boot.mask_statistics(replicate_masks, cats)
         analysis.replicates, analysis.replicate_method = len(replicate_masks), RESAMPLED_INSTRUCTIONS
@@ -291,15 +297,18 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                            "profile with 'sparcom profile ... --group-by instruction', or use --bootstrap counters")
     categories = run.categories
     analyses, evidence, scores, notes, nulls, probing = {}, {}, {}, [], {}, {}
-    for kind in _select_kinds(run, kinds):
+    attribution, selected = _attribution_kinds(run, rule, _select_kinds(run, kinds), resamples, notes)
+    for kind in selected:
         freqs = kind_frequencies(run.counts, categories, kind)
+        effects = rule_effects(run, attribution, kind) if attribution is not None else None
         groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
         masks = resample_masks(groups, rule, resamples, settings.seed) if groups is not None and resamples else None
-        total = replicate_count(run.counts, categories, kind) if bootstrap and masks is None else None
+        total = (replicate_count(run.counts, categories, kind)
+                 if bootstrap and masks is None and effects is None else None)
         replicates = replicate_frequencies(run.counts, categories, freqs.layout) if total else None
         analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level, groups,
-                                      masks if bootstrap else None)
-        if groups is not None and settings.enabled:
+                                      masks if bootstrap else None, effects)
+        if groups is not None and settings.enabled and effects is None:
             try:
                 evidence[kind] = (validity_of(groups, rule, settings.folds, settings.seed, settings.random_sets,
                                               settings.level) if per_instruction else source_agreement(groups, rule))
@@ -337,6 +346,22 @@ def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes:
     except SparcomError as exc:
         notes.append(f"probing curves of the {groups.kind} kind left out: {exc}")
         return None
+
+
+def _attribution_kinds(run: ProfileRun, rule: SelectionRule, kinds: list[str], resamples: int,
+                       notes: list[str]) -> tuple[AttributionRun | None, list[str]]:
+    """For rule ``attribution``: its attribution run and the kinds it estimated (notes say what is left out)."""
+    attribution = attribution_of(rule, run)
+    if attribution is None:
+        return None, kinds
+    if resamples:
+        raise SparcomError("--resamples resamples the instructions' counts; rule 'attribution' ranks effects, whose "
+                           "intervals it cannot resample yet: leave --resamples out")
+    chosen = attributed_kinds(attribution, kinds)
+    if len(chosen) < len(kinds):
+        notes.append(f"rule 'attribution': {', '.join(k for k in kinds if k not in chosen)} left out (not attributed)")
+    notes.append(ATTRIBUTION_NOTE)
+    return attribution, chosen
 
 
 @dataclass
@@ -419,6 +444,9 @@ def compare(base_run: ProfileRun, tuned_run: ProfileRun, rule: SelectionRule | N
             kinds: list[str] | None = None, force: bool = False) -> CompareResult:
     """Compare the selections and frequencies of a base and a tuned run of the same architecture and settings."""
     rule = rule or SelectionRule()
+    if rule.needs_effects:
+        raise SparcomError("compare selects both runs with one rule; rule 'attribution' would need an attribution run "
+                           "of each model, which compare does not take yet: compare with a frequency rule")
     reasons = cmp.incompatibilities(base_run.manifest, tuned_run.manifest)
     if reasons and not force:
         raise SparcomError(f"cannot compare {tuned_run.path} with {base_run.path}: {reasons[0]}"

@@ -49,6 +49,9 @@ def study_rules(names: Sequence[str] = STUDY_RULES, against: str = "max", fdr: f
             rules.append(SelectionRule(**EXTRA_VARIANTS[name]))
         elif name == "threshold":
             rules.append(SelectionRule("threshold", THRESHOLD_DEFAULT))
+        elif name == "attribution":
+            raise SparcomError("the rule study judges rules by the validity of frequency selections; rule "
+                               "'attribution' is judged by the cross-fitted causal check (docs/attribution.md)")
         elif name in RULES:
             extra: dict[str, Any] = {"against": against} if name == "contrast" else {}
             if name == "test" and fdr is not None:
@@ -56,7 +59,7 @@ def study_rules(names: Sequence[str] = STUDY_RULES, against: str = "max", fdr: f
             rules.append(SelectionRule(name, **extra))
         else:
             raise SparcomError(f"unknown rule {name!r} for the study; choose from "
-                               f"{', '.join([*RULES, *EXTRA_VARIANTS])}")
+                               f"{', '.join([*(r for r in RULES if r != 'attribution'), *EXTRA_VARIANTS])}")
     return rules
 
 

@@ -25,6 +25,13 @@ Two rules aim at specificity rather than frequency (formulas in :mod:`sparcom.an
 - ``test``: a one-sided Welch test per component of the instructions of c against the other instructions, on
   per-instruction frequencies, Benjamini–Hochberg at ``fdr`` per category, and a minimum effect (difference of
   mean per-instruction frequencies) ε. It needs groups below the category (``--group-by instruction``).
+
+One rule selects by effect instead of firing (docs/attribution.md):
+
+- ``attribution``: the ``contrast`` rule applied to e_c, each component's estimated change of category c's response
+  NLL per scored token when it is deactivated (``sparcom attribute``: gradient × (replacement − activation)):
+  s_c = e_c − max_{c'≠c} e_c' (or the mean), top ε, never s_c ≤ 0 or e_c ≤ 0 (a component whose deactivation is not
+  estimated to hurt c is not selected for c). It needs the attribution run (``--attribution DIR``).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.settings import check, setting
 
-RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape", "contrast", "test")
+RULES: tuple[str, ...] = ("percentile", "threshold", "layer-percentile", "lape", "contrast", "test", "attribution")
 #: Default ε of the fraction rules: the top 1% of components per category (see docs/analysis.md).
 DEFAULT_EPSILON = 0.01
 #: The published LAPE code's quantiles for the activation filter and the assignment bar.
@@ -57,6 +64,8 @@ DEFAULT_FDR = 0.05
 DEFAULT_MIN_EFFECT = 0.05
 #: ε grid of the ``test`` rule: minimum effects (at fixed FDR, which moves set sizes much less at N ≫ 1,000).
 SWEEP_EFFECTS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+EFFECTS_NEEDED = ("rule 'attribution' needs the estimated effects of an attribution run of this model: run "
+                  "'sparcom attribute MODEL --data ROWS --out DIR', then pass --attribution DIR")
 GROUPS_NEEDED = ("rule 'test' needs per-instruction counts, which were not given: profile with "
                  "'sparcom profile ... --group-by instruction'")
 
@@ -156,7 +165,8 @@ class SelectionRule:
         "(p ≥ ε), layer-percentile (top ε within each layer), lape (lowest-entropy ε, Tang et al. 2024), contrast "
         "(top ε of p_c minus the largest (--against max) or mean (--against mean) p of the other categories), test "
         "(one-sided Welch test of c's instructions against the rest, Benjamini–Hochberg at --fdr, effect ≥ ε; needs "
-        "--group-by instruction). Default: contrast, recommended from the evidence in docs/analysis.md (\"Which "
+        "--group-by instruction), attribution (the contrast rule on each component's estimated effect of deactivation "
+        "on the category's response NLL; needs --attribution). Default: contrast, recommended from the evidence in docs/analysis.md (\"Which "
         "rule\"); --rule percentile reproduces the paper."))
     epsilon: float | None = setting(None, flag="--epsilon", help=(
         "Fraction selected per category (percentile, layer-percentile, contrast; LAPE's top rate), the absolute "
@@ -169,6 +179,8 @@ class SelectionRule:
         "contrast rule: subtract the largest (max) or the mean (mean) frequency of the other categories."))
     fdr: float = setting(DEFAULT_FDR, flag="--fdr", help=(
         "test rule: Benjamini–Hochberg false discovery rate per category."))
+    attribution: str | None = setting(None, flag="--attribution", help=(
+        "attribution rule: the attribution run ('sparcom attribute') of this model whose effects it ranks."))
 
     def __post_init__(self) -> None:
         if self.name not in RULES:
@@ -182,7 +194,7 @@ class SelectionRule:
         if self.name == "lape":
             _check_fraction("LAPE filter rate", self.filter_rate)
             _check_fraction("LAPE activation bar ratio", self.activation_bar_ratio)
-        if self.name == "contrast" and self.against not in CONTRASTS:
+        if self.name in ("contrast", "attribution") and self.against not in CONTRASTS:
             raise SparcomError(f"unknown contrast {self.against!r}; choose from {', '.join(CONTRASTS)}")
         if self.name == "test":
             object.__setattr__(self, "fdr", _check_fraction("FDR", self.fdr))
@@ -195,6 +207,11 @@ class SelectionRule:
         return replace(self, epsilon=epsilon)
 
     @property
+    def needs_effects(self) -> bool:
+        """True when the rule ranks estimated effects of deactivation (an attribution run), not frequencies."""
+        return self.name == "attribution"
+
+    @property
     def needs_groups(self) -> bool:
         """True when the rule needs per-instruction counts, not only category totals."""
         return self.name == "test"
@@ -205,8 +222,10 @@ class SelectionRule:
         if self.name == "lape":
             params.update(top_rate=self.epsilon, filter_rate=self.filter_rate,
                           activation_bar_ratio=self.activation_bar_ratio)
-        if self.name == "contrast":
+        if self.name in ("contrast", "attribution"):
             params.update(against=self.against)
+        if self.name == "attribution":
+            params.update(attribution=self.attribution)
         if self.name == "test":
             params.update(test="welch, one-sided", min_effect=self.epsilon, fdr=self.fdr)
         return params
@@ -216,6 +235,8 @@ class SelectionRule:
         """The rule and its parameters other than ε: what tells apart the rows of a sweep over rules."""
         if self.name == "contrast":
             return f"contrast (against {self.against})"
+        if self.name == "attribution":
+            return f"attribution (against {self.against})"
         if self.name == "test":
             return f"test (FDR {self.fdr:g})"
         if self.name == "lape" and (self.filter_rate, self.activation_bar_ratio) != (LAPE_FILTER_RATE,
@@ -241,6 +262,10 @@ class SelectionRule:
             other = "largest" if self.against == "max" else "mean"
             return (f"top {eps:.3g} of each category's contrast p_c − {other} p of the other categories "
                     "(only positive contrasts)")
+        if self.name == "attribution":
+            other = "largest" if self.against == "max" else "mean"
+            return (f"top {eps:.3g} of each category's estimated effect of deactivation on its response NLL minus the "
+                    f"{other} effect on the other categories (only positive contrasts and effects)")
         if self.name == "test":
             return (f"one-sided Welch test per component of the category's instructions against the others', "
                     f"Benjamini–Hochberg FDR {self.fdr:.3g}, mean frequency at least {eps:.3g} higher")
@@ -254,11 +279,16 @@ class SelectionRule:
         if self.name == "test":
             return f"test δ ≥ {self.epsilon:.3g}, FDR {self.fdr:.3g}"
         label = {"percentile": "top", "layer-percentile": "top per layer", "lape": "LAPE",
-                 "contrast": "contrast" if self.against == "max" else "contrast (mean)"}[self.name]
+                 "contrast": "contrast" if self.against == "max" else "contrast (mean)",
+                 "attribution": "attribution" if self.against == "max" else "attribution (mean)"}[self.name]
         return f"{label} {self.epsilon * 100:.3g}%"
 
-    def apply(self, p: np.ndarray, layout: Layout, groups: GroupCounts | GroupMoments | None = None) -> np.ndarray:
+    def apply(self, p: np.ndarray, layout: Layout, groups: GroupCounts | GroupMoments | None = None,
+              effects: np.ndarray | None = None) -> np.ndarray:
         """The selection mask [K, N] for frequencies ``p[K, N]`` laid out by ``layout``.
+
+        ``effects`` [K, N] (rows as ``p``'s) are the estimated effects per scored token the ``attribution`` rule
+        ranks (:func:`sparcom.analysis.attribution.kind_effects`); the other rules ignore them.
 
         ``groups`` are the groups pooled into ``p`` (or their :class:`GroupMoments`); only the ``test`` rule uses
         them, and it cannot work without them. The rows of ``p`` must follow ``groups.category_order`` (true for
@@ -272,6 +302,14 @@ class SelectionRule:
             return layer_percentile_mask(p, layout, self.epsilon)
         if self.name == "contrast":
             return contrast_mask(p, self.epsilon, self.against)
+        if self.name == "attribution":
+            if effects is None:
+                raise SparcomError(EFFECTS_NEEDED)
+            effects = np.atleast_2d(np.asarray(effects, dtype=np.float64))
+            if effects.shape != np.atleast_2d(p).shape:
+                raise SparcomError(f"rule 'attribution': the effects are {effects.shape} but the frequencies "
+                                   f"{np.atleast_2d(p).shape}; the attribution run belongs to another model")
+            return contrast_mask(effects, self.epsilon, self.against)
         if self.name == "test":
             if groups is None:
                 raise SparcomError(GROUPS_NEEDED)

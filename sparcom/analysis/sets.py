@@ -163,14 +163,16 @@ def summary_statistics(mask: np.ndarray, categories: Sequence[str]) -> dict[str,
 
 
 def epsilon_sweep(p: np.ndarray, layout: Layout, categories: Sequence[str], rule: SelectionRule,
-                  epsilons: Sequence[float] | None = None, groups=None) -> list[dict]:
+                  epsilons: Sequence[float] | None = None, groups=None, effects: np.ndarray | None = None,
+                  ) -> list[dict]:
     """The general/unique structure of the selection for each ε of a grid (the rule's default grid if None).
 
-    ``groups`` (the groups pooled into ``p``, or their moments) are handed to the rule: the ``test`` rule needs them.
+    ``groups`` (the groups pooled into ``p``, or their moments) are handed to the rule: the ``test`` rule needs them;
+    ``effects`` likewise for the ``attribution`` rule.
     """
     rows = []
     for epsilon in sorted(set(epsilons or rule.sweep_grid) | {rule.epsilon}):
-        mask = rule.with_epsilon(epsilon).apply(p, layout, groups)
+        mask = rule.with_epsilon(epsilon).apply(p, layout, groups, effects)
         rows.append({"epsilon": float(epsilon), "is_default": epsilon == rule.epsilon,
                      **summary_statistics(mask, categories)})
     return rows

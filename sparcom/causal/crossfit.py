@@ -5,7 +5,7 @@ demo profiles all 1,200), no row is left over; cross-fitting makes them all usab
 profiled with ``--group-by instruction`` are split into k folds, stratified by category and source
 (:func:`sparcom.analysis.groups.stratified_folds`); for each fold f the rule is applied to the counts pooled over
 the other k − 1 folds (exact integer sums of the per-instruction counts, the moments of the same groups for the
-``test`` rule), and the rows of fold f are scored with fold f's sets and with random sets of their shape. The
+``test`` rule, the effects of the same instructions for the ``attribution`` rule), and the rows of fold f are scored with fold f's sets and with random sets of their shape. The
 per-row results of the folds are pooled and tested as one check (docs/causal.md, "Cross-fitting").
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.analysis.attribution import attributed_kinds, attribution_of, fold_effects
 from sparcom.analysis.groups import partition_sums, stratified_folds
 from sparcom.analysis.selection import SelectionRule
 from sparcom.artifacts.run import ProfileRun
@@ -62,6 +63,9 @@ def fold_selections(run: ProfileRun, rule: SelectionRule, folds: int, seed: int 
     kinds = [k for k in present if kinds is None or k in kinds]
     if not kinds:
         raise SparcomError(f"{run.path}: the run has none of the kinds {', '.join(kinds or [])}")
+    attribution = attribution_of(rule, run)  # rule 'attribution': each fold ranks its training rows' effects
+    if attribution is not None:
+        kinds = attributed_kinds(attribution, kinds)
     categories = list(run.categories)
     masks: list[dict[str, np.ndarray]] = [{} for _ in range(folds)]
     assignment = None
@@ -71,10 +75,12 @@ def fold_selections(run: ProfileRun, rule: SelectionRule, folds: int, seed: int 
             assignment = stratified_folds(groups, folds, seed)
             _check_training_splits(groups.category_index, assignment, folds, categories)
         sums = partition_sums(groups, assignment, folds)
+        effects = None if attribution is None else fold_effects(
+            attribution, kind, groups.labels, groups.category_index, len(categories), assignment, folds)
         for f in range(folds):
             train = [p for p in range(folds) if p != f]
             freqs = sums.frequencies(kind, groups.layout, train)
-            mask = rule.apply(freqs.p, freqs.layout, sums.moments_of(train))
+            mask = rule.apply(freqs.p, freqs.layout, sums.moments_of(train), None if effects is None else effects[f])
             masks[f].update(masks_by_key(groups.layout, categories, mask))
         labels = groups.labels
     fold_of = {label: int(assignment[i]) for i, label in enumerate(labels)}

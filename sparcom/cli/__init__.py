@@ -9,6 +9,7 @@ import typer
 
 from sparcom.cli import (  # noqa: F401  (registers the commands)
     analysis,
+    attribution,
     causal,
     data,
     demo,

@@ -55,14 +55,19 @@ def profile_command(
 
 @app.command("merge")
 def merge_command(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories of the same model and settings.")],
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories (profile or attribution runs) of the "
+                                                    "same model and settings.")],
     out: out_option("Directory for the merged run"),
     overwrite: Overwrite = False,
 ) -> None:
-    """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions)."""
+    """Add the counts of compatible runs (same model, tokenizer and settings; disjoint instructions); attribution
+    runs ('sparcom attribute') merge the same way."""
     from sparcom.api import merge_runs
+    from sparcom.artifacts.run import ProfileRun
+    from sparcom.cli.attribution import print_attribution_summary
 
-    print_run_summary(merge_runs(runs, out, overwrite=overwrite))
+    merged = merge_runs(runs, out, overwrite=overwrite)
+    print_run_summary(merged) if isinstance(merged, ProfileRun) else print_attribution_summary(merged)
 
 
 @app.command("show")
