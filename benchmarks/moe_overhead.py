@@ -1,10 +1,12 @@
 """Throughput of profiling the real MoE ``smollm2-135m-moe`` vs its bare forward, on the same batches.
 
 Usage: python benchmarks/moe_overhead.py [--cache-dir DIR] [--rows N] [--repeats K] [--modes auto,off,recompute]
+                                         [--group-by category,instruction]
 
-The MoE (GraniteMoE, 30 layers, 16 experts of 96 neurons, top-4) is resolved from the sparcom cache (built on
+The MoE (GraniteMoeShared, 30 layers, 64 experts of 16 neurons, top-16, a 512-neuron shared expert) is resolved from the sparcom cache (built on
 first use). Its decoder stack runs the same length-bucketed batches bare and with sparcom's counting hooks,
-interleaved (:func:`profile_overhead.measure`); reported per expert-neuron mode: tokens/s of each and the ratio
+interleaved batch by batch (:func:`profile_overhead.measure`); reported per expert-neuron mode: tokens/s of each and
+the ratios in wall and CPU time
 (target ≥ 0.95 for the default ``auto``: experts plus expert neurons captured from the experts' own computation).
 Rows are HexaInst instructions (N per category, first in file order), formatted with the chat template.
 """
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--modes", default="auto,off,recompute")
     parser.add_argument("--scope", default="instruction")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--group-by", default="category", help="comma-separated --group-by values")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,10 +52,11 @@ def main() -> None:
     print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}; threads {torch.get_num_threads()}",
           flush=True)
     for mode in args.modes.split(","):
-        settings = ProfileSettings(scope=args.scope, batch_size=args.batch_size, expert_neurons=mode)
-        profiler = Profiler(loaded, settings)
-        report(f"smollm2-135m-moe [{args.scope}, expert neurons {mode}]",
-               measure(profiler, rows, args.batch_size, args.repeats))
+        for group_by in args.group_by.split(","):
+            settings = ProfileSettings(scope=args.scope, batch_size=args.batch_size, expert_neurons=mode)
+            profiler = Profiler(loaded, settings)
+            report(f"smollm2-135m-moe [{args.scope}, expert neurons {mode}, by {group_by}]",
+                   measure(profiler, rows, args.batch_size, args.repeats, group_by))
     print(f"load after: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
 
 

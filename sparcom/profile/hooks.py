@@ -2,8 +2,10 @@
 
 The runner publishes, before each forward pass, which flattened token positions of the batch are counted for
 which category (:class:`CountedBatch`, on the :class:`CurrentBatch` slot every hook reads) and, when the run keeps
-counts below the category (``--group-by``), which group each counted row belongs to (:class:`BatchGroups`). Each hook compares the activation with zero on those rows only and
-adds the column sums to its layer's counter; the activation tensor is dropped when the hook returns.
+counts below the category (``--group-by``), which group each counted row belongs to (:class:`BatchGroups`). Each hook
+compares the activation with zero on those rows only — views of one range of rows per example, never a gathered
+copy — and adds the column sums to its layer's counter; with groups, each range is counted once and the category's
+counts are the sum of its groups'. The activation tensor is dropped when the hook returns.
 Mixture-of-Experts layers are counted by :class:`ExpertCounter` from inside the routed experts module. The modules
 hooked are those of the model's one site map (:mod:`sparcom.models.sites`), the same the causal check intervenes on.
 """
@@ -23,14 +25,36 @@ from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribut
 from sparcom.profile.counters import CountStore
 
 
+def row_spans(counted: torch.Tensor) -> tuple[tuple[tuple[int, int], ...], list[int]]:
+    """The counted rows of a [B, T] mask as ranges [start, end) of the flattened batch, each inside one example
+    (in order), and each range's example."""
+    steps = torch.nn.functional.pad(counted.to(torch.int8), (1, 1)).diff(dim=1)  # +1 where a range starts, -1 after
+    starts, ends = (steps == 1).nonzero().tolist(), (steps == -1).nonzero().tolist()
+    width = counted.shape[1]
+    spans = tuple((b * width + t, b * width + u) for (b, t), (_, u) in zip(starts, ends, strict=True))
+    return spans, [b for b, _ in starts]
+
+
 @dataclass
 class CountedRows:
     """The counted rows of one category in the flattened [batch × sequence] activations."""
 
     category: str
     rows: torch.Tensor  # int64 [n]
+    #: The same rows as ranges [start, end) (:func:`row_spans`): hooks compare and count views, never a gathered copy.
+    spans: tuple[tuple[int, int], ...]
     #: Poisson bootstrap weight of each counted row [replicates, n], or None when bootstrap is off.
     replicate_weights: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, category: str, counted: torch.Tensor, replicate_weights: torch.Tensor | None = None) -> CountedRows:
+        """From a batch's counted mask [B, T]."""
+        return cls(category, counted.reshape(-1).nonzero().squeeze(1), row_spans(counted)[0], replicate_weights)
+
+    def to(self, device: torch.device) -> CountedRows:
+        weights = self.replicate_weights
+        return CountedRows(self.category, self.rows.to(device, non_blocking=True), self.spans,
+                           None if weights is None else weights.to(device, non_blocking=True))
 
 
 @dataclass
@@ -38,17 +62,30 @@ class BatchGroups:
     """Which group (an instruction, or one source half of a category) each row of the batch counts for.
 
     ``slots`` [batch × sequence]: the row's slot in this batch (0 … S−1), −1 for rows that are not counted;
-    ``groups`` [S]: each slot's index in the run's group list. Per-group counts of a batch are one
-    ``index_add`` (or a [S, rows] × [rows, width] product) into the run's ``groups/{kind}/{layer}`` counters.
+    ``groups`` [S]: each slot's index in the run's group list. ``spans`` are the counted rows as ranges inside one
+    example each (:func:`row_spans`) and ``span_groups`` [R] the group of each: a dense hook counts every range with
+    one byte sum and adds them to the run's ``groups/{kind}/{layer}`` counters with one ``index_add``.
     """
 
     slots: torch.Tensor
     groups: torch.Tensor
     total: int  # groups in the whole run (the counters' first axis)
+    spans: tuple[tuple[int, int], ...]
+    span_groups: torch.Tensor  # int64 [R]
+
+    @classmethod
+    def of(cls, counted: torch.Tensor, example_groups: list[int], total: int) -> BatchGroups:
+        """From a batch's counted mask [B, T] and each example's group index."""
+        distinct = list(dict.fromkeys(example_groups))
+        slot = torch.tensor([distinct.index(g) for g in example_groups], dtype=torch.int64)
+        slots = torch.where(counted, slot[:, None], torch.full_like(counted, -1, dtype=torch.int64))
+        spans, examples = row_spans(counted)
+        return cls(slots.reshape(-1), torch.tensor(distinct, dtype=torch.int64), total, spans,
+                   torch.tensor([example_groups[e] for e in examples], dtype=torch.int64))
 
     def to(self, device: torch.device) -> BatchGroups:
         return BatchGroups(self.slots.to(device, non_blocking=True), self.groups.to(device, non_blocking=True),
-                           self.total)
+                           self.total, self.spans, self.span_groups.to(device, non_blocking=True))
 
 
 @dataclass
@@ -60,15 +97,15 @@ class CountedBatch:
     tokens: int | None = None
     #: Counts below the category (``--group-by source|instruction``), or None.
     below: BatchGroups | None = None
+    #: The index in ``groups`` of the category whose rows are exactly the rows with a group (in a profile run every
+    #: counted row belongs to one): its counts are the sum of the groups' counts, not counted a second time.
+    summed_group: int | None = None
     _per_device: PerDevice[list[CountedRows]] = field(init=False)
     _below: PerDevice[BatchGroups | None] = field(init=False)
     _lookups: dict[tuple[torch.device, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._per_device = PerDevice(lambda device: [
-            CountedRows(g.category, g.rows.to(device, non_blocking=True),
-                        None if g.replicate_weights is None else g.replicate_weights.to(device, non_blocking=True))
-            for g in self.groups])
+        self._per_device = PerDevice(lambda device: [g.to(device) for g in self.groups])
         self._below = PerDevice(lambda device: None if self.below is None else self.below.to(device))
 
     def on(self, device: torch.device) -> list[CountedRows]:
@@ -104,6 +141,17 @@ def column_counts(active: torch.Tensor) -> torch.Tensor:
     for any batch (n < 2^31).
     """
     return active.view(torch.uint8).sum(0, dtype=torch.int32)
+
+
+def span_counts(flat: torch.Tensor, spans: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """int32 [len(spans), width]: per range of rows of ``flat`` [n, width], how many rows have a value > 0.
+
+    Comparing views of the activation (one range per example) reads it once; gathering the counted rows first
+    would copy them and read them twice.
+    """
+    if not spans:
+        return flat.new_zeros((0, flat.shape[1]), dtype=torch.int32)
+    return torch.stack([column_counts(flat[start:end] > 0) for start, end in spans])
 
 
 def group_counter(store: CountStore, kind: str, layer: int, shape: tuple[int, ...], device: torch.device,
@@ -150,6 +198,15 @@ def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: in
     sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     boot: dict[str, torch.Tensor] = {}
 
+    def counter_of(category: str, device: torch.device) -> torch.Tensor:
+        counter = counters.get(category)
+        if counter is None or counter.device != device:
+            counter = store.zeros(count_key(kind, category, layer), (width,), device)
+            if counter.device != device:  # created earlier on another device (resume, device map)
+                counter.data = counter.data.to(device)
+            counters[category] = counter
+        return counter
+
     def hook(module: nn.Module, args, output: torch.Tensor) -> None:
         selection = board.current
         if selection is None:
@@ -157,29 +214,28 @@ def make_count_hook(store: CountStore, board: CurrentBatch, kind: str, layer: in
         flat = output.reshape(-1, width)
         below = selection.below_on(flat.device)
         if below is not None:
-            add_group_counts(store, kind, layer, below, slot_sums(below, flat > 0))
-        for group in selection.on(flat.device):
-            counter = counters.get(group.category)
-            if counter is None or counter.device != flat.device:
-                counter = store.zeros(count_key(kind, group.category, layer), (width,), flat.device)
-                if counter.device != flat.device:  # created earlier on another device (resume, device map)
-                    counter.data = counter.data.to(flat.device)
-                counters[group.category] = counter
-            rows = flat if group.rows.numel() == flat.shape[0] else flat.index_select(0, group.rows)
-            active = rows > 0
-            counter += column_counts(active)
+            per_span = span_counts(flat, below.spans)
+            group_counter(store, kind, layer, (below.total, width), flat.device).index_add_(
+                0, below.span_groups, per_span)
+        for index, group in enumerate(selection.on(flat.device)):
+            if below is None or index != selection.summed_group:
+                per_span = span_counts(flat, group.spans)
+            counter_of(group.category, flat.device).add_(per_span.sum(0))
             total, magnitude = sums.get(group.category) or (None, None)
             if total is None or total.device != flat.device:
                 total, magnitude = sums[group.category] = sum_counters(store, kind, group.category, layer, (width,),
                                                                        flat.device)
-            total += rows.sum(0, dtype=torch.float64)
-            magnitude += rows.abs().sum(0, dtype=torch.float64)
+            for start, end in group.spans:  # views of the counted rows, as for the counts
+                rows = flat[start:end]
+                total += rows.sum(0, dtype=torch.float64)
+                magnitude += rows.abs().sum(0, dtype=torch.float64)
             if replicates:
                 key = bootstrap_key(count_key(kind, group.category, layer))
                 target = boot.get(group.category)
                 if target is None:
                     target = store.zeros(key, (replicates, width), flat.device)
                     boot[group.category] = target
+                active = flat.index_select(0, group.rows) > 0
                 # Exact: float32 sums of small integers stay exact far beyond any batch's token count.
                 target += (group.replicate_weights @ active.to(torch.float32)).round().to(torch.int64)
 

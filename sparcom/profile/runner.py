@@ -108,11 +108,7 @@ class GroupPlan:
 
     def batch(self, batch: Batch) -> BatchGroups:
         """Each counted row's slot among the batch's groups, and the slots' group indices."""
-        of_example = [self.of_row[e.row_index] for e in batch.examples]
-        distinct = list(dict.fromkeys(of_example))
-        slot = torch.tensor([distinct.index(g) for g in of_example], dtype=torch.int64)
-        slots = torch.where(batch.counted, slot[:, None], torch.full_like(batch.counted, -1, dtype=torch.int64))
-        return BatchGroups(slots.reshape(-1), torch.tensor(distinct, dtype=torch.int64), len(self.labels))
+        return BatchGroups.of(batch.counted, [self.of_row[e.row_index] for e in batch.examples], len(self.labels))
 
 
 #: Beyond the measurement (:data:`sparcom.provenance.MEASUREMENT`), what fixes a run's batch plan and counts.
@@ -193,14 +189,14 @@ class Profiler:
 
     def _counted(self, batch: Batch, per_example: torch.Tensor | None) -> CountedBatch:
         """The counted rows of the batch and, with bootstrap, each row's replicate weights [R, n]."""
-        counted = batch.counted.reshape(-1)
-        positions = counted.nonzero().squeeze(1)
-        weights = None
+        rows = CountedRows.of(batch.category, batch.counted)
         if per_example is not None:
             example_of_token = torch.arange(len(batch.examples)).repeat_interleave(batch.counted.shape[1])
-            weights = per_example[example_of_token[positions]].T.contiguous()  # [R, n]
+            rows.replicate_weights = per_example[example_of_token[rows.rows]].T.contiguous()  # [R, n]
         below = self.groups.batch(batch) if self.groups is not None else None
-        return CountedBatch([CountedRows(batch.category, positions, weights)], tokens=counted.numel(), below=below)
+        # Every counted row of a batch belongs to a group: the category's counts are the sum of the groups'.
+        return CountedBatch([rows], tokens=batch.counted.numel(), below=below,
+                            summed_group=0 if below is not None else None)
 
     def _count_batch(self, batch: Batch, rows: Sequence[InstructionRow]) -> None:
         per_example = None
