@@ -3,8 +3,9 @@
 Usage: python benchmarks/moe_curve.py [--cache-dir DIR] [--per-group N] [--ks 2,4,8] [--json PATH]
 
 For each construction — ``old`` (16 experts of 96 neurons, no shared expert, no refit: the first built-in's
-partition), ``new`` (a 512-neuron shared expert and 64 experts of 16, exact slices) and ``new+refit`` (the same with
-the down-projection refit, the built-in ``smollm2-135m-moe``) — the MoE is assembled in memory for each k and scored
+partition), ``new`` (a 512-neuron shared expert and 64 experts of 16, exact slices), ``new+refit`` (the same with the
+down-projection refit), ``fine`` and ``fine+refit`` (a 640-neuron shared expert and 224 experts of 4 neurons), and
+``built-in`` (whatever :class:`MoefySettings` defaults to, i.e. ``smollm2-135m-moe``) — the MoE is assembled in memory for each k and scored
 on held-out HexaInst responses (teacher-forced NLL, nats per response token, pooled over the first N rows of every
 category and source; the same formatting as profiling), twice:
 
@@ -13,8 +14,8 @@ category and source; the same formatting as profiling), twice:
   ||down_e h_e(x)|| — what the partition allows at best, so router − oracle is what the router loses and
   oracle − dense what the partition loses.
 
-Active share = (shared neurons + k × expert width) / MLP width. The refit is fitted for the built k (16); at other k
-it is applied as fitted. Calibration text: ``sparcom-sft`` (never HexaInst); every layer is split in order on the
+Active share = (shared neurons + k × expert width) / MLP width. The refit is fitted for the construction's own k; at other
+k it is applied as fitted. Calibration text: ``sparcom-sft`` (never HexaInst); every layer is split in order on the
 MoE's own inputs, for the old partition too.
 """
 
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--per-group", type=int, default=2, help="HexaInst rows per category and source")
     parser.add_argument("--ks", default="", help="k values for every construction (default: a sweep each)")
-    parser.add_argument("--constructions", default="old,new,new+refit")
+    parser.add_argument("--constructions", default="old,new,new+refit,fine,fine+refit")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
@@ -101,9 +102,13 @@ def main() -> None:
     results = {"dense": score(dense), "points": [], "load_before": load, "scored_tokens": tokens}
     print(f"dense NLL {results['dense']:.4f}", file=sys.stderr, flush=True)
     built = MoefySettings()
+    coarse = MoefySettings(num_experts=64, top_k=16, shared_neurons=512)
+    fine = MoefySettings(num_experts=224, top_k=32, shared_neurons=640)
     constructions = {"old": MoefySettings(num_experts=16, top_k=4, shared_neurons=0, refit=0),
-                     "new": dataclasses.replace(built, refit=0), "new+refit": built}
-    sweeps = {"old": (2, 4, 8, 12), "new": (4, 8, 16, 32), "new+refit": (16,)}
+                     "new": dataclasses.replace(coarse, refit=0), "new+refit": coarse,
+                     "fine": dataclasses.replace(fine, refit=0), "fine+refit": fine, "built-in": built}
+    sweeps = {"old": (2, 4, 8, 12), "new": (4, 8, 16, 32), "new+refit": (16,), "fine": (16, 32, 64),
+              "fine+refit": (32,), "built-in": (built.top_k,)}
     rows = build_tuning_rows()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for name in args.constructions.split(","):
