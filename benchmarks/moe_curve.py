@@ -1,10 +1,12 @@
 """Quality curve of MoEfied SmolLM2: held-out NLL vs the share of MLP neurons active per token.
 
-Usage: python benchmarks/moe_curve.py [--cache-dir DIR] [--per-group N] [--ks 2,4,8] [--json PATH]
+Usage: python benchmarks/moe_curve.py [--cache-dir DIR] [--per-group N] [--ks 2,4,8] [--constructions old,new,…]
+       [--saved NAME=FOLDER …] [--json PATH]
 
 For each construction — ``old`` (16 experts of 96 neurons, no shared expert, no refit: the first built-in's
-partition), ``new`` (a 512-neuron shared expert and 64 experts of 16, exact slices) and ``new+refit`` (the same with
-the down-projection refit, the built-in ``smollm2-135m-moe``) — the MoE is assembled in memory for each k and scored
+partition), ``new`` (a 512-neuron shared expert and 64 experts of 16, exact slices), ``new+refit`` (the same with the
+down-projection refit), ``fine`` and ``fine+refit`` (a 640-neuron shared expert and 224 experts of 4 neurons), and
+``built-in`` (whatever :class:`MoefySettings` defaults to, i.e. ``smollm2-135m-moe``) — the MoE is assembled in memory for each k and scored
 on held-out HexaInst responses (teacher-forced NLL, nats per response token, pooled over the first N rows of every
 category and source; the same formatting as profiling), twice:
 
@@ -13,9 +15,12 @@ category and source; the same formatting as profiling), twice:
   ||down_e h_e(x)|| — what the partition allows at best, so router − oracle is what the router loses and
   oracle − dense what the partition loses.
 
-Active share = (shared neurons + k × expert width) / MLP width. The refit is fitted for the built k (16); at other k
-it is applied as fitted. Calibration text: ``sparcom-sft`` (never HexaInst); every layer is split in order on the
+Active share = (shared neurons + k × expert width) / MLP width. The refit is fitted for the construction's own k; at other
+k it is applied as fitted. Calibration text: ``sparcom-sft`` (never HexaInst); every layer is split in order on the
 MoE's own inputs, for the old partition too.
+
+``--saved NAME=FOLDER`` scores a MoE folder as saved (e.g. the cached built-in) without building anything — the cheap
+way to put a built model on the curve; ``--ks`` re-targets it (:func:`sparcom.zoo.moe_assembly.retarget`).
 """
 
 from __future__ import annotations
@@ -76,22 +81,71 @@ def scorer(tokenizer, rows, batch_size: int):
     return score, int(plan.counts.sum())
 
 
+def point(name: str, k: int, experts: int, shared: int, width: int, model: nn.Module, score, oracle: bool) -> dict:
+    """One curve point: the NLL of ``model`` with its router (and with the oracle router)."""
+    result = {"construction": name, "k": k, "experts": experts, "shared": shared,
+              "active_share": (shared + k * ((width - shared) // experts)) / width, "router": score(model)}
+    if oracle:
+        result["oracle"] = score(with_oracle(model))
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
+def built_points(name: str, dense, tokenizer, score, ks, oracle: bool) -> list[dict]:
+    """Build construction ``name`` in memory (the builder's own code) and score it at every k of its sweep."""
+    from sparcom.data.tuning_data import build_tuning_rows
+    from sparcom.zoo.moe_assembly import assemble
+    from sparcom.zoo.moefy import MoefySettings, calibration_examples, sequential_splits
+
+    built = MoefySettings()
+    coarse = MoefySettings(num_experts=64, top_k=16, shared_neurons=512)
+    fine = MoefySettings(num_experts=224, top_k=32, shared_neurons=640)
+    constructions = {"old": MoefySettings(num_experts=16, top_k=4, shared_neurons=0, refit=0),
+                     "new": dataclasses.replace(coarse, refit=0), "new+refit": coarse,
+                     "fine": dataclasses.replace(fine, refit=0), "fine+refit": fine, "built-in": built}
+    sweeps = {"old": (2, 4, 8, 12), "new": (4, 8, 16, 32), "new+refit": (16,), "fine": (16, 32, 64),
+              "fine+refit": (32,), "built-in": (built.top_k,)}
+    settings = constructions[name]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    started = time.perf_counter()
+    examples = calibration_examples(build_tuning_rows(), tokenizer, settings.calibration_tokens)
+    splits = sequential_splits(dense, examples, settings, pad)
+    build = time.perf_counter() - started
+    width = dense.config.intermediate_size
+    return [dict(point(name, k, settings.num_experts, settings.shared_neurons, width, assemble(dense, splits, k),
+                       score, oracle), build_seconds=build) for k in (ks or sweeps[name])]
+
+
+def saved_points(spec: str, width: int, score, ks, oracle: bool) -> list[dict]:
+    """Score a saved MoE folder (``NAME=FOLDER``) at its own k and, re-targeted, at every k of ``ks``."""
+    from transformers import AutoModelForCausalLM
+
+    from sparcom.zoo.moe_assembly import retarget
+
+    name, folder = spec.split("=", 1)
+    moe = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    config = moe.config
+    shared = int(getattr(config, "shared_intermediate_size", 0) or 0)
+    own = int(config.num_experts_per_tok)
+    return [point(name, k, int(config.num_local_experts), shared, width, moe if k == own else retarget(moe, k),
+                  score, oracle) for k in (ks or (own,))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--per-group", type=int, default=2, help="HexaInst rows per category and source")
     parser.add_argument("--ks", default="", help="k values for every construction (default: a sweep each)")
-    parser.add_argument("--constructions", default="old,new,new+refit")
+    parser.add_argument("--constructions", default="old,new,new+refit,fine,fine+refit", help="'' for none")
+    parser.add_argument("--saved", action="append", default=[], metavar="NAME=FOLDER",
+                        help="also score a saved MoE folder (at --ks, re-targeted, or its own k); repeatable")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     from sparcom.data.hexainst import load_hexainst
-    from sparcom.data.tuning_data import build_tuning_rows
     from sparcom.zoo.catalog import resolve
     from sparcom.zoo.derived import load_dense_folder
-    from sparcom.zoo.moe_assembly import assemble
-    from sparcom.zoo.moefy import MoefySettings, calibration_examples, sequential_splits
 
     dense, tokenizer = load_dense_folder(resolve("smollm2-135m-instruct", args.cache_dir))
     score, tokens = scorer(tokenizer, subset(load_hexainst(), args.per_group), args.batch_size)
@@ -100,28 +154,11 @@ def main() -> None:
     print(f"{tokens} scored tokens; load {load}; threads {torch.get_num_threads()}", file=sys.stderr, flush=True)
     results = {"dense": score(dense), "points": [], "load_before": load, "scored_tokens": tokens}
     print(f"dense NLL {results['dense']:.4f}", file=sys.stderr, flush=True)
-    built = MoefySettings()
-    constructions = {"old": MoefySettings(num_experts=16, top_k=4, shared_neurons=0, refit=0),
-                     "new": dataclasses.replace(built, refit=0), "new+refit": built}
-    sweeps = {"old": (2, 4, 8, 12), "new": (4, 8, 16, 32), "new+refit": (16,)}
-    rows = build_tuning_rows()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for name in args.constructions.split(","):
-        settings = constructions[name]
-        started = time.perf_counter()
-        examples = calibration_examples(rows, tokenizer, settings.calibration_tokens)
-        splits = sequential_splits(dense, examples, settings, pad)
-        build = time.perf_counter() - started
-        expert_width = (width - settings.shared_neurons) // settings.num_experts
-        for k in ([int(k) for k in args.ks.split(",")] if args.ks else sweeps[name]):
-            moe = assemble(dense, splits, k)
-            point = {"construction": name, "k": k, "experts": settings.num_experts, "shared": settings.shared_neurons,
-                     "active_share": (settings.shared_neurons + k * expert_width) / width,
-                     "router": score(moe), "build_seconds": build}
-            if not args.no_oracle:
-                point["oracle"] = score(with_oracle(moe))
-            results["points"].append(point)
-            print(json.dumps(point), file=sys.stderr, flush=True)
+    ks = tuple(int(k) for k in args.ks.split(",")) if args.ks else ()
+    for spec in args.saved:
+        results["points"] += saved_points(spec, width, score, ks, not args.no_oracle)
+    for name in filter(None, args.constructions.split(",")):
+        results["points"] += built_points(name, dense, tokenizer, score, ks, not args.no_oracle)
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
     dense_nll = results["dense"]
     print("| construction | shared | experts × width | k | active share | NLL (router) | Δ% | NLL (oracle) | Δ% |")
