@@ -17,7 +17,6 @@ files in :mod:`sparcom.report.causal`.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -367,10 +366,10 @@ def causal_check(
                       doses=doses)
     matches = match_rows(plan, matching, settings.interventions[0]) if matching else None
     weak = power_note(settings.seeds, len(inputs.categories), ALPHA)
-    if weak:
+    if weak:  # said before the run (on stdout: stderr carries errors only, one line each) and kept in the notes
         inputs.notes.append(weak)
-        if ranks.is_main:
-            print(f"sparcom: warning: {weak}", file=sys.stderr)
+        if progress and ranks.is_main:
+            print(f"sparcom: note: {weak}", flush=True)
     store = None
     with ranks.step("opening the check's checkpoint"):
         if checkpoint is not None and ranks.is_main:  # rank 0 alone keeps the checkpoint
