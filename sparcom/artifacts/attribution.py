@@ -18,7 +18,6 @@ atomically and loading checks the file against the sha256 its manifest records.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.artifacts.run import save_atomic
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
 from sparcom.kinds import GROUPS, categories_with_tokens, check_kind, count_key, layers_of, tokens_key
 from sparcom.outputs import (
-    WriteFailed,
     check_output_dir,
     lock,
     read_json,
     staged_directory,
     write_json_atomic,
-    write_problem,
 )
 from sparcom.provenance import file_sha256, mismatches
 
@@ -70,26 +68,9 @@ def from_fixed(values: np.ndarray) -> np.ndarray:
 
 def write_sums_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping[str, Any] | None = None) -> None:
     """Write int64 sums as safetensors (sorted keys, one metadata key: identical sums give identical bytes)."""
-    from safetensors.numpy import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
     data = {key: np.require(value.numpy() if hasattr(value, "numpy") else np.asarray(value), np.int64, "C")
-            for key, value in sorted(arrays.items())}
-    metadata = {"format": f"sparcom-attribution/{FORMAT_VERSION}"}
-    if progress is not None:
-        metadata["progress"] = json.dumps(dict(progress), sort_keys=True)
-    try:
-        save_file(data, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        problem = write_problem(exc)
-        if problem is None:
-            raise
-        raise WriteFailed(f"cannot write {path}: {problem}", problem) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            for key, value in arrays.items()}
+    save_atomic(path, data, f"sparcom-attribution/{FORMAT_VERSION}", progress)
 
 
 def load_sums(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:

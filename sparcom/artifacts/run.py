@@ -92,20 +92,28 @@ def write_counts_atomic(path: Path, arrays: Mapping[str, Any], progress: Mapping
     checkpoint passes ``progress`` (how far the run got), stored in the same
     file so that counts and progress are replaced together.
     """
-    from safetensors.numpy import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
     numpy_arrays = {}
     for key, value in sorted(arrays.items()):
         array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         numpy_arrays[key] = np.require(array, _stored_dtype(key, array), "C")  # np.require keeps scalars 0-d
-    # One metadata key for counts: safetensors writes a multi-key metadata dict in no fixed order, which would make
-    # two identical runs differ in bytes (a checkpoint's bytes do not matter).
-    metadata = {"format": f"sparcom-{what}/{FORMAT_VERSION}"}
+    save_atomic(path, numpy_arrays, f"sparcom-{what}/{FORMAT_VERSION}", progress)
+
+
+def save_atomic(path: Path, arrays: dict[str, np.ndarray], format_name: str,
+                progress: Mapping[str, Any] | None = None) -> None:
+    """Write numpy arrays as safetensors through a temporary file renamed into place (no half-written file).
+
+    One metadata key for the format (and one for ``progress``): safetensors writes a multi-key metadata dict in no
+    fixed order, which would make two identical runs differ in bytes (a checkpoint's bytes do not matter).
+    """
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    metadata = {"format": format_name}
     if progress is not None:
         metadata["progress"] = json.dumps(dict(progress), sort_keys=True)
     try:
-        save_file(numpy_arrays, str(tmp), metadata=metadata)
+        save_file(dict(sorted(arrays.items())), str(tmp), metadata=metadata)
         os.replace(tmp, path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
