@@ -18,10 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcom.analysis.sets import set_counts
+from sparcom.analysis.sets import summary_statistics
 from sparcom.analysis.subsampling import stratum_ids, subsample_intervals
 
-NAMES = ("general_share", "unique_share", "selected_any")
+#: The tracked set statistics (sparcom.analysis.bootstrap.tracked_statistics); per-category ones for category 0
+#: (the world's categories are exchangeable).
+NAMES = ("general_share", "unique_share", "selected_any", "general", "unique_total", "selected_0", "unique_0",
+         "unique_share_0", "general_share_0")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,9 @@ def top(p: np.ndarray, epsilon: float) -> np.ndarray:
 
 
 def statistics(mask: np.ndarray) -> np.ndarray:
-    counts = set_counts(mask, [str(c) for c in range(mask.shape[0])])
-    union = counts["selected_any"]
-    return np.array([counts["general"] / union if union else np.nan,
-                     counts["unique_total"] / union if union else np.nan, float(union)])
+    """[S] the statistics of NAMES, counted by sparcom's own set code (sparcom.analysis.sets.summary_statistics)."""
+    values = summary_statistics(mask, [str(c) for c in range(mask.shape[0])])
+    return np.array([float(values[name]) for name in NAMES])
 
 
 def pooled(counts: np.ndarray, category: np.ndarray, weights: np.ndarray, k: int, tokens: int) -> np.ndarray:
@@ -104,7 +106,7 @@ def coverage(data_sets: int = 200, neurons: int = 20_000, per_category: int = 24
     w = world(neurons, seed=seed)
     truth = statistics(top(w.population(), w.epsilon))
     rng = np.random.default_rng(seed + 1)
-    hits = {m: {"truth": np.zeros(3), "estimate": np.zeros(3)} for m in ("percentile bootstrap", "subsampling")}
+    hits = {m: {"truth": np.zeros(len(NAMES)), "estimate": np.zeros(len(NAMES))} for m in ("percentile bootstrap", "subsampling")}
     plugs, corrected = [], []
     for d in range(data_sets):
         plug, percentile, new, fixed = one_data_set(w, per_category, rng, boot, seed + d, **subsampling)

@@ -230,8 +230,8 @@ def identify(run: RunLike, settings: IdentifySettings | SelectionRule | None = N
     ``ci_level``, ``resamples``, ``validity``, ``folds``, ``random_sets``, ``validity_seed``, …. On a run profiled
     with ``--group-by instruction`` the result also carries the selection's validity (``result.validity[kind]``:
     held-out decoding against random sets of the same per-layer shape, stability, cross-source agreement);
-    ``resamples`` = B > 0 takes the bootstrap intervals from B resamples of the instructions (needed for rule
-    ``test``); ``probing=True`` adds sparse-probing curves and the bag-of-tokens baseline (``result.probing``)."""
+    the set statistics' intervals come from subsampling the instructions (``result.kinds[kind].intervals``);
+    ``resamples`` = B > 0 adds the bootstrap stability over B resamples; ``probing=True`` adds sparse-probing curves and the bag-of-tokens baseline (``result.probing``)."""
     from sparcom.analysis.pipeline import identify as select
     from sparcom.report.outputs import write_identify
 

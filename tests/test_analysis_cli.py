@@ -110,12 +110,13 @@ def test_tables_agree_with_summary(identified):
     assert {r["kind"] for r in intervals} == {"neuron", "expert", "expert_neuron"}
 
 
-def test_identify_without_bootstrap_counters_says_how_to_get_them(runs, tmp_path):
+def test_identify_without_intervals_says_how_to_get_them(runs, tmp_path):
     result = invoke("identify", runs["dense"], "--out", tmp_path / "o", "--no-plots", "--rule", "lape")
     assert result.exit_code == 0, result.output
-    assert "--bootstrap" in result.output
+    assert "no intervals (profile with --group-by instruction" in result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["kinds"]["neuron"]["bootstrap"]["available"] is False
+    assert "--group-by instruction" in summary["kinds"]["neuron"]["bootstrap"]["note"]
     assert summary["rule"]["filter_rate"] == 0.95
     assert not (tmp_path / "o" / "plots").exists()
 

@@ -315,6 +315,54 @@ def test_a_constant_statistic_has_no_bias_flag():
     assert result.corrected == pytest.approx(1.0) and not result.bias_large
 
 
+
+def _direct_set_statistics(groups: GroupCounts, keep: np.ndarray, bar: float) -> dict[str, float]:
+    """The threshold rule's set statistics written out by hand: pooled p per category, p ≥ bar, then counts."""
+    cats = groups.category_order
+    mask = np.zeros((len(cats), groups.layout.size), dtype=bool)
+    for c, category in enumerate(cats):
+        rows = keep & (np.asarray(groups.categories) == category)
+        mask[c] = groups.counts[rows].sum(axis=0) / groups.tokens[rows].sum() >= bar
+    selected_by = mask.sum(axis=0)
+    general, unique, any_ = int((selected_by == len(cats)).sum()), int((selected_by == 1).sum()), int((selected_by > 0).sum())
+    values = {"general": general, "general_share": general / any_, "unique_total": unique,
+              "unique_share": unique / any_, "selected_any": any_}
+    for c, category in enumerate(cats):
+        size = int(mask[c].sum())
+        values[f"selected_{category}"] = size
+        values[f"unique_{category}"] = int((mask[c] & (selected_by == 1)).sum())
+        values[f"unique_share_{category}"] = values[f"unique_{category}"] / size
+        values[f"general_share_{category}"] = general / size
+    return values
+
+
+def test_identify_intervals_are_subsampling_of_the_direct_set_statistics():
+    """The intervals identify stores for a run with counts per instruction are the subsampling intervals of the set
+    statistics, each recomputed on every subsample by hand (threshold rule), clipped to the statistic's range."""
+    from sparcom.analysis.bootstrap import subsampling_rows, tracked_statistics
+
+    groups, _ = synthetic_groups(("a", "b", "c"), layers=2, width=30, per_source=6, specific=3, boost=1.5, seed=2)
+    rule = SelectionRule("threshold", 0.3)
+    names = tracked_statistics(groups.category_order)
+    settings = {"replicates": 3, "halves": 4, "inner": 2}
+    rows = {r["statistic"]: r for r in subsampling_rows(groups, rule, 0.9, seed=5, **settings)}
+    direct = subsample_intervals(lambda keep: np.array([_direct_set_statistics(groups, keep, 0.3)[n] for n in names]),
+                                 names, stratum_ids(groups.categories, groups.sources), level=0.9, seed=5,
+                                 bounds=(0.0, float(groups.layout.size)), **settings)
+    everything = _direct_set_statistics(groups, np.ones(groups.size, dtype=bool), 0.3)
+    assert rows.keys() == set(names)
+    for name in names:
+        row, expected = rows[name], direct[name]
+        top = 1.0 if "share" in name else groups.layout.size
+        assert row["estimate"] == pytest.approx(everything[name])
+        assert row["corrected"] == pytest.approx(min(expected.corrected, top))
+        assert row["bias"] == pytest.approx(row["estimate"] - row["corrected"]) and row["method"] == "subsampling"
+        if name == "selected_any":  # its subsampling interval does not cover (benchmarks/interval_coverage.py)
+            assert np.isnan(row["low"]) and np.isnan(row["high"])
+            continue
+        assert (row["low"], row["high"]) == pytest.approx((min(expected.low, top), min(expected.high, top)))
+        assert 0 <= row["low"] <= row["corrected"] <= row["high"] <= top
+
 # -- stored with the selection, read by the claims table ------------------------------------------------------------
 
 def test_identify_with_a_reference_stores_both_nulls_and_the_claims_table_reads_them(tmp_path, capsys):

@@ -99,21 +99,24 @@ def test_selected_components_carry_sortable_specificity_scores(grouped, identifi
         assert float(row["effect"]) == scores.effect[c, n] and float(row["q_value"]) == scores.qvalue[c, n]
 
 
-def test_test_rule_runs_its_sweep_and_resampled_intervals(grouped, tmp_path):
+def test_test_rule_runs_its_sweep_its_resampled_stability_and_subsampling_intervals(grouped, tmp_path):
+    """The test rule (which needs the groups' moments) gets its sweep, its bootstrap stability from --resamples, and
+    — with or without --resamples and validity — the subsampling intervals of its set statistics."""
+    from sparcom.analysis.bootstrap import SUBSAMPLING, subsampling_rows
+
     result = sparcom.identify(grouped, rule="test", epsilon=0.05, resamples=4, **FAST)
     groups = loaded_groups(grouped)
     analysis = result.kinds["neuron"]
     for row in analysis.sweep:
         mask = SelectionRule("test", row["epsilon"]).apply(analysis.freqs.p, analysis.freqs.layout, groups)
         assert row["selected_any"] == summary_statistics(mask, CATEGORIES)["selected_any"]
-    assert analysis.replicates == 4 and analysis.intervals
-    assert analysis.summary()["bootstrap"]["method"].startswith("instructions resampled")
+    assert analysis.summary()["bootstrap"]["method"] == SUBSAMPLING
+    assert analysis.intervals == subsampling_rows(groups, SelectionRule("test", 0.05), result.ci_level, seed=0)
     direct = validity(groups, SelectionRule("test", 0.05), folds=4, random_sets=12, bootstrap=4)
     np.testing.assert_array_equal(result.validity["neuron"].bootstrap.masks, direct.bootstrap.masks)
     assert result.validity["neuron"].bootstrap.mean == direct.bootstrap.mean
     without = sparcom.identify(grouped, rule="test", epsilon=0.05, validity=False, sweep=False)
-    assert without.kinds["neuron"].intervals is None and without.validity == {}
-    assert any("--resamples" in note for note in without.summary()["notes"])
+    assert without.validity == {} and without.kinds["neuron"].intervals == analysis.intervals
 
 
 def test_runs_without_groups_say_how_to_get_validity(tmp_path):

@@ -33,10 +33,6 @@ from sparcom.stats import LEVEL
 #: What every output says when a run has no counts below the category.
 NO_GROUPS_NOTE = ("no validity evidence (held-out decoding against random sets, cross-source agreement, stability): "
                   "the run keeps counts per category only; profile with 'sparcom profile ... --group-by instruction'")
-#: Why a rule that needs per-instruction counts gets its intervals from resampled instructions.
-RESAMPLES_NOTE = ("bootstrap intervals of rule {rule} resample the instructions (Poisson counters carry no "
-                  "per-instruction frequencies): pass --resamples 100 (identify) or resamples=100 (Python)")
-
 
 @dataclass(frozen=True)
 class ValiditySettings:

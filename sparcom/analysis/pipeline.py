@@ -18,7 +18,6 @@ from sparcom.analysis import sets
 from sparcom.analysis.attribution import attributed_kinds, attribution_of, rule_effects
 from sparcom.analysis.evidence import (
     NO_GROUPS_NOTE,
-    RESAMPLES_NOTE,
     ValiditySettings,
     component_rows,
     has_groups,
@@ -43,10 +42,11 @@ from sparcom.provenance import measurement
 from sparcom.results import Tabular
 from sparcom.stats import LEVEL
 
+#: What the summary keeps of each interval row: the plug-in estimate and the interval; the trend-corrected value
+#: and its bias (subsampling) or the replicates' mean (the Poisson bootstrap's spread).
+INTERVAL_FIELDS = ("estimate", "low", "high", "corrected", "bias", "replicate_mean")
 ATTRIBUTION_NOTE = ("rule 'attribution' ranks estimated effects, so the frequency-based validity evidence and bootstrap "
                     "intervals are left out; judge its sets with the causal check, cross-fitted (--crossfit-folds)")
-POISSON_COUNTERS = "Poisson weights per instruction, counted by the profiler (--bootstrap)"
-RESAMPLED_INSTRUCTIONS = "instructions resampled with replacement within category and source (--resamples)"
 
 
 @dataclass
@@ -66,8 +66,8 @@ class KindAnalysis:
     intervals: list[dict] | None = None
     replicates: int | None = None
     lape_details: dict[str, Any] | None = None
-    #: How the bootstrap replicates were made: Poisson counters of the profile, or resampled instructions.
-    replicate_method: str = POISSON_COUNTERS
+    #: How the intervals were made: subsampling instructions, or the spread of the profile's Poisson counters.
+    replicate_method: str = boot.POISSON_COUNTERS
 
     @property
     def kind(self) -> str:
@@ -99,7 +99,7 @@ class KindAnalysis:
             result["bootstrap"] = {
                 "available": True, "replicates": self.replicates, "method": self.replicate_method,
                 "level": self.intervals[0]["level"] if self.intervals else None,
-                "intervals": {row["statistic"]: {"estimate": row["estimate"], "low": row["low"], "high": row["high"]}
+                "intervals": {row["statistic"]: {key: row[key] for key in INTERVAL_FIELDS if key in row}
                               for row in self.intervals}}
         if self.lape_details:
             result["lape"] = self.lape_details
@@ -110,15 +110,15 @@ class KindAnalysis:
 
 def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list[float] = True,
                  replicates=None, replicate_total: int | None = None, ci_level: float = LEVEL,
-                 groups: GroupCounts | None = None, replicate_masks: np.ndarray | None = None,
-                 effects: np.ndarray | None = None) -> KindAnalysis:
-    """Select with ``rule`` and compute every set statistic (optionally the ε sweep and bootstrap intervals).
+                 groups: GroupCounts | None = None, effects: np.ndarray | None = None,
+                 subsample_seed: int | None = None) -> KindAnalysis:
+    """Select with ``rule`` and compute every set statistic (optionally the ε sweep and intervals).
 
     ``groups`` are the groups pooled into ``freqs`` (rows in its category order); the ``test`` rule needs them, and
     the ``attribution`` rule needs the estimated ``effects`` [K, N] (:mod:`sparcom.analysis.attribution`).
-    Bootstrap intervals come from ``replicates`` (p of each Poisson replicate, the rule applied to each) or from
-    ``replicate_masks`` [B, K, N] (selections on resampled instructions, :func:`~sparcom.analysis.evidence.
-    resample_masks`).
+    Intervals (:mod:`sparcom.analysis.bootstrap`): with ``subsample_seed`` and ``groups`` of one instruction each,
+    by subsampling the instructions; else from ``replicates`` (p of each Poisson replicate, the rule applied to
+    each), as the bootstrap's spread.
     """
     layout, cats, p = freqs.layout, freqs.categories, freqs.p
     mask = rule.apply(p, layout, groups, effects)
@@ -138,13 +138,12 @@ def analyse_kind(freqs: KindFrequencies, rule: SelectionRule, sweep: bool | list
     if sweep:
         grid = None if sweep is True else list(sweep)
         analysis.sweep = sets.epsilon_sweep(p, layout, cats, rule, grid, groups, effects)
-    if replicate_masks is not None:
-        samples = boot.mask_statistics(replicate_masks, cats)
-        analysis.replicates, analysis.replicate_method = len(replicate_masks), RESAMPLED_INSTRUCTIONS
+    if groups is not None and subsample_seed is not None:
+        analysis.intervals = boot.subsampling_rows(groups, rule, ci_level, subsample_seed)
+        analysis.replicate_method = boot.SUBSAMPLING
     elif replicates is not None:
         samples = boot.replicate_statistics(replicates, layout, cats, rule)
         analysis.replicates = replicate_total
-    if replicate_masks is not None or replicates is not None:
         analysis.intervals = boot.interval_rows(freqs.kind, sets.summary_statistics(mask, cats), samples, ci_level)
     return analysis
 
@@ -301,13 +300,15 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     for kind in selected:
         freqs = kind_frequencies(run.counts, categories, kind)
         effects = rule_effects(run, attribution, kind) if attribution is not None else None
-        groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples) else None
+        subsampled = bootstrap and per_instruction and effects is None
+        groups = (run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples or subsampled)
+                  else None)
         masks = resample_masks(groups, rule, resamples, settings.seed) if groups is not None and resamples else None
         total = (replicate_count(run.counts, categories, kind)
-                 if bootstrap and masks is None and effects is None else None)
+                 if bootstrap and not subsampled and effects is None else None)
         replicates = replicate_frequencies(run.counts, categories, freqs.layout) if total else None
-        analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level, groups,
-                                      masks if bootstrap else None, effects)
+        analyses[kind] = analyse_kind(freqs, rule, sweep, replicates, total, ci_level, groups, effects,
+                                      settings.seed if subsampled else None)
         if groups is not None and settings.enabled and effects is None:
             try:
                 evidence[kind] = (validity_of(groups, rule, settings.folds, settings.seed, settings.random_sets,
@@ -330,8 +331,6 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         notes.append(NO_GROUPS_NOTE)
     elif not settings.enabled:
         notes.append("validity evidence turned off (--no-validity)")
-    if rule.needs_groups and bootstrap and not resamples:
-        notes.append(RESAMPLES_NOTE.format(rule=rule.name))
     if settings.probing and not per_instruction:
         notes.append("probing curves left out: they need counts per instruction (--group-by instruction)")
     return IdentifyResult(run, rule, analyses, ci_level, evidence, settings, scores, notes, nulls,

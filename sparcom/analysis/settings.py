@@ -44,18 +44,18 @@ class AnalysisSettings:
 
 @dataclass(frozen=True)
 class IdentifySettings(AnalysisSettings):
-    """``identify``: the rule, the ε sweep, the bootstrap intervals and the validity evidence."""
+    """``identify``: the rule, the ε sweep, the set statistics' intervals and the validity evidence."""
 
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
     sweep: bool | tuple[float, ...] = setting(
         True, flag="--sweep", cli_type=str | None, cli_default=None, parse=parse_grid,
         help="Comma-separated ε values for the ε sweep ('off' to skip). Default: a grid per rule.")
     ci_level: float = setting(DEFAULT_LEVEL, flag="--ci-level", low=0, high=1, open="both",
-                              help="Level of the bootstrap intervals.")
+                              help="Level of the set statistics' intervals.")
     resamples: int = setting(
         0, flag="--resamples", low=0,
-        help="Bootstrap intervals (and bootstrap stability) from this many resamples of the instructions (grouped "
-             "runs; the only way for rule test; ~1–8 s each on SmolLM2). 0: Poisson counters if the run has them.")
+        help="Bootstrap stability of the selection over this many resamples of the instructions (runs with counts "
+             "per instruction; ~1–8 s each on SmolLM2). The set statistics' intervals come from subsampling.")
     validity: ValiditySettings = group(ValiditySettings)
     reference: str | None = setting(
         None, flag="--reference",

@@ -23,9 +23,15 @@ SUMMARY_FILE = "summary.json"
 
 @dataclass(frozen=True)
 class Interval:
+    """A set statistic's plug-in estimate and interval; ``corrected`` and ``bias`` (= estimate − corrected) come
+    with subsampling intervals, ``replicate_mean`` with the Poisson bootstrap's spread."""
+
     estimate: float
     low: float
     high: float
+    corrected: float | None = None
+    bias: float | None = None
+    replicate_mean: float | None = None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _print_identify(result, folder: Path) -> None:
             share = unique / size if size else float("nan")
             cell = _percent(share)
             ci = intervals.get(f"unique_share_{category}")
-            if ci and not math.isnan(ci["low"]):
+            if ci and ci.get("method") == "subsampling" and not math.isnan(ci["low"]):
                 cell += f" [{ci['low']:.1%}, {ci['high']:.1%}]"
             table.add_row(category_label(category), f"{size:,}", f"{unique:,}", cell,
                           _percent(a.counts["general"] / size if size else float("nan")))
@@ -47,10 +47,19 @@ def _print_identify(result, folder: Path) -> None:
         union = a.counts["selected_any"]
         out.print(f"general (all categories): {a.counts['general']:,} of {union:,} selected "
                    f"({_percent(a.counts['general'] / union if union else None)}); dead: {a.activity['dead']:,}; "
-                   + ("bootstrap intervals: " + str(a.replicates) + " replicates" if a.intervals is not None
-                      else "no bootstrap counters (CIs unavailable; profile with --bootstrap 200)"))
+                   + _interval_line(a))
     print_validity(result)
     out.print(f"wrote {folder}")
+
+
+def _interval_line(analysis) -> str:
+    """How the set statistics' uncertainty was measured, in a few words (the intervals are in the tables)."""
+    if analysis.intervals is None:
+        return "no intervals (profile with --group-by instruction for subsampling intervals)"
+    if any(row.get("method") == "subsampling" for row in analysis.intervals):
+        return "intervals: subsampling of the instructions (bootstrap_intervals.csv)"
+    return (f"bootstrap spread of {analysis.replicates} Poisson replicates (not a confidence interval for these "
+            "thresholded statistics; profile with --group-by instruction for one)")
 
 
 @app.command("identify")

@@ -50,7 +50,7 @@ class DemoConfig:
     epsilon: float = 0.01
     #: Reference passages (XSum, not instructions) each model profiles raw: the generality claim's null.
     reference_rows: int = 100
-    #: Validity: held-out decoding folds, random sets per fold, resampled instructions for the intervals.
+    #: Validity: held-out decoding folds, random sets per fold, resampled instructions for the bootstrap stability.
     folds: int = 5
     random_sets: int = 100
     resamples: int = 100

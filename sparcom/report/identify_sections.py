@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 
-from sparcom.artifacts.summaries import IdentifySummary, KindSets, ValidityHeadline
+from sparcom.artifacts.summaries import Bootstrap, IdentifySummary, KindSets, ValidityHeadline
 from sparcom.data.schema import category_label
 from sparcom.kinds import KIND_NOUNS, KIND_UNITS
 from sparcom.report import svg
@@ -59,11 +59,7 @@ def selection_summary(ctx: Context, output: Output, kind: str, k: KindSets) -> l
     body = f'<div class="two">{body}{key_values(totals)}</div>'
     boot = k.bootstrap
     if boot is not None and boot.available:
-        intervals = [{"statistic": name, "estimate": v.estimate, "low": v.low, "high": v.high}
-                     for name, v in boot.intervals.items()]
-        body += details(f"bootstrap intervals ({fmt_pct(boot.level)}, {fmt_int(boot.replicates)} replicates)",
-                        table(intervals, [("statistic", "statistic"), ("estimate", "estimate"), ("low", "low"),
-                                          ("high", "high")]))
+        body += interval_details(boot)
     else:
         body += not_computed("Confidence intervals", (boot.note or "") if boot else "")
     body += note("<b>General</b>: selected for every category; <b>unique</b>: for one category only. The chance "
@@ -229,3 +225,22 @@ def identify_sections(ctx: Context) -> list[Section]:
 
 
 __all__ = ["IDENTIFY_SECTIONS", "identify_sections"]
+
+
+def interval_details(boot: Bootstrap) -> str:
+    """The set statistics' intervals, titled by their method: subsampling intervals (centred on the trend-corrected
+    value, the plug-in's bias beside it) or the Poisson bootstrap's spread (its replicates' mean beside it)."""
+    subsampled = any(v.corrected is not None for v in boot.intervals.values())
+    rows = [{"statistic": name, "estimate": v.estimate, "corrected": v.corrected, "bias": v.bias,
+             "replicate_mean": v.replicate_mean, "low": v.low, "high": v.high}
+            for name, v in boot.intervals.items()]
+    if subsampled:
+        title = f"{fmt_pct(boot.level)} intervals by subsampling instructions (trend-corrected)"
+        columns = [("statistic", "statistic"), ("estimate", "plug-in estimate"), ("corrected", "corrected"),
+                   ("bias", "bias"), ("low", "low"), ("high", "high")]
+    else:
+        title = (f"bootstrap spread ({fmt_pct(boot.level)}, {fmt_int(boot.replicates)} Poisson replicates; not a "
+                 "confidence interval for thresholded statistics: profile per instruction for one)")
+        columns = [("statistic", "statistic"), ("estimate", "estimate"), ("replicate_mean", "replicates' mean"),
+                   ("low", "low"), ("high", "high")]
+    return details(title, table(rows, columns) + note(escape(boot.method or "")))
