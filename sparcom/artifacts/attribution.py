@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sparcom.artifacts.run import merged_manifest as run_manifest
 from sparcom.artifacts.run import save_atomic
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
@@ -223,16 +224,8 @@ def merge_attributions(paths: list[str | Path], out: str | Path, overwrite: bool
 
 
 def merged_manifest(manifests: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
-    """The first manifest's settings with the rows of all (categories in first-seen order)."""
-    merged = json.loads(json.dumps(manifests[0]))
-    categories: list[str] = []
-    for manifest in manifests:
-        categories += [c for c in manifest.get("categories", []) if c not in categories]
-    ids: dict[str, list[str]] = {c: [] for c in categories}
-    for manifest in manifests:
-        for category, values in manifest.get("instruction_ids", {}).items():
-            ids[category] += values
-    merged.update(categories=categories, instruction_ids=ids, merged_from=sources, shard=None, complete=True,
-                  wall_time_seconds=sum(m.get("wall_time_seconds", 0.0) for m in manifests))
+    """A merged profile run's manifest (:func:`sparcom.artifacts.run.merged_manifest`: rows of all, datasets, wall
+    time), without the per-shard hash of the effects."""
+    merged = run_manifest(manifests, sources)
     merged.pop("effects_sha256", None)
     return merged
