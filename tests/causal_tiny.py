@@ -89,3 +89,59 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def experts_io(site, model: torch.nn.Module, ids: torch.Tensor) -> dict:
+    """The (hidden_states, top_k_index, top_k_weights) one experts module receives during a forward, and its
+    output."""
+    seen: dict = {}
+
+    def pre(module, args, kwargs):
+        seen["args"] = tuple(a.detach().clone() for a in args)
+
+    def post(module, args, output):
+        seen["output"] = output.detach().clone()
+
+    handles = [site.experts.register_forward_pre_hook(pre, with_kwargs=True), site.experts.register_forward_hook(post)]
+    with torch.no_grad():
+        model(ids)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def manual_experts(experts, hidden, index, weights, replaced=None) -> torch.Tensor:
+    """Σ_k w_k · down_e(A ⊙ up) from the weights (Mixtral layout), with A of each (expert, neuron) in ``replaced``
+    set to its value (0 for a zero ablation, the mean for a mean ablation)."""
+    replaced = replaced or {}
+    out = torch.zeros_like(hidden)
+    width = experts.down_proj.shape[2]
+    for t in range(hidden.shape[0]):
+        for slot in range(index.shape[1]):
+            e = int(index[t, slot])
+            gate, up = torch.nn.functional.linear(hidden[t], experts.gate_up_proj[e]).split(width)
+            a = experts.act_fn(gate)
+            for (pe, pi), value in replaced.items():
+                if pe == e:
+                    a[pi] = float(value)
+            out[t] += weights[t, slot] * torch.nn.functional.linear(a * up, experts.down_proj[e])
+    return out
+
+
+def tiny_study(root: Path, rules: dict[str, tuple[str, float]]) -> dict:
+    """A tiny Llama saved in ``root``, its dataset, a profile run and one selection folder per entry of ``rules``
+    (folder name → (rule, ε)): what the causal tests of controls and dose–response run on."""
+    from tiny import tiny_model, write_dataset
+
+    from sparcom import ProfileSettings, SelectionRule, identify, profile
+    from sparcom.models.loading import load_model
+
+    data = write_dataset(root / "rows.jsonl")
+    folder = root / "tiny-llama"
+    tiny_model("llama", seed=1).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    model = load_model(str(folder), dtype="float32")
+    run = profile(model, data, root / "run", ProfileSettings(batch_size=4), progress=False)
+    for name, (rule, epsilon) in rules.items():
+        identify(run, SelectionRule(rule, epsilon), sweep=False, out=root / name, plots=False)
+    return {"root": root, "data": data, "folder": folder, "model": model, "run": run}

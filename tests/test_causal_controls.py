@@ -9,18 +9,15 @@ import json
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread, tiny_moe  # noqa: F401
-from tiny import tiny_model, tiny_tokenizer, write_dataset
+from causal_tiny import one_thread, tiny_moe, tiny_study  # noqa: F401
 from typer.testing import CliRunner
 
-from sparcom import ProfileSettings, SelectionRule, identify, profile
 from sparcom.causal import CausalSettings, causal_check
 from sparcom.causal.controls import Matching, match_row, matched_like, quantile_levels, quantile_strata, shape_like
 from sparcom.causal.plan import Axes, build_plan
 from sparcom.cli.app import app
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
-from sparcom.models.loading import load_model
 from sparcom.random_sets import Widening, merge_short_strata
 
 EXPERTS = Layout("expert_neuron", (0, 1), ((3, 40), (3, 40)))
@@ -146,16 +143,8 @@ def test_the_frequency_control_is_an_axis_of_the_plan_with_its_bins_in_the_diges
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("controls")
-    data = write_dataset(root / "rows.jsonl")
-    folder = root / "tiny-llama"
-    tiny_model("llama", seed=1).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    model = load_model(str(folder), dtype="float32")
-    run = profile(model, data, root / "run", ProfileSettings(batch_size=4), progress=False)
-    identify(run, SelectionRule("percentile", 0.05), sweep=False, out=root / "selection", plots=False)
-    return {"root": root, "data": data, "folder": folder, "model": model, "run": run,
-            "selection": root / "selection"}
+    study = tiny_study(tmp_path_factory.mktemp("controls"), {"selection": ("percentile", 0.05)})
+    return {**study, "selection": study["root"] / "selection"}
 
 
 def pooled_frequency_directly(run) -> dict[int, np.ndarray]:

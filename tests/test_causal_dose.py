@@ -9,11 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread  # noqa: F401
-from tiny import tiny_model, tiny_tokenizer, write_dataset
+from causal_tiny import one_thread, tiny_study  # noqa: F401
 from typer.testing import CliRunner
 
-from sparcom import ProfileSettings, SelectionRule, identify, profile
 from sparcom.analysis.specificity import contrast_scores
 from sparcom.causal import CausalSettings, causal_check
 from sparcom.causal.dose import dose_grid, rule_scores, top_k
@@ -25,7 +23,6 @@ from sparcom.cli.app import app
 from sparcom.components import ComponentSet, Layout
 from sparcom.data.batching import length_batches
 from sparcom.errors import SparcomError
-from sparcom.models.loading import load_model
 
 
 def test_the_grid_is_geometric_up_to_the_set_size():
@@ -53,16 +50,7 @@ def test_top_k_takes_the_highest_scores_and_nests():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dose")
-    data = write_dataset(root / "rows.jsonl")
-    folder = root / "tiny-llama"
-    tiny_model("llama", seed=1).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    model = load_model(str(folder), dtype="float32")
-    run = profile(model, data, root / "run", ProfileSettings(batch_size=4), progress=False)
-    identify(run, SelectionRule("percentile", 0.05), sweep=False, out=root / "selection", plots=False)
-    identify(run, SelectionRule("contrast", 0.05), sweep=False, out=root / "contrast", plots=False)
-    return {"root": root, "data": data, "folder": folder, "model": model, "run": run}
+    return tiny_study(tmp_path_factory.mktemp("dose"), {"selection": ("percentile", 0.05), "contrast": ("contrast", 0.05)})
 
 
 def test_rule_scores_are_the_rules_own(study):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from causal_tiny import assert_same_state, hook_count, one_thread, shadowed_forwards, snapshot, tiny_moe  # noqa: F401
+from causal_tiny import (  # noqa: F401
+    assert_same_state,
+    experts_io,
+    hook_count,
+    manual_experts,
+    one_thread,
+    shadowed_forwards,
+    snapshot,
+    tiny_moe,
+)
 from tiny import tiny_model
 
 from sparcom.causal.interventions import ablate, check_ablation, renormalized
@@ -101,57 +110,22 @@ def test_ablating_every_neuron_of_a_layer_changes_the_output(dense):
     assert (changed - reference).abs().max() > 1e-3
 
 
-def _experts_call(moe_site, ids, model):
-    """The (hidden_states, top_k_index, top_k_weights) an experts module receives, and its output."""
-    seen = {}
-
-    def pre(module, args, kwargs):
-        seen["args"] = tuple(a.detach().clone() for a in args)
-
-    def post(module, args, output):
-        seen["output"] = output.detach().clone()
-
-    handles = [moe_site.experts.register_forward_pre_hook(pre, with_kwargs=True),
-               moe_site.experts.register_forward_hook(post)]
-    with torch.no_grad():
-        model(ids)
-    for handle in handles:
-        handle.remove()
-    return seen
-
-
-def _manual_experts(experts, hidden, index, weights, zero_pairs=()):
-    """Σ_k w_k · down_e(A ⊙ up) with A zeroed at (expert, neuron) pairs, from the weights (Mixtral layout)."""
-    out = torch.zeros_like(hidden)
-    width = experts.down_proj.shape[2]
-    for t in range(hidden.shape[0]):
-        for slot in range(index.shape[1]):
-            e = int(index[t, slot])
-            gate, up = torch.nn.functional.linear(hidden[t], experts.gate_up_proj[e]).split(width)
-            a = experts.act_fn(gate)
-            for pe, pi in zero_pairs:
-                if pe == e:
-                    a[pi] = 0
-            out[t] += weights[t, slot] * torch.nn.functional.linear(a * up, experts.down_proj[e])
-    return out
-
-
 @pytest.mark.parametrize("implementation", ["eager", "grouped_mm"])
 def test_expert_neurons_are_deactivated_exactly_and_restored(implementation):
     model = tiny_moe("mixtral", implementation=implementation)
     sites = model_sites(model)
     site = sites.moe[1]
     before, hooks = snapshot(model), hook_count(model)
-    clean = _experts_call(site, IDS, model)
+    clean = experts_io(site, model, IDS)
     pairs = [(0, 3), (0, 4), (5, 0), (7, 23)]
     with ablate(model, ComponentSet.from_indices({"expert_neuron": {1: pairs}}, sites)):
-        ablated = _experts_call(site, IDS, model)
+        ablated = experts_io(site, model, IDS)
         hidden, index, weights = ablated["args"]
         assert torch.equal(hidden, clean["args"][0])  # layer 0 is untouched, so layer 1's input is the same
-        expected = _manual_experts(site.experts, hidden, index, weights, pairs)
+        expected = manual_experts(site.experts, hidden, index, weights, dict.fromkeys(pairs, 0.0))
     with torch.no_grad():
         assert torch.allclose(ablated["output"], expected, atol=1e-4, rtol=1e-5)
-        assert torch.allclose(clean["output"], _manual_experts(site.experts, hidden, index, weights), atol=1e-4,
+        assert torch.allclose(clean["output"], manual_experts(site.experts, hidden, index, weights), atol=1e-4,
                               rtol=1e-5)
     assert not torch.allclose(ablated["output"], clean["output"])
     assert_same_state(model, before)
@@ -170,11 +144,11 @@ def test_expert_neuron_weights_restored_after_an_error(mixtral):
 def test_renormalize_drops_removed_experts_and_keeps_each_tokens_total(mixtral):
     sites = model_sites(mixtral)
     site = sites.moe[0]
-    clean = _experts_call(site, IDS, mixtral)
+    clean = experts_io(site, mixtral, IDS)
     _, index, weights = clean["args"]
     removed = [int(index[0, 0]), int(index[3, 1])]
     with ablate(mixtral, ComponentSet.from_indices({"expert": {0: removed}}, sites)) as stats:
-        got = _experts_call(site, IDS, mixtral)
+        got = experts_io(site, mixtral, IDS)
     _, new_index, new_weights = got["args"]
     assert torch.equal(new_index, index)
     hit = torch.isin(index, torch.tensor(removed))
@@ -197,11 +171,11 @@ def test_next_best_routes_to_the_best_remaining_experts(mixtral):
     site = sites.moe[0]
     logits = {}
     handle = site.router.register_forward_hook(lambda m, a, out: logits.__setitem__("x", out[0].detach().clone()))
-    clean = _experts_call(site, IDS, mixtral)
+    clean = experts_io(site, mixtral, IDS)
     handle.remove()
     removed = sorted({int(clean["args"][1][0, 0]), int(clean["args"][1][1, 0])})
     with ablate(mixtral, ComponentSet.from_indices({"expert": {0: removed}}, sites), expert_removal="next-best") as stats:
-        got = _experts_call(site, IDS, mixtral)
+        got = experts_io(site, mixtral, IDS)
         assert "forward" in site.router.__dict__
     _, index, weights = got["args"]
     assert not torch.isin(index, torch.tensor(removed)).any()

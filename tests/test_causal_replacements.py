@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from causal_tiny import assert_same_state, hook_count, one_thread, snapshot, tiny_moe  # noqa: F401
+from causal_tiny import (  # noqa: F401
+    assert_same_state,
+    experts_io,
+    hook_count,
+    manual_experts,
+    one_thread,
+    snapshot,
+    tiny_moe,
+)
 from tiny import tiny_model
 
 from sparcom.causal.interventions import InterventionReference, mean_ablate, resample_ablate
@@ -101,53 +109,25 @@ def test_mean_ablation_of_shared_expert_neurons_matches_a_plain_hook():
     assert torch.equal(patched, manual) and not torch.allclose(patched, clean)
 
 
-def _experts_io(site, model):
-    """The call arguments and output of one experts module during a forward."""
-    seen = {}
-    handles = [site.experts.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.__setitem__("args", tuple(a.detach().clone() for a in args)), with_kwargs=True),
-        site.experts.register_forward_hook(lambda m, a, out: seen.__setitem__("output", out.detach().clone()))]
-    with torch.no_grad():
-        model(IDS)
-    for handle in handles:
-        handle.remove()
-    return seen
-
-
-def _manual_experts(experts, hidden, index, weights, means=None, pairs=()):
-    """Σ_k w_k · down_e(A ⊙ up), A of the pairs replaced by their means, from the weights (Mixtral layout)."""
-    out = torch.zeros_like(hidden)
-    width = experts.down_proj.shape[2]
-    for t in range(hidden.shape[0]):
-        for slot in range(index.shape[1]):
-            e = int(index[t, slot])
-            gate, up = torch.nn.functional.linear(hidden[t], experts.gate_up_proj[e]).split(width)
-            a = experts.act_fn(gate)
-            for pe, pi in pairs:
-                if pe == e:
-                    a[pi] = float(means[pe, pi])
-            out[t] += weights[t, slot] * torch.nn.functional.linear(a * up, experts.down_proj[e])
-    return out
-
-
 @pytest.mark.parametrize("implementation", ["eager", "batched_mm", "grouped_mm"])
 def test_expert_neurons_are_mean_ablated_on_the_rows_routed_to_their_expert(implementation):
     model = tiny_moe("mixtral", implementation=implementation)
     sites = model_sites(model)
     site = sites.moe[1]
     before, hooks = snapshot(model), hook_count(model)
-    clean = _experts_io(site, model)
+    clean = experts_io(site, model, IDS)
     means = layer_means(sites, "expert_neuron", seed=5)
     pairs = [(0, 3), (0, 4), (5, 0), (7, 23), (2, 11)]
     with mean_ablate(model, ComponentSet.from_indices({"expert_neuron": {1: pairs}}, sites),
                      reference=InterventionReference(means)):
-        ablated = _experts_io(site, model)
+        ablated = experts_io(site, model, IDS)
     hidden, index, weights = ablated["args"]
     assert torch.equal(hidden, clean["args"][0])  # layer 0 untouched
     with torch.no_grad():
-        expected = _manual_experts(site.experts, hidden, index, weights, means[("expert_neuron", 1)], pairs)
+        expected = manual_experts(site.experts, hidden, index, weights,
+                                  {(e, i): means[("expert_neuron", 1)][e, i] for e, i in pairs})
         assert torch.allclose(ablated["output"], expected, atol=1e-5, rtol=1e-5)
-        assert torch.allclose(clean["output"], _manual_experts(site.experts, hidden, index, weights), atol=1e-5,
+        assert torch.allclose(clean["output"], manual_experts(site.experts, hidden, index, weights), atol=1e-5,
                               rtol=1e-5)
     assert not torch.allclose(ablated["output"], clean["output"])
     assert_same_state(model, before)
