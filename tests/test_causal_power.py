@@ -40,14 +40,16 @@ def synthetic(seed: int, r: int, effect, per: int = 12, noise: float = 0.3, skew
 
 def test_a_specific_set_needs_enough_random_sets_to_be_called_specific():
     """20 random sets: no Holm-adjusted p over 6 categories can reach α (6 / 21), so a clearly specific set is "not
-    enough evidence", never "does not hold"; with 119 it beats every random set but row noise keeps p_holm just
-    above α (6 · 0.00837): still "not enough evidence", with the number needed; with 239 it is specific."""
+    enough evidence" per category, never "does not hold" — while the pooled test, whose smallest p is 1 / 21, decides
+    the claim on average; with 119 it beats every random set but row noise keeps p_holm just above α
+    (6 · 0.00837): still "not enough evidence", with the number needed; with 239 it is specific."""
     base, selected, random, tokens, labels = synthetic(0, 20, lambda a, c: 0.8 if a == c else 0.05)
     few = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
     for t in few.tests:
         assert t.decision.verdict is Verdict.NOT_ENOUGH and "need R ≥ 119" in t.decision.specificity_reason
         assert verdict_text(t).startswith("not enough evidence — ")
-    assert few.claims["specificity"].outcome == "not enough evidence"
+    assert few.claims["specificity"].outcome == "holds on average" and few.claims["specificity"].holds == 0
+    assert few.claims["specificity"].pooled.p <= 0.05
     base, selected, random, tokens, labels = synthetic(0, 119, lambda a, c: 0.8 if a == c else 0.05)
     edge = st.causal_statistics(base, selected, random, tokens, labels, CATS, replicates=50)
     for t in edge.tests:
@@ -132,6 +134,6 @@ def test_claim_rows_read_the_stored_decisions():
     # specificity of a general set is null: across 4 data sets × 6 categories at most one chance hit after Holm
     assert sum(g["specificity"].significant for g in general) <= 1
     assert any(g["specificity"].verdict == "does not hold" for g in general)
-    assert rows(lambda a, c: 0.8 if a == c else 0.05, 20)["specificity"].verdict == "not enough evidence"
+    assert rows(lambda a, c: 0.8 if a == c else 0.05, 20)["specificity"].verdict == "holds on average"
     partial = rows(lambda a, c: 0.8 if a == c and a < 2 else 0.05, 239)
     assert verdict_words(partial["specificity"]) == "partly (2 of 6 categories)"

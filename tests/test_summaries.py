@@ -26,7 +26,7 @@ def test_one_header_for_every_summary(tiny_study):
     assert identify.header.data.run == str(tiny_study["run"]) and causal.header.data.run is None
     assert identify.categories == compare.categories == causal.evaluated
     assert identify.header.version == compare.header.version == 2
-    assert causal.header.version == 3  # the causal decisions' schema (one calibrated decision per claim)
+    assert causal.header.version == 4  # the causal decisions' schema (one calibrated decision per claim, pooled first)
     assert identify.header.software["sparcom"] and causal.header.software["sparcom"]
 
 
@@ -55,7 +55,7 @@ def test_the_stored_decision_is_the_one_the_statistics_made(tiny_study):
     (lambda d: d["targets"]["neurons"]["statistics"]["tests"][0]["decision"].update(verdict="maybe"),
      r"field targets.neurons.statistics.tests\[0\].decision.verdict: unknown Verdict 'maybe'"),
     (lambda d: d["baseline"]["cls"].update(nll="high"), r"field baseline.cls.nll: expected a number, found str"),
-    (lambda d: d.update(version=2), r"sparcom-causal schema version 2, this sparcom reads version 3"),
+    (lambda d: d.update(version=3), r"sparcom-causal schema version 3, this sparcom reads version 4"),
 ])
 def test_a_malformed_or_old_summary_is_one_line_naming_the_field(tiny_study, tmp_path, edit, message):
     folder = tmp_path / "ablate"

@@ -14,9 +14,10 @@ outputs, never from a number typed in:
   subsampling interval) and held-out decoding by the unique members alone beating random sets (needs counts per
   instruction; otherwise not enough evidence).
 - **critical role** and **specificity**: the causal check's stored claim decisions
-  (:func:`sparcom.causal.decisions.decide_target`: the row-aware empirical test, Holm, one α), copied, never
-  recomputed: holds when every category holds, partly when some do, not enough evidence when none does and some
-  could not be decided, does not hold otherwise.
+  (:func:`sparcom.causal.decisions.decide_target`: the row-aware empirical test in a fixed sequence — the pooled
+  test of all categories together, then Holm over the categories — one α), copied, never recomputed: holds when
+  every category holds, partly when some do, holds on average when the pooled test holds and no single category
+  is resolved, else the pooled test's outcome (does not hold / not enough evidence).
 
 The words are rendered by :mod:`sparcom.report.claims`.
 """
@@ -46,6 +47,7 @@ CAUSAL_CLAIMS = (("critical role", "damage", "own ΔNLL beyond random sets of th
 class ClaimVerdict(StrEnum):
     HOLDS = "holds"
     PARTLY = "partly"
+    ON_AVERAGE = "holds on average"
     DOES_NOT_HOLD = "does not hold"
     NOT_ENOUGH_EVIDENCE = "not enough evidence"
     NOT_MEASURED = "not measured"
@@ -167,7 +169,8 @@ def causal_from_decisions(rows: Sequence[TestRow], decisions: dict[str, ClaimDec
             evidence={"meaning": meaning, "target": target, "significant_categories": list(decision.holding),
                       "not_enough": decision.not_enough, "random_sets": rows[0].random_sets if rows else None,
                       "test": " / ".join(sorted({c.test for c in contrasts})) or "–", "level": level,
-                      "rule": rows[0].decision.rule if rows else ""}))
+                      "rule": rows[0].decision.rule if rows else "",
+                      "pooled": decision.pooled.to_json() if decision.pooled else None}))
     return claims
 
 

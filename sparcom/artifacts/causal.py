@@ -20,7 +20,7 @@ from sparcom.artifacts.summary import Header, read_record
 CAUSAL_FORMAT = "sparcom-causal"
 #: The schema version of the causal summary (2: the common header, decisions stored as values; 3: one calibrated
 #: decision per claim — the row-aware empirical test — stored with each category and each target).
-CAUSAL_VERSION = 3
+CAUSAL_VERSION = 4
 
 
 class Outcome(StrEnum):
@@ -106,11 +106,42 @@ class Decision:
                    f.number("best_p_holm"), f.opt_integer("random_sets_needed"), f.text("rule"))
 
 
+#: The claim-level outcome when the pooled test holds yet no single category is resolved.
+ON_AVERAGE = "holds on average"
+
+
+@dataclass(frozen=True)
+class PooledTest:
+    """A claim's one test over a target's tested categories together: the mean of their statistics against the
+    mean of the random sets' (draw r of every category), row-aware (:func:`sparcom.causal.decisions.pooled_test`)."""
+
+    estimate: float  # mean over the tested categories of S_c's statistic
+    random_mean: float  # mean over draws of the random sets' pooled statistic
+    p: float
+    se_rows: float
+    df: float
+    outcome: Outcome
+    reason: str
+    categories: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"estimate": _finite(self.estimate), "random_mean": _finite(self.random_mean), "p": _finite(self.p),
+                "se_rows": _finite(self.se_rows), "df": _finite(self.df), "outcome": self.outcome.value,
+                "reason": self.reason, "categories": self.categories}
+
+    @classmethod
+    def read(cls, f: Fields) -> PooledTest:
+        return cls(f.number("estimate"), f.number("random_mean"), f.number("p"), f.number("se_rows"),
+                   f.number("df"), f.choice("outcome", Outcome), f.text("reason"), f.integer("categories"))
+
+
 @dataclass(frozen=True)
 class ClaimDecision:
-    """A causal claim over one target's categories, counted from the stored category outcomes: holds in all K,
-    partly (k of K), does not hold (none, and every category was decided), not enough evidence (none, and some
-    could not be). K counts every ablated category present among the evaluated rows, untestable ones included."""
+    """A causal claim over one target's categories, decided in a fixed sequence (docs/causal.md, "The decision
+    rule"): first the pooled test of all tested categories together at α; only if it holds, the categories one by
+    one (Holm at α). Outcome: holds (in all K categories), partly (k of K), holds on average (pooled, no single
+    category resolved), else the pooled test's outcome (does not hold / not enough evidence). K counts every
+    ablated category present among the evaluated rows, untestable ones included."""
 
     claim: str  # "critical role" or "specificity"
     outcome: str
@@ -118,15 +149,18 @@ class ClaimDecision:
     categories: int
     not_enough: int
     holding: tuple[str, ...]
+    pooled: PooledTest | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"claim": self.claim, "outcome": self.outcome, "holds": self.holds, "categories": self.categories,
-                "not_enough": self.not_enough, "holding": list(self.holding)}
+                "not_enough": self.not_enough, "holding": list(self.holding),
+                "pooled": self.pooled.to_json() if self.pooled else None}
 
     @classmethod
     def read(cls, f: Fields) -> ClaimDecision:
+        pooled = f.opt_obj("pooled")
         return cls(f.text("claim"), f.text("outcome"), f.integer("holds"), f.integer("categories"),
-                   f.integer("not_enough"), tuple(f.texts("holding")))
+                   f.integer("not_enough"), tuple(f.texts("holding")), PooledTest.read(pooled) if pooled else None)
 
 
 @dataclass(frozen=True)
@@ -328,5 +362,21 @@ def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-__all__ = ["CAUSAL_FORMAT", "CAUSAL_VERSION", "Baseline", "CausalSummary", "CausalTarget", "ClaimDecision", "Contrast",
-           "Decision", "Outcome", "TargetTests", "TestRow", "Verdict", "read_causal", "verdict_of"]
+__all__ = [
+    "CAUSAL_FORMAT",
+    "CAUSAL_VERSION",
+    "ON_AVERAGE",
+    "Baseline",
+    "CausalSummary",
+    "CausalTarget",
+    "ClaimDecision",
+    "Contrast",
+    "Decision",
+    "Outcome",
+    "PooledTest",
+    "TargetTests",
+    "TestRow",
+    "Verdict",
+    "read_causal",
+    "verdict_of",
+]

@@ -11,11 +11,20 @@ serves damage and specificity, every category and every target (docs/causal.md, 
   random set" in which each random set counts by the probability that row noise alone would put it at or above
   S_c's value. With SE = 0 it is the plain empirical p; with random sets that do not vary it is the one-sided t
   test of the excess over rows. Its smallest value is 1 / (1 + R), as for the plain empirical p.
-- Holm over the tested categories of a target, one α (:data:`sparcom.stats.ALPHA`). A claim **holds** for a
-  category iff p_holm ≤ α; otherwise it is **not enough evidence** when the category could not be tested or no
-  p_holm could have reached α (m / (1 + R) > α for m tested categories) or S_c beats every random set on these
-  rows yet misses α (the random sets cannot resolve it), else it **does not hold**. Not enough evidence never
-  overrides a pass; untestable categories stay in the claim's denominator.
+- **a fixed sequence of two steps, each at the one α** (:data:`sparcom.stats.ALPHA`), which keeps the chance of
+  any false "holds" — for the claim or for a category — at α (serial gatekeeping):
+  1. the **pooled test**: the mean of the statistic over the m tested categories, x̄_S, against the random draws'
+     means x̄_r (draw r of every category: independent draws, so x̄_S is one more draw under the null that every
+     S_c is a random set of its shape), with the row standard error of the pooled excess; the same row-aware p.
+     Its smallest value is 1 / (1 + R) whatever m is: 20 random sets can decide it, where Holm over six
+     categories needs 119.
+  2. only if the pooled test holds, the categories one by one, Holm over the m tested ones.
+  A category's claim **holds** iff the pooled test holds and its p_holm ≤ α; otherwise it is **not enough
+  evidence** when the category could not be tested, or no p_holm could have reached α (m / (1 + R) > α), or S_c
+  beats every random set on these rows yet misses α, or the pooled test did not hold while its own p_holm ≤ α;
+  else it **does not hold**. The claim over the target: holds (every category), partly (k of K), holds on
+  average (the pooled test, no single category resolved), else the pooled test's own outcome. Not enough
+  evidence never overrides a pass; untestable categories stay in the claim's denominator.
 
 There is no per-category switching between tests and no pretest: the calibration of this rule under null
 scenarios (shared row fragility, skewed and heavy-tailed random-set damage, few rows) is shown by
@@ -29,14 +38,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcom.artifacts.causal import ClaimDecision, Contrast, Decision, Outcome, TestRow, verdict_of
+from sparcom.artifacts.causal import (
+    ON_AVERAGE,
+    ClaimDecision,
+    Contrast,
+    Decision,
+    Outcome,
+    PooledTest,
+    TestRow,
+    verdict_of,
+)
 from sparcom.errors import SparcomError
 from sparcom.stats import empirical_p, holm, random_sets_needed, significant
 
 #: The rule every decision names (stored with it).
-RULE = ("row-aware empirical p = (1 + Σ_r P(t_ν ≥ (x_S − x_r) / SE_rows)) / (1 + R), Holm over the tested "
-        "categories of the target, holds iff p_holm ≤ alpha; not enough evidence when m / (1 + R) > alpha or the "
-        "category cannot be tested or S_c beats every random set on these rows yet misses alpha; damage = own ΔNLL, specificity = own ΔNLL minus the mean ΔNLL of the other "
+RULE = ("row-aware empirical p = (1 + Σ_r P(t_ν ≥ (x_S − x_r) / SE_rows)) / (1 + R); first the pooled test (the "
+        "mean over the tested categories against the random draws' means) at alpha, then, only if it holds, Holm "
+        "over the tested categories at alpha; a category holds iff both do; not enough evidence when m / (1 + R) > "
+        "alpha or the category cannot be tested or S_c beats every random set on these rows yet misses alpha or "
+        "the pooled test did not hold; damage = own ΔNLL, specificity = own ΔNLL minus the mean ΔNLL of the other "
         "categories, each against the same statistic of the random sets of S_c's shape")
 #: The name each test row gives its test.
 TEST_NAME = "row-aware empirical"
@@ -143,6 +163,49 @@ def untestable(claim: str, size: int | float | None, own: int, r: int, categorie
     return ""
 
 
+def pooled_test(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
+                members: Sequence[np.ndarray], own: np.ndarray, tested: np.ndarray, alpha: float) -> PooledTest:
+    """The claim's one test over the ``tested`` ablated categories together (the first step of the sequence).
+
+    x̄_S = mean_i x_S,i and x̄_r = mean_i x_r,i over the tested categories i (random draw r of each: independent,
+    so the x̄_r are draws of x̄_S's null); its row standard error is the delta-method variance of the mean of the
+    token-pooled cells, with row i of category c weighing Σ_a w_ac e_ai / m (:func:`row_variance` on those
+    pooled rows); the p is :func:`row_aware_p`.
+    """
+    idx = np.flatnonzero(tested)
+    r = point[f"{claim}_random"].shape[-1]
+    m = idx.size
+    if m == 0 or r == 0:
+        reason = "not tested: no category could be tested" if m == 0 else "not tested: no random sets"
+        return PooledTest(float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), Outcome.NOT_ENOUGH,
+                          reason, m)
+    weights = np.nan_to_num(claim_weights(claim, own, len(members)))[idx] / m  # [m, C]
+    rows = np.zeros(paired_rows.shape[1])
+    for c, row_ids in enumerate(members):
+        rows[row_ids] = weights[:, c] @ paired_rows[idx][:, row_ids]
+    used = (weights != 0).any(axis=0).astype(np.float64)[None, :]
+    var, df = row_variance(rows[None, :], tokens, members, used)
+    observed = float(point[claim][idx].mean())
+    random = point[f"{claim}_random"][idx].mean(axis=0)
+    se = np.sqrt(var)
+    p = float(row_aware_p(np.array([observed]), random[None, :], se, df)[0])
+    result, reason = outcome(p, 1 / (1 + r), alpha)
+    if result is Outcome.NOT_ENOUGH:
+        reason += f" with {r} random sets (need R ≥ {random_sets_needed(1, alpha)}; more with row noise)"
+    elif result is Outcome.DOES_NOT_HOLD and bool((random < observed).all()):
+        result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(p, r, 1, alpha)
+    return PooledTest(observed, float(random.mean()), p, float(se[0]), float(df[0]), result, reason, m)
+
+
+def gated(result: Outcome, reason: str, pooled: PooledTest) -> tuple[Outcome, str]:
+    """A category's outcome after the first step: a pass stands only if the pooled test held."""
+    if result is Outcome.HOLDS and pooled.outcome is not Outcome.HOLDS:
+        return Outcome.NOT_ENOUGH, (f"its own p_holm reaches alpha, but the pooled test over the {pooled.categories} "
+                                    f"categories did not hold (p = {pooled.p:.3g}), and a category is declared only "
+                                    "after it (fixed sequence)")
+    return result, reason
+
+
 @dataclass(frozen=True)
 class ClaimTests:
     """One claim's test over a target's ablated categories (arrays in the order of the ablated categories)."""
@@ -156,12 +219,14 @@ class ClaimTests:
     reasons: list[str]
     best_p_holm: float
     tested: int
+    pooled: PooledTest
 
 
 def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
                members: Sequence[np.ndarray], own: np.ndarray, sizes: Sequence[int | float | None],
                alpha: float) -> ClaimTests:
-    """The row-aware test of one claim for every ablated category of a target, Holm over the tested ones.
+    """The fixed sequence of one claim for every ablated category of a target: the pooled test, then Holm over
+    the tested categories (see the module).
 
     ``point``: the contrasts of :func:`sparcom.causal.statistics.contrasts` (``{claim}`` [A], ``{claim}_random``
     [A, R]); ``paired_rows`` [A, n]: per-row summed ΔNLL of S_c minus the random sets' mean on that row.
@@ -178,6 +243,7 @@ def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray
     best = min(1.0, m / (1 + r)) if m and r else float("nan")
     absent = np.array([sizes[i] == 0 or own[i] < 0 for i in range(a)], dtype=bool)
     plain = np.where(absent, np.nan, empirical_p(observed, rand)) if r else np.full(a, np.nan)
+    pooled = pooled_test(claim, point, paired_rows, tokens, members, own, np.isfinite(p), alpha)
     outcomes, why = [], []
     for i in range(a):
         result, reason = outcome(float(p_holm[i]), best, alpha, reasons[i])
@@ -186,9 +252,10 @@ def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray
                        "more with row noise)")
         elif result is Outcome.DOES_NOT_HOLD and plain[i] * (1 + r) <= 1 + 1e-9:
             result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(float(p[i]), r, m, alpha)
+        result, reason = gated(result, reason, pooled)
         outcomes.append(result)
         why.append(reason)
-    return ClaimTests(p, p_holm, plain, se, df, outcomes, why, best, m)
+    return ClaimTests(p, p_holm, plain, se, df, outcomes, why, best, m, pooled)
 
 
 def beyond_every_random_set(p: float, r: int, m: int, alpha: float) -> str:
@@ -209,17 +276,25 @@ def power_note(random_sets: int, categories: int, alpha: float) -> str:
     """A line said before a check runs when its decisions cannot hold whatever the data ("" when they can)."""
     if random_sets < 1 or categories < 1:
         return ""
-    needed = random_sets_needed(categories, alpha)
+    needed, pooled = random_sets_needed(categories, alpha), random_sets_needed(1, alpha)
     if random_sets >= needed:
         return ""
-    return (f"with {random_sets} random sets no category can hold after Holm over {categories} categories at "
-            f"alpha = {alpha:g} (needs R ≥ {needed}; plan about {2 * needed + 1} for row noise, docs/causal.md): "
-            "the damage and specificity claims will be 'not enough evidence'; raise --seeds")
+    if random_sets < pooled:
+        return (f"with {random_sets} random sets neither the pooled test (needs R ≥ {pooled}) nor any category (needs "
+                f"R ≥ {needed} for Holm over {categories} categories) can reach alpha = {alpha:g}: the damage and "
+                "specificity claims will be 'not enough evidence'; raise --seeds")
+    return (f"with {random_sets} random sets the claims can be decided on average over the categories (the pooled "
+            f"test), but no single category can hold after Holm over {categories} categories at alpha = {alpha:g} "
+            f"(needs R ≥ {needed}; plan about {2 * needed + 1} for row noise, docs/causal.md); raise --seeds for "
+            "per-category verdicts")
 
 
-def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence[str]) -> ClaimDecision:
-    """A claim from its category outcomes: holds in all K, partly (k of K), does not hold (none, and every category
-    was decided), or not enough evidence (none, and some could not be). K counts every category given."""
+def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence[str],
+                   pooled: PooledTest | None = None) -> ClaimDecision:
+    """A claim from its category outcomes and its pooled test: holds in all K, partly (k of K), holds on average
+    (the pooled test held, no single category did), else the pooled test's outcome. Without a pooled test (a
+    hand-made list of outcomes): does not hold when every category was decided, else not enough evidence. K
+    counts every category given."""
     if not outcomes:
         raise SparcomError(f"claim_decision: no category decisions for {claim!r}")
     holding = tuple(c for c, o in zip(categories, outcomes, strict=True) if o is Outcome.HOLDS)
@@ -229,11 +304,13 @@ def claim_decision(claim: str, outcomes: Sequence[Outcome], categories: Sequence
         verdict = Outcome.HOLDS.value
     elif k:
         verdict = f"partly ({k} of {total} categories)"
+    elif pooled is not None:
+        verdict = ON_AVERAGE if pooled.outcome is Outcome.HOLDS else pooled.outcome.value
     elif short:
         verdict = Outcome.NOT_ENOUGH.value
     else:
         verdict = Outcome.DOES_NOT_HOLD.value
-    return ClaimDecision(CLAIMS.get(claim, claim), verdict, k, total, short, holding)
+    return ClaimDecision(CLAIMS.get(claim, claim), verdict, k, total, short, holding, pooled)
 
 
 def _contrast(name: str, i: int, point: dict[str, np.ndarray], intervals, tests: ClaimTests) -> Contrast:
@@ -292,8 +369,8 @@ def decide_target(ablated: Sequence[str], sizes: Sequence[int | float | None], o
             ratio_random=float(point["ratio_random"][i]), scaled_specificity=float(point["scaled_specificity"][i]),
             scaled_specificity_low=float(low["scaled_specificity"][i]),
             scaled_specificity_high=float(high["scaled_specificity"][i]), decision=decision))
-    claims = {claim: claim_decision(claim, [t.decision.outcome(claim) for t in rows], [t.ablated for t in rows])
-              for claim in CLAIMS} if rows else {}
+    claims = {claim: claim_decision(claim, [t.decision.outcome(claim) for t in rows], [t.ablated for t in rows],
+                                    tests[claim].pooled) for claim in CLAIMS} if rows else {}
     return rows, claims
 
 
@@ -306,7 +383,9 @@ __all__ = [
     "claim_decision",
     "claim_weights",
     "decide_target",
+    "gated",
     "outcome",
+    "pooled_test",
     "power_note",
     "row_aware_p",
     "row_variance",

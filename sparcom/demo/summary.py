@@ -88,8 +88,9 @@ def claims_section(config: DemoConfig, claims: dict[str, list[Claim]], order: li
              "top-frequent there?); **uniqueness** by the within − across cross-source agreement above a 0.10 margin "
              "and held-out decoding by the unique members alone against random sets; **critical role** and "
              "**specificity** by the row-aware empirical test against "
-             f"{config.seeds} random sets of each set's per-layer shape and over the rows, Holm over categories, "
-             "α = 0.05 (docs/causal.md, \"The decision rule\"). Verdicts: holds / partly / does not hold / "
+             f"{config.seeds} random sets of each set's per-layer shape and over the rows: first pooled over the "
+             "categories, then (only if that holds) per category with Holm, each at α = 0.05 (docs/causal.md, "
+             "\"The decision rule\"). Verdicts: holds / partly / holds on average / does not hold / "
              "not enough evidence / not measured, stored in `claims.json`; each names its numbers.", "",
              "| model | claim | number | uncertainty | verdict |", "|---|---|---|---|---|"]
     for role in order:

@@ -15,7 +15,7 @@ def _signed(value: float | None) -> str:
 
 
 def verdict_words(claim: Claim) -> str:
-    """holds / partly (k of K categories) / does not hold / not enough evidence / not measured."""
+    """holds / partly (k of K categories) / holds on average / does not hold / not enough evidence / not measured."""
     if claim.verdict is ClaimVerdict.PARTLY:
         return f"partly ({claim.significant} of {claim.categories} categories)"
     return claim.verdict.value
@@ -41,9 +41,18 @@ def claim_text(claim: Claim) -> str:
         return (f"{text}; within − across cross-source Jaccard {diff['estimate']:.3f} vs margin {e['margin']:.2f}; "
                 f"unique members alone decode held-out rows at {fmt_pct(d['estimate'])} vs random sets "
                 f"{fmt_pct(e['random_mean'])} (p = {_num(e['p_value'], 2)}, {e['random_sets']} random sets)")
-    return (f"{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
+    return (f"{_pooled(e)}{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
             f"{e['random_sets']} random sets); excess over random: median {_signed(claim.number)}, per-category "
             f"{_level(e)} intervals within [{_signed(claim.low)}, {_signed(claim.high)}] nats/token")
+
+
+def _pooled(evidence: dict) -> str:
+    """The first step of the causal decision: the pooled test over the categories ("" for older results)."""
+    pooled = evidence.get("pooled")
+    if not pooled or pooled.get("p") is None:
+        return ""
+    return (f"pooled over {pooled['categories']} categories {_signed(pooled['estimate'])} vs random "
+            f"{_signed(pooled['random_mean'])} (p = {_num(pooled['p'], 2)}: {pooled['outcome']}); ")
 
 
 def _level(evidence: dict) -> str:
