@@ -111,12 +111,14 @@ def test_test_rule_runs_its_sweep_its_resampled_stability_and_subsampling_interv
         mask = SelectionRule("test", row["epsilon"]).apply(analysis.freqs.p, analysis.freqs.layout, groups)
         assert row["selected_any"] == summary_statistics(mask, CATEGORIES)["selected_any"]
     assert analysis.summary()["bootstrap"]["method"] == SUBSAMPLING
-    assert analysis.intervals == subsampling_rows(groups, SelectionRule("test", 0.05), result.ci_level, seed=0)
+    direct_rows = subsampling_rows(groups, SelectionRule("test", 0.05), result.ci_level, seed=0)
+    assert json.dumps(analysis.intervals, sort_keys=True) == json.dumps(direct_rows, sort_keys=True)  # NaN == NaN
     direct = validity(groups, SelectionRule("test", 0.05), folds=4, random_sets=12, bootstrap=4)
     np.testing.assert_array_equal(result.validity["neuron"].bootstrap.masks, direct.bootstrap.masks)
     assert result.validity["neuron"].bootstrap.mean == direct.bootstrap.mean
     without = sparcom.identify(grouped, rule="test", epsilon=0.05, validity=False, sweep=False)
-    assert without.validity == {} and without.kinds["neuron"].intervals == analysis.intervals
+    assert without.validity == {}
+    assert json.dumps(without.kinds["neuron"].intervals, sort_keys=True) == json.dumps(direct_rows, sort_keys=True)
 
 
 def test_runs_without_groups_say_how_to_get_validity(tmp_path):

@@ -112,7 +112,10 @@ def _print_tests(out, target, control: str = "") -> None:
     out.print(f"specific after Holm correction: {held} of {tested} categories (α = {stats.alpha}; "
               f"{stats.tests[0].damage.test} test)")
     for claim in stats.claims.values():
-        out.print(f"{claim.claim}: {claim.outcome}")
+        pooled = claim.pooled
+        first = (f" (pooled over {pooled.categories} categories: {pooled.estimate:+.3f} vs random "
+                 f"{pooled.random_mean:+.3f}, p = {pooled.p:.3g})" if pooled and math.isfinite(pooled.p) else "")
+        out.print(f"{claim.claim}: {claim.outcome}{first}")
 
 
 def _print_matching(out, result) -> None:
