@@ -17,8 +17,8 @@ DEFAULT_MODELS = {INSTRUCT: "smollm2-135m-instruct", BASE: "gemma-3-270m", MOE: 
 MODEL_NAMES = {INSTRUCT: "smollm2-135m-instruct", BASE: "gemma-3-270m-base", TUNED: "gemma-3-270m-tuned",
                MOE: "smollm2-135m-moe"}
 #: The causal checks: (model role, selection rule tag, target, expert removal); in this order. ``make demo`` checks
-#: SmolLM2's paper-rule neurons only: on an idle 2-core CPU (AVX-512 BF16, bfloat16) that check takes about 11
-#: minutes at 6 rows a category and 20 random sets (0.15 s a row-forward, 127 conditions), and the MoE's experts
+#: SmolLM2's paper-rule neurons only: on an idle 2-core CPU (AVX-512 BF16, bfloat16) that check took 749 s at 6
+#: rows a category and 20 random sets (127 conditions; about 500 s at 4 rows), and the MoE's experts would take
 #: about 37 minutes more — the demo's whole budget twice over; ``make demo-full`` runs every check.
 QUICK_CAUSAL = ((INSTRUCT, "paper", "neurons", "renormalize"),)
 FULL_CAUSAL = ((INSTRUCT, "paper", "neurons", "renormalize"), (INSTRUCT, "recommended", "neurons", "renormalize"),
@@ -58,11 +58,13 @@ class DemoConfig:
     random_sets: int = 100
     resamples: int = 100
     #: Causal check: random sets per category, scored rows per category, scored response tokens per row. 20 random
-    #: sets let the pooled test decide (its smallest p is 1/21 ≤ 0.05; per-category Holm needs 119); at 6 rows a
-    #: category its power at R = 20 is 1.00 for the strong non-specific set and 0.75 for a set with twice the random
-    #: damage (benchmarks/verdict_calibration.py, 300 simulated data sets each), with false positives ≤ 0.013.
+    #: sets let the pooled test decide (its smallest p is 1/21 ≤ 0.05; per-category Holm needs 119). At 4 rows a
+    #: category (2 AI-written, 2 human-written) its power at R = 20 is 0.99 for the strong non-specific set, 0.98 for
+    #: a specific set with δ = 0.25 and 0.47 for a set with twice the random damage (0.75 at 6 rows, 0.90 at 8),
+    #: false positives ≤ 0.007 (benchmarks/verdict_calibration.py, 300 simulated data sets each); 6 rows made
+    #: ``make demo`` 22.5 minutes, over its 20-minute budget.
     seeds: int = 20
-    ablate_per_category: int = 6
+    ablate_per_category: int = 4
     max_scored_tokens: int | None = 16
     #: Cross-fitting folds of the causal check (None: score held-out rows the profile did not see).
     causal_folds: int | None = None
