@@ -228,16 +228,7 @@ def dominant_category(r: int):
     """One category's set damages its own rows far beyond its random sets (3 vs 1 nats a token); the other five
     sets damage their rows not at all, where their random sets damage by 1: on average the sets are *less*
     harmful than random sets, though one category stands out."""
-    rng = np.random.default_rng(2)
-    labels = [c for c in CATS for _ in range(6)]
-    n = len(labels)
-    tokens = np.full(n, 10)
-    base = np.full(n, 10.0)
-    col = np.repeat(np.arange(6), 6)
-    strength = np.where(np.arange(6) == 1, 3.0, 0.0)[:, None] * (col[None, :] == np.arange(6)[:, None])
-    selected = base + (strength + 1e-3 * rng.standard_normal((6, n))) * tokens
-    random = base + (1.0 + 0.01 * rng.standard_normal((6, r, 1)) + 1e-3 * rng.standard_normal((6, r, n))) * tokens
-    return base, selected, random, tokens, labels
+    return six_rows_a_category(r, 2, lambda own: np.where(np.arange(6) == 1, 3.0, 0.0)[:, None] * own, 1.0)
 
 
 def test_no_category_is_declared_unless_the_pooled_test_holds():
@@ -275,18 +266,25 @@ def test_outcome_at_the_alpha_boundary():
     assert dc.outcome(float("nan"), 0.01, 0.05, "not tested: x")[0] is Outcome.NOT_ENOUGH
 
 
-def beyond_every_random_set(r: int, tiny_rows: bool = True):
-    """Six categories whose set damages its own category far beyond every random set, with rows that agree."""
-    rng = np.random.default_rng(11)
+def six_rows_a_category(r: int, seed: int, selected_strength, random_strength: float):
+    """Six categories of six rows (10 tokens each, rows that agree): S_c damages the rows by
+    ``selected_strength(own)`` nats a token (``own`` [6, n]: 1 where a row is in the set's own category), every
+    random set by about ``random_strength``."""
+    rng = np.random.default_rng(seed)
     labels = [c for c in CATS for _ in range(6)]
     n = len(labels)
     tokens = np.full(n, 10)
     base = np.full(n, 10.0)
-    col = np.repeat(np.arange(6), 6)
-    own = (np.arange(6)[:, None] == col[None, :]).astype(float)
-    selected = base + (0.2 + 3.0 * own + 1e-3 * rng.standard_normal((6, n))) * tokens
-    random = base + (0.2 + 0.01 * rng.standard_normal((6, r, 1)) + 1e-3 * rng.standard_normal((6, r, n))) * tokens
+    own = (np.arange(6)[:, None] == np.repeat(np.arange(6), 6)[None, :]).astype(float)
+    selected = base + (selected_strength(own) + 1e-3 * rng.standard_normal((6, n))) * tokens
+    random = base + (random_strength + 0.01 * rng.standard_normal((6, r, 1))
+                     + 1e-3 * rng.standard_normal((6, r, n))) * tokens
     return base, selected, random, tokens, labels
+
+
+def beyond_every_random_set(r: int, tiny_rows: bool = True):
+    """Six categories whose set damages its own category far beyond every random set, with rows that agree."""
+    return six_rows_a_category(r, 11, lambda own: 0.2 + 3.0 * own, 0.2)
 
 
 def test_holm_boundary_with_119_and_118_random_sets():
