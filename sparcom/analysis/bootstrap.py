@@ -102,10 +102,11 @@ def subsampling_rows(groups: GroupCounts, rule: SelectionRule, level: float = LE
     rows = []
     for name in names:
         e = estimates[name]
-        top = 1.0 if "share" in name else float(groups.layout.size)
+        top = 1.0 if "share" in name else float(groups.layout.size)  # shares lie in [0, 1], counts in [0, N]
+        corrected = min(e.corrected, top)
         low, high = (float("nan"),) * 2 if name in NO_INTERVAL else (min(e.low, top), min(e.high, top))
         rows.append({"kind": groups.kind, "statistic": name, "estimate": e.estimate,
-                     "corrected": min(e.corrected, top), "bias": e.estimate - min(e.corrected, top),
+                     "corrected": corrected, "bias": e.estimate - corrected,
                      "bias_large": e.bias_large, "se": e.se, "level": level, "low": low, "high": high,
                      "method": "subsampling"})
     return rows

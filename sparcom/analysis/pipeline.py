@@ -301,9 +301,10 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
         freqs = kind_frequencies(run.counts, categories, kind)
         effects = rule_effects(run, attribution, kind) if attribution is not None else None
         subsampled = bootstrap and per_instruction and effects is None
-        groups = (run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or resamples or subsampled)
-                  else None)
-        masks = resample_masks(groups, rule, resamples, settings.seed) if groups is not None and resamples else None
+        groups = run_groups(run, kind) if grouped and (settings.enabled or rule.needs_groups or subsampled) else None
+        # the resamples only give the validity evidence its bootstrap stability (the intervals are subsampled)
+        masks = (resample_masks(groups, rule, resamples, settings.seed)
+                 if groups is not None and resamples and settings.enabled and effects is None else None)
         total = (replicate_count(run.counts, categories, kind)
                  if bootstrap and not subsampled and effects is None else None)
         replicates = replicate_frequencies(run.counts, categories, freqs.layout) if total else None

@@ -19,7 +19,8 @@ from sparcom.artifacts.summary import Header, read_record
 
 CAUSAL_FORMAT = "sparcom-causal"
 #: The schema version of the causal summary (2: the common header, decisions stored as values; 3: one calibrated
-#: decision per claim — the row-aware empirical test — stored with each category and each target).
+#: decision per claim — the row-aware empirical test — stored with each category and each target; 4: each claim
+#: decided in a fixed sequence, its pooled test stored with it).
 CAUSAL_VERSION = 4
 
 

@@ -180,9 +180,10 @@ def pooled_test(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarra
         return PooledTest(float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), Outcome.NOT_ENOUGH,
                           reason, m)
     weights = np.nan_to_num(claim_weights(claim, own, len(members)))[idx] / m  # [m, C]
+    tested_rows = paired_rows[idx]
     rows = np.zeros(paired_rows.shape[1])
     for c, row_ids in enumerate(members):
-        rows[row_ids] = weights[:, c] @ paired_rows[idx][:, row_ids]
+        rows[row_ids] = weights[:, c] @ tested_rows[:, row_ids]
     used = (weights != 0).any(axis=0).astype(np.float64)[None, :]
     var, df = row_variance(rows[None, :], tokens, members, used)
     observed = float(point[claim][idx].mean())

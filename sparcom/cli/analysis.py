@@ -23,6 +23,7 @@ def _percent(value: float | None) -> str:
 
 
 def _print_identify(result, folder: Path) -> None:
+    from sparcom.analysis.bootstrap import SUBSAMPLING
     from sparcom.data.schema import category_label
     from sparcom.kinds import KIND_NOUNS
 
@@ -39,7 +40,7 @@ def _print_identify(result, folder: Path) -> None:
             share = unique / size if size else float("nan")
             cell = _percent(share)
             ci = intervals.get(f"unique_share_{category}")
-            if ci and ci.get("method") == "subsampling" and not math.isnan(ci["low"]):
+            if ci and a.replicate_method == SUBSAMPLING and not math.isnan(ci["low"]):
                 cell += f" [{ci['low']:.1%}, {ci['high']:.1%}]"
             table.add_row(category_label(category), f"{size:,}", f"{unique:,}", cell,
                           _percent(a.counts["general"] / size if size else float("nan")))
@@ -54,9 +55,11 @@ def _print_identify(result, folder: Path) -> None:
 
 def _interval_line(analysis) -> str:
     """How the set statistics' uncertainty was measured, in a few words (the intervals are in the tables)."""
+    from sparcom.analysis.bootstrap import SUBSAMPLING
+
     if analysis.intervals is None:
         return "no intervals (profile with --group-by instruction for subsampling intervals)"
-    if any(row.get("method") == "subsampling" for row in analysis.intervals):
+    if analysis.replicate_method == SUBSAMPLING:
         return "intervals: subsampling of the instructions (bootstrap_intervals.csv)"
     return (f"bootstrap spread of {analysis.replicates} Poisson replicates (not a confidence interval for these "
             "thresholded statistics; profile with --group-by instruction for one)")

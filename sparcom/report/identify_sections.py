@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 
+from sparcom.analysis.bootstrap import SUBSAMPLING
 from sparcom.artifacts.summaries import Bootstrap, IdentifySummary, KindSets, ValidityHeadline
 from sparcom.data.schema import category_label
 from sparcom.kinds import KIND_NOUNS, KIND_UNITS
@@ -205,6 +206,24 @@ IDENTIFY_SECTIONS: list[Callable[[Context, Output, str, KindSets], list[Section]
     selection_summary, per_layer, overlap, epsilon_sweep, validity, probing, expert_figures, cards]
 
 
+def interval_details(boot: Bootstrap) -> str:
+    """The set statistics' intervals, titled by their method: subsampling intervals (centred on the trend-corrected
+    value, the plug-in's bias beside it) or the Poisson bootstrap's spread (its replicates' mean beside it)."""
+    rows = [{"statistic": name, "estimate": v.estimate, "corrected": v.corrected, "bias": v.bias,
+             "replicate_mean": v.replicate_mean, "low": v.low, "high": v.high}
+            for name, v in boot.intervals.items()]
+    if boot.method == SUBSAMPLING:
+        title = f"{fmt_pct(boot.level)} intervals by subsampling instructions (trend-corrected)"
+        columns = [("statistic", "statistic"), ("estimate", "plug-in estimate"), ("corrected", "corrected"),
+                   ("bias", "bias"), ("low", "low"), ("high", "high")]
+    else:
+        title = (f"bootstrap spread ({fmt_pct(boot.level)}, {fmt_int(boot.replicates)} Poisson replicates; not a "
+                 "confidence interval for thresholded statistics: profile per instruction for one)")
+        columns = [("statistic", "statistic"), ("estimate", "estimate"), ("replicate_mean", "replicates' mean"),
+                   ("low", "low"), ("high", "high")]
+    return details(title, table(rows, columns) + note(escape(boot.method or "")))
+
+
 def identify_sections(ctx: Context) -> list[Section]:
     sections = []
     for output in ctx.study.of("identify"):
@@ -226,21 +245,3 @@ def identify_sections(ctx: Context) -> list[Section]:
 
 __all__ = ["IDENTIFY_SECTIONS", "identify_sections"]
 
-
-def interval_details(boot: Bootstrap) -> str:
-    """The set statistics' intervals, titled by their method: subsampling intervals (centred on the trend-corrected
-    value, the plug-in's bias beside it) or the Poisson bootstrap's spread (its replicates' mean beside it)."""
-    subsampled = any(v.corrected is not None for v in boot.intervals.values())
-    rows = [{"statistic": name, "estimate": v.estimate, "corrected": v.corrected, "bias": v.bias,
-             "replicate_mean": v.replicate_mean, "low": v.low, "high": v.high}
-            for name, v in boot.intervals.items()]
-    if subsampled:
-        title = f"{fmt_pct(boot.level)} intervals by subsampling instructions (trend-corrected)"
-        columns = [("statistic", "statistic"), ("estimate", "plug-in estimate"), ("corrected", "corrected"),
-                   ("bias", "bias"), ("low", "low"), ("high", "high")]
-    else:
-        title = (f"bootstrap spread ({fmt_pct(boot.level)}, {fmt_int(boot.replicates)} Poisson replicates; not a "
-                 "confidence interval for thresholded statistics: profile per instruction for one)")
-        columns = [("statistic", "statistic"), ("estimate", "estimate"), ("replicate_mean", "replicates' mean"),
-                   ("low", "low"), ("high", "high")]
-    return details(title, table(rows, columns) + note(escape(boot.method or "")))
