@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--scopes", default="instruction,all")
     parser.add_argument("--group-by", default="category,instruction", help="comma-separated --group-by values")
     parser.add_argument("--no-moe", action="store_true", help="skip the Mixtral-shaped MoE model")
+    parser.add_argument("--no-dense", action="store_true", help="skip the Llama-shaped dense model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,8 +138,8 @@ def main() -> None:
     rows = synthetic_rows(args.rows)
     tokenizer = tiny_tokenizer()
     groupings, scopes = args.group_by.split(","), args.scopes.split(",")
-    dense = wrap_model(llama_shaped(len(tokenizer)), tokenizer)
-    for scope in scopes:
+    dense = None if args.no_dense else wrap_model(llama_shaped(len(tokenizer)), tokenizer)
+    for scope in scopes if dense is not None else ():
         for group_by in groupings:
             profiler = Profiler(dense, ProfileSettings(scope=scope, template="raw", batch_size=args.batch_size))
             report(f"llama-shaped 12x576/1536 [{scope}, by {group_by}]",

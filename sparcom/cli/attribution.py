@@ -5,48 +5,24 @@ from __future__ import annotations
 from rich.table import Table
 
 from sparcom.attribution.settings import AttributionSettings
-from sparcom.cli.app import app, stdout_console
-from sparcom.cli.options import (
-    Data,
-    Device,
-    DeviceMap,
-    Dtype,
-    ModelArgument,
-    Overwrite,
-    Quiet,
-    Resume,
-    out_option,
-    with_settings,
-)
+from sparcom.cli.app import stdout_console
+from sparcom.cli.model_pass import model_pass_command
 
 
-@app.command("attribute")
-@with_settings(AttributionSettings)
-def attribute_command(
-    model: ModelArgument,
-    data: Data,
-    out: out_option("Attribution run directory to write the sums and manifest into"),
-    settings: AttributionSettings,
-    dtype: Dtype = "auto",
-    device: Device = "cpu",
-    device_map: DeviceMap = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-) -> None:
+def _attribute_api():
+    from sparcom.api import attribute
+
+    return attribute
+
+
+attribute_command = model_pass_command(
+    "attribute", AttributionSettings, "Attribution run directory to write the sums and manifest into", _attribute_api,
+    lambda run: print_attribution_summary(run),
     """Per category and MLP neuron: the linear estimate (gradient × (replacement − activation)) of what deactivating
     the neuron does to the NLL of the category's reference responses; what 'identify --rule attribution' reads.
 
     Under torchrun (torchrun --nproc-per-node N -m sparcom attribute ...) the ranks share the batches; rank 0 writes.
-    """
-    from sparcom.api import attribute
-
-    run = attribute(model, data, out, settings, dtype=dtype, device=device, device_map=device_map, resume=resume,
-                    overwrite=overwrite, progress=not quiet)
-    from sparcom.distributed import is_main_process
-
-    if is_main_process():
-        print_attribution_summary(run)
+    """)
 
 
 def print_attribution_summary(run) -> None:

@@ -9,48 +9,28 @@ import typer
 from rich.table import Table
 
 from sparcom.cli.app import app, stdout_console
+from sparcom.cli.model_pass import model_pass_command
 from sparcom.cli.options import (
-    Data,
-    Device,
-    DeviceMap,
-    Dtype,
-    ModelArgument,
     Overwrite,
-    Quiet,
-    Resume,
     RunArgument,
     out_option,
-    with_settings,
 )
 from sparcom.profile.settings import ProfileSettings
 
 
-@app.command("profile")
-@with_settings(ProfileSettings)
-def profile_command(
-    model: ModelArgument,
-    data: Data,
-    out: out_option("Run directory to write counts and manifest into"),
-    settings: ProfileSettings,
-    dtype: Dtype = "auto",
-    device: Device = "cpu",
-    device_map: DeviceMap = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-) -> None:
+def _profile_api():
+    from sparcom.api import profile
+
+    return profile
+
+
+profile_command = model_pass_command(
+    "profile", ProfileSettings, "Run directory to write counts and manifest into", _profile_api,
+    lambda run: print_run_summary(run),
     """Count, per category, how often every MLP neuron (and expert) is active on the counted tokens.
 
     Under torchrun (torchrun --nproc-per-node N -m sparcom profile ...) the ranks share the batches; rank 0 writes.
-    """
-    from sparcom.api import profile
-
-    run = profile(model, data, out, settings, dtype=dtype, device=device, device_map=device_map,
-                  resume=resume, overwrite=overwrite, progress=not quiet)
-    from sparcom.distributed import is_main_process  # torch: only once the arguments were checked
-
-    if is_main_process():
-        print_run_summary(run)
+    """)
 
 
 @app.command("merge")
