@@ -66,6 +66,13 @@ def random_masks(sites, categories, seed: int = 0, fraction: float = 0.1) -> dic
     return masks
 
 
+#: A hand-made selection has no profile run behind it, so a check of it names what needs none: zero ablation
+#: against random sets matched on shape (the defaults, mean and frequency, read the run); tests whose oracle zeroes
+#: the set by hand name them too.
+ZERO_SHAPE = {"interventions": ("zero",), "controls": ("shape",)}
+ZERO_SHAPE_FLAGS = ("--intervention", "zero", "--control", "shape")
+
+
 def write_selection_dir(path: Path, masks, loaded, categories, template: str = "chat", **manifest) -> Path:
     """A hand-made selection directory for ``loaded`` (a LoadedModel), as 'sparcom identify' writes it."""
     path.mkdir(parents=True, exist_ok=True)

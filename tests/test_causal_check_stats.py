@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread, random_masks, write_selection_dir  # noqa: F401
+from causal_tiny import ZERO_SHAPE, one_thread, random_masks, write_selection_dir  # noqa: F401
 from scipy.stats import t as student
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 
@@ -42,7 +42,7 @@ def study(tmp_path_factory):
     selection = write_selection_dir(root / "selection", masks, loaded, CATEGORIES)
     data = write_dataset(root / "rows.jsonl")
     out = root / "out"
-    result = ablate_check(loaded, selection, data, CausalSettings(seeds=SEEDS, batch_size=4, replicates=100),
+    result = ablate_check(loaded, selection, data, CausalSettings(seeds=SEEDS, batch_size=4, replicates=100, **ZERO_SHAPE),
                           out=out, progress=False)
     return {"loaded": loaded, "masks": masks, "data": data, "result": result, "out": out}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread, random_masks, tiny_moe, write_selection_dir  # noqa: F401
+from causal_tiny import ZERO_SHAPE, ZERO_SHAPE_FLAGS, one_thread, random_masks, tiny_moe, write_selection_dir  # noqa: F401
 from matplotlib.image import imread
 from tiny import tiny_model, tiny_tokenizer, write_dataset
 from typer.testing import CliRunner
@@ -33,7 +33,8 @@ runner = CliRunner()
 
 
 def invoke(*args):
-    return runner.invoke(app, ["ablate", *(str(a) for a in args)])
+    """``sparcom ablate`` on this module's hand-made selections (no profile run): zero against shape-matched sets."""
+    return runner.invoke(app, ["ablate", *(str(a) for a in args), *ZERO_SHAPE_FLAGS])
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -214,7 +215,8 @@ def test_moe_model_through_the_api(tmp_path, removal):
     masks = random_masks(sites, CATEGORIES, seed=4)
     selection = write_selection_dir(tmp_path / "selection", masks, loaded, CATEGORIES)
     data = write_dataset(tmp_path / "rows.jsonl")
-    result = causal_check(loaded, selection, data, CausalSettings(seeds=2, expert_removal=removal), progress=False)
+    result = causal_check(loaded, selection, data, CausalSettings(seeds=2, expert_removal=removal, **ZERO_SHAPE),
+                          progress=False)
     assert set(result.targets) == {"neurons", "experts"}
     assert result.targets["neurons"].kinds == ["neuron", "shared_neuron", "expert_neuron"]
     for target in result.targets.values():
@@ -229,7 +231,7 @@ def test_moe_model_through_the_api(tmp_path, removal):
     assert summary["targets"]["experts"]["expert_removal"]["cls"]["routed_slots"] > 0
     expert_rows = [r for r in result.tables()["set_sizes"] if r["kind"] == "expert_neuron"]
     assert all(r["expert"] is not None for r in expert_rows)
-    only = causal_check(loaded, selection, data, CausalSettings(seeds=0, targets=("expert",)), progress=False)
+    only = causal_check(loaded, selection, data, CausalSettings(seeds=0, targets=("expert",), **ZERO_SHAPE), progress=False)
     assert list(only.targets) == ["expert"]
     assert np.isnan(only.targets["expert"].cells()["p"]).all()
 
@@ -244,13 +246,14 @@ def test_exclude_profiled_rows(setup, tmp_path):
     meta["source_run"] = str(run)
     (selection / "selection.json").write_text(json.dumps(meta))
     result = causal_check(setup["loaded"], selection, setup["data"],
-                          CausalSettings(seeds=0, exclude_profiled=True), progress=False)
+                          CausalSettings(seeds=0, exclude_profiled=True, **ZERO_SHAPE), progress=False)
     assert result.data["instructions"]["cls"] == 1 and "qa" not in result.data["instructions"]
     assert result.data["excluded_profiled"] == 3
     meta["source_run"] = str(tmp_path / "gone")
     (selection / "selection.json").write_text(json.dumps(meta))
     with pytest.raises(SparcomError, match="exclude-profiled"):
-        causal_check(setup["loaded"], selection, setup["data"], CausalSettings(exclude_profiled=True), progress=False)
+        causal_check(setup["loaded"], selection, setup["data"], CausalSettings(exclude_profiled=True, **ZERO_SHAPE),
+                     progress=False)
 
 
 def test_unique_sets(setup):
@@ -261,7 +264,7 @@ def test_unique_sets(setup):
     assert unique["neuron/qa/0"].tolist() == [False, False, True, False]
     assert unique["neuron/math/0"].tolist() == [False, False, False, True]
     result = causal_check(setup["loaded"], setup["selection"], setup["data"],
-                          CausalSettings(seeds=1, per_category=1, unique=True), progress=False)
+                          CausalSettings(seeds=1, per_category=1, unique=True, **ZERO_SHAPE), progress=False)
     expected = unique_masks(setup["masks"], CATEGORIES)
     for category, size in result.targets["neurons"].sizes().items():
         assert size == sum(int(expected[f"neuron/{category}/{layer}"].sum()) for layer in (0, 1))

@@ -158,7 +158,7 @@ def test_each_control_has_its_own_random_sets_and_results(study):
                         CausalSettings(seeds=3, batch_size=4, controls=("shape", "frequency"), replicates=50),
                         progress=False)
     alone = causal_check(study["model"], study["selection"], study["data"],
-                         CausalSettings(seeds=3, batch_size=4, replicates=50), progress=False)
+                         CausalSettings(seeds=3, batch_size=4, replicates=50, controls=("shape",)), progress=False)
     shape, frequency = both.controls["shape"]["neurons"], both.controls["frequency"]["neurons"]
     assert both.targets["neurons"] is shape and list(alone.controls) == ["shape"]
     np.testing.assert_array_equal(shape.random_sums, alone.targets["neurons"].random_sums)  # shape unchanged

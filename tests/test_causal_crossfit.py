@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from causal_tiny import one_thread  # noqa: F401
+from causal_tiny import ZERO_SHAPE, one_thread  # noqa: F401
 from tiny import ROWS, tiny_model, tiny_tokenizer, write_dataset
 
 from sparcom import ProfileSettings, SelectionRule, identify, profile, wrap_model
@@ -73,7 +73,7 @@ def test_each_fold_selects_like_a_profile_of_the_other_folds_alone(study, tmp_pa
 
 @pytest.fixture(scope="module")
 def crossfit(study):
-    settings = CausalSettings(folds=FOLDS, seeds=2, batch_size=4, replicates=20)
+    settings = CausalSettings(folds=FOLDS, seeds=2, batch_size=4, replicates=20, **ZERO_SHAPE)  # the oracle zeroes
     return causal_check(study["model"], None, study["data"], settings, run=study["run"], rule=RULE, progress=False)
 
 

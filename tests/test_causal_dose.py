@@ -81,7 +81,8 @@ def test_each_k_is_a_condition_of_the_one_plan():
 
 
 def test_curve_points_match_a_direct_ablation_of_the_top_k(study):
-    settings = CausalSettings(seeds=2, batch_size=4, controls=("shape", "frequency"), dose_points=3, replicates=20)
+    settings = CausalSettings(seeds=2, batch_size=4, controls=("shape", "frequency"), dose_points=3, replicates=20,
+                              interventions=("zero",))  # the oracle zeroes the top-k
     result = causal_check(study["model"], study["root"] / "selection", study["data"], settings, progress=False)
     curves = {c.category: c for c in result.dose.curves}
     target = result.targets["neurons"]
@@ -132,7 +133,7 @@ def test_cli_writes_the_figure_and_the_report_shows_it(study, tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (out / "tables" / "dose_response.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["control"] for r in rows} == {"shape"} and min(int(r["k"]) for r in rows) == 1
+    assert {r["control"] for r in rows} == {"frequency"} and min(int(r["k"]) for r in rows) == 1  # the default
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dose_response"]["ranking"] == "contrast"
     html = tmp_path / "report.html"
@@ -140,6 +141,9 @@ def test_cli_writes_the_figure_and_the_report_shows_it(study, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     text = html.read_text(encoding="utf-8")
     assert "Dose–response" in text and "data:image/png;base64" in text
+    # the default check's intervention and control, named beside its numbers
+    assert "activations set to their mean over the profile run" in text
+    assert "matched on layer and activation frequency" in text
     bad = runner.invoke(app, ["ablate", str(study["folder"]), "--run", str(study["run"].path), "--data",
                               str(study["data"]), "--out", str(tmp_path / "x"), "--crossfit-folds", "2",
                               "--dose-response", "3"])

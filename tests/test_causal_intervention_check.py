@@ -23,6 +23,7 @@ from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.schema import read_rows
 from sparcom.models.sites import model_sites
+from sparcom.settings import build
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,9 @@ def test_each_intervention_gives_its_own_result_equal_to_a_plain_recomputation(s
     assert set(result.targets) == {"neurons", "neurons@mean", "neurons@resample"}
     assert [result.targets[n].intervention for n in ("neurons", "neurons@mean", "neurons@resample")] == [
         "zero", "mean", "resample"]
-    zero_only = causal_check(study["loaded"], study["selection"], study["data"], CausalSettings(seeds=2, batch_size=4),
-                             progress=False)
+    assert {result.targets[n].control for n in result.targets} == {"frequency"}  # the default control
+    zero_only = causal_check(study["loaded"], study["selection"], study["data"],
+                             CausalSettings(seeds=2, batch_size=4, interventions=("zero",)), progress=False)
     np.testing.assert_array_equal(result.targets["neurons"].delta, zero_only.targets["neurons"].delta)
     np.testing.assert_array_equal(result.targets["neurons"].random_delta, zero_only.targets["neurons"].random_delta)
     # The means from the full-activation oracle: Σ over every category's counted tokens / their number.
@@ -128,3 +130,14 @@ def test_generation_rows_name_their_intervention(study):
     assert targets == {"none", "neurons", "neurons@mean"}
     with pytest.raises(Exception, match="--generate is not available with --intervention resample"):
         CausalSettings(interventions=("resample",), generate=True).check()
+
+
+def test_the_default_check_is_mean_ablation_against_frequency_matched_sets():
+    """Mean keeps the model on-distribution where zero breaks it; frequency matches what the rules select on
+    (docs/causal.md "Which intervention by default", "Which control by default")."""
+    settings = CausalSettings()
+    assert settings.interventions == ("mean",) and settings.controls == ("frequency",)
+    assert CausalSettings(interventions=None, controls=None).controls == ("frequency",)
+    assert build(CausalSettings, {"intervention": None, "control": None}).interventions == ("mean",)
+    assert build(CausalSettings, {"control": None}).controls == ("frequency",)
+    assert build(CausalSettings, {"control": ["shape,magnitude"]}).controls == ("shape", "magnitude")

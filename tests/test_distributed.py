@@ -358,7 +358,7 @@ def test_torchrun_job_whose_ranks_fail_exits_non_zero_with_one_sparcom_line(fold
 @pytest.mark.slow
 def test_two_ranks_share_the_causal_check_and_get_one_process_numbers(folders, tmp_path):
     """Conditions (targets × categories × random seeds, NLL and generation) over 2 ranks: the same numbers."""
-    from causal_tiny import random_masks, write_selection_dir
+    from causal_tiny import ZERO_SHAPE, random_masks, write_selection_dir
     from dist_jobs import causal_numbers
 
     from sparcom.api import ablate
@@ -369,7 +369,7 @@ def test_two_ranks_share_the_causal_check_and_get_one_process_numbers(folders, t
     masks = random_masks(model_sites(loaded.model), ["cls", "code", "qa", "gen", "math", "sum"], seed=4)
     selection = write_selection_dir(tmp_path / "selection", masks, loaded, ["cls", "code", "qa", "gen", "math", "sum"])
     data = write_dataset(tmp_path / "rows.jsonl")
-    settings = dict(seeds=3, generate=True, max_new_tokens=4, generate_seeds=1, dtype="float32")
+    settings = dict(seeds=3, generate=True, max_new_tokens=4, generate_seeds=1, dtype="float32", **ZERO_SHAPE)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

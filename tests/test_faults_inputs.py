@@ -325,6 +325,29 @@ def test_S7_mean_ablation_with_a_run_without_activation_sums(fault_study, tmp_pa
     assert not (tmp_path / "check").exists()
 
 
+def _selection_without_its_run(fault_study, tmp_path) -> Path:
+    selection = shutil.copytree(fault_study["selection"], tmp_path / "selection")
+    meta = json.loads((selection / "selection.json").read_text())
+    meta["source_run"] = str(tmp_path / "moved-run")
+    (selection / "selection.json").write_text(json.dumps(meta))
+    return selection
+
+
+def test_S8_default_mean_ablation_of_a_selection_whose_run_is_gone(fault_study, tmp_path, cli):
+    done = cli("ablate", fault_study["llama"], "--selection", _selection_without_its_run(fault_study, tmp_path),
+               "--data", fault_study["data"], "--out", tmp_path / "check", "--seeds", 1, "--quiet")
+    assert_error(done, "--intervention mean", f"{tmp_path / 'moved-run'}", "or pass --intervention zero")
+    assert not (tmp_path / "check").exists()
+
+
+def test_S9_default_frequency_control_of_a_selection_whose_run_is_gone(fault_study, tmp_path, cli):
+    done = cli("ablate", fault_study["llama"], "--selection", _selection_without_its_run(fault_study, tmp_path),
+               "--data", fault_study["data"], "--out", tmp_path / "check", "--seeds", 1, "--intervention", "zero",
+               "--quiet")
+    assert_error(done, "--control frequency", "or pass --control shape")
+    assert not (tmp_path / "check").exists()
+
+
 def test_S6_examples_with_a_selection_made_on_another_model(fault_study, tmp_path, cli, weight_loads):
     done = cli("examples", fault_study["llama-other-weights"], "--selection", fault_study["selection"],
                    "--data", fault_study["data"], "--out", tmp_path / "examples", "--quiet")

@@ -278,6 +278,20 @@ class TargetTests:
                    f.mapping("claims", lambda g, name: ClaimDecision.read(g.obj(name))), f.text("rule"))
 
 
+#: How each control's random sets are matched, in words (the report and SUMMARY.md name it beside every number).
+CONTROL_WORDS: dict[str, str] = {
+    "shape": "random sets of the same per-layer shape",
+    "frequency": "random sets matched on layer and activation frequency (near misses)",
+    "magnitude": "random sets matched on layer and expected contribution",
+}
+#: What each intervention does to a deactivated neuron, in words.
+INTERVENTION_WORDS: dict[str, str] = {
+    "zero": "activations set to zero",
+    "mean": "activations set to their mean over the profile run",
+    "resample": "activations resampled from rows of other categories",
+}
+
+
 @dataclass(frozen=True)
 class CausalTarget:
     """One target of a causal check: its ΔNLL matrix, the random sets' per-cell numbers and its tests."""
@@ -298,9 +312,22 @@ class CausalTarget:
     statistics: TargetTests | None
     #: Whatever else the target holds (expert removal counts, fold sizes, later statistics), shown generically.
     extra: dict[str, Any]
+    #: What the selected sets' activations became (``zero`` in checks made before interventions were recorded).
+    intervention: str = "zero"
+    #: How the random sets were matched to the selected sets (recorded when not ``shape``).
+    control: str = "shape"
 
     KNOWN = ("kinds", "ablated", "evaluated", "set_sizes", "nll_ablated", "delta_nll", "random", "excess_over_random",
-             "descriptive_cells", "statistics")
+             "descriptive_cells", "statistics", "intervention", "control")
+
+    @property
+    def baseline_words(self) -> str:
+        """The random sets' matching in words, for tables and figures."""
+        return CONTROL_WORDS.get(self.control, f"random sets matched by {self.control}")
+
+    @property
+    def intervention_words(self) -> str:
+        return INTERVENTION_WORDS.get(self.intervention, self.intervention)
 
     @property
     def tests(self) -> list[TestRow]:
@@ -313,7 +340,8 @@ class CausalTarget:
                    f.matrix("delta_nll"), random.integer("seeds"), random.matrix("mean"), random.matrix("std"),
                    f.matrix("excess_over_random"), cells.matrix("z"), cells.matrix("p_value"),
                    TargetTests.read(stats) if stats else None,
-                   {k: v for k, v in f.data.items() if k not in cls.KNOWN and v is not None})
+                   {k: v for k, v in f.data.items() if k not in cls.KNOWN and v is not None},
+                   f.opt_text("intervention") or "zero", f.opt_text("control") or "shape")
 
 
 @dataclass(frozen=True)
@@ -366,6 +394,8 @@ def _finite(value: float) -> float | None:
 __all__ = [
     "CAUSAL_FORMAT",
     "CAUSAL_VERSION",
+    "CONTROL_WORDS",
+    "INTERVENTION_WORDS",
     "ON_AVERAGE",
     "Baseline",
     "CausalSummary",

@@ -39,6 +39,17 @@ class Selection:
     def categories(self) -> list[str]:
         return list(self.meta.get("categories") or sorted({k.category for k in component_keys(self.masks)}))
 
+    def source_run(self, needed_by: str, otherwise: str):
+        """The profile run this selection was made from, for what ``needed_by`` reads from it; one line naming
+        the alternative ``otherwise`` when the run is not readable here."""
+        from sparcom.artifacts.run import load_run
+
+        source = (self.meta or {}).get("source_run")
+        if not source or not Path(source).is_dir():
+            raise SparcomError(f"{needed_by}, but the selection's profile run {source!r} is not readable here; run "
+                               f"the check where the run is (or re-run identify), or pass {otherwise}")
+        return load_run(source)
+
     @property
     def kinds(self) -> list[str]:
         return kinds_in(self.masks)

@@ -26,7 +26,7 @@ import numpy as np
 
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
-from sparcom.causal.controls import STATISTICS, Matching, MatchRow, control_matching, match_row, source_run
+from sparcom.causal.controls import STATISTICS, Matching, MatchRow, control_matching, match_row
 from sparcom.causal.decisions import power_note
 from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
@@ -267,7 +267,10 @@ def _controls_and_doses(inputs: CheckInputs, settings: CausalSettings, selection
     flags += ["--dose-response"] if settings.dose_points is not None else []
     if not flags:
         return {}, None
-    run = crossfit.run if crossfit is not None else source_run(selection, flags[0])
+    run = crossfit.run if crossfit is not None else selection.source_run(
+        f"{flags[0]} reads each component's frequency from the profile run",
+        "--control shape (random sets matched on layer and expert only)" if "--dose" not in flags[0]
+        else "no --dose-response")
     kinds = sorted({k for kinds in inputs.targets.values() for k in kinds})
     matching = control_matching(settings.controls, run, kinds, inputs.sites)
     doses = dose_sets(inputs.sets, run, selection.meta, settings.dose_points) if settings.dose_points else None

@@ -248,20 +248,6 @@ def match_row(target: str, control: str, category: str, matching: Matching, sele
                     len(widenings), sum(w.selected for w in widenings))
 
 
-def source_run(selection, flag: str):
-    """The profile run ``selection`` was made from (its counts give the frequencies a matched control or a
-    dose–response needs); one line naming ``flag`` when it is not readable here."""
-    from pathlib import Path
-
-    from sparcom.artifacts.run import load_run
-
-    source = (selection.meta or {}).get("source_run")
-    if not source or not Path(source).is_dir():
-        raise SparcomError(f"{flag}: the selection's source run {source!r} is not readable here; its counts give "
-                           "each component's frequency (move the run back or re-run identify)")
-    return load_run(source)
-
-
 def control_matching(controls: Sequence[str], run, kinds: Sequence[str], sites=None) -> dict[str, Matching]:
     """Per matched control among ``controls``, its binned statistic over ``kinds``, read from ``run`` (and, for
     ``magnitude``, the model's ``sites``)."""

@@ -9,11 +9,10 @@ so a run without sums is refused at once. ``resample`` needs every scored row's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from sparcom.artifacts.run import ProfileRun, load_run
+from sparcom.artifacts.run import ProfileRun
 from sparcom.artifacts.sums import activation_means, require_sums
 from sparcom.causal.crossfit import FoldSelections
 from sparcom.causal.interventions import InterventionReference
@@ -38,12 +37,8 @@ def source_run(selection, crossfit: FoldSelections | None) -> ProfileRun:
     """The profile run the selection was made from (cross-fitting: the run given)."""
     if crossfit is not None:
         return crossfit.run
-    source = selection.meta.get("source_run")
-    if not source or not Path(source).is_dir():
-        raise SparcomError(f"--intervention mean sets activations to their means over the profile run the selection "
-                           f"was made from, but its run {source!r} is not readable here; run the check where the run "
-                           "is, or use --intervention zero")
-    return load_run(source)
+    return selection.source_run("--intervention mean sets activations to their means over the profile run",
+                                "--intervention zero")
 
 
 def read_means(selection, settings: CausalSettings, crossfit: FoldSelections | None

@@ -26,8 +26,12 @@ EXPERT_REMOVAL: tuple[str, ...] = ("renormalize", "next-best")
 #: The names of :data:`sparcom.causal.plan.INTERVENTIONS` (kept here, without torch, so that the CLI checks its
 #: arguments before importing it; tests/test_causal_plan.py checks that they agree).
 INTERVENTION_NAMES: tuple[str, ...] = ("zero", "mean", "resample")
-#: The intervention a check runs unless told otherwise (chosen on SmolLM2: docs/causal.md "The interventions").
-DEFAULT_INTERVENTION = "zero"
+#: The intervention a check runs unless told otherwise: ``mean`` keeps the model on-distribution where ``zero``
+#: breaks it (+2 nats per token on every category, SmolLM2; docs/causal.md "Which intervention by default").
+DEFAULT_INTERVENTION = "mean"
+#: The random-set control a check runs unless told otherwise: ``frequency`` matches random sets on what the
+#: frequency rules select on (docs/causal.md "Which control by default"); ``shape`` matches layer and expert only.
+DEFAULT_CONTROL = "frequency"
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,8 @@ class CausalSettings:
     #: How a set is deactivated; several give one result per intervention (the first: the plain target names).
     interventions: tuple[str, ...] = setting(
         (DEFAULT_INTERVENTION,), flag="--intervention", choices=INTERVENTION_NAMES, cli_type=list[str] | None,
-        cli_default=None, parse=lambda value: comma_list(value) or (DEFAULT_INTERVENTION,), help="How selected neurons are deactivated (repeat or comma-separate): zero, mean (their "
-        "mean activation over the profile run's counted tokens) or resample (their values on a row of another "
+        cli_default=None, parse=lambda value: comma_list(value) or (DEFAULT_INTERVENTION,), help="How selected neurons are deactivated (repeat or comma-separate): mean (default: their "
+        "mean activation over the profile run's counted tokens), zero or resample (their values on a row of another "
         "category, same position class). Experts are removed from the routing under each.")
     generate: bool = setting(False, flag="--generate", help=(
         "Also measure greedy exact-match accuracy on cls, math and short qa answers."))
@@ -76,12 +80,13 @@ class CausalSettings:
         "--epsilon, ...), score the held-out fold."))
     #: The random-set controls, each with its own null and results (the first is the check's main one).
     controls: tuple[str, ...] = setting(
-        ("shape",), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, parse=comma_list,
+        (DEFAULT_CONTROL,), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, cli_default=None,
+        parse=lambda value: comma_list(value) or (DEFAULT_CONTROL,),
         help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
-             "random sets and results, the first is the main one): shape (same count per layer and expert), "
-             "frequency (also per bin of the pooled activation frequency, the selected components excluded; needs "
-             "the selection's profile run), magnitude (per bin of mean |activation| × ‖W_down column‖; needs a run "
-             "with activation sums).")
+             "random sets and results, the first is the main one): frequency (default: same count per layer, "
+             "expert and bin of the pooled activation frequency, the selected components excluded; needs the "
+             "selection's profile run), shape (same count per layer and expert only), magnitude (per bin of mean "
+             "|activation| × ‖W_down column‖; needs a run with activation sums).")
     #: Dose–response: also deactivate the top-k of every set for this many k on a geometric grid (None: off).
     dose_points: int | None = setting(None, flag="--dose-response", low=2, help=(
         "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "
@@ -93,6 +98,8 @@ class CausalSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.interventions, tuple):  # "mean", "zero,mean" or a list from Python
             object.__setattr__(self, "interventions", comma_list(self.interventions) or (DEFAULT_INTERVENTION,))
+        if not isinstance(self.controls, tuple):
+            object.__setattr__(self, "controls", comma_list(self.controls) or (DEFAULT_CONTROL,))
 
     def check_together(self) -> None:
         if self.folds is not None and self.exclude_profiled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sparcom.causal.settings import DEFAULT_CONTROL, DEFAULT_INTERVENTION
 from sparcom.errors import SparcomError
 
 #: The committed LoRA adapter that turns Gemma-3-270M base into the demo's tuned model (see its RECIPE.md).
@@ -65,6 +66,10 @@ class DemoConfig:
     #: ``make demo`` 22.5 minutes, over its 20-minute budget.
     seeds: int = 20
     ablate_per_category: int = 4
+    #: How the causal check deactivates a set and matches its random sets: the check's defaults (mean ablation,
+    #: frequency-matched near misses; docs/causal.md "Which intervention by default", "Which control by default").
+    intervention: str = DEFAULT_INTERVENTION
+    control: str = DEFAULT_CONTROL
     max_scored_tokens: int | None = 16
     #: Cross-fitting folds of the causal check (None: score held-out rows the profile did not see).
     causal_folds: int | None = None

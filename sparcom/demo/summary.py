@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sparcom.analysis.claims import Claim, claims_table
-from sparcom.artifacts.causal import CausalSummary, TestRow, read_causal
+from sparcom.artifacts.causal import CONTROL_WORDS, INTERVENTION_WORDS, CausalSummary, TestRow, read_causal
 from sparcom.artifacts.fields import read_document
 from sparcom.artifacts.summaries import Decoding, IdentifySummary, read_compare, read_identify
 from sparcom.data.schema import category_label
@@ -88,7 +88,8 @@ def claims_section(config: DemoConfig, claims: dict[str, list[Claim]], order: li
              "top-frequent there?); **uniqueness** by the within − across cross-source agreement above a 0.10 margin "
              "and held-out decoding by the unique members alone against random sets; **critical role** and "
              "**specificity** by the row-aware empirical test against "
-             f"{config.seeds} random sets of each set's per-layer shape and over the rows: first pooled over the "
+             f"{config.seeds} {CONTROL_WORDS[config.control]}, with the set's "
+             f"{INTERVENTION_WORDS[config.intervention]}, and over the rows: first pooled over the "
              "categories, then (only if that holds) per category with Holm, each at α = 0.05 (docs/causal.md, "
              "\"The decision rule\"). Verdicts: holds / partly / holds on average / does not hold / "
              "not enough evidence / not measured, stored in `claims.json`; each names its numbers.", "",
@@ -201,7 +202,8 @@ def causal_section(where: Layout, order: list[str]) -> list[str]:
                 found = True
                 rows = target.statistics.rows if target.statistics else {}
                 lines += [f"### {name}: {folder.name}", "",
-                          f"{settings.get('seeds')} random sets; {settings.get('expert_removal')} expert removal; "
+                          f"{settings.get('seeds')} {target.baseline_words}; {target.intervention_words}; "
+                          f"{settings.get('expert_removal')} expert removal; "
                           f"rows: {', '.join(f'{category_label(c)} {n}' for c, n in rows.items())}"
                           f"; dtype {summary.header.model.dtype or '–'}.", "", *_tests_table(target.tests), "",
                           *_image(where, "ΔNLL matrix", folder / causal_plot(target_name)),

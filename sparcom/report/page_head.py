@@ -65,7 +65,8 @@ def _ablate_glance(output: Output) -> list[str]:
             f"<li><b>causal check ({escape(name)})</b> on {model} — deactivating a category's set raises its own NLL "
             f"by {fmt_signed(mean_of([r.damage.estimate for r in tests]))} nats/token on average, the other "
             f"categories' by {fmt_signed(mean_of([r.others for r in tests]))}; "
-            f"{fmt_signed(mean_of([r.damage.excess for r in tests]))} beyond random sets of the same per-layer shape. "
+            f"{fmt_signed(mean_of([r.damage.excess for r in tests]))} beyond {escape(t.baseline_words)} "
+            f"({escape(t.intervention_words)}). "
             f"<b>Specific in {specific} of {tested} categories</b> after Holm (α = {fmt_num(stats.alpha)}, "
             f"{escape(tests[0].damage.test)} test, {stats.random_sets} random sets); critical in "
             f"{sum(r.decision.damage_significant for r in tests)}.</li>")
