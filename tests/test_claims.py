@@ -98,6 +98,10 @@ def test_causal_claims_copy_the_stored_claim_decisions():
     assert claims["specificity"].evidence["significant_categories"] == ["c1"]
     assert claims["critical role"].number == pytest.approx(2.0)  # median of 1, 2, 3
     assert claims["critical role"].evidence["test"] == TEST_NAME and "row-aware" in claims["specificity"].evidence["rule"]
+    how = {"intervention": "mean", "control": "frequency"}
+    said = {c.claim: c for c in causal_from_decisions(rows, stored, "neurons", how=how)}
+    assert claim_text(said["specificity"]).startswith("mean ablation, frequency-matched random sets; ")
+    assert "ablation" not in claim_text(claims["specificity"])  # older stored claims: nothing invented
 
 
 @pytest.mark.parametrize(("outcomes", "expected"), [

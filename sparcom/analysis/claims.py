@@ -39,7 +39,7 @@ from sparcom.artifacts.summaries import IdentifySummary
 
 CLAIMS = ("generality", "uniqueness", "critical role", "specificity")
 #: The causal claims: name, the test they read, and what the number is.
-CAUSAL_CLAIMS = (("critical role", "damage", "own ΔNLL beyond random sets of the same shape"),
+CAUSAL_CLAIMS = (("critical role", "damage", "own ΔNLL beyond matched random sets"),
                  ("specificity", "specificity", "own ΔNLL minus the mean on the other categories, beyond random "
                                                 "sets"))
 
@@ -141,7 +141,8 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
         return [not_measured(name, f"no tests for target {target!r} in the causal check")
                 for name, _, _ in CAUSAL_CLAIMS]
     stats = found.statistics
-    return causal_from_decisions(found.tests, stats.claims, target, stats.level)
+    return causal_from_decisions(found.tests, stats.claims, target, stats.level,
+                                 {"intervention": found.intervention, "control": found.control})
 
 
 #: A stored claim outcome ("holds", "partly (k of K categories)", …) → the claims table's verdict.
@@ -150,9 +151,10 @@ def _claim_verdict(outcome: str) -> ClaimVerdict:
 
 
 def causal_from_decisions(rows: Sequence[TestRow], decisions: dict[str, ClaimDecision], target: str,
-                          level: float | None = None) -> list[Claim]:
+                          level: float | None = None, how: dict[str, str] | None = None) -> list[Claim]:
     """Critical role and specificity as the causal check decided them (``decisions``: its stored claim decisions,
-    keyed "damage" and "specificity"), with the numbers of its typed test rows beside them."""
+    keyed "damage" and "specificity"), with the numbers of its typed test rows beside them; ``how``: the check's
+    intervention and control, kept with the evidence so every verdict says what it was measured with."""
     claims = []
     for name, key, meaning in CAUSAL_CLAIMS:
         decision = decisions.get(key)
@@ -170,7 +172,7 @@ def causal_from_decisions(rows: Sequence[TestRow], decisions: dict[str, ClaimDec
                       "not_enough": decision.not_enough, "random_sets": rows[0].random_sets if rows else None,
                       "test": " / ".join(sorted({c.test for c in contrasts})) or "–", "level": level,
                       "rule": rows[0].decision.rule if rows else "",
-                      "pooled": decision.pooled.to_json() if decision.pooled else None}))
+                      "pooled": decision.pooled.to_json() if decision.pooled else None, **(how or {})}))
     return claims
 
 

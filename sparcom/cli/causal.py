@@ -178,7 +178,10 @@ def ablate_command(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Deactivate each category's selected neurons/experts; ΔNLL per category against random sets of equal shape.
+    """Deactivate each category's selected neurons/experts; ΔNLL per category against matched random sets.
+
+    By default a set's activations are set to their means over the profile run (--intervention) and its random sets
+    are near misses of the same layer and activation frequency (--control).
 
     SIGTERM and Ctrl-C stop it with one line (exit 130); --resume continues from the last finished condition.
     """

@@ -41,9 +41,16 @@ def claim_text(claim: Claim) -> str:
         return (f"{text}; within − across cross-source Jaccard {diff['estimate']:.3f} vs margin {e['margin']:.2f}; "
                 f"unique members alone decode held-out rows at {fmt_pct(d['estimate'])} vs random sets "
                 f"{fmt_pct(e['random_mean'])} (p = {_num(e['p_value'], 2)}, {e['random_sets']} random sets)")
-    return (f"{_pooled(e)}{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
+    return (f"{_how(e)}{_pooled(e)}{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
             f"{e['random_sets']} random sets); excess over random: median {_signed(claim.number)}, per-category "
             f"{_level(e)} intervals within [{_signed(claim.low)}, {_signed(claim.high)}] nats/token")
+
+
+def _how(evidence: dict) -> str:
+    """How the sets were deactivated and their random sets matched ("" for claims stored before it was kept)."""
+    if "intervention" not in evidence:
+        return ""
+    return f"{evidence['intervention']} ablation, {evidence['control']}-matched random sets; "
 
 
 def _pooled(evidence: dict) -> str:
