@@ -259,18 +259,23 @@ def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) 
     return rows
 
 
+#: What a matched control or the dose–response reads from the selection's profile run (its one-line refusal).
+READS = {"frequency": "each component's frequency", "magnitude": "each component's activation sums",
+         "dose": "the rule's score of each component"}
+
+
 def _controls_and_doses(inputs: CheckInputs, settings: CausalSettings, selection, crossfit
                         ) -> tuple[dict[str, Matching], dict | None]:
     """The matched controls' binned statistics and the dose–response's top-k sets, both from the selection's
     profile run (cross-fitting: the run the folds were selected from)."""
-    flags = [f"--control {c}" for c in settings.controls if c in STATISTICS]
-    flags += ["--dose-response"] if settings.dose_points is not None else []
-    if not flags:
+    needs = [(f"--control {c}", READS[c], "--control shape (random sets matched on layer and expert only)")
+             for c in settings.controls if c in STATISTICS]
+    needs += [("--dose-response", READS["dose"], "no --dose-response")] if settings.dose_points is not None else []
+    if not needs:
         return {}, None
+    flag, reads, otherwise = needs[0]
     run = crossfit.run if crossfit is not None else selection.source_run(
-        f"{flags[0]} reads each component's frequency from the profile run",
-        "--control shape (random sets matched on layer and expert only)" if "--dose" not in flags[0]
-        else "no --dose-response")
+        f"{flag} reads {reads} from the profile run", otherwise)
     kinds = sorted({k for kinds in inputs.targets.values() for k in kinds})
     matching = control_matching(settings.controls, run, kinds, inputs.sites)
     doses = dose_sets(inputs.sets, run, selection.meta, settings.dose_points) if settings.dose_points else None
