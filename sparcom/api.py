@@ -185,9 +185,7 @@ def attribute(model, data: str | Path, out: str | Path, settings: AttributionSet
             read_rows(Path(data), categories=settings.categories, require_output=True)
             if resume and overwrite:
                 raise SparcomError("--resume and --overwrite exclude each other; choose one")
-            if settings.replacement == "mean" and not means:
-                raise SparcomError("--replacement mean needs each neuron's mean activation, which the command line "
-                                   "cannot give yet; pass means={(kind, layer): values} to sparcom.attribute")
+            means = _attribution_means(settings, means)
         with _before_loading("locking the run directory", device, device_map) as writes:
             if writes:
                 held.enter_context(lock(out))
@@ -201,6 +199,24 @@ def attribute(model, data: str | Path, out: str | Path, settings: AttributionSet
         with ranks.step("preparing the attribution"):
             attributor = Attributor(model, settings, means)
         return attributor.run(data, out, ranks, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _attribution_means(settings: AttributionSettings, means):
+    """The ``mean`` replacement's values: given, or read from ``--means-run`` (before any model loads)."""
+    from sparcom.errors import SparcomError
+
+    if settings.means_run is not None and settings.replacement != "mean":
+        raise SparcomError("--means-run gives the values of --replacement mean; pass --replacement mean or drop "
+                           "--means-run")
+    if settings.replacement != "mean" or means:
+        return means
+    if settings.means_run is None:
+        raise SparcomError("--replacement mean needs each neuron's mean activation; pass --means-run RUN (a profile "
+                           "run of this model with activation sums) or means={(kind, layer): values} to "
+                           "sparcom.attribute")
+    from sparcom.artifacts.sums import run_means
+
+    return run_means(settings.means_run, "--replacement mean")
 
 
 def load_attribution(path: str | Path):

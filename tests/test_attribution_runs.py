@@ -186,6 +186,29 @@ def test_mean_replacement_with_zero_means_is_the_zero_replacement(loaded, data, 
                           progress=False)
 
 
+def test_the_means_of_a_profile_run_are_the_mean_replacement(loaded, data, tmp_path, cli):
+    """--means-run RUN: each neuron's mean over every counted token of the run (its exact sums), as if given."""
+    run = sparcom.profile(loaded, data, tmp_path / "profile", sparcom.ProfileSettings(batch_size=3), progress=False)
+    tokens = sum(run.tokens(c) for c in run.categories)
+    given = {("neuron", j): sum(run.sums[f"sums/neuron/{c}/{j}"] for c in run.categories) / tokens for j in (0, 1)}
+    direct = sparcom.attribute(loaded, data, tmp_path / "given", batch_size=3, replacement="mean", means=given,
+                               progress=False)
+    read = sparcom.attribute(loaded, data, tmp_path / "read", batch_size=3, replacement="mean",
+                             means_run=str(run.path), progress=False)
+    assert (read.path / EFFECTS_FILE).read_bytes() == (direct.path / EFFECTS_FILE).read_bytes()
+    assert read.manifest["means_run"] == str(run.path.resolve()) and "means_run" not in direct.manifest
+    folder = tmp_path / "tiny-llama"
+    loaded.model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    done = cli("attribute", folder, "--data", data, "--out", tmp_path / "cli", "--batch-size", 3, "--replacement",
+               "mean", "--means-run", run.path, "--quiet", "--dtype", "float32")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli" / EFFECTS_FILE).read_bytes() == (direct.path / EFFECTS_FILE).read_bytes()
+    refused = cli("attribute", folder, "--data", data, "--out", tmp_path / "zero", "--means-run", run.path)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("error: --means-run gives the values")
+    assert not (tmp_path / "zero").exists()
+
+
 def test_a_moe_run_holds_neurons_shared_neurons_and_experts(data, tmp_path):
     from causal_tiny import tiny_moe
     from test_attribution_estimate import analytic_expert_effects

@@ -75,4 +75,17 @@ def kind_means(run, kind: str, categories: Sequence[str] | None = None) -> dict[
     return {layer: activation_means(run, kind, layer, categories) for layer in layers_of(run.counts, kind)}
 
 
-__all__ = ["RE_PROFILE", "ActivationMeans", "activation_means", "has_sums", "kind_means", "require_sums"]
+def run_means(path, needed_by: str, kinds: Sequence[str] = ("neuron", "shared_neuron")
+              ) -> dict[tuple[str, int], np.ndarray]:
+    """{(kind, layer): each neuron's mean activation pooled over every category} of the profile run at ``path``
+    (the means the causal check's ``mean`` ablation uses), for the ``kinds`` it counted."""
+    from sparcom.artifacts.run import load_run
+
+    run = load_run(path)
+    require_sums(run, needed_by)
+    return {(kind, layer): means.mean for kind in kinds if layers_of(run.counts, kind)
+            for layer, means in kind_means(run, kind).items()}
+
+
+__all__ = ["RE_PROFILE", "ActivationMeans", "activation_means", "has_sums", "kind_means", "require_sums",
+           "run_means"]

@@ -114,6 +114,7 @@ class Attributor:
             "system_prompt": s.system_prompt,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "replacement": self.replacement.name, "scale_bits": artifact.SCALE_BITS,
+            **({"means_run": str(Path(s.means_run).resolve())} if s.means_run else {}),
             "kinds": sorted({kind for kind, _ in self.targets}), "max_scored_tokens": s.max_scored_tokens,
             "group_by": s.group_by,
             "groups": ({"labels": [r.id for r in plan.rows], "categories": [r.category for r in plan.rows],

@@ -32,8 +32,12 @@ class AttributionSettings:
     max_scored_tokens: int | None = setting(None, flag="--max-scored-tokens", low=1,
                                             help="Score only the first N tokens of each reference response.")
     replacement: str = setting("zero", flag="--replacement", choices=REPLACEMENT_CHOICES, help=(
-        "What a deactivated neuron's activation becomes: zero, or its mean activation (mean needs the means, "
-        "given through the API as a Replacement)."))
+        "What a deactivated neuron's activation becomes: zero, or its mean activation (mean needs --means-run, "
+        "or the means given through the API)."))
+    #: The profile run whose exact activation sums give the ``mean`` replacement (the causal check's reference).
+    means_run: str | None = setting(None, flag="--means-run", help=(
+        "With --replacement mean: a profile run of this model (recorded with activation sums) whose pooled mean "
+        "activations are the replacement, as the causal check's mean ablation uses them."))
     group_by: str = setting("category", flag="--group-by", choices=ATTRIBUTION_GROUP_BY, help=(
         "Also keep one row of sums per instruction (instruction), which cross-fitting selects on."))
     checkpoint_every: int = setting(20, flag="--checkpoint-every", low=1, help="Checkpoint the sums every N batches.")
