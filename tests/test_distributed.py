@@ -356,6 +356,40 @@ def test_torchrun_job_whose_ranks_fail_exits_non_zero_with_one_sparcom_line(fold
 
 
 @pytest.mark.slow
+def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(folders, tmp_path):
+    """The defaults read the selection's profile run (its sums for the means, its counts for the frequency bins):
+    two ranks give the one-process numbers of every condition."""
+    from dist_jobs import causal_numbers
+
+    from sparcom import SelectionRule, identify
+    from sparcom.api import ablate
+
+    model, data = str(folders["moe"]), folders["data"]
+    run = single(folders["moe"], data, tmp_path / "run", batch_size=4)
+    identify(load_run(run), SelectionRule("percentile", 0.05), sweep=False, out=tmp_path / "wide", plots=False)
+    settings = dict(seeds=2, per_category=2, dtype="float32")
+    with pytest.raises(SparcomError, match="holds more than half of this one; pass --control shape"):
+        ablate(model, tmp_path / "wide", data, out=tmp_path / "refused", plots=False, progress=False, **settings)
+    assert not (tmp_path / "refused").exists()
+    identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = ablate(model, tmp_path / "selection", data, out=tmp_path / "single", plots=False, progress=False,
+                        **settings)
+    finally:
+        torch.set_num_threads(previous)
+    assert {(t.intervention, t.control) for t in result.targets.values()} == {("mean", "frequency")}
+    job = {"call": "ablate", "model": model, "selection": str(tmp_path / "selection"), "data": str(data),
+           "out": str(tmp_path / "dist"), "settings": settings}
+    outcomes = launch(2, job, tmp_path / "results")
+    assert [o.get("ok") for o in outcomes] == [True, True], outcomes
+    expected = causal_numbers(result)
+    for outcome in outcomes:
+        assert outcome["summary"] == expected
+
+
+@pytest.mark.slow
 def test_two_ranks_share_the_causal_check_and_get_one_process_numbers(folders, tmp_path):
     """Conditions (targets × categories × random seeds, NLL and generation) over 2 ranks: the same numbers."""
     from causal_tiny import ZERO_SHAPE, random_masks, write_selection_dir

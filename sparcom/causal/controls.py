@@ -114,7 +114,13 @@ def matched_like(selected: ComponentSet, seed: int, stream: str, matching: Match
     if matching is None:
         raise SparcomError(f"the control of {stream} matches on a statistic, but none was given")
     strata, _ = matching.widened(selected)
-    return random_like(selected, seed, stream, strata=strata, exclude=selected)
+    try:
+        return random_like(selected, seed, stream, strata=strata, exclude=selected)
+    except SparcomError as exc:  # a block the set fills more than half of has too few near misses
+        short = str(exc).split("; use ", 1)[0]
+        raise SparcomError(f"{stream}: {short}: a control matched on the {matching.statistic} draws near misses "
+                           "outside the set from the same layer and expert, and the set holds more than half of this "
+                           "one; pass --control shape, or select fewer components (a smaller --epsilon)") from None
 
 
 def pooled_frequency(run, kinds: Sequence[str]) -> Matching:
