@@ -46,6 +46,15 @@ class Block:
     count: int
 
 
+class TooFewCandidates(SparcomError):
+    """A block with fewer candidates than the set has components there; ``block`` says which and how many, so a
+    caller can say what the user can change (the message alone gives the drawer's own way out)."""
+
+    def __init__(self, block: str) -> None:
+        super().__init__(f"{block}; use coarser strata or exclude less")
+        self.block = block
+
+
 def blocks(layout: Layout, mask: np.ndarray, strata: np.ndarray | None = None,
            exclude: np.ndarray | None = None) -> list[Block]:
     """The blocks of a same-shape draw of ``mask`` [N] over ``layout``: per layer, or per (layer, expert) for a 2-D
@@ -62,9 +71,9 @@ def blocks(layout: Layout, mask: np.ndarray, strata: np.ndarray | None = None,
             candidates = inside if exclude is None else inside[~np.asarray(exclude, dtype=bool)[inside]]
             count = int(mask[inside].sum())
             if count > len(candidates):
-                raise SparcomError(f"{layout.kind} {', '.join(f'{k} {v}' for k, v in where.items())}"
-                                   f"{'' if label is None else f', stratum {label}'}: {count} components to draw "
-                                   f"but only {len(candidates)} candidates; use coarser strata or exclude less")
+                raise TooFewCandidates(f"{layout.kind} {', '.join(f'{k} {v}' for k, v in where.items())}"
+                                       f"{'' if label is None else f', stratum {label}'}: {count} components to draw "
+                                       f"but only {len(candidates)} candidates")
             found.append(Block((*name, *extra), (index, *extra), candidates, count))
     return found
 

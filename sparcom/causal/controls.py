@@ -28,7 +28,7 @@ import numpy as np
 
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import Widening, merge_short_strata, random_like
+from sparcom.random_sets import TooFewCandidates, Widening, merge_short_strata, random_like
 
 #: The smallest top bin, in components of a kind pooled over its layers: the quantile levels halve until here.
 MIN_TOP_BIN = 32
@@ -116,9 +116,8 @@ def matched_like(selected: ComponentSet, seed: int, stream: str, matching: Match
     strata, _ = matching.widened(selected)
     try:
         return random_like(selected, seed, stream, strata=strata, exclude=selected)
-    except SparcomError as exc:  # a block the set fills more than half of has too few near misses
-        short = str(exc).split("; use ", 1)[0]
-        raise SparcomError(f"{stream}: {short}: a control matched on the {matching.statistic} draws near misses "
+    except TooFewCandidates as exc:  # a block the set fills more than half of has too few near misses
+        raise SparcomError(f"{stream}: {exc.block}: a control matched on the {matching.statistic} draws near misses "
                            "outside the set from the same layer and expert, and the set holds more than half of this "
                            "one; pass --control shape, or select fewer components (a smaller --epsilon)") from None
 
