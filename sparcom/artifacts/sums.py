@@ -75,17 +75,21 @@ def kind_means(run, kind: str, categories: Sequence[str] | None = None) -> dict[
     return {layer: activation_means(run, kind, layer, categories) for layer in layers_of(run.counts, kind)}
 
 
+def pooled_means(run, kinds: Sequence[str], needed_by: str) -> dict[tuple[str, int], np.ndarray]:
+    """{(kind, layer): each component's mean activation pooled over every category of ``run``} for the ``kinds`` it
+    counted — the values of mean ablation and of the attribution's mean replacement; refuses a run without sums
+    in one line naming ``needed_by``."""
+    require_sums(run, needed_by)
+    return {(kind, layer): means.mean for kind in kinds for layer, means in kind_means(run, kind).items()}
+
+
 def run_means(path, needed_by: str, kinds: Sequence[str] = ("neuron", "shared_neuron")
               ) -> dict[tuple[str, int], np.ndarray]:
-    """{(kind, layer): each neuron's mean activation pooled over every category} of the profile run at ``path``
-    (the means the causal check's ``mean`` ablation uses), for the ``kinds`` it counted."""
+    """:func:`pooled_means` of the profile run at ``path``."""
     from sparcom.artifacts.run import load_run
 
-    run = load_run(path)
-    require_sums(run, needed_by)
-    return {(kind, layer): means.mean for kind in kinds if layers_of(run.counts, kind)
-            for layer, means in kind_means(run, kind).items()}
+    return pooled_means(load_run(path), kinds, needed_by)
 
 
-__all__ = ["RE_PROFILE", "ActivationMeans", "activation_means", "has_sums", "kind_means", "require_sums",
-           "run_means"]
+__all__ = ["RE_PROFILE", "ActivationMeans", "activation_means", "has_sums", "kind_means", "pooled_means",
+           "require_sums", "run_means"]

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from sparcom.artifacts.run import ProfileRun
-from sparcom.artifacts.sums import activation_means, require_sums
+from sparcom.artifacts.sums import pooled_means
 from sparcom.causal.crossfit import FoldSelections
 from sparcom.causal.interventions import InterventionReference
 from sparcom.causal.nll import ScoredExample
 from sparcom.causal.resample import DonorPlan
 from sparcom.causal.settings import TARGETS, CausalSettings
 from sparcom.errors import SparcomError
-from sparcom.kinds import kind_of, layers_of
 
 #: Kinds whose activations the interventions replace (experts are removed from the routing instead).
 NEURON_KINDS: tuple[str, ...] = ("neuron", "shared_neuron", "expert_neuron")
@@ -51,13 +50,7 @@ def read_means(selection, settings: CausalSettings, crossfit: FoldSelections | N
                            "the same expert); use --targets neuron,shared_neuron or --intervention zero,mean")
     if "mean" not in settings.interventions or not kinds:
         return {}
-    run = source_run(selection, crossfit)
-    require_sums(run, "--intervention mean")
-    means = {}
-    for kind in kinds:
-        for layer in layers_of(run.counts, kind):
-            means[(kind, layer)] = activation_means(run, kind_of(kind).name, layer).mean
-    return means
+    return pooled_means(source_run(selection, crossfit), kinds, "--intervention mean")
 
 
 def intervention_reference(means: dict[tuple[str, int], np.ndarray], examples: Sequence[ScoredExample],
