@@ -292,6 +292,15 @@ INTERVENTION_WORDS: dict[str, str] = {
 }
 
 
+def control_words(control: str) -> str:
+    """How a control's random sets are matched, in words (a control without words: its name)."""
+    return CONTROL_WORDS.get(control, f"random sets matched by {control}")
+
+
+def intervention_words(intervention: str) -> str:
+    return INTERVENTION_WORDS.get(intervention, f"{intervention} ablation")
+
+
 @dataclass(frozen=True)
 class CausalTarget:
     """One target of a causal check: its ΔNLL matrix, the random sets' per-cell numbers and its tests."""
@@ -323,11 +332,11 @@ class CausalTarget:
     @property
     def baseline_words(self) -> str:
         """The random sets' matching in words, for tables and figures."""
-        return CONTROL_WORDS.get(self.control, f"random sets matched by {self.control}")
+        return control_words(self.control)
 
     @property
     def intervention_words(self) -> str:
-        return INTERVENTION_WORDS.get(self.intervention, self.intervention)
+        return intervention_words(self.intervention)
 
     @property
     def tests(self) -> list[TestRow]:
@@ -408,6 +417,8 @@ __all__ = [
     "TargetTests",
     "TestRow",
     "Verdict",
+    "control_words",
+    "intervention_words",
     "read_causal",
     "verdict_of",
 ]

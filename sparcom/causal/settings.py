@@ -34,6 +34,11 @@ DEFAULT_INTERVENTION = "mean"
 DEFAULT_CONTROL = "frequency"
 
 
+def _names_or(default: str):
+    """A list flag's parser: the names given (repeated and/or comma-separated), or ``(default,)`` when none."""
+    return lambda value: comma_list(value) or (default,)
+
+
 @dataclass(frozen=True)
 class CausalSettings:
     """How the causal check is run."""
@@ -54,7 +59,7 @@ class CausalSettings:
     #: How a set is deactivated; several give one result per intervention (the first: the plain target names).
     interventions: tuple[str, ...] = setting(
         (DEFAULT_INTERVENTION,), flag="--intervention", choices=INTERVENTION_NAMES, cli_type=list[str] | None,
-        cli_default=None, parse=lambda value: comma_list(value) or (DEFAULT_INTERVENTION,), help="How selected neurons are deactivated (repeat or comma-separate): mean (default: their "
+        cli_default=None, parse=_names_or(DEFAULT_INTERVENTION), help="How selected neurons are deactivated (repeat or comma-separate): mean (default: their "
         "mean activation over the profile run's counted tokens), zero or resample (their values on a row of another "
         "category, same position class). Experts are removed from the routing under each.")
     generate: bool = setting(False, flag="--generate", help=(
@@ -81,7 +86,7 @@ class CausalSettings:
     #: The random-set controls, each with its own null and results (the first is the check's main one).
     controls: tuple[str, ...] = setting(
         (DEFAULT_CONTROL,), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, cli_default=None,
-        parse=lambda value: comma_list(value) or (DEFAULT_CONTROL,),
+        parse=_names_or(DEFAULT_CONTROL),
         help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
              "random sets and results, the first is the main one): frequency (default: same count per layer, "
              "expert and bin of the pooled activation frequency, the selected components excluded; needs the "
@@ -96,10 +101,10 @@ class CausalSettings:
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.interventions, tuple):  # "mean", "zero,mean" or a list from Python
-            object.__setattr__(self, "interventions", comma_list(self.interventions) or (DEFAULT_INTERVENTION,))
-        if not isinstance(self.controls, tuple):
-            object.__setattr__(self, "controls", comma_list(self.controls) or (DEFAULT_CONTROL,))
+        for name, default in (("interventions", DEFAULT_INTERVENTION), ("controls", DEFAULT_CONTROL)):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):  # "mean", "zero,mean", None or a list from Python
+                object.__setattr__(self, name, _names_or(default)(value))
 
     def check_together(self) -> None:
         if self.folds is not None and self.exclude_profiled:

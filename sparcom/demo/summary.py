@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sparcom.analysis.claims import Claim, claims_table
-from sparcom.artifacts.causal import CONTROL_WORDS, INTERVENTION_WORDS, CausalSummary, TestRow, read_causal
+from sparcom.artifacts.causal import CausalSummary, TestRow, control_words, intervention_words, read_causal
 from sparcom.artifacts.fields import read_document
 from sparcom.artifacts.summaries import Decoding, IdentifySummary, read_compare, read_identify
 from sparcom.data.schema import category_label
@@ -88,8 +88,8 @@ def claims_section(config: DemoConfig, claims: dict[str, list[Claim]], order: li
              "top-frequent there?); **uniqueness** by the within − across cross-source agreement above a 0.10 margin "
              "and held-out decoding by the unique members alone against random sets; **critical role** and "
              "**specificity** by the row-aware empirical test against "
-             f"{config.seeds} {CONTROL_WORDS[config.control]}, with the set's "
-             f"{INTERVENTION_WORDS[config.intervention]}, and over the rows: first pooled over the "
+             f"{config.seeds} {control_words(config.control)}, with the set's "
+             f"{intervention_words(config.intervention)}, and over the rows: first pooled over the "
              "categories, then (only if that holds) per category with Holm, each at α = 0.05 (docs/causal.md, "
              "\"The decision rule\"). Verdicts: holds / partly / holds on average / does not hold / "
              "not enough evidence / not measured, stored in `claims.json`; each names its numbers.", "",

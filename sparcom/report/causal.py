@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparcom.artifacts.causal import CONTROL_WORDS, INTERVENTION_WORDS
+from sparcom.artifacts.causal import control_words, intervention_words
 from sparcom.causal.result import CausalResult
 from sparcom.data.schema import category_label
 from sparcom.report.files import PLOTS_DIR, TABLES_DIR, finish_folder, short_model_name, to_json, write_csv
@@ -114,7 +114,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     _heatmap(axes[0], figure, target.delta, left, rows, cols,
              "ΔNLL = NLL with the set deactivated − NLL unablated", "ΔNLL (nats per response token)")
     _heatmap(axes[1], figure, sig["excess"], right, rows, cols,
-             f"ΔNLL − mean ΔNLL of {seeds} {CONTROL_WORDS.get(target.control, target.control)}" if seeds
+             f"ΔNLL − mean ΔNLL of {seeds} {control_words(target.control)}" if seeds
              else "no random baseline (--seeds 0)",
              "excess ΔNLL over random (nats per token)")
     axes[0].set_yticks(range(len(rows)), [f"{category_label(c)}\n({sizes[c]:,})" for c in rows])
@@ -122,7 +122,7 @@ def delta_nll_heatmap(result, target, path: str | Path) -> Path:
     kinds = ", ".join(target.kinds)
     sets = "unique sets" if result.settings.unique else "selected sets"
     figure.suptitle(f"Causal check: {target.name} ({kinds}, {sets}) of {short_model_name(result.model.get('name_or_path'))}"
-                    + f" · {INTERVENTION_WORDS.get(target.intervention, target.intervention)}"
+                    + f" · {intervention_words(target.intervention)}"
                     + (f" · expert removal: {removal}" if removal else "")
                     + "\nrow labels: category (set size); per-cell p = (1 + #random ≥ observed) / (1 + seeds), "
                       "unadjusted (descriptive)",
@@ -144,7 +144,7 @@ def normalised_heatmap(result, target, path: str | Path) -> Path:
               for j in range(len(cols))] for i in range(len(rows))]
     _heatmap(axes[0], figure, z, notes, rows, cols,
              "z = (ΔNLL − random mean) / random sd, per cell (cell text: z, ΔNLL)",
-             f"z ({CONTROL_WORDS.get(target.control, target.control)})")
+             f"z ({control_words(target.control)})")
     ax = axes[1]
     tests = [t for t in stats.tests if t.tested]
     for y, test in enumerate(tests):
@@ -165,7 +165,7 @@ def normalised_heatmap(result, target, path: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("specificity = own ΔNLL − mean ΔNLL on the other categories (nats per token)")
     ax.set_title(f"specificity of each set against {stats.random_sets} "
-                 f"{CONTROL_WORDS.get(target.control, target.control)}", fontsize=10)
+                 f"{control_words(target.control)}", fontsize=10)
     if tests:
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7.5, frameon=False, ncols=2)
     sets = "unique sets" if result.settings.unique else "selected sets"
