@@ -26,6 +26,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "random_like": ("sparcom.random_sets", "random_like"),
     "random_sets": ("sparcom.random_sets", "random_sets"),
     "cell_statistics": ("sparcom.causal.statistics", "cell_statistics"),
+    "amplify": ("sparcom.causal.interventions", "amplify"),
+    "sufficiency_pilot": ("sparcom.causal.sufficiency", "sufficiency_pilot"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -411,6 +411,33 @@ def resample_ablate(model: nn.Module, ablation: ComponentSet, *, sites: ModelSit
         yield stats
 
 
+@contextmanager
+def amplify(model: nn.Module, components: ComponentSet, factor: float, *,
+            sites: ModelSites | None = None) -> Iterator[None]:
+    """Multiply ``components``' activations by ``factor`` on every token inside the block (the sufficiency pilot's
+    steering, :mod:`sparcom.causal.sufficiency`); restore the model exactly afterwards. Only neurons at activation
+    sites (dense and shared-expert): scaling a routed expert's neuron or an expert has no single meaning here."""
+    sites = sites or model_sites(model)
+    check_ablation(components, sites)
+    routed = [k for k in components.kinds if KIND_TABLE[k].routed and components.size(k)]
+    if routed:
+        raise SparcomError(f"amplifying scales neurons at activation sites; the set holds {', '.join(routed)} "
+                           "components (use a set of neuron or shared_neuron components)")
+    undo: list[Callable[[], None]] = []
+    try:
+        for kind in components.kinds:
+            for layer, members in sorted(components.members[kind].items()):
+                if len(members):
+                    site = sites.site(kind, layer)
+                    hook = replace_units_hook(np.asarray(members), site.width, f"{kind} layer {layer}",
+                                              lambda current: current * factor)
+                    undo.append(site.module.register_forward_hook(hook, prepend=True).remove)
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+
+
 def _units(sites: ModelSites, layer: int, indices: np.ndarray, kind: str, request: _Request) -> Callable[[], None]:
     site = sites.site(kind, layer)
     where = f"{kind} layer {layer}"
