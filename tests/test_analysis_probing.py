@@ -18,9 +18,9 @@ from sparcom.analysis.probing import (
     mean_difference,
     one_vs_rest_predict,
     probing_curves,
-    rule_ranking,
     top_k,
 )
+from sparcom.analysis.rule_rankings import rule_ranking
 from sparcom.analysis.selection import SelectionRule
 from sparcom.errors import SparcomError
 from sparcom.random_sets import batched, draw
@@ -40,13 +40,15 @@ def test_top_k_is_a_sort_by_score_then_tiebreak_then_position():
 @pytest.mark.parametrize("rule", [SelectionRule("percentile", 0.05), SelectionRule("contrast", 0.05),
                                   SelectionRule("contrast", 0.05, against="mean"),
                                   SelectionRule("layer-percentile", 0.1), SelectionRule("test", 0.02),
-                                  SelectionRule("lape", 0.1)])
+                                  SelectionRule("lape", 0.1), SelectionRule("attribution", 0.05),
+                                  SelectionRule("attribution", 0.05, against="mean")])
 def test_the_top_of_each_rule_ranking_is_the_rule_selection(rule):
     groups, _ = synthetic_groups(seed=2)
     freqs = pool(groups)
     p = freqs.p + np.random.default_rng(1).uniform(0, 1e-9, freqs.p.shape) * (freqs.p > 0)  # no ties
-    mask = rule.apply(p, groups.layout, groups.moments)
-    score, tiebreak = rule_ranking(rule, p, groups.layout, groups.moments)
+    effects = np.random.default_rng(4).normal(size=p.shape)  # estimated effects, either sign
+    mask = rule.apply(p, groups.layout, groups.moments, effects)
+    score, tiebreak = rule_ranking(rule, p, groups.layout, groups.moments, effects)
     assert mask.any()
     for c in range(mask.shape[0]):
         size = int(mask[c].sum())
@@ -57,9 +59,13 @@ def test_the_top_of_each_rule_ranking_is_the_rule_selection(rule):
 def test_an_unknown_rule_ranking_is_one_clear_error():
     groups, _ = synthetic_groups()
     rule = SelectionRule("percentile")
-    object.__setattr__(rule, "name", "attribution")
-    with pytest.raises(SparcomError, match="no ranking"):
+    object.__setattr__(rule, "name", "bogus")
+    with pytest.raises(SparcomError, match="rule 'bogus' has no ranking"):
         rule_ranking(rule, pool(groups).p, groups.layout, groups.moments)
+    with pytest.raises(SparcomError, match="needs the estimated effects"):
+        rule_ranking(SelectionRule("attribution"), pool(groups).p, groups.layout, groups.moments)
+    with pytest.raises(SparcomError, match="needs per-instruction counts"):
+        rule_ranking(SelectionRule("test"), pool(groups).p, groups.layout)
 
 
 def test_mean_difference_is_the_standardised_difference_of_means():
@@ -129,7 +135,7 @@ def test_l1_path_enters_the_informative_features_first():
     assert (size[entry < L1_STEPS] > 0).all() and (size[entry == L1_STEPS] == 0).all()
 
 
-def _direct_curve(groups, rule, k, folds=5, seed=0):
+def _direct_curve(groups, rule, k, folds=5, seed=0, effects=None):
     """Six-way accuracy and one-vs-rest balanced accuracy with loops: select top k per category by the rule's
     score on the training folds, standardise with training mean / sd, nearest centroid."""
     assignment = stratified_folds(groups, folds, seed)
@@ -141,7 +147,7 @@ def _direct_curve(groups, rule, k, folds=5, seed=0):
         train, held = assignment != f, assignment == f
         freqs = pool(groups, train)
         moments = groups.subset(train).moments
-        score, tiebreak = rule_ranking(rule, freqs.p, groups.layout, moments)
+        score, tiebreak = rule_ranking(rule, freqs.p, groups.layout, moments, None if effects is None else effects[f])
         mean, std = x[train].mean(axis=0), x[train].std(axis=0, ddof=1)
         z = np.where(std > 0, (x - mean) / np.where(std > 0, std, 1), 0.0)
         chosen = []
@@ -181,6 +187,29 @@ def test_curves_equal_a_direct_loop(curves, rule):
         six, ovr = _direct_curve(groups, SelectionRule(rule), k)
         assert result.accuracy[m, 0, i] == pytest.approx(six)
         np.testing.assert_allclose(result.accuracy[m, 1:, i], ovr)
+
+
+def test_the_attribution_ranking_reads_each_folds_training_effects():
+    groups, _ = synthetic_groups(boost=1.0, specific_rate=0.05, seed=8)
+    shape = (len(groups.category_order), groups.layout.size)
+    seen = []
+
+    def effects_by_fold(assignment, folds):
+        seen.append((assignment.copy(), folds))
+        return [np.random.default_rng(100 + f).normal(size=shape) for f in range(folds)]
+
+    result = probing_curves(groups, [SelectionRule("contrast")], ks=(1, 4), random_sets=4,
+                            effects_by_fold=effects_by_fold)
+    assert result.methods[:2] == ("contrast", "attribution") and result.families["attribution"] == "rule"
+    np.testing.assert_array_equal(seen[0][0], stratified_folds(groups, 5, 0))
+    effects = effects_by_fold(seen[0][0], 5)
+    m = result.methods.index("attribution")
+    for i, k in enumerate(result.ks):
+        six, ovr = _direct_curve(groups, SelectionRule("attribution"), k, effects=effects)
+        assert result.accuracy[m, 0, i] == pytest.approx(six)
+        np.testing.assert_allclose(result.accuracy[m, 1:, i], ovr)
+    with pytest.raises(SparcomError, match="needs its effects per fold"):
+        probing_curves(groups, [SelectionRule("attribution")], ks=(1,), random_sets=2)
 
 
 def test_the_feature_table_is_decoded_on_its_own_tokens(curves):

@@ -143,3 +143,32 @@ def test_steps_that_cannot_take_the_rule_say_so(runs):
         sparcom.compare(run, run, rule="attribution", attribution=str(attribution.path))
     with pytest.raises(SparcomError, match="cross-fitted causal check"):
         sparcom.sweep(run, rules=("attribution",))
+
+
+@pytest.fixture(scope="module")
+def larger_runs(tmp_path_factory):
+    """Four variants of every row: enough instructions per category for the probing folds (rule 'test' too)."""
+    folder = tmp_path_factory.mktemp("probing")
+    rows = [(c, f"{instruction} (variant {v})", text, output) for v in range(4) for c, instruction, text, output in ROWS]
+    data = write_dataset(folder / "rows.jsonl", rows)
+    loaded = wrap_model(tiny_model("llama"), tiny_tokenizer(), "tiny-llama")
+    run = sparcom.profile(loaded, data, folder / "profile", group_by="instruction", template="chat", progress=False)
+    attribution = sparcom.attribute(loaded, data, folder / "attribution", group_by="instruction", template="chat",
+                                    batch_size=8, progress=False)
+    return run, attribution
+
+
+@pytest.mark.parametrize("rule", ["contrast", "attribution"])
+def test_probing_ranks_the_attribution_run_beside_the_frequency_rules(larger_runs, rule):
+    from sparcom.analysis.pipeline import identify
+    from sparcom.analysis.settings import ValiditySettings
+
+    run, attribution = larger_runs
+    validity = ValiditySettings(probing=True, folds=2, random_sets=4)
+    result = identify(run, SelectionRule(rule, 0.05, attribution=str(attribution.path)), validity=validity)
+    curves = result.probing["neuron"]
+    assert curves.methods.count("attribution") == 1 and "contrast" in curves.methods
+    without = identify(run, SelectionRule("contrast", 0.05), validity=validity).probing["neuron"]
+    assert "attribution" not in without.methods
+    m, n = curves.methods.index("contrast"), without.methods.index("contrast")
+    np.testing.assert_array_equal(curves.accuracy[m], without.accuracy[n])

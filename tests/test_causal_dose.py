@@ -60,11 +60,20 @@ def test_rule_scores_are_the_rules_own(study):
     freqs = kind_frequencies(run.counts, run.categories, "neuron")
     row = list(freqs.categories).index("math")
     percentile = rule_scores(run, {"rule": "percentile"}, "math", ["neuron"])["neuron"]
-    np.testing.assert_array_equal(percentile, freqs.p[row])
+    np.testing.assert_array_equal(percentile, np.where(freqs.p[row] > 0, freqs.p[row], -np.inf))
     contrast = rule_scores(run, {"rule": "contrast", "parameters": {"against": "mean"}}, "math", ["neuron"])
-    np.testing.assert_array_equal(contrast["neuron"], contrast_scores(freqs.p, "mean")[row])
-    with pytest.raises(SparcomError, match="rule 'test' has none here"):
-        rule_scores(run, {"rule": "test"}, "math", ["neuron"])
+    direct = contrast_scores(freqs.p, "mean")[row]  # the rule never keeps a non-positive score or p = 0
+    np.testing.assert_array_equal(contrast["neuron"], np.where((direct > 0) & (freqs.p[row] > 0), direct, -np.inf))
+    with pytest.raises(SparcomError, match=r"needs counts per instruction; .* was profiled by category"):
+        rule_scores(run, {"rule": "test", "parameters": {"min_effect": 0.05, "fdr": 0.05}}, "math", ["neuron"])
+    with pytest.raises(SparcomError, match="rule 'bogus' has none"):
+        rule_scores(run, {"rule": "bogus"}, "math", ["neuron"])
+    layer = rule_scores(run, {"rule": "layer-percentile", "epsilon": 0.05}, "math", ["neuron"])["neuron"]
+    for j, part in ((j, freqs.layout.layer_slice(j)) for j in freqs.layout.layers):
+        block = freqs.p[row, part]  # within each layer: the rank as a fraction (the rule selects per layer)
+        ranks = np.array([(block < v).sum() + (block[:i] == v).sum() + 1 for i, v in enumerate(block)]) / block.size
+        expected = np.where(block > 0, ranks, -np.inf)
+        np.testing.assert_array_equal(layer[part], expected, err_msg=f"layer {j}")
 
 
 def test_each_k_is_a_condition_of_the_one_plan():

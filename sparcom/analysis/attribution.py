@@ -31,7 +31,12 @@ def attribution_of(rule: SelectionRule, run: ProfileRun) -> AttributionRun | Non
         return None
     if not rule.attribution:
         raise SparcomError(EFFECTS_NEEDED)
-    attribution = load_attribution(rule.attribution)
+    return checked_attribution(rule.attribution, run)
+
+
+def checked_attribution(path: str, run: ProfileRun) -> AttributionRun:
+    """The attribution run at ``path``, refused unless it was made on ``run``'s model and covers its categories."""
+    attribution = load_attribution(path)
     reasons = mismatches(run.manifest, attribution.manifest, SAME_MODEL, ("profile run", "attribution run"))
     if reasons:
         raise SparcomError(f"{attribution.path} was not attributed on the model of {run.path}: {reasons[0]}")

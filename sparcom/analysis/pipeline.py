@@ -15,7 +15,13 @@ import numpy as np
 from sparcom.analysis import bootstrap as boot
 from sparcom.analysis import compare as cmp
 from sparcom.analysis import sets
-from sparcom.analysis.attribution import attributed_kinds, attribution_of, rule_effects
+from sparcom.analysis.attribution import (
+    attributed_kinds,
+    attribution_of,
+    checked_attribution,
+    fold_effects,
+    rule_effects,
+)
 from sparcom.analysis.evidence import (
     NO_GROUPS_NOTE,
     ValiditySettings,
@@ -323,8 +329,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
             if per_instruction:
                 nulls[kind] = claim_nulls(groups, rule, run_groups(reference, kind) if reference else None,
                                           settings.folds, settings.random_sets, settings.seed)
-            if settings.probing and per_instruction and kind in evidence:
-                probing[kind] = _probing(groups, settings, token_bags, notes)
+        if settings.probing and per_instruction and groups is not None and settings.enabled:
+            probing[kind] = _probing(groups, settings, token_bags, notes, _probed_effects(run, rule, kind))
         if kind not in scores:
             moments = groups.moments if groups is not None and per_instruction else None
             scores[kind] = specificity(freqs.p, categories, moments)
@@ -338,11 +344,27 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                           {k: v for k, v in probing.items() if v is not None})
 
 
-def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes: list[str]) -> ProbingCurves | None:
-    """The kind's probing curves on the validity's folds, with the lexical baseline when the bags are given."""
+def _probed_effects(run: ProfileRun, rule: SelectionRule, kind: str) -> AttributionRun | None:
+    """The attribution run whose effects the probing curves rank too (``--attribution``, whatever the rule), if it
+    estimated ``kind``."""
+    if not rule.attribution:
+        return None
+    attribution = checked_attribution(rule.attribution, run)
+    return attribution if kind in attribution.manifest.get("kinds", []) else None
+
+
+def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes: list[str],
+             attribution: AttributionRun | None = None) -> ProbingCurves | None:
+    """The kind's probing curves on the validity's folds, with the lexical baseline when the bags are given and the
+    attribution rule's ranking when an attribution run is."""
+    def effects_by_fold(assignment: np.ndarray, folds: int) -> list[np.ndarray]:
+        return fold_effects(attribution, groups.kind, groups.labels, groups.category_index,
+                            len(groups.category_order), assignment, folds)
+
     try:
         tables = [lexical_table(token_bags, groups)] if token_bags is not None else []
-        return probing_curves(groups, folds=settings.folds, seed=settings.seed, tables=tables)
+        return probing_curves(groups, folds=settings.folds, seed=settings.seed, tables=tables,
+                              effects_by_fold=effects_by_fold if attribution is not None else None)
     except SparcomError as exc:
         notes.append(f"probing curves of the {groups.kind} kind left out: {exc}")
         return None

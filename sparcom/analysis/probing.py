@@ -15,11 +15,9 @@ The folds are the validity's (:func:`~sparcom.analysis.groups.stratified_folds`:
 z is standardised with the training instructions' mean and sd, as there. Rankings (higher = kept first; −inf =
 the rule never keeps it):
 
-- rules (:data:`RULE_RANKINGS`): ``percentile`` and ``threshold`` p_c; ``layer-percentile`` the component's rank
-  within its layer as a fraction (so the top k go round the layers as the rule does); ``contrast`` its score
-  (only positive); ``lape`` −entropy among the components the LAPE filter keeps and assigns to c; ``test`` the
-  one-sided Welch p (smaller first, the order in which Benjamini–Hochberg admits components; ties by the
-  effect) among components with effect ≥ δ. p_c = 0 is never kept, as in the rules;
+- rules: each rule's own order (:mod:`sparcom.analysis.rule_rankings`, the table the dose–response reads too);
+  with an attribution run (``effects_by_fold``), the ``attribution`` rule's order of the effects estimated on the
+  training folds' instructions;
 - supervised baselines: ``mean-difference`` |μ_c − μ_rest| of training z; ``l1-probe`` the order in which
   components enter an L1-regularised logistic regression of c against the rest along a path of penalties
   (:func:`l1_path_order`; ties by |weight| where they enter).
@@ -41,9 +39,8 @@ import numpy as np
 
 from sparcom.analysis import decoding as dec
 from sparcom.analysis.groups import GroupCounts, GroupMoments, partition_sums, stratified_folds
-from sparcom.analysis.selection import SelectionRule, kth_smallest, lape_entropy
-from sparcom.analysis.specificity import contrast_scores, moments_welch
-from sparcom.components import Layout
+from sparcom.analysis.rule_rankings import rule_ranking
+from sparcom.analysis.selection import SelectionRule
 from sparcom.errors import SparcomError
 from sparcom.random_sets import batched, draw
 
@@ -64,53 +61,6 @@ L1_ITERATIONS = 50
 
 
 # -- rankings ---------------------------------------------------------------------------------------------------
-
-def _positive(score: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.where(p > 0, score, -np.inf)
-
-
-def _layer_rank(p: np.ndarray, layout: Layout) -> np.ndarray:
-    score = np.empty_like(p)
-    for _, part in layout.groups("layer"):
-        block = p[:, part]
-        order = np.argsort(np.argsort(block, axis=1, kind="stable"), axis=1, kind="stable")
-        score[:, part] = (order + 1) / block.shape[1]
-    return score
-
-
-def _lape_score(p: np.ndarray, rule: SelectionRule) -> np.ndarray:
-    pooled = p.reshape(-1)
-    kept = (p > kth_smallest(pooled, round(pooled.size * rule.filter_rate))).any(axis=0)
-    assigned = p > kth_smallest(pooled, round(pooled.size * rule.activation_bar_ratio))
-    return np.where(assigned & kept[None, :], -lape_entropy(p)[None, :], -np.inf)
-
-
-def _test_score(p: np.ndarray, moments: GroupMoments, rule: SelectionRule) -> tuple[np.ndarray, np.ndarray]:
-    welch = moments_welch(moments)
-    eligible = (welch.effect >= rule.epsilon) & (welch.effect > 0) & (p > 0)
-    return np.where(eligible, -welch.pvalue, -np.inf), welch.effect
-
-
-#: rule name → (p, layout, moments, rule) → (score [K, N], tie-break [K, N] or None).
-RULE_RANKINGS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None]]] = {
-    "percentile": lambda p, layout, moments, rule: (_positive(p, p), None),
-    "threshold": lambda p, layout, moments, rule: (_positive(p, p), None),
-    "layer-percentile": lambda p, layout, moments, rule: (_positive(_layer_rank(p, layout), p), None),
-    "contrast": lambda p, layout, moments, rule: (
-        np.where(contrast_scores(p, rule.against) > 0, _positive(contrast_scores(p, rule.against), p), -np.inf), None),
-    "lape": lambda p, layout, moments, rule: (_lape_score(p, rule), None),
-    "test": lambda p, layout, moments, rule: _test_score(p, moments, rule),
-}
-
-
-def rule_ranking(rule: SelectionRule, p: np.ndarray, layout: Layout,
-                 moments: GroupMoments) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rule's own order of the components per category: (score [K, N], tie-break or None)."""
-    if rule.name not in RULE_RANKINGS:
-        raise SparcomError(f"rule {rule.name!r} has no ranking for probing curves; rankings exist for "
-                           f"{', '.join(RULE_RANKINGS)}")
-    return RULE_RANKINGS[rule.name](np.atleast_2d(np.asarray(p, dtype=np.float64)), layout, moments, rule)
-
 
 def ranked(score: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the finite scores, best first (ties: higher tie-break, then lower position)."""
@@ -392,9 +342,11 @@ def _l1_ranking(groups: GroupCounts, train: np.ndarray, moments: GroupMoments, d
 
 
 def _rankings(groups: GroupCounts, rules: Sequence[SelectionRule], train: np.ndarray, freqs_p: np.ndarray,
-              moments: GroupMoments, stop_at: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    result = {rule.name if rule.name != "contrast" or rule.against == "max" else "contrast-mean":
-              rule_ranking(rule, freqs_p, groups.layout, moments) for rule in rules}
+              moments: GroupMoments, stop_at: int, effects: np.ndarray | None = None
+              ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    result = {rule.name if rule.name not in ("contrast", "attribution") or rule.against == "max"
+              else f"{rule.name}-mean": rule_ranking(rule, freqs_p, groups.layout, moments, effects)
+              for rule in rules}
     _, mean, std = moments.pooled()
     difference = mean_difference(moments, mean, std)
     result["mean-difference"] = (difference, None)
@@ -461,14 +413,15 @@ def _all_features(fold: _Fold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _neuron_fold(groups: GroupCounts, rules: Sequence[SelectionRule], ks: tuple[int, ...], f: int, train: np.ndarray,
-                 held: np.ndarray, sums, settings: tuple[int, int, int, int], tally: _Tally) -> _Fold:
+                 held: np.ndarray, sums, settings: tuple[int, int, int, int], tally: _Tally,
+                 effects: np.ndarray | None = None) -> _Fold:
     folds, seed, random_sets, bins = settings
     parts = [p for p in range(folds) if p != f]
     freqs, moments = sums.frequencies(groups.kind, groups.layout, parts), sums.moments_of(parts)
     fold = _fold(moments, groups.frequencies(held), groups.category_index[held])
     strata = frequency_bins(freqs.counts, freqs.tokens, bins)
     layout, size = groups.layout, groups.layout.size
-    for method, (score, tie) in _rankings(groups, rules, train, freqs.p, moments, max(ks)).items():
+    for method, (score, tie) in _rankings(groups, rules, train, freqs.p, moments, max(ks), effects).items():
         orders = [ranked(score[c], None if tie is None else tie[c]) for c in range(score.shape[0])]
         for i, k in enumerate(ks):
             chosen = [np.sort(order[:k]) for order in orders]
@@ -485,13 +438,21 @@ def _neuron_fold(groups: GroupCounts, rules: Sequence[SelectionRule], ks: tuple[
 def probing_curves(groups: GroupCounts, rules: Sequence[SelectionRule] | None = None,
                    ks: Sequence[int] = DEFAULT_KS, folds: int = 5, seed: int = 0,
                    random_sets: int = DEFAULT_RANDOM_SETS, bins: int = DEFAULT_BINS,
-                   tables: Sequence[FeatureTable] = (), components: bool = True) -> ProbingCurves:
+                   tables: Sequence[FeatureTable] = (), components: bool = True,
+                   effects_by_fold: Callable[[np.ndarray, int], Sequence[np.ndarray]] | None = None) -> ProbingCurves:
     """Sparse-probing curves of every rule's ranking and the supervised baselines on ``groups`` (module docstring),
     with the validity's folds; each feature table adds its mean-difference curve and its all-feature point.
-    ``components=False`` computes the feature tables only (their folds are still the groups')."""
+    ``components=False`` computes the feature tables only (their folds are still the groups').
+    ``effects_by_fold(assignment, folds)`` gives, per fold, the estimated effects [K, N] of the instructions outside
+    it (:func:`sparcom.analysis.attribution.fold_effects`): the ``attribution`` rule is then ranked too."""
     ks = check_probing(ks, folds, random_sets, bins)
     rules = [SelectionRule(name) for name in DEFAULT_RULES] if rules is None else list(rules)
+    if effects_by_fold is not None and not any(rule.needs_effects for rule in rules):
+        rules.append(SelectionRule("attribution"))
+    if effects_by_fold is None and any(rule.needs_effects for rule in rules):
+        raise SparcomError("probing the attribution rule needs its effects per fold (an attribution run)")
     assignment = stratified_folds(groups, folds, seed)
+    effects = list(effects_by_fold(assignment, folds)) if effects_by_fold is not None else [None] * folds
     sums = partition_sums(groups, assignment, folds)
     categories, counted = groups.category_order, groups.tokens > 0
     tally, feature_tally = _Tally(), _Tally()
@@ -504,7 +465,8 @@ def probing_curves(groups: GroupCounts, rules: Sequence[SelectionRule] | None = 
         truth = groups.category_index[held]
         positives += np.bincount(truth, minlength=len(categories))
         if components:
-            fold = _neuron_fold(groups, rules, ks, f, train, held, sums, (folds, seed, random_sets, bins), tally)
+            fold = _neuron_fold(groups, rules, ks, f, train, held, sums, (folds, seed, random_sets, bins), tally,
+                                effects[f])
             everything["components"] += np.concatenate(_all_features(fold))
         for table in tables:
             table_fold, difference = _features_fold(table, groups, train, held)

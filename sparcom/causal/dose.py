@@ -3,7 +3,7 @@
 Zeroing a whole set can break the model (+2 nats per token on every category), where specificity can no longer
 show. The curve asks at which size damage appears, and whether it appears on the set's own category before the
 others: for each category c and each k, the top-k members of S_c — ranked by the selection rule's own score
-(:data:`RULE_SCORES`, recomputed from the selection's profile run) — are deactivated, and so are random sets matched
+(:mod:`sparcom.analysis.rule_rankings`, recomputed from the selection's profile run) — are deactivated, and so are random sets matched
 to that top-k set by each of the check's controls (:data:`sparcom.causal.plan.CONTROLS`, the near misses of the
 ``frequency`` control excluding the top-k set itself). Every (k, set) is a condition of the check's one plan
 (``ConditionKey.size``); the largest k is the whole set, whose conditions are the check's own.
@@ -15,7 +15,7 @@ renders them as tables and summary records. The figure is :func:`sparcom.report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,31 +23,6 @@ import numpy as np
 
 from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
-
-#: How a rule scores a category's components (higher = selected first), from p[K, N] of one kind, the category's
-#: row and the rule's recorded parameters. The frequency rules rank by p_c, contrast by its contrast score, LAPE by
-#: low entropy over the categories.
-RULE_SCORES: dict[str, Callable[[np.ndarray, int, Mapping[str, Any]], np.ndarray]] = {}
-
-
-def _frequency(p: np.ndarray, row: int, parameters: Mapping[str, Any]) -> np.ndarray:
-    return p[row]
-
-
-def _contrast(p: np.ndarray, row: int, parameters: Mapping[str, Any]) -> np.ndarray:
-    from sparcom.analysis.specificity import contrast_scores
-
-    return contrast_scores(p, parameters.get("against", "max"))[row]
-
-
-def _lape(p: np.ndarray, row: int, parameters: Mapping[str, Any]) -> np.ndarray:
-    from sparcom.analysis.selection import lape_entropy
-
-    return -lape_entropy(p)
-
-
-RULE_SCORES.update({"percentile": _frequency, "threshold": _frequency, "layer-percentile": _frequency,
-                    "contrast": _contrast, "lape": _lape})
 
 
 def dose_grid(size: int, points: int) -> tuple[int, ...]:
@@ -76,20 +51,33 @@ def top_k(selected: ComponentSet, scores: Mapping[str, np.ndarray], k: int) -> C
 
 
 def rule_scores(run, meta: Mapping[str, Any], category: str, kinds: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per kind, the selection rule's score of every component for ``category``, from ``run``'s frequencies."""
+    """Per kind, the selection rule's own score of every component for ``category`` (the ranking the probing
+    curves use too, :mod:`sparcom.analysis.rule_rankings`), from ``run``'s frequencies (``test``: its
+    per-instruction counts; ``attribution``: its attribution run's effects)."""
+    from sparcom.analysis.attribution import attribution_of, rule_effects
+    from sparcom.analysis.evidence import run_groups
     from sparcom.analysis.frequencies import kind_frequencies
+    from sparcom.analysis.rule_rankings import RULE_RANKINGS, rule_from_parameters, rule_ranking
 
-    rule = meta.get("rule")
-    if rule not in RULE_SCORES:
-        raise SparcomError(f"--dose-response ranks a set by its rule's score; rule {rule!r} has none here (rules "
-                           f"with one: {', '.join(RULE_SCORES)})")
+    parameters = {"rule": meta.get("rule"), "epsilon": meta.get("epsilon"), **(meta.get("parameters") or {})}
+    if parameters["rule"] not in RULE_RANKINGS:
+        raise SparcomError(f"--dose-response ranks a set by its rule's score; rule {parameters['rule']!r} has none "
+                           f"(rules with one: {', '.join(RULE_RANKINGS)})")
     if category not in run.categories:
         raise SparcomError(f"--dose-response: the selection's run {run.path} has no category {category!r}")
-    parameters = meta.get("parameters") or {}
+    rule = rule_from_parameters(parameters)
+    attribution = attribution_of(rule, run)
     scores = {}
     for kind in kinds:
         freqs = kind_frequencies(run.counts, run.categories, kind)
-        scores[kind] = RULE_SCORES[rule](freqs.p, list(freqs.categories).index(category), parameters)
+        groups = run_groups(run, kind) if rule.needs_groups else None
+        if rule.needs_groups and groups is None:
+            raise SparcomError(f"--dose-response ranks rule 'test''s sets by their Welch p, which needs counts per "
+                               f"instruction; {run.path} was profiled by category (profile with --group-by "
+                               "instruction)")
+        effects = rule_effects(run, attribution, kind) if attribution is not None else None
+        score, _ = rule_ranking(rule, freqs.p, freqs.layout, None if groups is None else groups.moments, effects)
+        scores[kind] = score[list(freqs.categories).index(category)]
     return scores
 
 
