@@ -78,6 +78,13 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     assert "make demo-full" in gemma_causal[0] and "not measured" in gemma_causal[0]
     smol_causal = [line for line in table if line.startswith("| smollm2-135m-instruct") and "specificity" in line]
     assert "not measured" not in smol_causal[0]
+    # The causal tables show each claim's outcome; a reason shared by several categories is written once below.
+    causal = summary.split("| set of | damage")[1].split("\n### ")[0].split("\n## ")[0]
+    rows = [line for line in causal.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 6 and all("p_holm" not in line and "critical role" in line for line in rows)
+    reasons = [line for line in causal.splitlines() if line.startswith("- ")]
+    assert reasons and len({line.split(": ", 1)[1] for line in reasons}) == len(reasons)
+    assert any(line.startswith("- CLS critical role, CLS specificity, CODE critical role") for line in reasons)
 
     # Validity: both rules for every model, numbers read back from identify's summary.json.
     validity = json.loads((out / "identify/smollm2-135m-instruct/paper/summary.json").read_text())["validity"]

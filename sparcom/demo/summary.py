@@ -16,7 +16,7 @@ from sparcom.demo.layout import RULE_TAGS, Layout, rules
 from sparcom.outputs import write_json_atomic, write_text_atomic
 from sparcom.report.claims import claim_text, claim_uncertainty, verdict_words
 from sparcom.report.files import SUMMARY_FILE
-from sparcom.report.verdicts import verdict_text
+from sparcom.report.verdicts import outcomes_text, shared_reasons
 from sparcom.report.widgets import fmt_pct
 
 #: The component kind whose claims each model answers, and the causal target that removes it.
@@ -220,7 +220,9 @@ def _tests_table(tests: list[TestRow]) -> list[str]:
             "test | verdict |", "|---|---:|---:|---:|---:|---|---|",
             *(f"| {category_label(t.ablated)} | {interval(t.damage)} | {_num(t.damage.p_holm, '.2g')} | "
               f"{interval(t.specificity)} | {_num(t.specificity.p_holm, '.2g')} | {t.damage.test} | "
-              f"{verdict_text(t)} |" for t in tests)]
+              f"{outcomes_text(t)} |" for t in tests),
+            *(["", "Why not decided:", *(f"- {reason}" for reason in shared_reasons(tests, category_label))]
+              if shared_reasons(tests, category_label) else [])]
 
 
 def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:

@@ -37,10 +37,32 @@ def verdict_text(row: TestRow) -> str:
     return text
 
 
+def outcomes_text(row: TestRow) -> str:
+    """Both claims' outcomes without their numbers, for a table whose columns show the numbers."""
+    d = row.decision
+    if d.reason:
+        return d.verdict.value
+    return f"{d.verdict.value} (critical role {d.damage.value}; specificity {d.specificity.value})"
+
+
+def shared_reasons(tests: list[TestRow], label=str) -> list[str]:
+    """Each distinct reason behind an undecided claim, once, with the categories (``label``-ed) and claims it
+    applies to: what a table of outcomes leaves out."""
+    found: dict[str, list[str]] = {}
+    for t in tests:
+        d = t.decision
+        pairs = [("", d.reason)] if d.reason else [("critical role", d.damage_reason),
+                                                    ("specificity", d.specificity_reason)]
+        for claim, reason in pairs:
+            if reason:
+                found.setdefault(reason, []).append(f"{label(t.ablated)}{f' {claim}' if claim else ''}")
+    return [f"{', '.join(where)}: {reason}" for reason, where in found.items()]
+
+
 def specific_headline(tests: list[TestRow]) -> tuple[int, int]:
     """(categories where both claims hold, categories tested): the one headline count of a causal check."""
     return (sum(1 for t in tests if t.decision.damage_significant and t.decision.specificity_significant),
             sum(1 for t in tests if t.tested))
 
 
-__all__ = ["claim_text", "specific_headline", "verdict_label", "verdict_text"]
+__all__ = ["claim_text", "outcomes_text", "shared_reasons", "specific_headline", "verdict_label", "verdict_text"]
