@@ -118,9 +118,12 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
 def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting, tmp_path):
     """Every row profiled leaves no unseen rows: the causal check must cross-fit over the run's folds."""
     out = tmp_path / "full"
+    assert DemoConfig.full().interventions == ("mean", "zero", "resample")  # every intervention and control
+    assert DemoConfig.full().controls == ("frequency", "shape", "magnitude")
     config = DemoConfig.full(out=out, data=setting["data"], dtype="float32", folds=2, random_sets=5, resamples=5,
                              seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
-                             causal_folds=2, plots=False, models={role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)})
+                             causal_folds=2, plots=False, models={role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)},
+                             more_interventions=("zero",), more_controls=("shape",))  # (all of them: 9× the time)
     assert config.per_category is None and config.causal == FULL_CAUSAL
     summary = run_demo(config).read_text(encoding="utf-8")
     for role, tag, target, removal in FULL_CAUSAL:
@@ -129,8 +132,14 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
         folder = out / "ablate" / name / (f"{tag}-{target}" + (f"-{removal}" if target == "experts" else ""))
         written = json.loads((folder / "summary.json").read_text())
         assert written["settings"]["folds"] == 2
+        assert written["settings"]["interventions"] == ["mean", "zero"]
+        assert written["settings"]["controls"] == ["frequency", "shape"]
     claims = summary.split("## Do the paper's claims hold here?")[1].split("\n## ")[0]
     assert "causal check not run" not in claims
+    stored = json.loads((out / "claims.json").read_text())["models"]["smollm2-135m-instruct"]
+    causal = [c for c in stored if c["claim"] in ("critical role", "specificity")]
+    assert causal and all((c["evidence"]["intervention"], c["evidence"]["control"]) == ("mean", "frequency")
+                          for c in causal)
 
 
 def test_the_fast_dtype_is_resolved_once_from_the_cpu(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sparcom.causal.settings import DEFAULT_CONTROL, DEFAULT_INTERVENTION
+from sparcom.causal.settings import CONTROL_NAMES, DEFAULT_CONTROL, DEFAULT_INTERVENTION, INTERVENTION_NAMES
 from sparcom.errors import SparcomError
 
 #: The committed LoRA adapter that turns Gemma-3-270M base into the demo's tuned model (see its RECIPE.md).
@@ -70,6 +70,10 @@ class DemoConfig:
     #: frequency-matched near misses; docs/causal.md "Which intervention by default", "Which control by default").
     intervention: str = DEFAULT_INTERVENTION
     control: str = DEFAULT_CONTROL
+    #: Other interventions and controls measured beside them in the same checks (``make demo-full``: all of them).
+    #: The claims table reads ``intervention`` × ``control`` only; the reports show every combination.
+    more_interventions: tuple[str, ...] = ()
+    more_controls: tuple[str, ...] = ()
     max_scored_tokens: int | None = 16
     #: Cross-fitting folds of the causal check (None: score held-out rows the profile did not see).
     causal_folds: int | None = None
@@ -85,10 +89,22 @@ class DemoConfig:
     @classmethod
     def full(cls, **changes) -> DemoConfig:
         """All 1,200 instructions; causal checks on every model by cross-fitting (5 folds, 20 scored rows a
-        category); hours on 2 CPU cores, minutes on a GPU."""
+        category) under every intervention and control; hours on 2 CPU cores, minutes on a GPU."""
+        others = {"more_interventions": tuple(i for i in INTERVENTION_NAMES if i != DEFAULT_INTERVENTION),
+                  "more_controls": tuple(c for c in CONTROL_NAMES if c != DEFAULT_CONTROL)}
         return replace(cls(), **{"per_category": None, "ablate_per_category": 20, "causal_folds": 5,
                                  "causal": FULL_CAUSAL, "examples_per_category": 40, "max_scored_tokens": 32,
-                                 **changes})
+                                 **others, **changes})
+
+    @property
+    def interventions(self) -> tuple[str, ...]:
+        """The causal checks' interventions, the claims' first."""
+        return (self.intervention, *(i for i in self.more_interventions if i != self.intervention))
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The causal checks' controls, the claims' first."""
+        return (self.control, *(c for c in self.more_controls if c != self.control))
 
     def resolved(self) -> DemoConfig:
         """This configuration with ``dtype`` ``fast`` replaced by the dtype it stands for on this machine."""
@@ -113,6 +129,12 @@ class DemoConfig:
             raise SparcomError(f"{self.data}: --data must be a JSON Lines file (it is built there when missing)")
         if self.out.exists() and not self.out.is_dir():
             raise SparcomError(f"{self.out}: exists and is a file; --out must be a directory")
+        for name in self.interventions:
+            if name not in INTERVENTION_NAMES:
+                raise SparcomError(f"demo intervention {name!r} is unknown; use {', '.join(INTERVENTION_NAMES)}")
+        for name in self.controls:
+            if name not in CONTROL_NAMES:
+                raise SparcomError(f"demo control {name!r} is unknown; use {', '.join(CONTROL_NAMES)}")
         for role, _, _, _ in self.causal:
             if role not in MODEL_NAMES:
                 raise SparcomError(f"demo causal check: unknown model role {role!r}; use one of {', '.join(MODEL_NAMES)}")
