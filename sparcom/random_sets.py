@@ -35,6 +35,28 @@ from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
 from sparcom.seeding import stream_seed
 
+#: The smallest top bin, in components of a kind pooled over its layers: the quantile levels halve until here.
+MIN_TOP_BIN = 32
+
+
+def quantile_levels(size: int, min_top: int = MIN_TOP_BIN) -> tuple[float, ...]:
+    """Levels 1 − 2^−k, k = 1..K, with K the largest that leaves ``min_top`` of ``size`` components in the top bin
+    (none when ``size < 2 · min_top``: one bin)."""
+    levels = []
+    k = 1
+    while size * 0.5 ** k >= min_top:
+        levels.append(1.0 - 0.5 ** k)
+        k += 1
+    return tuple(levels)
+
+
+def quantile_strata(values: np.ndarray, min_top: int = MIN_TOP_BIN) -> np.ndarray:
+    """[N] bin labels 0..K of ``values`` (higher label, higher value): cut at the values' quantiles
+    :func:`quantile_levels` — bins fine at the top, where the rules select; equal values share a bin."""
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.quantile(values, quantile_levels(values.size, min_top)) if values.size else np.zeros(0)
+    return np.searchsorted(edges, values, side="right").astype(np.int64)
+
 
 @dataclass(frozen=True)
 class Block:
@@ -183,6 +205,16 @@ def draw_like(mask: np.ndarray, layout: Layout, replicates: int, *label: object)
     ``label`` (e.g. seed, fold, category) names the stream; the same label gives the same sets.
     """
     return draw(layout, mask, replicates, label, batched)
+
+
+def near_misses(mask: np.ndarray, layout: Layout, replicates: int, values: np.ndarray, *label: object) -> np.ndarray:
+    """Validity's matched baseline: [R, m] random sets with ``mask``'s count in every block and quantile bin of
+    ``values`` (:func:`quantile_strata`, e.g. the pooled activation frequency the rules select on), drawn outside
+    ``mask`` (short top bins merged downwards: the near misses of the causal ``frequency`` control); raises
+    :class:`TooFewCandidates` when a block is more than half selected."""
+    mask = np.asarray(mask, dtype=bool)
+    strata, _ = merge_short_strata(layout, mask, quantile_strata(values), exclude=mask)
+    return draw(layout, mask, replicates, (*label, "near-misses"), batched, strata, exclude=mask)
 
 
 def random_like(selected: ComponentSet, seed: int, label: str | None = None, *,

@@ -22,7 +22,7 @@ from sparcom.analysis.validity import (
 )
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import block_counts, draw_like, uniform_subsets
+from sparcom.random_sets import block_counts, draw_like, near_misses, uniform_subsets
 from sparcom.seeding import stream_seed
 from sparcom.stats import empirical_p, wilson_interval
 
@@ -155,7 +155,7 @@ def direct_held_out(g: GroupCounts, rule: SelectionRule, folds: np.ndarray, repl
     cats = g.category_order
     k, n = len(cats), g.layout.size
     x = [[g.counts[i, j] / g.tokens[i] if g.tokens[i] else 0.0 for j in range(n)] for i in range(g.size)]
-    correct = {"set_score": [0] * (1 + replicates), "centroid": [0] * (1 + replicates), "all": 0}
+    correct = {"set_score": [0] * (1 + 2 * replicates), "centroid": [0] * (1 + 2 * replicates), "all": 0}
     confusion = {"set_score": np.zeros((k, k), dtype=int), "centroid": np.zeros((k, k), dtype=int)}
     masks = []
     for f in range(int(folds.max()) + 1):
@@ -178,13 +178,15 @@ def direct_held_out(g: GroupCounts, rule: SelectionRule, folds: np.ndarray, repl
         centroids = [[sum(zed(i, j) for i in counted if g.categories[i] == c)
                       / sum(1 for i in counted if g.categories[i] == c) for j in range(n)] for c in cats]
         label = (seed, "validity", g.kind, f)
-        category_sets = [[list(np.flatnonzero(mask[c])), *draw_like(mask[c], g.layout, replicates, *label, cats[c])]
-                         for c in range(k)]
+        frequency = pooled.sum(axis=0) / tokens.sum()  # the training folds' pooled frequency: what near misses match
+        category_sets = [[list(np.flatnonzero(mask[c])), *draw_like(mask[c], g.layout, replicates, *label, cats[c]),
+                          *near_misses(mask[c], g.layout, replicates, frequency, *label, cats[c])] for c in range(k)]
         union = mask.any(axis=0)
-        union_sets = [list(np.flatnonzero(union)), *draw_like(union, g.layout, replicates, *label, "union")]
+        union_sets = [list(np.flatnonzero(union)), *draw_like(union, g.layout, replicates, *label, "union"),
+                      *near_misses(union, g.layout, replicates, frequency, *label, "union")]
         for i in (i for i in range(g.size) if folds[i] == f and g.tokens[i] > 0):
             truth = cats.index(g.categories[i])
-            for r in range(1 + replicates):
+            for r in range(1 + 2 * replicates):
                 scores = [sum(zed(i, j) for j in category_sets[c][r]) / len(category_sets[c][r])
                           if len(category_sets[c][r]) else -math.inf for c in range(k)]
                 guess = scores.index(max(scores))
@@ -209,7 +211,10 @@ def test_held_out_decoding_matches_direct_implementation(rule):
     decoders = result.decoding.decoders
     for name in ("set_score", "centroid"):
         assert decoders[name].correct == correct[name][0]
-        assert decoders[name].random_correct.tolist() == correct[name][1:]
+        assert decoders[name].random_correct.tolist() == correct[name][1:7]
+        assert decoders[name].matched_correct.tolist() == correct[name][7:]
+        assert decoders[name].matched_p_value == pytest.approx((1 + sum(v >= correct[name][0]
+                                                                        for v in correct[name][7:])) / 7)
         assert np.array_equal(decoders[name].confusion, confusion[name])
         assert decoders[name].evaluated == g.size
     assert result.decoding.all_components.correct == correct["all"]

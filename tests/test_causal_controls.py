@@ -13,12 +13,12 @@ from causal_tiny import one_thread, tiny_moe, tiny_study  # noqa: F401
 from typer.testing import CliRunner
 
 from sparcom.causal import CausalSettings, causal_check
-from sparcom.causal.controls import Matching, match_row, matched_like, quantile_levels, quantile_strata, shape_like
+from sparcom.causal.controls import Matching, match_row, matched_like, shape_like
 from sparcom.causal.plan import Axes, build_plan
 from sparcom.cli.app import app
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import Widening, merge_short_strata
+from sparcom.random_sets import Widening, merge_short_strata, quantile_levels, quantile_strata
 
 EXPERTS = Layout("expert_neuron", (0, 1), ((3, 40), (3, 40)))
 

@@ -17,8 +17,9 @@ from sparcom.analysis.generality import FAILS, HOLDS, generality_null, noise_dro
 from sparcom.analysis.groups import GroupCounts
 from sparcom.analysis.held_out_study import choose, held_out_study, split_half_stability
 from sparcom.analysis.selection import SelectionRule, percentile_mask
-from sparcom.analysis.subsampling import extrapolate, stratum_ids, subsample, subsample_intervals
-from sparcom.analysis.uniqueness import unique_members, uniqueness, within_minus_across
+from sparcom.analysis.subsampling import SubsampleEstimate, extrapolate, stratum_ids, subsample, subsample_intervals
+from sparcom.analysis.uniqueness import decide, unique_members, uniqueness, within_minus_across
+from sparcom.analysis.validity import DecoderResult
 from sparcom.components import Layout
 from sparcom.data import reference
 from sparcom.data.schema import InstructionRow, source_balanced_rows
@@ -182,6 +183,22 @@ def test_uniqueness_holds_for_specific_sets_and_fails_without_signal():
     result = uniqueness(null, SelectionRule("percentile", 0.05), random_sets=19, alpha=0.05, **FAST)
     assert result.decision != "holds"
     assert result.difference.high < 0.2
+
+
+def test_unique_decoding_must_beat_both_the_shape_and_the_frequency_matched_random_sets():
+    margin_ok = SubsampleEstimate("within_minus_across", 0.3, (1.0,), (0.3,), 0.3, 0.02, 0.25, 0.35, 0.95)
+
+    def decoding(shape: list[int], matched: list[int] | None, note: str = "") -> DecoderResult:
+        return DecoderResult("set_score", ("a", "b"), 40, 30, 0, np.zeros((2, 2), dtype=int), 0.95,
+                             np.array(shape), None if matched is None else np.array(matched), note)
+
+    weak = [10] * 19  # the shape-matched random sets decode 10 of 40: p = 1/20
+    assert decide(margin_ok, decoding(weak, [12] * 19))[0] == "holds"
+    decision, reason = decide(margin_ok, decoding(weak, [31] * 19))  # frequent near misses decode as well
+    assert decision == "does not hold" and "frequency-matched p = 1" in reason
+    assert decide(margin_ok, decoding(weak, [30] * 9 + [10] * 10))[0] == "does not hold"  # p = 10/20: ties count
+    decision, reason = decide(margin_ok, decoding(weak, None, "frequency-matched random sets left out: layer 0"))
+    assert decision == "holds" and "left out: layer 0" in reason  # only when they cannot be drawn
 
 
 # -- development split and held-out rule choice ---------------------------------------------------------------------

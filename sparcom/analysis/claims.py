@@ -127,6 +127,7 @@ def uniqueness(identify: IdentifySummary | None, kind: str = "neuron") -> Claim:
         return Claim("uniqueness", verdict, counts.shares.get("unique_share"), evidence={**evidence, "why": why})
     evidence.update(margin=test.margin, difference=asdict(test.difference), decoding=asdict(test.decoding),
                     random_mean=test.random_mean, p_value=test.p_value, random_sets=test.random_sets,
+                    matched_random_mean=test.matched_random_mean, matched_p_value=test.matched_p_value,
                     rule=test.reason)
     return Claim("uniqueness", _NULL_VERDICTS[test.decision], counts.shares.get("unique_share"),
                  test.difference.low, test.difference.high, evidence=evidence)

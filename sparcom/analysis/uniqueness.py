@@ -9,7 +9,10 @@ sets) and by decoding with whole sets, not the unique members the claim is about
   subsampling interval over instructions (:mod:`sparcom.analysis.subsampling`: Jaccard of noisy selections
   depends on n, so the estimate is trend-corrected). The margin :data:`MARGIN` is fixed in advance.
 - **unique decoding**: held-out set-score decoding of the category from each set's *unique* members (selected for
-  that category only, on the training folds), against random sets of the unique members' per-layer shape.
+  that category only, on the training folds), against random sets of the unique members' per-layer shape and
+  against frequency-matched ones (near misses: the same count in every layer and bin of pooled frequency, what
+  the rules select on). Its p is the larger of the two empirical p-values: the members must beat both baselines
+  (an intersection–union test, so its false-positive rate stays ≤ α).
 
 **Decision**: uniqueness *holds* when the interval of d lies above :data:`MARGIN` and the unique-member decoding
 beats its random sets at p ≤ α; it *does not hold* when the interval of d lies at or below the margin, or the
@@ -99,7 +102,11 @@ class Uniqueness:
                 "within_minus_across": self.difference.summary(),
                 "unique_decoding": {"accuracy": d.accuracy, "ci": list(d.interval),
                                     "random_mean": float(random.mean()) if random.size else float("nan"),
-                                    "p_value": d.p_value, "random_sets": int(random.size)},
+                                    "p_value": d.p_value, "random_sets": int(random.size),
+                                    "matched_random_mean": (float(d.matched_accuracy.mean())
+                                                            if d.matched_accuracy.size else float("nan")),
+                                    "matched_p_value": d.matched_p_value, "matched_note": d.matched_note,
+                                    "decision_p_value": decoding_p(d)},
                 "unique_sizes": self.unique_sizes, "alpha": self.alpha, "decision": self.decision,
                 "reason": self.reason}
 
@@ -107,16 +114,28 @@ class Uniqueness:
 def decide(difference: SubsampleEstimate, decoding: DecoderResult, margin: float = MARGIN,
            alpha: float = ALPHA) -> tuple[str, str]:
     """(decision, reason) of the uniqueness claim (see the module)."""
+    p = decoding_p(decoding)
+    matched = (f", frequency-matched p = {decoding.matched_p_value:.3g}" if decoding.matched_correct is not None
+               else f" ({decoding.matched_note})" if decoding.matched_note else "")
     text = (f"within − across {difference.corrected:.3f} [{difference.low:.3f}, {difference.high:.3f}] vs margin "
-            f"{margin:.2f}; unique-member decoding {100 * decoding.accuracy:.1f}% p = {decoding.p_value:.3g}")
+            f"{margin:.2f}; unique-member decoding {100 * decoding.accuracy:.1f}% p = {decoding.p_value:.3g} against "
+            f"random sets of its shape{matched}")
     reachable = decoding.random_correct is not None and 1 / (1 + decoding.random_correct.size) <= alpha
     if not np.isfinite(difference.low):
         return UNDECIDED, f"{text}: the margin interval is undefined"
-    if difference.high <= margin or (reachable and not decoding.p_value <= alpha):
+    if difference.high <= margin or (reachable and not p <= alpha):
         return FAILS, text
-    if difference.low > margin and decoding.p_value <= alpha:
+    if difference.low > margin and p <= alpha:
         return HOLDS, text
     return UNDECIDED, text
+
+
+def decoding_p(decoding: DecoderResult) -> float:
+    """The decoding's p against both baselines: the larger of the shape-matched and the frequency-matched p (the
+    shape-matched one alone when the matched sets could not be drawn)."""
+    if decoding.matched_correct is None:
+        return decoding.p_value
+    return max(decoding.p_value, decoding.matched_p_value)
 
 
 def uniqueness(groups: GroupCounts, rule: SelectionRule, margin: float = MARGIN, alpha: float = ALPHA,

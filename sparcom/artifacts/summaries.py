@@ -108,6 +108,9 @@ class UniquenessRecord:
     random_sets: int
     decision: str
     reason: str
+    #: The same decoding against frequency-matched random sets (NaN: not drawn, or a file written before them).
+    matched_random_mean: float = float("nan")
+    matched_p_value: float = float("nan")
 
     @classmethod
     def read(cls, f: Fields) -> UniquenessRecord:
@@ -116,7 +119,8 @@ class UniquenessRecord:
         return cls(f.number("margin"), Interval(_number(diff, "corrected"), _number(diff, "low"), _number(diff, "high")),
                    Interval(_number(dec, "accuracy"), *(float("nan") if v is None else float(v) for v in ci)),
                    _number(dec, "random_mean"), _number(dec, "p_value"), dec.integer("random_sets"),
-                   f.text("decision"), f.text("reason"))
+                   f.text("decision"), f.text("reason"), _number(dec, "matched_random_mean"),
+                   _number(dec, "matched_p_value"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ class Decoding:
     ci_high: float
     random_mean: float
     p_value: float
+    #: Against frequency-matched random sets (None: not drawn, or a summary written before them).
+    matched_random_mean: float | None
+    matched_p_value: float | None
 
 
 @dataclass(frozen=True)

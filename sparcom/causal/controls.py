@@ -10,7 +10,7 @@ residual stream on every token. A *matched* control also keeps the count in ever
   (pooled likewise; expert neurons over the tokens routed to their expert) and the column norm from the model.
 
 Bins are quantile bins of the statistic over all components of a kind, halving towards the top (levels
-1 − 2^−k: the top half, quarter, eighth, … of the components, down to a top bin of :data:`MIN_TOP_BIN`), so the
+1 − 2^−k: the top half, quarter, eighth, … of the components, down to a top bin of :data:`sparcom.random_sets.MIN_TOP_BIN`), so the
 most frequent components are matched finely. The selected set's own components are excluded: the control draws
 "near misses" — other components of the same layer, expert and bin. Where a bin of a block holds fewer candidates
 than selected components, it is merged with the bins below it (:func:`sparcom.random_sets.merge_short_strata`,
@@ -28,29 +28,7 @@ import numpy as np
 
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import TooFewCandidates, Widening, merge_short_strata, random_like
-
-#: The smallest top bin, in components of a kind pooled over its layers: the quantile levels halve until here.
-MIN_TOP_BIN = 32
-
-
-def quantile_levels(size: int, min_top: int = MIN_TOP_BIN) -> tuple[float, ...]:
-    """Levels 1 − 2^−k, k = 1..K, with K the largest that leaves ``min_top`` of ``size`` components in the top bin
-    (none when ``size < 2 · min_top``: one bin)."""
-    levels = []
-    k = 1
-    while size * 0.5 ** k >= min_top:
-        levels.append(1.0 - 0.5 ** k)
-        k += 1
-    return tuple(levels)
-
-
-def quantile_strata(values: np.ndarray, min_top: int = MIN_TOP_BIN) -> np.ndarray:
-    """[N] bin labels 0..K of ``values`` (higher label, higher value): cut at the values' quantiles
-    :func:`quantile_levels`; equal values share a bin."""
-    values = np.asarray(values, dtype=np.float64)
-    edges = np.quantile(values, quantile_levels(values.size, min_top)) if values.size else np.zeros(0)
-    return np.searchsorted(edges, values, side="right").astype(np.int64)
+from sparcom.random_sets import TooFewCandidates, Widening, merge_short_strata, quantile_strata, random_like
 
 
 @dataclass(frozen=True)

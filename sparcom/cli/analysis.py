@@ -93,17 +93,20 @@ def print_decoding(decoding: dict, noun: str, title: str) -> None:
     """A table of held-out decoding: each decoder against its random sets, all components and chance."""
     out = stdout_console()
     table = Table(title=title, title_justify="left")
-    for column in ("decoder", "accuracy [CI]", "random sets (mean ± sd)", "p", "undecided"):
+    for column in ("decoder", "accuracy [CI]", "random sets (mean ± sd)", "p", "frequency-matched (mean, p)",
+                   "undecided"):
         table.add_column(column, justify="left" if column == "decoder" else "right")
     names = {"set_score": "set-score (mean z on each set)", "centroid": "nearest centroid (union of the sets)"}
     for name, d in decoding["decoders"].items():
         table.add_row(names.get(name, name), f"{_percent(d['accuracy'])}{_interval(d['ci_low'], d['ci_high'])}",
                       f"{_percent(d.get('random_mean'))} ± {_percent(d.get('random_sd'))}",
-                      "-" if d.get("p_value") is None else f"{d['p_value']:.3g}", str(d["undecided"]))
+                      "-" if d.get("p_value") is None else f"{d['p_value']:.3g}",
+                      "-" if d.get("matched_p_value") is None else
+                      f"{_percent(d.get('matched_random_mean'))}, {d['matched_p_value']:.3g}", str(d["undecided"]))
     every = decoding["all_components"]
     table.add_row(f"nearest centroid (all {noun})",
-                  f"{_percent(every['accuracy'])}{_interval(every['ci_low'], every['ci_high'])}", "", "", "")
-    table.add_row("chance (1/K)", _percent(decoding["chance"]), "", "", "")
+                  f"{_percent(every['accuracy'])}{_interval(every['ci_low'], every['ci_high'])}", "", "", "", "")
+    table.add_row("chance (1/K)", _percent(decoding["chance"]), "", "", "", "")
     out.print(table)
 
 

@@ -24,7 +24,7 @@ CLAIM_KIND = {INSTRUCT: ("neuron", "neurons"), BASE: ("neuron", "neurons"), TUNE
               MOE: ("expert", "experts")}
 #: The demo's claims, decided once and stored beside SUMMARY.md (read back by index.html).
 CLAIMS_FILE, CLAIMS_FORMAT, CLAIMS_VERSION = "claims.json", "sparcom-demo-claims", 1
-NO_DECODING = Decoding(*[float("nan")] * 5)
+NO_DECODING = Decoding(*[float("nan")] * 7)
 
 
 def _identify(where: Layout, name: str, tag: str = "paper") -> IdentifySummary | None:
@@ -109,11 +109,13 @@ def validity_section(where: Layout, order: list[str]) -> list[str]:
              "(why: docs/analysis.md, \"Which rule\"). Held-out decoding: 5-fold over instructions (stratified by "
              "category and source); sets selected on the training folds; the set-score decoder assigns a held-out "
              "instruction to the category whose set has the highest mean standardised frequency, the centroid "
-             "decoder uses the union of the sets. Random: sets of the same per-layer shape (mean and empirical p). "
+             "decoder uses the union of the sets. Random: sets of the same per-layer shape / near misses matched on "
+             "layer and pooled activation frequency, the sets' own members excluded (mean and empirical p of each). "
              "Stability: mean Jaccard of each category's set across folds. Cross-source: Jaccard of sets selected "
              "on the AI-written vs human-written halves, same category vs different categories.", "",
-             "| model | kind | rule | set-score acc [95% CI] | random | p | centroid acc | random | all components | "
-             "chance | stability | cross-source within / across |",
+             "| model | kind | rule | set-score acc [95% CI] | random: shape / matched | p: shape / matched | "
+             "centroid acc | random: shape / matched | all components | chance | stability | "
+             "cross-source within / across |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for role in order:
         name = MODEL_NAMES[role]
@@ -124,11 +126,18 @@ def validity_section(where: Layout, order: list[str]) -> list[str]:
                 s, c = (h.decoders.get(d, NO_DECODING) for d in ("set_score", "centroid"))
                 lines.append(
                     f"| {name} | {kind} | {tag} | {fmt_pct(s.accuracy)} [{fmt_pct(s.ci_low)}, {fmt_pct(s.ci_high)}] "
-                    f"| {fmt_pct(s.random_mean)} | {_num(s.p_value, '.2g')} | {fmt_pct(c.accuracy)} | "
-                    f"{fmt_pct(c.random_mean)} | {fmt_pct(h.all_components)} | {fmt_pct(h.chance)} | "
+                    f"| {fmt_pct(s.random_mean)} / {_matched(s.matched_random_mean, fmt_pct)} | "
+                    f"{_num(s.p_value, '.2g')} / {_matched(s.matched_p_value, lambda v: _num(v, '.2g'))} | "
+                    f"{fmt_pct(c.accuracy)} | {fmt_pct(c.random_mean)} / {_matched(c.matched_random_mean, fmt_pct)} | "
+                    f"{fmt_pct(h.all_components)} | {fmt_pct(h.chance)} | "
                     f"{_num(h.stability, '.2f')} | {_num(h.cross_source_within, '.2f')} / "
                     f"{_num(h.cross_source_across, '.2f')} |")
     return [*lines, ""]
+
+
+def _matched(value: float | None, fmt) -> str:
+    """A frequency-matched number, or – where it was not drawn (or the summary predates it)."""
+    return "–" if value is None or value != value else fmt(value)
 
 
 def identify_section(where: Layout, name: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sparcom.analysis.claims import Claim, ClaimVerdict
 from sparcom.report.widgets import fmt_pct
 
@@ -40,10 +42,16 @@ def claim_text(claim: Claim) -> str:
         d, diff = e["decoding"], e["difference"]
         return (f"{text}; within − across cross-source Jaccard {diff['estimate']:.3f} vs margin {e['margin']:.2f}; "
                 f"unique members alone decode held-out rows at {fmt_pct(d['estimate'])} vs random sets "
-                f"{fmt_pct(e['random_mean'])} (p = {_num(e['p_value'], 2)}, {e['random_sets']} random sets)")
+                f"{fmt_pct(e['random_mean'])} (p = {_num(e['p_value'], 2)}, {e['random_sets']} random sets)"
+                + (f" and frequency-matched random sets {fmt_pct(e['matched_random_mean'])} "
+                   f"(p = {_num(e['matched_p_value'], 2)})" if _finite(e.get("matched_p_value")) else ""))
     return (f"{_how(e)}{_pooled(e)}{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
             f"{e['random_sets']} random sets); excess over random: median {_signed(claim.number)}, per-category "
             f"{_level(e)} intervals within [{_signed(claim.low)}, {_signed(claim.high)}] nats/token")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _how(evidence: dict) -> str:

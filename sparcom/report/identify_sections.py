@@ -162,8 +162,9 @@ def _validity_headline(output: Output, kind: str, h: ValidityHeadline) -> str:
     stability and the cross-source agreement."""
     decoders = [{"decoder": name, **vars(d)} for name, d in h.decoders.items()]
     body = table(decoders, [("decoder", "held-out decoder"), ("accuracy", "accuracy"), ("ci_low", "CI low"),
-                            ("ci_high", "CI high"), ("random_mean", "random sets"), ("p_value", "p")],
-                 formats={k: fmt_pct for k in ("accuracy", "ci_low", "ci_high", "random_mean")},
+                            ("ci_high", "CI high"), ("random_mean", "random sets"), ("p_value", "p"),
+                            ("matched_random_mean", "frequency-matched random sets"), ("matched_p_value", "p")],
+                 formats={k: fmt_pct for k in ("accuracy", "ci_low", "ci_high", "random_mean", "matched_random_mean")},
                  table_id=section_id(output, kind, "validity-decoding"))
     rest = [{"all_components": h.all_components, "chance": h.chance, "stability": h.stability,
              "cross_source_within": h.cross_source_within, "cross_source_across": h.cross_source_across}]
