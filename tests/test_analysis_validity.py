@@ -22,7 +22,7 @@ from sparcom.analysis.validity import (
 )
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import block_counts, draw_like, near_misses, uniform_subsets
+from sparcom.random_sets import block_counts, draw_like, frequency_matched, uniform_subsets
 from sparcom.seeding import stream_seed
 from sparcom.stats import empirical_p, wilson_interval
 
@@ -178,12 +178,12 @@ def direct_held_out(g: GroupCounts, rule: SelectionRule, folds: np.ndarray, repl
         centroids = [[sum(zed(i, j) for i in counted if g.categories[i] == c)
                       / sum(1 for i in counted if g.categories[i] == c) for j in range(n)] for c in cats]
         label = (seed, "validity", g.kind, f)
-        frequency = pooled.sum(axis=0) / tokens.sum()  # the training folds' pooled frequency: what near misses match
+        frequency = pooled.sum(axis=0) / tokens.sum()  # the training folds' pooled frequency
         category_sets = [[list(np.flatnonzero(mask[c])), *draw_like(mask[c], g.layout, replicates, *label, cats[c]),
-                          *near_misses(mask[c], g.layout, replicates, frequency, *label, cats[c])] for c in range(k)]
+                          *frequency_matched(mask[c], g.layout, replicates, frequency, *label, cats[c])] for c in range(k)]
         union = mask.any(axis=0)
         union_sets = [list(np.flatnonzero(union)), *draw_like(union, g.layout, replicates, *label, "union"),
-                      *near_misses(union, g.layout, replicates, frequency, *label, "union")]
+                      *frequency_matched(union, g.layout, replicates, frequency, *label, "union")]
         for i in (i for i in range(g.size) if folds[i] == f and g.tokens[i] > 0):
             truth = cats.index(g.categories[i])
             for r in range(1 + 2 * replicates):

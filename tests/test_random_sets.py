@@ -9,13 +9,11 @@ import pytest
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
 from sparcom.random_sets import (
-    TooFewCandidates,
     batched,
     blocks,
     draw,
     draw_like,
-    merge_short_strata,
-    near_misses,
+    frequency_matched,
     per_set,
     quantile_strata,
     random_like,
@@ -135,28 +133,27 @@ def test_random_like_draws_a_component_set_of_the_same_shape():
     assert all(not (excluded.flat(k) & chosen.flat(k)).any() for k in chosen.kinds)
 
 
-def test_near_misses_keep_every_layer_and_merged_bin_count_outside_the_set():
+def test_frequency_matched_sets_keep_every_layer_and_bin_count_and_may_hold_members():
     layout = Layout("neuron", (0, 1, 2), ((80,), (80,), (80,)))
     rng = np.random.default_rng(5)
     values = rng.beta(2, 3, layout.size)
     mask = np.zeros(layout.size, dtype=bool)
     mask[np.argsort(-values)[:12]] = True  # the most frequent, as the paper's rule selects
-    sets = near_misses(mask, layout, 30, values, "t", 1)
-    strata, _ = merge_short_strata(layout, mask, quantile_strata(values), exclude=mask)
-    assert sets.shape == (30, 12)
+    sets = frequency_matched(mask, layout, 200, values, "t", 1)
+    strata = quantile_strata(values)
+    assert sets.shape == (200, 12)
     for row in sets:
         drawn = np.zeros(layout.size, dtype=bool)
         drawn[row] = True
-        assert not (drawn & mask).any()
         for j in range(3):
             part = layout.layer_slice(j)
             for label in np.unique(strata[part]):
                 inside = strata[part] == label
                 assert drawn[part][inside].sum() == mask[part][inside].sum()
-    np.testing.assert_array_equal(sets, near_misses(mask, layout, 30, values, "t", 1))  # one stream, one draw
-    assert not np.array_equal(sets, near_misses(mask, layout, 30, values, "t", 2))
-    assert values[sets].mean() > values[draw_like(mask, layout, 30, "t", 1)].mean()  # nearer in frequency
-    full = np.zeros(layout.size, dtype=bool)
-    full[:50] = True  # more than half of layer 0
-    with pytest.raises(TooFewCandidates, match="layer 0"):
-        near_misses(full, layout, 2, values, "t")
+    # members are candidates like any other of their (layer, bin): a draw holds member i's cell's share of members
+    layer = np.arange(layout.size) // 80
+    cell_share = [mask[(strata == strata[i]) & (layer == layer[i])].mean() for i in np.flatnonzero(mask)]
+    assert np.isin(sets, np.flatnonzero(mask)).mean() == pytest.approx(np.mean(cell_share), abs=0.05)
+    np.testing.assert_array_equal(sets, frequency_matched(mask, layout, 200, values, "t", 1))  # one stream
+    assert not np.array_equal(sets, frequency_matched(mask, layout, 200, values, "t", 2))
+    assert values[sets].mean() > values[draw_like(mask, layout, 200, "t", 1)].mean()  # nearer in frequency

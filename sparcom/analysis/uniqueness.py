@@ -10,8 +10,8 @@ sets) and by decoding with whole sets, not the unique members the claim is about
   depends on n, so the estimate is trend-corrected). The margin :data:`MARGIN` is fixed in advance.
 - **unique decoding**: held-out set-score decoding of the category from each set's *unique* members (selected for
   that category only, on the training folds), against random sets of the unique members' per-layer shape and
-  against frequency-matched ones (near misses: the same count in every layer and bin of pooled frequency, what
-  the rules select on). Its p is the larger of the two empirical p-values: the members must beat both baselines
+  against frequency-matched ones (the same count in every layer and bin of pooled frequency, what the rules
+  select on, the members included). Its p is the larger of the two empirical p-values: the members must beat both baselines
   (an intersection–union test, so its false-positive rate stays ≤ α).
 
 **Decision**: uniqueness *holds* when the interval of d lies above :data:`MARGIN` and the unique-member decoding
@@ -105,7 +105,7 @@ class Uniqueness:
                                     "p_value": d.p_value, "random_sets": int(random.size),
                                     "matched_random_mean": (float(d.matched_accuracy.mean())
                                                             if d.matched_accuracy.size else float("nan")),
-                                    "matched_p_value": d.matched_p_value, "matched_note": d.matched_note,
+                                    "matched_p_value": d.matched_p_value,
                                     "decision_p_value": decoding_p(d)},
                 "unique_sizes": self.unique_sizes, "alpha": self.alpha, "decision": self.decision,
                 "reason": self.reason}
@@ -116,7 +116,7 @@ def decide(difference: SubsampleEstimate, decoding: DecoderResult, margin: float
     """(decision, reason) of the uniqueness claim (see the module)."""
     p = decoding_p(decoding)
     matched = (f", frequency-matched p = {decoding.matched_p_value:.3g}" if decoding.matched_correct is not None
-               else f" ({decoding.matched_note})" if decoding.matched_note else "")
+               else "")
     text = (f"within − across {difference.corrected:.3f} [{difference.low:.3f}, {difference.high:.3f}] vs margin "
             f"{margin:.2f}; unique-member decoding {100 * decoding.accuracy:.1f}% p = {decoding.p_value:.3g} against "
             f"random sets of its shape{matched}")
@@ -132,7 +132,7 @@ def decide(difference: SubsampleEstimate, decoding: DecoderResult, margin: float
 
 def decoding_p(decoding: DecoderResult) -> float:
     """The decoding's p against both baselines: the larger of the shape-matched and the frequency-matched p (the
-    shape-matched one alone when the matched sets could not be drawn)."""
+    shape-matched one alone for a result without matched sets)."""
     if decoding.matched_correct is None:
         return decoding.p_value
     return max(decoding.p_value, decoding.matched_p_value)

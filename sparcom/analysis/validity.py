@@ -13,9 +13,9 @@ From groups below the category (:class:`~sparcom.analysis.groups.GroupCounts`, o
   trials; the variability of the selection itself is what stability measures). Controls: R random sets drawn
   per fold with the selection's per-layer (per-expert) shape — for set-score one random set per category shaped
   like S_c, for the centroid one shaped like the union —, giving the random mean, sd and the empirical
-  p = (1 + #{random ≥ observed}) / (1 + R); and R **frequency-matched** random sets (near misses: the same count
-  in every layer and quantile bin of the training folds' pooled activation frequency, the sets' own members
-  excluded; :func:`~sparcom.random_sets.near_misses`), because every rule selects by frequency and frequent
+  p = (1 + #{random ≥ observed}) / (1 + R); and R **frequency-matched** random sets (the same count in every
+  layer and quantile bin of the training folds' pooled activation frequency, the set's members included;
+  :func:`~sparcom.random_sets.frequency_matched`), because every rule selects by frequency and frequent
   components may decode better than random ones of any frequency; the centroid decoder on all components;
   chance 1/K.
 - **stability**: mean pairwise Jaccard of each category's set across the k training-fold selections (and,
@@ -50,7 +50,7 @@ from sparcom.analysis.selection import SelectionRule
 from sparcom.analysis.specificity import contrast_scores, entropy_specificity, moments_welch
 from sparcom.components import Layout
 from sparcom.errors import SparcomError
-from sparcom.random_sets import TooFewCandidates, draw_like, near_misses
+from sparcom.random_sets import draw_like, frequency_matched
 from sparcom.stats import LEVEL, check_level, empirical_p, wilson_interval
 
 DEFAULT_FOLDS = 5
@@ -140,9 +140,8 @@ class DecoderResult:
     confusion: np.ndarray  # [K, K] rows true, columns predicted
     level: float
     random_correct: np.ndarray | None = None  # [R]
-    #: [R] correct with frequency-matched random sets; None when not drawn (``matched_note`` says why).
+    #: [R] correct with frequency-matched random sets (None: not drawn).
     matched_correct: np.ndarray | None = None
-    matched_note: str = ""
 
     @property
     def accuracy(self) -> float:
@@ -189,8 +188,6 @@ class DecoderResult:
             matched = self.matched_accuracy
             result.update(matched_random_sets=int(matched.size), matched_random_mean=_nan_mean(matched),
                           matched_p_value=self.matched_p_value)
-        elif self.matched_note:
-            result["matched_note"] = self.matched_note
         result["confusion"] = {"categories": list(self.categories), "true_rows_predicted_columns": self.confusion.tolist()}
         return result
 
@@ -467,7 +464,6 @@ def _held_out(ctx: _Context, select: Callable[[KindFrequencies, GroupMoments], n
     g = ctx.groups
     k, n = len(ctx.categories), g.layout.size
     correct = {name: np.zeros(1 + 2 * random_sets, dtype=np.int64) for name in DECODERS}
-    matched: dict[str, str] = {}  # decoder → why its frequency-matched sets could not be drawn
     confusions = {name: np.zeros((k, k), dtype=np.int64) for name in (*DECODERS, "all")}
     undecided = dict.fromkeys((*DECODERS, "all"), 0)
     correct_all, evaluated, skipped = 0, 0, 0
@@ -487,10 +483,9 @@ def _held_out(ctx: _Context, select: Callable[[KindFrequencies, GroupMoments], n
         z = dec.standardise(g.frequencies(held), mean, std, order="F")
         label = (ctx.seed, "validity", g.kind, f)
         pooled = freqs.counts.sum(axis=0) / max(float(freqs.tokens.sum()), 1.0)
-        category_sets = _with_controls([mask[c] for c in range(k)], list(ctx.categories), g.layout, random_sets,
-                                       label, pooled, matched, "set_score")
-        union_sets = _with_controls([mask.any(axis=0)], ["union"], g.layout, random_sets, label, pooled, matched,
-                                    "centroid")[0]
+        category_sets = [_with_controls(mask[c], category, g.layout, random_sets, label, pooled)
+                         for c, category in enumerate(ctx.categories)]
+        union_sets = _with_controls(mask.any(axis=0), "union", g.layout, random_sets, label, pooled)
         predictions = {"set_score": dec.set_score_predict(z, category_sets),
                        "centroid": dec.centroid_predict(z, centroids, union_sets)}
         predictions["all"] = dec.centroid_predict_all(z, centroids)[:, None]
@@ -499,34 +494,24 @@ def _held_out(ctx: _Context, select: Callable[[KindFrequencies, GroupMoments], n
             if name == "all":
                 correct_all += int(hits[0])
             else:
-                correct[name][:hits.size] += hits
+                correct[name] += hits
             undecided[name] += int((predicted[:, 0] < 0).sum())
             confusions[name] += dec.confusion(truth, predicted[:, 0], k)
         evaluated += held.size
     decoders = {name: DecoderResult(name, ctx.categories, evaluated, int(correct[name][0]), undecided[name],
                                     confusions[name], level, correct[name][1:1 + random_sets].copy(),
-                                    None if name in matched else correct[name][1 + random_sets:].copy(),
-                                    matched.get(name, "")) for name in DECODERS}
+                                    correct[name][1 + random_sets:].copy()) for name in DECODERS}
     all_components = DecoderResult("centroid", ctx.categories, evaluated, correct_all, undecided["all"],
                                    confusions["all"], level)
     return HeldOutDecoding(ctx.categories, ctx.folds, ctx.seed, ctx.assignment, fold_masks, decoders, all_components,
                            skipped)
 
 
-def _with_controls(masks: list[np.ndarray], names: list[str], layout: Layout, random_sets: int, label: tuple,
-                   pooled: np.ndarray, matched: dict[str, str], decoder: str) -> list[np.ndarray]:
-    """Per mask: [1 + R (+ R), m] rows — the set, R random sets of its per-layer shape and, unless ``decoder``'s
-    matched control failed once (``matched`` keeps why), R near misses matched on the pooled frequency."""
-    shaped = [np.vstack([np.flatnonzero(m)[None, :], draw_like(m, layout, random_sets, *label, name)])
-              for m, name in zip(masks, names, strict=True)]
-    if decoder in matched:
-        return shaped
-    try:
-        near = [near_misses(m, layout, random_sets, pooled, *label, name) for m, name in zip(masks, names, strict=True)]
-    except TooFewCandidates as exc:
-        matched[decoder] = f"frequency-matched random sets left out: {exc.block}"
-        return shaped
-    return [np.vstack([s, n]) for s, n in zip(shaped, near, strict=True)]
+def _with_controls(mask: np.ndarray, name: str, layout: Layout, random_sets: int, label: tuple,
+                   pooled: np.ndarray) -> np.ndarray:
+    """[1 + 2R, m]: the set, R random sets of its per-layer shape and R matched on the pooled frequency too."""
+    return np.vstack([np.flatnonzero(mask)[None, :], draw_like(mask, layout, random_sets, *label, name),
+                      frequency_matched(mask, layout, random_sets, pooled, *label, name)])
 
 
 def bootstrap_stability(groups: GroupCounts, rule: SelectionRule, replicates: int, seed: int = 0) -> Stability:
