@@ -13,7 +13,7 @@ from causal_tiny import one_thread, tiny_moe, tiny_study  # noqa: F401
 from typer.testing import CliRunner
 
 from sparcom.causal import CausalSettings, causal_check
-from sparcom.causal.controls import Matching, match_row, matched_like, shape_like
+from sparcom.causal.controls import Matching, binned_like, match_row, matched_like, shape_like
 from sparcom.causal.plan import Axes, build_plan
 from sparcom.cli.app import app
 from sparcom.components import ComponentSet, Layout
@@ -81,6 +81,24 @@ def test_matched_draws_keep_layer_expert_and_bin_without_the_selected():
         assert np.array_equal(np.bincount(where[row], minlength=where.max() + 1), want)
     assert len({r.tobytes() for r in drawn}) == 30
     assert np.array_equal(drawn[3], matched_like(selected, 3, "x", matching).flat("expert_neuron"))  # its seed
+
+
+def test_whole_bin_draws_keep_layer_expert_and_bin_and_hold_members_at_their_share():
+    values = np.random.default_rng(3).beta(0.5, 2.0, EXPERTS.size)
+    matching = matching_of(EXPERTS, values, min_top=4)
+    selected = top_set(EXPERTS, values, 0.05)  # the top bins are mostly the set itself
+    mask = selected.flat("expert_neuron")
+    where = block_of(EXPERTS) * 100 + matching.strata["expert_neuron"]
+    want = np.bincount(where[mask], minlength=where.max() + 1)
+    drawn = np.array([binned_like(selected, seed, "x", matching).flat("expert_neuron") for seed in range(200)])
+    for row in drawn:
+        assert np.array_equal(np.bincount(where[row], minlength=where.max() + 1), want)
+    cells = np.unique(where[mask])
+    share = np.mean([mask[where == w].sum() / (where == w).sum() for w in where[mask]])  # members per cell
+    assert (drawn & mask).sum(axis=1).mean() / mask.sum() == pytest.approx(share, abs=0.05)
+    assert cells.size > 1 and not all((drawn & mask).sum(axis=1) == mask.sum())
+    with pytest.raises(SparcomError, match="matches on a statistic"):
+        binned_like(selected, 0, "x", None)
 
 
 def test_near_misses_match_the_frequency_the_shape_control_misses():
@@ -253,3 +271,15 @@ def test_the_bins_stated_in_the_causal_doc():
     assert [round(100 * (1 - v), 1) for v in levels[-5:]] == [1.6, 0.8, 0.4, 0.2, 0.1]
     text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "causal.md").read_text(encoding="utf-8").split())
     assert "the top bin is the top 0.1 % (45 neurons) and the next ones the top 0.2 %, 0.4 %, 0.8 %, 1.6 %" in text
+
+
+def test_the_whole_bin_control_runs_beside_the_near_misses_with_its_own_null(study):
+    result = causal_check(study["model"], study["selection"], study["data"],
+                          CausalSettings(seeds=3, batch_size=4, controls=("frequency", "frequency-bin"), replicates=20),
+                          progress=False)
+    near, whole = result.controls["frequency"]["neurons"], result.controls["frequency-bin"]["neurons"]
+    np.testing.assert_array_equal(near.selected_sums, whole.selected_sums)  # one selected pass
+    assert not np.array_equal(near.random_sums, whole.random_sums)
+    rows = [r for r in whole.matching if r["control"] == "frequency-bin"]
+    assert rows and all(r["widened_blocks"] == 0 for r in rows)  # whole bins are never widened
+    assert whole.control == "frequency-bin"

@@ -119,7 +119,7 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
     """Every row profiled leaves no unseen rows: the causal check must cross-fit over the run's folds."""
     out = tmp_path / "full"
     assert DemoConfig.full().interventions == ("mean", "zero", "resample")  # every intervention and control
-    assert DemoConfig.full().controls == ("frequency", "shape", "magnitude")
+    assert DemoConfig.full().controls == ("frequency", "shape", "magnitude", "frequency-bin")
     config = DemoConfig.full(out=out, data=setting["data"], dtype="float32", folds=2, random_sets=5, resamples=5,
                              seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
                              causal_folds=2, plots=False, models={role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)},

@@ -283,6 +283,7 @@ CONTROL_WORDS: dict[str, str] = {
     "shape": "random sets of the same per-layer shape",
     "frequency": "random sets matched on layer and activation frequency (near misses)",
     "magnitude": "random sets matched on layer and expected contribution",
+    "frequency-bin": "random sets matched on layer and activation frequency (whole bins, the set's members included)",
 }
 #: What each intervention does to a deactivated neuron, in words.
 INTERVENTION_WORDS: dict[str, str] = {

@@ -26,7 +26,7 @@ import numpy as np
 
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
-from sparcom.causal.controls import STATISTICS, Matching, MatchRow, control_matching, match_row
+from sparcom.causal.controls import NEAR_MISSES, STATISTICS, Matching, MatchRow, control_matching, match_row
 from sparcom.causal.decisions import power_note
 from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
@@ -254,13 +254,14 @@ def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) 
         drawn = [[c.components() for c in conditions] for conditions in folds.values()]
         selected = [conditions[0].selected for conditions in folds.values()]
         for statistic in matching.values():
-            merged = [w for s in selected for w in statistic.widened(s)[1]] if control in matching else []
+            merged = [w for s in selected for w in statistic.widened(s)[1]] if control in NEAR_MISSES else []
             rows.append(match_row(target, control, category, statistic, selected, drawn, merged))
     return rows
 
 
 #: What a matched control or the dose–response reads from the selection's profile run (its one-line refusal).
 READS = {"frequency": "each component's frequency", "magnitude": "each component's activation sums",
+         "frequency-bin": "each component's frequency",
          "dose": "the rule's score of each component"}
 
 

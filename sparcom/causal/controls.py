@@ -86,6 +86,16 @@ def shape_like(selected: ComponentSet, seed: int, stream: str, matching: Matchin
     return random_like(selected, seed, stream)
 
 
+def binned_like(selected: ComponentSet, seed: int, stream: str, matching: Matching | None = None) -> ComponentSet:
+    """The ``frequency-bin`` control: ``selected``'s count in every layer, expert and bin of ``matching``, drawn
+    from the whole bin, the selected components included — the unconditional null beside the near misses (which
+    are, by the selection, the bin's components less active on the set's category)."""
+    if matching is None:
+        raise SparcomError(f"the control of {stream} matches on a statistic, but none was given")
+    strata = {kind: matching.strata[matching.kind(selected, kind)] for kind in selected.shapes}
+    return random_like(selected, seed, stream, strata=strata)
+
+
 def matched_like(selected: ComponentSet, seed: int, stream: str, matching: Matching | None = None) -> ComponentSet:
     """A matched control: ``selected``'s count in every layer, expert and bin of ``matching`` (short bins widened),
     drawn from the components outside ``selected``."""
@@ -193,7 +203,9 @@ def _frequency(run, kinds: Sequence[str], sites=None) -> Matching:
 
 
 #: What a matched control matches on, by control name: (profile run, kinds, model sites) → the binned statistic.
-STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution}
+STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution, "frequency-bin": _frequency}
+#: The matched controls that draw near misses (the selected components excluded, short top bins widened).
+NEAR_MISSES: frozenset[str] = frozenset({"frequency", "magnitude"})
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparcom.causal.checkpoint import Digest
-from sparcom.causal.controls import Matching, matched_like, shape_like
+from sparcom.causal.controls import Matching, binned_like, matched_like, shape_like
 from sparcom.causal.interventions import AblationStats, InterventionReference, ablate, mean_ablate, resample_ablate
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.components import ComponentSet
@@ -40,9 +40,10 @@ ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: How a random control set is drawn, by control name: (selected set, seed, stream label, matching) → random set.
 #: ``shape``: the selected set's count in every layer and expert, uniformly (:mod:`sparcom.random_sets`);
 #: ``frequency`` / ``magnitude``: also in every bin of the pooled activation frequency / of E|A| × ‖W_down column‖,
-#: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``).
+#: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``);
+#: ``frequency-bin``: in every bin of the pooled frequency, drawn from the whole bin (the selected included).
 CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
-    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like}
+    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like, "frequency-bin": binned_like}
 #: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
 #: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
 #: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken

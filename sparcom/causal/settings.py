@@ -14,7 +14,7 @@ from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
 #: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
-CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude")
+CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude", "frequency-bin")
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
