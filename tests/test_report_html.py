@@ -353,7 +353,8 @@ def test_validity_report_numbers_are_the_typed_results(validity_study):
         rows = _cells(parsed, f"identify-identify-{kind}-validity-decoding")
         assert len(rows) == len(h.decoders) > 0
         for row, d in zip(rows, h.decoders.values(), strict=True):
-            expected = (d.accuracy, d.ci_low, d.ci_high, d.random_mean, d.p_value)
+            expected = (d.accuracy, d.ci_low, d.ci_high, d.random_mean, d.p_value, d.matched_random_mean,
+                        d.matched_p_value)
             assert [float(x) for x in row] == pytest.approx(expected), kind
         rest = _cells(parsed, f"identify-identify-{kind}-validity-headline")[0]
         for shown, value in zip(rest, (h.all_components, h.chance, h.stability, h.cross_source_within,
