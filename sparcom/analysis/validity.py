@@ -151,29 +151,27 @@ class DecoderResult:
     def interval(self) -> tuple[float, float]:
         return wilson_interval(self.correct, self.evaluated, self.level)
 
+    def _accuracy_of(self, correct: np.ndarray | None) -> np.ndarray:
+        return np.zeros(0) if correct is None or self.evaluated == 0 else correct / self.evaluated
+
+    def _p_against(self, correct: np.ndarray | None) -> float:
+        return float("nan") if correct is None or correct.size == 0 else float(empirical_p(self.correct, correct))
+
     @property
     def random_accuracy(self) -> np.ndarray:
-        if self.random_correct is None or self.evaluated == 0:
-            return np.zeros(0)
-        return self.random_correct / self.evaluated
+        return self._accuracy_of(self.random_correct)
 
     @property
     def p_value(self) -> float:
-        if self.random_correct is None or self.random_correct.size == 0:
-            return float("nan")
-        return float(empirical_p(self.correct, self.random_correct))
+        return self._p_against(self.random_correct)
 
     @property
     def matched_accuracy(self) -> np.ndarray:
-        if self.matched_correct is None or self.evaluated == 0:
-            return np.zeros(0)
-        return self.matched_correct / self.evaluated
+        return self._accuracy_of(self.matched_correct)
 
     @property
     def matched_p_value(self) -> float:
-        if self.matched_correct is None or self.matched_correct.size == 0:
-            return float("nan")
-        return float(empirical_p(self.correct, self.matched_correct))
+        return self._p_against(self.matched_correct)
 
     def summary(self) -> dict[str, Any]:
         low, high = self.interval
