@@ -133,7 +133,8 @@ def test_cross_examples_score_only_the_opening(study):
 
 
 def test_the_pilot_at_factor_one_pulls_nothing_and_is_deterministic(study):
-    rows = rows_for_pilot(2)
+    profiled = InstructionRow("t-000", "cls", "human", "tests", "Profiled.", "", "yes", "CC0-1.0")
+    rows = [profiled, *rows_for_pilot(2)]  # a row the selection was made from comes first: it is skipped
     kwargs = dict(seeds=3, prompts=1, openings=1, opening_tokens=4, batch_size=4)
     neutral = sufficiency_pilot(study["model"], study["selection"], rows, factors=(1.0,), **kwargs)
     assert [c.category for c in neutral.cells] == list(study["selection"].categories)
@@ -147,6 +148,7 @@ def test_the_pilot_at_factor_one_pulls_nothing_and_is_deterministic(study):
         assert cell.p == (1 + sum(r >= cell.pull for r in cell.random_pulls)) / 4
     summary = first.to_json()
     assert summary["pilot"] is True and summary["decision"] is None and summary["control"] == "frequency"
+    assert summary["rows"]["cls"] == {"prompts": ["p-cls-0"], "openings": ["p-cls-1"]}
     shape = sufficiency_pilot(study["model"], study["selection"], rows, factors=(3.0,), control="shape", **kwargs)
     assert [c.pull for c in shape.cells] == [c.pull for c in first.cells]  # the same selected sets
     assert [c.random_pulls for c in shape.cells] != [c.random_pulls for c in first.cells]

@@ -96,6 +96,25 @@ def profiled_ids(selection) -> set[str]:
     return {i for ids in listed.values() for i in ids}
 
 
+def known_profiled_ids(selection) -> set[str]:
+    """The instruction ids the selection's source run counted, or none when the run is not readable here."""
+    try:
+        return profiled_ids(selection)
+    except SparcomError:
+        return set()
+
+
+def in_sample_note(selection, rows: Sequence[InstructionRow]) -> str | None:
+    """A note when scored rows are rows the selection was made from (None when none are, or it cannot be told)."""
+    profiled = known_profiled_ids(selection)
+    seen = sum(1 for r in rows if r.id in profiled)
+    if not seen:
+        return None
+    return (f"{seen} of {len(rows)} scored rows were profiled to make the selection: the sets were chosen on them, "
+            "which favours the selected sets over random ones (in-sample); pass --exclude-profiled to score other "
+            "rows, or cross-fit (--run RUN --crossfit-folds 5)")
+
+
 def _ordered_categories(selected: Sequence[str], rows: Sequence[InstructionRow]) -> list[str]:
     """The selection's categories that have rows, then the data's other categories (first-seen order)."""
     _, in_data = first_rows_per_category(rows)
@@ -192,6 +211,8 @@ def prepare_inputs(model: LoadedModel, selection, rows: list[InstructionRow], ex
     selection_dtype = manifest.get("dtype")
     if selection_dtype and selection_dtype != model_dtype(model):
         notes.append(f"the selection was profiled in {selection_dtype}; this check runs in {model_dtype(model)}")
+    if crossfit is None and not settings.exclude_profiled and (note := in_sample_note(selection, rows)):
+        notes.append(note)
     if settings.max_scored_tokens:
         reached = sum(1 for e in examples if e.tokens == settings.max_scored_tokens)
         notes.append(f"only the first {settings.max_scored_tokens} tokens of each reference response are scored "

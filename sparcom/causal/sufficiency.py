@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from sparcom.causal.controls import control_matching
+from sparcom.causal.inputs import known_profiled_ids
 from sparcom.causal.interventions import amplify
 from sparcom.causal.nll import ScoredExample, encode_scored
 from sparcom.causal.plan import CONTROLS
@@ -152,8 +153,7 @@ def sufficiency_pilot(loaded, selection, rows: Sequence[InstructionRow], *, fact
         raise SparcomError("the selection has no neurons at activation sites to amplify (dense or shared-expert)")
     model, sites = loaded.model, model_sites(loaded.model)
     manifest = selection.meta.get("manifest") or {}
-    profiled = {i for ids in (manifest.get("instruction_ids") or {}).values() for i in ids}
-    prompt_rows, opening_rows = pilot_rows(rows, prompts, openings, profiled)
+    prompt_rows, opening_rows = pilot_rows(rows, prompts, openings, known_profiled_ids(selection))
     template = resolve_template(loaded.tokenizer, manifest.get("template") or "auto")
     cross = cross_examples(prompt_rows, opening_rows, loaded.tokenizer, template, manifest.get("system_prompt"),
                            opening_tokens)
