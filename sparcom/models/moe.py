@@ -128,3 +128,36 @@ def expert_activation(
     weight, bias = gate_weights(experts, layout)
     gate = nn.functional.linear(x.to(weight.dtype), weight[expert], None if bias is None else bias[expert])
     return activate(experts, layout, gate)
+
+
+#: Experts implementations whose activation calls follow a known plan (:func:`call_plan`).
+PLANNED_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "batched_mm", "grouped_mm")
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Which (token, slot) pair each row of an experts forward's activation calls is, in call order."""
+
+    order: torch.Tensor  # [pairs]: row r of the concatenated calls is pair order[r] (pair = token · K + slot)
+    sizes: list[int]  # rows of each activation call
+    call_experts: list[int] | None  # the expert of each call (the eager loop); None when a call mixes experts
+
+
+def call_plan(implementation: str, index: torch.Tensor, num_experts: int) -> CallPlan:
+    """The plan of the implementation about to run on ``index`` [n, K]: the family's eager loop (one call per
+    expert hit, ascending, rows from ``torch.where`` over [slot, token]), ``batched_mm`` (one call, (token, slot)
+    order) or ``grouped_mm`` (one call, rows sorted by expert with the same ``torch.sort`` it makes)."""
+    flat = index.reshape(-1)
+    pairs = flat.numel()
+    n, k = index.shape
+    if implementation == "grouped_mm":
+        return CallPlan(torch.sort(flat)[1], [pairs], None)
+    if implementation == "batched_mm":
+        return CallPlan(torch.arange(pairs, device=flat.device), [pairs], None)
+    pair = torch.arange(pairs, device=flat.device)
+    order = torch.sort(flat * pairs + (pair % k) * n + pair // k)[1]
+    valid = flat[(flat >= 0) & (flat < num_experts)]
+    sizes = torch.bincount(valid, minlength=num_experts)
+    hit = sizes.nonzero().squeeze(1)
+    experts, counts = torch.stack([hit, sizes[hit]]).tolist()
+    return CallPlan(order, counts, experts)

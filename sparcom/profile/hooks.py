@@ -20,7 +20,7 @@ from torch import nn
 
 from sparcom.errors import SparcomError
 from sparcom.kinds import bootstrap_key, count_key, group_key, sum_key
-from sparcom.models.moe import activate, expert_activation, gate_of_pairs
+from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, activate, call_plan, expert_activation, gate_of_pairs
 from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
 
@@ -249,7 +249,7 @@ NON_FINITE_ADVICE = ("a NaN would count as inactive, so nothing is counted; chec
                      "--dtype float32 if a half-precision dtype overflows")
 
 #: Experts implementations whose activation calls sparcom can map back to (token, expert) pairs.
-CAPTURED_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
+CAPTURED_IMPLEMENTATIONS = PLANNED_IMPLEMENTATIONS
 
 
 @dataclass
@@ -425,22 +425,8 @@ class ExpertCounter:
         if implementation not in CAPTURED_IMPLEMENTATIONS or getattr(module, "_is_expert_parallel", False):
             pending.failure = f"experts implementation {implementation!r} cannot be observed"
             return
-        flat = pending.index.reshape(-1)
-        pairs = flat.numel()
-        n, k = pending.index.shape
-        if implementation == "grouped_mm":
-            pending.order = torch.sort(flat)[1]  # the very call grouped_mm_experts_forward makes
-            pending.sizes = [pairs]
-        elif implementation == "batched_mm":
-            pending.order = torch.arange(pairs, device=flat.device)
-            pending.sizes = [pairs]
-        else:  # the eager loop: experts in ascending order, rows from torch.where over [slot, token]
-            pair = torch.arange(pairs, device=flat.device)
-            pending.order = torch.sort(flat * pairs + (pair % k) * n + pair // k)[1]
-            valid = flat[(flat >= 0) & (flat < self.layout.num_experts)]
-            sizes = torch.bincount(valid, minlength=self.layout.num_experts)
-            hit = sizes.nonzero().squeeze(1)
-            pending.call_experts, pending.sizes = torch.stack([hit, sizes[hit]]).tolist()
+        plan = call_plan(implementation, pending.index, self.layout.num_experts)
+        pending.order, pending.sizes, pending.call_experts = plan.order, plan.sizes, plan.call_experts
 
     def _captured(self, gate: torch.Tensor, activation: torch.Tensor) -> None:
         pending = self._pending
