@@ -64,10 +64,10 @@ class Option:
     def check(self, value: Any) -> None:
         if value is None:
             return  # None is every optional field's "not given" (the field's type says whether it may be None)
-        for item in value if isinstance(value, tuple) and self.choices else (value,):
+        for item in value if isinstance(value, tuple | list) and self.choices else (value,):
             if self.choices is not None and item not in self.choices:
                 raise SparcomError(f"{self.label} must be one of {', '.join(self.choices)}, got {item!r}")
-        if (self.low is None and self.high is None) or isinstance(value, (str, tuple, bool)):
+        if (self.low is None and self.high is None) or isinstance(value, (str, tuple, list, bool)):
             return
         if isinstance(value, float) and not math.isfinite(value):
             raise SparcomError(f"{self.label} must be a finite number, got {value}")

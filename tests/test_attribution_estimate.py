@@ -199,7 +199,7 @@ def test_bad_replacements_are_refused():
     with pytest.raises(SparcomError, match="needs 48 mean activations"):
         Replacement.mean({("neuron", 0): np.zeros(48)}).check(sites)
     with pytest.raises(SparcomError, match="cannot be attributed yet"):
-        attributed_sites(model_sites(tiny_model("llama")), ("expert_neuron",))
+        attributed_sites(model_sites(tiny_model("llama")), ("bogus",))
 
 
 # ----------------------------------------------------------------------------------------------- routed experts
@@ -270,7 +270,8 @@ def test_expert_estimates_equal_the_analytic_gradient_times_removal(examples, fa
 
     model = tiny_moe(family)
     sites = attributed_sites(model_sites(model))
-    assert {kind for kind, _ in sites} == ({"expert"} if family == "mixtral" else {"expert", "neuron", "shared_neuron"})
+    assert {kind for kind, _ in sites} == ({"expert", "expert_neuron"} if family == "mixtral"
+                                           else {"expert", "expert_neuron", "neuron", "shared_neuron"})
     plan = length_batches([len(e) for e in examples], 4)
     scoring = ScoringPlan.build(examples, plan, pad_id=0)
     for batch in scoring.batches[:2]:
@@ -303,3 +304,83 @@ def test_expert_estimate_is_the_derivative_of_a_partial_removal_and_the_full_one
     mask[3] = True
     with ablate(model, ComponentSet.from_layer_masks({"expert": {1: mask}})), torch.no_grad():
         assert float(row_nll(model, example)) == pytest.approx(removed, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- expert neurons
+
+def analytic_expert_neuron_effects(model, example, means: dict[int, torch.Tensor] | None = None
+                                   ) -> dict[int, np.ndarray]:
+    """Per MoE layer [E, I]: Σ over the (token, slot) pairs routed to e of ∂NLL/∂A · (r − A), with every expert
+    computed by hand token by token (Mixtral layout) so that each pair's A is its own tensor in the graph —
+    nothing of the experts implementation's calls or their order is used."""
+    sites = model_sites(model)
+    activations: dict[int, list] = {}
+
+    def replace(layer):
+        def hook(module, args, output):
+            hidden, index, weights = args[0], args[1], args[2] if len(args) >= 3 else None
+            width = module.down_proj.shape[2]
+            out, pairs = torch.zeros_like(hidden), []
+            for t in range(hidden.shape[0]):
+                for slot in range(index.shape[1]):
+                    e = int(index[t, slot])
+                    gate, up = torch.nn.functional.linear(hidden[t], module.gate_up_proj[e]).split(width)
+                    a = module.act_fn(gate)
+                    pairs.append((e, a))
+                    out[t] = out[t] + weights[t, slot] * torch.nn.functional.linear(a * up, module.down_proj[e])
+            activations[layer] = pairs
+            return out
+        return hook
+
+    handles = [site.experts.register_forward_hook(replace(j)) for j, site in sites.moe.items()]
+    try:
+        with torch.enable_grad():
+            nll = row_nll(model, example)
+            layers = sorted(activations)
+            tensors = [a for j in layers for _, a in activations[j]]
+            grads = iter(torch.autograd.grad(nll, tensors))
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for j in layers:
+        site = sites.moe[j]
+        total = np.zeros((site.num_experts, site.layout.width))
+        for e, a in activations[j]:
+            r = means[j][e].double() if means else torch.zeros(a.shape[-1], dtype=torch.float64)
+            total[e] += (next(grads).double() * (r - a.detach().double())).numpy()
+        out[j] = total
+    return out
+
+
+@pytest.mark.parametrize("implementation", ["eager", "batched_mm", "grouped_mm"])
+@pytest.mark.parametrize("replacement", ["zero", "mean"])
+def test_expert_neuron_estimates_equal_the_gradient_of_each_routed_pair(examples, implementation, replacement):
+    from causal_tiny import tiny_moe
+
+    model = tiny_moe("mixtral", implementation=implementation)
+    sites = attributed_sites(model_sites(model), ("expert_neuron",))
+    rng = np.random.default_rng(4)
+    means = {j: torch.tensor(rng.normal(size=(s.num_experts, s.layout.width))) for (_, j), s in sites.items()}
+    chosen = Replacement() if replacement == "zero" else Replacement.mean(
+        {("expert_neuron", j): m.numpy() for j, m in means.items()})
+    chosen.check(sites)
+    plan = length_batches([len(e) for e in examples], 4)
+    scoring = ScoringPlan.build(examples, plan, pad_id=0)
+    for batch in scoring.batches[:2]:
+        found = batch_effects(model, sites, batch, chosen)
+        for row, index in enumerate(batch.rows):
+            reference = analytic_expert_neuron_effects(model, examples[index], means if replacement == "mean" else None)
+            for layer, values in reference.items():
+                got = found.effects[("expert_neuron", layer)][row].numpy()
+                assert got.shape == values.shape
+                assert np.abs(got - values).max() <= 1e-4 * np.abs(values).max() + 1e-6, (implementation, index, layer)
+                assert (values != 0).sum() > values.shape[1]  # several experts routed, many neurons moved
+
+
+def test_expert_neuron_mean_values_must_have_the_experts_shape():
+    from causal_tiny import tiny_moe
+
+    sites = attributed_sites(model_sites(tiny_moe("mixtral")), ("expert_neuron",))
+    with pytest.raises(SparcomError, match=r"needs 8×24 mean activations, found shape \(24,\)"):
+        Replacement.mean({("expert_neuron", 0): np.zeros(24), ("expert_neuron", 1): np.zeros(24)}).check(sites)

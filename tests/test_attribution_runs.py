@@ -209,19 +209,25 @@ def test_the_means_of_a_profile_run_are_the_mean_replacement(loaded, data, tmp_p
     assert not (tmp_path / "zero").exists()
 
 
-def test_a_moe_run_holds_neurons_shared_neurons_and_experts(data, tmp_path):
+def test_a_moe_run_holds_neurons_shared_neurons_experts_and_expert_neurons(data, tmp_path):
     from causal_tiny import tiny_moe
-    from test_attribution_estimate import analytic_expert_effects
+    from test_attribution_estimate import analytic_expert_effects, analytic_expert_neuron_effects
 
     model = tiny_moe("qwen2_moe")
     loaded = wrap_model(model, tiny_tokenizer(), "tiny-qwen2-moe")
-    run = sparcom.attribute(loaded, data, tmp_path / "moe", batch_size=4, template="chat", progress=False)
-    assert run.manifest["kinds"] == ["expert", "neuron", "shared_neuron"]
+    run = sparcom.attribute(loaded, data, tmp_path / "moe", batch_size=4, template="chat", progress=False,
+                            group_by="instruction")
+    assert run.manifest["kinds"] == ["expert", "expert_neuron", "neuron", "shared_neuron"]
     assert run.effects("expert").layout.layers == (0, 2) and run.effects("neuron").layout.layers == (1,)
+    assert run.effects("expert_neuron").layout.shapes == ((8, 16), (8, 16))  # the counts' [E, I] per layer
     examples = [e for e in encode_scored(read_rows(data), tiny_tokenizer(), "chat") if e.category == "math"]
     for layer in (0, 2):
         expected = sum(analytic_expert_effects(model, e)[layer] for e in examples)
         stored = run.value(count_key("expert", "math", layer))
+        assert np.abs(stored - expected).max() <= 1e-4 * np.abs(expected).max() + 1e-5
+        expected = sum(analytic_expert_neuron_effects(model, e)[layer] for e in examples)
+        stored = run.value(count_key("expert_neuron", "math", layer))
+        assert stored.shape == expected.shape == (8, 16)
         assert np.abs(stored - expected).max() <= 1e-4 * np.abs(expected).max() + 1e-5
 
 
@@ -248,3 +254,19 @@ def test_two_ranks_write_the_single_process_bytes(data, tmp_path):
     assert outcomes[0]["world_size"] == 2
     assert (tmp_path / "dist" / EFFECTS_FILE).read_bytes() == (single.path / EFFECTS_FILE).read_bytes()
     assert not (tmp_path / "dist" / "checkpoint.safetensors").exists()
+
+
+def test_the_attribution_rule_selects_expert_neurons_from_their_estimates(data, tmp_path):
+    from causal_tiny import tiny_moe
+    from test_attribution_rule import direct_rule
+
+    loaded = wrap_model(tiny_moe("mixtral"), tiny_tokenizer(), "tiny-mixtral")
+    run = sparcom.profile(loaded, data, tmp_path / "profile", group_by="instruction", template="chat",
+                          progress=False)
+    attribution = sparcom.attribute(loaded, data, tmp_path / "attribution", group_by="instruction", template="chat",
+                                    batch_size=4, progress=False)
+    result = sparcom.identify(run, rule="attribution", epsilon=0.05, attribution=str(attribution.path),
+                              kinds=["expert_neuron"], plots=False, validity=False)  # a list, as users write it
+    effects = attribution.effects("expert_neuron", list(run.categories))
+    expected = direct_rule(effects.per_token, 0.05)
+    assert expected.sum() > 0 and np.array_equal(result.kinds["expert_neuron"].mask, expected)

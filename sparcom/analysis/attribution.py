@@ -84,7 +84,8 @@ def fold_effects(attribution: AttributionRun, kind: str, labels: Sequence[str], 
                            "more); attribute the rows the profile run counted")
     rows = np.array([row_of[label] for label in labels])
     layers = sorted(int(key.rsplit("/", 1)[1]) for key in attribution.sums if key.startswith(f"groups/{kind}/"))
-    per_row = np.concatenate([attribution.sums[group_key(kind, j)][rows] for j in layers], axis=1)  # fixed point
+    per_row = np.concatenate([attribution.sums[group_key(kind, j)][rows].reshape(len(rows), -1) for j in layers],
+                             axis=1)  # fixed point, each layer flattened like the counts
     tokens = attribution.sums[GROUP_TOKENS_KEY][rows]
     result = []
     for f in range(folds):

@@ -83,7 +83,7 @@ def pooled_means(run, kinds: Sequence[str], needed_by: str) -> dict[tuple[str, i
     return {(kind, layer): means.mean for kind in kinds for layer, means in kind_means(run, kind).items()}
 
 
-def run_means(path, needed_by: str, kinds: Sequence[str] = ("neuron", "shared_neuron")
+def run_means(path, needed_by: str, kinds: Sequence[str] = ("neuron", "shared_neuron", "expert_neuron")
               ) -> dict[tuple[str, int], np.ndarray]:
     """:func:`pooled_means` of the profile run at ``path``."""
     from sparcom.artifacts.run import load_run

@@ -16,7 +16,12 @@ activations' gradients are computed, which keeps the backward near the cost of o
 A routed expert e is deactivated as the causal check removes it by default: dropped from each token's top-k and
 the remaining weights rescaled to the token's original total (``renormalize``). Its estimate is the same first-order
 expansion in the top-k weights the experts module receives, Σ_t Σ_s ∂NLL/∂w_ts · (w'_ts − w_ts) with w' the
-renormalised weights (:func:`removal_effect`). Expert neurons are not attributed yet.
+renormalised weights (:func:`removal_effect`).
+
+An expert neuron (e, i) is deactivated on the tokens routed to e only, so its estimate sums over those (token, slot)
+pairs: Σ ∂NLL/∂A · (r_ei − A), read at the experts' activation module. Which pair each row of an activation call is
+follows from the implementation that runs (:func:`sparcom.models.moe.call_plan`, the plan the counting hooks
+verify); the row count of every call is checked against it.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ from sparcom.causal.scoring import ScoringBatch
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE
 from sparcom.models.logits import logits_at
+from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, CallPlan, call_plan
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite
 
 #: The replacement values a deactivation writes: zero, or each neuron's mean activation.
 REPLACEMENTS: tuple[str, ...] = ("zero", "mean")
-#: Kinds the pass attributes: those living at an activation module, and routed experts (removed from the router's
-#: choice with the rest renormalised, the causal check's default removal). Expert neurons are not attributed yet.
-ATTRIBUTED_KINDS: tuple[str, ...] = (*(k.name for k in KIND_TABLE.values() if not k.routed), "expert")
+#: Kinds the pass attributes: those living at an activation module, routed experts (removed from the router's
+#: choice with the rest renormalised, the causal check's default removal) and expert neurons.
+ATTRIBUTED_KINDS: tuple[str, ...] = (*(k.name for k in KIND_TABLE.values() if not k.routed), "expert", "expert_neuron")
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,14 @@ class Replacement:
         if self.name == "zero":
             return
         for (kind, layer), site in sites.items():
-            if isinstance(site, MoeSite):
+            if kind == "expert":
                 continue
             value = self.values.get((kind, layer))
-            if value is None or value.shape != (site.width,):
+            if value is None or value.shape != site_shape(kind, site):
                 found = "none" if value is None else f"shape {value.shape}"
-                raise SparcomError(f"mean replacement: {kind} layer {layer} needs {site.width} mean activations, "
+                shape = site_shape(kind, site)
+                size = f"{shape[0]}" if len(shape) == 1 else "×".join(map(str, shape))
+                raise SparcomError(f"mean replacement: {kind} layer {layer} needs {size} mean activations, "
                                    f"found {found}; take the means from a profile of this model")
 
     def at(self, kind: str, layer: int, like: torch.Tensor) -> torch.Tensor | float:
@@ -87,9 +95,12 @@ class Replacement:
 Site = NeuronSite | MoeSite
 
 
-def site_width(site: Site) -> int:
-    """Components of one site: an activation module's neurons, or a MoE layer's experts."""
-    return site.num_experts if isinstance(site, MoeSite) else site.width
+def site_shape(kind: str, site: Site) -> tuple[int, ...]:
+    """The estimates' shape at one site: an activation module's neurons [I], a MoE layer's experts [E], or its
+    expert neurons [E, I_e] (the counts' shapes)."""
+    if kind == "expert_neuron":
+        return (site.layout.num_experts, site.layout.width)
+    return (site.num_experts,) if isinstance(site, MoeSite) else (site.width,)
 
 
 def attributed_sites(sites: ModelSites, kinds: tuple[str, ...] = ATTRIBUTED_KINDS) -> dict[tuple[str, int], Site]:
@@ -98,7 +109,14 @@ def attributed_sites(sites: ModelSites, kinds: tuple[str, ...] = ATTRIBUTED_KIND
     if unknown:
         raise SparcomError(f"attribution covers {', '.join(ATTRIBUTED_KINDS)}; {', '.join(unknown)} cannot be "
                            "attributed yet")
-    return {(kind, layer): site for kind in kinds for layer, site in sorted(sites.sites_of(kind).items())}
+    return {(kind, layer): site for kind in kinds for layer, site in sorted(sites.sites_of(kind).items())
+            if kind != "expert_neuron" or has_activation_module(site)}
+
+
+def has_activation_module(site: MoeSite) -> bool:
+    """Expert neurons are attributed where the experts compute A in an activation module the pass can hook (not,
+    e.g., gpt-oss's clamped SwiGLU, written inline)."""
+    return site.layout.activation == "act_fn" and isinstance(getattr(site.experts, "act_fn", None), nn.Module)
 
 
 @contextmanager
@@ -197,6 +215,76 @@ def _expert_hook(key: tuple[str, int], site: MoeSite, rows: int, into: dict[tupl
     return hook
 
 
+@dataclass
+class _ExpertForward:
+    """One experts forward being attributed: its routing, its call plan and how far the calls have got."""
+
+    index: torch.Tensor  # [n · K] expert of each (token, slot) pair
+    plan: CallPlan
+    slots: int
+    tokens_per_row: int
+    calls: int = 0
+    done: int = 0
+
+
+def _expert_neuron_hooks(key: tuple[str, int], site: MoeSite, replacement: Replacement, rows: int,
+                         into: dict[tuple[str, int], torch.Tensor]) -> list:
+    """Hooks that add Σ ∂NLL/∂A · (r − A) per (row, expert, neuron) over the pairs routed to each expert: a pre-hook
+    on the experts (their routing and call plan) and a forward hook on their activation module (each call)."""
+    experts, layout = site.experts, site.layout
+    if layout.activation != "act_fn" or not isinstance(getattr(experts, "act_fn", None), nn.Module):
+        raise SparcomError(f"layer {key[1]}: {type(experts).__name__} has no activation module; its expert neurons "
+                           "cannot be attributed")
+    num, width = layout.num_experts, layout.width
+    state: list[_ExpertForward] = []
+
+    def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        implementation = getattr(getattr(module, "config", None), "_experts_implementation", None) or "eager"
+        if implementation not in PLANNED_IMPLEMENTATIONS:
+            raise SparcomError(f"layer {key[1]}: experts implementation {implementation!r} cannot be attributed per "
+                               f"expert neuron; use one of {', '.join(PLANNED_IMPLEMENTATIONS)}")
+        index = ExpertsCall.parse(args, kwargs).top_k_index
+        index = index.reshape(-1, index.shape[-1]).to(torch.int64)
+        if index.shape[0] % rows:
+            raise SparcomError(f"layer {key[1]}: the experts received {index.shape[0]} token rows for a batch of {rows}")
+        state[:] = [_ExpertForward(index.reshape(-1), call_plan(implementation, index, num), index.shape[1],
+                                   index.shape[0] // rows)]
+
+    def act(module: nn.Module, args, output: torch.Tensor):
+        if not state:
+            return None
+        forward = state[0]
+        count = output.reshape(-1, width).shape[0]
+        if forward.calls >= len(forward.plan.sizes) or count != forward.plan.sizes[forward.calls]:
+            raise SparcomError(f"layer {key[1]}: an expert activation call had {count} rows, not as its routing "
+                               "plans; expert neurons of this model cannot be attributed")
+        pairs = forward.plan.order[forward.done:forward.done + count]
+        forward.calls, forward.done = forward.calls + 1, forward.done + count
+        expert = forward.index[pairs]
+        cell = (pairs // forward.slots // forward.tokens_per_row) * num + expert
+        replaced = None
+        if not output.requires_grad:
+            output = replaced = output.detach().requires_grad_(True)
+        value = output.detach().reshape(-1, width)
+
+        def on_gradient(gradient: torch.Tensor) -> None:
+            dtype = torch.promote_types(value.dtype, torch.float32)
+            target = replacement.at(*key, value)
+            r = target.to(value.device)[expert].to(dtype) if isinstance(target, torch.Tensor) else target
+            found = (gradient.reshape(-1, width).to(dtype) * (r - value.to(dtype))).to(torch.float64)
+            total = into.setdefault(key, torch.zeros(rows * num, width, dtype=torch.float64, device=found.device))
+            total.index_add_(0, cell.to(found.device), found)
+
+        output.register_hook(on_gradient)
+        return replaced
+
+    def post(module: nn.Module, args, output) -> None:
+        state.clear()
+
+    return [experts.register_forward_pre_hook(pre, with_kwargs=True), experts.act_fn.register_forward_hook(act),
+            experts.register_forward_hook(post)]
+
+
 def summed_nll(model: nn.Module, batch: ScoringBatch) -> torch.Tensor:
     """Each row's summed NLL [B] (at least float32, differentiable): the LM head at the scored positions only."""
     logits = logits_at(model, batch.input_ids, batch.attention, batch.keep)
@@ -218,7 +306,9 @@ def batch_effects(model: nn.Module, sites: Mapping[tuple[str, int], Site], batch
     found: dict[tuple[str, int], torch.Tensor] = {}
     handles = []
     for key, site in sites.items():
-        if isinstance(site, MoeSite):
+        if key[0] == "expert_neuron":
+            handles += _expert_neuron_hooks(key, site, replacement, rows, found)
+        elif isinstance(site, MoeSite):
             if replacement.name != "zero":
                 raise SparcomError("experts are removed from the router's choice; the mean replacement applies to "
                                    "neurons only")
@@ -240,5 +330,7 @@ def batch_effects(model: nn.Module, sites: Mapping[tuple[str, int], Site], batch
     for key, site in sites.items():
         value = found.get(key)
         # A site the loss does not depend on (after the last scored position's layer reach) has gradient 0.
-        effects[key] = value.cpu() if value is not None else torch.zeros(rows, site_width(site), dtype=torch.float64)
+        shape = site_shape(key[0], site)
+        effects[key] = (value.reshape(rows, *shape).cpu() if value is not None
+                        else torch.zeros(rows, *shape, dtype=torch.float64))
     return BatchEffects(effects, nll.detach().to("cpu", torch.float64))

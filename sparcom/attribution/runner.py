@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sparcom.artifacts import attribution as artifact
-from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects, site_width
+from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects, site_shape
 from sparcom.attribution.settings import AttributionSettings
 from sparcom.causal.nll import ScoredExample, encode_scored
 from sparcom.causal.scoring import ScoringPlan
@@ -79,8 +79,13 @@ class Attributor:
             raise SparcomError("means were given but --replacement is zero; pass replacement='mean' to use them")
         self.replacement = Replacement.mean(means) if settings.replacement == "mean" else Replacement()
         self.sites = model_sites(self.model)
-        # Experts are removed, not replaced: with the mean replacement only the neurons are attributed.
-        kinds = ("neuron", "shared_neuron", "expert") if self.replacement.name == "zero" else ("neuron", "shared_neuron")
+        # Experts are removed, not replaced: with the mean replacement only the neurons are attributed (expert
+        # neurons when their means were given).
+        if self.replacement.name == "zero":
+            kinds = ("neuron", "shared_neuron", "expert", "expert_neuron")
+        else:
+            kinds = ("neuron", "shared_neuron", *(["expert_neuron"] if any(k == "expert_neuron" for k, _ in means)
+                                                  else []))
         self.targets = attributed_sites(self.sites, tuple(k for k in kinds if self.sites.sites_of(k)))
         self.replacement.check(self.targets)
 
@@ -134,13 +139,13 @@ class Attributor:
             for key in (tokens_key(category), instructions_key(category), artifact.nll_key(category)):
                 sums[key] = torch.zeros((), dtype=torch.int64)
             for (kind, layer), site in self.targets.items():
-                sums[count_key(kind, category, layer)] = torch.zeros(site_width(site), dtype=torch.int64)
+                sums[count_key(kind, category, layer)] = torch.zeros(site_shape(kind, site), dtype=torch.int64)
         if self.settings.group_by == "instruction":
             rows = len(plan.rows)
             sums[GROUP_TOKENS_KEY] = torch.zeros(rows, dtype=torch.int64)
             sums[GROUP_NLL_KEY] = torch.zeros(rows, dtype=torch.int64)
             for (kind, layer), site in self.targets.items():
-                sums[group_key(kind, layer)] = torch.zeros(rows, site_width(site), dtype=torch.int64)
+                sums[group_key(kind, layer)] = torch.zeros(rows, *site_shape(kind, site), dtype=torch.int64)
         return sums
 
     def add_batch(self, sums: dict[str, torch.Tensor], plan: AttributionPlan, scoring: ScoringPlan,
@@ -161,7 +166,7 @@ class Attributor:
             sums[GROUP_TOKENS_KEY].index_add_(0, at, tokens)
             sums[GROUP_NLL_KEY].index_add_(0, at, nll)
         for (kind, layer), values in found.effects.items():
-            fixed = torch.from_numpy(artifact.to_fixed(values.numpy()))  # [B, I]
+            fixed = torch.from_numpy(artifact.to_fixed(values.numpy()))  # [B, I] ([B, E, I] for expert neurons)
             sums[count_key(kind, category, layer)] += fixed.sum(0)
             if grouped:
                 sums[group_key(kind, layer)].index_add_(0, at, fixed)
