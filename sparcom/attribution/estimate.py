@@ -39,8 +39,8 @@ from sparcom.causal.scoring import ScoringBatch
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE
 from sparcom.models.logits import logits_at
-from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, CallPlan, call_plan
-from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite
+from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, CallPlan, activation_module, call_plan
+from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, NeuronSite, site_shape
 
 #: The replacement values a deactivation writes: zero, or each neuron's mean activation.
 REPLACEMENTS: tuple[str, ...] = ("zero", "mean")
@@ -77,10 +77,9 @@ class Replacement:
         for (kind, layer), site in sites.items():
             if kind == "expert":
                 continue
-            value = self.values.get((kind, layer))
-            if value is None or value.shape != site_shape(kind, site):
+            value, shape = self.values.get((kind, layer)), site_shape(kind, site)
+            if value is None or value.shape != shape:
                 found = "none" if value is None else f"shape {value.shape}"
-                shape = site_shape(kind, site)
                 size = f"{shape[0]}" if len(shape) == 1 else "×".join(map(str, shape))
                 raise SparcomError(f"mean replacement: {kind} layer {layer} needs {size} mean activations, "
                                    f"found {found}; take the means from a profile of this model")
@@ -95,14 +94,6 @@ class Replacement:
 Site = NeuronSite | MoeSite
 
 
-def site_shape(kind: str, site: Site) -> tuple[int, ...]:
-    """The estimates' shape at one site: an activation module's neurons [I], a MoE layer's experts [E], or its
-    expert neurons [E, I_e] (the counts' shapes)."""
-    if kind == "expert_neuron":
-        return (site.layout.num_experts, site.layout.width)
-    return (site.num_experts,) if isinstance(site, MoeSite) else (site.width,)
-
-
 def attributed_sites(sites: ModelSites, kinds: tuple[str, ...] = ATTRIBUTED_KINDS) -> dict[tuple[str, int], Site]:
     """The sites of ``kinds`` in layer order: (kind, layer) → site (of the model's one site map)."""
     unknown = [k for k in kinds if k not in ATTRIBUTED_KINDS]
@@ -110,13 +101,7 @@ def attributed_sites(sites: ModelSites, kinds: tuple[str, ...] = ATTRIBUTED_KIND
         raise SparcomError(f"attribution covers {', '.join(ATTRIBUTED_KINDS)}; {', '.join(unknown)} cannot be "
                            "attributed yet")
     return {(kind, layer): site for kind in kinds for layer, site in sorted(sites.sites_of(kind).items())
-            if kind != "expert_neuron" or has_activation_module(site)}
-
-
-def has_activation_module(site: MoeSite) -> bool:
-    """Expert neurons are attributed where the experts compute A in an activation module the pass can hook (not,
-    e.g., gpt-oss's clamped SwiGLU, written inline)."""
-    return site.layout.activation == "act_fn" and isinstance(getattr(site.experts, "act_fn", None), nn.Module)
+            if kind != "expert_neuron" or activation_module(site.experts, site.layout) is not None}
 
 
 @contextmanager
@@ -232,7 +217,8 @@ def _expert_neuron_hooks(key: tuple[str, int], site: MoeSite, replacement: Repla
     """Hooks that add Σ ∂NLL/∂A · (r − A) per (row, expert, neuron) over the pairs routed to each expert: a pre-hook
     on the experts (their routing and call plan) and a forward hook on their activation module (each call)."""
     experts, layout = site.experts, site.layout
-    if layout.activation != "act_fn" or not isinstance(getattr(experts, "act_fn", None), nn.Module):
+    act_module = activation_module(experts, layout)
+    if act_module is None:
         raise SparcomError(f"layer {key[1]}: {type(experts).__name__} has no activation module; its expert neurons "
                            "cannot be attributed")
     num, width = layout.num_experts, layout.width
@@ -281,7 +267,7 @@ def _expert_neuron_hooks(key: tuple[str, int], site: MoeSite, replacement: Repla
     def post(module: nn.Module, args, output) -> None:
         state.clear()
 
-    return [experts.register_forward_pre_hook(pre, with_kwargs=True), experts.act_fn.register_forward_hook(act),
+    return [experts.register_forward_pre_hook(pre, with_kwargs=True), act_module.register_forward_hook(act),
             experts.register_forward_hook(post)]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sparcom.artifacts import attribution as artifact
-from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects, site_shape
+from sparcom.attribution.estimate import Replacement, attributed_sites, batch_effects
 from sparcom.attribution.settings import AttributionSettings
 from sparcom.causal.nll import ScoredExample, encode_scored
 from sparcom.causal.scoring import ScoringPlan
@@ -138,14 +138,14 @@ class Attributor:
         for category in plan.categories:
             for key in (tokens_key(category), instructions_key(category), artifact.nll_key(category)):
                 sums[key] = torch.zeros((), dtype=torch.int64)
-            for (kind, layer), site in self.targets.items():
-                sums[count_key(kind, category, layer)] = torch.zeros(site_shape(kind, site), dtype=torch.int64)
+            for kind, layer in self.targets:
+                sums[count_key(kind, category, layer)] = torch.zeros(self.sites.shape(kind, layer), dtype=torch.int64)
         if self.settings.group_by == "instruction":
             rows = len(plan.rows)
             sums[GROUP_TOKENS_KEY] = torch.zeros(rows, dtype=torch.int64)
             sums[GROUP_NLL_KEY] = torch.zeros(rows, dtype=torch.int64)
-            for (kind, layer), site in self.targets.items():
-                sums[group_key(kind, layer)] = torch.zeros(rows, *site_shape(kind, site), dtype=torch.int64)
+            for kind, layer in self.targets:
+                sums[group_key(kind, layer)] = torch.zeros(rows, *self.sites.shape(kind, layer), dtype=torch.int64)
         return sums
 
     def add_batch(self, sums: dict[str, torch.Tensor], plan: AttributionPlan, scoring: ScoringPlan,

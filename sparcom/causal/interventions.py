@@ -30,6 +30,7 @@ from sparcom.causal.settings import EXPERT_REMOVAL
 from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE, KINDS, Kind
+from sparcom.models.moe import activation_module
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, PerDevice, ShadowAttribute, model_sites
 
 
@@ -172,7 +173,8 @@ def _mean_expert_neurons(site: MoeSite, pairs: np.ndarray, means: np.ndarray) ->
     neuron) pairs by their means on the rows routed to that expert; the rows' experts follow from the call's
     ``top_k_index`` and the implementation that runs (each call's row count is checked)."""
     experts, layout = site.experts, site.layout
-    if layout.activation != "act_fn" or not isinstance(getattr(experts, "act_fn", None), nn.Module):
+    act_module = activation_module(experts, layout)
+    if act_module is None:
         raise SparcomError(f"layer {site.layer}: {type(experts).__name__} has no activation module, so its expert "
                            "neurons cannot be mean-ablated; use --intervention zero")
     mask = np.zeros((layout.num_experts + 1, layout.width), dtype=bool)  # row E: invalid expert ids, never patched
@@ -210,7 +212,7 @@ def _mean_expert_neurons(site: MoeSite, pairs: np.ndarray, means: np.ndarray) ->
                                "zero)")
 
     handles = [experts.register_forward_pre_hook(pre, with_kwargs=True, prepend=True),
-               experts.act_fn.register_forward_hook(act, prepend=True), experts.register_forward_hook(post)]
+               act_module.register_forward_hook(act, prepend=True), experts.register_forward_hook(post)]
 
     def remove() -> None:
         for handle in handles:

@@ -130,6 +130,13 @@ def expert_activation(
     return activate(experts, layout, gate)
 
 
+def activation_module(experts: nn.Module, layout: ExpertsLayout) -> nn.Module | None:
+    """The module that computes the experts' A (``act_fn``), which hooks can observe or patch; None where the family
+    writes its activation inline (gpt-oss's clamped SwiGLU)."""
+    module = getattr(experts, "act_fn", None)
+    return module if layout.activation == "act_fn" and isinstance(module, nn.Module) else None
+
+
 #: Experts implementations whose activation calls follow a known plan (:func:`call_plan`).
 PLANNED_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "batched_mm", "grouped_mm")
 

@@ -96,6 +96,14 @@ class MoeSite:
         return self.layout.width
 
 
+def site_shape(kind: str, site: NeuronSite | MoeSite) -> tuple[int, ...]:
+    """The count (and mask) shape of ``kind`` at ``site``: an activation site's neurons [I]; a MoE layer's experts
+    [E], or experts × neurons [E, I_e] for a 2-D kind."""
+    if isinstance(site, NeuronSite):
+        return (site.width,)
+    return (site.num_experts, site.width)[:kind_of(kind).ndim]
+
+
 @dataclass(frozen=True)
 class ModelSites:
     """Every site of one model, by decoder layer (dicts in layer order)."""
@@ -119,11 +127,7 @@ class ModelSites:
         """The count (and mask) shape of ``kind`` at ``layer``, or None when the layer has no such part: an
         activation site's neurons [I]; a MoE layer's experts [E], or experts × neurons [E, I_e] for a 2-D kind."""
         site = self.site(kind, layer)
-        if site is None:
-            return None
-        if isinstance(site, NeuronSite):
-            return (site.width,)
-        return (site.num_experts, site.width)[:kind_of(kind).ndim]
+        return None if site is None else site_shape(kind, site)
 
     def shapes(self, kinds: tuple[str, ...] | None = None) -> dict[str, dict[int, tuple[int, ...]]]:
         """``{kind: {layer: shape}}`` for every kind the model has (or those of ``kinds``)."""

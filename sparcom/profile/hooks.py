@@ -20,7 +20,14 @@ from torch import nn
 
 from sparcom.errors import SparcomError
 from sparcom.kinds import bootstrap_key, count_key, group_key, sum_key
-from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, activate, call_plan, expert_activation, gate_of_pairs
+from sparcom.models.moe import (
+    PLANNED_IMPLEMENTATIONS,
+    activate,
+    activation_module,
+    call_plan,
+    expert_activation,
+    gate_of_pairs,
+)
 from sparcom.models.sites import ExpertsCall, MoeSite, PerDevice, ShadowAttribute
 from sparcom.profile.counters import CountStore
 
@@ -353,8 +360,9 @@ class ExpertCounter:
 
     def _capture_point(self):
         experts, layout = self.experts, self.layout
-        if layout.activation == "act_fn" and isinstance(getattr(experts, "act_fn", None), nn.Module):
-            return experts.act_fn.register_forward_hook(lambda module, args, output: self._captured(args[0], output))
+        module = activation_module(experts, layout)
+        if module is not None:
+            return module.register_forward_hook(lambda module, args, output: self._captured(args[0], output))
         original = getattr(experts, "_apply_gate", None)
         if original is None:
             return None
