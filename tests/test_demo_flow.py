@@ -91,6 +91,7 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     accuracy = validity["neuron"]["headline"]["set_score"]["accuracy"]
     assert f"| smollm2-135m-instruct | neuron | paper | {100 * accuracy:.1f}%" in summary
     assert "| smollm2-135m-moe | expert | recommended |" in summary
+    assert "drawn from whole frequency bins" in summary  # how validity's matched sets are drawn (not near misses)
     # The profiled subset keeps both sources of every category, so cross-source agreement is measured.
     headline = validity["neuron"]["headline"]
     # (summary.json writes NaN as null, so "measured" is a finite number there)

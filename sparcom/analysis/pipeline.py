@@ -303,6 +303,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
     categories = run.categories
     analyses, evidence, scores, notes, nulls, probing = {}, {}, {}, [], {}, {}
     attribution, selected = _attribution_kinds(run, rule, _select_kinds(run, kinds), resamples, notes)
+    probed = (_probed_attribution(run, rule, attribution) if settings.probing and settings.enabled and per_instruction
+              else None)
     for kind in selected:
         freqs = kind_frequencies(run.counts, categories, kind)
         effects = rule_effects(run, attribution, kind) if attribution is not None else None
@@ -330,7 +332,8 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                 nulls[kind] = claim_nulls(groups, rule, run_groups(reference, kind) if reference else None,
                                           settings.folds, settings.random_sets, settings.seed)
         if settings.probing and per_instruction and groups is not None and settings.enabled:
-            probing[kind] = _probing(groups, settings, token_bags, notes, _probed_effects(run, rule, kind))
+            estimated = probed is not None and kind in probed.manifest.get("kinds", [])
+            probing[kind] = _probing(groups, settings, token_bags, notes, probed if estimated else None)
         if kind not in scores:
             moments = groups.moments if groups is not None and per_instruction else None
             scores[kind] = specificity(freqs.p, categories, moments)
@@ -344,13 +347,12 @@ def identify(run: ProfileRun, rule: SelectionRule | None = None, kinds: list[str
                           {k: v for k, v in probing.items() if v is not None})
 
 
-def _probed_effects(run: ProfileRun, rule: SelectionRule, kind: str) -> AttributionRun | None:
-    """The attribution run whose effects the probing curves rank too (``--attribution``, whatever the rule), if it
-    estimated ``kind``."""
-    if not rule.attribution:
-        return None
-    attribution = checked_attribution(rule.attribution, run)
-    return attribution if kind in attribution.manifest.get("kinds", []) else None
+def _probed_attribution(run: ProfileRun, rule: SelectionRule, loaded: AttributionRun | None) -> AttributionRun | None:
+    """The attribution run whose effects the probing curves rank too (``--attribution``, whatever the rule), read
+    once: the one the rule already loaded, if it did."""
+    if loaded is not None or not rule.attribution:
+        return loaded
+    return checked_attribution(rule.attribution, run)
 
 
 def _probing(groups: GroupCounts, settings: ValiditySettings, token_bags, notes: list[str],

@@ -109,8 +109,8 @@ def validity_section(where: Layout, order: list[str]) -> list[str]:
              "(why: docs/analysis.md, \"Which rule\"). Held-out decoding: 5-fold over instructions (stratified by "
              "category and source); sets selected on the training folds; the set-score decoder assigns a held-out "
              "instruction to the category whose set has the highest mean standardised frequency, the centroid "
-             "decoder uses the union of the sets. Random: sets of the same per-layer shape / near misses matched on "
-             "layer and pooled activation frequency, the sets' own members excluded (mean and empirical p of each). "
+             "decoder uses the union of the sets. Random: sets of the same per-layer shape / sets matched on layer and "
+             "pooled activation frequency, drawn from whole frequency bins (mean and empirical p of each). "
              "Stability: mean Jaccard of each category's set across folds. Cross-source: Jaccard of sets selected "
              "on the AI-written vs human-written halves, same category vs different categories.", "",
              "| model | kind | rule | set-score acc [95% CI] | random: shape / matched | p: shape / matched | "
@@ -222,6 +222,8 @@ def causal_section(where: Layout, order: list[str]) -> list[str]:
 
 
 def _tests_table(tests: list[TestRow]) -> list[str]:
+    reasons = shared_reasons(tests, category_label)
+
     def interval(c) -> str:
         return f"{c.excess:+.3f} [{c.excess_low:+.3f}, {c.excess_high:+.3f}]"
 
@@ -230,8 +232,7 @@ def _tests_table(tests: list[TestRow]) -> list[str]:
             *(f"| {category_label(t.ablated)} | {interval(t.damage)} | {_num(t.damage.p_holm, '.2g')} | "
               f"{interval(t.specificity)} | {_num(t.specificity.p_holm, '.2g')} | {t.damage.test} | "
               f"{outcomes_text(t)} |" for t in tests),
-            *(["", "Why not decided:", *(f"- {reason}" for reason in shared_reasons(tests, category_label))]
-              if shared_reasons(tests, category_label) else [])]
+            *(["", "Why not decided:", *(f"- {reason}" for reason in reasons)] if reasons else [])]
 
 
 def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
