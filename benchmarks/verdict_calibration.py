@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sparcom.artifacts.causal import Outcome
-from sparcom.causal.statistics import category_members, contrasts, decide, pooled_cells
+from sparcom.causal.statistics import category_members, contrasts, decide, pooled_cells, settled_after
 from sparcom.stats import empirical_p, holm, random_sets_needed, significant
 
 CATS = ["cls", "code", "qa", "gen", "math", "sum"]
@@ -222,6 +222,50 @@ def sizing(runs: int, seed: int) -> list[dict]:
     return out
 
 
+def decisions(tests, claims) -> tuple:
+    """Everything a check stores as a decision: per category both outcomes and reasons, per claim its verdict."""
+    return (tuple((t.ablated, t.decision.verdict, t.decision.damage, t.decision.specificity, t.decision.damage_reason,
+                   t.decision.specificity_reason) for t in tests),
+            tuple((c.outcome, c.holding, None if c.pooled is None else (c.pooled.outcome, c.pooled.reason))
+                  for c in claims.values()))
+
+
+def stopping(runs: int, seed: int, quick: bool) -> list[dict]:
+    """``--stop-when-decided``: per scenario, how many random draws a check runs before no further draw can change
+    a decision (``settled_after`` after each draw, the causal check's rule), and whether the decisions then made
+    (``decide`` on the draws run, ``planned`` = R) differ from those of all R draws — they must never."""
+    cases = [Scenario("a strong non-specific", "strong-flat"), Scenario("b one more random set", "exchangeable"),
+             Scenario("b one more random set", "exchangeable", law="mixture"),
+             Scenario("d critical for these rows only", "uneven"),
+             Scenario("specific", "specific", effect=0.25), Scenario("critical", "critical", effect=0.1)]
+    cases += [replace(c, random_sets=239) for c in cases[:2]] if not quick else []
+    out = []
+    for i, s in enumerate(cases):
+        rng = np.random.default_rng(seed + 100 * i)
+        drawn, differ = [], 0
+        for _ in range(runs):
+            base, selected, random, tokens, labels = simulate(s, rng)
+            r = s.random_sets
+            n = next((k for k in range(1, r) if settled_after(base, selected, random[:, :k], tokens, labels, CATS,
+                                                              CATS, planned=r)), r)
+            drawn.append(n)
+            if n < r:
+                early = decide(base, selected, random[:, :n], tokens, labels, CATS, CATS, planned=r)
+                differ += decisions(*early) != decisions(*decide(base, selected, random, tokens, labels, CATS, CATS))
+        d = np.asarray(drawn, dtype=np.float64)
+        out.append({"scenario": s.name, "law": s.law, "effect": s.effect, "rows": s.rows, "random_sets": s.random_sets,
+                    "runs": runs, "stopped_early": float((d < s.random_sets).mean()), "mean_drawn": float(d.mean()),
+                    "share_of_conditions": float((1 + d.mean()) / (1 + s.random_sets)), "decisions_differ": differ})
+    return out
+
+
+def print_stopping(rows: list[dict]) -> None:
+    print(f"{'scenario':<58} {'stopped early':>13} {'mean draws':>10} {'conditions':>10} {'differ':>6}")
+    for row in rows:
+        print(f"{label(row):<58} {row['stopped_early']:>13.2f} {row['mean_drawn']:>10.1f} "
+              f"{row['share_of_conditions']:>10.2f} {row['decisions_differ']:>6}")
+
+
 def label(row: dict) -> str:
     extra = f" {row['law']}" if row["law"] != "normal" else ""
     extra += f" δ={row['effect']:g}" if row["effect"] else ""
@@ -266,17 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizing-runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the table as a JSON list of rows")
-    parser.add_argument("--part", choices=("all", "table", "sizing"), default="all",
+    parser.add_argument("--part", choices=("all", "table", "sizing", "stopping"), default="all",
                         help="only the calibration table or only the sizing (to run them side by side)")
     args = parser.parse_args(argv)
     runs = args.runs or (200 if args.quick else 1000)
     start = time.perf_counter()
     rows = []
-    for i, s in enumerate(scenarios(args.quick) if args.part != "sizing" else []):
+    for i, s in enumerate(scenarios(args.quick) if args.part in ("all", "table") else []):
         rows += run(s, runs, args.seed + 1000 * i)
         print(f"{label(rows[-1])}: done", file=sys.stderr, flush=True)
     print_table(rows)
-    if not args.quick and args.part != "table":
+    stop_rows = []
+    if args.part in ("all", "stopping"):
+        stop_rows = stopping(min(runs, 40) if args.quick else runs, args.seed + 5, args.quick)
+        print("\nStopping when decided (--stop-when-decided): draws run and decisions that differ from all R:")
+        print_stopping(stop_rows)
+    if not args.quick and args.part in ("all", "sizing"):
         size_rows = sizing(args.sizing_runs, args.seed + 7)
         print("\nPower of the new rule for a specific set (per category, specificity):")
         print_table(size_rows)
@@ -284,8 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(rows + [{"part": "stopping", **r} for r in stop_rows], f, indent=1)
     problems = check(rows) if args.part == "all" else []
+    problems += [f"a stopped check decided otherwise than all R draws: {label(r)} ({r['decisions_differ']} data sets)"
+                 for r in stop_rows if r["decisions_differ"]]
     for p in problems:
         print(f"FAIL: {p}", file=sys.stderr)
     return 1 if problems else 0

@@ -395,8 +395,13 @@ def test_calibration_benchmark_quick_run(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--runs", "120", "--json", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    everything = json.loads(out.read_text())
+    rows = [r for r in everything if r.get("part") != "stopping"]
+    stopped = [r for r in everything if r.get("part") == "stopping"]
     assert rows and all({"scenario", "null", "rejection_rate", "runs"} <= set(r) for r in rows)
+    # stopping when decided never changes a decision, and saves draws under the nulls of both claims
+    assert stopped and all(r["decisions_differ"] == 0 for r in stopped)
+    assert all(r["mean_drawn"] < 10 for r in stopped if r["scenario"].startswith("b "))
     new_nulls = [r for r in rows if r["rule"] == "new" and r["null"]]
     assert new_nulls and all(r["rejection_rate"] <= 0.05 + 3 * max(r["mc_se"], 0.01) for r in new_nulls)
     old_a = [r for r in rows if r["rule"] == "old claims" and r["claim"] == "specificity"

@@ -73,11 +73,16 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     for model, claims_of in stored.items():
         shown = [re.findall(r"\*\*(.+?)\*\*", line)[-1] for line in table if line.startswith(f"| {model} (")]
         assert [v.split(" (")[0] for v in shown] == [c["verdict"] for c in claims_of], model
-    # The quick demo checks SmolLM2 and the MoE causally; the Gemma pair says why its causal rows are missing.
-    gemma_causal = [line for line in table if line.startswith("| gemma-3-270m-base") and "critical role" in line]
-    assert "make demo-full" in gemma_causal[0] and "not measured" in gemma_causal[0]
-    smol_causal = [line for line in table if line.startswith("| smollm2-135m-instruct") and "specificity" in line]
-    assert "not measured" not in smol_causal[0]
+    # The quick demo checks the three dense models causally, each stopped once decided; the MoE says why its
+    # causal rows are missing.
+    for model in ("smollm2-135m-instruct", "gemma-3-270m-base", "gemma-3-270m-tuned"):
+        rows_of = [line for line in table if line.startswith(f"| {model} ") and ("critical role" in line
+                                                                                  or "specificity" in line)]
+        assert len(rows_of) == 2 and not any("not measured" in line for line in rows_of), model
+        assert all("decided at 3 random sets, stopped after 1 drawn" in line for line in rows_of), rows_of
+    moe_causal = [line for line in table if line.startswith("| smollm2-135m-moe") and "critical role" in line]
+    assert "make demo-full" in moe_causal[0] and "not measured" in moe_causal[0]
+    assert "Stopping when decided" in claims
     # The causal tables show each claim's outcome; a reason shared by several categories is written once below.
     causal = summary.split("| set of | damage")[1].split("\n### ")[0].split("\n## ")[0]
     rows = [line for line in causal.splitlines() if line.startswith("| ") and "---" not in line]

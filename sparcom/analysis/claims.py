@@ -142,8 +142,10 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
         return [not_measured(name, f"no tests for target {target!r} in the causal check")
                 for name, _, _ in CAUSAL_CLAIMS]
     stats = found.statistics
-    return causal_from_decisions(found.tests, stats.claims, target, stats.level,
-                                 {"intervention": found.intervention, "control": found.control})
+    how = {"intervention": found.intervention, "control": found.control}
+    if stats.stopped_early:
+        how["planned_random_sets"] = stats.planned_random_sets
+    return causal_from_decisions(found.tests, stats.claims, target, stats.level, how)
 
 
 #: A stored claim outcome ("holds", "partly (k of K categories)", …) → the claims table's verdict.

@@ -269,13 +269,21 @@ class TargetTests:
     #: Critical role and specificity over the target's categories, as decided (keys "damage", "specificity").
     claims: dict[str, ClaimDecision]
     rule: str
+    #: The random sets planned, when the check stopped after ``random_sets`` once no draw could change a decision
+    #: (``--stop-when-decided``; the decisions are those of the planned number). None: all were drawn.
+    planned_random_sets: int | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.planned_random_sets is not None and self.planned_random_sets > self.random_sets
 
     @classmethod
     def read(cls, f: Fields) -> TargetTests:
         boot, power = f.obj("bootstrap"), f.obj("power")
         return cls(f.integer("random_sets"), f.counts("rows"), boot.integer("replicates"), boot.number("level"),
                    power.number("alpha"), [TestRow.read(t) for t in f.items("tests")],
-                   f.mapping("claims", lambda g, name: ClaimDecision.read(g.obj(name))), f.text("rule"))
+                   f.mapping("claims", lambda g, name: ClaimDecision.read(g.obj(name))), f.text("rule"),
+                   f.opt_integer("planned_random_sets"))
 
 
 #: How each control's random sets are matched, in words (the report and SUMMARY.md name it beside every number).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,12 +32,12 @@ from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
 from sparcom.causal.interventions import AblationStats, InterventionReference
 from sparcom.causal.nll import category_means
-from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
+from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, is_main_draw, plan_digest, set_size
 from sparcom.causal.reference import intervention_reference, read_means
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
 from sparcom.causal.spread import my_conditions, run_shared
-from sparcom.causal.statistics import causal_statistics
+from sparcom.causal.statistics import causal_statistics, settled_after
 from sparcom.data.formatting import pad_token_id
 from sparcom.data.schema import category_label
 from sparcom.distributed import Ranks, join, load_for_rank
@@ -102,22 +102,43 @@ class _Evaluator:
             self.store.save_texts(key, value)
 
 
-def run_plan(plan: Plan, evaluator: _Evaluator, ranks: Ranks) -> dict[ConditionKey, Any]:
+def run_plan(plan: Plan, evaluator: _Evaluator, ranks: Ranks,
+             settled: Callable[[Mapping[ConditionKey, Any], int], bool] | None = None) -> dict[ConditionKey, Any]:
     """Every condition's result on every rank: the checkpoint's finished conditions read (rank 0) and sent, the rest
-    computed, each by one rank (:mod:`sparcom.causal.spread`); rank 0 keeps what the other ranks computed."""
+    computed, each by one rank (:mod:`sparcom.causal.spread`); rank 0 keeps what the other ranks computed.
+
+    With ``settled`` (``--stop-when-decided``) the plan runs in its stages (:meth:`Plan.stages`), and after draw
+    d the run stops when ``settled(results, d + 1)``: every rank holds the same results, so all stop together."""
     with ranks.step("reading the check's checkpoint"):
         stored = evaluator.stored(plan)
     stored = ranks.broadcast(stored if ranks.is_main else None, "sending the checkpoint's finished conditions")
-    todo = [c for c in plan if c.key not in stored]
     results = dict(stored)
-    results.update(zip([c.key for c in todo], run_shared(todo, evaluator.run, ranks), strict=True))
-    mine = {todo[i].key for i in my_conditions(len(todo), ranks)}
-    for condition in plan:
-        if condition.key not in mine:  # read from the checkpoint, or computed by another rank
-            evaluator.bar.advance(evaluator.task, condition.batches)
-            if condition.key not in stored:
-                evaluator.keep(condition, results[condition.key])
+    stages = plan.stages() if settled is not None else [list(plan)]
+    for index, stage in enumerate(stages):
+        todo = [c for c in stage if c.key not in stored]
+        results.update(zip([c.key for c in todo], run_shared(todo, evaluator.run, ranks), strict=True))
+        mine = {todo[i].key for i in my_conditions(len(todo), ranks)}
+        for condition in stage:
+            if condition.key not in mine:  # read from the checkpoint, or computed by another rank
+                evaluator.bar.advance(evaluator.task, condition.batches)
+                if condition.key not in stored:
+                    evaluator.keep(condition, results[condition.key])
+        if settled is not None and index and index < len(stages) - 1 and settled(results, index):
+            done = sum(c.batches for stage in stages[:index + 1] for c in stage)
+            evaluator.bar.update(evaluator.task, total=done, description=f"settled after {index} draws")
+            break
     return results
+
+
+def drawn(results: Mapping[ConditionKey, Any], plan: Plan, seeds: int) -> int:
+    """How many of the ``seeds`` draws every main random condition of the plan has a result for (all of them,
+    unless the check stopped once settled)."""
+    present = [0] * (seeds + 1)
+    for condition in plan:
+        if is_main_draw(condition.key) and condition.key in results:
+            present[condition.key.draw] += 1
+    needed = sum(1 for c in plan if is_main_draw(c.key) and c.key.draw == 0)
+    return next((d for d in range(seeds) if present[d] < needed), seeds)
 
 
 # ------------------------------------------------------------------------------------------- assemble
@@ -146,15 +167,14 @@ def result_name(target: str, intervention: str, settings: CausalSettings) -> str
     return target if intervention == settings.interventions[0] else f"{target}@{intervention}"
 
 
-def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, results: Mapping[ConditionKey, Any],
-                   base: np.ndarray, per_example: dict[str, np.ndarray], intervention: str, control: str = "shape",
-                   matching: Sequence[MatchRow] = ()) -> TargetResult:
-    """One target under one intervention and one control: per-row NLL sums with each category's set deactivated
-    and with each of its random sets of that control (per fold when cross-fitting, pooled over the folds), the ΔNLL
-    matrices and the paired statistics against that control's sets alone."""
-    label = result_name(name, intervention, settings)
-    a_count, seeds = len(inputs.categories), settings.seeds
-    selected, random = np.tile(base, (a_count, 1)), np.tile(base, (a_count, seeds, 1))
+def _row_sums(inputs: CheckInputs, name: str, results: Mapping[ConditionKey, Any], base: np.ndarray,
+              intervention: str, control: str, draws: int) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]],
+                                                                     dict[str, AblationStats]]:
+    """Per-row NLL sums of one target under one intervention and control: with each category's set deactivated
+    [A, n] and with its first ``draws`` random sets [A, draws, n] (per fold when cross-fitting); each set's sizes
+    per fold and its ablation counters."""
+    a_count = len(inputs.categories)
+    selected, random = np.tile(base, (a_count, 1)), np.tile(base, (a_count, draws, 1))
     stats: dict[str, AblationStats] = {}
     sizes: dict[str, list[int]] = {}
     for a, category in enumerate(inputs.categories):
@@ -168,9 +188,24 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
             total.fallback_tokens += counters.get("fallback_tokens", 0)
             total.removed_slots += counters.get("removed_slots", 0)
             total.routed_slots += counters.get("routed_slots", 0)
-            for s in range(seeds):
+            for s in range(draws):
                 random[a, s, fold.rows] = results[dataclasses.replace(key, role="random", draw=s,
                                                                       control=control)][0]
+    return selected, random, sizes, stats
+
+
+def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, results: Mapping[ConditionKey, Any],
+                   base: np.ndarray, per_example: dict[str, np.ndarray], intervention: str, control: str = "shape",
+                   matching: Sequence[MatchRow] = (), draws: int | None = None) -> TargetResult:
+    """One target under one intervention and one control: per-row NLL sums with each category's set deactivated
+    and with each of its random sets of that control (per fold when cross-fitting, pooled over the folds), the ΔNLL
+    matrices and the paired statistics against that control's sets alone. ``draws``: the random sets run, when
+    the check stopped once settled (the decisions are judged at ``settings.seeds``)."""
+    label = result_name(name, intervention, settings)
+    seeds = settings.seeds if draws is None else draws
+    a_count = len(inputs.categories)
+    selected, random, sizes, stats = _row_sums(inputs, name, results, base, intervention, control, seeds)
+    for a, category in enumerate(inputs.categories):
         if any(sizes[category]):
             per_example[f"{label}:{category}"] = selected[a]
     base_vector = _category_vector(inputs, base)
@@ -183,7 +218,7 @@ def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, res
     statistics = causal_statistics(
         base, selected, random, inputs.counts, [e.category for e in inputs.examples], inputs.categories,
         inputs.evaluated, set_sizes=[set_size(sizes[c]) for c in inputs.categories], target=label,
-        replicates=settings.replicates, seed=settings.seed)
+        replicates=settings.replicates, seed=settings.seed, planned=settings.seeds)
     return TargetResult(label, inputs.targets[name], list(inputs.categories), inputs.evaluated, inputs.sets[name],
                         nll, nll - base_vector[None, :], random_delta, stats, selected, random, statistics,
                         fold_sizes=sizes if inputs.crossfit is not None else None, intervention=intervention,
@@ -215,21 +250,54 @@ def _accuracy(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results
     return accuracy, generations
 
 
-def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results: Mapping[ConditionKey, Any],
-             checks: list[ans.Check], matches: Sequence[MatchRow] | None = None) -> Assembled:
-    """The check's per-row arrays, target results (with their statistics) and accuracy rows, from the results of
-    the plan's conditions."""
+def _base_sums(inputs: CheckInputs, results: Mapping[ConditionKey, Any]) -> np.ndarray:
+    """Per-row NLL sums of the unablated model (each fold's rows from its own pass)."""
     base = np.zeros(len(inputs.examples))
     for fold in inputs.folds:
         base[fold.rows] = results[ConditionKey("nll", "unablated", fold=fold.index)][0]
+    return base
+
+
+def settled_check(inputs: CheckInputs, settings: CausalSettings) -> Callable[[Mapping[ConditionKey, Any], int], bool]:
+    """The stopping rule of ``--stop-when-decided``: after the first ``draws`` random sets of every selected set,
+    whether every decision of every target, intervention and control is already the one all ``settings.seeds``
+    would give (:func:`sparcom.causal.statistics.settled_after`, on the arrays :func:`_target_result` decides on)."""
+    labels = [e.category for e in inputs.examples]
+
+    def settled(results: Mapping[ConditionKey, Any], draws: int) -> bool:
+        base = _base_sums(inputs, results)
+        for name in inputs.targets:
+            for intervention in settings.interventions:
+                for control in settings.controls:
+                    selected, random, sizes, _ = _row_sums(inputs, name, results, base, intervention, control, draws)
+                    if not settled_after(base, selected, random, inputs.counts, labels, inputs.categories,
+                                         inputs.evaluated, planned=settings.seeds,
+                                         set_sizes=[set_size(sizes[c]) for c in inputs.categories]):
+                        return False
+        return True
+
+    return settled
+
+
+def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results: Mapping[ConditionKey, Any],
+             checks: list[ans.Check], matches: Sequence[MatchRow] | None = None) -> Assembled:
+    """The check's per-row arrays, target results (with their statistics) and accuracy rows, from the results of
+    the plan's conditions (the random sets drawn: all, unless the check stopped once settled)."""
+    base = _base_sums(inputs, results)
     for target, category, fold in plan.empty:
         where = "" if fold is None else f" in fold {fold}"
         inputs.notes.append(f"{target}: the {category_label(category)} set is empty{where}; its rows are unchanged "
                             "by definition")
     per_example = {"none": base}
+    draws = drawn(results, plan, settings.seeds)
+    if draws < settings.seeds:
+        inputs.notes.append(f"stopped after {draws} of {settings.seeds} random sets per set (--stop-when-decided): no "
+                            "further draw could change any decision, so every decision is the one all "
+                            f"{settings.seeds} would give; the random means, spreads and p-values rest on the "
+                            f"{draws} drawn (docs/causal.md, 'Stopping when decided')")
     controls = {control: {result_name(name, intervention, settings): _target_result(
         inputs, settings, name, results, base, per_example, intervention, control,
-        [m for m in (matches or []) if (m.target, m.control) == (name, control)])
+        [m for m in (matches or []) if (m.target, m.control) == (name, control)], draws)
         for name in inputs.targets for intervention in settings.interventions} for control in settings.controls}
     return Assembled(base, controls[settings.controls[0]], controls, per_example,
                      *_accuracy(inputs, settings, plan, results, checks))
@@ -388,7 +456,8 @@ def causal_check(
     try:
         with bar:
             task = bar.add_task("baseline", total=plan.batches())
-            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store, reference), ranks)
+            results = run_plan(plan, _Evaluator(inputs, settings, prompts, bar, task, store, reference), ranks,
+                               settled_check(inputs, settings) if settings.stop_when_decided else None)
     finally:
         if store is not None:
             store.release()

@@ -164,16 +164,19 @@ def untestable(claim: str, size: int | float | None, own: int, r: int, categorie
 
 
 def pooled_test(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
-                members: Sequence[np.ndarray], own: np.ndarray, tested: np.ndarray, alpha: float) -> PooledTest:
+                members: Sequence[np.ndarray], own: np.ndarray, tested: np.ndarray, alpha: float,
+                planned: int | None = None) -> PooledTest:
     """The claim's one test over the ``tested`` ablated categories together (the first step of the sequence).
 
     x̄_S = mean_i x_S,i and x̄_r = mean_i x_r,i over the tested categories i (random draw r of each: independent,
     so the x̄_r are draws of x̄_S's null); its row standard error is the delta-method variance of the mean of the
     token-pooled cells, with row i of category c weighing Σ_a w_ac e_ai / m (:func:`row_variance` on those
-    pooled rows); the p is :func:`row_aware_p`.
+    pooled rows); the p is :func:`row_aware_p`. ``planned``: the random draws the check planned when it stopped
+    after fewer (:func:`settled`); the outcome is the one the planned draws would give.
     """
     idx = np.flatnonzero(tested)
     r = point[f"{claim}_random"].shape[-1]
+    planned = r if planned is None else planned
     m = idx.size
     if m == 0 or r == 0:
         reason = "not tested: no category could be tested" if m == 0 else "not tested: no random sets"
@@ -190,9 +193,9 @@ def pooled_test(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarra
     random = point[f"{claim}_random"][idx].mean(axis=0)
     se = np.sqrt(var)
     p = float(row_aware_p(np.array([observed]), random[None, :], se, df)[0])
-    result, reason = outcome(p, 1 / (1 + r), alpha)
+    result, reason = outcome(p, 1 / (1 + planned), alpha)
     if result is Outcome.NOT_ENOUGH:
-        reason += f" with {r} random sets (need R ≥ {random_sets_needed(1, alpha)}; more with row noise)"
+        reason += f" with {planned} random sets (need R ≥ {random_sets_needed(1, alpha)}; more with row noise)"
     elif result is Outcome.DOES_NOT_HOLD and bool((random < observed).all()):
         result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(p, r, 1, alpha)
     return PooledTest(observed, float(random.mean()), p, float(se[0]), float(df[0]), result, reason, m)
@@ -225,15 +228,18 @@ class ClaimTests:
 
 def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
                members: Sequence[np.ndarray], own: np.ndarray, sizes: Sequence[int | float | None],
-               alpha: float) -> ClaimTests:
+               alpha: float, planned: int | None = None) -> ClaimTests:
     """The fixed sequence of one claim for every ablated category of a target: the pooled test, then Holm over
     the tested categories (see the module).
 
     ``point``: the contrasts of :func:`sparcom.causal.statistics.contrasts` (``{claim}`` [A], ``{claim}_random``
     [A, R]); ``paired_rows`` [A, n]: per-row summed ΔNLL of S_c minus the random sets' mean on that row.
+    ``planned``: the draws a check stopped early had planned (:func:`settled`); what no p_holm could reach is
+    judged at the planned number, so a settled check decides as the full one would.
     """
     observed, rand = point[claim], point[f"{claim}_random"]
     a, r = observed.shape[0], rand.shape[-1]
+    planned = r if planned is None else planned
     var, df = row_variance(paired_rows, tokens, members, np.nan_to_num(claim_weights(claim, own, len(members))))
     se = np.sqrt(var)
     reasons = [untestable(claim, sizes[i], int(own[i]), r, len(members), float(se[i])) for i in range(a)]
@@ -241,15 +247,15 @@ def test_claim(claim: str, point: dict[str, np.ndarray], paired_rows: np.ndarray
     p = np.where(blocked, np.nan, row_aware_p(observed, rand, se, df))
     p_holm = holm(p)
     m = int(np.isfinite(p).sum())
-    best = min(1.0, m / (1 + r)) if m and r else float("nan")
+    best = min(1.0, m / (1 + planned)) if m and r else float("nan")
     absent = np.array([sizes[i] == 0 or own[i] < 0 for i in range(a)], dtype=bool)
     plain = np.where(absent, np.nan, empirical_p(observed, rand)) if r else np.full(a, np.nan)
-    pooled = pooled_test(claim, point, paired_rows, tokens, members, own, np.isfinite(p), alpha)
+    pooled = pooled_test(claim, point, paired_rows, tokens, members, own, np.isfinite(p), alpha, planned)
     outcomes, why = [], []
     for i in range(a):
         result, reason = outcome(float(p_holm[i]), best, alpha, reasons[i])
         if result is Outcome.NOT_ENOUGH and not reasons[i]:
-            reason += (f" with {r} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)}; "
+            reason += (f" with {planned} random sets and {m} tested categories (need R ≥ {random_sets_needed(m, alpha)}; "
                        "more with row noise)")
         elif result is Outcome.DOES_NOT_HOLD and plain[i] * (1 + r) <= 1 + 1e-9:
             result, reason = Outcome.NOT_ENOUGH, beyond_every_random_set(float(p[i]), r, m, alpha)
@@ -271,6 +277,46 @@ def beyond_every_random_set(p: float, r: int, m: int, alpha: float) -> str:
                 f"{m * p:.3g} after Holm over {m} categories (need about R ≥ {need} at this row noise)")
     return (f"its set beats all {r} random sets on these rows, but the row noise keeps p_holm above alpha for any "
             "number of random sets: more rows are needed")
+
+
+def _cannot_reach(observed: np.ndarray, random: np.ndarray, planned: int, alpha: float) -> np.ndarray:
+    """Per row of ``observed`` [k] and its drawn ``random`` [k, n]: no further draw can bring its row-aware p to α.
+
+    Each drawn value at or above the observed one adds at least 1/2 to the p's numerator, whatever the final row
+    standard error (P(t_ν ≥ u) ≥ 1/2 for u ≤ 0; 1 when SE = 0), so p over ``planned`` draws is at least
+    (1 + k/2) / (1 + planned) with k those draws. A NaN observed value cannot reach α either."""
+    above = (random >= observed[:, None]).sum(axis=1)
+    bound = (1 + above / 2) / (1 + planned)
+    return np.isnan(observed) | ~np.array([significant(float(b), alpha) for b in bound], dtype=bool)
+
+
+def settled(point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
+            members: Sequence[np.ndarray], own: np.ndarray, sizes: Sequence[int | float | None], planned: int,
+            alpha: float) -> bool:
+    """Whether the random draws run so far already fix every decision the ``planned`` draws would make.
+
+    True when, for both claims, the pooled test cannot reach α whatever the remaining draws give, and no tested
+    category can either (when a category could hold at ``planned`` draws at all) with at least one drawn value at
+    or above its own, so "beats every random set" cannot apply. Then every outcome — claim verdicts, category
+    outcomes and their reasons — decided on these draws with ``planned`` passed to :func:`decide_target` is the
+    one the full check would store (docs/causal.md, "Stopping when decided"). Never True before the first draw.
+    """
+    r = point["damage_random"].shape[-1]
+    if r == 0:
+        return False
+    for claim in CLAIMS:
+        tests = test_claim(claim, point, paired_rows, tokens, members, own, sizes, alpha, planned)
+        idx = np.flatnonzero(np.isfinite(tests.p))
+        if idx.size == 0:
+            continue
+        observed, random = point[claim][idx], point[f"{claim}_random"][idx]
+        if not _cannot_reach(np.array([observed.mean()]), random.mean(axis=0)[None, :], planned, alpha)[0]:
+            return False
+        if significant(tests.best_p_holm, alpha):  # a category could hold at the planned draws: each must be fixed
+            drawn_above = (random >= observed[:, None]).any(axis=1)
+            if not (drawn_above & _cannot_reach(observed, random, planned, alpha)).all():
+                return False
+    return True
 
 
 def power_note(random_sets: int, categories: int, alpha: float) -> str:
@@ -343,15 +389,17 @@ def _interval_parts(point: dict[str, np.ndarray], intervals) -> tuple[dict, dict
 
 def decide_target(ablated: Sequence[str], sizes: Sequence[int | float | None], own: np.ndarray,
                   point: dict[str, np.ndarray], paired_rows: np.ndarray, tokens: np.ndarray,
-                  members: Sequence[np.ndarray], intervals, alpha: float) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
+                  members: Sequence[np.ndarray], intervals, alpha: float, planned: int | None = None
+                  ) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
     """One typed row per ablated category present among the evaluated ones, each with its stored decision, and
     both claims counted over those rows.
 
     ``intervals``: the bootstrap estimate, low and high of each statistic
     (:class:`sparcom.causal.statistics.Intervals`, or None: NaN bounds); they describe the numbers and take no part
-    in the decision.
+    in the decision. ``planned``: the random draws planned by a check that stopped once :func:`settled`.
     """
-    tests = {claim: test_claim(claim, point, paired_rows, tokens, members, own, sizes, alpha) for claim in CLAIMS}
+    tests = {claim: test_claim(claim, point, paired_rows, tokens, members, own, sizes, alpha, planned)
+             for claim in CLAIMS}
     r = point["damage_random"].shape[-1]
     tested = tests["damage"].tested
     needed = random_sets_needed(tested, alpha) if tested else None
@@ -390,6 +438,7 @@ __all__ = [
     "power_note",
     "row_aware_p",
     "row_variance",
+    "settled",
     "test_claim",
     "untestable",
 ]

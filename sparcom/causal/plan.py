@@ -54,7 +54,7 @@ INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[AblationStats]]] =
 #: conditions hash themselves (``controls``, ``dose_points``: every condition's key names its control and its top-k
 #: size, and its set is hashed): not hashed as
 #: settings. Every other setting is hashed, including any added later.
-STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "force", "controls", "dose_points"})
+STATISTICS_ONLY: frozenset[str] = frozenset({"replicates", "force", "controls", "dose_points", "stop_when_decided"})
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,24 @@ class Plan:
     def keys(self) -> list[ConditionKey]:
         return [c.key for c in self.conditions]
 
+    def stages(self) -> list[list[Condition]]:
+        """The plan in the order a check that may stop once settled runs it: first every condition but the main
+        NLL random sets (the unablated rows, the selected sets, the dose–response and generation passes), then
+        draw 0 of every main random set, draw 1, … — after each draw the decisions can be checked
+        (``--stop-when-decided``)."""
+        first = [c for c in self.conditions if not is_main_draw(c.key)]
+        draws: dict[int, list[Condition]] = {}
+        for condition in self.conditions:
+            if is_main_draw(condition.key):
+                draws.setdefault(condition.key.draw, []).append(condition)
+        return [first, *(draws[d] for d in sorted(draws))]
+
+
+def is_main_draw(key: ConditionKey) -> bool:
+    """A random set of the check's tests (an NLL pass of a whole selected set), as opposed to the unablated and
+    selected passes, the dose–response's top-k sets and the generations."""
+    return key.pass_kind == "nll" and key.role == "random" and key.size is None
+
 
 def set_size(per_fold: Sequence[int]) -> int | float:
     """A selected set's size: its size without folds; cross-fitted (one set per fold, each selected on the other
@@ -266,4 +284,4 @@ def plan_digest(plan: Plan, examples: Sequence, settings, model: dict) -> str:
 
 
 __all__ = ["CONTROLS", "INTERVENTIONS", "PASSES", "ROLES", "STATISTICS_ONLY", "Axes", "Condition", "ConditionKey",
-           "Fold", "Plan", "build_plan", "plan_digest", "set_size"]
+           "Fold", "Plan", "build_plan", "is_main_draw", "plan_digest", "set_size"]

@@ -97,6 +97,11 @@ class CausalSettings:
         "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "
         "for N set sizes k on a geometric grid up to the set's size, each against random sets matched to it by "
         "every --control (N passes more per category and random set)."))
+    #: Draw the random sets one round at a time and stop once no further round can change a decision.
+    stop_when_decided: bool = setting(False, flag="--stop-when-decided", help=(
+        "Run the random sets one draw at a time (draw r of every category together) and stop as soon as no "
+        "further draw could change any decision: the decisions are exactly those of all --seeds random sets, "
+        "the numbers rest on the draws run (docs/causal.md, 'Stopping when decided')."))
     #: Cross-fitting: the rule each fold's complement is selected with.
     rule: SelectionRule = group(SelectionRule, name=DEFAULT_RULE)
 
@@ -120,6 +125,9 @@ class CausalSettings:
         if "resample" in self.interventions and self.generate:
             raise SparcomError("--generate is not available with --intervention resample (generated tokens have no "
                                "donor positions); run the generation check with zero or mean")
+        if self.stop_when_decided and self.dose_points is not None:
+            raise SparcomError("--stop-when-decided stops drawing the random sets that --dose-response's full-size "
+                               "point shares; drop one of them")
         if self.folds is not None and self.generate:
             raise SparcomError("--generate is not available with --crossfit-folds yet; run it on a selection with "
                                "--exclude-profiled")
@@ -136,4 +144,5 @@ class CausalSettings:
                 "exclude_profiled": self.exclude_profiled, "force": self.force, "unique": self.unique,
                 "replicates": self.replicates, "max_scored_tokens": self.max_scored_tokens,
                 "folds": self.folds, **({"controls": list(self.controls)} if self.controls != ("shape",) else {}),
-                **({"dose_points": self.dose_points} if self.dose_points is not None else {})}
+                **({"dose_points": self.dose_points} if self.dose_points is not None else {}),
+                **({"stop_when_decided": True} if self.stop_when_decided else {})}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sparcom.artifacts.causal import ClaimDecision, TestRow
-from sparcom.causal.decisions import RULE, decide_target
+from sparcom.causal.decisions import RULE, decide_target, settled
 from sparcom.errors import SparcomError
 from sparcom.stats import ALPHA, LEVEL, empirical_p, min_holm_p, percentile_interval, random_sets_needed
 
@@ -206,6 +206,9 @@ class CausalStatistics:
     claims: dict[str, ClaimDecision] = field(default_factory=dict)
     #: The bootstrap replicates of every statistic with an interval ([B, A, C] or [B, A]), for further intervals.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The random sets the check planned, when it stopped after ``random_sets`` because no further draw could
+    #: change a decision (None: it ran them all).
+    planned_random_sets: int | None = None
 
     @property
     def delta(self) -> np.ndarray:
@@ -218,6 +221,11 @@ class CausalStatistics:
 
     def random_sets_needed(self) -> int | None:
         return random_sets_needed(self.tested, self.alpha) if self.tested else None
+
+    @property
+    def decided_on(self) -> int:
+        """The random sets the decisions are judged at: the planned ones (a check stopped once settled)."""
+        return self.random_sets if self.planned_random_sets is None else self.planned_random_sets
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: matrices as nested lists, one entry per tested category, the rules in words."""
@@ -232,6 +240,7 @@ class CausalStatistics:
             "target": self.target, "ablated": self.ablated, "evaluated": self.evaluated,
             "set_sizes": self.set_sizes, "rows": self.rows, "tokens": self.tokens,
             "random_sets": self.random_sets,
+            **({"planned_random_sets": self.planned_random_sets} if self.planned_random_sets is not None else {}),
             "bootstrap": {"replicates": self.replicates, "seed": self.seed, "level": self.level,
                           "scheme": "rows resampled with replacement within each evaluated category, the same "
                                     "resample for every condition; percentile intervals"},
@@ -240,7 +249,7 @@ class CausalStatistics:
                            "ratio_to_random_mean": _jsonable(self.ratio_to_random)},
             "tests": [t.to_json() for t in self.tests],
             "power": {"alpha": self.alpha, "tests": tested,
-                      "min_p_holm": _jsonable(min_holm_p(self.random_sets, tested)),
+                      "min_p_holm": _jsonable(min_holm_p(self.decided_on, tested)),
                       "random_sets_needed": self.random_sets_needed()},
             "claims": {name: claim.to_json() for name, claim in self.claims.items()},
             "rule": RULE,
@@ -397,6 +406,7 @@ def causal_statistics(
     level: float = LEVEL,
     alpha: float = ALPHA,
     resample: np.ndarray | None = None,
+    planned: int | None = None,
 ) -> CausalStatistics:
     """All statistics of one target from per-row summed NLL.
 
@@ -404,7 +414,8 @@ def causal_statistics(
     ``random`` [A, R, n]: with each random set of S_c's shape; ``tokens`` [n]: scored tokens per row (the same under
     every condition); ``row_categories`` [n]; ``evaluated``: the columns (default: the ablated categories present,
     then the others in order of appearance; rows of other categories are ignored). ``set_sizes`` [A]: a category
-    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). The decisions are
+    with size 0 is not tested. ``resample`` [B, n] replaces the seeded bootstrap (for checks). ``planned``: the
+    random sets a check planned when it stopped after R of them, settled (:func:`settled_after`). The decisions are
     :func:`sparcom.causal.decisions.decide_target`'s.
     """
     design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
@@ -416,8 +427,9 @@ def causal_statistics(
     labels = design.labels
     resample = resample_indices(labels, replicates, seed) if resample is None else check_resample(resample, labels)
     intervals = bootstrap_intervals(design, point, resample, level)
+    planned = None if planned == design.random_sets else planned
     tests, claims = decide_target(design.ablated, design.sizes, design.own, point, design.paired_rows(),
-                                  design.tokens, design.members, intervals, alpha)
+                                  design.tokens, design.members, intervals, alpha, planned)
     pairs = list(zip(design.evaluated, design.members, strict=True))
     return CausalStatistics(
         target=target, ablated=design.ablated, evaluated=design.evaluated,
@@ -425,19 +437,32 @@ def causal_statistics(
         rows={c: int(idx.size) for c, idx in pairs}, tokens={c: int(design.tokens[idx].sum()) for c, idx in pairs},
         random_sets=design.random_sets, replicates=intervals.replicates, seed=seed, level=level, alpha=alpha,
         estimate=intervals.estimate, low=intervals.low, high=intervals.high, defined_replicates=intervals.defined,
-        cells=described, ratio_to_random=ratio_to_random, tests=tests, claims=claims, samples=intervals.samples)
+        cells=described, ratio_to_random=ratio_to_random, tests=tests, claims=claims, samples=intervals.samples,
+        planned_random_sets=planned)
 
 
 def decide(base: np.ndarray, selected: np.ndarray, random: np.ndarray, tokens: np.ndarray,
            row_categories: Sequence[str], ablated: Sequence[str], evaluated: Sequence[str] | None = None, *,
            set_sizes: Sequence[int | None] | None = None,
-           alpha: float = ALPHA) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
+           alpha: float = ALPHA, planned: int | None = None) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
     """The decisions of :func:`causal_statistics` alone (no bootstrap intervals: their bounds are NaN), from the same
     inputs; the calibration benchmark and the power tests run this, the code the causal check runs."""
     design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
     point = contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
     return decide_target(design.ablated, design.sizes, design.own, point, design.paired_rows(), design.tokens,
-                         design.members, None, alpha)
+                         design.members, None, alpha, planned)
+
+
+def settled_after(base: np.ndarray, selected: np.ndarray, random: np.ndarray, tokens: np.ndarray,
+                  row_categories: Sequence[str], ablated: Sequence[str], evaluated: Sequence[str] | None = None, *,
+                  planned: int, set_sizes: Sequence[int | None] | None = None, alpha: float = ALPHA) -> bool:
+    """Whether the first R random sets (``random`` [A, R, n]) already fix every decision ``planned`` random sets
+    would make (:func:`sparcom.causal.decisions.settled`): the causal check's stopping rule, from the same inputs
+    as :func:`decide`."""
+    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
+    point = contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
+    return settled(point, design.paired_rows(), design.tokens, design.members, design.own, design.sizes, planned,
+                   alpha)
 
 
 def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -452,4 +477,5 @@ def _with_excess(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 __all__ = ["CHUNK", "DESCRIPTIVE_NOTE", "INTERVAL_STATISTICS", "REPLICATES", "CausalStatistics", "Intervals",
            "PairedDesign", "bootstrap_intervals", "category_members", "causal_statistics", "cell_statistics",
-           "check_resample", "contrasts", "decide", "paired_design", "pooled_cells", "resample_indices", "resample_weights"]
+           "check_resample", "contrasts", "decide", "paired_design", "pooled_cells", "resample_indices", "resample_weights",
+           "settled_after"]

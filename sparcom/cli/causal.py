@@ -99,8 +99,10 @@ def _print_tests(out, target, control: str = "") -> None:
     stats = target.statistics
     if stats is None or not stats.tests:
         return
-    table = Table(title=f"damage and specificity, {target.name}{control}: selected set [{stats.level:.0%} bootstrap interval over rows] vs "
-                        f"{stats.random_sets} random sets; p → Holm-adjusted p (test)", title_justify="left")
+    drawn = (f"{stats.random_sets} random sets" if stats.planned_random_sets is None else
+             f"the first {stats.random_sets} of {stats.planned_random_sets} random sets (stopped when decided)")
+    table = Table(title=f"damage and specificity, {target.name}{control}: selected set [{stats.level:.0%} bootstrap "
+                        f"interval over rows] vs {drawn}; p → Holm-adjusted p (test)", title_justify="left")
     for column in ("set", "damage", "random", "p", "specificity", "random ", "p ", "verdict"):
         table.add_column(column.strip(), justify="left" if column in ("set", "verdict") else "right")
     for t in stats.tests:

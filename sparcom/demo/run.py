@@ -203,7 +203,7 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
     common = dict(seeds=config.seeds, per_category=config.ablate_per_category, batch_size=config.batch_size,
                   max_scored_tokens=config.max_scored_tokens, targets=(target,), expert_removal=removal,
                   interventions=config.interventions, controls=config.controls,
-                  dtype=config.dtype, out=out, resume=resume, overwrite=not resume, plots=config.plots)
+                  stop_when_decided=config.stop_when_decided, dtype=config.dtype, out=out, resume=resume, overwrite=not resume, plots=config.plots)
     if config.causal_folds:
         result = ablate(model_path, None, config.data, run=where.run(name), rule=rules()[tag],
                         crossfit_folds=config.causal_folds, **common)

@@ -91,7 +91,10 @@ def claims_section(config: DemoConfig, claims: dict[str, list[Claim]], order: li
              f"{config.seeds} {control_words(config.control)}, with the set's "
              f"{intervention_words(config.intervention)}, and over the rows: first pooled over the "
              "categories, then (only if that holds) per category with Holm, each at α = 0.05 (docs/causal.md, "
-             "\"The decision rule\"). Verdicts: holds / partly / holds on average / does not hold / "
+             "\"The decision rule\")" + (
+                 f"; each check drew its random sets a round at a time and stopped once no further draw could change "
+                 f"a decision, so its decisions are those of all {config.seeds} (\"Stopping when decided\")"
+                 if config.stop_when_decided else "") + ". Verdicts: holds / partly / holds on average / does not hold / "
              "not enough evidence / not measured, stored in `claims.json`; each names its numbers.", "",
              "| model | claim | number | uncertainty | verdict |", "|---|---|---|---|---|"]
     for role in order:

@@ -46,8 +46,18 @@ def claim_text(claim: Claim) -> str:
                 + (f" and frequency-matched random sets {fmt_pct(e['matched_random_mean'])} "
                    f"(p = {_num(e['matched_p_value'], 2)})" if _finite(e.get("matched_p_value")) else ""))
     return (f"{_how(e)}{_pooled(e)}{claim.significant} of {claim.categories} categories after Holm ({e['test']} test, "
-            f"{e['random_sets']} random sets); excess over random: median {_signed(claim.number)}, per-category "
+            f"{_random_sets(e)}); excess over random: median {_signed(claim.number)}, per-category "
             f"{_level(e)} intervals within [{_signed(claim.low)}, {_signed(claim.high)}] nats/token")
+
+
+def _random_sets(evidence: dict) -> str:
+    """How many random sets a causal decision rests on: all planned, or the first ones of a check that stopped
+    once no further draw could change it (its decision is the planned number's)."""
+    planned = evidence.get("planned_random_sets")
+    if planned is None:
+        return f"{evidence['random_sets']} random sets"
+    return (f"decided at {planned} random sets, stopped after {evidence['random_sets']} drawn: no further draw "
+            "could change a decision; numbers over the drawn sets")
 
 
 def _finite(value) -> bool:
