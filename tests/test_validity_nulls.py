@@ -324,6 +324,22 @@ def test_fast_pooling_equals_the_exact_partition_sums():
     exact = partition_sums(groups, np.zeros(groups.size, dtype=np.int64), 1, weights)
     expected = exact.frequencies(groups.kind, groups.layout, [0]).p
     np.testing.assert_array_equal(Pool(groups).frequencies(weights), expected)
+    # groups in any order, a category with no weight, and the pooling over every category, against direct sums
+    shuffled = np.random.default_rng(1).permutation(groups.size)
+    weights = weights.astype(np.float64)
+    weights[groups.category_index == 0] = 0
+    pool = Pool(groups)
+    for order in (np.arange(groups.size), shuffled):
+        w = np.zeros(groups.size)
+        w[order[: groups.size // 2]] = weights[order[: groups.size // 2]]
+        direct = np.zeros((len(groups.category_order), groups.counts.shape[1]))
+        for c in range(len(groups.category_order)):
+            mine = groups.category_index == c
+            total = (w[mine] * groups.tokens[mine]).sum()
+            direct[c] = (w[mine, None] * groups.counts[mine]).sum(axis=0) / total if total else 0.0
+        np.testing.assert_allclose(pool.frequencies(w), direct, rtol=1e-12, atol=0)
+        everything = (w[:, None] * groups.counts).sum(axis=0) / max((w * groups.tokens).sum(), 1.0)
+        np.testing.assert_allclose(pool.pooled(w), everything, rtol=1e-12, atol=0)
 
 
 def test_a_constant_statistic_has_no_bias_flag():

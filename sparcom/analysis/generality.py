@@ -74,9 +74,7 @@ def _general(pool: Pool, keep: np.ndarray, epsilon: float) -> np.ndarray:
 
 def _reference_top(pool: Pool, keep: np.ndarray, epsilon: float) -> np.ndarray:
     """Top ε of the reference pooled over all its groups (one category however many it has)."""
-    weights = np.asarray(keep, dtype=np.float64)
-    counts = weights.astype(pool.dtype) @ pool.counts
-    return percentile_mask(counts / max(float(weights @ pool.tokens), 1.0), epsilon)[0]
+    return percentile_mask(pool.pooled(keep), epsilon)[0]
 
 
 def noise_dropout(groups: GroupCounts, epsilon: float, splits: int = BASELINE_SPLITS, seed: int = 0,
