@@ -129,7 +129,8 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
     config = DemoConfig.full(out=out, data=setting["data"], dtype="float32", folds=2, random_sets=5, resamples=5,
                              seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
                              causal_folds=2, plots=False, models={role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)},
-                             more_interventions=(), more_controls=("shape",))  # (all of them: 12× the time)
+                             more_interventions=(), more_controls=("shape",),  # (all of them: 12× the time)
+                             workers=1)  # every step in this process, in order (the quick demo uses two workers)
     assert DemoConfig(more_interventions=("zero", "mean")).interventions == ("mean", "zero")  # the claims' first
     assert config.per_category is None and config.causal == FULL_CAUSAL
     summary = run_demo(config).read_text(encoding="utf-8")

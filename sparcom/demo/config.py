@@ -86,6 +86,9 @@ class DemoConfig:
     #: Rows per category scanned for the report's neuron cards.
     examples_per_category: int = 12
     adapter: Path = DEMO_ADAPTER
+    #: Worker processes running independent steps side by side, each with cores / workers torch threads
+    #: (:mod:`sparcom.demo.lanes`); 1 runs every step in this process, in order.
+    workers: int = 2
     #: Figures (PNG) in every output folder; off, the reports and SUMMARY.md show tables only (much faster).
     plots: bool = True
     #: Model per role (a built-in name or a local folder); ``tuned`` absent: base + ``adapter``; ``moe`` None: skip.
@@ -124,7 +127,8 @@ class DemoConfig:
         from sparcom.models.lora import is_adapter_folder
         from sparcom.outputs import check_parent
 
-        for name in ("per_category", "ablate_per_category", "examples_per_category", "seeds", "batch_size"):
+        for name in ("per_category", "ablate_per_category", "examples_per_category", "seeds", "batch_size",
+                     "workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SparcomError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

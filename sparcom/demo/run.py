@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from sparcom.demo.config import BASE, INSTRUCT, MODEL_NAMES, MOE, TUNED, DemoConfig
+from sparcom.demo.lanes import Task, run_tasks
 from sparcom.demo.layout import RULE_TAGS, Layout, rules
 from sparcom.errors import SparcomError
 
@@ -20,13 +21,23 @@ class Steps:
     """Runs named steps once; records wall time, CPU time and result of each in ``out/steps/{NN-name}.json``."""
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.folder = out / "steps"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, dict[str, float]] = {}
+        self.count = 0
 
-    def run(self, name: str, work: Callable[[], Any]) -> Any:
-        earlier = sorted(self.folder.glob(f"[0-9][0-9]-{name}.json"))  # its number moves when steps are added
-        name = earlier[0].stem if earlier else f"{len(self.timings) + 1:02d}-{name}"
+    def number(self, name: str) -> str:
+        """The step's record name ``NN-name``: its earlier record's (its number moves when steps are added), else
+        the next number."""
+        self.count += 1
+        earlier = sorted(self.folder.glob(f"[0-9][0-9]-{name}.json"))
+        return earlier[0].stem if earlier else f"{self.count:02d}-{name}"
+
+    def run(self, name: str, work: Callable[[], Any], numbered: bool = False) -> Any:
+        """Run ``work`` as step ``name`` unless its record exists; ``numbered``: ``name`` is already ``NN-name``
+        (:meth:`number`, the steps run by :func:`sparcom.demo.lanes.run_tasks`)."""
+        name = name if numbered else self.number(name)
         record_path = self.folder / f"{name}.json"
         if record_path.is_file():
             try:
@@ -58,7 +69,6 @@ def _resolve(spec: str) -> str:
 
 def run_demo(config: DemoConfig | None = None) -> Path:
     """Run (or resume) the demo; returns the path of ``SUMMARY.md``."""
-    from sparcom.api import compare, identify
     from sparcom.data.hexainst import build_hexainst
     from sparcom.demo.summary import write_claims, write_index, write_summary
 
@@ -82,45 +92,14 @@ def run_demo(config: DemoConfig | None = None) -> Path:
         steps.run("subset", lambda: balanced_subset(config.data, config.per_category, profiled))
     steps.run("reference", lambda: write_reference(config, where.reference_data))
     roles = [r for r in (INSTRUCT, BASE, MOE) if config.model(r)]
-    paths = {role: steps.run(f"model-{MODEL_NAMES[role]}", lambda role=role: _resolve(config.model(role)))
-             for role in roles}
+    specs = {role: config.model(role) for role in roles}
     if config.model(TUNED):
-        paths[TUNED] = _resolve(config.model(TUNED))
-    elif BASE in paths:
-        tuned_dir = out / "models" / "gemma-3-270m-sparcom-sft"
-        steps.run("tuned-model", lambda: materialise_tuned(paths[BASE], config.adapter, tuned_dir))
-        paths[TUNED] = str(tuned_dir)
-    order = [r for r in (INSTRUCT, BASE, TUNED, MOE) if r in paths]
+        specs[TUNED] = config.model(TUNED)
+    elif BASE in specs:
+        specs[TUNED] = str(out / "models" / "gemma-3-270m-sparcom-sft")
+    order = [r for r in (INSTRUCT, BASE, TUNED, MOE) if r in specs]
+    run_tasks(steps, demo_tasks(config, where, specs, order, profiled), config.workers)
 
-    for role in order:
-        name = MODEL_NAMES[role]
-        steps.run(f"profile-{name}", lambda role=role, name=name: profile_one(config, paths[role], profiled,
-                                                                               where.run(name)))
-        steps.run(f"profile-{name}-reference", lambda role=role, name=name: profile_one(
-            config, paths[role], where.reference_data, where.reference_run(name), template="raw"))
-        for tag, rule in rules().items():
-            steps.run(f"identify-{name}-{tag}", lambda name=name, tag=tag, rule=rule: _selected(identify(
-                where.run(name), rule, folds=config.folds, random_sets=config.random_sets,
-                resamples=config.resamples if tag == "paper" else 0, reference=str(where.reference_run(name)),
-                out=where.identify(name, tag), overwrite=True, plots=config.plots), where.identify(name, tag)))
-
-    if BASE in paths and TUNED in paths:
-        for tag, rule in rules().items():
-            steps.run(f"compare-gemma-{tag}", lambda tag=tag, rule=rule: _changes(compare(
-                where.run(MODEL_NAMES[BASE]), where.run(MODEL_NAMES[TUNED]), rule, out=where.compare(tag),
-                overwrite=True, plots=config.plots), where.compare(tag)))
-
-    for role, tag, target, removal in config.causal:
-        if role not in paths:
-            continue
-        name = MODEL_NAMES[role]
-        steps.run(f"ablate-{name}-{tag}-{target}" + (f"-{removal}" if target == "experts" else ""),
-                  lambda role=role, name=name, tag=tag, target=target, removal=removal: run_ablation(
-                      config, paths[role], where, name, tag, target, removal))
-
-    for role in order:
-        name = MODEL_NAMES[role]
-        steps.run(f"examples-{name}", lambda role=role, name=name: record_examples(config, paths[role], where, name))
     for report_name, roles_in in report_groups(order).items():
         steps.run(f"report-{report_name}", lambda report_name=report_name, roles_in=roles_in: write_report(
             config, where, report_name, roles_in))
@@ -129,6 +108,73 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     summary = write_summary(config, where, steps.timings, order)
     console.print(f"[bold green]demo finished[/]: {summary} and {where.index}")
     return summary
+
+
+def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: list[str], profiled: Path
+               ) -> list[Task]:
+    """Every model step of the demo, in the order one process runs them (each after the steps it reads): the
+    models, then per model its profiles and identifications, the comparisons, the causal checks and the examples.
+    Each step resolves its model itself (a built-in name: its converted folder, made by the model's step)."""
+    tasks = [Task(f"model-{MODEL_NAMES[role]}", model_folder, {"spec": specs[role]},
+                  (f"model-{MODEL_NAMES[INSTRUCT]}",) if role == MOE and INSTRUCT in specs else ())
+             for role in (INSTRUCT, BASE, MOE) if role in specs]
+    made = {role: f"model-{MODEL_NAMES[role]}" for role in (INSTRUCT, BASE, MOE) if role in specs}
+    if TUNED in specs and not config.model(TUNED):
+        tasks.append(Task("tuned-model", materialise_tuned, {"base_path": specs[BASE], "adapter": config.adapter,
+                                                             "out": Path(specs[TUNED])}, (made[BASE],)))
+        made[TUNED] = "tuned-model"
+    for role in order:
+        name, model = MODEL_NAMES[role], specs[role]
+        needs = (made[role],) if role in made else ()
+        tasks += [Task(f"profile-{name}", profile_one, {"config": config, "path": model, "data": profiled,
+                                                         "out": where.run(name)}, needs, cost=2.0),
+                  Task(f"profile-{name}-reference", profile_one, {
+                      "config": config, "path": model, "data": where.reference_data,
+                      "out": where.reference_run(name), "template": "raw"}, needs)]
+        tasks += [Task(f"identify-{name}-{tag}", identify_one, {"config": config, "where": where, "name": name,
+                                                                "tag": tag},
+                       (f"profile-{name}", f"profile-{name}-reference")) for tag in rules()]
+    if BASE in specs and TUNED in specs:
+        runs = (f"profile-{MODEL_NAMES[BASE]}", f"profile-{MODEL_NAMES[TUNED]}")
+        tasks += [Task(f"compare-gemma-{tag}", compare_one, {"config": config, "where": where, "tag": tag}, runs,
+                       cost=0.2) for tag in rules()]
+    for role, tag, target, removal in config.causal:
+        if role in specs:
+            name = MODEL_NAMES[role]
+            tasks.append(Task(f"ablate-{name}-{tag}-{target}" + (f"-{removal}" if target == "experts" else ""),
+                              run_ablation, {"config": config, "model_path": specs[role], "where": where,
+                                             "name": name, "tag": tag, "target": target, "removal": removal},
+                              (f"identify-{name}-{tag}",), cost=6.0))
+    tasks += [Task(f"examples-{MODEL_NAMES[role]}", record_examples, {
+        "config": config, "model_path": specs[role], "where": where, "name": MODEL_NAMES[role]},
+        (f"identify-{MODEL_NAMES[role]}-paper",)) for role in order]
+    return tasks
+
+
+def model_folder(spec: str) -> str:
+    """A model step: a built-in name converted (or derived) once into its cache folder; a folder as it is."""
+    return _resolve(spec)
+
+
+def identify_one(config: DemoConfig, where: Layout, name: str, tag: str) -> dict:
+    """Identify one model's sets with one rule, with held-out validity (and claims evidence for the paper's)."""
+    from sparcom.api import identify
+
+    out = where.identify(name, tag)
+    identify(where.run(name), rules()[tag], folds=config.folds, random_sets=config.random_sets,
+             resamples=config.resamples if tag == "paper" else 0, reference=str(where.reference_run(name)),
+             out=out, overwrite=True, plots=config.plots)
+    return _selected(None, out)
+
+
+def compare_one(config: DemoConfig, where: Layout, tag: str) -> dict:
+    """Compare Gemma base → tuned under one rule."""
+    from sparcom.api import compare
+
+    out = where.compare(tag)
+    compare(where.run(MODEL_NAMES[BASE]), where.run(MODEL_NAMES[TUNED]), rules()[tag], out=out, overwrite=True,
+            plots=config.plots)
+    return _changes(None, out)
 
 
 def _selected(_result, out: Path) -> dict:
@@ -174,7 +220,7 @@ def profile_one(config: DemoConfig, path: str, data: Path, out: Path, template: 
     from sparcom.profile.settings import ProfileSettings
 
     settings = ProfileSettings(batch_size=config.batch_size, group_by="instruction", template=template)
-    run = profile(load_model(path, dtype=config.dtype), data, out, settings, resume=True)
+    run = profile(load_model(_resolve(path), dtype=config.dtype), data, out, settings, resume=True)
     return {"tokens": run.manifest["counted_tokens"], "wall_time_seconds": run.manifest["wall_time_seconds"],
             "tokens_per_second": run.manifest["tokens_per_second"], "dtype": config.dtype}
 
@@ -187,7 +233,7 @@ def materialise_tuned(base_path: str, adapter: Path, out: Path) -> dict:
         raise SparcomError(f"{adapter}: demo adapter not found; retrain it with 'make demo-full' or 'sparcom tune'")
     if (out / "config.json").is_file():
         return {"path": str(out), "note": "existing folder reused"}
-    record = materialise_adapter(base_path, adapter, out, overwrite=True)
+    record = materialise_adapter(_resolve(base_path), adapter, out, overwrite=True)
     return {"path": str(out), "adapter_sha256": record.get("adapter", {}).get("sha256")}
 
 
@@ -199,6 +245,7 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
     from sparcom.causal.checkpoint import checkpoint_dir
 
     out = where.ablate(name, tag, target, removal)
+    model_path = _resolve(model_path)
     resume = checkpoint_dir(out).is_dir()
     common = dict(seeds=config.seeds, per_category=config.ablate_per_category, batch_size=config.batch_size,
                   max_scored_tokens=config.max_scored_tokens, targets=(target,), expert_removal=removal,
@@ -216,7 +263,7 @@ def record_examples(config: DemoConfig, model_path: str, where: Layout, name: st
     """Where the top selected components of the paper's sets fire most, for the report's cards."""
     from sparcom.api import record_examples as record
 
-    result = record(model_path, where.identify(name, "paper"), config.data, out=where.examples(name),
+    result = record(_resolve(model_path), where.identify(name, "paper"), config.data, out=where.examples(name),
                     overwrite=True, rows_per_category=config.examples_per_category, batch_size=config.batch_size,
                     dtype=config.dtype, progress=True)
     return {"components": len(result.components)}
