@@ -390,6 +390,36 @@ def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(fol
 
 
 @pytest.mark.slow
+def test_two_ranks_stop_together_when_decided_with_the_one_process_numbers(folders, tmp_path):
+    """--stop-when-decided runs the plan in rounds shared over the ranks; every rank decides to stop on the same
+    results, so two ranks stop after the same draw and write the one-process numbers."""
+    from dist_jobs import causal_numbers
+
+    from sparcom import SelectionRule, identify
+    from sparcom.api import ablate
+
+    model, data = str(folders["moe"]), folders["data"]
+    run = single(folders["moe"], data, tmp_path / "run", batch_size=4)
+    identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
+    settings = dict(seeds=6, per_category=2, dtype="float32", stop_when_decided=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = ablate(model, tmp_path / "selection", data, out=tmp_path / "single", plots=False, progress=False,
+                        **settings)
+    finally:
+        torch.set_num_threads(previous)
+    drawn = {t.random_delta.shape[1] for t in result.targets.values()}
+    assert drawn == {1}  # with 6 random sets no pooled test can reach alpha: settled after the first draw
+    job = {"call": "ablate", "model": model, "selection": str(tmp_path / "selection"), "data": str(data),
+           "out": str(tmp_path / "dist"), "settings": settings}
+    outcomes = launch(2, job, tmp_path / "results")
+    assert [o.get("ok") for o in outcomes] == [True, True], outcomes
+    for outcome in outcomes:
+        assert outcome["summary"] == causal_numbers(result)
+
+
+@pytest.mark.slow
 def test_two_ranks_share_the_causal_check_and_get_one_process_numbers(folders, tmp_path):
     """Conditions (targets × categories × random seeds, NLL and generation) over 2 ranks: the same numbers."""
     from causal_tiny import ZERO_SHAPE, random_masks, write_selection_dir

@@ -110,13 +110,23 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     return summary
 
 
+#: Rough relative costs of the demo's steps on one thread (units of about 30 s, from the step records of a
+#: fresh-clone ``make demo`` on 2026-12-07): they only order the ready steps, longest remaining chain first, so that
+#: the MoE's build and its chain start early instead of running alone at the end. The MoE's steps cost about twice
+#: a dense model's (its expert neurons are counted too).
+COSTS = {"model": 1.0, "moe-build": 6.0, "profile": 1.2, "reference": 0.7, "identify": 1.0, "compare": 0.05,
+         "ablate": 4.0, "examples": 0.5}
+MOE_SCALE = 1.8
+
+
 def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: list[str], profiled: Path
                ) -> list[Task]:
     """Every model step of the demo, in the order one process runs them (each after the steps it reads): the
     models, then per model its profiles and identifications, the comparisons, the causal checks and the examples.
     Each step resolves its model itself (a built-in name: its converted folder, made by the model's step)."""
     tasks = [Task(f"model-{MODEL_NAMES[role]}", model_folder, {"spec": specs[role]},
-                  (f"model-{MODEL_NAMES[INSTRUCT]}",) if role == MOE and INSTRUCT in specs else ())
+                  (f"model-{MODEL_NAMES[INSTRUCT]}",) if role == MOE and INSTRUCT in specs else (),
+                  COSTS["moe-build"] if role == MOE else COSTS["model"])
              for role in (INSTRUCT, BASE, MOE) if role in specs]
     made = {role: f"model-{MODEL_NAMES[role]}" for role in (INSTRUCT, BASE, MOE) if role in specs}
     if TUNED in specs and not config.model(TUNED):
@@ -124,30 +134,32 @@ def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: 
                                                              "out": Path(specs[TUNED])}, (made[BASE],)))
         made[TUNED] = "tuned-model"
     for role in order:
-        name, model = MODEL_NAMES[role], specs[role]
+        name, model, scale = MODEL_NAMES[role], specs[role], MOE_SCALE if role == MOE else 1.0
         needs = (made[role],) if role in made else ()
         tasks += [Task(f"profile-{name}", profile_one, {"config": config, "path": model, "data": profiled,
-                                                         "out": where.run(name)}, needs, cost=2.0),
+                                                         "out": where.run(name)}, needs, COSTS["profile"] * scale),
                   Task(f"profile-{name}-reference", profile_one, {
                       "config": config, "path": model, "data": where.reference_data,
-                      "out": where.reference_run(name), "template": "raw"}, needs)]
+                      "out": where.reference_run(name), "template": "raw"}, needs, COSTS["reference"] * scale)]
         tasks += [Task(f"identify-{name}-{tag}", identify_one, {"config": config, "where": where, "name": name,
                                                                 "tag": tag},
-                       (f"profile-{name}", f"profile-{name}-reference")) for tag in rules()]
+                       (f"profile-{name}", f"profile-{name}-reference"), COSTS["identify"] * scale)
+                  for tag in rules()]
     if BASE in specs and TUNED in specs:
         runs = (f"profile-{MODEL_NAMES[BASE]}", f"profile-{MODEL_NAMES[TUNED]}")
         tasks += [Task(f"compare-gemma-{tag}", compare_one, {"config": config, "where": where, "tag": tag}, runs,
-                       cost=0.2) for tag in rules()]
+                       COSTS["compare"]) for tag in rules()]
     for role, tag, target, removal in config.causal:
         if role in specs:
             name = MODEL_NAMES[role]
             tasks.append(Task(f"ablate-{name}-{tag}-{target}" + (f"-{removal}" if target == "experts" else ""),
                               run_ablation, {"config": config, "model_path": specs[role], "where": where,
                                              "name": name, "tag": tag, "target": target, "removal": removal},
-                              (f"identify-{name}-{tag}",), cost=6.0))
+                              (f"identify-{name}-{tag}",), COSTS["ablate"] * (MOE_SCALE if role == MOE else 1.0)))
     tasks += [Task(f"examples-{MODEL_NAMES[role]}", record_examples, {
         "config": config, "model_path": specs[role], "where": where, "name": MODEL_NAMES[role]},
-        (f"identify-{MODEL_NAMES[role]}-paper",)) for role in order]
+        (f"identify-{MODEL_NAMES[role]}-paper",), COSTS["examples"] * (MOE_SCALE if role == MOE else 1.0))
+        for role in order]
     return tasks
 
 
