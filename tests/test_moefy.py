@@ -351,11 +351,36 @@ def test_calibration_takes_categories_in_turn_within_budget():
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine spinning threads make them 10× slower."""
-    before = torch.get_num_threads()
+    """Tiny matrices gain nothing from threads, and on a busy machine spinning threads make them 10× slower: the
+    builds here run on one thread (the real built-in's on :data:`~sparcom.zoo.derived.BUILD_THREADS`)."""
+    from sparcom.zoo import derived
+
+    before, pinned = torch.get_num_threads(), derived.BUILD_THREADS
     torch.set_num_threads(1)
+    derived.BUILD_THREADS = 1
     yield
     torch.set_num_threads(before)
+    derived.BUILD_THREADS = pinned
+
+
+def test_the_build_runs_on_its_pinned_threads_whatever_the_callers(dense_folder, tmp_path, monkeypatch):
+    """The MoEfication's rounding depends on the thread count (SmolLM2's MoE built on 1 and on 2 threads differs),
+    so the build always runs on BUILD_THREADS, records it, and gives the caller's count back."""
+    from sparcom.zoo import derived
+
+    folder, rows = dense_folder
+    seen = []
+    real = derived.moefy
+
+    def watched(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(derived, "moefy", watched)
+    monkeypatch.setattr(derived, "BUILD_THREADS", 2)
+    out = build_moe(folder, tmp_path / "pinned", SETTINGS, calibration=rows, progress=False)
+    assert seen == [2] and torch.get_num_threads() == 1  # the module runs on one thread; restored after
+    assert json.loads((out / MANIFEST).read_text())["threads"] == 2
 
 
 # --------------------------------------------------------------------------------------------- derived built-ins

@@ -49,6 +49,11 @@ from sparcom.zoo.moefy import MoefyResult, MoefySettings, mlp_blocks, moefy
 
 #: Bump when the build changes what it writes; older caches are then rebuilt.
 BUILDER_VERSION = 2
+#: Torch threads the MoEfication runs on, whatever the machine: its float32 reductions (calibration forward,
+#: clustering, router fit) round by how the work is split over threads, so the weights it writes depend on the
+#: thread count (measured: SmolLM2's MoE built on 1 thread and on 2 differ, and the demo's MoE uniqueness verdict
+#: with them). Two threads reproduce the builds the docs' numbers come from.
+BUILD_THREADS = 2
 #: Per layer: the dense neuron of every expert neuron, the router scale and the calibration measurements.
 SPLIT_FILE = "moefication.json"
 #: Largest |Δlogit| / max|logit| allowed between the dense model and its MoE with every expert routed (k = E): the
@@ -270,7 +275,12 @@ def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, ca
     settings.check(getattr(dense.config, "intermediate_size", None))
     with staged_directory(target, overwrite=overwrite, marker=marker, kind="MoE model folder") as out:
         rows, record = calibration_rows(calibration)
-        result = moefy(dense, tokenizer, rows, settings, progress=_progress_printer(progress))
+        previous = torch.get_num_threads()
+        torch.set_num_threads(BUILD_THREADS)  # the same weights on every machine (see BUILD_THREADS)
+        try:
+            result = moefy(dense, tokenizer, rows, settings, progress=_progress_printer(progress))
+        finally:
+            torch.set_num_threads(previous)
         _write_folder(result, source_folder, tokenizer, out)
         checks = verify_moe(dense, result, out, tokenizer)
         files = {path.relative_to(out).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
@@ -283,7 +293,7 @@ def write_moe_folder(dense, tokenizer, target: Path, settings: MoefySettings, ca
             "calibration": {**record, **result.calibration},
             "settings": settings.to_dict(),
             "dtype": "float32",
-            "threads": torch.get_num_threads(),
+            "threads": BUILD_THREADS,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},
                               "total_with_checks": round(time.perf_counter() - started, 1)},
