@@ -119,6 +119,9 @@ def test_quick_demo_writes_claims_validity_reports_and_reuses_steps(setting, tmp
     again = run_demo(_config(setting, out))
     assert sorted(p.name for p in (out / "steps").glob("*.json")) == steps
     assert again.read_text(encoding="utf-8").split("## Wall time")[0] == summary.split("## Wall time")[0]
+    times = summary.split("## Wall time")[1]
+    assert "2 worker processes side by side" in times and "This run of `sparcom demo` took" in times
+    assert "| sum of the steps |" in times
 
 
 def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting, tmp_path):

@@ -72,6 +72,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     from sparcom.data.hexainst import build_hexainst
     from sparcom.demo.summary import write_claims, write_index, write_summary
 
+    started = time.perf_counter()
     config = (config or DemoConfig()).resolved()
     config.check()
     out = config.out
@@ -105,7 +106,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
             config, where, report_name, roles_in))
     write_claims(config, where, order)  # decided once, stored; the index and the summary read them back
     write_index(config, where, report_groups(order))
-    summary = write_summary(config, where, steps.timings, order)
+    summary = write_summary(config, where, steps.timings, order, time.perf_counter() - started)
     console.print(f"[bold green]demo finished[/]: {summary} and {where.index}")
     return summary
 

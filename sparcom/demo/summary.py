@@ -238,22 +238,30 @@ def _tests_table(tests: list[TestRow]) -> list[str]:
             *(["", "Why not decided:", *(f"- {reason}" for reason in reasons)] if reasons else [])]
 
 
-def timings_section(timings: dict[str, dict[str, float]]) -> list[str]:
+def timings_section(timings: dict[str, dict[str, float]], workers: int = 1, elapsed: float | None = None
+                    ) -> list[str]:
+    """Every step's wall and CPU seconds; with several workers, what they add up to against the elapsed time."""
     load = os.getloadavg()
+    side = ("" if workers <= 1 else
+            f" The model steps ran on {workers} worker processes side by side, so the steps' wall times add up to "
+            "more than the demo took.")
+    took = "" if elapsed is None else f" This run of `sparcom demo` took {elapsed:,.0f} s (a step reused from an " \
+                                      "earlier run counts its first run's time in the table, not in this)."
     lines = ["## Wall time per step", "",
              f"CPU count {os.cpu_count()}; 1-minute load average when the summary was written: {load[0]:.1f}. "
-             "CPU seconds are this process's (both threads); on a busy machine wall time grows, CPU time much less.",
-             "", "| step | wall seconds | CPU seconds |", "|---|---:|---:|"]
+             "CPU seconds are those of the process that ran the step; on a busy machine wall time grows, CPU time "
+             f"much less.{side}{took}", "", "| step | wall seconds | CPU seconds |", "|---|---:|---:|"]
     for name, t in timings.items():
         cpu = t.get("cpu_seconds")
         step = name.split("-", 1)[1] if name[:2].isdigit() else name  # in the order run; file numbers may vary
         lines.append(f"| {step} | {t['seconds']:,.0f} | {'–' if cpu is None else f'{cpu:,.0f}'} |")
     total = sum(t["seconds"] for t in timings.values())
     cpu_total = sum(t.get("cpu_seconds") or 0 for t in timings.values())
-    return [*lines, f"| total | {total:,.0f} | {cpu_total:,.0f} |", ""]
+    return [*lines, f"| sum of the steps | {total:,.0f} | {cpu_total:,.0f} |", ""]
 
 
-def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str, float]], order: list[str]) -> Path:
+def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str, float]], order: list[str],
+                  elapsed: float | None = None) -> Path:
     """``SUMMARY.md``: the claims (as stored in claims.json by :func:`write_claims`), the validity evidence, the
     sets, base → tuned, the causal checks, the times."""
     rows = ("all rows" if config.per_category is None else
@@ -270,7 +278,7 @@ def write_summary(config: DemoConfig, where: Layout, timings: dict[str, dict[str
     if BASE in order and TUNED in order:
         lines += ["## Base → tuned: Gemma-3-270M and its LoRA-tuned version", "", *compare_section(where)]
     lines += causal_section(where, order)
-    lines += timings_section(timings)
+    lines += timings_section(timings, config.workers, elapsed)
     path = where.out / "SUMMARY.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
