@@ -355,6 +355,18 @@ def test_torchrun_job_whose_ranks_fail_exits_non_zero_with_one_sparcom_line(fold
 # ------------------------------------------------------------------------------------------ the causal check
 
 
+def one_thread_check(model: str, selection: Path, data: Path, out: Path, settings: dict):
+    """The one-process check the ranks are compared with, on one thread like each rank."""
+    from sparcom.api import ablate
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ablate(model, selection, data, out=out, plots=False, progress=False, **settings)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
 def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(folders, tmp_path):
     """The defaults read the selection's profile run (its sums for the means, its counts for the frequency bins):
@@ -372,13 +384,7 @@ def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(fol
         ablate(model, tmp_path / "wide", data, out=tmp_path / "refused", plots=False, progress=False, **settings)
     assert not (tmp_path / "refused").exists()
     identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = ablate(model, tmp_path / "selection", data, out=tmp_path / "single", plots=False, progress=False,
-                        **settings)
-    finally:
-        torch.set_num_threads(previous)
+    result = one_thread_check(model, tmp_path / "selection", data, tmp_path / "single", settings)
     assert {(t.intervention, t.control) for t in result.targets.values()} == {("mean", "frequency")}
     job = {"call": "ablate", "model": model, "selection": str(tmp_path / "selection"), "data": str(data),
            "out": str(tmp_path / "dist"), "settings": settings}
@@ -396,19 +402,12 @@ def test_two_ranks_stop_together_when_decided_with_the_one_process_numbers(folde
     from dist_jobs import causal_numbers
 
     from sparcom import SelectionRule, identify
-    from sparcom.api import ablate
 
     model, data = str(folders["moe"]), folders["data"]
     run = single(folders["moe"], data, tmp_path / "run", batch_size=4)
     identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
     settings = dict(seeds=6, per_category=2, dtype="float32", stop_when_decided=True)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = ablate(model, tmp_path / "selection", data, out=tmp_path / "single", plots=False, progress=False,
-                        **settings)
-    finally:
-        torch.set_num_threads(previous)
+    result = one_thread_check(model, tmp_path / "selection", data, tmp_path / "single", settings)
     drawn = {t.random_delta.shape[1] for t in result.targets.values()}
     assert drawn == {1}  # with 6 random sets no pooled test can reach alpha: settled after the first draw
     job = {"call": "ablate", "model": model, "selection": str(tmp_path / "selection"), "data": str(data),
