@@ -124,7 +124,7 @@ def run_plan(plan: Plan, evaluator: _Evaluator, ranks: Ranks,
                 if condition.key not in stored:
                     evaluator.keep(condition, results[condition.key])
         if settled is not None and index and index < len(stages) - 1 and settled(results, index):
-            done = sum(c.batches for stage in stages[:index + 1] for c in stage)
+            done = sum(c.batches for ran in stages[:index + 1] for c in ran)
             evaluator.bar.update(evaluator.task, total=done, description=f"settled after {index} draws")
             break
     return results
