@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sparcom.demo.lanes import Task, check_tasks, critical_paths, run_tasks, schedule
-from sparcom.demo.run import Steps
+from sparcom.demo.steps import Steps
 from sparcom.errors import SparcomError
 
 

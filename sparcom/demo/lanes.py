@@ -9,7 +9,7 @@ A :class:`Task` names its step, the top-level function that does it (with pickla
 are spawned), the steps it needs, and a rough cost. :func:`run_tasks` numbers the steps in their listed order
 (a topological order, which is also the order one process runs them in), so records keep their names whatever
 finishes first; then it hands each free worker the ready step with the longest chain of work after it. A step's
-record is written by the worker that ran it (:class:`sparcom.demo.run.Steps`), so a second run reuses it as
+record is written by the worker that ran it (:class:`sparcom.demo.steps.Steps`), so a second run reuses it as
 before. A step that fails stops the demo once the running ones are done, with its own error.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparcom.demo.steps import Steps
 from sparcom.errors import SparcomError
 
 
@@ -102,8 +103,6 @@ def _start_worker(threads: int) -> None:
 
 def _run_in_worker(out: Path, numbered: str, work: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run one step in a worker; returns its timing (the record is written by :class:`Steps`)."""
-    from sparcom.demo.run import Steps
-
     plain_out, plain_err = sys.stdout, sys.stderr
     tag = f"[{numbered}] "
     sys.stdout, sys.stderr = _Prefixed(plain_out, tag), _Prefixed(plain_err, tag)
@@ -117,8 +116,8 @@ def _run_in_worker(out: Path, numbered: str, work: Callable[..., Any], kwargs: d
         sys.stdout, sys.stderr = plain_out, plain_err
 
 
-def run_tasks(steps, tasks: Sequence[Task], workers: int) -> None:
-    """Run every task once through ``steps`` (a :class:`sparcom.demo.run.Steps`): in listed order in this process
+def run_tasks(steps: Steps, tasks: Sequence[Task], workers: int) -> None:
+    """Run every task once through ``steps`` (a :class:`sparcom.demo.steps.Steps`): in listed order in this process
     when ``workers`` is 1, else on ``workers`` spawned processes sharing the CPU's cores."""
     check_tasks(tasks)
     numbered = {t.name: steps.number(t.name) for t in tasks}
