@@ -87,7 +87,8 @@ class DemoConfig:
     examples_per_category: int = 12
     adapter: Path = DEMO_ADAPTER
     #: Worker processes running independent steps side by side, each with cores / workers torch threads
-    #: (:mod:`sparcom.demo.lanes`); 1 runs every step in this process, in order.
+    #: (:mod:`sparcom.demo.lanes`); 1 runs every step in this process, in order. The workers are spawned, so a
+    #: Python script that calls ``run_demo`` with more than one needs the ``if __name__ == "__main__":`` guard.
     workers: int = 2
     #: Figures (PNG) in every output folder; off, the reports and SUMMARY.md show tables only (much faster).
     plots: bool = True
