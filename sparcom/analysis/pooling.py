@@ -9,6 +9,8 @@ represents every integer up to 2**24, so each partial sum of integer counts is e
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from sparcom.analysis.groups import GroupCounts
@@ -31,9 +33,8 @@ class Pool:
         self.order = np.argsort(index, kind="stable")
         self.counts = groups.counts[self.order].astype(self.dtype)
         self.tokens = groups.tokens[self.order].astype(np.float64)
-        ends = np.cumsum(np.bincount(index, minlength=self.k))
-        self.slices = [slice(int(end - size), int(end)) for end, size in zip(ends, np.bincount(index, minlength=self.k),
-                                                                            strict=True)]
+        starts = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=self.k))])
+        self.slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(starts)]
 
     def frequencies(self, weights: np.ndarray) -> np.ndarray:
         """[K, N] Σ w_g counts_g / Σ w_g tokens_g per category (0 where a category has no weighted tokens);

@@ -32,7 +32,7 @@ from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
 from sparcom.causal.interventions import AblationStats, InterventionReference
 from sparcom.causal.nll import category_means
-from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, is_main_draw, plan_digest, set_size
+from sparcom.causal.plan import Axes, Condition, ConditionKey, Plan, build_plan, plan_digest, set_size
 from sparcom.causal.reference import intervention_reference, read_means
 from sparcom.causal.result import CausalResult, TargetResult
 from sparcom.causal.settings import CausalSettings
@@ -131,14 +131,10 @@ def run_plan(plan: Plan, evaluator: _Evaluator, ranks: Ranks,
 
 
 def drawn(results: Mapping[ConditionKey, Any], plan: Plan, seeds: int) -> int:
-    """How many of the ``seeds`` draws every main random condition of the plan has a result for (all of them,
-    unless the check stopped once settled)."""
-    present = [0] * (seeds + 1)
-    for condition in plan:
-        if is_main_draw(condition.key) and condition.key in results:
-            present[condition.key.draw] += 1
-    needed = sum(1 for c in plan if is_main_draw(c.key) and c.key.draw == 0)
-    return next((d for d in range(seeds) if present[d] < needed), seeds)
+    """How many draws of the plan's main random sets (:meth:`Plan.stages` after the first) are complete in
+    ``results``: all ``seeds``, unless the check stopped once settled."""
+    draws = plan.stages()[1:]
+    return next((d for d, stage in enumerate(draws) if any(c.key not in results for c in stage)), seeds)
 
 
 # ------------------------------------------------------------------------------------------- assemble
@@ -196,14 +192,13 @@ def _row_sums(inputs: CheckInputs, name: str, results: Mapping[ConditionKey, Any
 
 def _target_result(inputs: CheckInputs, settings: CausalSettings, name: str, results: Mapping[ConditionKey, Any],
                    base: np.ndarray, per_example: dict[str, np.ndarray], intervention: str, control: str = "shape",
-                   matching: Sequence[MatchRow] = (), draws: int | None = None) -> TargetResult:
+                   matching: Sequence[MatchRow] = (), *, draws: int) -> TargetResult:
     """One target under one intervention and one control: per-row NLL sums with each category's set deactivated
     and with each of its random sets of that control (per fold when cross-fitting, pooled over the folds), the ΔNLL
-    matrices and the paired statistics against that control's sets alone. ``draws``: the random sets run, when
-    the check stopped once settled (the decisions are judged at ``settings.seeds``)."""
+    matrices and the paired statistics against that control's sets alone. ``draws``: the random sets run (fewer
+    than ``settings.seeds`` when the check stopped once settled; the decisions are judged at ``settings.seeds``)."""
     label = result_name(name, intervention, settings)
-    seeds = settings.seeds if draws is None else draws
-    a_count = len(inputs.categories)
+    seeds, a_count = draws, len(inputs.categories)
     selected, random, sizes, stats = _row_sums(inputs, name, results, base, intervention, control, seeds)
     for a, category in enumerate(inputs.categories):
         if any(sizes[category]):
@@ -297,7 +292,7 @@ def assemble(inputs: CheckInputs, settings: CausalSettings, plan: Plan, results:
                             f"{draws} drawn (docs/causal.md, 'Stopping when decided')")
     controls = {control: {result_name(name, intervention, settings): _target_result(
         inputs, settings, name, results, base, per_example, intervention, control,
-        [m for m in (matches or []) if (m.target, m.control) == (name, control)], draws)
+        [m for m in (matches or []) if (m.target, m.control) == (name, control)], draws=draws)
         for name in inputs.targets for intervention in settings.interventions} for control in settings.controls}
     return Assembled(base, controls[settings.controls[0]], controls, per_example,
                      *_accuracy(inputs, settings, plan, results, checks))

@@ -441,14 +441,20 @@ def causal_statistics(
         planned_random_sets=planned)
 
 
+def _decision_inputs(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes
+                     ) -> tuple[PairedDesign, dict[str, np.ndarray]]:
+    """The checked design and the point contrasts the decisions read (no bootstrap)."""
+    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
+    return design, contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
+
+
 def decide(base: np.ndarray, selected: np.ndarray, random: np.ndarray, tokens: np.ndarray,
            row_categories: Sequence[str], ablated: Sequence[str], evaluated: Sequence[str] | None = None, *,
            set_sizes: Sequence[int | None] | None = None,
            alpha: float = ALPHA, planned: int | None = None) -> tuple[list[TestRow], dict[str, ClaimDecision]]:
     """The decisions of :func:`causal_statistics` alone (no bootstrap intervals: their bounds are NaN), from the same
     inputs; the calibration benchmark and the power tests run this, the code the causal check runs."""
-    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
-    point = contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
+    design, point = _decision_inputs(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
     return decide_target(design.ablated, design.sizes, design.own, point, design.paired_rows(), design.tokens,
                          design.members, None, alpha, planned)
 
@@ -459,8 +465,7 @@ def settled_after(base: np.ndarray, selected: np.ndarray, random: np.ndarray, to
     """Whether the first R random sets (``random`` [A, R, n]) already fix every decision ``planned`` random sets
     would make (:func:`sparcom.causal.decisions.settled`): the causal check's stopping rule, from the same inputs
     as :func:`decide`."""
-    design = paired_design(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
-    point = contrasts(pooled_cells(design.diff, design.tokens, design.members), design.own)
+    design, point = _decision_inputs(base, selected, random, tokens, row_categories, ablated, evaluated, set_sizes)
     return settled(point, design.paired_rows(), design.tokens, design.members, design.own, design.sizes, planned,
                    alpha)
 

@@ -6,15 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from sparcom.demo.config import BASE, INSTRUCT, MODEL_NAMES, MOE, TUNED, DemoConfig
 from sparcom.demo.lanes import Task, run_tasks
 from sparcom.demo.layout import RULE_TAGS, Layout, rules
-from sparcom.demo.steps import Steps
+from sparcom.demo.steps import Steps, console
 from sparcom.errors import SparcomError
 
-console = Console(stderr=True)
 
 def _resolve(spec: str) -> str:
     """A built-in model name (converted or derived) → its local folder, made on first use; a folder stays as it is."""
@@ -76,6 +73,11 @@ COSTS = {"model": 1.0, "moe-build": 6.0, "profile": 1.2, "reference": 0.7, "iden
 MOE_SCALE = 1.8
 
 
+def _cost(step: str, role: str) -> float:
+    """A step's relative cost for a model role (:data:`COSTS`, the MoE's scaled by :data:`MOE_SCALE`)."""
+    return COSTS[step] * (MOE_SCALE if role == MOE else 1.0)
+
+
 def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: list[str], profiled: Path
                ) -> list[Task]:
     """Every model step of the demo, in the order one process runs them (each after the steps it reads): the
@@ -91,16 +93,16 @@ def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: 
                                                              "out": Path(specs[TUNED])}, (made[BASE],)))
         made[TUNED] = "tuned-model"
     for role in order:
-        name, model, scale = MODEL_NAMES[role], specs[role], MOE_SCALE if role == MOE else 1.0
+        name, model = MODEL_NAMES[role], specs[role]
         needs = (made[role],) if role in made else ()
         tasks += [Task(f"profile-{name}", profile_one, {"config": config, "path": model, "data": profiled,
-                                                         "out": where.run(name)}, needs, COSTS["profile"] * scale),
+                                                         "out": where.run(name)}, needs, _cost("profile", role)),
                   Task(f"profile-{name}-reference", profile_one, {
                       "config": config, "path": model, "data": where.reference_data,
-                      "out": where.reference_run(name), "template": "raw"}, needs, COSTS["reference"] * scale)]
+                      "out": where.reference_run(name), "template": "raw"}, needs, _cost("reference", role))]
         tasks += [Task(f"identify-{name}-{tag}", identify_one, {"config": config, "where": where, "name": name,
                                                                 "tag": tag},
-                       (f"profile-{name}", f"profile-{name}-reference"), COSTS["identify"] * scale)
+                       (f"profile-{name}", f"profile-{name}-reference"), _cost("identify", role))
                   for tag in rules()]
     if BASE in specs and TUNED in specs:
         runs = (f"profile-{MODEL_NAMES[BASE]}", f"profile-{MODEL_NAMES[TUNED]}")
@@ -112,10 +114,10 @@ def demo_tasks(config: DemoConfig, where: Layout, specs: dict[str, str], order: 
             tasks.append(Task(f"ablate-{name}-{tag}-{target}" + (f"-{removal}" if target == "experts" else ""),
                               run_ablation, {"config": config, "model_path": specs[role], "where": where,
                                              "name": name, "tag": tag, "target": target, "removal": removal},
-                              (f"identify-{name}-{tag}",), COSTS["ablate"] * (MOE_SCALE if role == MOE else 1.0)))
+                              (f"identify-{name}-{tag}",), _cost("ablate", role)))
     tasks += [Task(f"examples-{MODEL_NAMES[role]}", record_examples, {
         "config": config, "model_path": specs[role], "where": where, "name": MODEL_NAMES[role]},
-        (f"identify-{MODEL_NAMES[role]}-paper",), COSTS["examples"] * (MOE_SCALE if role == MOE else 1.0))
+        (f"identify-{MODEL_NAMES[role]}-paper",), _cost("examples", role))
         for role in order]
     return tasks
 
@@ -133,7 +135,7 @@ def identify_one(config: DemoConfig, where: Layout, name: str, tag: str) -> dict
     identify(where.run(name), rules()[tag], folds=config.folds, random_sets=config.random_sets,
              resamples=config.resamples if tag == "paper" else 0, reference=str(where.reference_run(name)),
              out=out, overwrite=True, plots=config.plots)
-    return _selected(None, out)
+    return _selected(out)
 
 
 def compare_one(config: DemoConfig, where: Layout, tag: str) -> dict:
@@ -143,18 +145,17 @@ def compare_one(config: DemoConfig, where: Layout, tag: str) -> dict:
     out = where.compare(tag)
     compare(where.run(MODEL_NAMES[BASE]), where.run(MODEL_NAMES[TUNED]), rules()[tag], out=out, overwrite=True,
             plots=config.plots)
-    return _changes(None, out)
+    return _changes(out)
 
 
-def _selected(_result, out: Path) -> dict:
-    """The step record of an identify (run first, its result unused): set sizes per kind, read back through the
-    typed reader of what it wrote."""
+def _selected(out: Path) -> dict:
+    """The step record of an identify: set sizes per kind, read back through the typed reader of what it wrote."""
     from sparcom.artifacts.summaries import read_identify
 
     return {kind: k.selected for kind, k in read_identify(out).kinds.items()}
 
 
-def _changes(_result, out: Path) -> dict:
+def _changes(out: Path) -> dict:
     """The step record of a compare: the neuron sets' changes per category, read back like :func:`_selected`."""
     from dataclasses import asdict
 
@@ -219,7 +220,8 @@ def run_ablation(config: DemoConfig, model_path: str, where: Layout, name: str, 
     common = dict(seeds=config.seeds, per_category=config.ablate_per_category, batch_size=config.batch_size,
                   max_scored_tokens=config.max_scored_tokens, targets=(target,), expert_removal=removal,
                   interventions=config.interventions, controls=config.controls,
-                  stop_when_decided=config.stop_when_decided, dtype=config.dtype, out=out, resume=resume, overwrite=not resume, plots=config.plots)
+                  stop_when_decided=config.stop_when_decided, dtype=config.dtype, out=out, resume=resume,
+                  overwrite=not resume, plots=config.plots)
     if config.causal_folds:
         result = ablate(model_path, None, config.data, run=where.run(name), rule=rules()[tag],
                         crossfit_folds=config.causal_folds, **common)
