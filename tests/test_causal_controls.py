@@ -5,7 +5,10 @@ match report against a direct mean, and the control reaching the plan, the check
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,8 @@ from typer.testing import CliRunner
 
 from sparcom.causal import CausalSettings, causal_check
 from sparcom.causal.controls import Matching, binned_like, match_row, matched_like, shape_like
-from sparcom.causal.plan import Axes, build_plan
+from sparcom.causal.plan import CONTROLS, Axes, build_plan
+from sparcom.causal.settings import DEFAULT_CONTROL
 from sparcom.cli.app import app
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
@@ -290,3 +294,39 @@ def test_a_check_that_scores_the_profiled_rows_says_they_are_in_sample(study):
                           CausalSettings(seeds=2, batch_size=4, controls=("shape",), replicates=20), progress=False)
     notes = [n for n in result.notes if "were profiled to make the selection" in n]
     assert len(notes) == 1 and notes[0].startswith("12 of 12 scored rows") and "--exclude-profiled" in notes[0]
+
+
+def test_whole_bin_draws_share_members_with_the_set_and_near_misses_none():
+    values = np.random.default_rng(3).beta(0.5, 2.0, EXPERTS.size)
+    matching = matching_of(EXPERTS, values, min_top=4)
+    selected = top_set(EXPERTS, values, 0.05)
+    mask = selected.flat("expert_neuron")
+    whole = [binned_like(selected, s, "x", matching) for s in range(10)]
+    near = [matched_like(selected, s, "x", matching) for s in range(10)]
+    direct = np.mean([(d.flat("expert_neuron") & mask).sum() / mask.sum() for d in whole])
+    assert match_row("neurons", "frequency-bin", "math", matching, [selected], [whole], []).row()["shared"] == (
+        pytest.approx(direct)) and direct > 0
+    assert match_row("neurons", "frequency", "math", matching, [selected], [near], []).row()["shared"] == 0
+
+
+CONTROL_BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "control_calibration.py"
+
+
+def test_the_default_control_is_calibrated_where_the_near_misses_are_biased_by_the_selection():
+    """The selection-aware null of benchmarks/control_calibration.py (only frequency matters, steeply): the paper's
+    real selection, the controls' real drawers and the real decision on 12 simulated data sets. Near misses sit
+    below the set's frequency, so "critical role" holds on most; whole bins (the default) hold on at most one."""
+    spec = importlib.util.spec_from_file_location("control_calibration", CONTROL_BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert DEFAULT_CONTROL == "frequency-bin" and CONTROLS[DEFAULT_CONTROL] is binned_like
+    rng = np.random.default_rng(11)
+    scenario = bench.Scenario("frequent matter", "frequent")
+    held = {"frequency": 0, "frequency-bin": 0}
+    for i in range(12):
+        found = bench.one_data_set(scenario, rng, 100 * i, rules={"paper": bench.RULES["paper"]},
+                                   controls={c: CONTROLS[c] for c in held})
+        for control in held:
+            held[control] += found[("paper", control)]["damage"]
+    assert held["frequency"] >= 8 and held["frequency-bin"] <= 1, held

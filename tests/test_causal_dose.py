@@ -142,7 +142,7 @@ def test_cli_writes_the_figure_and_the_report_shows_it(study, tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (out / "tables" / "dose_response.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["control"] for r in rows} == {"frequency"} and min(int(r["k"]) for r in rows) == 1  # the default
+    assert {r["control"] for r in rows} == {"frequency-bin"} and min(int(r["k"]) for r in rows) == 1  # the default
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dose_response"]["ranking"] == "contrast"
     html = tmp_path / "report.html"

@@ -68,7 +68,7 @@ def test_each_intervention_gives_its_own_result_equal_to_a_plain_recomputation(s
     assert set(result.targets) == {"neurons", "neurons@mean", "neurons@resample"}
     assert [result.targets[n].intervention for n in ("neurons", "neurons@mean", "neurons@resample")] == [
         "zero", "mean", "resample"]
-    assert {result.targets[n].control for n in result.targets} == {"frequency"}  # the default control
+    assert {result.targets[n].control for n in result.targets} == {"frequency-bin"}  # the default control
     zero_only = causal_check(study["loaded"], study["selection"], study["data"],
                              CausalSettings(seeds=2, batch_size=4, interventions=("zero",)), progress=False)
     np.testing.assert_array_equal(result.targets["neurons"].delta, zero_only.targets["neurons"].delta)
@@ -136,8 +136,8 @@ def test_the_default_check_is_mean_ablation_against_frequency_matched_sets():
     """Mean keeps the model on-distribution where zero breaks it; frequency matches what the rules select on
     (docs/causal.md "Which intervention by default", "Which control by default")."""
     settings = CausalSettings()
-    assert settings.interventions == ("mean",) and settings.controls == ("frequency",)
-    assert CausalSettings(interventions=None, controls=None).controls == ("frequency",)
+    assert settings.interventions == ("mean",) and settings.controls == ("frequency-bin",)
+    assert CausalSettings(interventions=None, controls=None).controls == ("frequency-bin",)
     assert build(CausalSettings, {"intervention": None, "control": None}).interventions == ("mean",)
-    assert build(CausalSettings, {"control": None}).controls == ("frequency",)
+    assert build(CausalSettings, {"control": None}).controls == ("frequency-bin",)
     assert build(CausalSettings, {"control": ["shape,magnitude"]}).controls == ("shape", "magnitude")

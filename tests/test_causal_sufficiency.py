@@ -147,7 +147,7 @@ def test_the_pilot_at_factor_one_pulls_nothing_and_is_deterministic(study):
     for cell in first.cells:
         assert cell.p == (1 + sum(r >= cell.pull for r in cell.random_pulls)) / 4
     summary = first.to_json()
-    assert summary["pilot"] is True and summary["decision"] is None and summary["control"] == "frequency"
+    assert summary["pilot"] is True and summary["decision"] is None and summary["control"] == "frequency-bin"
     assert summary["rows"]["cls"] == {"prompts": ["p-cls-0"], "openings": ["p-cls-1"]}
     shape = sufficiency_pilot(study["model"], study["selection"], rows, factors=(3.0,), control="shape", **kwargs)
     assert [c.pull for c in shape.cells] == [c.pull for c in first.cells]  # the same selected sets

@@ -128,7 +128,7 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
     """Every row profiled leaves no unseen rows: the causal check must cross-fit over the run's folds."""
     out = tmp_path / "full"
     assert DemoConfig.full().interventions == ("mean", "zero", "resample")  # every intervention and control
-    assert DemoConfig.full().controls == ("frequency", "shape", "magnitude", "frequency-bin")
+    assert DemoConfig.full().controls == ("frequency-bin", "shape", "frequency", "magnitude", "magnitude-bin")
     config = DemoConfig.full(out=out, data=setting["data"], dtype="float32", folds=2, random_sets=5, resamples=5,
                              seeds=3, ablate_per_category=2, max_scored_tokens=4, examples_per_category=2,
                              causal_folds=2, plots=False, models={role: setting[role] for role in (INSTRUCT, BASE, TUNED, MOE)},
@@ -144,12 +144,12 @@ def test_full_variant_profiles_every_row_and_cross_fits_the_causal_check(setting
         written = json.loads((folder / "summary.json").read_text())
         assert written["settings"]["folds"] == 2
         assert written["settings"]["interventions"] == ["mean"]
-        assert written["settings"]["controls"] == ["frequency", "shape"]
+        assert written["settings"]["controls"] == ["frequency-bin", "shape"]
     claims = summary.split("## Do the paper's claims hold here?")[1].split("\n## ")[0]
     assert "causal check not run" not in claims
     stored = json.loads((out / "claims.json").read_text())["models"]["smollm2-135m-instruct"]
     causal = [c for c in stored if c["claim"] in ("critical role", "specificity")]
-    assert causal and all((c["evidence"]["intervention"], c["evidence"]["control"]) == ("mean", "frequency")
+    assert causal and all((c["evidence"]["intervention"], c["evidence"]["control"]) == ("mean", "frequency-bin")
                           for c in causal)
 
 
@@ -164,3 +164,31 @@ def test_the_fast_dtype_is_resolved_once_from_the_cpu(monkeypatch):
         assert demo_config.fast_cpu_dtype() == expected
         assert DemoConfig().resolved().dtype == expected
     assert DemoConfig(dtype="float16").resolved().dtype == "float16"  # an explicit dtype is kept
+
+
+def test_a_demo_folder_made_with_other_settings_is_refused_until_the_affected_steps_are_deleted(tmp_path, capsys):
+    """A changed causal setting (here the control, as when a default changes on an upgrade) would otherwise reuse
+    stale causal checks under the new settings' name: one line, exit 2, naming the records to delete; once they
+    are gone those steps run again. A changed setting every step reads asks for a new folder."""
+    from sparcom.cli import main
+    from sparcom.errors import SparcomError
+
+    out = tmp_path / "demo"
+    (out / "steps").mkdir(parents=True)
+    earlier = {**json.loads(json.dumps(DemoConfig(out=out).resolved().to_json())), "control": "frequency"}
+    (out / "config.json").write_text(json.dumps(earlier), encoding="utf-8")
+    for name in ("08-profile-smollm2", "26-ablate-smollm2-paper-neurons", "33-report-smollm2"):
+        (out / "steps" / f"{name}.json").write_text("{}", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "control: 'frequency' → 'frequency-bin'" in err[0], err
+    assert "*-ablate-*.json and " in err[0] and "*-report-*.json" in err[0] and "Traceback" not in err[0]
+    assert json.loads((out / "config.json").read_text()) == earlier  # nothing rewritten
+    config = DemoConfig(out=out).resolved()
+    for name in ("26-ablate-smollm2-paper-neurons", "33-report-smollm2"):
+        (out / "steps" / f"{name}.json").unlink()
+    config.check_reuse(earlier)  # the affected records are gone: those steps run again
+    with pytest.raises(SparcomError, match=f"per_category: 24 → 12\\); delete {out}, or pass another --out"):
+        DemoConfig(out=out, per_category=12).check_reuse(json.loads(json.dumps(DemoConfig(out=out).to_json())))
+    assert DemoConfig(out=out, workers=1).check_reuse(earlier | {"control": "frequency-bin", "workers": 2}) is None

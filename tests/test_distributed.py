@@ -385,7 +385,7 @@ def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(fol
     assert not (tmp_path / "refused").exists()
     identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
     result = one_thread_check(model, tmp_path / "selection", data, tmp_path / "single", settings)
-    assert {(t.intervention, t.control) for t in result.targets.values()} == {("mean", "frequency")}
+    assert {(t.intervention, t.control) for t in result.targets.values()} == {("mean", "frequency-bin")}
     job = {"call": "ablate", "model": model, "selection": str(tmp_path / "selection"), "data": str(data),
            "out": str(tmp_path / "dist"), "settings": settings}
     outcomes = launch(2, job, tmp_path / "results")

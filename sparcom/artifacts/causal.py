@@ -290,8 +290,9 @@ class TargetTests:
 CONTROL_WORDS: dict[str, str] = {
     "shape": "random sets of the same per-layer shape",
     "frequency": "random sets matched on layer and activation frequency (near misses)",
-    "magnitude": "random sets matched on layer and expected contribution",
+    "magnitude": "random sets matched on layer and expected contribution (near misses)",
     "frequency-bin": "random sets matched on layer and activation frequency (whole bins, the set's members included)",
+    "magnitude-bin": "random sets matched on layer and expected contribution (whole bins, the set's members included)",
 }
 #: What each intervention does to a deactivated neuron, in words.
 INTERVENTION_WORDS: dict[str, str] = {

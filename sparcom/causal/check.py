@@ -324,7 +324,7 @@ def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) 
 
 #: What a matched control or the dose–response reads from the selection's profile run (its one-line refusal).
 READS = {"frequency": "each component's frequency", "magnitude": "each component's activation sums",
-         "frequency-bin": "each component's frequency",
+         "frequency-bin": "each component's frequency", "magnitude-bin": "each component's activation sums",
          "dose": "the rule's score of each component"}
 
 

@@ -10,12 +10,21 @@ residual stream on every token. A *matched* control also keeps the count in ever
   (pooled likewise; expert neurons over the tokens routed to their expert) and the column norm from the model.
 
 Bins are quantile bins of the statistic over all components of a kind, halving towards the top (levels
-1 − 2^−k: the top half, quarter, eighth, … of the components, down to a top bin of :data:`sparcom.random_sets.MIN_TOP_BIN`), so the
-most frequent components are matched finely. The selected set's own components are excluded: the control draws
-"near misses" — other components of the same layer, expert and bin. Where a bin of a block holds fewer candidates
-than selected components, it is merged with the bins below it (:func:`sparcom.random_sets.merge_short_strata`,
-deterministic, recorded as :class:`~sparcom.random_sets.Widening`); how well the drawn sets match is measured
-(:func:`match_rows`: the mean statistic of the selected set against the drawn sets') and stored in the result.
+1 − 2^−k: the top half, quarter, eighth, … of the components, down to a top bin of :data:`CONTROL_TOP_BIN`), so the
+most frequent components are matched finely. Two ways to draw from the bins:
+
+- ``frequency-bin`` and ``magnitude-bin`` (``frequency-bin`` is the default) draw from the *whole* bin, the selected
+  components included: under the null "any set with this layer × bin profile", the selected set is one such set;
+- ``frequency`` and ``magnitude`` draw "near misses" — the bin's components outside the set; where a bin of a block
+  holds fewer candidates than selected components, it is merged with the bins below it
+  (:func:`sparcom.random_sets.merge_short_strata`, deterministic, recorded as
+  :class:`~sparcom.random_sets.Widening`). Near misses are conditioned on the selection: for a set that fills the
+  top bins they are less frequent than the set, and a null in which frequent components matter most lets "critical
+  role" hold for the paper's sets in 0.88 of simulated data sets (benchmarks/control_calibration.py; whole bins:
+  0.00). They stay available for comparison.
+
+How well the drawn sets match is measured (:func:`match_row`: the statistic's mean over the selected set against
+the drawn sets', and the share of the set's members a drawn set shares) and stored in the result.
 """
 
 from __future__ import annotations
@@ -29,6 +38,13 @@ import numpy as np
 from sparcom.components import ComponentSet, Layout
 from sparcom.errors import SparcomError
 from sparcom.random_sets import TooFewCandidates, Widening, merge_short_strata, quantile_strata, random_like
+
+#: The causal controls' smallest top bin, in components of a kind pooled over its layers (validity's baseline keeps
+#: :data:`sparcom.random_sets.MIN_TOP_BIN`, 32). The paper's sets fill the top bins, and within a bin they are its
+#: most frequent members: with top bins of 32 the whole-bin control let "critical role" hold in 0.067 of simulated
+#: data sets where only frequency matters (steep: damage ∝ f⁸), with 16 in 0.017, with 8 in none of 60
+#: (benchmarks/control_calibration.py).
+CONTROL_TOP_BIN = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,8 @@ class Matching:
     @classmethod
     def binned(cls, statistic: str, source: str, layouts: dict[str, Layout], values: dict[str, np.ndarray]
                ) -> Matching:
-        return cls(statistic, source, layouts, values, {k: quantile_strata(v) for k, v in values.items()})
+        return cls(statistic, source, layouts, values,
+                   {k: quantile_strata(v, CONTROL_TOP_BIN) for k, v in values.items()})
 
     def digest(self) -> str:
         """What fixes the drawn sets: the statistic's name and every kind's bins."""
@@ -87,9 +104,9 @@ def shape_like(selected: ComponentSet, seed: int, stream: str, matching: Matchin
 
 
 def binned_like(selected: ComponentSet, seed: int, stream: str, matching: Matching | None = None) -> ComponentSet:
-    """The ``frequency-bin`` control: ``selected``'s count in every layer, expert and bin of ``matching``, drawn
-    from the whole bin, the selected components included — the unconditional null beside the near misses (which
-    are, by the selection, the bin's components less active on the set's category)."""
+    """A whole-bin control (``frequency-bin``, ``magnitude-bin``): ``selected``'s count in every layer, expert and
+    bin of ``matching``, drawn from the whole bin, the selected components included — the unconditional null (near
+    misses are, by the selection, the bin's components less frequent or less active on the set's category)."""
     if matching is None:
         raise SparcomError(f"the control of {stream} matches on a statistic, but none was given")
     strata = {kind: matching.strata[matching.kind(selected, kind)] for kind in selected.shapes}
@@ -152,7 +169,7 @@ def _neuron_down_norms(sites, kind: str, layer: int) -> np.ndarray:
             return weight.norm(dim=1).numpy()
     raise SparcomError(f"--control magnitude: no loaded down projection of {site.width} neurons beside {path} in "
                        f"layer {layer} of this {family.name} model (looked for {', '.join(DOWN_PROJECTIONS)}); use "
-                       "--control frequency")
+                       "--control frequency-bin")
 
 
 def _expert_down_norms(sites, layer: int) -> np.ndarray:
@@ -163,7 +180,7 @@ def _expert_down_norms(sites, layer: int) -> np.ndarray:
     weight = getattr(site.experts, "down_proj", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 3 or weight.device.type == "meta":
         raise SparcomError(f"--control magnitude: layer {layer}'s experts hold no loaded 3-D down_proj; use "
-                           "--control frequency")
+                           "--control frequency-bin")
     weight = weight.detach().to(torch.float64).cpu()
     return (weight.norm(dim=2) if site.layout.transposed else weight.norm(dim=1)).numpy()  # [E, I, H] / [E, H, I]
 
@@ -175,7 +192,7 @@ def down_column_norms(sites, kind: str, layer: int) -> np.ndarray:
     if kind in ("neuron", "shared_neuron"):
         return _neuron_down_norms(sites, kind, layer)
     raise SparcomError(f"--control magnitude matches neurons; {kind} components have no activation of their own "
-                       "(use --control frequency for them)")
+                       "(use --control frequency-bin for them)")
 
 
 def expected_contribution(run, kinds: Sequence[str], sites=None) -> Matching:
@@ -203,7 +220,8 @@ def _frequency(run, kinds: Sequence[str], sites=None) -> Matching:
 
 
 #: What a matched control matches on, by control name: (profile run, kinds, model sites) → the binned statistic.
-STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution, "frequency-bin": _frequency}
+STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution, "frequency-bin": _frequency,
+              "magnitude-bin": expected_contribution}
 #: The matched controls that draw near misses (the selected components excluded, short top bins widened).
 NEAR_MISSES: frozenset[str] = frozenset({"frequency", "magnitude"})
 
@@ -220,6 +238,9 @@ class MatchRow:
     random_means: tuple[float, ...]  # each random set's mean (folds: averaged over the folds)
     widened_blocks: int  # blocks in which short bins were merged (summed over folds)
     widened_components: int  # selected components in merged bins (summed over folds)
+    #: the mean share of the selected set's members that a random set holds too (whole bins: how much of the set
+    #: the control cannot tell from its bins; near misses: 0)
+    shared: float = float("nan")
 
     def row(self) -> dict[str, object]:
         means = np.asarray(self.random_means, dtype=np.float64)
@@ -230,17 +251,26 @@ class MatchRow:
                 "random_min": float(means.min()) if finite else float("nan"),
                 "random_max": float(means.max()) if finite else float("nan"),
                 "random_sets": int(means.size), "widened_blocks": self.widened_blocks,
-                "widened_components": self.widened_components}
+                "widened_components": self.widened_components, "shared": self.shared}
 
 
 def match_row(target: str, control: str, category: str, matching: Matching, selected: Sequence[ComponentSet],
               drawn: Sequence[Sequence[ComponentSet]], widenings: Sequence[Widening]) -> MatchRow:
     """One category's match: ``selected`` per fold, ``drawn[f][r]`` random set r of fold f, the folds' merges."""
     random = np.array([[matching.mean(s) for s in sets] for sets in drawn], dtype=np.float64)
+    shared = [shared_share(s, r) for s, sets in zip(selected, drawn, strict=True) for r in sets]
     return MatchRow(target, control, category, matching.statistic,
                     float(np.mean([matching.mean(s) for s in selected])),
                     tuple(float(v) for v in (random.mean(axis=0) if random.size else ())),
-                    len(widenings), sum(w.selected for w in widenings))
+                    len(widenings), sum(w.selected for w in widenings),
+                    float(np.mean(shared)) if shared else float("nan"))
+
+
+def shared_share(selected: ComponentSet, drawn: ComponentSet) -> float:
+    """The share of ``selected``'s members that ``drawn`` holds too (NaN for an empty set)."""
+    both = sum(int((selected.flat(k) & drawn.flat(k)).sum()) for k in selected.shapes if k in drawn.shapes)
+    size = selected.size()
+    return both / size if size else float("nan")
 
 
 def control_matching(controls: Sequence[str], run, kinds: Sequence[str], sites=None) -> dict[str, Matching]:

@@ -41,9 +41,11 @@ ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: ``shape``: the selected set's count in every layer and expert, uniformly (:mod:`sparcom.random_sets`);
 #: ``frequency`` / ``magnitude``: also in every bin of the pooled activation frequency / of E|A| × ‖W_down column‖,
 #: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``);
-#: ``frequency-bin``: in every bin of the pooled frequency, drawn from the whole bin (the selected included).
+#: ``frequency-bin`` / ``magnitude-bin`` (the default is ``frequency-bin``): in every bin of the same statistics,
+#: drawn from the whole bin (the selected included).
 CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
-    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like, "frequency-bin": binned_like}
+    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like, "frequency-bin": binned_like,
+    "magnitude-bin": binned_like}
 #: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
 #: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
 #: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken

@@ -14,7 +14,7 @@ from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
 #: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
-CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude", "frequency-bin")
+CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude", "frequency-bin", "magnitude-bin")
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
@@ -29,9 +29,10 @@ INTERVENTION_NAMES: tuple[str, ...] = ("zero", "mean", "resample")
 #: The intervention a check runs unless told otherwise: ``mean`` keeps the model on-distribution where ``zero``
 #: breaks it (+2 nats per token on every category, SmolLM2; docs/causal.md "Which intervention by default").
 DEFAULT_INTERVENTION = "mean"
-#: The random-set control a check runs unless told otherwise: ``frequency`` matches random sets on what the
-#: frequency rules select on (docs/causal.md "Which control by default"); ``shape`` matches layer and expert only.
-DEFAULT_CONTROL = "frequency"
+#: The random-set control a check runs unless told otherwise: ``frequency-bin`` matches random sets on what the
+#: frequency rules select on, drawn from whole bins — near misses (``frequency``) are biased by the selection
+#: (docs/causal.md "Which control by default"); ``shape`` matches layer and expert only.
+DEFAULT_CONTROL = "frequency-bin"
 
 
 def _names_or(default: str):
@@ -88,10 +89,12 @@ class CausalSettings:
         (DEFAULT_CONTROL,), flag="--control", choices=CONTROL_NAMES, cli_type=list[str] | None, cli_default=None,
         parse=_names_or(DEFAULT_CONTROL),
         help="How random control sets are matched to a selected set (repeat or comma-separate; each gets its own "
-             "random sets and results, the first is the main one): frequency (default: same count per layer, "
-             "expert and bin of the pooled activation frequency, the selected components excluded; needs the "
-             "selection's profile run), shape (same count per layer and expert only), magnitude (per bin of mean "
-             "|activation| × ‖W_down column‖; needs a run with activation sums).")
+             "random sets and results, the first is the main one): frequency-bin (default: same count per layer, "
+             "expert and bin of the pooled activation frequency, drawn from the whole bin; needs the selection's "
+             "profile run), frequency (the same bins, near misses: the selected components excluded, short bins "
+             "widened; biased by the selection, for comparison), shape (same count per layer and expert only), "
+             "magnitude-bin / magnitude (per bin of mean |activation| × ‖W_down column‖, whole bins / near misses; "
+             "needs a run with activation sums).")
     #: Dose–response: also deactivate the top-k of every set for this many k on a geometric grid (None: off).
     dose_points: int | None = setting(None, flag="--dose-response", low=2, help=(
         "Dose–response: also deactivate the top-k of each category's set (ranked by the selection rule's score) "

@@ -32,6 +32,7 @@ from sparcom.causal.interventions import amplify
 from sparcom.causal.nll import ScoredExample, encode_scored
 from sparcom.causal.plan import CONTROLS
 from sparcom.causal.scoring import ScoringPlan
+from sparcom.causal.settings import DEFAULT_CONTROL
 from sparcom.components import ComponentSet
 from sparcom.data.batching import length_batches
 from sparcom.data.formatting import pad_token_id, resolve_template
@@ -141,7 +142,7 @@ def _delta_sums(model, plan: ScoringPlan, baseline: np.ndarray, components: Comp
 
 
 def sufficiency_pilot(loaded, selection, rows: Sequence[InstructionRow], *, factors: Sequence[float] = (2.0, 4.0),
-                      seeds: int = 10, seed: int = 0, control: str = "frequency", prompts: int = 3,
+                      seeds: int = 10, seed: int = 0, control: str = DEFAULT_CONTROL, prompts: int = 3,
                       openings: int = 3, opening_tokens: int = 8, batch_size: int = 8,
                       on_pass: Callable[[str], None] | None = None) -> SufficiencyPilot:
     """Amplify each category's selected neurons by each factor on the other categories' prompts; compare the pull

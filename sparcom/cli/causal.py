@@ -127,13 +127,14 @@ def _print_matching(out, result) -> None:
         return
     table = Table(title=f"control match: mean {rows[0]['statistic']} of the selected set vs its random sets "
                         "(mean, min–max over the sets); widened: blocks / selected components whose bin was "
-                        "merged with lower bins", title_justify="left")
-    for column in ("target", "control", "set", "selected", "random", "widened"):
+                        "merged with lower bins; shared: the share of the set's members a random set holds too",
+                  title_justify="left")
+    for column in ("target", "control", "set", "selected", "random", "widened", "shared"):
         table.add_column(column, justify="left" if column in ("target", "control", "set") else "right")
     for r in rows:
         table.add_row(r["target"], r["control"], r["category"], f"{r['selected_mean']:.3f}",
                       f"{r['random_mean']:.3f} [{r['random_min']:.3f}, {r['random_max']:.3f}]",
-                      f"{r['widened_blocks']} / {r['widened_components']}")
+                      f"{r['widened_blocks']} / {r['widened_components']}", f"{r.get('shared', float('nan')):.2f}")
     out.print(table)
 
 
@@ -183,7 +184,7 @@ def ablate_command(
     """Deactivate each category's selected neurons/experts; ΔNLL per category against matched random sets.
 
     By default a set's activations are set to their means over the profile run (--intervention) and its random sets
-    are near misses of the same layer and activation frequency (--control).
+    are drawn from the same layer and bin of activation frequency, the set's own members included (--control).
 
     SIGTERM and Ctrl-C stop it with one line (exit 130); --resume continues from the last finished condition.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def fast_cpu_dtype() -> str:
     return "bfloat16" if native else "float32"
 
 
+def _adapter_identity(path: str | None) -> str | None:
+    """An adapter by its weights' bytes (the same adapter in another clone is the same), else by its path."""
+    import hashlib
+
+    weights = Path(path) / "adapter_model.safetensors" if path else None
+    if weights is None or not weights.is_file():
+        return path
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+#: Demo settings that change no step's numbers: a folder made with other values is reused as it is.
+REUSE_FREE: frozenset[str] = frozenset({"out", "workers", "plots"})
+#: Demo settings that only some kinds of step read (the step names' middle part), the reports included; every other
+#: setting changes them all.
+STEP_SETTINGS: dict[str, tuple[str, ...]] = {
+    **{k: ("ablate", "report") for k in ("seeds", "ablate_per_category", "intervention", "control",
+                                         "more_interventions", "more_controls", "max_scored_tokens",
+                                         "stop_when_decided", "causal_folds", "causal")},
+    "examples_per_category": ("examples", "report")}
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Sizes of the demo; the defaults are meant to finish in about 20 minutes on an idle 2-core CPU."""
@@ -68,8 +90,8 @@ class DemoConfig:
     #: ``make demo`` 22.5 minutes, over its 20-minute budget.
     seeds: int = 20
     ablate_per_category: int = 4
-    #: How the causal check deactivates a set and matches its random sets: the check's defaults (mean ablation,
-    #: frequency-matched near misses; docs/causal.md "Which intervention by default", "Which control by default").
+    #: How the causal check deactivates a set and matches its random sets: the check's defaults (mean ablation, random
+    #: sets from whole frequency bins; docs/causal.md "Which intervention by default", "Which control by default").
     intervention: str = DEFAULT_INTERVENTION
     control: str = DEFAULT_CONTROL
     #: Other interventions and controls measured beside them in the same checks (``make demo-full``: all of them).
@@ -155,6 +177,28 @@ class DemoConfig:
         from dataclasses import asdict
 
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def check_reuse(self, earlier: dict) -> None:
+        """Refuse to reuse a folder's finished steps when ``earlier`` (its ``config.json``) was made with settings
+        that change their results (a changed default after an upgrade too): one line with what changed and which
+        step records to delete; once they are deleted, those steps run again. ``out``, ``workers`` and ``plots``
+        change no step's numbers."""
+        now = json.loads(json.dumps(self.resolved().to_json()))  # tuples as lists, as the file has them
+        same_adapter = _adapter_identity(now.get("adapter")) == _adapter_identity(earlier.get("adapter"))
+        changed = sorted(k for k in now.keys() | earlier.keys() if k not in REUSE_FREE
+                         and now.get(k) != earlier.get(k) and not (k == "adapter" and same_adapter))
+        if not changed:
+            return
+        said = ", ".join(f"{k}: {earlier.get(k)!r} → {now.get(k)!r}" for k in changed[:4])
+        said += f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        kinds = sorted({kind for k in changed for kind in STEP_SETTINGS.get(k, ("*",))})
+        if not any(list((self.out / "steps").glob(f"*-{kind}-*.json" if kind != "*" else "*.json")) for kind in kinds):
+            return  # the records those settings affect are gone: their steps run again
+        way_out = (f"delete {self.out}" if "*" in kinds else
+                   "delete " + " and ".join(f"{self.out / 'steps'}/*-{kind}-*.json" for kind in kinds)
+                   + " (those steps run again)")
+        raise SparcomError(f"{self.out}: its finished steps were made with other settings ({said}); {way_out}, or "
+                           "pass another --out")
 
 
 __all__ = [

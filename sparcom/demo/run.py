@@ -11,6 +11,7 @@ from sparcom.demo.lanes import Task, run_tasks
 from sparcom.demo.layout import RULE_TAGS, Layout, rules
 from sparcom.demo.steps import Steps, console
 from sparcom.errors import SparcomError
+from sparcom.outputs import read_json
 
 
 def _resolve(spec: str) -> str:
@@ -30,6 +31,8 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     config.check()
     out = config.out
     where = Layout(out)
+    if (out / "config.json").is_file():
+        config.check_reuse(read_json(out / "config.json", "delete it, or pass another --out"))
     steps = Steps(out)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
 
