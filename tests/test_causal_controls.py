@@ -16,7 +16,7 @@ from causal_tiny import one_thread, tiny_moe, tiny_study  # noqa: F401
 from typer.testing import CliRunner
 
 from sparcom.causal import CausalSettings, causal_check
-from sparcom.causal.controls import Matching, binned_like, match_row, matched_like, shape_like
+from sparcom.causal.controls import CONTROL_TOP_BIN, Matching, binned_like, match_row, matched_like, shape_like
 from sparcom.causal.plan import CONTROLS, Axes, build_plan
 from sparcom.causal.settings import DEFAULT_CONTROL
 from sparcom.cli.app import app
@@ -267,14 +267,13 @@ def test_the_magnitude_control_runs_with_its_own_null(study):
 
 
 def test_the_bins_stated_in_the_causal_doc():
-    """docs/causal.md: on SmolLM2's 30 × 1,536 neurons the top bin is the top 45 (0.1 %), then 0.2 %, 0.4 %, …"""
-    from pathlib import Path
-
-    levels = quantile_levels(30 * 1536)
-    assert len(levels) == 10 and round(30 * 1536 * (1 - levels[-1])) == 45
-    assert [round(100 * (1 - v), 1) for v in levels[-5:]] == [1.6, 0.8, 0.4, 0.2, 0.1]
+    """docs/causal.md: on SmolLM2's 30 × 1,536 neurons the causal controls' top bin is the top 11 (0.02 %), then
+    0.05 %, 0.1 %, …"""
+    levels = quantile_levels(30 * 1536, CONTROL_TOP_BIN)
+    assert len(levels) == 12 and round(30 * 1536 * (1 - levels[-1])) == 11
+    assert [round(100 * (1 - v), 2) for v in levels[-4:]] == [0.2, 0.1, 0.05, 0.02]
     text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "causal.md").read_text(encoding="utf-8").split())
-    assert "the top bin is the top 0.1 % (45 neurons) and the next ones the top 0.2 %, 0.4 %, 0.8 %, 1.6 %" in text
+    assert "the top bin is the top 0.02 % (11 neurons) and the next ones the top 0.05 %, 0.1 %, 0.2 %" in text
 
 
 def test_the_whole_bin_control_runs_beside_the_near_misses_with_its_own_null(study):
@@ -330,3 +329,22 @@ def test_the_default_control_is_calibrated_where_the_near_misses_are_biased_by_t
         for control in held:
             held[control] += found[("paper", control)]["damage"]
     assert held["frequency"] >= 8 and held["frequency-bin"] <= 1, held
+
+
+def test_the_claims_say_how_much_of_the_set_its_whole_bin_random_sets_share(study, tmp_path):
+    from sparcom.analysis.claims import causal
+    from sparcom.artifacts.causal import read_causal
+    from sparcom.report.claims import claim_text
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ablate", str(study["folder"]), "--selection", str(study["selection"]),
+                                      "--data", str(study["data"]), "--seeds", "2", "--per-category", "2", "--quiet",
+                                      "--dtype", "float32", "--replicates", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = read_csv(out / "tables" / "control_matching.csv")
+    assert {r["control"] for r in rows} == {"frequency-bin"}  # the default
+    direct = np.mean([float(r["shared"]) for r in rows])
+    claims = causal(read_causal(out), "neurons")
+    assert all(c.evidence["shared"] == pytest.approx(direct) for c in claims)
+    assert f"frequency-bin-matched random sets sharing {100 * direct:.1f}% of the set's members" in claim_text(
+        claims[0])

@@ -102,6 +102,9 @@ def test_causal_claims_copy_the_stored_claim_decisions():
     said = {c.claim: c for c in causal_from_decisions(rows, stored, "neurons", how=how)}
     assert claim_text(said["specificity"]).startswith("mean ablation, frequency-matched random sets; ")
     assert "ablation" not in claim_text(claims["specificity"])  # older stored claims: nothing invented
+    shared = {c.claim: c for c in causal_from_decisions(rows, stored, "neurons", how={**how, "shared": 0.8})}
+    assert claim_text(shared["specificity"]).startswith(
+        "mean ablation, frequency-matched random sets sharing 80.0% of the set's members on average; ")
 
 
 @pytest.mark.parametrize(("outcomes", "expected"), [

@@ -143,6 +143,10 @@ def causal(causal_summary: CausalSummary | None, target: str, why_not: str = "ca
                 for name, _, _ in CAUSAL_CLAIMS]
     stats = found.statistics
     how = {"intervention": found.intervention, "control": found.control}
+    shared = [float(r["shared"]) for r in found.extra.get("matching", [])
+              if r.get("control") == found.control and r.get("shared") is not None and np.isfinite(r["shared"])]
+    if shared:  # whole-bin draws hold some of the set's own members: how much of it the control cannot tell apart
+        how["shared"] = float(np.mean(shared))
     if stats.stopped_early:
         how["planned_random_sets"] = stats.planned_random_sets
     return causal_from_decisions(found.tests, stats.claims, target, stats.level, how)
@@ -154,7 +158,7 @@ def _claim_verdict(outcome: str) -> ClaimVerdict:
 
 
 def causal_from_decisions(rows: Sequence[TestRow], decisions: dict[str, ClaimDecision], target: str,
-                          level: float | None = None, how: dict[str, str] | None = None) -> list[Claim]:
+                          level: float | None = None, how: dict[str, Any] | None = None) -> list[Claim]:
     """Critical role and specificity as the causal check decided them (``decisions``: its stored claim decisions,
     keyed "damage" and "specificity"), with the numbers of its typed test rows beside them; ``how``: the check's
     intervention and control, kept with the evidence so every verdict says what it was measured with."""

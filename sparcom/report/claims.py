@@ -68,7 +68,9 @@ def _how(evidence: dict) -> str:
     """How the sets were deactivated and their random sets matched ("" for claims stored before it was kept)."""
     if "intervention" not in evidence:
         return ""
-    return f"{evidence['intervention']} ablation, {evidence['control']}-matched random sets; "
+    shared = evidence.get("shared")
+    share = f" sharing {fmt_pct(shared)} of the set's members on average" if shared else ""
+    return f"{evidence['intervention']} ablation, {evidence['control']}-matched random sets{share}; "
 
 
 def _pooled(evidence: dict) -> str:
