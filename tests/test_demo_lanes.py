@@ -84,3 +84,32 @@ def test_a_failing_step_stops_the_demo_with_its_own_error_and_its_dependents_nev
         run_tasks(Steps(tmp_path / "out"), tasks, 2)
     assert not (marks / "d").exists() and not (marks / "e").exists()
     assert not any(p.name.endswith("-b.json") for p in (tmp_path / "out" / "steps").glob("*.json"))
+
+
+UNGUARDED = """
+import os, sys
+from sparcom.demo.lanes import Task, run_tasks
+from sparcom.demo.steps import Steps
+
+def mark(folder: str) -> dict:
+    return {"pid": os.getpid()}
+
+run_tasks(Steps(__import__("pathlib").Path(sys.argv[1])), [Task("a", mark, {"folder": sys.argv[1]})], 2)
+"""
+
+
+def test_a_script_without_the_main_guard_gets_one_line_that_names_it(tmp_path):
+    """Spawned workers re-run a script's top level: without ``if __name__ == "__main__":`` the pool breaks; the
+    error says what to do instead of multiprocessing's bootstrapping traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED, encoding="utf-8")
+    code = ("import sys, runpy\nfrom sparcom.errors import SparcomError\nsys.argv = sys.argv[1:]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SparcomError as e:\n    print('error:', e)\n    sys.exit(2)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(script), str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "__main__" in done.stdout and "--workers 1" in done.stdout

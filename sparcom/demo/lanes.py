@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,10 @@ def run_tasks(steps: Steps, tasks: Sequence[Task], workers: int) -> None:
                     done.add(task.name)
                 except BaseException as error:  # kept, and raised once the running steps have ended
                     failure = failure or error
+    if isinstance(failure, BrokenProcessPool):
+        raise SparcomError("a worker process of the demo died before its step ended (killed, out of memory, or — in "
+                           "a Python script that calls run_demo — no `if __name__ == \"__main__\":` guard around the "
+                           "call); run again with --workers 1 to see the step's own error") from None
     if failure is not None:
         raise failure
 
