@@ -223,6 +223,20 @@ def test_E15_demo_resumed_with_a_damaged_step_record(tmp_path, cli):
     assert not (tmp_path / "h.jsonl").exists()
 
 
+def test_E18_demo_resumed_in_a_folder_made_with_other_settings(tmp_path, cli):
+    from sparcom.demo import DemoConfig
+
+    out, data = tmp_path / "demo", tmp_path / "h.jsonl"
+    (out / "steps").mkdir(parents=True)
+    earlier = {**json.loads(json.dumps(DemoConfig(out=out, data=data).resolved().to_json())), "control": "frequency"}
+    (out / "config.json").write_text(json.dumps(earlier), encoding="utf-8")
+    (out / "steps" / "26-ablate-smollm2-135m-instruct-paper-neurons.json").write_text("{}", encoding="utf-8")
+    before = snapshot(out)
+    done = cli("demo", "--out", out, "--data", data)
+    assert_error(done, "control: 'frequency' → 'frequency-bin'", f"delete {out / 'steps'}/*-ablate-*.json")
+    assert snapshot(out) == before and not data.exists()
+
+
 @pytest.mark.smoke
 @pytest.mark.slow
 def test_E16_damaged_model_cache_is_rebuilt(smol_cache, tmp_path, cli):

@@ -20,8 +20,8 @@ most frequent components are matched finely. Two ways to draw from the bins:
   (:func:`sparcom.random_sets.merge_short_strata`, deterministic, recorded as
   :class:`~sparcom.random_sets.Widening`). Near misses are conditioned on the selection: for a set that fills the
   top bins they are less frequent than the set, and a null in which frequent components matter most lets "critical
-  role" hold for the paper's sets in 0.88 of simulated data sets (benchmarks/control_calibration.py; whole bins:
-  0.00). They stay available for comparison.
+  role" hold for the paper's sets in 0.86 of simulated data sets (benchmarks/control_calibration.py; whole bins:
+  0.04, at α). They stay available for comparison.
 
 How well the drawn sets match is measured (:func:`match_row`: the statistic's mean over the selected set against
 the drawn sets', and the share of the set's members a drawn set shares) and stored in the result.
@@ -41,9 +41,9 @@ from sparcom.random_sets import TooFewCandidates, Widening, merge_short_strata, 
 
 #: The causal controls' smallest top bin, in components of a kind pooled over its layers (validity's baseline keeps
 #: :data:`sparcom.random_sets.MIN_TOP_BIN`, 32). The paper's sets fill the top bins, and within a bin they are its
-#: most frequent members: with top bins of 32 the whole-bin control let "critical role" hold in 0.067 of simulated
-#: data sets where only frequency matters (steep: damage ∝ f⁸), with 16 in 0.017, with 8 in none of 60
-#: (benchmarks/control_calibration.py).
+#: most frequent members: where only frequency matters, steeply (damage ∝ f⁸), the whole-bin control let "critical
+#: role" hold in 0.10 ± 0.03 of simulated data sets with top bins of 32, in 0.043 ± 0.008 with 8 (600 data sets),
+#: and 4 did no better (benchmarks/control_calibration.py; docs/causal.md "Which control by default").
 CONTROL_TOP_BIN = 8
 
 
