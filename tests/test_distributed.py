@@ -368,9 +368,10 @@ def one_thread_check(model: str, selection: Path, data: Path, out: Path, setting
 
 
 @pytest.mark.slow
-def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(folders, tmp_path):
+def test_two_ranks_share_the_default_check_mean_ablation_against_whole_frequency_bins(folders, tmp_path):
     """The defaults read the selection's profile run (its sums for the means, its counts for the frequency bins):
-    two ranks give the one-process numbers of every condition."""
+    two ranks give the one-process numbers of every condition. Near misses refuse a set that fills more than half
+    of a block (whole bins draw it)."""
     from dist_jobs import causal_numbers
 
     from sparcom import SelectionRule, identify
@@ -381,7 +382,8 @@ def test_two_ranks_share_the_default_check_mean_ablation_against_near_misses(fol
     identify(load_run(run), SelectionRule("percentile", 0.05), sweep=False, out=tmp_path / "wide", plots=False)
     settings = dict(seeds=2, per_category=2, dtype="float32")
     with pytest.raises(SparcomError, match="holds more than half of this one; pass --control shape"):
-        ablate(model, tmp_path / "wide", data, out=tmp_path / "refused", plots=False, progress=False, **settings)
+        ablate(model, tmp_path / "wide", data, out=tmp_path / "refused", plots=False, progress=False,
+               controls=("frequency",), **settings)
     assert not (tmp_path / "refused").exists()
     identify(load_run(run), SelectionRule("percentile", 0.01), sweep=False, out=tmp_path / "selection", plots=False)
     result = one_thread_check(model, tmp_path / "selection", data, tmp_path / "single", settings)
