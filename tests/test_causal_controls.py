@@ -286,11 +286,14 @@ def test_the_whole_bin_control_runs_beside_the_near_misses_with_its_own_null(stu
     rows = [r for r in whole.matching if r["control"] == "frequency-bin"]
     assert rows and all(r["widened_blocks"] == 0 for r in rows)  # whole bins are never widened
     assert whole.control == "frequency-bin"
+    said = [n for n in result.notes if "draws near misses, which the selection biases" in n]
+    assert len(said) == 1 and said[0].startswith("the main control (frequency)") and "--control frequency-bin" in said[0]
 
 
 def test_a_check_that_scores_the_profiled_rows_says_they_are_in_sample(study):
     result = causal_check(study["model"], study["selection"], study["data"],
                           CausalSettings(seeds=2, batch_size=4, controls=("shape",), replicates=20), progress=False)
+    assert not any("near misses" in n for n in result.notes)  # shape is not a near-miss control
     notes = [n for n in result.notes if "were profiled to make the selection" in n]
     assert len(notes) == 1 and notes[0].startswith("12 of 12 scored rows") and "--exclude-profiled" in notes[0]
 
