@@ -340,11 +340,11 @@ def test_S8_default_mean_ablation_of_a_selection_whose_run_is_gone(fault_study, 
     assert not (tmp_path / "check").exists()
 
 
-def test_S9_default_frequency_control_of_a_selection_whose_run_is_gone(fault_study, tmp_path, cli):
+def test_S9_default_frequency_bin_control_of_a_selection_whose_run_is_gone(fault_study, tmp_path, cli):
     done = cli("ablate", fault_study["llama"], "--selection", _selection_without_its_run(fault_study, tmp_path),
                "--data", fault_study["data"], "--out", tmp_path / "check", "--seeds", 1, "--intervention", "zero",
                "--quiet")
-    assert_error(done, "--control frequency", "or pass --control shape")
+    assert_error(done, "--control frequency-bin", "or pass --control shape")
     assert not (tmp_path / "check").exists()
 
 

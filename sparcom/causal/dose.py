@@ -4,8 +4,8 @@ Zeroing a whole set can break the model (+2 nats per token on every category), w
 show. The curve asks at which size damage appears, and whether it appears on the set's own category before the
 others: for each category c and each k, the top-k members of S_c — ranked by the selection rule's own score
 (:mod:`sparcom.analysis.rule_rankings`, recomputed from the selection's profile run) — are deactivated, and so are random sets matched
-to that top-k set by each of the check's controls (:data:`sparcom.causal.plan.CONTROLS`, the near misses of the
-``frequency`` control excluding the top-k set itself). Every (k, set) is a condition of the check's one plan
+to that top-k set by each of the check's controls (:data:`sparcom.causal.plan.CONTROLS`; a near-miss control,
+``frequency`` or ``magnitude``, excludes the top-k set itself). Every (k, set) is a condition of the check's one plan
 (``ConditionKey.size``); the largest k is the whole set, whose conditions are the check's own.
 
 :func:`dose_sets` builds the top-k sets before any pass; :class:`DoseCurve` (one per target and category) holds the
