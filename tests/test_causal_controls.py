@@ -285,6 +285,8 @@ def test_the_whole_bin_control_runs_beside_the_near_misses_with_its_own_null(stu
     assert not np.array_equal(near.random_sums, whole.random_sums)
     rows = [r for r in whole.matching if r["control"] == "frequency-bin"]
     assert rows and all(r["widened_blocks"] == 0 for r in rows)  # whole bins are never widened
+    keys = [(r["control"], r["category"], r["statistic"]) for r in near.matching + whole.matching]
+    assert len(keys) == len(set(keys)) == 2 * len(rows)  # the two controls share one statistic: one row each
     assert whole.control == "frequency-bin"
     said = [n for n in result.notes if "draws near misses, which the selection biases" in n]
     assert len(said) == 1 and said[0].startswith("the main control (frequency)") and "--control frequency-bin" in said[0]

@@ -312,12 +312,15 @@ def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) 
         key = condition.key
         if key.pass_kind == "nll" and key.role == "random" and key.size is None and key.intervention == intervention:
             groups.setdefault((key.target, key.control, key.category), {}).setdefault(key.fold, []).append(condition)
+    statistics = {m.statistic: m for m in matching.values()}  # e.g. frequency and frequency-bin share theirs
     rows = []
     for (target, control, category), folds in groups.items():
         drawn = [[c.components() for c in conditions] for conditions in folds.values()]
         selected = [conditions[0].selected for conditions in folds.values()]
-        for statistic in matching.values():
-            merged = [w for s in selected for w in statistic.widened(s)[1]] if control in NEAR_MISSES else []
+        own = matching[control].statistic if control in matching else None
+        for name, statistic in statistics.items():
+            widens = control in NEAR_MISSES and name == own  # a near-miss control widens its own statistic's bins
+            merged = [w for s in selected for w in statistic.widened(s)[1]] if widens else []
             rows.append(match_row(target, control, category, statistic, selected, drawn, merged))
     return rows
 
