@@ -268,9 +268,8 @@ def match_row(target: str, control: str, category: str, matching: Matching, sele
 
 def shared_share(selected: ComponentSet, drawn: ComponentSet) -> float:
     """The share of ``selected``'s members that ``drawn`` holds too (NaN for an empty set)."""
-    both = sum(int((selected.flat(k) & drawn.flat(k)).sum()) for k in selected.shapes if k in drawn.shapes)
     size = selected.size()
-    return both / size if size else float("nan")
+    return (size - selected.without([drawn]).size()) / size if size else float("nan")
 
 
 def control_matching(controls: Sequence[str], run, kinds: Sequence[str], sites=None) -> dict[str, Matching]:

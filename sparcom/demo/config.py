@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sparcom.causal.settings import CONTROL_NAMES, DEFAULT_CONTROL, DEFAULT_INTERVENTION, INTERVENTION_NAMES
+from sparcom.demo.steps import step_records
 from sparcom.errors import SparcomError
 
 #: The committed LoRA adapter that turns Gemma-3-270M base into the demo's tuned model (see its RECIPE.md).
@@ -184,15 +185,15 @@ class DemoConfig:
         step records to delete; once they are deleted, those steps run again. ``out``, ``workers`` and ``plots``
         change no step's numbers."""
         now = json.loads(json.dumps(self.resolved().to_json()))  # tuples as lists, as the file has them
-        same_adapter = _adapter_identity(now.get("adapter")) == _adapter_identity(earlier.get("adapter"))
-        changed = sorted(k for k in now.keys() | earlier.keys() if k not in REUSE_FREE
-                         and now.get(k) != earlier.get(k) and not (k == "adapter" and same_adapter))
+        changed = sorted(k for k in now.keys() | earlier.keys() if k not in REUSE_FREE and now.get(k) != earlier.get(k))
+        if "adapter" in changed and _adapter_identity(now["adapter"]) == _adapter_identity(earlier.get("adapter")):
+            changed.remove("adapter")  # the same adapter's weights at another path (another clone)
         if not changed:
             return
         said = ", ".join(f"{k}: {earlier.get(k)!r} → {now.get(k)!r}" for k in changed[:4])
         said += f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         kinds = sorted({kind for k in changed for kind in STEP_SETTINGS.get(k, ("*",))})
-        if not any(list((self.out / "steps").glob(f"*-{kind}-*.json" if kind != "*" else "*.json")) for kind in kinds):
+        if not any(step_records(self.out, kind) for kind in kinds):
             return  # the records those settings affect are gone: their steps run again
         way_out = (f"delete {self.out}" if "*" in kinds else
                    "delete " + " and ".join(f"{self.out / 'steps'}/*-{kind}-*.json" for kind in kinds)

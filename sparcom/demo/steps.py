@@ -16,6 +16,12 @@ from sparcom.errors import SparcomError
 console = Console(stderr=True)
 
 
+def step_records(out: Path, kind: str) -> list[Path]:
+    """The records of the finished steps of one kind (``ablate``, ``report``, …: a step name's first word) in the
+    demo folder ``out``; ``kind`` ``*``: every record."""
+    return sorted((out / "steps").glob("[0-9][0-9]-*.json" if kind == "*" else f"[0-9][0-9]-{kind}-*.json"))
+
+
 class Steps:
     """Runs named steps once; records wall time, CPU time and result of each in ``out/steps/{NN-name}.json``."""
 
