@@ -353,3 +353,22 @@ def test_the_claims_say_how_much_of_the_set_its_whole_bin_random_sets_share(stud
     assert all(c.evidence["shared"] == pytest.approx(direct) for c in claims)
     assert f"frequency-bin-matched random sets sharing {100 * direct:.1f}% of the set's members" in claim_text(
         claims[0])
+
+
+def test_one_table_names_every_control_and_what_each_draws_and_reads():
+    """The control table is the one owner: the CLI's choices, the drawers, the statistics, the refusal's subject
+    and the words the report prints all cover the same names, and each near-miss control names a whole-bin twin
+    that matches on the same statistic."""
+    from sparcom.artifacts.causal import CONTROL_WORDS
+    from sparcom.causal.check import READS
+    from sparcom.causal.controls import CONTROL_TABLE, NEAR_MISSES, STATISTICS
+    from sparcom.causal.settings import CONTROL_NAMES
+
+    assert tuple(CONTROL_TABLE) == CONTROL_NAMES == tuple(CONTROLS) == tuple(CONTROL_WORDS)
+    assert {"frequency", "magnitude"} == NEAR_MISSES and set(STATISTICS) == set(CONTROL_NAMES) - {"shape"}
+    for name, control in CONTROL_TABLE.items():
+        assert (name in READS) == (control.statistic is not None)
+        if control.whole_bins:
+            twin = CONTROL_TABLE[control.whole_bins]
+            assert twin.draw is binned_like and twin.statistic is control.statistic and not twin.whole_bins
+            assert control.draw is matched_like and "near misses" in CONTROL_WORDS[name]

@@ -26,7 +26,15 @@ import numpy as np
 
 from sparcom.causal import answers as ans
 from sparcom.causal.checkpoint import ConditionStore, open_store
-from sparcom.causal.controls import NEAR_MISSES, STATISTICS, Matching, MatchRow, control_matching, match_row
+from sparcom.causal.controls import (
+    CONTROL_TABLE,
+    NEAR_MISSES,
+    STATISTICS,
+    Matching,
+    MatchRow,
+    control_matching,
+    match_row,
+)
 from sparcom.causal.decisions import power_note
 from sparcom.causal.dose import DoseCurve, DoseResponse, dose_sets
 from sparcom.causal.inputs import CheckInputs, model_dtype, prepare_inputs, read_inputs
@@ -326,9 +334,8 @@ def match_rows(plan: Plan, matching: Mapping[str, Matching], intervention: str) 
 
 
 #: What a matched control or the dose–response reads from the selection's profile run (its one-line refusal).
-READS = {"frequency": "each component's frequency", "magnitude": "each component's activation sums",
-         "frequency-bin": "each component's frequency", "magnitude-bin": "each component's activation sums",
-         "dose": "the rule's score of each component"}
+READS = {name: control.reads for name, control in CONTROL_TABLE.items() if control.reads} | {
+    "dose": "the rule's score of each component"}
 
 
 def _controls_and_doses(inputs: CheckInputs, settings: CausalSettings, selection, crossfit

@@ -30,7 +30,7 @@ the drawn sets', and the share of the set's members a drawn set shares) and stor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,11 +219,36 @@ def _frequency(run, kinds: Sequence[str], sites=None) -> Matching:
     return pooled_frequency(run, kinds)
 
 
-#: What a matched control matches on, by control name: (profile run, kinds, model sites) → the binned statistic.
-STATISTICS = {"frequency": _frequency, "magnitude": expected_contribution, "frequency-bin": _frequency,
-              "magnitude-bin": expected_contribution}
-#: The matched controls that draw near misses (the selected components excluded, short top bins widened).
-NEAR_MISSES: frozenset[str] = frozenset({"frequency", "magnitude"})
+#: A control's drawer: (selected set, seed, stream label, matching) → one random set.
+Drawer = Callable[[ComponentSet, int, str, "Matching | None"], ComponentSet]
+
+
+@dataclass(frozen=True)
+class Control:
+    """One way of drawing random control sets: one row of :data:`CONTROL_TABLE`, the one place a control is named."""
+
+    draw: Drawer
+    #: (profile run, kinds, model sites) → the binned statistic it matches on; None: matched on shape only.
+    statistic: Callable[..., Matching] | None = None
+    #: What it reads from the selection's profile run (the subject of its refusal when the run is missing).
+    reads: str = ""
+    #: Its whole-bin twin when it draws near misses (the selected components excluded, short top bins widened).
+    whole_bins: str | None = None
+
+
+_FREQUENCIES, _SUMS = "each component's frequency", "each component's activation sums"
+#: Every control by name (``--control``; the first of a check's controls is its main one).
+CONTROL_TABLE: dict[str, Control] = {
+    "shape": Control(shape_like),
+    "frequency": Control(matched_like, _frequency, _FREQUENCIES, whole_bins="frequency-bin"),
+    "magnitude": Control(matched_like, expected_contribution, _SUMS, whole_bins="magnitude-bin"),
+    "frequency-bin": Control(binned_like, _frequency, _FREQUENCIES),
+    "magnitude-bin": Control(binned_like, expected_contribution, _SUMS),
+}
+#: What a matched control matches on, by control name (derived from :data:`CONTROL_TABLE`).
+STATISTICS = {name: c.statistic for name, c in CONTROL_TABLE.items() if c.statistic is not None}
+#: The matched controls that draw near misses (derived from :data:`CONTROL_TABLE`).
+NEAR_MISSES: frozenset[str] = frozenset(name for name, c in CONTROL_TABLE.items() if c.whole_bins)
 
 
 @dataclass(frozen=True)

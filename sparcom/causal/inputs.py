@@ -16,7 +16,7 @@ import numpy as np
 
 from sparcom.analysis.selection import SelectionRule
 from sparcom.artifacts.run import load_manifest
-from sparcom.causal.controls import NEAR_MISSES
+from sparcom.causal.controls import CONTROL_TABLE
 from sparcom.causal.crossfit import FoldSelections, fold_selections
 from sparcom.causal.interventions import check_ablation
 from sparcom.causal.nll import ScoredExample, encode_scored
@@ -214,11 +214,12 @@ def prepare_inputs(model: LoadedModel, selection, rows: list[InstructionRow], ex
         notes.append(f"the selection was profiled in {selection_dtype}; this check runs in {model_dtype(model)}")
     if crossfit is None and not settings.exclude_profiled and (note := in_sample_note(selection, rows)):
         notes.append(note)
-    if settings.controls[0] in NEAR_MISSES:
+    main = CONTROL_TABLE[settings.controls[0]]
+    if main.whole_bins:
         notes.append(f"the main control ({settings.controls[0]}) draws near misses, which the selection biases: for "
                      "sets that fill the top bins they are less frequent than the set (docs/causal.md, \"Which "
-                     f"control by default\"); its verdicts are for comparison — put --control "
-                     f"{settings.controls[0]}-bin first for whole bins")
+                     f"control by default\"); its verdicts are for comparison — put --control {main.whole_bins} "
+                     "first for whole bins")
     if settings.max_scored_tokens:
         reached = sum(1 for e in examples if e.tokens == settings.max_scored_tokens)
         notes.append(f"only the first {settings.max_scored_tokens} tokens of each reference response are scored "

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparcom.causal.checkpoint import Digest
-from sparcom.causal.controls import Matching, binned_like, matched_like, shape_like
+from sparcom.causal.controls import CONTROL_TABLE, Drawer, Matching
 from sparcom.causal.interventions import AblationStats, InterventionReference, ablate, mean_ablate, resample_ablate
 from sparcom.causal.scoring import ScoringPlan
 from sparcom.components import ComponentSet
@@ -43,9 +43,7 @@ ROLES: tuple[str, ...] = ("unablated", "selected", "random")
 #: the selected components excluded (:mod:`sparcom.causal.controls`; the binned statistic is ``Axes.matching``);
 #: ``frequency-bin`` / ``magnitude-bin`` (the default is ``frequency-bin``): in every bin of the same statistics,
 #: drawn from the whole bin (the selected included).
-CONTROLS: dict[str, Callable[[ComponentSet, int, str, Matching | None], ComponentSet]] = {
-    "shape": shape_like, "frequency": matched_like, "magnitude": matched_like, "frequency-bin": binned_like,
-    "magnitude-bin": binned_like}
+CONTROLS: dict[str, Drawer] = {name: control.draw for name, control in CONTROL_TABLE.items()}
 #: How a set is deactivated, by intervention name (docs/causal.md "The interventions"): ``zero`` (activations and
 #: expert-neuron columns zeroed), ``mean`` (activations set to their mean over the profile run's counted tokens),
 #: ``resample`` (activations taken from a donor row of another category, same position class); experts are taken

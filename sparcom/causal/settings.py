@@ -7,14 +7,15 @@ from typing import Any
 
 from sparcom.analysis.selection import DEFAULT_RULE, SelectionRule
 from sparcom.artifacts.causal import CAUSAL_FORMAT, CAUSAL_VERSION
+from sparcom.causal.controls import CONTROL_TABLE
 from sparcom.causal.statistics import REPLICATES
 from sparcom.errors import SparcomError
 from sparcom.kinds import KINDS
 from sparcom.settings import check, comma_list, group, setting
 
 FORMAT, VERSION = CAUSAL_FORMAT, CAUSAL_VERSION
-#: The random-set controls (:data:`sparcom.causal.plan.CONTROLS` draws them).
-CONTROL_NAMES: tuple[str, ...] = ("shape", "frequency", "magnitude", "frequency-bin", "magnitude-bin")
+#: The random-set controls (:data:`sparcom.causal.controls.CONTROL_TABLE` names and draws them).
+CONTROL_NAMES: tuple[str, ...] = tuple(CONTROL_TABLE)
 #: Named targets: the component kinds ablated together. Any single kind name is a target too.
 TARGETS: dict[str, tuple[str, ...]] = {
     "neurons": ("neuron", "shared_neuron", "expert_neuron"),
