@@ -30,7 +30,7 @@ from sparcom.causal.settings import EXPERT_REMOVAL
 from sparcom.components import ComponentSet
 from sparcom.errors import SparcomError
 from sparcom.kinds import KIND_TABLE, KINDS, Kind
-from sparcom.models.moe import activation_module
+from sparcom.models.moe import PLANNED_IMPLEMENTATIONS, activation_module, call_plan
 from sparcom.models.sites import ExpertsCall, ModelSites, MoeSite, PerDevice, ShadowAttribute, model_sites
 
 
@@ -154,18 +154,13 @@ def _layer_means(request: _Request, kind: str, layer: int) -> np.ndarray:
 
 
 def _routed_calls(implementation: str, index: torch.Tensor, num_experts: int) -> list[torch.Tensor]:
-    """The expert of every row of each activation call an experts forward makes, in call order: the family's eager
-    loop (one call per expert hit, ascending), ``batched_mm`` (one call, (token, slot) order) or ``grouped_mm``
-    (one call, sorted by expert) — the plan the counting hooks verify (:class:`sparcom.profile.hooks.ExpertCounter`)."""
-    flat = index.reshape(-1).to(torch.int64)
-    if implementation == "grouped_mm":
-        return [torch.sort(flat)[0]]
-    if implementation == "batched_mm":
-        return [flat]
-    valid = flat[(flat >= 0) & (flat < num_experts)]
-    sizes = torch.bincount(valid, minlength=num_experts)
-    return [torch.full((int(sizes[e]),), int(e), dtype=torch.int64, device=flat.device)
-            for e in sizes.nonzero().squeeze(1).tolist()]
+    """The expert of every row of each activation call an experts forward makes, in call order, from the plan the
+    counting hooks verify (:func:`sparcom.models.moe.call_plan`)."""
+    plan = call_plan(implementation, index.to(torch.int64), num_experts)
+    if plan.call_experts is None:  # one call mixing experts: the pairs' experts in the plan's row order
+        return [index.reshape(-1).to(torch.int64)[plan.order]]
+    return [torch.full((size,), expert, dtype=torch.int64, device=index.device)
+            for expert, size in zip(plan.call_experts, plan.sizes, strict=True)]
 
 
 def _mean_expert_neurons(site: MoeSite, pairs: np.ndarray, means: np.ndarray) -> Callable[[], None]:
@@ -186,7 +181,7 @@ def _mean_expert_neurons(site: MoeSite, pairs: np.ndarray, means: np.ndarray) ->
 
     def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
         implementation = getattr(getattr(module, "config", None), "_experts_implementation", None) or "eager"
-        if implementation not in ("eager", "batched_mm", "grouped_mm"):
+        if implementation not in PLANNED_IMPLEMENTATIONS:
             raise SparcomError(f"layer {site.layer}: experts implementation {implementation!r} cannot be "
                                "mean-ablated per expert neuron; use --intervention zero")
         pending[:] = _routed_calls(implementation, ExpertsCall.parse(args, kwargs).top_k_index, layout.num_experts)
