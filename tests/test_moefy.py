@@ -294,7 +294,9 @@ def dense_folder(tmp_path_factory):
     return folder, rows
 
 
-@pytest.mark.parametrize(("settings", "family"), [(SETTINGS, "granitemoe"), (REFIT, "granitemoeshared")])
+@pytest.mark.parametrize(("settings", "family"), [
+    (SETTINGS, "granitemoe"), (REFIT, "granitemoeshared"),
+    (dataclasses.replace(REFIT, distill_epochs=1, distill_tokens=6000, distill_lr=3e-3), "granitemoeshared")])
 def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, dataset, tmp_path, settings, family):
     from transformers import AutoModelForCausalLM
 
@@ -304,6 +306,11 @@ def test_saved_folder_profiles_exactly_against_the_moe_oracle(dense_folder, data
     assert manifest["family"] == family and manifest["checks"]["non_mlp_bit_identical"]
     assert manifest["checks"]["all_experts_relative_logit_diff"] <= DENSE_TOLERANCE
     assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json", SPLIT_FILE}
+    recovered = settings.refit > 0 or settings.distill_epochs > 0  # k = E is then not the dense model by design
+    assert ("refit_all_experts_relative_logit_diff" in manifest["checks"]) == recovered
+    distillation = json.loads((out / SPLIT_FILE).read_text())["distillation"]
+    assert bool(distillation) == (settings.distill_epochs > 0)
+    assert not distillation or ("distillation" in manifest["build_seconds"] and distillation["distill_kept"] == 1)
     plain = AutoModelForCausalLM.from_pretrained(out)  # no sparcom code involved
     assert plain.config.model_type == family and plain.config.num_experts_per_tok == 2
     for scope in ("instruction", "all"):
@@ -436,3 +443,81 @@ def test_derived_builtin_is_built_once_verified_and_rebuilt_when_damaged(tiny_de
     assert derived.check_derived("tiny-moe", path, "quick") == "built with other settings"
     status = {s.name: s for s in catalog.statuses(tmp_path)}["tiny-moe"]
     assert not status.cached and status.path == path
+
+
+# ------------------------------------------------------------------------------------- the distillation recovery
+
+#: The shared construction with two epochs of distillation over twice the calibration budget.
+DISTILL = dataclasses.replace(SHARED, distill_epochs=2, distill_tokens=6000, distill_lr=3e-3, distill_batch=4)
+
+
+def direct_kl(dense, moe, examples) -> float:
+    """KL(dense ‖ MoE) per token, one unpadded row at a time with torch's kl_div (an implementation independent of
+    the recovery's padded batches)."""
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for example in examples:
+            ids = torch.tensor([list(example)])
+            teacher = torch.log_softmax(dense(ids).logits[0].double(), -1)
+            student = torch.log_softmax(moe(ids).logits[0].double(), -1)
+            total += float(torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="sum"))
+            tokens += len(example)
+    return total / tokens
+
+
+@pytest.fixture(scope="module")
+def distilled():
+    dense = dense_llama()
+    tokenizer = tiny_tokenizer()
+    return dense, moefy(dense, tokenizer, calibration_rows(), SHARED), moefy(dense, tokenizer, calibration_rows(),
+                                                                               DISTILL)
+
+
+def test_distillation_trains_only_the_down_projections_and_lowers_the_held_out_kl(distilled):
+    from sparcom.zoo.moe_distill import down_parameters
+
+    dense, plain, result = distilled
+    stats = result.recovery
+    assert stats["distill_kept"] == 1 and stats["distill_heldout_kl_after"] < stats["distill_heldout_kl_before"]
+    assert stats["distill_steps"] == 2 * -(-len(held_and_train(result)[1]) // 4)
+    trained = {id(p) for p in down_parameters(result.model)}
+    names = {name for name, p in result.model.named_parameters() if id(p) in trained}
+    assert names and all(n.endswith(("experts.down_proj", "shared_mlp.output_linear.weight")) for n in names)
+    before, after = plain.model.state_dict(), result.model.state_dict()
+    for name in before:  # everything else bit for bit, the trained ones all moved
+        assert torch.equal(before[name], after[name]) == (name not in names), name
+    held, _ = held_and_train(result)
+    assert direct_kl(dense, result.model, held) == pytest.approx(stats["distill_heldout_kl_after"], rel=1e-4)
+    assert direct_kl(dense, plain.model, held) == pytest.approx(stats["distill_heldout_kl_before"], rel=1e-4)
+    assert all(p.requires_grad for p in result.model.parameters())  # gradients as they were
+
+
+def held_and_train(result) -> tuple[list, list]:
+    """The recovery's held-out and training rows, as the builder chose them."""
+    from sparcom.zoo.moefy import HELD_OUT_EVERY
+
+    settings = result.settings
+    examples = calibration_examples(calibration_rows(), tiny_tokenizer(), settings.distill_tokens)
+    return ([e for i, e in enumerate(examples) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1],
+            [e for i, e in enumerate(examples) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1])
+
+
+def test_distillation_is_deterministic_and_refused_when_held_out_rows_get_worse(distilled):
+    dense, plain, result = distilled
+    again = moefy(dense, tiny_tokenizer(), calibration_rows(), DISTILL)
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
+    assert again.recovery["distill_heldout_kl_after"] == result.recovery["distill_heldout_kl_after"]
+    # A learning rate far too large makes held-out rows worse: the trained weights are not kept.
+    wild = moefy(dense, tiny_tokenizer(), calibration_rows(), dataclasses.replace(DISTILL, distill_lr=50.0))
+    assert wild.recovery["distill_kept"] == 0
+    assert wild.recovery["distill_heldout_kl_after"] > wild.recovery["distill_heldout_kl_before"]
+    for name, tensor in plain.model.state_dict().items():
+        assert torch.equal(tensor, wild.model.state_dict()[name]), name
+
+
+def test_distillation_settings_are_checked():
+    with pytest.raises(SparcomError, match="--distill-epochs"):
+        dataclasses.replace(DISTILL, distill_epochs=-1).check()
+    with pytest.raises(SparcomError, match="--distill-tokens"):
+        dataclasses.replace(DISTILL, distill_tokens=1000).check()

@@ -88,6 +88,11 @@ def build_moe_command(
     calibration: Annotated[str, typer.Option(
         "--calibration", help="Calibration rows, not HexaInst: 'sparcom-sft' or a JSON Lines file.")] = "sparcom-sft",
     calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Calibration token budget.")] = 8192,
+    distill_epochs: Annotated[int, typer.Option(
+        "--distill-epochs", help="Epochs of end-to-end recovery: the dense model distilled into the down projections "
+        "(0: none; docs/moe.md).")] = 0,
+    distill_tokens: Annotated[int, typer.Option(
+        "--distill-tokens", help="Calibration token budget of the distillation.")] = 40000,
     coactivation: Annotated[str, typer.Option(
         "--coactivation", help="Neuron feature clustered into experts: 'magnitude' or 'firing'.")] = "magnitude",
     clustering_seed: Annotated[int, typer.Option("--clustering-seed", help="Seed of the balanced clustering.")] = 0,
@@ -102,7 +107,7 @@ def build_moe_command(
 
     settings = MoefySettings(num_experts=experts, top_k=top_k, shared_neurons=shared_neurons, shared_by=shared_by,
                              refit=refit, seed=clustering_seed, calibration_tokens=calibration_tokens,
-                             coactivation=coactivation)
+                             coactivation=coactivation, distill_epochs=distill_epochs, distill_tokens=distill_tokens)
     settings.check()
     target = out if out is not None else Path(f"{Path(model).name}-moe{experts}k{top_k}")
     print(build_moe(model, target, settings, calibration=calibration, overwrite=overwrite, progress=not quiet))

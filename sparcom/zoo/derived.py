@@ -194,7 +194,8 @@ def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
     with torch.no_grad():
         built, reloaded = result.model(ids).logits, saved(ids).logits
         reference, all_experts = dense(ids).logits, exact(ids).logits
-        refit_all = retarget(saved, experts)(ids).logits if any(s.down is not None for s in result.splits) else None
+        changed = any(s.down is not None for s in result.splits) or result.recovery.get("distill_kept")
+        refit_all = retarget(saved, experts)(ids).logits if changed else None
     reload_diff = float((built - reloaded).abs().max())
     # Bit for bit in the weights; the logits may differ in the last float32 bits (memory-mapped tensors are aligned
     # differently, and the kernels round differently), so they are held to the k = E tolerance.
@@ -226,6 +227,7 @@ def verify_moe(dense, result: MoefyResult, folder: Path, tokenizer) -> dict:
 
 def _split_record(result: MoefyResult) -> dict:
     refit = result.settings.refit > 0
+    distilled = bool(result.recovery.get("distill_kept"))
     return {
         "method": "MoEfication (Zhang et al. 2022) with a shared expert: the neurons of largest mean contribution in a "
                   "shared expert, the rest in balanced co-activation clusters, ridge-regression routers, layers split "
@@ -236,7 +238,9 @@ def _split_record(result: MoefyResult) -> dict:
         "expert_neuron_is_dense_neuron": "layers[j].members[e][i] is the dense MLP neuron of expert e's neuron i; "
                                          "layers[j].shared[i] that of the shared expert's neuron i",
         "exact": "gate and up rows are exact slices of the dense MLP; down columns are "
-                 + ("refitted where layers[j].down is 'refit' (exact where 'exact')" if refit else "exact slices"),
+                 + ("refitted where layers[j].down is 'refit' (exact where 'exact')" if refit else "exact slices")
+                 + ("; then every down projection was trained by distillation (distillation)" if distilled else ""),
+        "distillation": result.recovery,
         "layers": [{"members": split.members.tolist(), "shared": split.shared.tolist(), "router_scale": split.scale,
                     "down": "exact" if split.down is None else "refit",
                     "calibration": {k: round(v, 6) for k, v in split.stats.items()}}

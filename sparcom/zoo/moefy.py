@@ -18,6 +18,9 @@ constructions that followed (CMoE, LLaMA-MoE), with real weights:
 4. **Assembly** (:mod:`sparcom.zoo.moe_assembly`): a GraniteMoE model (GraniteMoeShared with a shared expert) whose
    non-MLP parts are the dense model's, routing weight exactly 1/k and down slices × k, so the routed output is the
    sum of the chosen experts plus the shared expert and, with k = E and exact slices, the dense MLP.
+5. **Distillation** (:mod:`sparcom.zoo.moe_distill`, optional): the assembled model's down projections are trained
+   end to end towards the dense model's next-token distributions on the calibration rows, and kept only when the
+   KL on held-out calibration rows falls.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,6 +40,7 @@ from sparcom.errors import SparcomError
 from sparcom.models.families import family_for
 from sparcom.models.sites import get_path, model_sites
 from sparcom.zoo.moe_assembly import assemble, router_scale
+from sparcom.zoo.moe_distill import distill_downs
 from sparcom.zoo.moe_recovery import refit_down, relative_error
 from sparcom.zoo.moe_split import (
     SHARED_BY,
@@ -79,6 +83,12 @@ class MoefySettings:
     #: Recovery: ridge penalty of the down-projection refit (relative; :mod:`sparcom.zoo.moe_recovery`); 0: no refit,
     #: the experts are exact slices of the dense MLP.
     refit: float = 0.3
+    #: End-to-end recovery (:mod:`sparcom.zoo.moe_distill`): epochs of distilling the dense model into the down
+    #: projections (0: none), over a calibration budget of ``distill_tokens`` (the same rows, round-robin, further).
+    distill_epochs: int = 0
+    distill_tokens: int = 40000
+    distill_lr: float = 5e-4
+    distill_batch: int = 4
     #: Balanced k-means: iterations per start, and starts (the best within-group co-activation is kept).
     iterations: int = 40
     restarts: int = 1
@@ -111,6 +121,12 @@ class MoefySettings:
                                f"{self.num_experts} experts; use at least {16 * self.num_experts}")
         if self.ridge <= 0 or self.refit < 0 or self.iterations < 1 or self.restarts < 1:
             raise SparcomError("ridge must be positive, refit at least 0, and iterations and restarts at least 1")
+        if self.distill_epochs < 0 or self.distill_lr <= 0 or self.distill_batch < 1:
+            raise SparcomError("--distill-epochs must be at least 0, its learning rate positive and its batch at "
+                               "least 1")
+        if self.distill_epochs and self.distill_tokens < self.calibration_tokens:
+            raise SparcomError(f"--distill-tokens {self.distill_tokens} is below --calibration-tokens "
+                               f"{self.calibration_tokens}; the recovery trains on at least the calibration rows")
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -125,6 +141,8 @@ class MoefyResult:
     settings: MoefySettings
     calibration: dict
     seconds: dict[str, float]
+    #: What the distillation recovery measured (empty when it is off).
+    recovery: dict[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------- calibration
@@ -308,8 +326,15 @@ def moefy(dense: nn.Module, tokenizer, rows: Sequence[InstructionRow], settings:
     splits = sequential_splits(dense, examples, settings, pad, progress)
     seconds = {"calibration_and_splits": time.perf_counter() - started}
     model = assemble(dense, splits, settings.top_k)
+    recovery = {}
+    if settings.distill_epochs:
+        more = calibration_examples(rows, tokenizer, settings.distill_tokens, settings.template, settings.system_prompt)
+        recovery = distill_downs(dense, model, more, epochs=settings.distill_epochs, lr=settings.distill_lr,
+                                 batch_size=settings.distill_batch, seed=settings.seed, pad_id=pad,
+                                 held_every=HELD_OUT_EVERY)
+        seconds["distillation"] = recovery["distill_seconds"]
     seconds["total"] = time.perf_counter() - started
     held = [e for i, e in enumerate(examples) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
     calibration = {"rows": len(examples), "tokens": sum(len(e) for e in examples),
                    "held_out_rows": len(held), "held_out_tokens": sum(len(e) for e in held)}
-    return MoefyResult(model, splits, settings, calibration, seconds)
+    return MoefyResult(model, splits, settings, calibration, seconds, recovery)
