@@ -92,7 +92,7 @@ def build_moe_command(
         "--distill-epochs", help="Epochs of end-to-end recovery: the dense model distilled into the down projections "
         "(0: none; docs/moe.md).")] = 0,
     distill_tokens: Annotated[int, typer.Option(
-        "--distill-tokens", help="Calibration token budget of the distillation.")] = 40000,
+        "--distill-tokens", help="Calibration token budget of the distillation.")] = 16384,
     coactivation: Annotated[str, typer.Option(
         "--coactivation", help="Neuron feature clustered into experts: 'magnitude' or 'firing'.")] = "magnitude",
     clustering_seed: Annotated[int, typer.Option("--clustering-seed", help="Seed of the balanced clustering.")] = 0,

@@ -86,8 +86,8 @@ class MoefySettings:
     #: End-to-end recovery (:mod:`sparcom.zoo.moe_distill`): epochs of distilling the dense model into the down
     #: projections (0: none), over a calibration budget of ``distill_tokens`` (the same rows, round-robin, further).
     distill_epochs: int = 0
-    distill_tokens: int = 40000
-    distill_lr: float = 5e-4
+    distill_tokens: int = 16384
+    distill_lr: float = 1e-3
     distill_batch: int = 4
     #: Balanced k-means: iterations per start, and starts (the best within-group co-activation is kept).
     iterations: int = 40
@@ -315,7 +315,7 @@ def sequential_splits(dense: nn.Module, examples: Sequence[Sequence[int]], setti
 
 
 def moefy(dense: nn.Module, tokenizer, rows: Sequence[InstructionRow], settings: MoefySettings = MoefySettings(),
-          progress=None) -> MoefyResult:
+          progress=None, distill_progress=None) -> MoefyResult:
     """Turn a dense Llama causal LM into a GraniteMoE(Shared) model (in memory), calibrated on ``rows``."""
     check_dense(dense)
     settings.check(dense.config.intermediate_size)
@@ -331,7 +331,7 @@ def moefy(dense: nn.Module, tokenizer, rows: Sequence[InstructionRow], settings:
         more = calibration_examples(rows, tokenizer, settings.distill_tokens, settings.template, settings.system_prompt)
         recovery = distill_downs(dense, model, more, epochs=settings.distill_epochs, lr=settings.distill_lr,
                                  batch_size=settings.distill_batch, seed=settings.seed, pad_id=pad,
-                                 held_every=HELD_OUT_EVERY)
+                                 held_every=HELD_OUT_EVERY, progress=distill_progress)
         seconds["distillation"] = recovery["distill_seconds"]
     seconds["total"] = time.perf_counter() - started
     held = [e for i, e in enumerate(examples) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
