@@ -14,7 +14,8 @@ routed the exact construction equals the dense model within :data:`DENSE_TOLERAN
 ``smollm2-135m-instruct`` with a 512-neuron shared expert and 64 experts of 16 neurons, top-16, refitted down
 projections, calibrated on ``sparcom-sft``, then distilled from the dense model (:data:`BUILTIN_MOE`).
 :func:`resolve_derived` returns its cache folder, building it once (under a lock) and rebuilding it, with a warning,
-when it is damaged or stale. The build is deterministic: the same software and thread count give the same bytes.
+when it is damaged or stale. The build is deterministic up to the distillation (the same software and thread count
+give the same bytes); the distilled down projections of two 2-thread builds have been seen to differ (docs/moe.md).
 """
 
 from __future__ import annotations
