@@ -521,3 +521,15 @@ def test_distillation_settings_are_checked():
         dataclasses.replace(DISTILL, distill_epochs=-1).check()
     with pytest.raises(SparcomError, match="--distill-tokens"):
         dataclasses.replace(DISTILL, distill_tokens=1000).check()
+
+
+def test_two_distilled_builds_write_the_same_bytes(dense_folder, tmp_path):
+    """The distillation's record holds no timing (those go into the manifest's build seconds), so two builds in one
+    process write the same files, the split record included."""
+    folder, rows = dense_folder
+    settings = dataclasses.replace(REFIT, distill_epochs=1, distill_tokens=6000, distill_lr=3e-3)
+    first = build_moe(folder, tmp_path / "a", settings, calibration=rows, progress=False)
+    second = build_moe(folder, tmp_path / "b", settings, calibration=rows, progress=False)
+    files = [json.loads((path / MANIFEST).read_text())["files"] for path in (first, second)]
+    assert files[0] == files[1] and SPLIT_FILE in files[0]
+    assert "distillation" in json.loads((first / MANIFEST).read_text())["build_seconds"]

@@ -7,15 +7,15 @@ parent's: the loss is KL(dense ‖ MoE) over every real token of the calibration
 slices (every expert neuron still fires exactly when its dense neuron does) and the routers are unchanged (their
 routing weights are exactly 1/k by construction, :mod:`sparcom.zoo.moe_assembly`, so they get no gradient).
 
-Deterministic: the batch order comes from the seed, Adam with a cosine learning rate, float32 on the build's pinned
-thread count. Every :data:`~sparcom.zoo.moefy.HELD_OUT_EVERY`-th row is held out; the trained weights are kept only
+The batch order comes from the seed, Adam with a cosine learning rate, float32 on the build's pinned thread count; two
+builds in one process give the same weights, but two 2-thread builds of SmolLM2's MoE in separate processes have
+been seen to differ after this step (docs/moe.md). Every :data:`~sparcom.zoo.moefy.HELD_OUT_EVERY`-th row is held out; the trained weights are kept only
 when the held-out KL falls (the numbers go into the build record).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -81,13 +81,13 @@ def mean_kl(dense: nn.Module, moe: nn.Module, examples: Sequence[Sequence[int]],
 def distill_downs(dense: nn.Module, moe: nn.Module, examples: Sequence[Sequence[int]], *, epochs: int, lr: float,
                   batch_size: int, seed: int, pad_id: int, held_every: int,
                   progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    """Train ``moe``'s down projections in place towards ``dense`` (module docstring); the numbers of the check."""
+    """Train ``moe``'s down projections in place towards ``dense`` (module docstring); the numbers of the check
+    (no timings: they go into the build record, so that two builds write the same split file)."""
     held = [e for i, e in enumerate(examples) if i % held_every == held_every - 1]
     train = [e for i, e in enumerate(examples) if i % held_every != held_every - 1]
     if not held or not train:
         raise SparcomError("the distillation recovery needs calibration rows both to train on and to hold out; raise "
                            "--distill-tokens or turn it off (--distill-epochs 0)")
-    started = time.perf_counter()
     was_training = moe.training
     moe.eval()  # no dropout: the same weights on every build
     params = down_parameters(moe)
@@ -130,5 +130,4 @@ def distill_downs(dense: nn.Module, moe: nn.Module, examples: Sequence[Sequence[
         moe.train(was_training)
     return {"distill_heldout_kl_before": before, "distill_heldout_kl_after": after, "distill_kept": float(kept),
             "distill_steps": float(steps), "distill_train_tokens": float(sum(len(e) for e in train)),
-            "distill_heldout_tokens": float(sum(len(e) for e in held)),
-            "distill_seconds": time.perf_counter() - started}
+            "distill_heldout_tokens": float(sum(len(e) for e in held))}

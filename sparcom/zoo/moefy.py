@@ -40,7 +40,7 @@ from sparcom.errors import SparcomError
 from sparcom.models.families import family_for
 from sparcom.models.sites import get_path, model_sites
 from sparcom.zoo.moe_assembly import assemble, router_scale
-from sparcom.zoo.moe_distill import distill_downs
+from sparcom.zoo.moe_distill import distill_downs, padded
 from sparcom.zoo.moe_recovery import refit_down, relative_error
 from sparcom.zoo.moe_split import (
     SHARED_BY,
@@ -284,12 +284,8 @@ def sequential_splits(dense: nn.Module, examples: Sequence[Sequence[int]], setti
                       progress=None) -> list[LayerSplit]:
     """Split every layer in order, each on the MLP inputs the MoE built so far produces (module docstring, 1)."""
     blocks = mlp_blocks(dense)
-    width = max(len(e) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    real = torch.zeros((len(examples), width), dtype=torch.bool)
-    for row, example in enumerate(examples):
-        ids[row, :len(example)] = torch.tensor(example)
-        real[row, :len(example)] = True
+    ids, mask = padded(examples, pad_id)
+    real = mask.bool()
     held = torch.cat([torch.full((len(e),), i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) for i, e in enumerate(examples)])
     splits: list[LayerSplit] = []
 
@@ -307,7 +303,7 @@ def sequential_splits(dense: nn.Module, examples: Sequence[Sequence[int]], setti
     handles = [block.register_forward_hook(replace(j)) for j, block in enumerate(blocks)]
     try:
         with torch.inference_mode():
-            model_sites(dense).backbone(input_ids=ids, attention_mask=real.long(), use_cache=False)
+            model_sites(dense).backbone(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -329,10 +325,11 @@ def moefy(dense: nn.Module, tokenizer, rows: Sequence[InstructionRow], settings:
     recovery = {}
     if settings.distill_epochs:
         more = calibration_examples(rows, tokenizer, settings.distill_tokens, settings.template, settings.system_prompt)
+        distilling = time.perf_counter()
         recovery = distill_downs(dense, model, more, epochs=settings.distill_epochs, lr=settings.distill_lr,
                                  batch_size=settings.distill_batch, seed=settings.seed, pad_id=pad,
                                  held_every=HELD_OUT_EVERY, progress=distill_progress)
-        seconds["distillation"] = recovery["distill_seconds"]
+        seconds["distillation"] = time.perf_counter() - distilling
     seconds["total"] = time.perf_counter() - started
     held = [e for i, e in enumerate(examples) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
     calibration = {"rows": len(examples), "tokens": sum(len(e) for e in examples),
