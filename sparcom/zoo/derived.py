@@ -80,7 +80,7 @@ class DerivedModel:
 
 
 #: The built-in's recipe: the builder's defaults and two epochs of distillation over 16,384 calibration tokens
-#: (docs/moe.md, "Third round": 2.58 nats/token on held-out HexaInst against 2.76 without, dense 2.07).
+#: (docs/moe.md, "Third round": 2.60 nats/token on held-out HexaInst against 2.76–2.78 without, dense 2.07).
 BUILTIN_MOE = MoefySettings(distill_epochs=2)
 
 DERIVED: dict[str, DerivedModel] = {
@@ -246,7 +246,7 @@ def _split_record(result: MoefyResult) -> dict:
                                          "layers[j].shared[i] that of the shared expert's neuron i",
         "exact": "gate and up rows are exact slices of the dense MLP; down columns are "
                  + ("refitted where layers[j].down is 'refit' (exact where 'exact')" if refit else "exact slices")
-                 + ("; then every down projection was trained by distillation (distillation)" if distilled else ""),
+                 + ("; then every down projection was trained by distillation (see 'distillation')" if distilled else ""),
         "distillation": result.recovery,
         "layers": [{"members": split.members.tolist(), "shared": split.shared.tolist(), "router_scale": split.scale,
                     "down": "exact" if split.down is None else "refit",
